@@ -1,0 +1,30 @@
+"""The sans-IO DHT core. Nothing in this package performs IO or reads a clock."""
+
+from .config import HAILING_VERSION, DhtConfig
+from .events import (
+    CommandFailed,
+    Event,
+    ItemFound,
+    LookupStats,
+    NodesFound,
+    PeersFound,
+    Pong,
+    StoreDone,
+)
+from .ids import NodeInfo
+from .protocol import DhtProtocol
+
+__all__ = [
+    "HAILING_VERSION",
+    "CommandFailed",
+    "DhtConfig",
+    "DhtProtocol",
+    "Event",
+    "ItemFound",
+    "LookupStats",
+    "NodeInfo",
+    "NodesFound",
+    "PeersFound",
+    "Pong",
+    "StoreDone",
+]

@@ -1,0 +1,53 @@
+"""Tunables of the DHT core, each with the BEP or measurement it comes from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: KRPC ``v`` field of hailing nodes: two-letter client id + two-byte version (BEP20 style).
+HAILING_VERSION = b"HL\x00\x01"
+
+
+@dataclass(frozen=True, slots=True)
+class DhtConfig:
+    """Protocol parameters. The defaults are Mainline's where a BEP fixes them."""
+
+    #: Bucket size (BEP5: K = 8).
+    k: int = 8
+    #: Parallel requests per lookup (Kademlia alpha).
+    alpha: int = 3
+    #: Replacement-cache entries kept per bucket.
+    replacement_cache: int = 8
+    #: A node not heard from in this long is "questionable" (BEP5: 15 minutes).
+    questionable_after: float = 15 * 60.0
+    #: Buckets untouched this long are refreshed with a lookup (BEP5: 15 minutes).
+    bucket_refresh: float = 15 * 60.0
+    #: Consecutive timeouts after which a node is dropped from the table.
+    max_fail_count: int = 2
+    #: Bounds of the adaptive "soft" timeout after which a lookup stops waiting on a request.
+    min_soft_timeout: float = 0.25
+    max_soft_timeout: float = 1.5
+    #: A request that got no answer by this time is failed for good.
+    query_timeout: float = 4.0
+    #: Candidates a lookup keeps (closest first); bounds memory against poisoning.
+    max_lookup_candidates: int = 96
+    #: Token secret rotation (BEP5: tokens accepted for up to ten minutes -> rotate at 5).
+    token_rotation: float = 5 * 60.0
+    #: Stored peers expire after this long without re-announce (libtorrent: 30 min).
+    peer_ttl: float = 30 * 60.0
+    #: Stored BEP44 items expire this long after their last put (BEP44: about 2 hours).
+    item_ttl: float = 2 * 60 * 60.0
+    #: Our own puts and announces are repeated this often (BEP44: at least every hour).
+    republish_interval: float = 60 * 60.0
+    #: Period of the housekeeping tick (expiry, rotation, refresh, republish).
+    maintenance_interval: float = 10.0
+    #: Storage bounds: BEP44 items held, info-hashes tracked, peers per info-hash.
+    max_items: int = 10_000
+    max_torrents: int = 10_000
+    max_peers_per_torrent: int = 200
+    #: BEP42: refuse routing-table entries whose id does not match their IP.
+    enforce_node_id: bool = False
+    #: BEP43: read-only node: answers nothing, flags its queries with ``ro``.
+    read_only: bool = False
+    #: The ``v`` field put in every message (None to omit it).
+    version: bytes | None = HAILING_VERSION

@@ -1,0 +1,77 @@
+"""Events the protocol core emits (``DhtProtocol.next_event()``).
+
+Every command returns a query id (``qid``); exactly one event with that ``qid`` reports
+its outcome: a result event, or :class:`CommandFailed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from ..errors import HailingError
+from .bep44 import ImmutableItem, MutableItem
+from .ids import NodeInfo
+
+
+@dataclass(frozen=True, slots=True)
+class LookupStats:
+    """What a lookup cost: messages sent, answers, timeouts, hops and virtual duration."""
+
+    messages: int = 0
+    responses: int = 0
+    timeouts: int = 0
+    hops: int = 0
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    qid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(Event):
+    node_id: bytes
+    rtt: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodesFound(Event):
+    """``find_node`` or ``bootstrap`` finished: the closest responsive nodes, closest first."""
+
+    target: bytes
+    nodes: tuple[NodeInfo, ...]
+    stats: LookupStats = field(default_factory=LookupStats)
+
+
+@dataclass(frozen=True, slots=True)
+class PeersFound(Event):
+    info_hash: bytes
+    peers: tuple[Hashable, ...]
+    nodes: tuple[NodeInfo, ...]
+    stats: LookupStats = field(default_factory=LookupStats)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFound(Event):
+    """A BEP44 ``get`` finished; ``item`` is None when nobody had it."""
+
+    target: bytes
+    item: ImmutableItem | MutableItem | None
+    stats: LookupStats = field(default_factory=LookupStats)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDone(Event):
+    """A ``put`` or ``announce`` finished: how many nodes accepted it, and the refusals."""
+
+    target: bytes
+    stored: int
+    errors: tuple[tuple[int, str], ...] = ()
+    stats: LookupStats = field(default_factory=LookupStats)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFailed(Event):
+    error: HailingError

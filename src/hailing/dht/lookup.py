@@ -1,0 +1,193 @@
+"""One iterative lookup (Kademlia FIND_NODE/FIND_VALUE as Mainline runs it), without IO.
+
+Theory of operation
+-------------------
+Candidates are kept sorted by XOR distance to the target (at most
+``max_candidates``). :meth:`Lookup.next_requests` hands out the closest fresh candidates
+while fewer than ``alpha`` requests are in flight; the owner sends them. Every answer,
+soft timeout ("stall") or failure is reported back, and the owner calls ``next_requests``
+again at once: the lookup never waits for a whole round, so one slow or dead node costs
+one slot, not the lookup. A stalled request no longer counts against ``alpha`` and no
+longer holds up termination, but a late answer is still used.
+
+The lookup is done when the ``k`` closest candidates that did not fail or stall have all
+answered (the closest-set rule), or nothing is left to ask. A ``get`` for an immutable
+item also ends as soon as a valid value arrives.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Hashable
+from typing import Any
+
+from .ids import id_to_int
+
+FRESH = 0
+INFLIGHT = 1
+STALLED = 2
+ANSWERED = 3
+FAILED = 4
+
+
+class Candidate:
+    """A node the lookup may ask. ``token`` and ``extra`` hold what its answer carried."""
+
+    __slots__ = ("addr", "depth", "dist", "extra", "id", "state", "token")
+
+    def __init__(self, node_id: bytes | None, addr: Hashable, dist: int, depth: int) -> None:
+        self.id = node_id
+        self.addr = addr
+        self.dist = dist
+        self.depth = depth
+        self.state = FRESH
+        self.token: bytes | None = None
+        self.extra: Any = None
+
+
+def _dist(c: Candidate) -> int:
+    return c.dist
+
+
+class Lookup:
+    """State of one lookup; owned and driven by :class:`~hailing.dht.protocol.DhtProtocol`."""
+
+    def __init__(
+        self,
+        qid: int,
+        kind: str,
+        target: bytes,
+        own_id: bytes,
+        k: int,
+        alpha: int,
+        max_candidates: int,
+        started: float,
+    ) -> None:
+        self.qid = qid
+        self.kind = kind
+        self.target = target
+        self._t = id_to_int(target)
+        self.k = k
+        self.alpha = alpha
+        self._max = max_candidates
+        self.started = started
+        self.cands: list[Candidate] = []
+        self.seeds: list[Candidate] = []
+        self._seen: set[Hashable] = set()
+        self._seen_ids: set[bytes] = {own_id}
+        self.inflight = 0
+        self.messages = 0
+        self.responses = 0
+        self.timeouts = 0
+        #: True once the owner has reported the outcome.
+        self.finished = False
+        #: Set by the owner to end early (e.g. an immutable value was found).
+        self.stop = False
+        self.result: Any = None
+        self.result_depth = 0
+        #: BEP44 salt of a mutable get (the target alone cannot be checked without it).
+        self.salt = b""
+        #: put/announce: the method and arguments of the store phase.
+        self.store: tuple[bytes, dict[bytes, Any]] | None = None
+
+    # -- filling ---------------------------------------------------------------------
+
+    def add_seed(self, addr: Hashable) -> None:
+        """A bootstrap address whose id we do not know: asked first, never in the result."""
+        if addr not in self._seen:
+            self._seen.add(addr)
+            self.seeds.append(Candidate(None, addr, 0, 0))
+
+    def add(self, node_id: bytes, addr: Hashable, depth: int) -> None:
+        if addr in self._seen or node_id in self._seen_ids:
+            return
+        dist = id_to_int(node_id) ^ self._t
+        cands = self.cands
+        if len(cands) >= self._max and dist >= cands[-1].dist:
+            return
+        self._seen.add(addr)
+        self._seen_ids.add(node_id)
+        bisect.insort(cands, Candidate(node_id, addr, dist, depth), key=_dist)
+        if len(cands) > self._max:
+            # Drop the farthest candidate that is not waiting on an answer.
+            for i in range(len(cands) - 1, -1, -1):
+                if cands[i].state != INFLIGHT:
+                    del cands[i]
+                    break
+
+    # -- driving ---------------------------------------------------------------------
+
+    def next_requests(self) -> list[Candidate]:
+        """Candidates to query now (already marked in flight)."""
+        if self.finished or self.stop:
+            return []
+        out: list[Candidate] = []
+        for s in self.seeds:
+            if s.state == FRESH:
+                s.state = INFLIGHT
+                self.inflight += 1
+                out.append(s)
+        answered = 0
+        for c in self.cands:
+            if self.inflight >= self.alpha:
+                break
+            st = c.state
+            if st == ANSWERED:
+                answered += 1
+                if answered >= self.k:
+                    break
+            elif st == FRESH:
+                c.state = INFLIGHT
+                self.inflight += 1
+                out.append(c)
+        self.messages += len(out)
+        return out
+
+    def answered(self, c: Candidate) -> None:
+        if c.state == INFLIGHT:
+            self.inflight -= 1
+        c.state = ANSWERED
+        self.responses += 1
+
+    def stalled(self, c: Candidate) -> None:
+        if c.state == INFLIGHT:
+            self.inflight -= 1
+            c.state = STALLED
+
+    def failed(self, c: Candidate) -> None:
+        if c.state == INFLIGHT:
+            self.inflight -= 1
+        if c.state in (INFLIGHT, STALLED):
+            c.state = FAILED
+            self.timeouts += 1
+
+    def is_done(self) -> bool:
+        if self.finished or self.stop:
+            return True
+        if any(s.state == INFLIGHT for s in self.seeds):
+            return False
+        answered = 0
+        waiting_stalled = False
+        for c in self.cands:
+            st = c.state
+            if st == ANSWERED:
+                answered += 1
+                if answered >= self.k:
+                    return True
+            elif st in (FRESH, INFLIGHT):
+                return False
+            elif st == STALLED:
+                waiting_stalled = True
+        # Fewer than k answered and nothing left to ask: wait only for late answers.
+        return not waiting_stalled and not any(s.state == STALLED for s in self.seeds)
+
+    def closest_answered(self, n: int | None = None) -> list[Candidate]:
+        n = self.k if n is None else n
+        out = [c for c in self.cands if c.state == ANSWERED]
+        return out[:n]
+
+    def hops(self) -> int:
+        if self.result is not None:
+            return self.result_depth + 1
+        best = self.closest_answered()
+        return max((c.depth for c in best), default=-1) + 1

@@ -1,0 +1,668 @@
+"""DhtProtocol: the sans-IO Mainline DHT node (BEP5, BEP32, BEP42, BEP43, BEP44).
+
+Theory of operation
+-------------------
+The object owns a routing table, the stores and the lookups, and does no IO: a driver
+feeds it datagrams (:meth:`receive_datagram`) and timer expiries (:meth:`handle_timer`),
+always with the current time ``now`` in seconds, then collects what it produced:
+:meth:`datagrams_to_send`, :meth:`get_timer` (the next deadline) and :meth:`next_event`.
+
+Commands (:meth:`ping`, :meth:`find_node`, :meth:`get_peers`, :meth:`announce_peer`,
+:meth:`get`, :meth:`put_immutable`, :meth:`put_mutable`, :meth:`bootstrap`) return a
+query id; one event carrying that id reports the outcome later. After calling anything,
+the driver must send the datagrams and re-arm its timer.
+
+Every request we send gets a transaction id and two deadlines: a soft one adapted to the
+measured round-trip time, after which a lookup stops waiting for it, and a hard one after
+which it counts as failed. All randomness comes from the injected ``rng``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, deque
+from collections.abc import Hashable, Iterable
+from typing import Any, Protocol
+
+from .. import bencode
+from ..errors import (
+    GENERIC_ERROR,
+    HailingError,
+    KrpcError,
+    LocalProtocolError,
+    QueryTimeout,
+    RemoteProtocolError,
+)
+from ..krpc import (
+    AddressCodec,
+    Error,
+    IPAddressCodec,
+    Query,
+    Response,
+    decode_message,
+    decode_nodes,
+    encode_message,
+)
+from . import bep42, bep44
+from .config import DhtConfig
+from .events import (
+    CommandFailed,
+    Event,
+    ItemFound,
+    LookupStats,
+    NodesFound,
+    PeersFound,
+    Pong,
+    StoreDone,
+)
+from .ids import NodeInfo
+from .lookup import Candidate, Lookup
+from .responder import Responder
+from .routing import RoutingTable
+from .storage import ItemStore, PeerStore
+from .tokens import TokenManager
+
+
+class Rng(Protocol):
+    """The randomness the core needs; ``random.Random`` satisfies it."""
+
+    def getrandbits(self, k: int, /) -> int: ...
+    def random(self) -> float: ...
+
+
+class _Pending:
+    """One request in flight."""
+
+    __slots__ = (
+        "addr", "cand", "done", "lookup", "method", "node_id", "on_reply", "rtt", "sent",
+        "stalled", "tid",
+    )
+
+    def __init__(self, tid: bytes, addr: Hashable, method: bytes, sent: float) -> None:
+        self.tid = tid
+        self.addr = addr
+        self.method = method
+        self.sent = sent
+        self.node_id: bytes | None = None
+        self.lookup: Lookup | None = None
+        self.cand: Candidate | None = None
+        #: For requests outside lookups: called as on_reply(reply or None, pending, now).
+        self.on_reply: Any = None
+        self.rtt = 0.0
+        self.done = False
+        self.stalled = False
+
+
+class _Store:
+    """The second phase of put/announce: requests to the closest nodes with their tokens."""
+
+    __slots__ = ("errors", "lookup", "outstanding", "stored")
+
+    def __init__(self, lookup: Lookup) -> None:
+        self.lookup = lookup
+        self.outstanding = 0
+        self.stored = 0
+        self.errors: list[tuple[int, str]] = []
+
+
+_SOFT, _HARD, _TICK = 0, 1, 2
+
+
+class DhtProtocol:
+    """A Mainline DHT node without IO. See the module docstring for the call sequence."""
+
+    def __init__(
+        self,
+        config: DhtConfig | None = None,
+        *,
+        rng: Rng,
+        now: float,
+        node_id: bytes | None = None,
+        codec: AddressCodec | None = None,
+    ) -> None:
+        self.config = cfg = config or DhtConfig()
+        self._rng = rng
+        if node_id is None:
+            node_id = rng.getrandbits(160).to_bytes(20, "big")
+        if len(node_id) != 20:
+            raise LocalProtocolError("node id must be 20 bytes")
+        self.node_id = node_id
+        self.codec: AddressCodec = codec or IPAddressCodec()
+        self.table = RoutingTable(
+            node_id, cfg.k, cfg.replacement_cache, cfg.max_fail_count, cfg.questionable_after
+        )
+        self.tokens = TokenManager(self._randbytes(16))
+        self.peers = PeerStore(cfg.max_torrents, cfg.max_peers_per_torrent, cfg.peer_ttl)
+        self.items = ItemStore(cfg.max_items, cfg.item_ttl)
+        self.responder = Responder(
+            node_id, self.table, self.tokens, self.peers, self.items, self.codec, cfg.k
+        )
+        #: Counters: queries by method, garbage dropped, errors sent, timeouts, ...
+        self.stats: Counter[str] = Counter()
+        #: BEP42: the external IP (compact) most peers report in their ``ip`` field.
+        self.external_ip: bytes | None = None
+        self._ip_votes: Counter[bytes] = Counter()
+        self._out: list[tuple[bytes, Hashable]] = []
+        self._events: deque[Event] = deque()
+        self._pending: dict[bytes, _Pending] = {}
+        self._timers: list[tuple[float, int, int, Any]] = []
+        self._seq = 0
+        self._tid = rng.getrandbits(16)
+        self._qid = 0
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self._next_rotation = now + cfg.token_rotation
+        self._next_refresh = now + cfg.bucket_refresh
+        #: Our own puts/announces, repeated every republish_interval: key -> (due, action).
+        self._republish: dict[bytes, tuple[float, Any]] = {}
+        self._push_timer(now + cfg.maintenance_interval, _TICK, None)
+
+    # == driver interface ==============================================================
+
+    def receive_datagram(self, data: bytes, addr: Hashable, now: float) -> None:
+        """Consume one datagram from ``addr``. Garbage is answered (203) or counted."""
+        try:
+            msg = decode_message(data)
+        except RemoteProtocolError as exc:
+            self.stats["dropped_malformed"] += 1
+            tid = getattr(exc, "tid", None)
+            if tid is not None and not self.config.read_only:
+                self._send_error(tid, exc.code, str(exc), addr)
+            return
+        t = type(msg)
+        if t is Query:
+            self._on_query(msg, addr, now)  # type: ignore[arg-type]
+        else:
+            self._on_reply(msg, addr, now)  # type: ignore[arg-type]
+
+    def handle_timer(self, now: float) -> None:
+        """Process every deadline that is due at ``now``."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, obj = heapq.heappop(timers)
+            if kind == _TICK:
+                self._maintenance(now)
+                self._push_timer(now + self.config.maintenance_interval, _TICK, None)
+            elif not obj.done:
+                if kind == _SOFT:
+                    self._soft_timeout(obj, now)
+                else:
+                    self._hard_timeout(obj, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Hashable]]:
+        """Everything to send now, as ``(payload, addr)`` pairs; the list is handed over."""
+        out = self._out
+        self._out = []
+        return out
+
+    def get_timer(self) -> float | None:
+        """The time at which :meth:`handle_timer` must next be called."""
+        timers = self._timers
+        while timers and timers[0][2] != _TICK and timers[0][3].done:
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
+
+    def next_event(self) -> Event | None:
+        """Pop the next event, or None."""
+        return self._events.popleft() if self._events else None
+
+    # == commands ======================================================================
+
+    def add_node(self, node_id: bytes, addr: Hashable, now: float) -> None:
+        """Seed the routing table with a node believed alive (e.g. from a saved cache)."""
+        self.table.add(node_id, addr, now - self.config.questionable_after)
+
+    def ping(self, addr: Hashable, now: float) -> int:
+        qid = self._new_qid()
+
+        def done(reply: Response | Error | None, p: _Pending, now: float) -> None:
+            if isinstance(reply, Response):
+                self._events.append(Pong(qid, reply.sender_id, p.rtt))
+            else:
+                self._events.append(CommandFailed(qid, _failure(reply, f"no answer from {addr}")))
+
+        self._request(addr, b"ping", {}, now, on_reply=done)
+        return qid
+
+    def find_node(self, target: bytes, now: float) -> int:
+        return self._start_lookup("find_node", _id20(target), now)
+
+    def bootstrap(self, addrs: Iterable[Hashable], now: float) -> int:
+        """Find our own neighbourhood, asking ``addrs`` (ids unknown) and the table."""
+        return self._start_lookup("find_node", self.node_id, now, seeds=addrs)
+
+    def get_peers(self, info_hash: bytes, now: float) -> int:
+        return self._start_lookup("get_peers", _id20(info_hash), now)
+
+    def announce_peer(self, info_hash: bytes, port: int | None, now: float) -> int:
+        """Announce that we (``port``, or the source port if None) have ``info_hash``."""
+        if port is not None and not 0 < port < 65536:
+            raise LocalProtocolError("port must be 1..65535")
+        args: dict[bytes, Any] = {b"info_hash": _id20(info_hash)}
+        if port is None:
+            args[b"implied_port"] = 1
+            args[b"port"] = 1
+        else:
+            args[b"port"] = port
+        self._republish[b"a" + info_hash] = (
+            now + self.config.republish_interval,
+            ("announce_peer", info_hash, port),
+        )
+        return self._start_lookup("announce", info_hash, now, store=(b"announce_peer", args))
+
+    def get(self, target: bytes, now: float) -> int:
+        """BEP44 get of an immutable item; ends as soon as a node returns the value."""
+        return self._start_lookup("get", _id20(target), now)
+
+    def get_mutable(self, pubkey: bytes, now: float, salt: bytes = b"") -> int:
+        """BEP44 get of a mutable item: asks the whole closest set, keeps the highest seq."""
+        if type(pubkey) is not bytes or len(pubkey) != 32:
+            raise LocalProtocolError("an ed25519 public key is 32 bytes")
+        if len(salt) > bep44.MAX_SALT_SIZE:
+            raise LocalProtocolError(f"salt is longer than {bep44.MAX_SALT_SIZE} bytes")
+        return self._start_lookup("get_mutable", bep44.mutable_target(pubkey, salt), now, salt=salt)
+
+    def put_immutable(self, value: Any, now: float) -> tuple[int, bytes]:
+        """Store ``value`` (any bencodable object) as an immutable item; (qid, target)."""
+        v = bencode.encode(value)
+        if len(v) > bep44.MAX_VALUE_SIZE:
+            raise LocalProtocolError(f"value is {len(v)} bytes bencoded; BEP44 allows {bep44.MAX_VALUE_SIZE}")
+        item = bep44.ImmutableItem(v)
+        return self._put_item(item, now, None), item.target
+
+    def put_mutable(self, item: bep44.MutableItem, now: float, cas: int | None = None) -> int:
+        """Store a signed mutable item (see :meth:`bep44.MutableItem.create`)."""
+        if not item.is_valid():
+            raise LocalProtocolError("mutable item signature does not verify")
+        return self._put_item(item, now, cas)
+
+    def cancel_republish(self, target: bytes) -> None:
+        self._republish.pop(b"p" + target, None)
+        self._republish.pop(b"a" + target, None)
+
+    # == receiving =====================================================================
+
+    def _on_query(self, q: Query, addr: Hashable, now: float) -> None:
+        st = self.stats
+        if self.config.read_only:
+            st["ignored_read_only"] += 1  # BEP43: a read-only node answers nothing
+            return
+        st["q_" + q.method.decode("ascii", "replace")[:20]] += 1
+        try:
+            r = self.responder.answer(q, addr, now)
+        except RemoteProtocolError as exc:
+            st["errors_sent"] += 1
+            self._send_error(q.tid, exc.code, str(exc), addr)
+            return
+        self._out.append(
+            (encode_message(Response(q.tid, r, self.config.version, self.codec.pack(addr))), addr)
+        )
+        if not q.ro:
+            self._saw_node(q.sender_id, addr, now, None)
+
+    def _on_reply(self, msg: Response | Error, addr: Hashable, now: float) -> None:
+        p = self._pending.get(msg.tid)
+        if p is None or p.addr != addr or p.done:
+            self.stats["dropped_unexpected"] += 1
+            return
+        del self._pending[msg.tid]
+        p.done = True
+        p.rtt = rtt = now - p.sent
+        if type(msg) is Error:
+            self.stats["errors_received"] += 1
+            self._finish_request(p, msg, now)
+            return
+        assert isinstance(msg, Response)
+        sid = msg.sender_id
+        if p.node_id is not None and sid != p.node_id:
+            # A different node answers at that address: its entry is stale.
+            self.table.failed(p.node_id, addr)
+        self._update_rtt(rtt)
+        if msg.ip is not None:
+            self._vote_ip(msg.ip)
+        self._saw_node(sid, addr, now, rtt)
+        self.stats["responses"] += 1
+        self._finish_request(p, msg, now)
+
+    def _saw_node(self, node_id: bytes, addr: Hashable, now: float, rtt: float | None) -> None:
+        cfg = self.config
+        if cfg.enforce_node_id:
+            packed = self.codec.pack(addr)
+            if packed is not None:
+                ip = _ip_text(packed[:-2])
+                if not bep42.is_exempt(ip) and not bep42.node_id_prefix_ok(node_id, ip):
+                    self.stats["rejected_node_id"] += 1
+                    return
+        stale = self.table.add(node_id, addr, now, rtt)
+        if stale is not None:
+            self._request(stale.addr, b"ping", {}, now, node_id=stale.id, on_reply=_ignore)
+
+    # == requests ======================================================================
+
+    def _request(
+        self,
+        addr: Hashable,
+        method: bytes,
+        args: dict[bytes, Any],
+        now: float,
+        *,
+        node_id: bytes | None = None,
+        lookup: Lookup | None = None,
+        cand: Candidate | None = None,
+        on_reply: Any = None,
+    ) -> None:
+        self._tid = (self._tid + 1) & 0xFFFF
+        tid = self._tid.to_bytes(2, "big")
+        old = self._pending.get(tid)
+        if old is not None:  # 65536 requests in flight: the oldest slot is recycled
+            old.done = True
+            self._finish_request(old, None, now)
+        p = _Pending(tid, addr, method, now)
+        p.node_id = node_id
+        p.lookup = lookup
+        p.cand = cand
+        p.on_reply = on_reply
+        self._pending[tid] = p
+        args[b"id"] = self.node_id
+        q = Query(tid, method, args, self.config.version, self.config.read_only)
+        self._out.append((encode_message(q), addr))
+        self.stats["queries_sent"] += 1
+        cfg = self.config
+        self._push_timer(now + self._soft_timeout_value(), _SOFT, p)
+        self._push_timer(now + cfg.query_timeout, _HARD, p)
+
+    def _soft_timeout_value(self) -> float:
+        cfg = self.config
+        if self._srtt is None:
+            return cfg.max_soft_timeout
+        return min(cfg.max_soft_timeout, max(cfg.min_soft_timeout, self._srtt + 4 * self._rttvar))
+
+    def _update_rtt(self, rtt: float) -> None:
+        # RFC 6298 smoothing, over all peers.
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt, rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+
+    def _soft_timeout(self, p: _Pending, now: float) -> None:
+        p.stalled = True
+        if p.lookup is not None and p.cand is not None:
+            p.lookup.stalled(p.cand)
+            self._advance(p.lookup, now)
+
+    def _hard_timeout(self, p: _Pending, now: float) -> None:
+        p.done = True
+        self._pending.pop(p.tid, None)
+        self.stats["timeouts"] += 1
+        if p.node_id is not None:
+            self.table.failed(p.node_id, p.addr)
+        self._finish_request(p, None, now)
+
+    def _finish_request(self, p: _Pending, reply: Response | Error | None, now: float) -> None:
+        if p.lookup is not None:
+            lk = p.lookup
+            if p.cand is not None:
+                if isinstance(reply, Response):
+                    lk.answered(p.cand)
+                    self._lookup_reply(lk, p.cand, reply, now)
+                else:
+                    lk.failed(p.cand)
+                self._advance(lk, now)
+        elif p.on_reply is not None:
+            p.on_reply(reply, p, now)
+
+    def _send_error(self, tid: bytes, code: int, message: str, addr: Hashable) -> None:
+        self._out.append((encode_message(Error(tid, code, message, self.config.version)), addr))
+
+    # == lookups =======================================================================
+
+    def _new_qid(self) -> int:
+        self._qid += 1
+        return self._qid
+
+    def _start_lookup(
+        self,
+        kind: str,
+        target: bytes,
+        now: float,
+        *,
+        seeds: Iterable[Hashable] = (),
+        store: tuple[bytes, dict[bytes, Any]] | None = None,
+        qid: int | None = None,
+        salt: bytes = b"",
+    ) -> int:
+        """Start a lookup; ``qid`` -1 marks internal ones (refresh, republish): no event."""
+        cfg = self.config
+        lk = Lookup(
+            qid or self._new_qid(), kind, target, self.node_id, cfg.k, cfg.alpha,
+            cfg.max_lookup_candidates, now,
+        )
+        lk.store = store
+        lk.salt = salt
+        for addr in seeds:
+            lk.add_seed(addr)
+        for e in self.table.closest(target, cfg.k * 2):
+            lk.add(e.id, e.addr, 0)
+        self._advance(lk, now)
+        return lk.qid
+
+    def _lookup_method(self, lk: Lookup) -> tuple[bytes, bytes]:
+        if lk.kind in ("find_node",):
+            return b"find_node", b"target"
+        if lk.kind in ("get_peers", "announce"):
+            return b"get_peers", b"info_hash"
+        return b"get", b"target"
+
+    def _advance(self, lk: Lookup, now: float) -> None:
+        if lk.finished:
+            return
+        method, key = self._lookup_method(lk)
+        for c in lk.next_requests():
+            self._request(c.addr, method, {key: lk.target}, now, node_id=c.id, lookup=lk, cand=c)
+        if lk.is_done():
+            lk.finished = True
+            self._complete(lk, now)
+
+    def _lookup_reply(self, lk: Lookup, c: Candidate, r: Response, now: float) -> None:
+        vals = r.values
+        if c.id is None:  # a bootstrap seed: now we know its id
+            c.id = r.sender_id
+        codec = self.codec
+        depth = c.depth + 1
+        for nid, addr in decode_nodes(vals.get(b"nodes"), codec):
+            lk.add(nid, addr, depth)
+        if b"nodes6" in vals:
+            for nid, addr in decode_nodes(vals.get(b"nodes6"), codec, ipv6=True):
+                lk.add(nid, addr, depth)
+        token = vals.get(b"token")
+        if type(token) is bytes and len(token) <= 64:
+            c.token = token
+        kind = lk.kind
+        if kind == "get_peers" or kind == "announce":
+            values = vals.get(b"values")
+            if type(values) is list:
+                found = c.extra = []
+                for v in values[:200]:
+                    if type(v) is bytes:
+                        a = codec.unpack(v)
+                        if a is not None:
+                            found.append(a)
+        elif kind == "get" or kind == "get_mutable" or kind == "put":
+            self._lookup_item(lk, c, vals, depth - 1)
+
+    def _lookup_item(self, lk: Lookup, c: Candidate, vals: dict[bytes, Any], depth: int) -> None:
+        if b"v" not in vals or lk.kind == "put":
+            return
+        try:
+            v = bencode.encode(vals[b"v"])
+        except HailingError:
+            return
+        if b"k" not in vals:
+            item = bep44.ImmutableItem(v)
+            if item.target == lk.target and lk.kind == "get":
+                lk.result, lk.result_depth = item, depth
+                lk.stop = True
+            else:
+                self.stats["bad_items"] += 1
+            return
+        k, sig, seq = vals.get(b"k"), vals.get(b"sig"), vals.get(b"seq")
+        salt = lk.salt
+        if type(k) is not bytes or type(sig) is not bytes or type(seq) is not int:
+            self.stats["bad_items"] += 1
+            return
+        mitem = bep44.MutableItem(k, salt, seq, v, sig)
+        if mitem.target != lk.target or not mitem.is_valid():
+            self.stats["bad_items"] += 1
+            return
+        best = lk.result
+        if best is None or (isinstance(best, bep44.MutableItem) and seq > best.seq):
+            lk.result, lk.result_depth = mitem, depth
+
+    def _complete(self, lk: Lookup, now: float) -> None:
+        if lk.qid < 0 and lk.kind not in ("put", "announce"):
+            return
+        stats = LookupStats(lk.messages, lk.responses, lk.timeouts, lk.hops(), max(0.0, now - lk.started))
+        kind = lk.kind
+        if kind == "find_node":
+            nodes = tuple(NodeInfo(c.id, c.addr) for c in lk.closest_answered() if c.id)
+            if not nodes and not lk.responses:
+                self._events.append(CommandFailed(lk.qid, QueryTimeout("no node answered the lookup")))
+            else:
+                self._events.append(NodesFound(lk.qid, lk.target, nodes, stats))
+        elif kind == "get_peers":
+            peers: dict[Hashable, None] = {}
+            for c in lk.cands:
+                if c.extra:
+                    peers.update(dict.fromkeys(c.extra))
+            nodes = tuple(NodeInfo(c.id, c.addr) for c in lk.closest_answered() if c.id)
+            self._events.append(PeersFound(lk.qid, lk.target, tuple(peers), nodes, stats))
+        elif kind in ("get", "get_mutable"):
+            self._events.append(ItemFound(lk.qid, lk.target, lk.result, stats))
+        else:  # put / announce: second phase
+            self._store_phase(lk, now)
+
+    def _store_phase(self, lk: Lookup, now: float) -> None:
+        assert lk.store is not None
+        method, args = lk.store
+        st = _Store(lk)
+        for c in lk.closest_answered():
+            if c.token is None:
+                continue
+            a = dict(args)
+            a[b"token"] = c.token
+            st.outstanding += 1
+
+            def done(reply: Response | Error | None, p: _Pending, now: float, st: _Store = st) -> None:
+                st.outstanding -= 1
+                if isinstance(reply, Response):
+                    st.stored += 1
+                elif isinstance(reply, Error):
+                    st.errors.append((reply.code, reply.message))
+                if st.outstanding == 0:
+                    self._store_done(st, now)
+
+            self._request(c.addr, method, a, now, node_id=c.id, on_reply=done)
+        if st.outstanding == 0:
+            self._store_done(st, now)
+
+    def _store_done(self, st: _Store, now: float) -> None:
+        lk = st.lookup
+        if lk.qid < 0:
+            return
+        stats = LookupStats(
+            lk.messages + st.stored + len(st.errors), lk.responses, lk.timeouts, lk.hops(),
+            now - lk.started,
+        )
+        if st.stored == 0:
+            err = st.errors[0] if st.errors else (GENERIC_ERROR, "no node accepted the value")
+            self._events.append(
+                CommandFailed(lk.qid, KrpcError(f"store failed: {err[1]} ({err[0]})", err[0]))
+            )
+        else:
+            self._events.append(StoreDone(lk.qid, lk.target, st.stored, tuple(st.errors), stats))
+
+    def _put_item(
+        self, item: bep44.ImmutableItem | bep44.MutableItem, now: float, cas: int | None
+    ) -> int:
+        store = self._store_args(item)
+        if cas is not None:
+            store[1][b"cas"] = cas
+        self._republish[b"p" + item.target] = (now + self.config.republish_interval, ("put", item))
+        return self._start_lookup("put", item.target, now, store=store)
+
+    # == housekeeping ==================================================================
+
+    def _maintenance(self, now: float) -> None:
+        cfg = self.config
+        if now >= self._next_rotation:
+            self.tokens.rotate(self._randbytes(16))
+            self._next_rotation = now + cfg.token_rotation
+            self.items.expire(now)
+            self.peers.expire(now)
+        if now >= self._next_refresh and len(self.table):
+            self._next_refresh = now + cfg.maintenance_interval * 6
+            for i in self.table.stale_buckets(now, cfg.bucket_refresh)[:2]:
+                self.table.touch_bucket(i, now)
+                target = self.table.random_id_in_bucket(i, self._rng.getrandbits(160))
+                self._start_lookup("find_node", target, now, qid=-1)
+        for key, (due, action) in list(self._republish.items()):
+            if due <= now:
+                self._republish[key] = (now + cfg.republish_interval, action)
+                if action[0] == "put":
+                    self._start_lookup("put", action[1].target, now, qid=-1,
+                                       store=self._store_args(action[1]))
+                else:
+                    args: dict[bytes, Any] = {b"info_hash": action[1]}
+                    if action[2] is None:
+                        args[b"implied_port"] = 1
+                        args[b"port"] = 1
+                    else:
+                        args[b"port"] = action[2]
+                    self._start_lookup("announce", action[1], now, qid=-1, store=(b"announce_peer", args))
+
+    def _store_args(self, item: bep44.ImmutableItem | bep44.MutableItem) -> tuple[bytes, dict[bytes, Any]]:
+        args: dict[bytes, Any] = {b"v": bencode.Raw(item.value_bencoded)}
+        if isinstance(item, bep44.MutableItem):
+            args[b"k"] = item.pubkey
+            args[b"seq"] = item.seq
+            args[b"sig"] = item.sig
+            if item.salt:
+                args[b"salt"] = item.salt
+        return b"put", args
+
+    def _vote_ip(self, ip: bytes) -> None:
+        votes = self._ip_votes
+        votes[ip[:-2]] += 1
+        if sum(votes.values()) > 1000:
+            self._ip_votes = Counter(dict(votes.most_common(10)))
+        self.external_ip = self._ip_votes.most_common(1)[0][0]
+
+    def _push_timer(self, when: float, kind: int, obj: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._timers, (when, self._seq, kind, obj))
+
+    def _randbytes(self, n: int) -> bytes:
+        return self._rng.getrandbits(n * 8).to_bytes(n, "big")
+
+
+def _id20(value: bytes) -> bytes:
+    if type(value) is not bytes or len(value) != 20:
+        raise LocalProtocolError("a target/info-hash must be 20 bytes")
+    return value
+
+
+def _failure(reply: Error | None, message: str) -> HailingError:
+    if isinstance(reply, Error):
+        return KrpcError(f"{reply.message} ({reply.code})", reply.code)
+    return QueryTimeout(message)
+
+
+def _ignore(reply: object, p: object, now: float) -> None:
+    return None
+
+
+def _ip_text(raw: bytes) -> str:
+    if len(raw) == 4:
+        return ".".join(str(b) for b in raw)
+    return ":".join(raw[i : i + 2].hex() for i in range(0, 16, 2))

@@ -1,0 +1,198 @@
+"""The answering side of the DHT core: what a node replies to each KRPC query.
+
+Pure functions of the node's state: :meth:`Responder.answer` takes a decoded query and
+returns the ``r`` dictionary, or raises :class:`~hailing.errors.RemoteProtocolError` with
+the KRPC error code to send (203 malformed arguments or bad token, 204 unknown method,
+BEP44's 205-207 and 301-302). It never touches the routing table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from .. import bencode
+from ..errors import (
+    METHOD_UNKNOWN,
+    PROTOCOL_ERROR,
+    BencodeError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+from ..krpc import AddressCodec, Query, encode_nodes
+from . import bep44
+from .routing import RoutingTable
+from .storage import ItemStore, PeerStore
+from .tokens import TokenManager
+
+Handler = Callable[[Query, Hashable, float], dict[bytes, Any]]
+
+
+def _need_id20(args: dict[bytes, Any], key: bytes) -> bytes:
+    v = args.get(key)
+    if type(v) is not bytes or len(v) != 20:
+        raise RemoteProtocolError(f"argument {key.decode()!r} must be a 20-byte string")
+    return v
+
+
+class Responder:
+    """Answers queries from the node's table, tokens and stores."""
+
+    def __init__(
+        self,
+        own_id: bytes,
+        table: RoutingTable,
+        tokens: TokenManager,
+        peers: PeerStore,
+        items: ItemStore,
+        codec: AddressCodec,
+        k: int,
+    ) -> None:
+        self.own_id = own_id
+        self.table = table
+        self.tokens = tokens
+        self.peers = peers
+        self.items = items
+        self.codec = codec
+        self.k = k
+        self.handlers: dict[bytes, Handler] = {
+            b"ping": self._ping,
+            b"find_node": self._find_node,
+            b"get_peers": self._get_peers,
+            b"announce_peer": self._announce_peer,
+            b"get": self._get,
+            b"put": self._put,
+        }
+
+    def answer(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
+        handler = self.handlers.get(q.method)
+        if handler is None:
+            raise RemoteProtocolError("Method Unknown", METHOD_UNKNOWN)
+        return handler(q, addr, now)
+
+    # -- BEP5 --------------------------------------------------------------------------
+
+    def _ping(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
+        return {b"id": self.own_id}
+
+    def _nodes(self, target: bytes, q: Query, addr: Hashable, r: dict[bytes, Any]) -> None:
+        v4, v6 = encode_nodes(((e.id, e.addr) for e in self.table.closest(target)), self.codec)
+        want = q.args.get(b"want")
+        if type(want) is list and (b"n4" in want or b"n6" in want):
+            if b"n4" in want:
+                r[b"nodes"] = v4
+            if b"n6" in want:
+                r[b"nodes6"] = v6
+            return
+        packed = self.codec.pack(addr)
+        if packed is not None and len(packed) == 18:
+            r[b"nodes6"] = v6
+        else:
+            r[b"nodes"] = v4
+
+    def _find_node(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
+        target = _need_id20(q.args, b"target")
+        r: dict[bytes, Any] = {b"id": self.own_id}
+        self._nodes(target, q, addr, r)
+        return r
+
+    def _get_peers(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
+        info_hash = _need_id20(q.args, b"info_hash")
+        r: dict[bytes, Any] = {
+            b"id": self.own_id,
+            b"token": self.tokens.issue(self.codec.ip_key(addr)),
+        }
+        values = self.peers.get(info_hash, now)
+        if values:
+            r[b"values"] = values
+        self._nodes(info_hash, q, addr, r)
+        return r
+
+    def _announce_peer(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
+        a = q.args
+        info_hash = _need_id20(a, b"info_hash")
+        if not self.tokens.check(a.get(b"token"), self.codec.ip_key(addr)):
+            raise RemoteProtocolError("invalid token")
+        packed = self.codec.pack(addr)
+        if packed is None:
+            raise RemoteProtocolError("address cannot be announced")
+        if a.get(b"implied_port") == 1:
+            peer = packed
+        else:
+            port = a.get(b"port")
+            if type(port) is not int or not 0 < port < 65536:
+                raise RemoteProtocolError("argument 'port' must be 1..65535")
+            peer = packed[:-2] + port.to_bytes(2, "big")
+        self.peers.add(info_hash, peer, now)
+        return {b"id": self.own_id}
+
+    # -- BEP44 -------------------------------------------------------------------------
+
+    def _get(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
+        target = _need_id20(q.args, b"target")
+        r: dict[bytes, Any] = {
+            b"id": self.own_id,
+            b"token": self.tokens.issue(self.codec.ip_key(addr)),
+        }
+        item = self.items.get(target, now)
+        if isinstance(item, bep44.ImmutableItem):
+            r[b"v"] = bencode.Raw(item.value_bencoded)
+        elif item is not None:
+            seq = q.args.get(b"seq")
+            if type(seq) is not int or item.seq > seq:
+                r[b"v"] = bencode.Raw(item.value_bencoded)
+            r[b"k"] = item.pubkey
+            r[b"sig"] = item.sig
+            r[b"seq"] = item.seq
+        self._nodes(target, q, addr, r)
+        return r
+
+    def _put(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
+        a = q.args
+        if not self.tokens.check(a.get(b"token"), self.codec.ip_key(addr)):
+            raise RemoteProtocolError("invalid token")
+        if b"v" not in a:
+            raise RemoteProtocolError("argument 'v' missing")
+        try:
+            v = bencode.encode(a[b"v"])
+        except (LocalProtocolError, BencodeError):
+            raise RemoteProtocolError("argument 'v' is not bencodable") from None
+        if len(v) > bep44.MAX_VALUE_SIZE:
+            raise RemoteProtocolError("message (v field) too big", bep44.ERR_VALUE_TOO_BIG)
+        k = a.get(b"k")
+        if k is None:
+            imm = bep44.ImmutableItem(v)
+            target = imm.target
+            # BEP44 mentions an optional target argument for immutable puts; if present it must match.
+            t = a.get(b"target")
+            if t is not None and t != target:
+                raise RemoteProtocolError("target does not match value")
+            self.items.put(target, imm, now)
+            return {b"id": self.own_id}
+        salt = a.get(b"salt", b"")
+        seq = a.get(b"seq")
+        sig = a.get(b"sig")
+        cas = a.get(b"cas")
+        if type(k) is not bytes or len(k) != 32:
+            raise RemoteProtocolError("argument 'k' must be a 32-byte key")
+        if type(salt) is not bytes:
+            raise RemoteProtocolError("argument 'salt' must be a string")
+        if len(salt) > bep44.MAX_SALT_SIZE:
+            raise RemoteProtocolError("salt (salt field) too big", bep44.ERR_SALT_TOO_BIG)
+        if type(seq) is not int or seq < 0:
+            raise RemoteProtocolError("argument 'seq' must be a non-negative integer")
+        if type(sig) is not bytes or len(sig) != 64:
+            raise RemoteProtocolError("argument 'sig' must be 64 bytes")
+        if cas is not None and type(cas) is not int:
+            raise RemoteProtocolError("argument 'cas' must be an integer")
+        item = bep44.MutableItem(k, salt, seq, v, sig)
+        target = item.target
+        existing = self.items.get(target, now)
+        if not isinstance(existing, bep44.MutableItem):
+            existing = None
+        bep44.check_put(existing, item, cas)  # raises PutRejected (a RemoteProtocolError)
+        self.items.put(target, item, now)
+        return {b"id": self.own_id}
+
+
+__all__ = ["PROTOCOL_ERROR", "Responder"]

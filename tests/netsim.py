@@ -1,0 +1,109 @@
+"""A tiny in-memory network of DhtProtocol cores with a hand-advanced clock (test helper).
+
+Every datagram takes ``latency`` seconds; ``drop`` decides per (payload, src, dst) whether
+it is lost. Time only moves when :meth:`MemoryNet.run` advances it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from hailing.dht import DhtConfig, DhtProtocol, Event
+
+Addr = tuple[str, int]
+
+
+class MemoryNet:
+    def __init__(self, latency: float = 0.01, seed: int = 1) -> None:
+        self.now = 0.0
+        self.latency = latency
+        self.rng = random.Random(seed)
+        self.nodes: dict[Hashable, DhtProtocol] = {}
+        self.dead: set[Hashable] = set()
+        self.drop: Callable[[bytes, Hashable, Hashable], bool] = lambda d, s, t: False
+        self._q: list[tuple[float, int, Hashable, Hashable, bytes]] = []
+        self._seq = 0
+        self.events: dict[Hashable, list[Event]] = {}
+        self.sent = 0
+
+    def add(self, addr: Addr | None = None, config: DhtConfig | None = None, **kw: Any) -> DhtProtocol:
+        if addr is None:
+            addr = (f"10.0.{len(self.nodes) // 250}.{len(self.nodes) % 250 + 1}", 6881)
+        p = DhtProtocol(config, rng=random.Random(self.rng.getrandbits(64)), now=self.now, **kw)
+        self.nodes[addr] = p
+        self.events[addr] = []
+        return p
+
+    def addr_of(self, p: DhtProtocol) -> Hashable:
+        return next(a for a, n in self.nodes.items() if n is p)
+
+    def inject(self, data: bytes, src: Hashable, dst: Hashable) -> None:
+        self._seq += 1
+        heapq.heappush(self._q, (self.now + self.latency, self._seq, src, dst, data))
+
+    def flush(self) -> None:
+        for addr, p in self.nodes.items():
+            if addr in self.dead:
+                p.datagrams_to_send(self.now)
+                continue
+            for data, dst in p.datagrams_to_send(self.now):
+                self.sent += 1
+                if self.drop(data, addr, dst):
+                    continue
+                self.inject(data, addr, dst)
+            while (ev := p.next_event()) is not None:
+                self.events[addr].append(ev)
+
+    def run(self, until: float | None = None, duration: float | None = None) -> None:
+        """Deliver packets and fire timers up to ``until`` (or now + duration)."""
+        end = until if until is not None else self.now + (duration or 0.0)
+        self.flush()
+        while True:
+            t_pkt = self._q[0][0] if self._q else float("inf")
+            t_tmr, who = float("inf"), None
+            for addr, p in self.nodes.items():
+                if addr in self.dead:
+                    continue
+                t = p.get_timer()
+                if t is not None and t < t_tmr:
+                    t_tmr, who = t, addr
+            t = min(t_pkt, t_tmr)
+            if t > end:
+                self.now = end
+                return
+            self.now = max(self.now, t)
+            if t_pkt <= t_tmr:
+                _, _, src, dst, data = heapq.heappop(self._q)
+                node = self.nodes.get(dst)
+                if node is not None and dst not in self.dead:
+                    node.receive_datagram(data, src, self.now)
+            else:
+                assert who is not None
+                self.nodes[who].handle_timer(self.now)
+            self.flush()
+
+    def wait_event(self, p: DhtProtocol, qid: int, limit: float = 60.0) -> Event:
+        addr = self.addr_of(p)
+        end = self.now + limit
+        while self.now < end:
+            for ev in self.events[addr]:
+                if ev.qid == qid:
+                    self.events[addr].remove(ev)
+                    return ev
+            self.run(duration=0.05)
+        raise AssertionError(f"no event for qid {qid} within {limit} s")
+
+
+def build_network(n: int, seed: int = 1, latency: float = 0.01, config: DhtConfig | None = None) -> MemoryNet:
+    """n cores that bootstrap off the first one, one after another."""
+    net = MemoryNet(latency=latency, seed=seed)
+    first = net.add(config=config)
+    first_addr = net.addr_of(first)
+    for _ in range(n - 1):
+        p = net.add(config=config)
+        qid = p.bootstrap([first_addr], net.now)
+        net.wait_event(p, qid)
+    return net
