@@ -259,6 +259,7 @@ class Krpc:
 
     def __init__(self, node_id: bytes) -> None:
         self.node_id = node_id
+        self.contacts: list[tuple[bytes, int]] = []  # nodes to hand out when asked
 
     @staticmethod
     def rid(counter: int) -> bytes:
@@ -323,7 +324,10 @@ class Krpc:
             r: dict[str, Any] = {"id": self.node_id}
             q = msg.get(b"q")
             if q in (b"find_node", b"get", b"get_peers"):
-                r["nodes"] = b""
+                r["nodes"] = b"".join(
+                    compact_node(i, p)
+                    for i, p in random.sample(self.contacts, min(8, len(self.contacts)))
+                )
             if q in (b"get", b"get_peers"):
                 r["token"] = b"tok"
             return bencode({"t": msg[b"t"], "y": "r", "r": r})
@@ -346,6 +350,7 @@ class RpcUdp:
     def __init__(self, node_id: bytes) -> None:
         self.node_id = node_id
         self.prefix = os.urandom(16)
+        self.contacts: list[tuple[bytes, int]] = []
 
     def rid(self, counter: int) -> bytes:
         return self.prefix + struct.pack(">I", counter & 0xFFFFFFFF)
@@ -397,7 +402,10 @@ class RpcUdp:
         elif func == "store":
             res = True
         elif func in ("find_node", "find_value"):
-            res = []
+            res = [
+                [i, LOOPBACK, p]
+                for i, p in random.sample(self.contacts, min(20, len(self.contacts)))
+            ]
         else:
             return None
         return b"\x01" + data[1:21] + mp_pack(res)
@@ -519,7 +527,8 @@ def generator_main(cfg: dict[str, Any]) -> dict[str, Any]:
     validated = 0
     invalid = 0
     invalid_examples: list[str] = []
-    nodes_seen = [0, 0]  # total nodes, responses (find_node + get)
+    nodes_sum = [0, 0, 0]  # nodes returned, per kind, over validated responses
+    nodes_cnt = [0, 0, 0]
     resp_bytes = 0
 
     def issue(now: float) -> None:
@@ -573,9 +582,8 @@ def generator_main(cfg: dict[str, Any]) -> dict[str, Any]:
                         validated += 1
                         try:
                             n = proto.validate(KINDS[k], data, values, templates[ent[2]][3])
-                            if k:
-                                nodes_seen[0] += n
-                                nodes_seen[1] += 1
+                            nodes_sum[k] += n
+                            nodes_cnt[k] += 1
                         except Exception as e:
                             invalid += 1
                             if len(invalid_examples) < 3:
@@ -651,9 +659,9 @@ def generator_main(cfg: dict[str, Any]) -> dict[str, Any]:
         "validated_responses": validated,
         "invalid_responses": invalid,
         "invalid_examples": invalid_examples,
-        "avg_nodes_per_find_node_or_get": (nodes_seen[0] / nodes_seen[1])
-        if nodes_seen[1]
-        else None,
+        "avg_nodes_returned": {
+            KINDS[k]: round(nodes_sum[k] / nodes_cnt[k], 2) for k in (1, 2) if nodes_cnt[k]
+        },
     }
 
 
@@ -818,20 +826,88 @@ def start_server(name: str, args: argparse.Namespace) -> ServerProc:
 # Then the stored values are put, and everything is validated once.
 
 
+def compact_node(node_id: bytes, port: int) -> bytes:
+    return node_id + socket.inet_aton(LOOPBACK) + struct.pack(">H", port)
+
+
+class Client:
+    """Blocking request/response on one UDP socket, for setup and validation.
+    Queries the server sends to this socket meanwhile are answered."""
+
+    def __init__(self, proto: Krpc | RpcUdp, sock: socket.socket, server: tuple[str, int]) -> None:
+        self.proto = proto
+        self.sock = sock
+        self.server = server
+        self.n = random.randrange(1 << 20)
+
+    def call(self, q: str, a: Any, timeout: float = 2.0, tries: int = 3) -> Any:
+        for _ in range(tries):
+            self.n += 1
+            rid = self.proto.rid(self.n)
+            self.sock.sendto(self.proto.query(q, a, rid), self.server)
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                r, _, _ = select.select([self.sock], [], [], left)
+                if not r:
+                    break
+                try:
+                    data, addr = self.sock.recvfrom(65536)
+                except (BlockingIOError, ConnectionRefusedError):
+                    continue
+                got, status = self.proto.extract(data)
+                if status and got == rid:
+                    if isinstance(self.proto, Krpc):
+                        return bdecode(data)
+                    return mp_unpack(data[21:])
+                reply = self.proto.answer(data)
+                if reply is not None:
+                    self.sock.sendto(reply, addr)
+        raise TimeoutError(f"no answer to {q} from {self.server}")
+
+
 class FakePeers:
+    """N fake DHT peers on 127.0.0.1, each with its own UDP socket and random id.
+
+    Setup (identical for every server): each peer pings the server and stores one
+    value through the normal protocol (BEP44 get-token + put, or kademlia store).
+    Afterwards a thread keeps answering the server's queries to them (pings,
+    lookups: answered with other fake peers as nodes), so they stay "good" nodes.
+    The token-checked put matters for libtorrent: it only returns nodes it has
+    verified (answered a ping, or presented a valid token) in find_node replies.
+    """
+
     def __init__(self, proto_name: str, n: int) -> None:
         cls = PROTOCOLS[proto_name]
-        self.peers = []
+        self.proto_name = proto_name
+        self.peers: list[tuple[socket.socket, Krpc | RpcUdp]] = []
         for _ in range(n):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind((LOOPBACK, 0))
             s.setblocking(False)
             self.peers.append((s, cls(os.urandom(20))))
+        self.contacts = [(p.node_id, s.getsockname()[1]) for s, p in self.peers]
+        for _s, p in self.peers:
+            p.contacts = self.contacts
         self.by_fd = {s.fileno(): (s, p) for s, p in self.peers}
         self.answered = 0
-        self.responses: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def register(self, server: tuple[str, int], values: list[tuple[bytes, bytes]]) -> None:
+        for (s, p), (target, v) in zip(self.peers, values, strict=True):
+            c = Client(p, s, server)
+            if isinstance(p, Krpc):
+                c.call("ping", {})
+                token = c.call("get", {"target": target})[b"r"][b"token"]
+                r = c.call("put", {"token": token, "v": bdecode(v)})
+                if r.get(b"y") != b"r":
+                    raise RuntimeError(f"put failed: {r!r}")
+            else:
+                c.call("ping", [])
+                if c.call("store", [target, v]) is not True:
+                    raise RuntimeError("store failed")
+
+    def start(self) -> None:
         self._thread.start()
 
     def _run(self) -> None:
@@ -850,63 +926,13 @@ class FakePeers:
                     with contextlib.suppress(OSError):
                         s.sendto(reply, addr)
                     self.answered += 1
-                else:
-                    self.responses[fd] = self.responses.get(fd, 0) + 1
-
-    def announce(self, server: tuple[str, int]) -> None:
-        for i, (s, p) in enumerate(self.peers):
-            if isinstance(p, Krpc):
-                msg = p.query("ping", {}, b"pp%02d" % (i % 100))
-            else:
-                msg = p.query("ping", [], p.rid(i))
-            with contextlib.suppress(OSError):
-                s.sendto(msg, server)
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
         for s, _ in self.peers:
             s.close()
-
-
-class Client:
-    """Blocking request/response helper for setup and validation."""
-
-    def __init__(self, proto_name: str, server: tuple[str, int]) -> None:
-        self.proto = PROTOCOLS[proto_name](os.urandom(20))
-        self.server = server
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((LOOPBACK, 0))
-        self.sock.connect(server)
-        self.n = 0
-
-    def call(self, q: str, a: Any, timeout: float = 2.0, tries: int = 3) -> Any:
-        for _ in range(tries):
-            self.n += 1
-            rid = self.proto.rid(self.n)
-            self.sock.send(self.proto.query(q, a, rid))
-            deadline = time.monotonic() + timeout
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.sock.settimeout(left)
-                try:
-                    data = self.sock.recv(65536)
-                except (TimeoutError, ConnectionRefusedError):
-                    break
-                got, _status = self.proto.extract(data)
-                if got == rid:
-                    if isinstance(self.proto, Krpc):
-                        return bdecode(data)
-                    return mp_unpack(data[21:])
-                reply = self.proto.answer(data)
-                if reply is not None:
-                    self.sock.send(reply)
-        raise TimeoutError(f"no answer to {q} from {self.server}")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def make_values(n: int, size: int, seed: int) -> dict[bytes, bytes]:
@@ -925,29 +951,18 @@ def setup_server(
     proto = SERVER_PROTO[srv.name]
     addr = (LOOPBACK, srv.port)
     info: dict[str, Any] = {"port": srv.port, "pid": srv.proc.pid, "cmd": srv.cmd}
-    cli = Client(proto, addr)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOOPBACK, 0))
+    cli = Client(PROTOCOLS[proto](os.urandom(20)), sock, addr)
+    fakes = FakePeers(proto, args.fake_peers)
     try:
+        t_start = time.monotonic()
         cli.call("ping", {} if proto == "krpc" else [], timeout=5.0, tries=4)
-        fakes = FakePeers(proto, args.fake_peers)
-        fakes.announce(addr)
-        # Store the values (BEP44 immutable put / kademlia store).
-        for target, v in values.items():
-            if proto == "krpc":
-                r = cli.call("get", {"target": target})
-                token = r[b"r"][b"token"]
-                r = cli.call("put", {"token": token, "v": bdecode(v)})
-                if r.get(b"y") != b"r":
-                    raise RuntimeError(f"{srv.name}: put failed: {r!r}")
-            else:
-                ok = cli.call("store", [target, v])
-                if ok is not True:
-                    raise RuntimeError(f"{srv.name}: store failed: {ok!r}")
-        # Wait until find_node returns a populated answer (libtorrent first
-        # pings the peers it heard from; only verified nodes are returned).
+        fakes.register(addr, list(values.items()))
+        fakes.start()
+        # Wait until find_node returns a full answer.
         want = min(8, args.fake_peers)
         deadline = time.monotonic() + args.populate_timeout
-        nodes = 0
-        t_start = time.monotonic()
         while True:
             tgt = os.urandom(20)
             if proto == "krpc":
@@ -959,7 +974,7 @@ def setup_server(
                 break
             time.sleep(0.25)
         info["find_node_nodes_at_start"] = nodes
-        info["populate_seconds"] = round(time.monotonic() - t_start, 2)
+        info["setup_seconds"] = round(time.monotonic() - t_start, 2)
         if nodes < want:
             log(f"{srv.name}: WARNING find_node returns only {nodes} nodes after setup")
         # Validate every stored value is served.
@@ -973,10 +988,13 @@ def setup_server(
             if not ok:
                 raise RuntimeError(f"{srv.name}: stored value not returned by get: {r!r}")
         info["fake_peers"] = args.fake_peers
-        info["fake_peer_queries_answered_during_setup"] = fakes.answered
+        info["stored_values"] = len(values)
         return info, fakes
+    except BaseException:
+        fakes.close()
+        raise
     finally:
-        cli.close()
+        sock.close()
 
 
 # --------------------------------------------------------------------------- driver
@@ -1104,10 +1122,7 @@ def main(argv: list[str] | None = None) -> int:
         "--fake-peers",
         type=int,
         default=50,
-        help="peers that ping the server before measuring to fill its routing table (50)",
-    )
-    ap.add_argument(
-        "--values", type=int, default=8, help="number of stored values served by get (8)"
+        help="fake peers that ping the server and each store one value before measuring (50)",
     )
     ap.add_argument("--value-size", type=int, default=64, help="bytes per stored value (64)")
     ap.add_argument(
@@ -1149,7 +1164,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
-    values = make_values(args.values, args.value_size, args.seed)
+    values = make_values(args.fake_peers, args.value_size, args.seed)
     results: dict[str, Any] = {name: {} for name in servers}
     procs: dict[str, ServerProc] = {}
     fakes: dict[str, FakePeers] = {}
@@ -1251,7 +1266,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeats": args.repeats,
             "loss_timeout_seconds": args.timeout,
             "fake_peers": args.fake_peers,
-            "stored_values": args.values,
+            "stored_values": args.fake_peers,
             "value_size": args.value_size,
             "cpu_pinning": {
                 "server_core": args.server_core,

@@ -303,6 +303,19 @@ def replies_to(ses: Any, addr: tuple[str, int], query: bytes) -> list[Packet]:
     return [p for p in pkts if not p.outgoing and p.get(b"y") == b"r" and p.get(b"t") in tids]
 
 
+def queries_from(
+    ses: Any, addr: tuple[str, int], query: bytes, answered: bool = True
+) -> list[Packet]:
+    """``addr``'s ``query`` queries to libtorrent; with ``answered``, only those libtorrent
+    answered with a reply (y=r), i.e. accepted."""
+    pkts = packets_with(ses, addr)
+    queries = [p for p in pkts if not p.outgoing and p.get(b"y") == b"q" and p.get(b"q") == query]
+    if not answered:
+        return queries
+    ok = {p.get(b"t") for p in pkts if p.outgoing and p.get(b"y") == b"r"}
+    return [p for p in queries if p.get(b"t") in ok]
+
+
 def lt_secret_key(seed: bytes) -> bytes:
     """libtorrent's 64-byte ed25519 secret key (orlp/ref10 "expanded" form) for a 32-byte
     RFC 8032 seed: clamped SHA-512(seed). This is *not* NaCl's 64-byte seed||pk form."""
@@ -368,6 +381,7 @@ def ltkit() -> Any:
         packet_log_available=packet_log_available,
         krpc_errors=krpc_errors,
         replies_to=replies_to,
+        queries_from=queries_from,
         lt_secret_key=lt_secret_key,
         bep44_signed_bytes=bep44_signed_bytes,
     )

@@ -1,0 +1,343 @@
+"""DhtNode: the DHT core on an asyncio UDP socket, with an awaitable API.
+
+The node is a thin driver around :class:`~hailing.dht.DhtProtocol`: each datagram and
+each timer expiry is fed to the core with ``loop.time()``, then the driver sends what
+the core produced, re-arms one timer and resolves the futures of finished commands. It
+starts no background task, so nothing is left running after :meth:`DhtNode.stop`.
+
+With a ``data_dir`` the node keeps its id and routing table in SQLite there; a restarted
+node comes back with the same id and asks the nodes it knew first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ._state import NodeState
+from .dht import (
+    CommandFailed,
+    DhtConfig,
+    DhtProtocol,
+    Event,
+    ItemFound,
+    NodeInfo,
+    NodesFound,
+    PeersFound,
+    Pong,
+    StoreDone,
+)
+from .dht.bep44 import MutableItem
+from .errors import HailingError, LocalProtocolError
+
+Addr = tuple[str, int]
+
+#: How often a node with a data directory saves its routing table.
+SAVE_INTERVAL = 300.0
+#: Upper bound on any single command, on top of the core's own timeouts.
+COMMAND_TIMEOUT = 60.0
+
+
+def parse_hostport(text: str, default_host: str | None = None) -> Addr:
+    """Parse ``HOST:PORT`` (``[v6]:PORT`` for IPv6) into a tuple; raise LocalProtocolError."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        if default_host is None:
+            raise LocalProtocolError(f"expected HOST:PORT, got {text!r}")
+        host, port = default_host, text
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise LocalProtocolError(f"missing host in {text!r}")
+    try:
+        num = int(port)
+    except ValueError:
+        raise LocalProtocolError(f"invalid port in {text!r}") from None
+    if not 0 <= num < 65536:
+        raise LocalProtocolError(f"port out of range in {text!r}")
+    return host, num
+
+
+def format_hostport(addr: Addr) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, node: DhtNode) -> None:
+        self.node = node
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        node = self.node
+        node.core.receive_datagram(data, (addr[0], addr[1]), node._loop.time())
+        node._pump()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the request will time out; count it.
+        self.node.core.stats["socket_errors"] += 1
+
+
+class DhtNode:
+    """A Mainline DHT node on UDP. Use ``async with DhtNode(...) as node:``."""
+
+    def __init__(
+        self,
+        bind: Addr = ("127.0.0.1", 0),
+        *,
+        data_dir: str | Path | None = None,
+        bootstrap: Iterable[Addr] = (),
+        config: DhtConfig | None = None,
+        node_id: bytes | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.bind = bind
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.bootstrap_addrs: list[Addr] = list(bootstrap)
+        self.config = config or DhtConfig()
+        self._node_id = node_id
+        self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
+        self._core: DhtProtocol | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._futures: dict[int, asyncio.Future[Event]] = {}
+        self._state: NodeState | None = None
+        self._next_save = 0.0
+        self.address: Addr = bind
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def core(self) -> DhtProtocol:
+        if self._core is None:
+            raise LocalProtocolError("the node is not started")
+        return self._core
+
+    @property
+    def node_id(self) -> bytes:
+        return self.core.node_id
+
+    @property
+    def running(self) -> bool:
+        return self._transport is not None
+
+    async def start(self) -> DhtNode:
+        if self._transport is not None:
+            raise LocalProtocolError("the node is already started")
+        self._loop = asyncio.get_running_loop()
+        saved: list[tuple[bytes, Addr, float]] = []
+        node_id = self._node_id
+        if self.data_dir is not None:
+            self._state = NodeState(self.data_dir)
+            stored = self._state.node_id()
+            if node_id is None:
+                node_id = stored
+            saved = self._state.routing_nodes()
+        self._core = DhtProtocol(self.config, rng=self._rng, now=self._loop.time(), node_id=node_id)
+        if self._state is not None:
+            self._state.set_node_id(self._core.node_id)
+        try:
+            transport, _ = await self._loop.create_datagram_endpoint(
+                lambda: _Udp(self), local_addr=self.bind
+            )
+        except OSError as exc:
+            if self._state is not None:
+                self._state.close()
+                self._state = None
+            raise LocalProtocolError(
+                f"cannot bind UDP {format_hostport(self.bind)}: {exc.strerror or exc}"
+            ) from None
+        self._transport = transport
+        sock = transport.get_extra_info("sockname")
+        self.address = (sock[0], sock[1])
+        now = self._loop.time()
+        for nid, addr, _seen in saved:
+            self._core.add_node(nid, addr, now)
+        self._next_save = now + SAVE_INTERVAL
+        self._pump()
+        return self
+
+    async def stop(self) -> None:
+        """Close the socket, fail pending commands, save the routing table."""
+        if self._transport is None:
+            return
+        self._transport.close()
+        self._transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for fut in self._futures.values():
+            if not fut.done():
+                fut.set_exception(HailingError("the node was stopped"))
+                fut.exception()  # mark retrieved: nobody may be waiting any more
+        self._futures.clear()
+        if self._state is not None:
+            self._save()
+            self._state.close()
+            self._state = None
+
+    async def __aenter__(self) -> DhtNode:
+        return await self.start()
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def bootstrap(self, addrs: Sequence[Addr] | None = None) -> int:
+        """Join the network through ``addrs`` (default: the configured bootstrap nodes).
+
+        Returns the number of nodes in the routing table afterwards.
+        """
+        seeds = list(self.bootstrap_addrs if addrs is None else addrs)
+        seeds = [a for a in seeds if a != self.address]
+        if not seeds and not len(self.core.table):
+            return 0
+        await self._run(self.core.bootstrap(seeds, self._now()))
+        return len(self.core.table)
+
+    async def ping(self, addr: Addr) -> bytes:
+        """Ping ``addr``; return its node id (raises QueryTimeout if it does not answer)."""
+        ev = await self._run(self.core.ping(addr, self._now()))
+        assert isinstance(ev, Pong)
+        return ev.node_id
+
+    async def find_node(self, target: bytes) -> list[NodeInfo]:
+        ev = await self._run(self.core.find_node(target, self._now()))
+        assert isinstance(ev, NodesFound)
+        return list(ev.nodes)
+
+    async def get_peers(self, info_hash: bytes) -> list[Addr]:
+        ev = await self._run(self.core.get_peers(info_hash, self._now()))
+        assert isinstance(ev, PeersFound)
+        return [a for a in ev.peers]  # type: ignore[misc]
+
+    async def announce(self, info_hash: bytes, port: int | None = None) -> int:
+        """Announce ``port`` (default: this node's UDP port) for ``info_hash``; re-announced
+        every republish interval while the node runs. Returns how many nodes accepted."""
+        ev = await self._run(self.core.announce_peer(info_hash, port or self.address[1], self._now()))
+        assert isinstance(ev, StoreDone)
+        return ev.stored
+
+    async def put(self, value: Any) -> bytes:
+        """Store ``value`` (bencodable) as a BEP44 immutable item; return its target."""
+        qid, target = self.core.put_immutable(value, self._now())
+        await self._run(qid)
+        return target
+
+    async def put_report(self, value: Any) -> StoreDone:
+        """Like :meth:`put`, returning the full report (nodes that stored it, errors)."""
+        qid, _ = self.core.put_immutable(value, self._now())
+        ev = await self._run(qid)
+        assert isinstance(ev, StoreDone)
+        return ev
+
+    async def get(self, target: bytes) -> Any:
+        """The value of the immutable item ``target``, or None if nobody has it."""
+        ev = await self._run(self.core.get(target, self._now()))
+        assert isinstance(ev, ItemFound)
+        return None if ev.item is None else ev.item.value
+
+    async def get_mutable(self, pubkey: bytes, salt: bytes = b"") -> MutableItem | None:
+        """The newest mutable item of ``pubkey``/``salt`` among the closest nodes."""
+        ev = await self._run(self.core.get_mutable(pubkey, self._now(), salt))
+        assert isinstance(ev, ItemFound)
+        return ev.item if isinstance(ev.item, MutableItem) else None
+
+    async def put_mutable(
+        self,
+        signing_seed: bytes,
+        value: Any,
+        salt: bytes = b"",
+        seq: int | None = None,
+        cas: int | None = None,
+    ) -> bytes:
+        """Sign and store a mutable item; ``seq`` None means one more than the network's."""
+        if seq is None:
+            pub = MutableItem.create(signing_seed, b"", salt, 0).pubkey
+            current = await self.get_mutable(pub, salt)
+            seq = 1 if current is None else current.seq + 1
+            if cas is None and current is not None:
+                cas = current.seq
+        item = MutableItem.create(signing_seed, value, salt, seq)
+        await self._run(self.core.put_mutable(item, self._now(), cas))
+        return item.target
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return dict(self.core.stats)
+
+    def routing_table(self) -> list[NodeInfo]:
+        return [e.info() for e in self.core.table]
+
+    # -- driver --------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        if self._transport is None:
+            raise LocalProtocolError("the node is not started")
+        return self._loop.time()
+
+    async def _run(self, qid: int) -> Event:
+        fut: asyncio.Future[Event] = self._loop.create_future()
+        self._futures[qid] = fut
+        self._pump()
+        try:
+            ev = await asyncio.wait_for(fut, COMMAND_TIMEOUT)
+        finally:
+            self._futures.pop(qid, None)
+        if isinstance(ev, CommandFailed):
+            raise ev.error
+        return ev
+
+    def _pump(self) -> None:
+        core = self._core
+        transport = self._transport
+        if core is None or transport is None:
+            return
+        now = self._loop.time()
+        for data, addr in core.datagrams_to_send(now):
+            transport.sendto(data, addr)  # type: ignore[arg-type]
+        while (ev := core.next_event()) is not None:
+            fut = self._futures.get(ev.qid)
+            if fut is not None and not fut.done():
+                fut.set_result(ev)
+        deadline = core.get_timer()
+        if deadline is not None and deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        core = self._core
+        if core is None or self._transport is None:
+            return
+        now = self._loop.time()
+        core.handle_timer(now)
+        if self._state is not None and now >= self._next_save:
+            self._next_save = now + SAVE_INTERVAL
+            self._save()
+        self._pump()
+
+    def _save(self) -> None:
+        if self._state is None or self._core is None:
+            return
+        offset = time.time() - self._loop.time()
+        nodes = [
+            (e.id, (str(e.addr[0]), int(e.addr[1])), e.last_seen + offset)  # type: ignore[index]
+            for e in self._core.table
+        ]
+        with contextlib.suppress(HailingError):
+            self._state.save_routing(nodes)
+
