@@ -1,7 +1,10 @@
 """A tiny in-memory network of DhtProtocol cores with a hand-advanced clock (test helper).
 
 Every datagram takes ``latency`` seconds; ``drop`` decides per (payload, src, dst) whether
-it is lost. Time only moves when :meth:`MemoryNet.run` advances it.
+it is lost. Time only moves when :meth:`MemoryNet.run` advances it. Addresses in
+``dead`` neither send nor receive. An address registered with :meth:`MemoryNet.listen`
+is an "outside" endpoint (a test playing a remote peer by hand): what is sent to it is
+collected, and :meth:`MemoryNet.inject` sends from it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class MemoryNet:
         self._seq = 0
         self.events: dict[Hashable, list[Event]] = {}
         self.sent = 0
+        #: Outside endpoints: address -> datagrams ``(payload, src)`` delivered to it.
+        self.outside: dict[Hashable, list[tuple[bytes, Hashable]]] = {}
 
     def add(self, addr: Addr | None = None, config: DhtConfig | None = None, **kw: Any) -> DhtProtocol:
         if addr is None:
@@ -36,6 +41,19 @@ class MemoryNet:
         self.nodes[addr] = p
         self.events[addr] = []
         return p
+
+    def listen(self, addr: Hashable) -> list[tuple[bytes, Hashable]]:
+        """Register an outside endpoint; returns the list its datagrams are appended to."""
+        return self.outside.setdefault(addr, [])
+
+    def kill(self, p: DhtProtocol) -> Hashable:
+        """Mark ``p`` dead (silent from now on); returns its address."""
+        addr = self.addr_of(p)
+        self.dead.add(addr)
+        return addr
+
+    def live(self) -> list[DhtProtocol]:
+        return [p for a, p in self.nodes.items() if a not in self.dead]
 
     def addr_of(self, p: DhtProtocol) -> Hashable:
         return next(a for a, n in self.nodes.items() if n is p)
@@ -80,6 +98,8 @@ class MemoryNet:
                 node = self.nodes.get(dst)
                 if node is not None and dst not in self.dead:
                     node.receive_datagram(data, src, self.now)
+                elif dst in self.outside:
+                    self.outside[dst].append((data, src))
             else:
                 assert who is not None
                 self.nodes[who].handle_timer(self.now)
@@ -97,13 +117,19 @@ class MemoryNet:
         raise AssertionError(f"no event for qid {qid} within {limit} s")
 
 
+def join(net: MemoryNet, via: Hashable, config: DhtConfig | None = None, **kw: Any) -> DhtProtocol:
+    """Add one core (``kw`` as for :meth:`MemoryNet.add`) and bootstrap it off ``via``."""
+    p = net.add(config=config, **kw)
+    qid = p.bootstrap([via], net.now)
+    net.wait_event(p, qid)
+    return p
+
+
 def build_network(n: int, seed: int = 1, latency: float = 0.01, config: DhtConfig | None = None) -> MemoryNet:
     """n cores that bootstrap off the first one, one after another."""
     net = MemoryNet(latency=latency, seed=seed)
     first = net.add(config=config)
     first_addr = net.addr_of(first)
     for _ in range(n - 1):
-        p = net.add(config=config)
-        qid = p.bootstrap([first_addr], net.now)
-        net.wait_event(p, qid)
+        join(net, first_addr, config)
     return net

@@ -191,7 +191,9 @@ def drain(ses: Any) -> None:
         del st.buffer[:10_000]
 
 
-def _take(st: SessionState, alert_type: type, predicate: Callable[[Alert], bool] | None) -> Alert | None:
+def _take(
+    st: SessionState, alert_type: type, predicate: Callable[[Alert], bool] | None
+) -> Alert | None:
     for i, a in enumerate(st.buffer):
         if issubclass(a.type, alert_type) and (predicate is None or predicate(a)):
             del st.buffer[i]

@@ -79,7 +79,9 @@ def assert_no_krpc_errors(ltkit: Any, sessions: list[Any], addr: tuple[str, int]
         )
 
 
-def served(ltkit: Any, sessions: list[Any], addr: tuple[str, int], query: bytes, check: Any) -> bool:
+def served(
+    ltkit: Any, sessions: list[Any], addr: tuple[str, int], query: bytes, check: Any
+) -> bool:
     """Did hailing (``addr``) answer a libtorrent ``query`` with a reply whose ``r`` passes
     ``check``? (From libtorrent's packet log: what libtorrent actually received.)"""
     for ses in sessions:
@@ -90,7 +92,9 @@ def served(ltkit: Any, sessions: list[Any], addr: tuple[str, int], query: bytes,
     return False
 
 
-def accepted(ltkit: Any, sessions: list[Any], addr: tuple[str, int], query: bytes, check: Any) -> bool:
+def accepted(
+    ltkit: Any, sessions: list[Any], addr: tuple[str, int], query: bytes, check: Any
+) -> bool:
     """Did libtorrent accept (reply y=r to) a hailing ``query`` whose ``a`` passes ``check``?"""
     for ses in sessions:
         for p in ltkit.queries_from(ses, addr, query):
@@ -283,8 +287,10 @@ async def test_immutable_hailing_put_libtorrent_get(net: Net, ltkit: Any) -> Non
 
     addr = as_addr(net.node.address)
     if ltkit.packet_log_available(net.a):
-        assert accepted(ltkit, [net.a, net.b], addr, b"put", lambda a: a.get(b"v") == value), (
-            "no libtorrent node accepted hailing's immutable put"
+        await ltkit.wait_for(
+            lambda: accepted(ltkit, [net.a, net.b], addr, b"put", lambda a: a.get(b"v") == value),
+            timeout=3.0,
+            what="a libtorrent node accepting hailing's immutable put",
         )
 
     got = await lt_get_immutable(ltkit, net.b, target)
@@ -297,9 +303,7 @@ async def test_immutable_libtorrent_put_hailing_get(net: Net, ltkit: Any) -> Non
     value = {b"from": b"libtorrent", b"n": 7, b"nonce": os.urandom(8)}
     target = net.a.dht_put_immutable_item(value).to_bytes()
     assert target == sha1(lt.bencode(value))
-    put = await ltkit.wait_alert(
-        net.a, lt.dht_put_alert, lambda a: a.target == target, OP_TIMEOUT
-    )
+    put = await ltkit.wait_alert(net.a, lt.dht_put_alert, lambda a: a.target == target, OP_TIMEOUT)
     assert put.num_success >= 1
 
     addr = as_addr(net.node.address)
@@ -367,7 +371,9 @@ async def test_mutable_libtorrent_put_hailing_get(net: Net, ltkit: Any) -> None:
                 addr,
                 b"get",
                 lambda r, s=expected_seq, d=data, g=expected_sig: (
-                    r.get(b"k") == pk and r.get(b"seq") == s and r.get(b"v") == d
+                    r.get(b"k") == pk
+                    and r.get(b"seq") == s
+                    and r.get(b"v") == d
                     and r.get(b"sig") == g
                 ),
                 lambda: net.b.dht_get_mutable_item(pk, salt),
@@ -395,16 +401,23 @@ async def test_mutable_hailing_put_libtorrent_get(net: Net, ltkit: Any) -> None:
         signed = ltkit.bep44_signed_bytes(salt, expected_seq, lt.bencode(value))
         expected_sig = signing.sign(signed).signature
         if ltkit.packet_log_available(net.a):
-            assert accepted(
-                ltkit,
-                [net.a, net.b],
-                addr,
-                b"put",
-                lambda a, s=expected_seq, v=value, g=expected_sig: (
-                    a.get(b"k") == pk and a.get(b"salt") == salt and a.get(b"seq") == s
-                    and a.get(b"v") == v and a.get(b"sig") == g
+            await ltkit.wait_for(
+                lambda s=expected_seq, v=value, g=expected_sig: accepted(
+                    ltkit,
+                    [net.a, net.b],
+                    addr,
+                    b"put",
+                    lambda a: (
+                        a.get(b"k") == pk
+                        and a.get(b"salt") == salt
+                        and a.get(b"seq") == s
+                        and a.get(b"v") == v
+                        and a.get(b"sig") == g
+                    ),
                 ),
-            ), f"no libtorrent node accepted hailing's mutable put seq={expected_seq}"
+                timeout=3.0,
+                what=f"a libtorrent node accepting hailing's mutable put seq={expected_seq}",
+            )
 
         got = await lt_get_mutable(ltkit, net.b, pk, salt, expected_seq)
         assert got.authoritative
@@ -462,14 +475,21 @@ async def test_hailing_announce_libtorrent_get_peers(net: Net, ltkit: Any) -> No
     n_accepted = await hop(net.node.announce(info_hash, port))
     assert n_accepted >= 1, "hailing reports no node accepted its announce_peer"
     if ltkit.packet_log_available(net.a):
-        assert accepted(
-            ltkit,
-            [net.a, net.b],
-            addr,
-            b"announce_peer",
-            lambda a: a.get(b"info_hash") == info_hash
-            and (a.get(b"port") == port and not a.get(b"implied_port")),
-        ), "no libtorrent node accepted hailing's announce_peer (with an explicit port)"
+        await ltkit.wait_for(
+            lambda: accepted(
+                ltkit,
+                [net.a, net.b],
+                addr,
+                b"announce_peer",
+                lambda a: (
+                    a.get(b"info_hash") == info_hash
+                    and a.get(b"port") == port
+                    and not a.get(b"implied_port")
+                ),
+            ),
+            timeout=3.0,
+            what="a libtorrent node accepting hailing's announce_peer with an explicit port",
+        )
 
     reply = await lt_find_peer(ltkit, net.b, info_hash, (LOOPBACK, port))
     assert reply.num_peers >= 1

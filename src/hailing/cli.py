@@ -1,0 +1,440 @@
+"""The ``hailing`` command line. Every error is one line on stderr and a non-zero exit.
+
+Exit codes: 0 success, 1 the operation failed (not found, nobody answered, bad data
+file), 2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from . import __version__
+from .dht import DhtConfig
+from .dht.bep44 import MAX_SALT_SIZE, public_key
+from .errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout
+from .node import Addr, DhtNode, format_hostport, parse_hostport
+from .testnet import start_testnet
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class Progress:
+    """A one-line status on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self._t0 = time.monotonic()
+
+    def update(self, text: str) -> None:
+        if self.enabled:
+            elapsed = time.monotonic() - self._t0
+            self.stream.write(f"\r\x1b[K{text} ({elapsed:.1f} s)")
+            self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+# -- argument types --------------------------------------------------------------------
+
+
+def _hostport(text: str) -> Addr:
+    try:
+        return parse_hostport(text)
+    except LocalProtocolError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _hex20(text: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 20:
+        raise argparse.ArgumentTypeError(f"expected 40 hex digits, got {text!r}")
+    return raw
+
+
+def _hex32(text: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise argparse.ArgumentTypeError(f"expected a 64-hex-digit public key, got {text!r}")
+    return raw
+
+
+def _salt(text: str) -> bytes:
+    raw = text.encode()
+    if len(raw) > MAX_SALT_SIZE:
+        raise argparse.ArgumentTypeError(f"salt is {len(raw)} bytes; BEP44 allows {MAX_SALT_SIZE}")
+    return raw
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _nonneg(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {n}")
+    return n
+
+
+def _port(text: str) -> int:
+    n = _nonneg(text)
+    if n > 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {n}")
+    return n
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _client_bind(args: argparse.Namespace) -> Addr:
+    if getattr(args, "bind", None):
+        return parse_hostport(args.bind, default_host="127.0.0.1")
+    hosts = [h for h, _ in args.bootstrap]
+    if hosts and all(h.startswith("127.") or h == "localhost" for h in hosts):
+        return ("127.0.0.1", 0)
+    if hosts and all(":" in h for h in hosts):
+        return ("::", 0)
+    return ("0.0.0.0", 0)
+
+
+@contextlib.asynccontextmanager
+async def _client(args: argparse.Namespace, progress: Progress) -> Any:
+    """A short-lived read-only node (BEP43) joined to the network through --bootstrap."""
+    if not args.bootstrap:
+        raise LocalProtocolError("--bootstrap HOST:PORT is required")
+    node = DhtNode(_client_bind(args), bootstrap=args.bootstrap, config=DhtConfig(read_only=True))
+    await node.start()
+    try:
+        progress.update("joining the DHT")
+        where = ", ".join(format_hostport(a) for a in args.bootstrap)
+        try:
+            size = await node.bootstrap()
+        except QueryTimeout:
+            size = 0
+        if size == 0:
+            raise HailingError(f"no DHT node answered at {where}")
+        yield node
+    finally:
+        progress.done()
+        await node.stop()
+
+
+def _print_value(value: Any, raw: bool) -> None:
+    from . import bencode
+
+    if raw:
+        sys.stdout.buffer.write(bencode.encode(value))
+        sys.stdout.buffer.flush()
+        return
+    if isinstance(value, bytes):
+        try:
+            print(value.decode("utf-8"))
+        except UnicodeDecodeError:
+            print(value.hex())
+    else:
+        print(bencode.encode(value).hex())
+
+
+def _load_seed(path: Path) -> tuple[bytes, bool]:
+    """The 32-byte ed25519 seed in ``path``; created (mode 600) if the file is missing."""
+    if path.exists():
+        try:
+            seed = path.read_bytes()
+        except OSError as exc:
+            raise HailingError(f"cannot read key file {path}: {exc.strerror}") from None
+        if len(seed) != 32:
+            raise HailingError(f"key file {path} must hold exactly 32 bytes, it holds {len(seed)}")
+        return seed, False
+    seed = os.urandom(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(seed)
+    except OSError as exc:
+        raise HailingError(f"cannot create key file {path}: {exc.strerror}") from None
+    return seed, True
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    config = DhtConfig(enforce_node_id=args.enforce_node_id)
+    node = DhtNode(args.bind, data_dir=args.data_dir, bootstrap=args.bootstrap, config=config)
+    await node.start()
+    try:
+        print(f"node {node.node_id.hex()} listening on {format_hostport(node.address)}", flush=True)
+        if args.bootstrap or len(node.core.table):
+            try:
+                size = await node.bootstrap()
+                print(f"joined: {size} nodes in the routing table", file=sys.stderr, flush=True)
+            except HailingError as exc:
+                print(f"warning: bootstrap failed ({exc}); serving anyway", file=sys.stderr)
+        await _wait_for_signal()
+    finally:
+        await node.stop()
+    return 0
+
+
+async def cmd_testnet(args: argparse.Namespace) -> int:
+    progress = Progress()
+    progress.update(f"starting {args.nodes} nodes")
+    nodes = await start_testnet(args.nodes, args.bind, args.base_port)
+    progress.done()
+    try:
+        print(f"bootstrap {format_hostport(nodes[0].address)}", flush=True)
+        sizes = sorted(len(n.core.table) for n in nodes)
+        print(
+            f"testnet of {len(nodes)} nodes ready (routing tables: median {sizes[len(sizes) // 2]} nodes);"
+            " Ctrl-C stops it",
+            file=sys.stderr,
+            flush=True,
+        )
+        await _wait_for_signal()
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes))
+    return 0
+
+
+async def cmd_put(args: argparse.Namespace) -> int:
+    progress = Progress()
+    async with _client(args, progress) as node:
+        progress.update("storing")
+        report = await node.put_report(args.value.encode())
+    print(report.target.hex())
+    print(f"stored on {report.stored} nodes", file=sys.stderr)
+    return 0
+
+
+async def cmd_get(args: argparse.Namespace) -> int:
+    progress = Progress()
+    async with _client(args, progress) as node:
+        progress.update("looking up")
+        value = await node.get(args.target)
+    if value is None:
+        raise NotFoundError(f"no node has an item with target {args.target.hex()}")
+    _print_value(value, args.raw)
+    return 0
+
+
+async def cmd_put_mutable(args: argparse.Namespace) -> int:
+    seed, created = _load_seed(Path(args.key_file))
+    pub = public_key(seed)
+    if created:
+        print(f"created key file {args.key_file}", file=sys.stderr)
+    print(f"public key {pub.hex()}", file=sys.stderr)
+    progress = Progress()
+    async with _client(args, progress) as node:
+        progress.update("storing")
+        target = await node.put_mutable(seed, args.value.encode(), salt=args.salt, seq=args.seq)
+    print(target.hex())
+    return 0
+
+
+async def cmd_get_mutable(args: argparse.Namespace) -> int:
+    progress = Progress()
+    async with _client(args, progress) as node:
+        progress.update("looking up")
+        item = await node.get_mutable(args.pubkey, args.salt)
+    if item is None:
+        raise NotFoundError(f"no node has a mutable item for key {args.pubkey.hex()}")
+    if args.json:
+        value = item.value
+        print(json.dumps({
+            "value": value.decode("utf-8", "replace") if isinstance(value, bytes) else None,
+            "value_bencoded_hex": item.value_bencoded.hex(),
+            "seq": item.seq,
+            "target": item.target.hex(),
+        }))
+        return 0
+    _print_value(item.value, args.raw)
+    if not args.raw:
+        print(f"seq {item.seq}")
+    return 0
+
+
+async def cmd_ping(args: argparse.Namespace) -> int:
+    bind = ("::", 0) if ":" in args.addr[0] else ("127.0.0.1", 0) if args.addr[0].startswith("127.") else ("0.0.0.0", 0)
+    async with DhtNode(bind, config=DhtConfig(read_only=True)) as node:
+        t0 = time.perf_counter()
+        try:
+            nid = await node.ping(args.addr)
+        except QueryTimeout:
+            raise QueryTimeout(f"no answer from {format_hostport(args.addr)}") from None
+        ms = (time.perf_counter() - t0) * 1000
+    print(f"{nid.hex()} answered in {ms:.1f} ms")
+    return 0
+
+
+async def cmd_find_node(args: argparse.Namespace) -> int:
+    progress = Progress()
+    async with _client(args, progress) as node:
+        progress.update("looking up")
+        nodes = await node.find_node(args.target)
+    for n in nodes:
+        print(f"{n.id.hex()} {format_hostport(n.addr)}")
+    return 0
+
+
+async def cmd_announce(args: argparse.Namespace) -> int:
+    progress = Progress()
+    async with _client(args, progress) as node:
+        progress.update("announcing")
+        stored = await node.announce(args.info_hash, args.port)
+    print(f"announced to {stored} nodes")
+    return 0
+
+
+async def cmd_get_peers(args: argparse.Namespace) -> int:
+    progress = Progress()
+    async with _client(args, progress) as node:
+        progress.update("looking up")
+        peers = await node.get_peers(args.info_hash)
+    for p in peers:
+        print(format_hostport(p))
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return await run_demo(nodes=args.nodes)
+
+
+# -- parser ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="hailing", description="Serverless WebRTC signaling over a Mainline DHT.")
+    p.add_argument("--version", action="version", version=f"hailing {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run a local testnet and show a put/get round trip")
+    demo.add_argument("--nodes", type=_positive, default=20, help="testnet size (default 20)")
+    demo.set_defaults(func=cmd_demo)
+
+    tn = sub.add_parser("testnet", help="run N DHT nodes on loopback until Ctrl-C",
+                        description="Run N nodes that bootstrap off each other. The first line "
+                        "on stdout is 'bootstrap HOST:PORT'.")
+    tn.add_argument("--nodes", type=_positive, required=True, help="how many nodes")
+    tn.add_argument("--base-port", type=_port, default=0,
+                    help="first UDP port (nodes use P..P+N-1); default: ports chosen by the OS")
+    tn.add_argument("--bind", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    tn.set_defaults(func=cmd_testnet)
+
+    dht = sub.add_parser("dht", help="DHT node and client commands")
+    ds = dht.add_subparsers(dest="dht_command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    def client(name: str, help: str, func: Callable[[argparse.Namespace], Awaitable[int]]) -> argparse.ArgumentParser:
+        c = ds.add_parser(name, help=help, description=help)
+        c.add_argument("--bootstrap", type=_hostport, action="append", default=[], metavar="HOST:PORT",
+                       help="a node to join through (repeatable; required)")
+        c.add_argument("--bind", default=None, metavar="HOST[:PORT]",
+                       help="local address for the client node (default: chosen from --bootstrap)")
+        c.set_defaults(func=func)
+        return c
+
+    serve = ds.add_parser("serve", help="run a DHT node in the foreground",
+                          description="Run a node until Ctrl-C. The first line on stdout is "
+                          "'node <40-hex id> listening on HOST:PORT'.")
+    serve.add_argument("--bind", type=_hostport, required=True, metavar="HOST:PORT")
+    serve.add_argument("--bootstrap", type=_hostport, action="append", default=[], metavar="HOST:PORT",
+                       help="node to join through (repeatable)")
+    serve.add_argument("--data-dir", default=None, metavar="DIR",
+                       help="keep the node id and routing table here across restarts")
+    serve.add_argument("--enforce-node-id", action="store_true",
+                       help="BEP42: keep only nodes whose id matches their IP (public networks)")
+    serve.set_defaults(func=cmd_serve)
+
+    c = client("put", "store VALUE (UTF-8 text) as an immutable item; print its 40-hex target", cmd_put)
+    c.add_argument("value", metavar="VALUE")
+    c = client("get", "print the immutable item TARGET (text, else hex); exit 1 if not found", cmd_get)
+    c.add_argument("target", type=_hex20, metavar="TARGET")
+    c.add_argument("--raw", action="store_true", help="write the bencoded value bytes instead")
+    c = client("put-mutable", "sign and store VALUE as a mutable item; print its target", cmd_put_mutable)
+    c.add_argument("value", metavar="VALUE")
+    c.add_argument("--key-file", required=True, metavar="FILE",
+                   help="32-byte ed25519 seed (created if missing); the public key goes to stderr")
+    c.add_argument("--salt", type=_salt, default=b"", help="BEP44 salt (UTF-8, at most 64 bytes)")
+    c.add_argument("--seq", type=_nonneg, default=None,
+                   help="sequence number (default: one more than the network's)")
+    c = client("get-mutable", "print a mutable item's value, then 'seq N'", cmd_get_mutable)
+    c.add_argument("pubkey", type=_hex32, metavar="PUBKEY_HEX")
+    c.add_argument("--salt", type=_salt, default=b"")
+    c.add_argument("--raw", action="store_true", help="write the bencoded value bytes only")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c = client("find-node", "print the nodes closest to TARGET, one 'id host:port' a line", cmd_find_node)
+    c.add_argument("target", type=_hex20, metavar="TARGET")
+    c = client("announce", "announce PORT for INFO_HASH (BEP5 announce_peer)", cmd_announce)
+    c.add_argument("info_hash", type=_hex20, metavar="INFO_HASH")
+    c.add_argument("--port", type=_port, required=True)
+    c = client("get-peers", "print the peers announced for INFO_HASH, one a line", cmd_get_peers)
+    c.add_argument("info_hash", type=_hex20, metavar="INFO_HASH")
+
+    ping = ds.add_parser("ping", help="ping a DHT node and print its id")
+    ping.add_argument("addr", type=_hostport, metavar="HOST:PORT")
+    ping.set_defaults(func=cmd_ping)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = asyncio.run(args.func(args))
+        return code
+    except KeyboardInterrupt:
+        return 130
+    except NotFoundError as exc:
+        print(f"hailing: {exc}", file=sys.stderr)
+        return 1
+    except HailingError as exc:
+        print(f"hailing: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
