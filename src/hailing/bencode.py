@@ -22,8 +22,8 @@ __all__ = ["MAX_DEPTH", "Raw", "decode", "decode_prefix", "encode"]
 #: Deepest nesting of lists/dicts ``decode`` accepts (KRPC needs 3; BEP44 values a few more).
 MAX_DEPTH = 32
 
-_DIGITS = frozenset(b"0123456789")
 _MAX_INT_DIGITS = 32  # longer integers are refused (int64 needs 20)
+_INT_LIMIT = 10**_MAX_INT_DIGITS
 
 
 class Raw:
@@ -50,61 +50,58 @@ class Raw:
 def encode(obj: Any) -> bytes:
     """Return the canonical bencoding of ``obj``; raise LocalProtocolError if not encodable."""
     out: list[bytes] = []
-    _encode(obj, out.append, 0)
+    _encode(obj, out, 0)
     return b"".join(out)
 
 
-def _encode(obj: Any, put: Any, depth: int) -> None:
+def _encode(obj: Any, out: list[bytes], depth: int) -> None:
     t = type(obj)
     if t is bytes:
-        put(b"%d:" % len(obj))
-        put(obj)
-    elif t is int:
-        put(b"i%de" % obj)
+        out.append(b"%d:%b" % (len(obj), obj))
     elif t is dict:
         if depth >= MAX_DEPTH:
             raise LocalProtocolError("bencode: nesting too deep")
-        put(b"d")
-        items = []
-        for k, v in obj.items():
-            if type(k) is str:
-                k = k.encode()
-            elif type(k) is not bytes:
-                raise LocalProtocolError(f"bencode: dict key must be bytes or str, not {type(k).__name__}")
-            items.append((k, v))
-        items.sort(key=_first)
-        prev = None
-        for k, v in items:
-            if k == prev:
-                raise LocalProtocolError(f"bencode: duplicate dict key {k!r}")
-            prev = k
-            put(b"%d:" % len(k))
-            put(k)
-            _encode(v, put, depth + 1)
-        put(b"e")
+        out.append(b"d")
+        keys = list(obj)
+        if not all(type(k) is bytes for k in keys):
+            obj = {_key(k): v for k, v in obj.items()}
+            if len(obj) != len(keys):
+                raise LocalProtocolError("bencode: duplicate dict key")
+            keys = list(obj)
+        keys.sort()
+        for k in keys:
+            out.append(b"%d:%b" % (len(k), k))
+            _encode(obj[k], out, depth + 1)
+        out.append(b"e")
+    elif t is int:
+        if not -_INT_LIMIT < obj < _INT_LIMIT:
+            raise LocalProtocolError("bencode: integer too large (decoders refuse it)")
+        out.append(b"i%de" % obj)
+    elif t is Raw:
+        out.append(obj.data)
     elif t is list or t is tuple:
         if depth >= MAX_DEPTH:
             raise LocalProtocolError("bencode: nesting too deep")
-        put(b"l")
+        out.append(b"l")
         for v in obj:
-            _encode(v, put, depth + 1)
-        put(b"e")
+            _encode(v, out, depth + 1)
+        out.append(b"e")
     elif t is str:
         b = obj.encode()
-        put(b"%d:" % len(b))
-        put(b)
-    elif t is Raw:
-        put(obj.data)
-    elif isinstance(obj, (bytearray, memoryview)):
+        out.append(b"%d:%b" % (len(b), b))
+    elif t is bytearray or t is memoryview:
         b = bytes(obj)
-        put(b"%d:" % len(b))
-        put(b)
+        out.append(b"%d:%b" % (len(b), b))
     else:
         raise LocalProtocolError(f"bencode: cannot encode {t.__name__}")
 
 
-def _first(item: tuple[bytes, Any]) -> bytes:
-    return item[0]
+def _key(k: Any) -> bytes:
+    if type(k) is str:
+        return bytes(k.encode())
+    if type(k) is bytes:
+        return k
+    raise LocalProtocolError(f"bencode: dict key must be bytes or str, not {type(k).__name__}")
 
 
 def decode(data: bytes) -> Any:
@@ -133,20 +130,34 @@ def decode_prefix(data: bytes) -> tuple[Any, int]:
 
 def _decode(data: bytes, i: int, depth: int) -> tuple[Any, int]:
     c = data[i]
+    if 0x30 <= c <= 0x39:  # a byte string
+        colon = data.find(b":", i, i + 12)
+        if colon < 0:
+            raise BencodeError("bencode: malformed string length")
+        digits = data[i:colon]
+        if not digits.isdigit() or (c == 0x30 and colon - i > 1):
+            raise BencodeError("bencode: malformed string length or leading zero")
+        end = colon + 1 + int(digits)
+        if end > len(data):
+            raise BencodeError("bencode: truncated string")
+        return data[colon + 1 : end], end
     if c == 0x64:  # d
         if depth >= MAX_DEPTH:
             raise BencodeError("bencode: nesting too deep")
         d: dict[bytes, Any] = {}
         i += 1
-        prev: bytes | None = None
+        prev = b""
+        first = True
         while data[i] != 0x65:  # e
-            if data[i] not in _DIGITS:
+            c = data[i]
+            if not 0x30 <= c <= 0x39:
                 raise BencodeError("bencode: dict key is not a byte string")
-            k, i = _decode_bytes(data, i)
-            if prev is not None and k <= prev:
+            k, i = _decode(data, i, depth)
+            if not first and k <= prev:
                 raise BencodeError(
                     "bencode: duplicate dict key" if k == prev else "bencode: unsorted dict keys"
                 )
+            first = False
             prev = k
             d[k], i = _decode(data, i, depth + 1)
         return d, i + 1
@@ -163,35 +174,10 @@ def _decode(data: bytes, i: int, depth: int) -> tuple[Any, int]:
         end = data.find(b"e", i + 1, i + 2 + _MAX_INT_DIGITS)
         if end < 0:
             raise BencodeError("bencode: unterminated or oversized integer")
-        digits = data[i + 1 : end]
-        if digits[:1] == b"-":
-            body = digits[1:]
-            if body[:1] == b"0":
-                raise BencodeError("bencode: negative zero or leading zero in integer")
-        else:
-            body = digits
-            if body[:1] == b"0" and len(body) > 1:
-                raise BencodeError("bencode: leading zero in integer")
-        if not body or not all(b in _DIGITS for b in body):
+        body = data[i + 2 : end] if data[i + 1] == 0x2D else data[i + 1 : end]
+        if not body.isdigit():
             raise BencodeError("bencode: malformed integer")
-        return int(digits), end + 1
-    if c in _DIGITS:
-        return _decode_bytes(data, i)
+        if body[0] == 0x30 and (len(body) > 1 or end - i - 1 != len(body)):
+            raise BencodeError("bencode: leading zero or negative zero in integer")
+        return int(data[i + 1 : end]), end + 1
     raise BencodeError(f"bencode: unexpected byte 0x{c:02x} at offset {i}")
-
-
-def _decode_bytes(data: bytes, i: int) -> tuple[bytes, int]:
-    colon = data.find(b":", i, i + 12)
-    if colon < 0:
-        raise BencodeError("bencode: malformed string length")
-    digits = data[i:colon]
-    if not digits or not all(b in _DIGITS for b in digits):
-        raise BencodeError("bencode: malformed string length")
-    if digits[0] == 0x30 and len(digits) > 1:
-        raise BencodeError("bencode: leading zero in string length")
-    n = int(digits)
-    start = colon + 1
-    end = start + n
-    if end > len(data):
-        raise BencodeError("bencode: truncated string")
-    return data[start:end], end

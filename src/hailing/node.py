@@ -35,6 +35,7 @@ from .dht import (
 )
 from .dht.bep44 import MutableItem
 from .errors import HailingError, LocalProtocolError
+from .transport import UdpEndpoint
 
 Addr = tuple[str, int]
 
@@ -69,20 +70,6 @@ def format_hostport(addr: Addr) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, node: DhtNode) -> None:
-        self.node = node
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        node = self.node
-        node.core.receive_datagram(data, (addr[0], addr[1]), node._loop.time())
-        node._pump()
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: the request will time out; count it.
-        self.node.core.stats["socket_errors"] += 1
-
-
 class DhtNode:
     """A Mainline DHT node on UDP. Use ``async with DhtNode(...) as node:``."""
 
@@ -103,7 +90,7 @@ class DhtNode:
         self._node_id = node_id
         self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._core: DhtProtocol | None = None
-        self._transport: asyncio.DatagramTransport | None = None
+        self._transport: UdpEndpoint | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
@@ -144,19 +131,13 @@ class DhtNode:
         if self._state is not None:
             self._state.set_node_id(self._core.node_id)
         try:
-            transport, _ = await self._loop.create_datagram_endpoint(
-                lambda: _Udp(self), local_addr=self.bind
-            )
-        except OSError as exc:
+            self._transport = UdpEndpoint(self._loop, self.bind, self._on_datagram, self._pump)
+        except LocalProtocolError:
             if self._state is not None:
                 self._state.close()
                 self._state = None
-            raise LocalProtocolError(
-                f"cannot bind UDP {format_hostport(self.bind)}: {exc.strerror or exc}"
-            ) from None
-        self._transport = transport
-        sock = transport.get_extra_info("sockname")
-        self.address = (sock[0], sock[1])
+            raise
+        self.address = self._transport.address
         now = self._loop.time()
         for nid, addr, _seen in saved:
             self._core.add_node(nid, addr, now)
@@ -173,6 +154,7 @@ class DhtNode:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._timer_at = float("inf")  # else a restarted node would never re-arm its timer
         for fut in self._futures.values():
             if not fut.done():
                 fut.set_exception(HailingError("the node was stopped"))
@@ -274,7 +256,12 @@ class DhtNode:
 
     @property
     def stats(self) -> dict[str, int]:
-        return dict(self.core.stats)
+        """The core's counters plus the socket's (send/receive errors, drops)."""
+        out = dict(self.core.stats)
+        if self._transport is not None:
+            out["socket_errors"] = self._transport.errors
+            out["send_dropped"] = self._transport.dropped
+        return out
 
     def routing_table(self) -> list[NodeInfo]:
         return [e.info() for e in self.core.table]
@@ -298,6 +285,10 @@ class DhtNode:
             raise ev.error
         return ev
 
+    def _on_datagram(self, data: bytes, addr: Addr) -> None:
+        assert self._core is not None
+        self._core.receive_datagram(data, addr, self._loop.time())
+
     def _pump(self) -> None:
         core = self._core
         transport = self._transport
@@ -305,7 +296,7 @@ class DhtNode:
             return
         now = self._loop.time()
         for data, addr in core.datagrams_to_send(now):
-            transport.sendto(data, addr)  # type: ignore[arg-type]
+            transport.sendto(data, addr)
         while (ev := core.next_event()) is not None:
             fut = self._futures.get(ev.qid)
             if fut is not None and not fut.done():
