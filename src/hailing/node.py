@@ -247,9 +247,9 @@ class DhtNode:
         if seq is None:
             pub = MutableItem.create(signing_seed, b"", salt, 0).pubkey
             current = await self.get_mutable(pub, salt)
+            # No automatic cas: storing nodes that missed the last put hold an older seq
+            # and would refuse the update with 301.
             seq = 1 if current is None else current.seq + 1
-            if cas is None and current is not None:
-                cas = current.seq
         item = MutableItem.create(signing_seed, value, salt, seq)
         await self._run(self.core.put_mutable(item, self._now(), cas))
         return item.target
