@@ -457,6 +457,35 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def core_times(cores: tuple[int, ...]) -> dict[int, tuple[float, float]]:
+    """Per core (busy, steal) seconds from /proc/stat; busy = user+nice+system."""
+    out: dict[int, tuple[float, float]] = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if not line.startswith("cpu") or line.startswith("cpu "):
+                continue
+            parts = line.split()
+            n = int(parts[0][3:])
+            if n in cores:
+                v = [int(x) for x in parts[1:9]]
+                out[n] = ((v[0] + v[1] + v[2]) / CLK_TCK, v[7] / CLK_TCK)
+    return out
+
+
+def wait_for_quiet(cores: tuple[int, ...], limit: float, max_wait: float) -> float:
+    """Wait (up to max_wait s) until other processes use < limit of each core.
+    Returns the foreign load seen last. Our own processes are idle/stopped here."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        a = core_times(cores)
+        time.sleep(0.5)
+        b = core_times(cores)
+        load = max((b[c][0] - a[c][0]) / 0.5 for c in cores)
+        if load < limit or time.monotonic() >= deadline:
+            return load
+        time.sleep(0.5)
+
+
 def _child_setup(core: int) -> Callable[[], None]:
     def setup() -> None:
         os.sched_setaffinity(0, {core})
@@ -483,6 +512,9 @@ def generator_main(cfg: dict[str, Any]) -> dict[str, Any]:
     warmup = float(cfg["warmup"])
     duration = float(cfg["duration"])
     server_pid = int(cfg["server_pid"])
+    server_core = int(cfg["server_core"])
+    gen_core = int(cfg["generator_core"])
+    both_cores = (server_core, gen_core)
     values = {bytes.fromhex(k): bytes.fromhex(v) for k, v in cfg["values"].items()}
     value_keys = sorted(values)
     validate_every = int(cfg.get("validate_every", 64))
@@ -634,6 +666,7 @@ def generator_main(cfg: dict[str, Any]) -> dict[str, Any]:
                 "lost": lost[:],
                 "cpu_self": time.process_time(),
                 "cpu_server": proc_cpu_seconds(server_pid),
+                "cores": core_times(both_cores),
                 "validated": validated,
                 "invalid": invalid,
                 "resp_bytes": resp_bytes,
@@ -648,6 +681,7 @@ def generator_main(cfg: dict[str, Any]) -> dict[str, Any]:
         "t": now,
         "cpu_self": time.process_time(),
         "cpu_server": proc_cpu_seconds(server_pid),
+        "cores": core_times(both_cores),
     }
     sock.close()
     wall = end["t"] - snap["t"]
@@ -657,6 +691,9 @@ def generator_main(cfg: dict[str, Any]) -> dict[str, Any]:
     total = sum(ans)
     gen_cpu = (end["cpu_self"] - snap["cpu_self"]) / wall
     srv_cpu = (end["cpu_server"] - snap["cpu_server"]) / wall
+    c0, c1 = snap["cores"], end["cores"]
+    core_busy = {c: (c1[c][0] - c0[c][0]) / wall for c in both_cores}
+    steal = {c: (c1[c][1] - c0[c][1]) / wall for c in both_cores}
     return {
         "qps": total / wall,
         "answered": total,
@@ -671,7 +708,14 @@ def generator_main(cfg: dict[str, Any]) -> dict[str, Any]:
         "measured_seconds": wall,
         "server_cpu_util": srv_cpu,
         "generator_cpu_util": gen_cpu,
+        "server_saturated": srv_cpu >= 0.9,
         "generator_bound": gen_cpu > 0.85 and srv_cpu < 0.9,
+        # CPU used on each core by anything else (other processes on the machine;
+        # on the generator core also the driver/fake peers, which are near idle).
+        "server_core_foreign_util": max(0.0, core_busy[server_core] - srv_cpu),
+        "generator_core_foreign_util": max(0.0, core_busy[gen_core] - gen_cpu),
+        "steal_util": steal,
+        "qps_per_server_cpu_second": total / (srv_cpu * wall) if srv_cpu > 0 else None,
         "avg_response_bytes": (resp_bytes - snap["resp_bytes"]) / max(1, total),
         "mean_latency_ms_littles_law": 1000.0 * window / (total / wall) if total else None,
         "validated_responses": validated,
@@ -825,6 +869,10 @@ def start_server(name: str, args: argparse.Namespace) -> ServerProc:
     env = dict(os.environ)
     env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     if name == "hailing":
+        # Measure this checkout's code: put <repo>/src first on the path.
+        src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+        if os.path.isdir(os.path.join(src, "hailing")):
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
         cmd = [py, "-m", "hailing.cli", "dht", "serve", "--bind", f"{LOOPBACK}:0"]
         if args.hailing_args:
             cmd += args.hailing_args.split()
@@ -1030,6 +1078,8 @@ def run_generator(
         "warmup": args.warmup,
         "duration": args.duration,
         "server_pid": srv.proc.pid,
+        "server_core": args.server_core,
+        "generator_core": args.generator_core,
         "values": {k.hex(): v.hex() for k, v in values.items()},
         "mix": args.mix_dict,
         "seed": seed,
@@ -1149,6 +1199,20 @@ def main(argv: list[str] | None = None) -> int:
         default=30.0,
         help="max seconds to wait for find_node to return >= 8 nodes (30)",
     )
+    ap.add_argument(
+        "--interference",
+        type=float,
+        default=0.05,
+        help="a sample is retried when other processes used more than this fraction of "
+        "the server core (or the generator core, when that core was full) during it (0.05)",
+    )
+    ap.add_argument("--max-retries", type=int, default=3, help="retries per sample (3)")
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=20.0,
+        help="max seconds to wait for the cores to be quiet before each sample (20)",
+    )
     ap.add_argument("--server-core", type=int, default=0)
     ap.add_argument("--generator-core", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
@@ -1209,6 +1273,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             srv.pause()  # idle servers are SIGSTOPped so they cannot steal the server core
         active = [n for n in servers if n in procs]
+        cores_used = (args.server_core, args.generator_core)
         for w in windows:
             for rep in range(args.repeats):
                 # Rotate the order each round so no server always goes first/last.
@@ -1217,12 +1282,48 @@ def main(argv: list[str] | None = None) -> int:
                     srv = procs[name]
                     if not srv.alive():
                         raise RuntimeError(f"{name} died:\n" + "\n".join(srv.tail))
-                    srv.resume()
-                    time.sleep(0.2)
-                    try:
-                        sample = run_generator(srv, w, values, args, seed=args.seed + rep)
-                    finally:
-                        srv.pause()
+                    rejected: list[dict[str, Any]] = []
+                    while True:
+                        pre_load = wait_for_quiet(cores_used, args.interference, args.quiet_wait)
+                        srv.resume()
+                        time.sleep(0.2)
+                        try:
+                            sample = run_generator(srv, w, values, args, seed=args.seed + rep)
+                        finally:
+                            srv.pause()
+                        sample["foreign_load_before"] = round(pre_load, 3)
+                        # The server core must be ours alone.  Foreign load on the
+                        # generator core only matters if that core was full (the
+                        # generator could then have starved the server of queries).
+                        foreign = sample["server_core_foreign_util"]
+                        gen_foreign = sample["generator_core_foreign_util"]
+                        if gen_foreign + sample["generator_cpu_util"] > 0.9:
+                            foreign = max(foreign, gen_foreign - 0.02)  # driver lives there
+                        sample["contaminated"] = foreign > args.interference
+                        if not sample["contaminated"] or len(rejected) >= args.max_retries:
+                            break
+                        log(
+                            f"{name:10s} window {w:4d} rep {rep}: {sample['qps']:9.0f} q/s  "
+                            f"REJECTED (other processes used {foreign:.2f} of a core), retrying"
+                        )
+                        rejected.append(sample)
+                    sample["rejected_attempts"] = [
+                        {
+                            k: r[k]
+                            for k in (
+                                "qps",
+                                "server_core_foreign_util",
+                                "generator_core_foreign_util",
+                            )
+                        }
+                        for r in rejected
+                    ]
+                    if sample["contaminated"]:
+                        warnings.append(
+                            f"{name} window {w} rep {rep}: other processes kept using the cores "
+                            f"(server core {sample['server_core_foreign_util']:.2f}, generator core "
+                            f"{sample['generator_core_foreign_util']:.2f}); sample kept anyway"
+                        )
                     sample["repeat"] = rep
                     ws = results[name]["windows"].setdefault(
                         str(w), {"window": w, "samples_qps": [], "samples": []}
@@ -1233,7 +1334,10 @@ def main(argv: list[str] | None = None) -> int:
                         f"{name:10s} window {w:4d} rep {rep}: {sample['qps']:9.0f} q/s  "
                         f"lost {sample['lost_total']:5d}  server cpu {sample['server_cpu_util']:.2f}  "
                         f"gen cpu {sample['generator_cpu_util']:.2f}"
+                        + f"  foreign {sample['server_core_foreign_util']:.2f}/"
+                        f"{sample['generator_core_foreign_util']:.2f}"
                         + ("  GENERATOR-BOUND" if sample["generator_bound"] else "")
+                        + ("  CONTAMINATED" if sample["contaminated"] else "")
                     )
                     if sample["invalid_responses"] or sum(sample["errors_by_kind"].values()):
                         warnings.append(

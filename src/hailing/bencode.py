@@ -171,12 +171,14 @@ def _decode(data: bytes, i: int, depth: int) -> tuple[Any, int]:
             lst.append(v)
         return lst, i + 1
     if c == 0x69:  # i
-        end = data.find(b"e", i + 1, i + 2 + _MAX_INT_DIGITS)
+        end = data.find(b"e", i + 1, i + 3 + _MAX_INT_DIGITS)  # room for the sign
         if end < 0:
             raise BencodeError("bencode: unterminated or oversized integer")
         body = data[i + 2 : end] if data[i + 1] == 0x2D else data[i + 1 : end]
         if not body.isdigit():
             raise BencodeError("bencode: malformed integer")
+        if len(body) > _MAX_INT_DIGITS:
+            raise BencodeError("bencode: oversized integer")
         if body[0] == 0x30 and (len(body) > 1 or end - i - 1 != len(body)):
             raise BencodeError("bencode: leading zero or negative zero in integer")
         return int(data[i + 1 : end]), end + 1

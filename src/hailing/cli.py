@@ -84,7 +84,7 @@ def _hex32(text: str) -> bytes:
 
 
 def _salt(text: str) -> bytes:
-    raw = text.encode()
+    raw = os.fsencode(text)
     if len(raw) > MAX_SALT_SIZE:
         raise argparse.ArgumentTypeError(f"salt is {len(raw)} bytes; BEP44 allows {MAX_SALT_SIZE}")
     return raw
@@ -114,6 +114,13 @@ def _port(text: str) -> int:
     n = _nonneg(text)
     if n > 65535:
         raise argparse.ArgumentTypeError(f"port must be 0..65535, got {n}")
+    return n
+
+
+def _announce_port(text: str) -> int:
+    n = _port(text)
+    if n == 0:
+        raise argparse.ArgumentTypeError("port must be 1..65535")
     return n
 
 
@@ -192,16 +199,19 @@ def _load_seed(path: Path) -> tuple[bytes, bool]:
 # -- commands --------------------------------------------------------------------------
 
 
-async def _wait_for_signal() -> None:
+def _stop_on_signal() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM. Install it before printing the "ready" line, so a
+    signal sent as soon as that line is read still means a clean stop (exit 0)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
+    stop = _stop_on_signal()
     config = DhtConfig(enforce_node_id=args.enforce_node_id)
     node = DhtNode(args.bind, data_dir=args.data_dir, bootstrap=args.bootstrap, config=config)
     await node.start()
@@ -213,13 +223,14 @@ async def cmd_serve(args: argparse.Namespace) -> int:
                 print(f"joined: {size} nodes in the routing table", file=sys.stderr, flush=True)
             except HailingError as exc:
                 print(f"warning: bootstrap failed ({exc}); serving anyway", file=sys.stderr)
-        await _wait_for_signal()
+        await stop.wait()
     finally:
         await node.stop()
     return 0
 
 
 async def cmd_testnet(args: argparse.Namespace) -> int:
+    stop = _stop_on_signal()
     progress = Progress()
     progress.update(f"starting {args.nodes} nodes")
     nodes = await start_testnet(args.nodes, args.bind, args.base_port)
@@ -233,7 +244,7 @@ async def cmd_testnet(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        await _wait_for_signal()
+        await stop.wait()
     finally:
         await asyncio.gather(*(n.stop() for n in nodes))
     return 0
@@ -243,7 +254,7 @@ async def cmd_put(args: argparse.Namespace) -> int:
     progress = Progress()
     async with _client(args, progress) as node:
         progress.update("storing")
-        report = await node.put_report(args.value.encode())
+        report = await node.put_report(os.fsencode(args.value))
     print(report.target.hex())
     print(f"stored on {report.stored} nodes", file=sys.stderr)
     return 0
@@ -269,7 +280,7 @@ async def cmd_put_mutable(args: argparse.Namespace) -> int:
     progress = Progress()
     async with _client(args, progress) as node:
         progress.update("storing")
-        target = await node.put_mutable(seed, args.value.encode(), salt=args.salt, seq=args.seq)
+        target = await node.put_mutable(seed, os.fsencode(args.value), salt=args.salt, seq=args.seq)
     print(target.hex())
     return 0
 
@@ -370,8 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def client(name: str, help: str, func: Callable[[argparse.Namespace], Awaitable[int]]) -> argparse.ArgumentParser:
         c = ds.add_parser(name, help=help, description=help)
-        c.add_argument("--bootstrap", type=_hostport, action="append", default=[], metavar="HOST:PORT",
-                       help="a node to join through (repeatable; required)")
+        c.add_argument("--bootstrap", type=_hostport, action="append", required=True,
+                       metavar="HOST:PORT", help="a node to join through (repeatable; required)")
         c.add_argument("--bind", default=None, metavar="HOST[:PORT]",
                        help="local address for the client node (default: chosen from --bootstrap)")
         c.set_defaults(func=func)
@@ -410,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("target", type=_hex20, metavar="TARGET")
     c = client("announce", "announce PORT for INFO_HASH (BEP5 announce_peer)", cmd_announce)
     c.add_argument("info_hash", type=_hex20, metavar="INFO_HASH")
-    c.add_argument("--port", type=_port, required=True)
+    c.add_argument("--port", type=_announce_port, required=True, help="the port to announce (1..65535)")
     c = client("get-peers", "print the peers announced for INFO_HASH, one a line", cmd_get_peers)
     c.add_argument("info_hash", type=_hex20, metavar="INFO_HASH")
 

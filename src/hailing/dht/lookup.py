@@ -11,7 +11,7 @@ one slot, not the lookup. A stalled request no longer counts against ``alpha`` a
 longer holds up termination, but a late answer is still used.
 
 The lookup is done when the ``k`` closest candidates that did not fail or stall have all
-answered (the closest-set rule), or nothing is left to ask. A ``get`` for an immutable
+answered (the closest-set rule), or nothing is left to ask but stalled requests. A ``get`` for an immutable
 item also ends as soon as a valid value arrives.
 """
 
@@ -89,6 +89,8 @@ class Lookup:
         self.salt = b""
         #: put/announce: the method and arguments of the store phase.
         self.store: tuple[bytes, dict[bytes, Any]] | None = None
+        #: put/announce: the key under which a successful store is republished.
+        self.republish: bytes | None = None
 
     # -- filling ---------------------------------------------------------------------
 
@@ -113,6 +115,19 @@ class Lookup:
             for i in range(len(cands) - 1, -1, -1):
                 if cands[i].state != INFLIGHT:
                     del cands[i]
+                    break
+
+    def add_answered_seed(self, c: Candidate) -> None:
+        """A seed answered and told us its id: it joins the candidates (and the result)."""
+        if c.id is None or c.id in self._seen_ids:
+            return
+        self._seen_ids.add(c.id)
+        c.dist = id_to_int(c.id) ^ self._t
+        bisect.insort(self.cands, c, key=_dist)
+        if len(self.cands) > self._max:
+            for i in range(len(self.cands) - 1, -1, -1):
+                if self.cands[i].state != INFLIGHT:
+                    del self.cands[i]
                     break
 
     # -- driving ---------------------------------------------------------------------
@@ -167,7 +182,6 @@ class Lookup:
         if any(s.state == INFLIGHT for s in self.seeds):
             return False
         answered = 0
-        waiting_stalled = False
         for c in self.cands:
             st = c.state
             if st == ANSWERED:
@@ -176,10 +190,10 @@ class Lookup:
                     return True
             elif st in (FRESH, INFLIGHT):
                 return False
-            elif st == STALLED:
-                waiting_stalled = True
-        # Fewer than k answered and nothing left to ask: wait only for late answers.
-        return not waiting_stalled and not any(s.state == STALLED for s in self.seeds)
+        # Fewer than k answered and nothing left to ask: done. Stalled requests are not
+        # waited for (in a small network a dead node would hold every lookup up to the
+        # hard timeout); their late answers are simply ignored.
+        return True
 
     def closest_answered(self, n: int | None = None) -> list[Candidate]:
         n = self.k if n is None else n

@@ -154,7 +154,9 @@ class DhtProtocol:
         self._next_rotation = now + cfg.token_rotation
         self._next_refresh = now + cfg.bucket_refresh
         #: Our own puts/announces, repeated every republish_interval: key -> (due, action).
-        self._republish: dict[bytes, tuple[float, Any]] = {}
+        self._republish: dict[bytes, tuple[float, tuple[str, bytes, Any]]] = {}
+        #: Nodes pinged before a possible eviction (one ping each at a time).
+        self._evicting: set[bytes] = set()
         self._push_timer(now + cfg.maintenance_interval, _TICK, None)
 
     # == driver interface ==============================================================
@@ -244,11 +246,9 @@ class DhtProtocol:
             args[b"port"] = 1
         else:
             args[b"port"] = port
-        self._republish[b"a" + info_hash] = (
-            now + self.config.republish_interval,
-            ("announce_peer", info_hash, port),
+        return self._start_lookup(
+            "announce", info_hash, now, store=(b"announce_peer", args), republish=b"a" + info_hash
         )
-        return self._start_lookup("announce", info_hash, now, store=(b"announce_peer", args))
 
     def get(self, target: bytes, now: float) -> int:
         """BEP44 get of an immutable item; ends as soon as a node returns the value."""
@@ -287,7 +287,9 @@ class DhtProtocol:
         if self.config.read_only:
             st["ignored_read_only"] += 1  # BEP43: a read-only node answers nothing
             return
-        st["q_" + q.method.decode("ascii", "replace")[:20]] += 1
+        # Only known methods get their own counter: garbage names must not grow the stats.
+        known = q.method in self.responder.handlers
+        st["q_" + (q.method.decode() if known else "unknown")] += 1
         try:
             r = self.responder.answer(q, addr, now)
         except RemoteProtocolError as exc:
@@ -315,8 +317,13 @@ class DhtProtocol:
         assert isinstance(msg, Response)
         sid = msg.sender_id
         if p.node_id is not None and sid != p.node_id:
-            # A different node answers at that address: its entry is stale.
+            # A different node answers at that address: its entry is stale, and a lookup
+            # must not report the answer under the id it asked for.
             self.table.failed(p.node_id, addr)
+            if p.lookup is not None:
+                self._saw_node(sid, addr, now, rtt)
+                self._finish_request(p, None, now)
+                return
         self._update_rtt(rtt)
         if msg.ip is not None:
             self._vote_ip(msg.ip)
@@ -334,8 +341,13 @@ class DhtProtocol:
                     self.stats["rejected_node_id"] += 1
                     return
         stale = self.table.add(node_id, addr, now, rtt)
-        if stale is not None:
-            self._request(stale.addr, b"ping", {}, now, node_id=stale.id, on_reply=_ignore)
+        if stale is not None and stale.id not in self._evicting:
+            self._evicting.add(stale.id)
+
+            def done(reply: object, p: _Pending, now: float, sid: bytes = stale.id) -> None:
+                self._evicting.discard(sid)
+
+            self._request(stale.addr, b"ping", {}, now, node_id=stale.id, on_reply=done)
 
     # == requests ======================================================================
 
@@ -431,8 +443,12 @@ class DhtProtocol:
         store: tuple[bytes, dict[bytes, Any]] | None = None,
         qid: int | None = None,
         salt: bytes = b"",
+        republish: bytes | None = None,
     ) -> int:
-        """Start a lookup; ``qid`` -1 marks internal ones (refresh, republish): no event."""
+        """Start a lookup; ``qid`` -1 marks internal ones (refresh, republish): no event.
+
+        ``republish`` names a store (put/announce) to repeat every republish interval
+        once the network has accepted it."""
         cfg = self.config
         lk = Lookup(
             qid or self._new_qid(), kind, target, self.node_id, cfg.k, cfg.alpha,
@@ -440,6 +456,7 @@ class DhtProtocol:
         )
         lk.store = store
         lk.salt = salt
+        lk.republish = republish
         for addr in seeds:
             lk.add_seed(addr)
         for e in self.table.closest(target, cfg.k * 2):
@@ -466,8 +483,9 @@ class DhtProtocol:
 
     def _lookup_reply(self, lk: Lookup, c: Candidate, r: Response, now: float) -> None:
         vals = r.values
-        if c.id is None:  # a bootstrap seed: now we know its id
+        if c.id is None:  # a bootstrap seed: now we know its id, and it counts as a result
             c.id = r.sender_id
+            lk.add_answered_seed(c)
         codec = self.codec
         depth = c.depth + 1
         for nid, addr in decode_nodes(vals.get(b"nodes"), codec):
@@ -568,6 +586,13 @@ class DhtProtocol:
 
     def _store_done(self, st: _Store, now: float) -> None:
         lk = st.lookup
+        if st.stored and lk.republish is not None and lk.store is not None:
+            # Only what the network accepted is repeated, and never with its cas.
+            method, args = lk.store
+            args = {k: v for k, v in args.items() if k != b"cas"}
+            self._republish[lk.republish] = (
+                now + self.config.republish_interval, (lk.kind, lk.target, (method, args))
+            )
         if lk.qid < 0:
             return
         stats = LookupStats(
@@ -588,8 +613,7 @@ class DhtProtocol:
         store = self._store_args(item)
         if cas is not None:
             store[1][b"cas"] = cas
-        self._republish[b"p" + item.target] = (now + self.config.republish_interval, ("put", item))
-        return self._start_lookup("put", item.target, now, store=store)
+        return self._start_lookup("put", item.target, now, store=store, republish=b"p" + item.target)
 
     # == housekeeping ==================================================================
 
@@ -606,20 +630,10 @@ class DhtProtocol:
                 self.table.touch_bucket(i, now)
                 target = self.table.random_id_in_bucket(i, self._rng.getrandbits(160))
                 self._start_lookup("find_node", target, now, qid=-1)
-        for key, (due, action) in list(self._republish.items()):
+        for key, (due, (kind, target, store)) in list(self._republish.items()):
             if due <= now:
-                self._republish[key] = (now + cfg.republish_interval, action)
-                if action[0] == "put":
-                    self._start_lookup("put", action[1].target, now, qid=-1,
-                                       store=self._store_args(action[1]))
-                else:
-                    args: dict[bytes, Any] = {b"info_hash": action[1]}
-                    if action[2] is None:
-                        args[b"implied_port"] = 1
-                        args[b"port"] = 1
-                    else:
-                        args[b"port"] = action[2]
-                    self._start_lookup("announce", action[1], now, qid=-1, store=(b"announce_peer", args))
+                self._republish[key] = (now + cfg.republish_interval, (kind, target, store))
+                self._start_lookup(kind, target, now, qid=-1, store=store, republish=key)
 
     def _store_args(self, item: bep44.ImmutableItem | bep44.MutableItem) -> tuple[bytes, dict[bytes, Any]]:
         args: dict[bytes, Any] = {b"v": bencode.Raw(item.value_bencoded)}
@@ -656,10 +670,6 @@ def _failure(reply: Error | None, message: str) -> HailingError:
     if isinstance(reply, Error):
         return KrpcError(f"{reply.message} ({reply.code})", reply.code)
     return QueryTimeout(message)
-
-
-def _ignore(reply: object, p: object, now: float) -> None:
-    return None
 
 
 def _ip_text(raw: bytes) -> str:

@@ -123,6 +123,7 @@ class RoutingTable:
             bucket = self.buckets[self.bucket_index(entry.id_int)]
             bucket.nodes.remove(entry)
             bucket.nodes.append(entry)
+            bucket.last_changed = now  # BEP5: a node in the bucket responded
             return None
         id_int = id_to_int(node_id)
         while True:
@@ -139,15 +140,21 @@ class RoutingTable:
                 self._split()
                 continue
             break
-        # Full bucket that cannot split: a failed node is replaced at once; otherwise the
-        # newcomer waits in the replacement cache and the stalest node gets pinged.
-        for old in bucket.nodes:
+        # Full bucket that cannot split: a failed node is replaced at once by the newcomer
+        # (which just proved alive); otherwise the newcomer waits in the replacement cache
+        # and the stalest node gets pinged.
+        for i, old in enumerate(bucket.nodes):
             if old.fail_count > 0:
-                self._remove_entry(bucket, old)
-                self.add(node_id, addr, now, rtt)
+                del bucket.nodes[i]
+                del self._by_id[old.id]
+                entry = NodeEntry(node_id, addr, id_int, now, 0, rtt)
+                bucket.nodes.append(entry)
+                bucket.last_changed = now
+                self._by_id[node_id] = entry
+                self._drop_replacement(bucket, node_id)
                 return None
         self._add_replacement(bucket, NodeEntry(node_id, addr, id_int, now, 0, rtt))
-        stalest = bucket.nodes[0]
+        stalest = min(bucket.nodes, key=_last_seen)
         if now - stalest.last_seen >= self._questionable:
             return stalest
         return None
@@ -220,3 +227,7 @@ class RoutingTable:
             if e.id == node_id:
                 del bucket.replacements[i]
                 return
+
+
+def _last_seen(e: NodeEntry) -> float:
+    return e.last_seen
