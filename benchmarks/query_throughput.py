@@ -542,11 +542,16 @@ def generator_main(cfg: dict[str, Any]) -> dict[str, Any]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     sock.bind((LOOPBACK, 0))
     sock.connect(server)
-    sock.setblocking(False)
+    # Blocking socket with a kernel receive timeout (SO_RCVTIMEO): one syscall per
+    # datagram, sleeping in the kernel when nothing is queued, and still waking up
+    # every 2 ms to re-issue timed-out queries.  (Python's own settimeout() would
+    # add a poll() per recv.)
+    sock.setblocking(True)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 2000))
     recv = sock.recv
     send = sock.send
-    sel = select.select
     mono = time.monotonic
+    idle_wakeups = 0
 
     outstanding: dict[bytes, tuple[int, float, int]] = {}  # rid -> (kind, t_sent, template no)
     ages: deque[tuple[float, bytes]] = deque()
@@ -597,7 +602,8 @@ def generator_main(cfg: dict[str, Any]) -> dict[str, Any]:
         try:
             data = recv(4096)  # DHT datagrams are < 1500 bytes
         except (BlockingIOError, InterruptedError):
-            data = None
+            data = None  # SO_RCVTIMEO expired: nothing came back for 2 ms
+            idle_wakeups += 1
         except ConnectionRefusedError:
             data = None  # ICMP unreachable from a previous run; the query will time out
         now = mono()
@@ -674,8 +680,6 @@ def generator_main(cfg: dict[str, Any]) -> dict[str, Any]:
             }
         elif measuring and now >= t1:
             break
-        if data is None:
-            sel([sock], [], [], 0.002)
 
     end = {
         "t": now,
@@ -704,6 +708,7 @@ def generator_main(cfg: dict[str, Any]) -> dict[str, Any]:
         "loss_ratio": sum(lst) / max(1, total + sum(lst) + sum(errs)),
         "send_failures": send_fail - snap["send_fail"],
         "late_or_unmatched": unmatched,
+        "generator_idle_wakeups": idle_wakeups,
         "server_initiated_queries_answered": server_queries,
         "measured_seconds": wall,
         "server_cpu_util": srv_cpu,
@@ -760,7 +765,7 @@ LIBTORRENT_SETTINGS: dict[str, Any] = {
     "alert_mask": 0,
     # Lift the DHT rate limits (defaults: 8000 B/s upload, 5 queries/s per IP
     # before a 300 s block), or the per-IP limiter would throttle the benchmark.
-    "dht_upload_rate_limit": 2**31 - 1,
+    "dht_upload_rate_limit": 715_827_882,  # the maximum libtorrent accepts (INT_MAX / 3)
     "dht_block_ratelimit": 100_000_000,
     "dht_block_timeout": 1,
     # Every peer in this benchmark is 127.0.0.1 with a non-BEP42 id.
@@ -1084,9 +1089,10 @@ def run_generator(
         "mix": args.mix_dict,
         "seed": seed,
     }
-    cmd = [args.python or sys.executable, os.path.abspath(__file__), "_generate", json.dumps(cfg)]
+    cmd = [args.python or sys.executable, os.path.abspath(__file__), "_generate"]
     p = subprocess.run(
         cmd,
+        input=json.dumps(cfg).encode(),
         capture_output=True,
         preexec_fn=_child_setup(args.generator_core),
         timeout=args.warmup + args.duration + 60,
@@ -1113,6 +1119,39 @@ def machine_info() -> dict[str, Any]:
             if line.startswith("model name"):
                 info["cpu_model"] = line.split(":", 1)[1].strip()
                 break
+    # hailing is measured from this checkout's src/: fingerprint exactly that code.
+    src = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "hailing"
+    )
+    if os.path.isdir(src):
+        h = hashlib.sha1()
+        for root, dirs, files in os.walk(src):
+            dirs.sort()
+            for fn in sorted(files):
+                if fn.endswith(".py"):
+                    path = os.path.join(root, fn)
+                    h.update(os.path.relpath(path, src).encode() + b"\0")
+                    with open(path, "rb") as f:
+                        h.update(f.read())
+        info["hailing_source_sha1"] = h.hexdigest()
+        with contextlib.suppress(Exception):
+            info["git_head"] = (
+                subprocess.run(
+                    ["git", "-C", src, "rev-parse", "HEAD"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout.strip()
+                or None
+            )
+            info["git_src_dirty"] = bool(
+                subprocess.run(
+                    ["git", "-C", src, "status", "--porcelain", "--", "."],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout.strip()
+            )
     for mod in ("kademlia", "rpcudp", "libtorrent", "hailing"):
         with contextlib.suppress(Exception):
             from importlib.metadata import version
@@ -1431,7 +1470,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "_generate":
-        print(json.dumps(generator_main(json.loads(sys.argv[2]))))
+        print(json.dumps(generator_main(json.loads(sys.stdin.read()))))
     elif len(sys.argv) >= 3 and sys.argv[1] == "_serve":
         {"kademlia": _serve_kademlia, "libtorrent": _serve_libtorrent}[sys.argv[2]]()
     else:
