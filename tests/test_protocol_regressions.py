@@ -57,3 +57,19 @@ def test_one_eviction_ping_per_questionable_node() -> None:
         nid = far[:18] + bytes([1, i])
         p._saw_node(nid, (f"10.9.1.{i + 1}", 1), net.now, 0.01)
     assert p.stats["queries_sent"] - sent_before == 1
+
+
+def test_join_refreshes_far_buckets_so_gets_survive_dead_nodes() -> None:
+    # Without the Kademlia join refresh, nodes that joined early never learned of later
+    # ones far from their own id, and a get could miss all live holders of an item.
+    net = build_network(60, latency=0.04)
+    nodes = list(net.nodes.values())
+    qid, target = nodes[3].put_immutable(b"x", net.now)
+    assert isinstance(net.wait_event(nodes[3], qid), StoreDone)
+    for dead in nodes[10:25]:
+        net.kill(dead)
+    found = 0
+    for p in nodes[30:60]:
+        ev = net.wait_event(p, p.get(target, net.now))
+        found += ev.item is not None  # type: ignore[attr-defined]
+    assert found == 30

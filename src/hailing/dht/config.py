@@ -49,5 +49,11 @@ class DhtConfig:
     enforce_node_id: bool = False
     #: BEP43: read-only node: answers nothing, flags its queries with ``ro``.
     read_only: bool = False
+    #: Lookup algorithm: "hailing" (no rounds, RTT-adapted soft timeouts) or "lockstep"
+    #: (the ``kademlia`` package's rounds of alpha requests with a fixed timeout), the
+    #: latter for side-by-side comparison in the simulator.
+    lookup_strategy: str = "hailing"
+    #: The fixed per-request timeout of the lock-step strategy (``kademlia``: 5 s).
+    lockstep_timeout: float = 5.0
     #: The ``v`` field put in every message (None to omit it).
     version: bytes | None = HAILING_VERSION

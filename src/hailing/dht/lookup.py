@@ -91,6 +91,9 @@ class Lookup:
         self.store: tuple[bytes, dict[bytes, Any]] | None = None
         #: put/announce: the key under which a successful store is republished.
         self.republish: bytes | None = None
+        #: Lock-step rounds (the ``kademlia`` package's algorithm) instead of hailing's.
+        self.lockstep = False
+        self._last_round: tuple[int, ...] = ()
 
     # -- filling ---------------------------------------------------------------------
 
@@ -109,7 +112,11 @@ class Lookup:
             return
         self._seen.add(addr)
         self._seen_ids.add(node_id)
-        bisect.insort(cands, Candidate(node_id, addr, dist, depth), key=_dist)
+        self._insert(Candidate(node_id, addr, dist, depth))
+
+    def _insert(self, c: Candidate) -> None:
+        cands = self.cands
+        bisect.insort(cands, c, key=_dist)
         if len(cands) > self._max:
             # Drop the farthest candidate that is not waiting on an answer.
             for i in range(len(cands) - 1, -1, -1):
@@ -123,12 +130,7 @@ class Lookup:
             return
         self._seen_ids.add(c.id)
         c.dist = id_to_int(c.id) ^ self._t
-        bisect.insort(self.cands, c, key=_dist)
-        if len(self.cands) > self._max:
-            for i in range(len(self.cands) - 1, -1, -1):
-                if self.cands[i].state != INFLIGHT:
-                    del self.cands[i]
-                    break
+        self._insert(c)
 
     # -- driving ---------------------------------------------------------------------
 
@@ -136,6 +138,8 @@ class Lookup:
         """Candidates to query now (already marked in flight)."""
         if self.finished or self.stop:
             return []
+        if self.lockstep:
+            return self._next_round()
         out: list[Candidate] = []
         for s in self.seeds:
             if s.state == FRESH:
@@ -158,6 +162,25 @@ class Lookup:
         self.messages += len(out)
         return out
 
+    def _next_round(self) -> list[Candidate]:
+        """Textbook Kademlia (the ``kademlia`` package's spider crawl): a round of alpha
+        requests starts only when the previous round has fully answered or timed out; a
+        round that found no closer node asks every unasked node of the closest k."""
+        if self.inflight:
+            return []
+        out = [s for s in self.seeds if s.state == FRESH]
+        if not out:
+            nearest = [c for c in self.cands if c.state != FAILED][: self.k]
+            ids = tuple(c.dist for c in nearest)
+            count = self.alpha if ids != self._last_round else self.k
+            self._last_round = ids
+            out = [c for c in nearest if c.state == FRESH][:count]
+        for c in out:
+            c.state = INFLIGHT
+        self.inflight += len(out)
+        self.messages += len(out)
+        return out
+
     def answered(self, c: Candidate) -> None:
         if c.state == INFLIGHT:
             self.inflight -= 1
@@ -177,8 +200,12 @@ class Lookup:
             self.timeouts += 1
 
     def is_done(self) -> bool:
-        if self.finished or self.stop:
+        if self.finished:
             return True
+        if self.stop:  # lock-step lookups finish the round they are in
+            return not self.lockstep or self.inflight == 0
+        if self.lockstep:
+            return self.inflight == 0 and self._round_exhausted()
         if any(s.state == INFLIGHT for s in self.seeds):
             return False
         answered = 0
@@ -194,6 +221,12 @@ class Lookup:
         # waited for (in a small network a dead node would hold every lookup up to the
         # hard timeout); their late answers are simply ignored.
         return True
+
+    def _round_exhausted(self) -> bool:
+        nearest = [c for c in self.cands if c.state != FAILED][: self.k]
+        return not any(c.state == FRESH for c in nearest) and not any(
+            s.state == FRESH for s in self.seeds
+        )
 
     def closest_answered(self, n: int | None = None) -> list[Candidate]:
         n = self.k if n is None else n

@@ -121,6 +121,9 @@ class DhtProtocol:
         codec: AddressCodec | None = None,
     ) -> None:
         self.config = cfg = config or DhtConfig()
+        if cfg.lookup_strategy not in ("hailing", "lockstep"):
+            raise LocalProtocolError(f"unknown lookup strategy {cfg.lookup_strategy!r}")
+        self._lockstep = cfg.lookup_strategy == "lockstep"
         self._rng = rng
         if node_id is None:
             node_id = rng.getrandbits(160).to_bytes(20, "big")
@@ -230,8 +233,13 @@ class DhtProtocol:
         return self._start_lookup("find_node", _id20(target), now)
 
     def bootstrap(self, addrs: Iterable[Hashable], now: float) -> int:
-        """Find our own neighbourhood, asking ``addrs`` (ids unknown) and the table."""
-        return self._start_lookup("find_node", self.node_id, now, seeds=addrs)
+        """Join: look up our own id through ``addrs`` (ids unknown) and the table.
+
+        As in the Kademlia paper, once that lookup ends, every bucket farther than our
+        closest neighbour that is not full is refreshed with a lookup of a random id in
+        its range (internal lookups, no events), so that far buckets are not left empty.
+        The event (NodesFound) is sent when the own-id lookup ends."""
+        return self._start_lookup("bootstrap", self.node_id, now, seeds=addrs)
 
     def get_peers(self, info_hash: bytes, now: float) -> int:
         return self._start_lookup("get_peers", _id20(info_hash), now)
@@ -380,8 +388,11 @@ class DhtProtocol:
         self._out.append((encode_message(q), addr))
         self.stats["queries_sent"] += 1
         cfg = self.config
-        self._push_timer(now + self._soft_timeout_value(), _SOFT, p)
-        self._push_timer(now + cfg.query_timeout, _HARD, p)
+        if self._lockstep:
+            self._push_timer(now + cfg.lockstep_timeout, _HARD, p)
+        else:
+            self._push_timer(now + self._soft_timeout_value(), _SOFT, p)
+            self._push_timer(now + cfg.query_timeout, _HARD, p)
 
     def _soft_timeout_value(self) -> float:
         cfg = self.config
@@ -456,6 +467,7 @@ class DhtProtocol:
         )
         lk.store = store
         lk.salt = salt
+        lk.lockstep = self._lockstep
         lk.republish = republish
         for addr in seeds:
             lk.add_seed(addr)
@@ -465,7 +477,7 @@ class DhtProtocol:
         return lk.qid
 
     def _lookup_method(self, lk: Lookup) -> tuple[bytes, bytes]:
-        if lk.kind in ("find_node",):
+        if lk.kind in ("find_node", "bootstrap"):
             return b"find_node", b"target"
         if lk.kind in ("get_peers", "announce"):
             return b"get_peers", b"info_hash"
@@ -537,12 +549,22 @@ class DhtProtocol:
         if best is None or (isinstance(best, bep44.MutableItem) and seq > best.seq):
             lk.result, lk.result_depth = mitem, depth
 
+    def _refresh_far_buckets(self, now: float) -> None:
+        table = self.table
+        for i in range(len(table.buckets) - 1):
+            if len(table.buckets[i].nodes) < table.k:
+                table.touch_bucket(i, now)
+                target = table.random_id_in_bucket(i, self._rng.getrandbits(160))
+                self._start_lookup("find_node", target, now, qid=-1)
+
     def _complete(self, lk: Lookup, now: float) -> None:
         if lk.qid < 0 and lk.kind not in ("put", "announce"):
             return
         stats = LookupStats(lk.messages, lk.responses, lk.timeouts, lk.hops(), max(0.0, now - lk.started))
         kind = lk.kind
-        if kind == "find_node":
+        if kind == "bootstrap":
+            self._refresh_far_buckets(now)
+        if kind in ("find_node", "bootstrap"):
             nodes = tuple(NodeInfo(c.id, c.addr) for c in lk.closest_answered() if c.id)
             if not nodes and not lk.responses:
                 self._events.append(CommandFailed(lk.qid, QueryTimeout("no node answered the lookup")))
