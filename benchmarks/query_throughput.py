@@ -425,6 +425,7 @@ def log(msg: str) -> None:
 
 
 _QUIET = False
+_INITIAL_AFFINITY = os.sched_getaffinity(0)
 
 
 def parse_mix(spec: str) -> dict[str, int]:
@@ -826,17 +827,19 @@ class ServerProc:
                 if not chunk:
                     break
                 buf += chunk
-                for line in buf.decode(errors="replace").splitlines():
-                    self.tail.append(line)
+                lines = buf.decode(errors="replace").splitlines()
+                for n, line in enumerate(lines):
                     if " listening on " in line:
+                        if n == len(lines) - 1 and not buf.endswith(b"\n"):
+                            continue  # the line may be incomplete
+                        self.tail.extend(lines)
                         return int(line.rsplit(":", 1)[1].split()[0])
             if self.proc.poll() is not None:
                 break
+        out = buf.decode(errors="replace")
         raise RuntimeError(
-            f"{self.name}: no 'listening on HOST:PORT' line (cmd {' '.join(self.cmd)})\n"
-            + "\n".join(self.tail)
-            + "\n"
-            + buf.decode(errors="replace")
+            f"{self.name}: no 'listening on HOST:PORT' line (cmd {' '.join(self.cmd)}); "
+            f"exit code {self.proc.poll()}; output:\n{out[-1500:]}"
         )
 
     def _drain(self) -> None:
@@ -1112,7 +1115,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "affinity_available": sorted(os.sched_getaffinity(0)),
+        "affinity_available": sorted(_INITIAL_AFFINITY),
     }
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
@@ -1243,7 +1246,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.05,
         help="a sample is retried when other processes used more than this fraction of "
-        "the server core (or the generator core, when that core was full) during it (0.05)",
+        "the server core (or the generator core, if the server was not saturated) during it (0.05)",
     )
     ap.add_argument("--max-retries", type=int, default=3, help="retries per sample (3)")
     ap.add_argument(
@@ -1332,12 +1335,12 @@ def main(argv: list[str] | None = None) -> int:
                             srv.pause()
                         sample["foreign_load_before"] = round(pre_load, 3)
                         # The server core must be ours alone.  Foreign load on the
-                        # generator core only matters if that core was full (the
-                        # generator could then have starved the server of queries).
+                        # generator core only matters if the server was not saturated
+                        # (a delayed generator then starved the server of queries).
                         foreign = sample["server_core_foreign_util"]
-                        gen_foreign = sample["generator_core_foreign_util"]
-                        if gen_foreign + sample["generator_cpu_util"] > 0.9:
-                            foreign = max(foreign, gen_foreign - 0.02)  # driver lives there
+                        if not sample["server_saturated"]:
+                            # minus a little for the driver, which lives there
+                            foreign = max(foreign, sample["generator_core_foreign_util"] - 0.02)
                         sample["contaminated"] = foreign > args.interference
                         if not sample["contaminated"] or len(rejected) >= args.max_retries:
                             break

@@ -69,10 +69,19 @@ def _encode(obj: Any, out: list[bytes], depth: int) -> None:
                 raise LocalProtocolError("bencode: duplicate dict key")
             keys = list(obj)
         keys.sort()
+        append = out.append
         for k in keys:
-            out.append(b"%d:%b" % (len(k), k))
-            _encode(obj[k], out, depth + 1)
-        out.append(b"e")
+            v = obj[k]
+            tv = type(v)
+            # Strings and small integers inline: most KRPC values are one of the two.
+            if tv is bytes:
+                append(b"%d:%b%d:%b" % (len(k), k, len(v), v))
+            elif tv is int and -_INT_LIMIT < v < _INT_LIMIT:
+                append(b"%d:%bi%de" % (len(k), k, v))
+            else:
+                append(b"%d:%b" % (len(k), k))
+                _encode(v, out, depth + 1)
+        append(b"e")
     elif t is int:
         if not -_INT_LIMIT < obj < _INT_LIMIT:
             raise LocalProtocolError("bencode: integer too large (decoders refuse it)")
@@ -145,22 +154,45 @@ def _decode(data: bytes, i: int, depth: int) -> tuple[Any, int]:
         if depth >= MAX_DEPTH:
             raise BencodeError("bencode: nesting too deep")
         d: dict[bytes, Any] = {}
+        n = len(data)
         i += 1
         prev = b""
         first = True
-        while data[i] != 0x65:  # e
+        find = data.find
+        # Keys (always strings) and string values are parsed inline: KRPC messages are
+        # mostly strings, and a call per string would double the decoding time.
+        while True:
             c = data[i]
+            if c == 0x65:  # e
+                return d, i + 1
             if not 0x30 <= c <= 0x39:
                 raise BencodeError("bencode: dict key is not a byte string")
-            k, i = _decode(data, i, depth)
+            colon = find(b":", i, i + 12)
+            digits = data[i:colon]
+            if colon < 0 or not digits.isdigit() or (c == 0x30 and colon - i > 1):
+                raise BencodeError("bencode: malformed string length or leading zero")
+            i = colon + 1 + int(digits)
+            if i > n:
+                raise BencodeError("bencode: truncated string")
+            k = data[colon + 1 : i]
             if not first and k <= prev:
                 raise BencodeError(
                     "bencode: duplicate dict key" if k == prev else "bencode: unsorted dict keys"
                 )
             first = False
             prev = k
-            d[k], i = _decode(data, i, depth + 1)
-        return d, i + 1
+            c = data[i]
+            if 0x30 <= c <= 0x39:
+                colon = find(b":", i, i + 12)
+                digits = data[i:colon]
+                if colon < 0 or not digits.isdigit() or (c == 0x30 and colon - i > 1):
+                    raise BencodeError("bencode: malformed string length or leading zero")
+                i = colon + 1 + int(digits)
+                if i > n:
+                    raise BencodeError("bencode: truncated string")
+                d[k] = data[colon + 1 : i]
+            else:
+                d[k], i = _decode(data, i, depth + 1)
     if c == 0x6C:  # l
         if depth >= MAX_DEPTH:
             raise BencodeError("bencode: nesting too deep")

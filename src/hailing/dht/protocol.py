@@ -55,7 +55,7 @@ from .events import (
     Pong,
     StoreDone,
 )
-from .ids import NodeInfo
+from .ids import NodeInfo, id_to_int
 from .lookup import Candidate, Lookup
 from .responder import Responder
 from .routing import RoutingTable
@@ -477,7 +477,7 @@ class DhtProtocol:
         return lk.qid
 
     def _lookup_method(self, lk: Lookup) -> tuple[bytes, bytes]:
-        if lk.kind in ("find_node", "bootstrap"):
+        if lk.kind in ("find_node", "bootstrap", "refresh"):
             return b"find_node", b"target"
         if lk.kind in ("get_peers", "announce"):
             return b"get_peers", b"info_hash"
@@ -505,6 +505,12 @@ class DhtProtocol:
         if b"nodes6" in vals:
             for nid, addr in decode_nodes(vals.get(b"nodes6"), codec, ipv6=True):
                 lk.add(nid, addr, depth)
+        if lk.kind == "refresh":
+            # A refresh only has to fill the target's bucket: stop once it is full.
+            table = self.table
+            if len(table.buckets[table.bucket_index(id_to_int(lk.target))].nodes) >= table.k:
+                lk.stop = True
+            return
         token = vals.get(b"token")
         if type(token) is bytes and len(token) <= 64:
             c.token = token
@@ -552,10 +558,10 @@ class DhtProtocol:
     def _refresh_far_buckets(self, now: float) -> None:
         table = self.table
         for i in range(len(table.buckets) - 1):
-            if len(table.buckets[i].nodes) < table.k:
+            if not table.buckets[i].nodes:
                 table.touch_bucket(i, now)
                 target = table.random_id_in_bucket(i, self._rng.getrandbits(160))
-                self._start_lookup("find_node", target, now, qid=-1)
+                self._start_lookup("refresh", target, now, qid=-1)
 
     def _complete(self, lk: Lookup, now: float) -> None:
         if lk.qid < 0 and lk.kind not in ("put", "announce"):
@@ -651,7 +657,7 @@ class DhtProtocol:
             for i in self.table.stale_buckets(now, cfg.bucket_refresh)[:2]:
                 self.table.touch_bucket(i, now)
                 target = self.table.random_id_in_bucket(i, self._rng.getrandbits(160))
-                self._start_lookup("find_node", target, now, qid=-1)
+                self._start_lookup("refresh", target, now, qid=-1)
         for key, (due, (kind, target, store)) in list(self._republish.items()):
             if due <= now:
                 self._republish[key] = (now + cfg.republish_interval, (kind, target, store))

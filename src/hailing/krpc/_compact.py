@@ -35,10 +35,11 @@ class AddressCodec(Protocol):
 class IPAddressCodec:
     """``(host, port)`` tuples with literal IPv4/IPv6 hosts. Caches what it packs."""
 
-    __slots__ = ("_cache",)
+    __slots__ = ("_cache", "_unpacked")
 
     def __init__(self) -> None:
         self._cache: dict[Addr, bytes | None] = {}
+        self._unpacked: dict[bytes, Addr | None] = {}
 
     def pack(self, addr: Addr) -> bytes | None:
         try:
@@ -58,6 +59,17 @@ class IPAddressCodec:
         return packed
 
     def unpack(self, data: bytes) -> Addr | None:
+        try:
+            return self._unpacked[data]
+        except KeyError:
+            pass
+        addr = self._unpack(data)
+        if len(self._unpacked) > 65536:
+            self._unpacked.clear()
+        self._unpacked[data] = addr
+        return addr
+
+    def _unpack(self, data: bytes) -> Addr | None:
         n = len(data)
         if n == 6:
             port = int.from_bytes(data[4:6], "big")

@@ -1,0 +1,217 @@
+"""The discrete-event engine: real DhtProtocol cores, virtual time, a seeded generator.
+
+Theory of operation
+-------------------
+One heap of ``(time, seq, kind, ...)`` entries drives everything; ``seq`` breaks ties
+in insertion order, so the same seed gives the same run, event for event. Kinds:
+packet delivery, a core's timer, and a scheduled call (workload steps, churn).
+
+After anything happens to a core (a datagram in, its timer), the engine drains it: the
+datagrams it wants to send go through the :class:`NetworkModel` and come back as
+deliveries; its events are passed to the callbacks registered for their query ids; and
+its next deadline is put on the heap (older timer entries for that core become stale
+and are skipped).
+
+Each delivered packet is folded into :attr:`Simulator.trace` (SHA-256 over time,
+source, destination and bytes), so two runs can be compared for determinism.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+import struct
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from ..dht import DhtConfig, DhtProtocol, Event
+from ..krpc import IPAddressCodec
+from .network import NetworkModel
+
+_DELIVER, _TIMER, _CALL = 0, 1, 2
+_INF = float("inf")
+
+Callback = Callable[[Event], None]
+
+
+class SimNode:
+    """A simulated host: its address, its core and its bookkeeping."""
+
+    __slots__ = ("addr", "alive", "index", "joined_at", "left_at", "protected", "proto", "timer_at")
+
+    def __init__(self, index: int, addr: Hashable, proto: DhtProtocol, now: float) -> None:
+        self.index = index
+        self.addr = addr
+        self.proto = proto
+        self.alive = True
+        self.protected = False
+        self.timer_at = _INF
+        self.joined_at = now
+        self.left_at: float | None = None
+
+
+def host_address(index: int) -> tuple[str, int]:
+    """The (fake, never used on a real network) IPv4 address of simulated host ``index``."""
+    return (f"10.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}", 6881 + (index >> 24))
+
+
+class Simulator:
+    """Many DhtProtocol cores on one virtual network. Nothing here reads a real clock."""
+
+    def __init__(
+        self,
+        seed: int,
+        network: NetworkModel | None = None,
+        config: DhtConfig | None = None,
+        *,
+        trace: bool = True,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.network = network or NetworkModel(random.Random(seed ^ 0x5EED), seed=seed)
+        self.config = config or DhtConfig()
+        self.codec = IPAddressCodec()
+        self.now = 0.0
+        self._heap: list[tuple[Any, ...]] = []
+        self._seq = 0
+        self.nodes: dict[Hashable, SimNode] = {}  # live hosts
+        self._index: dict[Hashable, int] = {}  # every host ever, for the trace
+        self.live: list[SimNode] = []
+        self._live_pos: dict[Hashable, int] = {}
+        self._callbacks: dict[tuple[int, int], Callback] = {}
+        self._next_index = 1
+        self._trace = hashlib.sha256() if trace else None
+        self.delivered = 0
+        self.events_processed = 0
+
+    # -- population ----------------------------------------------------------------------
+
+    def add_node(self, config: DhtConfig | None = None) -> SimNode:
+        index = self._next_index
+        self._next_index += 1
+        addr = host_address(index)
+        proto = DhtProtocol(
+            config or self.config,
+            rng=random.Random(self.rng.getrandbits(64)),
+            now=self.now,
+            codec=self.codec,
+        )
+        node = SimNode(index, addr, proto, self.now)
+        self.nodes[addr] = node
+        self._index[addr] = index
+        self._live_pos[addr] = len(self.live)
+        self.live.append(node)
+        self._drain(node)
+        return node
+
+    def kill(self, node: SimNode) -> None:
+        """The host vanishes: no goodbye, packets to it are lost from now on."""
+        if not node.alive:
+            return
+        node.alive = False
+        node.left_at = self.now
+        pos = self._live_pos.pop(node.addr)
+        last = self.live.pop()
+        if last is not node:
+            self.live[pos] = last
+            self._live_pos[last.addr] = pos
+        # Forget the core: a dead host holds no memory in a long churn run.
+        del self.nodes[node.addr]
+        for key in [k for k in self._callbacks if k[0] == node.index]:
+            del self._callbacks[key]
+
+    def random_live(self, exclude: SimNode | None = None) -> SimNode:
+        while True:
+            node = self.live[self.rng.randrange(len(self.live))]
+            if node is not exclude or len(self.live) == 1:
+                return node
+
+    # -- commands and scheduling -----------------------------------------------------------
+
+    def command(self, node: SimNode, start: Callable[[DhtProtocol, float], int], callback: Callback) -> None:
+        """Run ``start(core, now)`` (a core command returning a qid) on ``node``; the
+        outcome event goes to ``callback``."""
+        qid = start(node.proto, self.now)
+        self._callbacks[(node.index, qid)] = callback
+        self._drain(node)
+
+    def call_at(self, when: float, fn: Callable[..., None], *args: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, _CALL, fn, args))
+
+    def call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        self.call_at(self.now + delay, fn, *args)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self, until: float = _INF, stop: Callable[[], bool] | None = None) -> None:
+        """Process events in time order up to ``until`` (or until ``stop()`` is true)."""
+        heap = self._heap
+        nodes = self.nodes
+        trace = self._trace
+        pack = struct.pack
+        while heap:
+            entry = heap[0]
+            t = entry[0]
+            if t > until:
+                break
+            heapq.heappop(heap)
+            self.now = t
+            kind = entry[2]
+            self.events_processed += 1
+            if kind == _DELIVER:
+                node = nodes.get(entry[3])
+                if node is None or not node.alive:
+                    continue
+                src, data = entry[4], entry[5]
+                self.delivered += 1
+                if trace is not None:
+                    trace.update(pack("!dII", t, self._index[src], node.index))
+                    trace.update(data)
+                node.proto.receive_datagram(data, src, t)
+                self._drain(node)
+            elif kind == _TIMER:
+                node = entry[3]
+                if not node.alive or node.timer_at != t:
+                    continue
+                node.timer_at = _INF
+                node.proto.handle_timer(t)
+                self._drain(node)
+            else:
+                entry[3](*entry[4])
+            if stop is not None and stop():
+                break
+        if until != _INF and self.now < until:
+            self.now = until
+
+    def _drain(self, node: SimNode) -> None:
+        proto = node.proto
+        now = self.now
+        out = proto.datagrams_to_send(now)
+        if out:
+            route = self.network.route
+            heap = self._heap
+            src = node.addr
+            for data, dst in out:
+                for delay in route(data, src, dst):
+                    self._seq += 1
+                    heapq.heappush(heap, (now + delay, self._seq, _DELIVER, dst, src, data))
+        ev = proto.next_event()
+        while ev is not None:
+            cb = self._callbacks.pop((node.index, ev.qid), None)
+            if cb is not None:
+                cb(ev)
+            ev = proto.next_event()
+        t = proto.get_timer()
+        if t is not None and t < node.timer_at:
+            node.timer_at = t
+            self._seq += 1
+            heapq.heappush(self._heap, (t, self._seq, _TIMER, node))
+
+    @property
+    def trace(self) -> str:
+        """Hex SHA-256 of every packet delivered so far (time, endpoints, bytes)."""
+        if self._trace is None:
+            raise RuntimeError("tracing is off")
+        return self._trace.hexdigest()

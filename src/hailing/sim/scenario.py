@@ -1,0 +1,316 @@
+"""Workloads for the simulator and the metrics they report.
+
+:func:`run_lookup_benchmark` is what ``python -m hailing.sim`` runs:
+
+1. **join**: ``nodes`` hosts join one every ``join_interval`` seconds, each bootstrapping
+   off a random host already in;
+2. **put**: ``items`` owners (random hosts, kept out of churn: they stand for the users
+   who keep their values alive) each store one item, immutable or mutable;
+3. **churn**: ``once`` kills a fraction of the other hosts right after the puts;
+   ``continuous`` gives every host a session length (exponential, mean chosen so that the
+   fraction ``churn`` of the hosts is replaced every ``churn_period``) and replaces each
+   host that leaves with a newcomer that bootstraps off a random live host;
+4. **get**: ``lookups`` gets of random items from random live hosts, spread over the run.
+
+A get succeeds when it returns the exact value put (and, for mutable items, its seq).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
+
+from .. import bencode
+from ..dht import DhtConfig, DhtProtocol, Event, ItemFound, NodesFound, StoreDone
+from ..dht.bep44 import ImmutableItem, MutableItem
+from .engine import SimNode, Simulator
+from .network import NetworkModel
+
+
+@dataclass
+class SimParams:
+    nodes: int = 1000
+    lookups: int = 100
+    churn: float = 0.0
+    churn_mode: str = "once"
+    loss: float = 0.0
+    seed: int = 1
+    strategy: str = "hailing"
+    items: int = 0  # 0: lookups // 10, at least 10
+    mutable_fraction: float = 0.0
+    join_interval: float = 0.01
+    get_interval: float = 0.02
+    churn_period: float = 600.0
+    duration: float = 3600.0  # continuous churn: how long the gets are spread over
+    republish_interval: float = 600.0
+
+    def item_count(self) -> int:
+        return self.items or max(10, self.lookups // 10)
+
+    def validate(self) -> None:
+        if self.nodes < 2:
+            raise ValueError("--nodes must be at least 2")
+        if self.lookups < 1:
+            raise ValueError("--lookups must be at least 1")
+        if not 0.0 <= self.churn < 1.0:
+            raise ValueError("--churn must be in [0, 1)")
+        if not 0.0 <= self.loss < 1.0:
+            raise ValueError("--loss must be in [0, 1)")
+        if self.churn_mode not in ("once", "continuous"):
+            raise ValueError("--churn-mode must be once or continuous")
+        if self.strategy not in ("hailing", "lockstep"):
+            raise ValueError("--strategy must be hailing or lockstep")
+        if self.item_count() >= self.nodes:
+            raise ValueError("more items than nodes")
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(s)))
+    return s[rank - 1]
+
+
+@dataclass
+class _Get:
+    ok: bool
+    latency: float
+    messages: int
+    hops: int
+
+
+@dataclass
+class _Run:
+    params: SimParams
+    sim: Simulator
+    progress: Callable[[str], None]
+    joined: int = 0
+    join_messages: list[int] = field(default_factory=list)
+    items: list[tuple[SimNode, ImmutableItem | MutableItem]] = field(default_factory=list)
+    stored: list[int] = field(default_factory=list)
+    gets: list[_Get] = field(default_factory=list)
+    joins_during_churn: int = 0
+    departures: int = 0
+
+
+def run_lookup_benchmark(params: SimParams, progress: TextIO | None = None) -> dict[str, Any]:
+    """Run the workload of the module docstring and return the result dictionary."""
+    params.validate()
+    wall0 = time.perf_counter()
+    say: Callable[[str], None] = (
+        (lambda msg: print(msg, file=progress, flush=True)) if progress else (lambda msg: None)
+    )
+    config = DhtConfig(
+        lookup_strategy=params.strategy, republish_interval=params.republish_interval
+    )
+    net_rng_seed = params.seed * 7919 + 17
+    network = NetworkModel(random.Random(net_rng_seed), loss=params.loss, seed=params.seed)
+    sim = Simulator(params.seed, network, config)
+    run = _Run(params, sim, say)
+    _join_phase(run)
+    t_joined = sim.now
+    _put_phase(run)
+    if params.churn_mode == "once" and params.churn > 0:
+        _churn_once(run)
+    elif params.churn_mode == "continuous" and params.churn > 0:
+        _start_continuous_churn(run)
+    _get_phase(run)
+    wall = time.perf_counter() - wall0
+    return _result(run, wall, t_joined)
+
+
+def _bootstrap_from(seed: SimNode) -> Callable[[DhtProtocol, float], int]:
+    addr = seed.addr
+
+    def start(core: DhtProtocol, now: float) -> int:
+        return core.bootstrap([addr], now)
+
+    return start
+
+
+def _put_mutable(item: MutableItem, core: DhtProtocol, now: float) -> int:
+    return core.put_mutable(item, now)
+
+
+def _put_immutable(value: bytes, core: DhtProtocol, now: float) -> int:
+    return core.put_immutable(value, now)[0]
+
+
+def _ignore(ev: Event) -> None:
+    return None
+
+
+def _join_phase(run: _Run) -> None:
+    sim, p = run.sim, run.params
+    sim.add_node()
+    target = p.nodes - 1
+    step = max(1, target // 10)
+
+    def joined(ev: Any) -> None:
+        run.joined += 1
+        if isinstance(ev, NodesFound):
+            run.join_messages.append(ev.stats.messages)
+        if run.joined % step == 0:
+            run.progress(f"  joined {run.joined}/{target} (virtual {sim.now:.0f} s)")
+
+    def join_one() -> None:
+        seed = sim.random_live()
+        node = sim.add_node()
+        sim.command(node, _bootstrap_from(seed), joined)
+
+    for i in range(target):
+        sim.call_at((i + 1) * p.join_interval, join_one)
+    run.progress(f"join: {p.nodes} nodes, one every {p.join_interval * 1000:.0f} ms")
+    sim.run(stop=lambda: run.joined >= target)
+    sim.run(until=sim.now + 30.0)  # let the last joins' refreshes settle
+
+
+def _put_phase(run: _Run) -> None:
+    sim, p = run.sim, run.params
+    n_items = p.item_count()
+    n_mutable = round(n_items * p.mutable_fraction)
+    owners: list[SimNode] = []
+    while len(owners) < n_items:
+        node = sim.random_live()
+        if not node.protected:
+            node.protected = True
+            owners.append(node)
+
+    def stored(ev: Any) -> None:
+        run.stored.append(ev.stored if isinstance(ev, StoreDone) else 0)
+
+    for i, owner in enumerate(owners):
+        value = b"hailing sim item %d " % i + bytes(sim.rng.getrandbits(8) for _ in range(64))
+        if i < n_mutable:
+            seed = sim.rng.getrandbits(256).to_bytes(32, "big")
+            mitem = MutableItem.create(seed, value, salt=b"sim", seq=1)
+            sim.command(owner, functools.partial(_put_mutable, mitem), stored)
+            item: ImmutableItem | MutableItem = mitem
+        else:
+            item = ImmutableItem(bencode.encode(value))
+            sim.command(owner, functools.partial(_put_immutable, value), stored)
+        run.items.append((owner, item))
+    run.progress(f"put: {n_items} items ({n_mutable} mutable) from {n_items} owners")
+    sim.run(stop=lambda: len(run.stored) >= n_items)
+
+
+def _churn_once(run: _Run) -> None:
+    sim, p = run.sim, run.params
+    victims = [n for n in sim.live if not n.protected]
+    sim.rng.shuffle(victims)
+    count = round(p.churn * len(sim.live))
+    for node in victims[:count]:
+        sim.kill(node)
+    run.departures = count
+    run.progress(f"churn: {count} of {p.nodes} nodes failed at once")
+
+
+def _start_continuous_churn(run: _Run) -> None:
+    sim, p = run.sim, run.params
+    # Exponential sessions: the fraction replaced in a period T is 1 - exp(-T/mean).
+    mean = -p.churn_period / math.log(1.0 - p.churn)
+
+    def schedule_leave(node: SimNode) -> None:
+        sim.call_later(sim.rng.expovariate(1.0 / mean), leave, node)
+
+    def leave(node: SimNode) -> None:
+        if not node.alive or sim.now > p.duration + run_start:
+            return
+        sim.kill(node)
+        run.departures += 1
+        seed = sim.random_live()
+        newcomer = sim.add_node()
+        run.joins_during_churn += 1
+        sim.command(newcomer, _bootstrap_from(seed), _ignore)
+        schedule_leave(newcomer)
+
+    run_start = sim.now
+    for node in list(sim.live):
+        if not node.protected:
+            schedule_leave(node)
+    run.progress(
+        f"churn: continuous, {p.churn:.0%} of the nodes replaced every {p.churn_period:.0f} s"
+        f" (mean session {mean:.0f} s), for {p.duration:.0f} s"
+    )
+
+
+def _get_phase(run: _Run) -> None:
+    sim, p = run.sim, run.params
+    n = p.lookups
+    interval = p.duration / n if p.churn_mode == "continuous" and p.churn > 0 else p.get_interval
+    step = max(1, n // 10)
+
+    def start_get() -> None:
+        owner, item = run.items[sim.rng.randrange(len(run.items))]
+        node = sim.random_live(exclude=owner)
+        t0 = sim.now
+
+        def done(ev: Any) -> None:
+            ok = False
+            if isinstance(ev, ItemFound) and ev.item is not None:
+                if isinstance(item, MutableItem):
+                    ok = isinstance(ev.item, MutableItem) and ev.item.value_bencoded == item.value_bencoded
+                else:
+                    ok = ev.item.value_bencoded == item.value_bencoded
+            stats = getattr(ev, "stats", None)
+            run.gets.append(_Get(ok, sim.now - t0, stats.messages if stats else 0, stats.hops if stats else 0))
+            if len(run.gets) % step == 0:
+                okc = sum(g.ok for g in run.gets)
+                run.progress(f"  gets {len(run.gets)}/{n}, {okc} found (virtual {sim.now:.0f} s)")
+
+        if isinstance(item, MutableItem):
+            sim.command(node, lambda core, now: core.get_mutable(item.pubkey, now, item.salt), done)
+        else:
+            sim.command(node, lambda core, now: core.get(item.target, now), done)
+
+    base = sim.now
+    for i in range(n):
+        sim.call_at(base + (i + 1) * interval, start_get)
+    run.progress(f"get: {n} gets, one every {interval * 1000:.0f} ms")
+    sim.run(stop=lambda: len(run.gets) >= n)
+
+
+def _result(run: _Run, wall: float, t_joined: float) -> dict[str, Any]:
+    p, sim = run.params, run.sim
+    gets = run.gets
+    lat = [g.latency * 1000 for g in gets if g.ok]
+    msgs = [float(g.messages) for g in gets]
+    hops = [float(g.hops) for g in gets if g.ok]
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "nodes": p.nodes,
+        "lookups": p.lookups,
+        "success_rate": sum(g.ok for g in gets) / len(gets),
+        "failures": sum(not g.ok for g in gets),
+        "latency_ms": {
+            "p50": percentile(lat, 50), "p95": percentile(lat, 95), "p99": percentile(lat, 99),
+        },
+        "messages_per_lookup": {"mean": sum(msgs) / len(msgs), "p95": percentile(msgs, 95)},
+        "hops": {"p50": percentile(hops, 50), "p95": percentile(hops, 95)},
+        "wall_s": round(wall, 2),
+        "peak_rss_mb": round(rss_kb / 1024, 1),
+        "seed": p.seed,
+        "params": asdict(p),
+        "items": p.item_count(),
+        "stored_per_put": {
+            "mean": sum(run.stored) / max(1, len(run.stored)),
+            "min": min(run.stored, default=0),
+        },
+        "join_messages_per_node": sum(run.join_messages) / max(1, len(run.join_messages)),
+        "departures": run.departures,
+        "joins_during_churn": run.joins_during_churn,
+        "virtual_s": {"joined": round(t_joined, 1), "end": round(sim.now, 1)},
+        "packets": {"sent": sim.network.sent, "dropped": sim.network.dropped},
+        "network_rtt_ms": {k: round(v, 1) for k, v in sim.network.stats(5000).items()},
+        "trace_sha256": sim.trace,
+        "python": sys.version.split()[0],
+    }
