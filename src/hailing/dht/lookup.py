@@ -23,6 +23,9 @@ from typing import Any
 
 from .ids import id_to_int
 
+#: Extra attempts at a bootstrap address that did not answer in time.
+SEED_RETRIES = 2
+
 FRESH = 0
 INFLIGHT = 1
 STALLED = 2
@@ -33,7 +36,7 @@ FAILED = 4
 class Candidate:
     """A node the lookup may ask. ``token`` and ``extra`` hold what its answer carried."""
 
-    __slots__ = ("addr", "depth", "dist", "extra", "id", "state", "token")
+    __slots__ = ("addr", "depth", "dist", "extra", "id", "retries", "state", "token")
 
     def __init__(self, node_id: bytes | None, addr: Hashable, dist: int, depth: int) -> None:
         self.id = node_id
@@ -41,6 +44,7 @@ class Candidate:
         self.dist = dist
         self.depth = depth
         self.state = FRESH
+        self.retries = 0
         self.token: bytes | None = None
         self.extra: Any = None
 
@@ -191,6 +195,11 @@ class Lookup:
         if c.state == INFLIGHT:
             self.inflight -= 1
             c.state = STALLED
+            if c.id is None and c.retries < SEED_RETRIES:
+                # A bootstrap address is the only way in: ask it again (the packet may
+                # have been lost) rather than give up on joining.
+                c.retries += 1
+                c.state = FRESH
 
     def failed(self, c: Candidate) -> None:
         if c.state == INFLIGHT:

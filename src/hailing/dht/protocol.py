@@ -339,15 +339,20 @@ class DhtProtocol:
         self.stats["responses"] += 1
         self._finish_request(p, msg, now)
 
-    def _saw_node(self, node_id: bytes, addr: Hashable, now: float, rtt: float | None) -> None:
-        cfg = self.config
-        if cfg.enforce_node_id:
+    def _acceptable(self, node_id: bytes, addr: Hashable) -> bool:
+        """BEP42 (when enforced): may this id at this address enter the table?"""
+        if self.config.enforce_node_id:
             packed = self.codec.pack(addr)
             if packed is not None:
                 ip = _ip_text(packed[:-2])
                 if not bep42.is_exempt(ip) and not bep42.node_id_prefix_ok(node_id, ip):
                     self.stats["rejected_node_id"] += 1
-                    return
+                    return False
+        return True
+
+    def _saw_node(self, node_id: bytes, addr: Hashable, now: float, rtt: float | None) -> None:
+        if not self._acceptable(node_id, addr):
+            return
         stale = self.table.add(node_id, addr, now, rtt)
         if stale is not None and stale.id not in self._evicting:
             self._evicting.add(stale.id)
@@ -506,9 +511,20 @@ class DhtProtocol:
             for nid, addr in decode_nodes(vals.get(b"nodes6"), codec, ipv6=True):
                 lk.add(nid, addr, depth)
         if lk.kind == "refresh":
-            # A refresh only has to fill the target's bucket: stop once it is full.
+            # A refresh only has to fill the target's bucket. Nodes the answer names go
+            # straight into that bucket while it has room, as questionable entries (as
+            # libtorrent's "heard about" nodes): the first failure removes them, and a
+            # full bucket ends the refresh.
             table = self.table
-            if len(table.buckets[table.bucket_index(id_to_int(lk.target))].nodes) >= table.k:
+            bucket = table.buckets[table.bucket_index(id_to_int(lk.target))]
+            stale = now - self.config.questionable_after
+            for nid, addr in decode_nodes(vals.get(b"nodes"), codec):
+                if len(bucket.nodes) >= table.k:
+                    break
+                if table.get(nid) is None and self._acceptable(nid, addr):
+                    table.add(nid, addr, stale)
+                    bucket = table.buckets[table.bucket_index(id_to_int(lk.target))]
+            if len(bucket.nodes) >= table.k:
                 lk.stop = True
             return
         token = vals.get(b"token")
@@ -558,7 +574,7 @@ class DhtProtocol:
     def _refresh_far_buckets(self, now: float) -> None:
         table = self.table
         for i in range(len(table.buckets) - 1):
-            if not table.buckets[i].nodes:
+            if len(table.buckets[i].nodes) < table.k:
                 table.touch_bucket(i, now)
                 target = table.random_id_in_bucket(i, self._rng.getrandbits(160))
                 self._start_lookup("refresh", target, now, qid=-1)

@@ -155,17 +155,26 @@ def _join_phase(run: _Run) -> None:
     target = p.nodes - 1
     step = max(1, target // 10)
 
-    def joined(ev: Any) -> None:
+    def joined(ev: Any, node: SimNode, attempt: int) -> None:
+        if (not isinstance(ev, NodesFound) or len(node.proto.table) < 2) and attempt < 3:
+            # Like a real client: no answer, try again a little later through another node.
+            sim.call_later(5.0, retry, node, attempt + 1)
+            return
         run.joined += 1
         if isinstance(ev, NodesFound):
             run.join_messages.append(ev.stats.messages)
         if run.joined % step == 0:
             run.progress(f"  joined {run.joined}/{target} (virtual {sim.now:.0f} s)")
 
+    def retry(node: SimNode, attempt: int) -> None:
+        if node.alive:
+            seed = sim.random_live(exclude=node)
+            sim.command(node, _bootstrap_from(seed), functools.partial(joined, node=node, attempt=attempt))
+
     def join_one() -> None:
         seed = sim.random_live()
         node = sim.add_node()
-        sim.command(node, _bootstrap_from(seed), joined)
+        sim.command(node, _bootstrap_from(seed), functools.partial(joined, node=node, attempt=1))
 
     for i in range(target):
         sim.call_at((i + 1) * p.join_interval, join_one)
