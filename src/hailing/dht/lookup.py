@@ -97,6 +97,8 @@ class Lookup:
         self.republish: bytes | None = None
         #: Lock-step rounds (the ``kademlia`` package's algorithm) instead of hailing's.
         self.lockstep = False
+        #: Set once a get has doubled its search depth (see DhtProtocol._widen).
+        self.widened = False
         self._last_round: tuple[int, ...] = ()
 
     # -- filling ---------------------------------------------------------------------

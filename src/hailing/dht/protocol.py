@@ -56,7 +56,7 @@ from .events import (
     StoreDone,
 )
 from .ids import NodeInfo, id_to_int
-from .lookup import Candidate, Lookup
+from .lookup import FAILED, STALLED, Candidate, Lookup
 from .responder import Responder
 from .routing import RoutingTable
 from .storage import ItemStore, PeerStore
@@ -396,14 +396,22 @@ class DhtProtocol:
         if self._lockstep:
             self._push_timer(now + cfg.lockstep_timeout, _HARD, p)
         else:
-            self._push_timer(now + self._soft_timeout_value(), _SOFT, p)
+            self._push_timer(now + self._soft_timeout_value(node_id), _SOFT, p)
             self._push_timer(now + cfg.query_timeout, _HARD, p)
 
-    def _soft_timeout_value(self) -> float:
+    def _soft_timeout_value(self, node_id: bytes | None) -> float:
+        """How long a lookup waits on a request before it stops counting on it: twice the
+        node's own smoothed RTT when it is in the table, else SRTT + 2 RTTVAR over all
+        peers (about the 90th percentile of the RTTs seen), within the configured bounds."""
         cfg = self.config
-        if self._srtt is None:
+        entry = self.table.get(node_id) if node_id is not None else None
+        if entry is not None and entry.rtt is not None:
+            estimate = 2 * entry.rtt
+        elif self._srtt is None:
             return cfg.max_soft_timeout
-        return min(cfg.max_soft_timeout, max(cfg.min_soft_timeout, self._srtt + 4 * self._rttvar))
+        else:
+            estimate = self._srtt + 2 * self._rttvar
+        return min(cfg.max_soft_timeout, max(cfg.min_soft_timeout, estimate))
 
     def _update_rtt(self, rtt: float) -> None:
         # RFC 6298 smoothing, over all peers.
@@ -495,8 +503,23 @@ class DhtProtocol:
         for c in lk.next_requests():
             self._request(c.addr, method, {key: lk.target}, now, node_id=c.id, lookup=lk, cand=c)
         if lk.is_done():
+            if self._widen(lk):
+                self._advance(lk, now)
+                return
             lk.finished = True
             self._complete(lk, now)
+
+    def _widen(self, lk: Lookup) -> bool:
+        """A get that ends empty-handed while nodes of its closest set did not answer
+        (churn: dead entries fill everyone's answers) searches once more, twice as deep:
+        the extra answers name live nodes that the dead ones had crowded out."""
+        if lk.kind not in ("get", "get_mutable") or lk.result is not None or lk.widened:
+            return False
+        if not any(c.state == STALLED or c.state == FAILED for c in lk.cands[: lk.k]):
+            return False
+        lk.widened = True
+        lk.k *= 2
+        return True
 
     def _lookup_reply(self, lk: Lookup, c: Candidate, r: Response, now: float) -> None:
         vals = r.values

@@ -51,11 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     lat, msgs, hops = result["latency_ms"], result["messages_per_lookup"], result["hops"]
+
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f}"
+
     print(f"{result['nodes']} nodes, {result['lookups']} gets ({params.strategy}, seed {params.seed})")
     print(f"  success      {result['success_rate']:.2%} ({result['failures']} failed)")
-    print(f"  latency      p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms")
-    print(f"  messages/get mean {msgs['mean']:.1f}, p95 {msgs['p95']:.0f}")
-    print(f"  hops         p50 {hops['p50']:.0f}, p95 {hops['p95']:.0f}")
+    print(f"  latency      p50 {f(lat['p50'])} ms, p95 {f(lat['p95'])} ms, p99 {f(lat['p99'])} ms")
+    print(f"  messages/get mean {msgs['mean']:.1f}, p95 {f(msgs['p95'])}")
+    print(f"  hops         p50 {f(hops['p50'])}, p95 {f(hops['p95'])}")
     print(f"  wall {result['wall_s']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB")
     return 0
 

@@ -71,10 +71,10 @@ class SimParams:
             raise ValueError("more items than nodes")
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100); None for an empty list (valid JSON: null)."""
     if not values:
-        return float("nan")
+        return None
     s = sorted(values)
     rank = max(1, math.ceil(p / 100 * len(s)))
     return s[rank - 1]
@@ -110,7 +110,10 @@ def run_lookup_benchmark(params: SimParams, progress: TextIO | None = None) -> d
         (lambda msg: print(msg, file=progress, flush=True)) if progress else (lambda msg: None)
     )
     config = DhtConfig(
-        lookup_strategy=params.strategy, republish_interval=params.republish_interval
+        lookup_strategy=params.strategy,
+        republish_interval=params.republish_interval,
+        # The lock-step strategy is the kademlia package's algorithm with its alpha (3).
+        alpha=3 if params.strategy == "lockstep" else DhtConfig().alpha,
     )
     net_rng_seed = params.seed * 7919 + 17
     network = NetworkModel(random.Random(net_rng_seed), loss=params.loss, seed=params.seed)
