@@ -73,3 +73,58 @@ def test_join_refreshes_far_buckets_so_gets_survive_dead_nodes() -> None:
         ev = net.wait_event(p, p.get(target, net.now))
         found += ev.item is not None  # type: ignore[attr-defined]
     assert found == 30
+
+
+def test_bootstrap_survives_a_lost_first_request() -> None:
+    # Under packet loss 2 % of joins used to fail for good: the only bootstrap request
+    # was lost and nothing asked again.
+    from netsim import MemoryNet
+
+    net = MemoryNet()
+    seed = net.add()
+    joiner = net.add()
+    seed_addr = net.addr_of(seed)
+    lost: list[bytes] = []
+
+    def drop_first(data: bytes, src: object, dst: object) -> bool:
+        if dst == seed_addr and not lost:
+            lost.append(data)
+            return True
+        return False
+
+    net.drop = drop_first
+    ev = net.wait_event(joiner, joiner.bootstrap([seed_addr], net.now))
+    assert lost, "the first request was not dropped"
+    assert isinstance(ev, NodesFound) and ev.nodes and ev.nodes[0].id == seed.node_id
+
+
+def test_get_widens_its_closest_set_once_when_nodes_did_not_answer() -> None:
+    from hailing.dht.lookup import ANSWERED, STALLED, Lookup
+
+    net = build_network(2)
+    p = next(iter(net.nodes.values()))
+    lk = Lookup(1, "get", bytes(20), p.node_id, 8, 5, 96, 0.0)
+    for i in range(8):
+        lk.add(bytes([1, i]) + bytes(18), ("10.1.0.%d" % (i + 1), 1), 0)  # noqa: UP031
+    for c in lk.cands:
+        c.state = ANSWERED
+    assert not p._widen(lk)  # everyone answered: the value is not there
+    lk.cands[0].state = STALLED
+    assert p._widen(lk) and lk.k == 16 and lk.widened
+    assert not p._widen(lk)  # only once
+    found = Lookup(2, "get", bytes(20), p.node_id, 8, 5, 96, 0.0)
+    found.result = object()
+    assert not p._widen(found)
+
+
+def test_soft_timeout_uses_the_nodes_own_rtt() -> None:
+    net = build_network(3)
+    p = next(iter(net.nodes.values()))
+    cfg = p.config
+    entry = next(iter(p.table))
+    entry.rtt = 0.2
+    assert p._soft_timeout_value(entry.id) == 0.4
+    entry.rtt = 0.001
+    assert p._soft_timeout_value(entry.id) == cfg.min_soft_timeout
+    entry.rtt = 10.0
+    assert p._soft_timeout_value(entry.id) == cfg.max_soft_timeout
