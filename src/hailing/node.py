@@ -26,7 +26,9 @@ from .dht import (
     DhtConfig,
     DhtProtocol,
     Event,
+    InboxMessage,
     ItemFound,
+    Listening,
     NodeInfo,
     NodesFound,
     PeersFound,
@@ -41,6 +43,8 @@ Addr = tuple[str, int]
 
 #: How often a node with a data directory saves its routing table.
 SAVE_INTERVAL = 300.0
+#: Inbox messages kept for the application before the oldest are dropped.
+INBOX_QUEUE = 1024
 #: Upper bound on any single command, on top of the core's own timeouts.
 COMMAND_TIMEOUT = 60.0
 
@@ -95,6 +99,7 @@ class DhtNode:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._futures: dict[int, asyncio.Future[Event]] = {}
+        self._inbox: asyncio.Queue[InboxMessage] = asyncio.Queue(maxsize=INBOX_QUEUE)
         self._state: NodeState | None = None
         self._next_save = 0.0
         self.address: Addr = bind
@@ -254,6 +259,28 @@ class DhtNode:
         await self._run(self.core.put_mutable(item, self._now(), cas))
         return item.target
 
+    # -- hailing inboxes -----------------------------------------------------------------
+
+    async def post(self, key: bytes, value: bytes) -> int:
+        """Post ``value`` to the inbox ``key``; returns how many storing nodes took it."""
+        ev = await self._run(self.core.post(key, value, self._now()))
+        assert isinstance(ev, StoreDone)
+        return ev.stored
+
+    async def listen(self, key: bytes, ttl: float = 300.0) -> int:
+        """Listen on the inbox ``key`` (renewed until :meth:`unlisten`); values arrive
+        through :meth:`inbox`. Returns how many storing nodes registered us."""
+        ev = await self._run(self.core.listen(key, self._now(), ttl))
+        assert isinstance(ev, Listening)
+        return ev.nodes
+
+    def unlisten(self, key: bytes) -> None:
+        self.core.unlisten(key)
+
+    async def inbox(self) -> InboxMessage:
+        """The next value posted to an inbox this node listens on."""
+        return await self._inbox.get()
+
     @property
     def stats(self) -> dict[str, int]:
         """The core's counters plus the socket's (send/receive errors, drops)."""
@@ -298,6 +325,12 @@ class DhtNode:
         for data, addr in core.datagrams_to_send(now):
             transport.sendto(data, addr)
         while (ev := core.next_event()) is not None:
+            if isinstance(ev, InboxMessage):
+                if self._inbox.full():
+                    self._inbox.get_nowait()  # the oldest goes; counted
+                    core.stats["inbox_overflow"] += 1
+                self._inbox.put_nowait(ev)
+                continue
             fut = self._futures.get(ev.qid)
             if fut is not None and not fut.done():
                 fut.set_result(ev)

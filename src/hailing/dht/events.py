@@ -73,5 +73,22 @@ class StoreDone(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Listening(Event):
+    """A ``listen`` reached ``nodes`` storing nodes; pushes will arrive as InboxMessage."""
+
+    key: bytes
+    nodes: int
+    stats: LookupStats = field(default_factory=LookupStats)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxMessage(Event):
+    """A value posted to an inbox we listen on (qid 0: not the answer to a command)."""
+
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class CommandFailed(Event):
     error: HailingError

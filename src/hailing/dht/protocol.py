@@ -30,6 +30,7 @@ from ..errors import (
     HailingError,
     KrpcError,
     LocalProtocolError,
+    NotFoundError,
     QueryTimeout,
     RemoteProtocolError,
 )
@@ -43,12 +44,14 @@ from ..krpc import (
     decode_nodes,
     encode_message,
 )
-from . import bep42, bep44
-from .config import DhtConfig
+from . import bep42, bep44, inbox
+from .config import HAILING_VERSION, DhtConfig
 from .events import (
     CommandFailed,
     Event,
+    InboxMessage,
     ItemFound,
+    Listening,
     LookupStats,
     NodesFound,
     PeersFound,
@@ -158,6 +161,10 @@ class DhtProtocol:
         self._next_refresh = now + cfg.bucket_refresh
         #: Our own puts/announces, repeated every republish_interval: key -> (due, action).
         self._republish: dict[bytes, tuple[float, tuple[str, bytes, Any]]] = {}
+        #: Inboxes we listen on: key -> (renewal time, ttl).
+        self._listens: dict[bytes, tuple[float, float]] = {}
+        self._seen_values = inbox.SeenValues()
+        self.responder.handlers[b"hailing_push"] = self._on_push
         #: Nodes pinged before a possible eviction (one ping each at a time).
         self._evicting: set[bytes] = set()
         self._push_timer(now + cfg.maintenance_interval, _TICK, None)
@@ -284,6 +291,54 @@ class DhtProtocol:
             raise LocalProtocolError("mutable item signature does not verify")
         return self._put_item(item, now, cas)
 
+    # -- hailing inboxes (docs/protocol.md, "Extensions") --------------------------------
+
+    def post(self, key: bytes, value: bytes, now: float) -> int:
+        """Post ``value`` (opaque bytes, e.g. a sealed envelope) to the inbox ``key`` on
+        the hailing nodes closest to it; they push it to whoever listens there."""
+        if type(value) is not bytes or not 0 < len(value) <= inbox.MAX_VALUE:
+            raise LocalProtocolError(f"an inbox value is 1..{inbox.MAX_VALUE} bytes")
+        args: dict[bytes, Any] = {b"key": _id20(key), b"v": value}
+        return self._start_lookup("post", key, now, store=(b"hailing_post", args))
+
+    def listen(self, key: bytes, now: float, ttl: float = 300.0) -> int:
+        """Listen on the inbox ``key``: values already there and every later post arrive
+        as :class:`InboxMessage` events. Renewed automatically until :meth:`unlisten`."""
+        ttl = min(max(ttl, 30.0), inbox.MAX_LISTEN_TTL)
+        self._listens[_id20(key)] = (now + ttl / 2, ttl)
+        return self._start_lookup("listen", key, now, store=self._listen_args(key, ttl))
+
+    def unlisten(self, key: bytes) -> None:
+        """Stop renewing the listen on ``key`` (storing nodes forget it at its expiry)."""
+        self._listens.pop(key, None)
+
+    def _listen_args(self, key: bytes, ttl: float) -> tuple[bytes, dict[bytes, Any]]:
+        return b"hailing_listen", {b"key": key, b"ttl": int(ttl)}
+
+    def _on_push(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
+        key = q.args.get(b"key")
+        v = q.args.get(b"v")
+        if type(key) is not bytes or type(v) is not bytes or len(v) > inbox.MAX_VALUE:
+            raise RemoteProtocolError("hailing_push needs 'key' and 'v'")
+        if key not in self._listens:
+            raise RemoteProtocolError("not listening on this key")
+        self._deliver_values(key, [v])
+        return {b"id": self.node_id}
+
+    def _deliver_values(self, key: bytes, values: object) -> None:
+        if type(values) is not list:
+            return
+        for v in values[: inbox.MAX_VALUES_PER_KEY]:
+            if type(v) is bytes and self._seen_values.first_time(key, v):
+                self._events.append(InboxMessage(0, key, v))
+
+    def _send_pushes(self, now: float) -> None:
+        pushes = self.responder.pushes
+        while pushes:
+            addr, key, v = pushes.pop()
+            self.stats["pushes_sent"] += 1
+            self._request(addr, b"hailing_push", {b"key": key, b"v": v}, now, on_reply=_noop)
+
     def cancel_republish(self, target: bytes) -> None:
         self._republish.pop(b"p" + target, None)
         self._republish.pop(b"a" + target, None)
@@ -292,7 +347,7 @@ class DhtProtocol:
 
     def _on_query(self, q: Query, addr: Hashable, now: float) -> None:
         st = self.stats
-        if self.config.read_only:
+        if self.config.read_only and q.method != b"hailing_push":
             st["ignored_read_only"] += 1  # BEP43: a read-only node answers nothing
             return
         # Only known methods get their own counter: garbage names must not grow the stats.
@@ -307,6 +362,8 @@ class DhtProtocol:
         self._out.append(
             (encode_message(Response(q.tid, r, self.config.version, self.codec.pack(addr))), addr)
         )
+        if self.responder.pushes:
+            self._send_pushes(now)
         if not q.ro:
             self._saw_node(q.sender_id, addr, now, None)
 
@@ -492,6 +549,7 @@ class DhtProtocol:
     def _lookup_method(self, lk: Lookup) -> tuple[bytes, bytes]:
         if lk.kind in ("find_node", "bootstrap", "refresh"):
             return b"find_node", b"target"
+        # put, post and listen first collect write tokens with BEP44 gets.
         if lk.kind in ("get_peers", "announce"):
             return b"get_peers", b"info_hash"
         return b"get", b"target"
@@ -565,6 +623,9 @@ class DhtProtocol:
                             found.append(a)
         elif kind == "get" or kind == "get_mutable" or kind == "put":
             self._lookup_item(lk, c, vals, depth - 1)
+        elif kind == "post" or kind == "listen":
+            # Only hailing nodes know the inbox methods; others would answer 204.
+            c.extra = r.version is not None and r.version[:2] == HAILING_VERSION[:2]
 
     def _lookup_item(self, lk: Lookup, c: Candidate, vals: dict[bytes, Any], depth: int) -> None:
         if b"v" not in vals or lk.kind == "put":
@@ -603,7 +664,7 @@ class DhtProtocol:
                 self._start_lookup("refresh", target, now, qid=-1)
 
     def _complete(self, lk: Lookup, now: float) -> None:
-        if lk.qid < 0 and lk.kind not in ("put", "announce"):
+        if lk.qid < 0 and lk.kind not in ("put", "announce", "listen", "post"):
             return
         stats = LookupStats(lk.messages, lk.responses, lk.timeouts, lk.hops(), max(0.0, now - lk.started))
         kind = lk.kind
@@ -631,9 +692,12 @@ class DhtProtocol:
         assert lk.store is not None
         method, args = lk.store
         st = _Store(lk)
-        for c in lk.closest_answered():
-            if c.token is None:
+        inbox = lk.kind in ("post", "listen")
+        for c in lk.closest_answered(lk.k * 2 if inbox else None):
+            if c.token is None or (inbox and not c.extra):
                 continue
+            if inbox and st.outstanding >= self.config.k:
+                break
             a = dict(args)
             a[b"token"] = c.token
             st.outstanding += 1
@@ -642,6 +706,8 @@ class DhtProtocol:
                 st.outstanding -= 1
                 if isinstance(reply, Response):
                     st.stored += 1
+                    if st.lookup.kind == "listen":
+                        self._deliver_values(st.lookup.target, reply.values.get(b"values"))
                 elif isinstance(reply, Error):
                     st.errors.append((reply.code, reply.message))
                 if st.outstanding == 0:
@@ -666,7 +732,14 @@ class DhtProtocol:
             lk.messages + st.stored + len(st.errors), lk.responses, lk.timeouts, lk.hops(),
             now - lk.started,
         )
-        if st.stored == 0:
+        if st.stored == 0 and not st.errors and lk.kind in ("post", "listen"):
+            self._events.append(CommandFailed(lk.qid, NotFoundError(
+                "no hailing node answered near this key (the network's nodes do not "
+                "support hailing's inbox methods)"
+            )))
+        elif lk.kind == "listen" and st.stored:
+            self._events.append(Listening(lk.qid, lk.target, st.stored, stats))
+        elif st.stored == 0:
             err = st.errors[0] if st.errors else (GENERIC_ERROR, "no node accepted the value")
             self._events.append(
                 CommandFailed(lk.qid, KrpcError(f"store failed: {err[1]} ({err[0]})", err[0]))
@@ -691,6 +764,11 @@ class DhtProtocol:
             self._next_rotation = now + cfg.token_rotation
             self.items.expire(now)
             self.peers.expire(now)
+            self.responder.inbox.expire(now)
+        for key, (due, ttl) in list(self._listens.items()):
+            if due <= now:
+                self._listens[key] = (now + ttl / 2, ttl)
+                self._start_lookup("listen", key, now, qid=-1, store=self._listen_args(key, ttl))
         if now >= self._next_refresh and len(self.table):
             self._next_refresh = now + cfg.maintenance_interval * 6
             for i in self.table.stale_buckets(now, cfg.bucket_refresh)[:2]:
@@ -743,3 +821,7 @@ def _ip_text(raw: bytes) -> str:
     if len(raw) == 4:
         return ".".join(str(b) for b in raw)
     return ":".join(raw[i : i + 2].hex() for i in range(0, 16, 2))
+
+
+def _noop(reply: object, p: object, now: float) -> None:
+    return None

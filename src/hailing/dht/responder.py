@@ -21,6 +21,7 @@ from ..errors import (
 )
 from ..krpc import AddressCodec, Query, encode_nodes
 from . import bep44
+from .inbox import MAX_VALUE, InboxStore
 from .routing import RoutingTable
 from .storage import ItemStore, PeerStore
 from .tokens import TokenManager
@@ -47,6 +48,7 @@ class Responder:
         items: ItemStore,
         codec: AddressCodec,
         k: int,
+        inbox: InboxStore | None = None,
     ) -> None:
         self.own_id = own_id
         self.table = table
@@ -55,6 +57,9 @@ class Responder:
         self.items = items
         self.codec = codec
         self.k = k
+        self.inbox = inbox or InboxStore()
+        #: Pushes owed to listeners after a post: (listener address, key, value).
+        self.pushes: list[tuple[Hashable, bytes, bytes]] = []
         self.handlers: dict[bytes, Handler] = {
             b"ping": self._ping,
             b"find_node": self._find_node,
@@ -62,6 +67,8 @@ class Responder:
             b"announce_peer": self._announce_peer,
             b"get": self._get,
             b"put": self._put,
+            b"hailing_post": self._hailing_post,
+            b"hailing_listen": self._hailing_listen,
         }
 
     def answer(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
@@ -195,4 +202,41 @@ class Responder:
         return {b"id": self.own_id}
 
 
-__all__ = ["PROTOCOL_ERROR", "Responder"]
+    # -- hailing extensions (docs/protocol.md) ----------------------------------------------
+
+    def _hailing_post(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
+        a = q.args
+        key = _need_id20(a, b"key")
+        if not self.tokens.check(a.get(b"token"), self.codec.ip_key(addr)):
+            raise RemoteProtocolError("invalid token")
+        v = a.get(b"v")
+        if type(v) is not bytes or not v:
+            raise RemoteProtocolError("argument 'v' must be a non-empty string")
+        if len(v) > MAX_VALUE:
+            raise RemoteProtocolError("message (v field) too big", bep44.ERR_VALUE_TOO_BIG)
+        if not self.inbox.allow_post(self.codec.ip_key(addr), now):
+            raise RemoteProtocolError("rate limited", ERR_RATE_LIMITED)
+        if self.inbox.post(key, v, now):
+            for listener in self.inbox.listeners(key, now):
+                self.pushes.append((listener, key, v))
+        return {b"id": self.own_id}
+
+    def _hailing_listen(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
+        a = q.args
+        key = _need_id20(a, b"key")
+        if not self.tokens.check(a.get(b"token"), self.codec.ip_key(addr)):
+            raise RemoteProtocolError("invalid token")
+        ttl = a.get(b"ttl", 300)
+        if type(ttl) is not int or ttl < 0:
+            raise RemoteProtocolError("argument 'ttl' must be a non-negative integer")
+        granted = self.inbox.listen(key, addr, float(ttl), now)
+        if ttl and not granted:
+            raise RemoteProtocolError("too many listeners", ERR_LISTENERS_FULL)
+        return {b"id": self.own_id, b"ttl": int(granted), b"values": self.inbox.values(key, now)}
+
+
+#: hailing extension error codes (docs/protocol.md).
+ERR_RATE_LIMITED = 241
+ERR_LISTENERS_FULL = 242
+
+__all__ = ["ERR_LISTENERS_FULL", "ERR_RATE_LIMITED", "PROTOCOL_ERROR", "Responder"]
