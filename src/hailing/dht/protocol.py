@@ -531,8 +531,10 @@ class DhtProtocol:
         ``republish`` names a store (put/announce) to repeat every republish interval
         once the network has accepted it."""
         cfg = self.config
+        # Table refreshes are background work: latency does not matter there, messages do.
+        alpha = min(cfg.alpha, 3) if kind == "refresh" else cfg.alpha
         lk = Lookup(
-            qid or self._new_qid(), kind, target, self.node_id, cfg.k, cfg.alpha,
+            qid or self._new_qid(), kind, target, self.node_id, cfg.k, alpha,
             cfg.max_lookup_candidates, now,
         )
         lk.store = store
