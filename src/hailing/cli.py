@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
+from ._cli_peer import add_peer_commands
 from .dht import DhtConfig
 from .dht.bep44 import MAX_SALT_SIZE, public_key
 from .errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout
@@ -428,6 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     ping = ds.add_parser("ping", help="ping a DHT node and print its id")
     ping.add_argument("addr", type=_hostport, metavar="HOST:PORT")
     ping.set_defaults(func=cmd_ping)
+
+    add_peer_commands(sub, _Parser, _positive)
     return p
 
 

@@ -1,0 +1,337 @@
+"""The peer commands of the ``hailing`` CLI: id, contact, status, listen, send, chat.
+
+Registered by :func:`add_peer_commands` from :mod:`hailing.cli`. Output contracts
+(scripts rely on them): ``id new`` prints the contact id as its first line; ``listen``
+prints ``listening as <contact id>`` and then one JSON object per line per event;
+``send`` prints one JSON line with at least ``connect_ms`` and ``delivered``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import HailingError, LocalProtocolError
+from .identity import (
+    KEY_FILE,
+    ContactBook,
+    contact_qr,
+    format_contact_id,
+    load_identity,
+    load_or_create_identity,
+    parse_contact_id,
+)
+from .node import Addr, parse_hostport
+
+PASSPHRASE_ENV = "HAILING_PASSPHRASE"
+
+
+def _passphrase() -> str | None:
+    return os.environ.get(PASSPHRASE_ENV) or None
+
+
+def _contact(text: str) -> bytes:
+    try:
+        return parse_contact_id(text)
+    except LocalProtocolError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _hostport(text: str) -> Addr:
+    try:
+        return parse_hostport(text)
+    except LocalProtocolError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _out(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+# -- identity and contacts ---------------------------------------------------------------
+
+
+async def cmd_id_new(args: argparse.Namespace) -> int:
+    if (Path(args.data_dir) / KEY_FILE).exists():
+        ident = load_identity(args.data_dir, _passphrase())
+        raise HailingError(f"{args.data_dir} already holds an identity: {ident.contact_id}")
+    ident = load_or_create_identity(args.data_dir, _passphrase())
+    with ContactBook(args.data_dir) as book:
+        if args.name:
+            book.set_name(args.name)
+    print(ident.contact_id, flush=True)
+    if sys.stderr.isatty():
+        with contextlib.suppress(LocalProtocolError):
+            print(contact_qr(ident.contact_id), file=sys.stderr)
+    return 0
+
+
+async def cmd_id_show(args: argparse.Namespace) -> int:
+    ident = load_identity(args.data_dir, _passphrase())
+    with ContactBook(args.data_dir) as book:
+        name = book.name()
+    print(ident.contact_id)
+    if name:
+        print(f"name {name}")
+    if args.qr:
+        print(contact_qr(ident.contact_id))
+    return 0
+
+
+async def cmd_contact(args: argparse.Namespace) -> int:
+    with ContactBook(args.data_dir) as book:
+        action = args.contact_command
+        if action == "add":
+            c = book.add(args.contact, args.name)
+        elif action == "block":
+            c = book.block(args.contact)
+        elif action == "allow":
+            c = book.allow(args.contact)
+        elif action == "remove":
+            if not book.remove(args.contact):
+                raise HailingError("no such contact")
+            print(f"removed {format_contact_id(args.contact)}")
+            return 0
+        else:
+            for c in book.list():
+                print(f"{c.contact_id} {c.state} {c.name}")
+            return 0
+        print(f"{c.contact_id} {c.state} {c.name}")
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    with ContactBook(args.data_dir) as book:
+        if args.status:
+            book.set_status(args.status)
+        if args.accept_any is not None:
+            book.set_accept_any(args.accept_any == "on")
+        print(f"status {book.status()}, accept-any {'on' if book.accept_any() else 'off'}")
+    return 0
+
+
+# -- calls ---------------------------------------------------------------------------------
+
+
+def _apply_ice(args: argparse.Namespace) -> None:
+    from .rtc import set_host_addresses
+
+    if args.ice_host:
+        set_host_addresses(args.ice_host)
+
+
+def _peer(args: argparse.Namespace, accept_any: bool | None = None) -> Any:
+    from .rtc.peer import Peer
+
+    _apply_ice(args)
+    bind = args.bind or (("127.0.0.1", 0) if all(h.startswith("127.") for h, _ in args.bootstrap) else ("0.0.0.0", 0))
+    return Peer(args.data_dir, bootstrap=args.bootstrap, bind=bind, passphrase=_passphrase(),
+                accept_any=accept_any, downloads=args.downloads)
+
+
+async def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def cmd_listen(args: argparse.Namespace) -> int:
+    stop = await _stop_event()
+    async with _peer(args, accept_any=True if args.accept_any else None) as peer:
+        _out_line = f"listening as {peer.contact_id}"
+        print(_out_line, flush=True)
+        tasks: set[asyncio.Task[Any]] = set()
+
+        async def report_calls() -> None:
+            while True:
+                ev = await peer.calls.get()
+                _out({"event": "call", "from": format_contact_id(ev.peer),
+                      "accepted": ev.accepted, "reason": ev.reason})
+
+        async def serve(conn: Any) -> None:
+            who = conn.contact_id
+            _out({"event": "connected", "from": who})
+            async for item in conn:
+                if hasattr(item, "text"):
+                    _out({"event": "message", "from": who, "text": item.text})
+                else:
+                    _out({"event": "file", "from": who, "name": item.name, "path": str(item.path),
+                          "size": item.size, "sha256": item.sha256})
+            _out({"event": "closed", "from": who})
+
+        async def accept_all() -> None:
+            async for conn in peer.incoming():
+                t = asyncio.ensure_future(serve(conn))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+
+        workers = [asyncio.ensure_future(report_calls()), asyncio.ensure_future(accept_all())]
+        await stop.wait()
+        for t in [*workers, *tasks]:
+            t.cancel()
+        await asyncio.gather(*workers, *tasks, return_exceptions=True)
+    return 0
+
+
+async def cmd_send(args: argparse.Namespace) -> int:
+    if (args.text is None) == (args.file is None):
+        raise LocalProtocolError("give either TEXT or --file PATH")
+    if args.file is not None and not Path(args.file).is_file():
+        raise LocalProtocolError(f"no such file: {args.file}")
+    async with _peer(args) as peer:
+        conn = await peer.connect(args.contact, timeout=args.timeout)
+        try:
+            result: dict[str, Any] = {"to": format_contact_id(args.contact),
+                                      "connect_ms": round(conn.connect_ms or 0.0, 1)}
+            if args.file is not None:
+                result["sha256"] = await conn.send_file(args.file)
+                result["bytes"] = Path(args.file).stat().st_size
+            else:
+                await conn.send_text(args.text)
+            result["delivered"] = True
+        finally:
+            await conn.close()
+    _out(result)
+    return 0
+
+
+async def cmd_chat(args: argparse.Namespace) -> int:
+    async with _peer(args) as peer:
+        name = format_contact_id(args.contact)[:10]
+        with ContactBook(args.data_dir) as book:
+            c = book.get(args.contact)
+            if c is not None and c.name:
+                name = c.name
+        print(f"calling {name}...", file=sys.stderr, flush=True)
+        conn = await peer.connect(args.contact, timeout=args.timeout)
+        print(f"connected in {conn.connect_ms:.0f} ms; type messages, /file PATH, /quit",
+              file=sys.stderr, flush=True)
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def on_stdin() -> None:
+            line = sys.stdin.readline()
+            lines.put_nowait(line.rstrip("\n") if line else None)
+
+        loop.add_reader(sys.stdin.fileno(), on_stdin)
+
+        async def show() -> None:
+            async for item in conn:
+                if hasattr(item, "text"):
+                    print(f"{name}: {item.text}", flush=True)
+                else:
+                    print(f"{name} sent {item.name} ({item.size} bytes) -> {item.path}", flush=True)
+            lines.put_nowait(None)
+
+        shower = asyncio.ensure_future(show())
+        try:
+            while (line := await lines.get()) is not None:
+                if line == "/quit":
+                    break
+                try:
+                    if line.startswith("/file "):
+                        digest = await conn.send_file(line[6:].strip())
+                        print(f"(file sent, sha256 {digest[:16]}...)", file=sys.stderr)
+                    elif line:
+                        await conn.send_text(line)
+                except HailingError as exc:
+                    print(f"(not sent: {exc})", file=sys.stderr)
+        finally:
+            loop.remove_reader(sys.stdin.fileno())
+            shower.cancel()
+            await asyncio.gather(shower, return_exceptions=True)
+            await conn.close()
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def add_peer_commands(sub: Any, parser_class: type[argparse.ArgumentParser],
+                      positive: Callable[[str], int]) -> None:
+    def data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", required=True, metavar="DIR",
+                       help="the identity's directory (key, contacts, DHT state)")
+
+    def network(p: argparse.ArgumentParser) -> None:
+        data_dir(p)
+        p.add_argument("--bootstrap", type=_hostport, action="append", required=True,
+                       metavar="HOST:PORT", help="a DHT node to join through (repeatable)")
+        p.add_argument("--bind", type=_hostport, default=None, metavar="HOST:PORT",
+                       help="local UDP address of this peer's DHT node")
+        p.add_argument("--ice-host", action="append", default=[], metavar="IP",
+                       help="only gather ICE host candidates on this address (repeatable; "
+                       "also HAILING_ICE_HOSTS)")
+        p.add_argument("--downloads", default=None, metavar="DIR",
+                       help="where received files go (default DATA_DIR/downloads)")
+
+    idp = sub.add_parser("id", help="create or show this node's identity")
+    ids = idp.add_subparsers(dest="id_command", required=True, parser_class=parser_class, metavar="COMMAND")
+    p = ids.add_parser("new", help="create an identity; prints its contact id first",
+                       description="Create an identity in DIR. The first line of stdout is the "
+                       f"contact id. The key is encrypted at rest if ${PASSPHRASE_ENV} is set.")
+    data_dir(p)
+    p.add_argument("--name", default=None, help="your display name")
+    p.set_defaults(func=cmd_id_new)
+    p = ids.add_parser("show", help="print the contact id (and name)")
+    data_dir(p)
+    p.add_argument("--qr", action="store_true", help="also print it as a QR code")
+    p.set_defaults(func=cmd_id_show)
+
+    cp = sub.add_parser("contact", help="manage contacts (allow/block lists)")
+    cs = cp.add_subparsers(dest="contact_command", required=True, parser_class=parser_class, metavar="COMMAND")
+    for name, help_ in (("add", "add (and allow) a contact"), ("block", "block a contact"),
+                        ("allow", "allow a contact"), ("remove", "forget a contact")):
+        p = cs.add_parser(name, help=help_)
+        p.add_argument("contact", type=_contact, metavar="CONTACT")
+        if name == "add":
+            p.add_argument("--name", required=True)
+        data_dir(p)
+        p.set_defaults(func=cmd_contact)
+    p = cs.add_parser("list", help="list contacts: '<contact id> <state> <name>' a line")
+    data_dir(p)
+    p.set_defaults(func=cmd_contact)
+
+    p = sub.add_parser("status", help="show or set presence (available/busy/dnd) and accept-any")
+    p.add_argument("status", nargs="?", choices=("available", "busy", "dnd"))
+    p.add_argument("--accept-any", choices=("on", "off"), default=None,
+                   help="accept calls from people not in the contacts")
+    data_dir(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("listen", help="wait for calls; one JSON line per event",
+                       description="Listen for calls. First line: 'listening as <contact id>'; "
+                       "then one JSON object per line per event (call, connected, message, "
+                       "file, closed). Ctrl-C stops.")
+    network(p)
+    p.add_argument("--accept-any", action="store_true",
+                   help="accept calls from anyone not blocked (not only contacts)")
+    p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser("send", help="connect to CONTACT and send TEXT or a file",
+                       description="Connect with no server and send TEXT (or --file PATH). "
+                       "Prints one JSON line with connect_ms and delivered once the peer "
+                       "acknowledged it; exit 1 with one line if nobody answered.")
+    p.add_argument("contact", type=_contact, metavar="CONTACT")
+    p.add_argument("text", nargs="?", default=None, metavar="TEXT")
+    p.add_argument("--file", default=None, metavar="PATH")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer")
+    network(p)
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("chat", help="interactive chat with CONTACT")
+    p.add_argument("contact", type=_contact, metavar="CONTACT")
+    p.add_argument("--timeout", type=float, default=30.0)
+    network(p)
+    p.set_defaults(func=cmd_chat)

@@ -1,0 +1,43 @@
+"""Identities, contact ids, the keystore and the contact book.
+
+::
+
+    ident = load_or_create_identity("node1", passphrase=None, name="alice")
+    ident.contact_id                      # 'hl...' (60 characters) to share
+    print(contact_qr(ident.contact_id))   # the same as a terminal QR code
+    with ContactBook("node1") as book:
+        book.add("hl...", "bob")
+        book.set_status("dnd")
+
+An :class:`Identity` is an ed25519 key; its X25519 key for encryption is derived from it.
+The envelope (:mod:`hailing.signaling.envelope`) seals messages between identities.
+"""
+
+from ._contacts import Contact, ContactBook, ContactState, Status
+from ._keys import (
+    CONTACT_ID_LENGTH,
+    Identity,
+    contact_qr,
+    format_contact_id,
+    parse_contact_id,
+    verify_signature,
+    x25519_public_key,
+)
+from ._keystore import KEY_FILE, load_identity, load_or_create_identity
+
+__all__ = [
+    "CONTACT_ID_LENGTH",
+    "KEY_FILE",
+    "Contact",
+    "ContactBook",
+    "ContactState",
+    "Identity",
+    "Status",
+    "contact_qr",
+    "format_contact_id",
+    "load_identity",
+    "load_or_create_identity",
+    "parse_contact_id",
+    "verify_signature",
+    "x25519_public_key",
+]

@@ -1,0 +1,210 @@
+"""The identity key on disk: ``<data_dir>/identity.key``.
+
+File format (all integers big-endian)::
+
+    plain      b"HLID" | version=1 | mode=0 | seed (32)                            38 bytes
+    encrypted  b"HLID" | version=1 | mode=1 | opslimit u32 | memlimit u64 | salt (16)
+               | SecretBox(key, seed): nonce (24) | MAC (16) | seed (32)         106 bytes
+               key = argon2id(passphrase, salt, opslimit, memlimit), 32 bytes
+
+The KDF limits are stored so that a file stays readable when the defaults change; a file
+asking for more than :data:`MAX_MEMLIMIT` / :data:`MAX_OPSLIMIT` is refused rather than
+allowed to exhaust memory. A tampered header only derives a wrong key, which the
+SecretBox MAC rejects.
+
+Policy:
+
+- The file is created with mode 0600 (its directory 0700), written whole to a temporary
+  file and hard-linked into place, so it never exists half-written and an existing key
+  file is never overwritten; nothing here deletes a key file.
+- A key file that group or others can read or write is refused (:class:`StorageError`,
+  with the ``chmod`` that fixes it), encrypted or not, as OpenSSH does: a copy of an
+  encrypted key is open to an offline passphrase search. POSIX only.
+- A wrong or missing passphrase is the caller's to fix (:class:`LocalProtocolError`); a
+  truncated, unknown or unreadable file is :class:`StorageError`. Both name the file.
+- A passphrase given for a file that is not encrypted is refused too: silently ignoring
+  it would let a user believe the key is protected.
+- The identity's display name is metadata, kept in the contact book's SQLite file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import struct
+from pathlib import Path
+
+import nacl.exceptions
+import nacl.pwhash.argon2id as argon2id
+import nacl.secret
+import nacl.utils
+
+from ..errors import LocalProtocolError, StorageError
+from ._contacts import ContactBook, check_name
+from ._keys import SEED_SIZE, Identity
+
+__all__ = ["KEY_FILE", "load_identity", "load_or_create_identity"]
+
+KEY_FILE = "identity.key"
+MAGIC = b"HLID"
+VERSION = 1
+MODE_PLAIN = 0
+MODE_ENCRYPTED = 1
+
+KDF_OPSLIMIT: int = argon2id.OPSLIMIT_MODERATE  # 3 passes
+KDF_MEMLIMIT: int = argon2id.MEMLIMIT_MODERATE  # 256 MiB, about 1 s
+MAX_OPSLIMIT = 16
+MAX_MEMLIMIT = 2 * 1024**3
+
+_HEADER = struct.Struct(">4sBB")
+_KDF = struct.Struct(">IQ16s")
+_PLAIN_SIZE = _HEADER.size + SEED_SIZE
+_SEALED_SIZE = nacl.secret.SecretBox.NONCE_SIZE + nacl.secret.SecretBox.MACBYTES + SEED_SIZE
+_ENCRYPTED_SIZE = _HEADER.size + _KDF.size + _SEALED_SIZE
+
+
+def _check_passphrase(passphrase: str | None) -> None:
+    if passphrase is not None and (not isinstance(passphrase, str) or not passphrase):
+        raise LocalProtocolError("a passphrase is a non-empty string (or None for no passphrase)")
+
+
+def _derive(passphrase: str, salt: bytes, opslimit: int, memlimit: int) -> bytes:
+    key: bytes = argon2id.kdf(
+        nacl.secret.SecretBox.KEY_SIZE, passphrase.encode("utf-8"), salt,
+        opslimit=opslimit, memlimit=memlimit,
+    )
+    return key
+
+
+def encode_key_file(identity: Identity, passphrase: str | None) -> bytes:
+    """The bytes of a key file holding ``identity`` (encrypted when a passphrase is given)."""
+    _check_passphrase(passphrase)
+    if passphrase is None:
+        return _HEADER.pack(MAGIC, VERSION, MODE_PLAIN) + identity.seed
+    salt = nacl.utils.random(argon2id.SALTBYTES)
+    key = _derive(passphrase, salt, KDF_OPSLIMIT, KDF_MEMLIMIT)
+    sealed = bytes(nacl.secret.SecretBox(key).encrypt(identity.seed))
+    return (_HEADER.pack(MAGIC, VERSION, MODE_ENCRYPTED)
+            + _KDF.pack(KDF_OPSLIMIT, KDF_MEMLIMIT, salt) + sealed)
+
+
+def decode_key_file(data: bytes, passphrase: str | None, path: Path) -> Identity:
+    """The identity in a key file's bytes; ``path`` only names the file in errors."""
+    _check_passphrase(passphrase)
+    if len(data) < _HEADER.size:
+        raise StorageError(f"{path} is truncated ({len(data)} bytes): not a hailing key file")
+    magic, version, mode = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise StorageError(f"{path} is not a hailing key file")
+    if version != VERSION:
+        raise StorageError(f"{path}: unsupported key file version {version}")
+    if mode == MODE_PLAIN:
+        if len(data) != _PLAIN_SIZE:
+            raise StorageError(f"{path} is damaged: {len(data)} bytes, expected {_PLAIN_SIZE}")
+        if passphrase is not None:
+            raise LocalProtocolError(f"{path} is not encrypted, but a passphrase was given")
+        return Identity.from_seed(data[_HEADER.size:])
+    if mode != MODE_ENCRYPTED:
+        raise StorageError(f"{path}: unknown key protection mode {mode}")
+    if len(data) != _ENCRYPTED_SIZE:
+        raise StorageError(f"{path} is damaged: {len(data)} bytes, expected {_ENCRYPTED_SIZE}")
+    if passphrase is None:
+        raise LocalProtocolError(f"{path} is encrypted: a passphrase is needed")
+    opslimit, memlimit, salt = _KDF.unpack_from(data, _HEADER.size)
+    if not (argon2id.OPSLIMIT_MIN <= opslimit <= MAX_OPSLIMIT
+            and argon2id.MEMLIMIT_MIN <= memlimit <= MAX_MEMLIMIT):
+        raise StorageError(f"{path}: key derivation limits out of range (damaged file?)")
+    key = _derive(passphrase, salt, opslimit, memlimit)
+    try:
+        seed = nacl.secret.SecretBox(key).decrypt(data[_HEADER.size + _KDF.size:])
+    except nacl.exceptions.CryptoError:
+        raise LocalProtocolError(f"wrong passphrase for {path} (or the file is damaged)") from None
+    return Identity.from_seed(bytes(seed))
+
+
+def _key_path(data_dir: str | os.PathLike[str]) -> Path:
+    return Path(data_dir) / KEY_FILE
+
+
+def _check_permissions(path: Path, st: os.stat_result) -> None:
+    if os.name != "posix":  # pragma: no cover - POSIX permissions only
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise StorageError(f"{path} is not a regular file")
+    if st.st_mode & 0o077:
+        raise StorageError(
+            f"{path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):03o}): "
+            f"run 'chmod 600 {path}'"
+        )
+
+
+def _read(path: Path, passphrase: str | None) -> Identity:
+    try:
+        with open(path, "rb") as f:
+            _check_permissions(path, os.fstat(f.fileno()))
+            data = f.read(_ENCRYPTED_SIZE + 1)
+    except FileNotFoundError:
+        raise StorageError(f"no identity in {path.parent}: {path} does not exist") from None
+    except IsADirectoryError:
+        raise StorageError(f"{path} is not a regular file") from None
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+    return decode_key_file(data, passphrase, path)
+
+
+def _write_new(path: Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` (mode 0600) unless it exists; True if created."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{nacl.utils.random(4).hex()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, 0o600)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # atomic and never replaces an existing file
+        except FileExistsError:
+            return False
+    except OSError as exc:
+        raise StorageError(f"cannot create {path}: {exc.strerror}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return True
+
+
+def load_identity(data_dir: str | os.PathLike[str], passphrase: str | None = None) -> Identity:
+    """The identity stored in ``data_dir``; :class:`StorageError` if there is none."""
+    return _read(_key_path(data_dir), passphrase)
+
+
+def load_or_create_identity(
+    data_dir: str | os.PathLike[str], passphrase: str | None = None, name: str | None = None
+) -> Identity:
+    """The identity of ``data_dir``, created (and encrypted if ``passphrase``) when missing.
+
+    ``name`` (when given) becomes the identity's display name in the contact book.
+    """
+    _check_passphrase(passphrase)
+    if name is not None:
+        name = check_name(name)
+    directory = Path(data_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise StorageError(f"cannot create data directory {directory}: {exc.strerror}") from None
+    path = _key_path(directory)
+    if os.path.lexists(path):
+        identity = _read(path, passphrase)
+    else:
+        fresh = Identity.generate()
+        identity = fresh if _write_new(path, encode_key_file(fresh, passphrase)) \
+            else _read(path, passphrase)  # another process created it first
+    if name is not None:
+        with ContactBook(directory) as book:
+            book.set_name(name)
+    return identity

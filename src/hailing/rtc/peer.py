@@ -1,0 +1,357 @@
+"""Peer: an identity on the DHT that connects to contacts with no server.
+
+::
+
+    async with Peer("alice", bootstrap=[("127.0.0.1", 6881)]) as alice:
+        conn = await alice.connect(bob_contact_id)    # an authenticated data channel
+        await conn.send_text("hello")
+
+    async with Peer("bob", bootstrap=[...]) as bob:
+        async for conn in bob.incoming():
+            print(await conn.recv())
+
+Theory of operation
+-------------------
+The caller makes an aiortc offer, packs it (compact SDP), seals it in an envelope bound
+to its DTLS fingerprint and posts it to the callee's inbox for the pair (see
+:mod:`hailing.signaling.rendezvous`). The callee's node gets it pushed by the storing
+nodes. **The callee decides first**: its policy (blocked, busy, do-not-disturb, unknown
+and not accept-any) runs before anything is answered; a refused caller gets nothing at
+all, exactly what an offline callee looks like. An accepted offer is answered the same
+way; only then does the caller learn the callee's candidates. When the channel opens
+both sides prove their identity over it (signed transcript of both fingerprints).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import HailingError, LocalProtocolError, QueryTimeout
+from ..identity import ContactBook, Identity, load_or_create_identity, parse_contact_id
+from ..node import Addr, DhtNode
+from ..signaling import envelope
+from ..signaling.envelope import (
+    KIND_ANSWER,
+    KIND_OFFER,
+    EnvelopeError,
+    ReplayCache,
+    ReplayedEnvelope,
+)
+from ..signaling.rendezvous import DhtRendezvous
+from ..signaling.sdp import SdpError, decode_sdp, encode_sdp, fingerprint_of
+from .connection import Connection
+from .ice import rtc_configuration
+
+#: How often the listened keys are recomputed (new day, new contacts, blocks).
+REFRESH_INTERVAL = 60.0
+#: Digests of recently opened envelopes kept to recognise a second delivery of one.
+OPENED_MEMORY = 1024
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """An offer arrived: accepted or refused (and why). For logs and UIs."""
+
+    peer: bytes
+    accepted: bool
+    reason: str
+    at: float = field(default_factory=time.time)
+
+
+class Peer:
+    """An identity (kept in ``data_dir``) with a DHT node, contacts and a call policy."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        bootstrap: Iterable[Addr] = (),
+        bind: Addr = ("127.0.0.1", 0),
+        passphrase: str | None = None,
+        accept_any: bool | None = None,
+        downloads: str | os.PathLike[str] | None = None,
+        clock: Any = time.time,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.bootstrap = list(bootstrap)
+        self.bind = bind
+        self._passphrase = passphrase
+        self._accept_any_override = accept_any
+        self.downloads = Path(downloads) if downloads else self.data_dir / "downloads"
+        self._clock = clock
+        self.identity: Identity | None = None
+        self.contacts: ContactBook | None = None
+        self.node: DhtNode | None = None
+        self.rendezvous: DhtRendezvous | None = None
+        self.replay = ReplayCache()
+        self.stats: Counter[str] = Counter()
+        self.calls: asyncio.Queue[CallEvent] = asyncio.Queue(maxsize=1000)
+        self._incoming: asyncio.Queue[Connection] = asyncio.Queue()
+        self._answers: dict[bytes, asyncio.Future[envelope.Opened]] = {}
+        self._opened: OrderedDict[bytes, None] = OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._connections: set[Connection] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def contact_id(self) -> str:
+        return self._identity().contact_id
+
+    async def start(self) -> Peer:
+        self.identity = load_or_create_identity(self.data_dir, self._passphrase)
+        self.contacts = ContactBook(self.data_dir)
+        self.node = DhtNode(self.bind, data_dir=self.data_dir / "dht", bootstrap=self.bootstrap)
+        try:
+            await self.node.start()
+            if self.bootstrap or len(self.node.core.table):
+                await self.node.bootstrap()
+            self.rendezvous = DhtRendezvous(
+                self.node, self.identity, self._allowed, self._accept_any, self._clock
+            )
+            await self.rendezvous.refresh()
+        except BaseException:
+            await self.stop()
+            raise
+        self._spawn(self._receive_loop())
+        self._spawn(self._refresh_loop())
+        return self
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        for conn in list(self._connections):
+            await conn.close()
+        if self.rendezvous is not None:
+            self.rendezvous.close()
+        if self.node is not None:
+            await self.node.stop()
+        if self.contacts is not None:
+            self.contacts.close()
+            self.contacts = None
+
+    async def __aenter__(self) -> Peer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- calling -------------------------------------------------------------------------
+
+    async def connect(self, contact: str | bytes, timeout: float = 30.0) -> Connection:
+        """Open an authenticated data channel to ``contact`` (contact id or public key).
+
+        Raises :class:`QueryTimeout` with one clear line when nobody answered: the callee
+        is offline, refused, or blocked us (on purpose, these look the same)."""
+        from aiortc import RTCPeerConnection
+
+        peer = parse_contact_id(contact) if isinstance(contact, str) else contact
+        ident = self._identity()
+        if peer == ident.public_key:
+            raise LocalProtocolError("cannot call yourself")
+        rdv = self._rendezvous()
+        t0 = time.perf_counter()
+        await rdv.expect_from(peer)
+        pc = RTCPeerConnection(configuration=rtc_configuration())
+        try:
+            channel = pc.createDataChannel("hailing")
+            await pc.setLocalDescription(await pc.createOffer())
+            compact = encode_sdp(pc.localDescription)
+            local_fp = fingerprint_of(compact)
+            # The compact SDP carries the DTLS fingerprint inside the authenticated envelope:
+            # that binds it to our identity without a second copy in the envelope header.
+            blob = envelope.seal(ident, peer, KIND_OFFER, compact, now=self._clock(),
+                                 ttl=timeout + 30)
+            fut: asyncio.Future[envelope.Opened] = asyncio.get_running_loop().create_future()
+            self._answers[peer] = fut
+            try:
+                await rdv.send(peer, blob, public=True)
+                answer = await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                raise QueryTimeout(
+                    f"nobody answered within {timeout:.0f} s (offline, busy, or not accepting calls)"
+                ) from None
+            finally:
+                self._answers.pop(peer, None)
+            remote_fp = fingerprint_of(answer.body)
+            await pc.setRemoteDescription(decode_sdp(answer.body))
+            conn = Connection(pc, channel, ident, peer, initiator=True, local_fp=local_fp,
+                              remote_fp=remote_fp, downloads=self.downloads)
+            await conn.authenticate()
+        except BaseException:
+            await pc.close()
+            raise
+        conn.connect_ms = (time.perf_counter() - t0) * 1000
+        self._track(conn)
+        return conn
+
+    async def incoming(self) -> AsyncIterator[Connection]:
+        """Accepted, authenticated incoming connections, as they come."""
+        while True:
+            yield await self._incoming.get()
+
+    async def accept(self, timeout: float | None = None) -> Connection:
+        """The next accepted incoming connection."""
+        return await asyncio.wait_for(self._incoming.get(), timeout)
+
+    # -- receiving -----------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        node = self._node()
+        while True:
+            msg = await node.inbox()
+            digest = hashlib.sha256(msg.value).digest()
+            try:
+                opened = envelope.open_envelope(self._identity(), msg.value, now=self._clock(),
+                                                replay=self.replay)
+            except ReplayedEnvelope:
+                # The same bytes again: an offer posted to both our pair and public inbox
+                # (we listen on both with accept_any), or a replay. Dropped either way.
+                self.stats["duplicates" if digest in self._opened else "bad_envelopes"] += 1
+                continue
+            except EnvelopeError:
+                self.stats["bad_envelopes"] += 1
+                continue
+            self._opened[digest] = None
+            if len(self._opened) > OPENED_MEMORY:
+                self._opened.popitem(last=False)
+            if opened.kind == KIND_ANSWER:
+                fut = self._answers.get(opened.sender)
+                if fut is not None and not fut.done() and _bound(opened):
+                    fut.set_result(opened)
+                else:
+                    self.stats["unexpected_answers"] += 1
+            elif opened.kind == KIND_OFFER:
+                if not _bound(opened):  # garbage inside a good envelope: no call at all
+                    self.stats["unbound_offers"] += 1
+                    continue
+                verdict = self._admit(opened.sender)
+                self._emit(CallEvent(opened.sender, verdict == "accepted", verdict))
+                if verdict == "accepted":
+                    self._spawn(self._answer(opened))
+                else:
+                    self.stats["refused_" + verdict] += 1
+            else:
+                self.stats["unknown_kind"] += 1
+
+    def _admit(self, caller: bytes) -> str:
+        """The callee's policy, first. Returns 'accepted' or the reason of the refusal."""
+        book = self._contacts()
+        state = book.state(caller)
+        if state == "blocked":
+            return "blocked"
+        status = book.status()
+        if status == "dnd":
+            return "do-not-disturb"
+        if status == "busy":
+            return "busy"
+        if state == "allowed" or self._accept_any():
+            return "accepted"
+        return "unknown caller"
+
+    async def _answer(self, offer: envelope.Opened) -> None:
+        from aiortc import RTCPeerConnection
+
+        if not _bound(offer):
+            self.stats["unbound_offers"] += 1
+            return
+        ident = self._identity()
+        pc = RTCPeerConnection(configuration=rtc_configuration())
+        channels: asyncio.Queue[Any] = asyncio.Queue()
+        pc.on("datachannel", channels.put_nowait)
+        try:
+            remote_fp = fingerprint_of(offer.body)
+            await pc.setRemoteDescription(decode_sdp(offer.body))
+            await pc.setLocalDescription(await pc.createAnswer())
+            compact = encode_sdp(pc.localDescription)
+            local_fp = fingerprint_of(compact)
+            blob = envelope.seal(ident, offer.sender, KIND_ANSWER, compact, now=self._clock())
+            await self._rendezvous().send(offer.sender, blob)
+            channel = await asyncio.wait_for(channels.get(), 30)
+            conn = Connection(pc, channel, ident, offer.sender, initiator=False,
+                              local_fp=local_fp, remote_fp=remote_fp, downloads=self.downloads)
+            await conn.authenticate()
+        except (HailingError, SdpError, TimeoutError, ValueError) as exc:
+            self.stats["failed_answers"] += 1
+            self.stats["failed_answers_" + type(exc).__name__] += 1
+            await pc.close()
+            return
+        self._track(conn)
+        self._incoming.put_nowait(conn)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_INTERVAL)
+            with contextlib.suppress(HailingError):
+                await self._rendezvous().refresh()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _allowed(self) -> list[bytes]:
+        return [c.pubkey for c in self._contacts().list() if not c.blocked]
+
+    def _accept_any(self) -> bool:
+        if self._accept_any_override is not None:
+            return self._accept_any_override
+        return self._contacts().accept_any()
+
+    def _emit(self, ev: CallEvent) -> None:
+        if self.calls.full():
+            self.calls.get_nowait()
+        self.calls.put_nowait(ev)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.stats["task_errors"] += 1
+
+    def _track(self, conn: Connection) -> None:
+        self._connections.add(conn)
+        conn.channel.on("close", lambda: self._connections.discard(conn))
+
+    def _identity(self) -> Identity:
+        if self.identity is None:
+            raise LocalProtocolError("the peer is not started")
+        return self.identity
+
+    def _contacts(self) -> ContactBook:
+        if self.contacts is None:
+            raise LocalProtocolError("the peer is not started")
+        return self.contacts
+
+    def _node(self) -> DhtNode:
+        if self.node is None:
+            raise LocalProtocolError("the peer is not started")
+        return self.node
+
+    def _rendezvous(self) -> DhtRendezvous:
+        if self.rendezvous is None:
+            raise LocalProtocolError("the peer is not started")
+        return self.rendezvous
+
+
+def _bound(opened: envelope.Opened) -> bool:
+    """The body is a compact SDP with a DTLS fingerprint (bound to the sender by the
+    envelope), and a fingerprint in the envelope header, if any, is the same one."""
+    try:
+        fp = fingerprint_of(opened.body)
+    except (SdpError, LocalProtocolError):
+        return False
+    return opened.fingerprint is None or opened.fingerprint == fp
