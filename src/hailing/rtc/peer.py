@@ -36,7 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HailingError, LocalProtocolError, QueryTimeout
-from ..identity import ContactBook, Identity, load_or_create_identity, parse_contact_id
+from ..identity import (
+    ContactBook,
+    Identity,
+    format_contact_id,
+    load_or_create_identity,
+    parse_contact_id,
+)
 from ..node import Addr, DhtNode
 from ..signaling import envelope
 from ..signaling.envelope import (
@@ -48,6 +54,7 @@ from ..signaling.envelope import (
 )
 from ..signaling.rendezvous import DhtRendezvous
 from ..signaling.sdp import SdpError, decode_sdp, encode_sdp, fingerprint_of
+from ..signaling.ws_relay import RelayClient
 from .connection import Connection
 from .ice import rtc_configuration
 
@@ -79,8 +86,16 @@ class Peer:
         passphrase: str | None = None,
         accept_any: bool | None = None,
         downloads: str | os.PathLike[str] | None = None,
+        backend: str = "dht",
+        relay_url: str | None = None,
         clock: Any = time.time,
     ) -> None:
+        if backend not in ("dht", "ws"):
+            raise LocalProtocolError(f"unknown rendezvous backend {backend!r} (dht or ws)")
+        if backend == "ws" and not relay_url:
+            raise LocalProtocolError("the ws backend needs relay_url")
+        self.backend = backend
+        self.relay_url = relay_url
         self.data_dir = Path(data_dir)
         self.bootstrap = list(bootstrap)
         self.bind = bind
@@ -91,7 +106,8 @@ class Peer:
         self.identity: Identity | None = None
         self.contacts: ContactBook | None = None
         self.node: DhtNode | None = None
-        self.rendezvous: DhtRendezvous | None = None
+        self.rendezvous: DhtRendezvous | WsRendezvous | None = None
+        self._blobs: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1024)
         self.replay = ReplayCache()
         self.stats: Counter[str] = Counter()
         self.calls: asyncio.Queue[CallEvent] = asyncio.Queue(maxsize=1000)
@@ -110,20 +126,28 @@ class Peer:
     async def start(self) -> Peer:
         self.identity = load_or_create_identity(self.data_dir, self._passphrase)
         self.contacts = ContactBook(self.data_dir)
-        self.node = DhtNode(self.bind, data_dir=self.data_dir / "dht", bootstrap=self.bootstrap)
         try:
-            await self.node.start()
-            if self.bootstrap or len(self.node.core.table):
-                await self.node.bootstrap()
-            self.rendezvous = DhtRendezvous(
-                self.node, self.identity, self._allowed, self._accept_any, self._clock
-            )
-            await self.rendezvous.refresh()
+            if self.backend == "ws":
+                assert self.relay_url is not None
+                ws = WsRendezvous(self.relay_url, self.identity)
+                await ws.start(self._blobs)
+                self.rendezvous = ws
+            else:
+                self.node = DhtNode(self.bind, data_dir=self.data_dir / "dht",
+                                    bootstrap=self.bootstrap)
+                await self.node.start()
+                if self.bootstrap or len(self.node.core.table):
+                    await self.node.bootstrap()
+                self.rendezvous = DhtRendezvous(
+                    self.node, self.identity, self._allowed, self._accept_any, self._clock
+                )
+                await self.rendezvous.refresh()
+                self._spawn(self._inbox_pump(self.node))
+                self._spawn(self._refresh_loop())
         except BaseException:
             await self.stop()
             raise
         self._spawn(self._receive_loop())
-        self._spawn(self._refresh_loop())
         return self
 
     async def stop(self) -> None:
@@ -135,7 +159,7 @@ class Peer:
         for conn in list(self._connections):
             await conn.close()
         if self.rendezvous is not None:
-            self.rendezvous.close()
+            await self.rendezvous.aclose()
         if self.node is not None:
             await self.node.stop()
         if self.contacts is not None:
@@ -208,13 +232,20 @@ class Peer:
 
     # -- receiving -----------------------------------------------------------------------
 
-    async def _receive_loop(self) -> None:
-        node = self._node()
+    async def _inbox_pump(self, node: DhtNode) -> None:
         while True:
             msg = await node.inbox()
-            digest = hashlib.sha256(msg.value).digest()
+            if self._blobs.full():
+                self.stats["dropped_blobs"] += 1
+                continue
+            self._blobs.put_nowait(msg.value)
+
+    async def _receive_loop(self) -> None:
+        while True:
+            blob = await self._blobs.get()
+            digest = hashlib.sha256(blob).digest()
             try:
-                opened = envelope.open_envelope(self._identity(), msg.value, now=self._clock(),
+                opened = envelope.open_envelope(self._identity(), blob, now=self._clock(),
                                                 replay=self.replay)
             except ReplayedEnvelope:
                 # The same bytes again: an offer posted to both our pair and public inbox
@@ -341,10 +372,48 @@ class Peer:
             raise LocalProtocolError("the peer is not started")
         return self.node
 
-    def _rendezvous(self) -> DhtRendezvous:
+    def _rendezvous(self) -> DhtRendezvous | WsRendezvous:
         if self.rendezvous is None:
             raise LocalProtocolError("the peer is not started")
         return self.rendezvous
+
+
+class WsRendezvous:
+    """The centralized baseline: offers and answers through a WebSocket relay
+    (:mod:`hailing.signaling.ws_relay`), addressed by contact id. The payloads are the
+    same sealed envelopes, but the relay sees who talks to whom, and whether a callee is
+    online: the privacy the DHT path gives is exactly what this one lacks."""
+
+    def __init__(self, url: str, identity: Identity) -> None:
+        self.client = RelayClient(url, identity.contact_id)
+        self._pump: asyncio.Task[None] | None = None
+
+    async def start(self, sink: asyncio.Queue[bytes]) -> None:
+        await self.client.connect()
+
+        async def pump() -> None:
+            async for _sender, payload in self.client:
+                if not sink.full():
+                    sink.put_nowait(payload)
+
+        self._pump = asyncio.ensure_future(pump())
+
+    async def expect_from(self, peer_pub: bytes) -> None:
+        return None
+
+    async def refresh(self) -> int:
+        return 0
+
+    async def send(self, peer_pub: bytes, blob: bytes, *, public: bool = False) -> int:
+        await self.client.send(format_contact_id(peer_pub), blob)
+        return 1
+
+    async def aclose(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(BaseException):
+                await self._pump
+        await self.client.close()
 
 
 def _bound(opened: envelope.Opened) -> bool:

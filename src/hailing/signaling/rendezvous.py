@@ -183,6 +183,9 @@ class DhtRendezvous:
             raise HailingError("no DHT node stored the message")
         return stored
 
+    async def aclose(self) -> None:
+        self.close()
+
     def close(self) -> None:
         for key in self._keys:
             with contextlib.suppress(HailingError):
