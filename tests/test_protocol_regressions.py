@@ -128,3 +128,36 @@ def test_soft_timeout_uses_the_nodes_own_rtt() -> None:
     assert p._soft_timeout_value(entry.id) == cfg.min_soft_timeout
     entry.rtt = 10.0
     assert p._soft_timeout_value(entry.id) == cfg.max_soft_timeout
+
+
+def test_widened_get_asks_answered_nodes_for_more_than_k_nodes() -> None:
+    # After mass failure every answer's closest k were dead: a widened get asks the
+    # nearest answered nodes again with hailing_k, and they answer with up to 32 nodes.
+    from hailing import bencode
+    from hailing.dht.lookup import ANSWERED, FRESH, STALLED, Lookup
+    from hailing.dht.responder import MAX_WIDE_NODES
+
+    net = build_network(60)
+    p = next(iter(net.nodes.values()))
+    lk = Lookup(1, "get", bytes(20), p.node_id, 8, 5, 96, 0.0)
+    for i in range(10):
+        lk.add(bytes([1, i]) + bytes(18), (f"10.1.0.{i + 1}", 1), 0)
+    for c in lk.cands:
+        c.state = ANSWERED
+    lk.cands[0].state = STALLED
+    assert p._widen(lk)
+    assert [c.state for c in lk.cands[1:6]] == [FRESH] * 5  # asked again
+    # the answer to a query with hailing_k carries more than k nodes
+    other = list(net.nodes.values())[5]
+    q = bencode.encode({b"a": {b"id": b"Q" * 20, b"target": bytes(20), b"hailing_k": MAX_WIDE_NODES},
+                        b"q": b"find_node", b"t": b"zz", b"y": b"q"})
+    out = net.listen(("10.2.0.1", 7))
+    net.inject(q, ("10.2.0.1", 7), net.addr_of(other))
+    net.run(duration=0.1)
+    nodes = bencode.decode(out[-1][0])[b"r"][b"nodes"]
+    assert len(nodes) // 26 > 8
+    # and a plain query still gets k
+    q = q.replace(b"9:hailing_ki32e", b"")
+    net.inject(q, ("10.2.0.1", 7), net.addr_of(other))
+    net.run(duration=0.1)
+    assert len(bencode.decode(out[-1][0])[b"r"][b"nodes"]) // 26 == 8

@@ -59,8 +59,8 @@ from .events import (
     StoreDone,
 )
 from .ids import NodeInfo, id_to_int
-from .lookup import FAILED, STALLED, Candidate, Lookup
-from .responder import Responder
+from .lookup import FAILED, FRESH, STALLED, Candidate, Lookup
+from .responder import MAX_WIDE_NODES, Responder
 from .routing import RoutingTable
 from .storage import ItemStore, PeerStore
 from .tokens import TokenManager
@@ -561,7 +561,10 @@ class DhtProtocol:
             return
         method, key = self._lookup_method(lk)
         for c in lk.next_requests():
-            self._request(c.addr, method, {key: lk.target}, now, node_id=c.id, lookup=lk, cand=c)
+            args: dict[bytes, Any] = {key: lk.target}
+            if lk.widened:
+                args[b"hailing_k"] = MAX_WIDE_NODES
+            self._request(c.addr, method, args, now, node_id=c.id, lookup=lk, cand=c)
         if lk.is_done():
             if self._widen(lk):
                 self._advance(lk, now)
@@ -571,14 +574,19 @@ class DhtProtocol:
 
     def _widen(self, lk: Lookup) -> bool:
         """A get that ends empty-handed while nodes of its closest set did not answer
-        (churn: dead entries fill everyone's answers) searches once more, twice as deep:
-        the extra answers name live nodes that the dead ones had crowded out."""
+        searches once more, twice as deep. After mass failures dead entries fill the
+        closest k of every routing table, so every answer names only dead nodes near
+        the target: the nearest nodes that did answer are asked again, this time for up
+        to MAX_WIDE_NODES nodes (``hailing_k``; other clients ignore the argument), which
+        reaches past the dead entries to live nodes that hold the value."""
         if lk.kind not in ("get", "get_mutable") or lk.result is not None or lk.widened:
             return False
         if not any(c.state == STALLED or c.state == FAILED for c in lk.cands[: lk.k]):
             return False
         lk.widened = True
         lk.k *= 2
+        for c in lk.closest_answered(self.config.alpha):
+            c.state = FRESH
         return True
 
     def _lookup_reply(self, lk: Lookup, c: Candidate, r: Response, now: float) -> None:

@@ -83,7 +83,13 @@ class Responder:
         return {b"id": self.own_id}
 
     def _nodes(self, target: bytes, q: Query, addr: Hashable, r: dict[bytes, Any]) -> None:
-        v4, v6 = encode_nodes(((e.id, e.addr) for e in self.table.closest(target)), self.codec)
+        # hailing extension: a node may ask for more than k nodes (up to MAX_WIDE_NODES),
+        # to see past dead entries that crowd the closest k after mass failures.
+        count = q.args.get(b"hailing_k")
+        if type(count) is not int or not self.k < count <= MAX_WIDE_NODES:
+            count = self.k
+        nodes = self.table.closest(target, count)
+        v4, v6 = encode_nodes(((e.id, e.addr) for e in nodes), self.codec)
         want = q.args.get(b"want")
         if type(want) is list and (b"n4" in want or b"n6" in want):
             if b"n4" in want:
@@ -234,6 +240,9 @@ class Responder:
             raise RemoteProtocolError("too many listeners", ERR_LISTENERS_FULL)
         return {b"id": self.own_id, b"ttl": int(granted), b"values": self.inbox.values(key, now)}
 
+
+#: Most nodes an answer carries when a hailing node asks for more (``hailing_k``).
+MAX_WIDE_NODES = 32
 
 #: hailing extension error codes (docs/protocol.md).
 ERR_RATE_LIMITED = 241
