@@ -131,10 +131,13 @@ def _apply_ice(args: argparse.Namespace) -> None:
 def _peer(args: argparse.Namespace, accept_any: bool | None = None) -> Any:
     from .rtc.peer import Peer
 
+    if not args.bootstrap and not args.relay:
+        raise LocalProtocolError("give --bootstrap HOST:PORT (or --relay URL)")
     _apply_ice(args)
     bind = args.bind or (("127.0.0.1", 0) if all(h.startswith("127.") for h, _ in args.bootstrap) else ("0.0.0.0", 0))
     return Peer(args.data_dir, bootstrap=args.bootstrap, bind=bind, passphrase=_passphrase(),
-                accept_any=accept_any, downloads=args.downloads)
+                accept_any=accept_any, downloads=args.downloads,
+                backend="ws" if args.relay else "dht", relay_url=args.relay)
 
 
 async def _stop_event() -> asyncio.Event:
@@ -206,6 +209,21 @@ async def cmd_send(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_relay(args: argparse.Namespace) -> int:
+    from .signaling.ws_relay import serve_relay
+
+    task = asyncio.ensure_future(serve_relay(args.bind))
+    stop = await _stop_event()
+    waiter = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    for t in (task, waiter):
+        t.cancel()
+    results = await asyncio.gather(task, waiter, return_exceptions=True)
+    if task in done and isinstance(results[0], HailingError):
+        raise results[0]
+    return 0
+
+
 async def cmd_chat(args: argparse.Namespace) -> int:
     async with _peer(args) as peer:
         name = format_contact_id(args.contact)[:10]
@@ -266,8 +284,12 @@ def add_peer_commands(sub: Any, parser_class: type[argparse.ArgumentParser],
 
     def network(p: argparse.ArgumentParser) -> None:
         data_dir(p)
-        p.add_argument("--bootstrap", type=_hostport, action="append", required=True,
-                       metavar="HOST:PORT", help="a DHT node to join through (repeatable)")
+        p.add_argument("--bootstrap", type=_hostport, action="append", default=[],
+                       metavar="HOST:PORT", help="a DHT node to join through (repeatable; "
+                       "required unless --relay)")
+        p.add_argument("--relay", default=None, metavar="URL",
+                       help="signal through this WebSocket relay (ws://HOST:PORT/ws) instead "
+                       "of the DHT: the centralized baseline")
         p.add_argument("--bind", type=_hostport, default=None, metavar="HOST:PORT",
                        help="local UDP address of this peer's DHT node")
         p.add_argument("--ice-host", action="append", default=[], metavar="IP",
@@ -329,6 +351,12 @@ def add_peer_commands(sub: Any, parser_class: type[argparse.ArgumentParser],
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer")
     network(p)
     p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("relay", help="run the WebSocket signaling relay (the centralized baseline)",
+                       description="Run the baseline relay until Ctrl-C. First line: "
+                       "'relay listening on ws://HOST:PORT/ws'.")
+    p.add_argument("--bind", type=_hostport, required=True, metavar="HOST:PORT")
+    p.set_defaults(func=cmd_relay)
 
     p = sub.add_parser("chat", help="interactive chat with CONTACT")
     p.add_argument("contact", type=_contact, metavar="CONTACT")
