@@ -8,7 +8,8 @@ so a listener never polls. Everything is bounded, and every limit is per storing
 - a value is at most :data:`MAX_VALUE` bytes; an inbox holds :data:`MAX_VALUES_PER_KEY`
   values (the oldest goes first) for :data:`VALUE_TTL` seconds;
 - one source IP may post :data:`POSTS_PER_MINUTE` values a minute (token bucket), so a
-  flood from one host cannot push real messages out of an inbox;
+  flood from one host cannot push real messages out of an inbox (loopback sources are
+  exempt: on a loopback testnet every node is 127.0.0.1);
 - a key has at most :data:`MAX_LISTENERS_PER_KEY` listeners, each for at most
   :data:`MAX_LISTEN_TTL` seconds, renewed by listening again.
 """
@@ -23,8 +24,8 @@ MAX_VALUE = 1000
 MAX_VALUES_PER_KEY = 16
 VALUE_TTL = 300.0
 MAX_KEYS = 10_000
-POSTS_PER_MINUTE = 30.0
-POST_BURST = 10.0
+POSTS_PER_MINUTE = 60.0
+POST_BURST = 20.0
 MAX_LISTENERS_PER_KEY = 8
 MAX_LISTEN_TTL = 600.0
 MAX_LISTENERS = 10_000

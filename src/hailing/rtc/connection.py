@@ -9,6 +9,7 @@ session, signed by the identity the envelope named. Nothing else is accepted bef
 Then, in text frames (JSON objects with a ``t`` field):
 
 - ``{"t": "msg", "id": n, "text": ...}`` answered by ``{"t": "ack", "id": n}``;
+- ``{"t": "bye"}`` hangs up; the peer answers ``bye`` (see :meth:`Connection.close`);
 - ``{"t": "file", "id": n, "name": ..., "size": ..., "sha256": ...}``, then the file in
   binary frames of :data:`CHUNK` bytes, then ``{"t": "end", "id": n}``; the receiver
   streams it to disk, checks size and SHA-256, and answers
@@ -40,6 +41,7 @@ from ..identity import Identity, format_contact_id
 from ..signaling.envelope import transcript_proof, verify_transcript
 
 CHUNK = 16 * 1024
+BYE_TIMEOUT = 2.0
 HIGH_WATER = 256 * 1024
 ACK_TIMEOUT = 30.0
 MAX_TEXT = 64 * 1024
@@ -113,6 +115,8 @@ class Connection:
         self._incoming: _Incoming | None = None
         self._send_lock = asyncio.Lock()
         self._low = asyncio.Event()
+        self._bye = asyncio.Event()
+        self._closer: asyncio.Task[None] | None = None
         self._closed = False
         channel.bufferedAmountLowThreshold = HIGH_WATER // 2
         channel.on("message", self._on_message)
@@ -193,11 +197,29 @@ class Connection:
                 return
 
     async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._on_close()
+        """Hang up cleanly: ``bye`` goes after everything sent so far; the peer answers
+        ``bye`` once it has read it all, then the transport is closed. Without this,
+        closing right after sending an acknowledgement would lose it in flight."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.channel.readyState == "open" and self._authenticated.done():
             with contextlib.suppress(Exception):
-                await self.pc.close()
+                self.channel.send('{"t":"bye"}')
+                await asyncio.wait_for(self._bye.wait(), BYE_TIMEOUT)
+        self._on_close()
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+
+    async def _peer_hung_up(self) -> None:
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self.channel.send('{"t":"bye"}')
+        self._on_close()
+        # Give the reply time to leave; the caller closes the transport on receiving it.
+        await asyncio.sleep(BYE_TIMEOUT)
+        with contextlib.suppress(Exception):
+            await self.pc.close()
 
     # -- internals ---------------------------------------------------------------------
 
@@ -285,6 +307,11 @@ class Connection:
             return
         if not self._authenticated.done() or self._authenticated.exception() is not None:
             raise _Garbage("unauthenticated")
+        if t == "bye":
+            self._bye.set()
+            if not self._closed:
+                self._closer = asyncio.ensure_future(self._peer_hung_up())
+            return
         fid = msg.get("id")
         if not isinstance(fid, int):
             raise _Garbage("shape")
