@@ -179,3 +179,32 @@ def test_loopback_sources_are_not_rate_limited() -> None:
     for i in range(int(ib.POST_BURST) + 5):
         r = _answer(net, node, src, _query(b"hailing_post", {b"key": KEY, b"token": token, b"v": b"m%d" % i}))
         assert r.get(b"error") is None
+
+
+def test_second_post_goes_straight_to_the_remembered_storing_nodes() -> None:
+    net = build_network(30)
+    nodes = list(net.nodes.values())
+    callee, caller = nodes[4], nodes[20]
+    net.wait_event(callee, callee.listen(KEY, net.now))
+    net.wait_event(caller, caller.post(KEY, b"first", net.now))
+    sent = caller.stats["queries_sent"]
+    ev = net.wait_event(caller, caller.post(KEY, b"second", net.now))
+    assert isinstance(ev, StoreDone) and ev.stored >= 6
+    assert caller.stats["queries_sent"] - sent == ev.stored  # no lookup: posts only
+    net.run(duration=1.0)
+    assert [m.value for m in inbox_events(net, callee)] == [b"first", b"second"]
+
+
+def test_post_falls_back_to_a_lookup_when_the_remembered_nodes_are_gone() -> None:
+    net = build_network(30)
+    nodes = list(net.nodes.values())
+    caller = nodes[20]
+    net.wait_event(caller, caller.post(KEY, b"first", net.now))
+    holders = [p for p in nodes if p.responder.inbox.values(KEY, net.now)]
+    for p in holders:
+        net.kill(p)
+    ev = net.wait_event(caller, caller.post(KEY, b"second", net.now))
+    assert isinstance(ev, StoreDone) and ev.stored > 0
+    assert not {net.addr_of(p) for p in holders} & {
+        net.addr_of(p) for p in nodes if p.responder.inbox.values(KEY, net.now)
+    } - net.dead

@@ -99,6 +99,8 @@ class Lookup:
         self.lockstep = False
         #: Set once a get has doubled its search depth (see DhtProtocol._widen).
         self.widened = False
+        #: A post sent straight to remembered storing nodes, without a lookup.
+        self.cached = False
         self._last_round: tuple[int, ...] = ()
 
     # -- filling ---------------------------------------------------------------------

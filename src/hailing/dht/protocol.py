@@ -59,7 +59,7 @@ from .events import (
     StoreDone,
 )
 from .ids import NodeInfo, id_to_int
-from .lookup import FAILED, FRESH, STALLED, Candidate, Lookup
+from .lookup import ANSWERED, FAILED, FRESH, STALLED, Candidate, Lookup
 from .responder import MAX_WIDE_NODES, Responder
 from .routing import RoutingTable
 from .storage import ItemStore, PeerStore
@@ -109,6 +109,10 @@ class _Store:
 
 
 _SOFT, _HARD, _TICK = 0, 1, 2
+
+#: How long the storing nodes (and tokens) of an inbox key are reused for posts; tokens
+#: stay valid 5 to 10 minutes (BEP5), nodes may leave: a minute is a safe middle.
+INBOX_NODES_TTL = 60.0
 
 
 class DhtProtocol:
@@ -161,6 +165,8 @@ class DhtProtocol:
         self._next_refresh = now + cfg.bucket_refresh
         #: Our own puts/announces, repeated every republish_interval: key -> (due, action).
         self._republish: dict[bytes, tuple[float, tuple[str, bytes, Any]]] = {}
+        #: Recent storing nodes of inbox keys: key -> (expiry, [(addr, id, token)]).
+        self._inbox_nodes: dict[bytes, tuple[float, list[tuple[Hashable, bytes, bytes]]]] = {}
         #: Inboxes we listen on: key -> (renewal time, ttl).
         self._listens: dict[bytes, tuple[float, float]] = {}
         self._seen_values = inbox.SeenValues()
@@ -299,6 +305,23 @@ class DhtProtocol:
         if type(value) is not bytes or not 0 < len(value) <= inbox.MAX_VALUE:
             raise LocalProtocolError(f"an inbox value is 1..{inbox.MAX_VALUE} bytes")
         args: dict[bytes, Any] = {b"key": _id20(key), b"v": value}
+        cached = self._inbox_nodes.get(key)
+        if cached is not None and cached[0] > now:
+            # The storing nodes and their tokens from a recent lookup of this key: post at
+            # once (one round trip instead of a lookup first). If they all fail, the post
+            # falls back to a lookup (see _store_done).
+            lk = Lookup(self._new_qid(), "post", key, self.node_id, self.config.k,
+                        self.config.alpha, self.config.max_lookup_candidates, now)
+            lk.store = (b"hailing_post", args)
+            lk.cached = True
+            for addr, node_id, token in cached[1]:
+                c = Candidate(node_id, addr, id_to_int(node_id) ^ id_to_int(key), 0)
+                c.state, c.token, c.extra = ANSWERED, token, True
+                lk.cands.append(c)
+            lk.cands.sort(key=lambda c: c.dist)
+            lk.finished = True
+            self._store_phase(lk, now)
+            return lk.qid
         return self._start_lookup("post", key, now, store=(b"hailing_post", args))
 
     def listen(self, key: bytes, now: float, ttl: float = 300.0) -> int:
@@ -703,11 +726,14 @@ class DhtProtocol:
         method, args = lk.store
         st = _Store(lk)
         inbox = lk.kind in ("post", "listen")
+        chosen: list[tuple[Hashable, bytes, bytes]] = []
         for c in lk.closest_answered(lk.k * 2 if inbox else None):
             if c.token is None or (inbox and not c.extra):
                 continue
             if inbox and st.outstanding >= self.config.k:
                 break
+            if inbox and c.id is not None:
+                chosen.append((c.addr, c.id, c.token))
             a = dict(args)
             a[b"token"] = c.token
             st.outstanding += 1
@@ -724,6 +750,12 @@ class DhtProtocol:
                     self._store_done(st, now)
 
             self._request(c.addr, method, a, now, node_id=c.id, on_reply=done)
+        if chosen and not lk.cached:
+            self._inbox_nodes[lk.target] = (now + INBOX_NODES_TTL, chosen)
+            if len(self._inbox_nodes) > 1024:
+                self._inbox_nodes = {
+                    k: v for k, v in self._inbox_nodes.items() if v[0] > now
+                }
         if st.outstanding == 0:
             self._store_done(st, now)
 
@@ -736,6 +768,11 @@ class DhtProtocol:
             self._republish[lk.republish] = (
                 now + self.config.republish_interval, (lk.kind, lk.target, (method, args))
             )
+        if lk.cached and st.stored == 0:
+            # The remembered storing nodes are gone: find the key's nodes again.
+            self._inbox_nodes.pop(lk.target, None)
+            self._start_lookup(lk.kind, lk.target, now, store=lk.store, qid=lk.qid)
+            return
         if lk.qid < 0:
             return
         stats = LookupStats(
