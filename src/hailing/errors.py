@@ -7,9 +7,14 @@
      +-- RemoteProtocolError     a peer sent something invalid (carries a KRPC error code)
      |    +-- BencodeError       bytes that are not strict canonical bencode
      |    +-- KrpcError          a KRPC error reply received from a peer
+     |    +-- EnvelopeError      a sealed envelope that is forged, tampered, expired,
+     |    |                      replayed or not for us (hailing.signaling.envelope)
+     |    +-- SdpError           a compact SDP blob that does not decode (signaling.sdp)
      +-- QueryTimeout           a request got no answer in time
      +-- NotFoundError          a lookup finished without finding the value
      +-- StorageError           the node's data directory is unusable or corrupt
+     +-- RelayError             the WebSocket relay refused or lost us (signaling.ws_relay)
+     +-- AuthenticationError    a peer failed its identity proof (rtc.connection)
 
 Garbage from the network never escapes the receiving function: the protocol core turns it
 into a KRPC error reply or drops and counts it. Local misuse raises. The CLI prints
