@@ -116,6 +116,7 @@ class Peer:
         self._opened: OrderedDict[bytes, None] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connections: set[Connection] = set()
+        self._calling: dict[bytes, asyncio.Lock] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -179,12 +180,19 @@ class Peer:
 
         Raises :class:`QueryTimeout` with one clear line when nobody answered: the callee
         is offline, refused, or blocked us (on purpose, these look the same)."""
-        from aiortc import RTCPeerConnection
 
         peer = parse_contact_id(contact) if isinstance(contact, str) else contact
         ident = self._identity()
         if peer == ident.public_key:
             raise LocalProtocolError("cannot call yourself")
+        # An answer does not name the offer it answers: one call per peer at a time.
+        lock = self._calling.setdefault(peer, asyncio.Lock())
+        async with lock:
+            return await self._connect(peer, ident, timeout)
+
+    async def _connect(self, peer: bytes, ident: Identity, timeout: float) -> Connection:
+        from aiortc import RTCPeerConnection
+
         rdv = self._rendezvous()
         t0 = time.perf_counter()
         await rdv.expect_from(peer)
