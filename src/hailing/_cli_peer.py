@@ -29,7 +29,7 @@ from .identity import (
     load_or_create_identity,
     parse_contact_id,
 )
-from .node import Addr, parse_hostport
+from .node import Addr
 
 PASSPHRASE_ENV = "HAILING_PASSPHRASE"
 
@@ -41,13 +41,6 @@ def _passphrase() -> str | None:
 def _contact(text: str) -> bytes:
     try:
         return parse_contact_id(text)
-    except LocalProtocolError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _hostport(text: str) -> Addr:
-    try:
-        return parse_hostport(text)
     except LocalProtocolError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -277,20 +270,20 @@ async def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def add_peer_commands(sub: Any, parser_class: type[argparse.ArgumentParser],
-                      positive: Callable[[str], int]) -> None:
+                      hostport: Callable[[str], Addr]) -> None:
     def data_dir(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-dir", required=True, metavar="DIR",
                        help="the identity's directory (key, contacts, DHT state)")
 
     def network(p: argparse.ArgumentParser) -> None:
         data_dir(p)
-        p.add_argument("--bootstrap", type=_hostport, action="append", default=[],
+        p.add_argument("--bootstrap", type=hostport, action="append", default=[],
                        metavar="HOST:PORT", help="a DHT node to join through (repeatable; "
                        "required unless --relay)")
         p.add_argument("--relay", default=None, metavar="URL",
                        help="signal through this WebSocket relay (ws://HOST:PORT/ws) instead "
                        "of the DHT: the centralized baseline")
-        p.add_argument("--bind", type=_hostport, default=None, metavar="HOST:PORT",
+        p.add_argument("--bind", type=hostport, default=None, metavar="HOST:PORT",
                        help="local UDP address of this peer's DHT node")
         p.add_argument("--ice-host", action="append", default=[], metavar="IP",
                        help="only gather ICE host candidates on this address (repeatable; "
@@ -355,7 +348,7 @@ def add_peer_commands(sub: Any, parser_class: type[argparse.ArgumentParser],
     p = sub.add_parser("relay", help="run the WebSocket signaling relay (the centralized baseline)",
                        description="Run the baseline relay until Ctrl-C. First line: "
                        "'relay listening on ws://HOST:PORT/ws'.")
-    p.add_argument("--bind", type=_hostport, required=True, metavar="HOST:PORT")
+    p.add_argument("--bind", type=hostport, required=True, metavar="HOST:PORT")
     p.set_defaults(func=cmd_relay)
 
     p = sub.add_parser("chat", help="interactive chat with CONTACT")

@@ -64,24 +64,21 @@ def _hostport(text: str) -> Addr:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _hex20(text: str) -> bytes:
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raw = b""
-    if len(raw) != 20:
-        raise argparse.ArgumentTypeError(f"expected 40 hex digits, got {text!r}")
-    return raw
+def _hex_bytes(size: int, what: str) -> Callable[[str], bytes]:
+    def parse(text: str) -> bytes:
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raw = b""
+        if len(raw) != size:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return raw
+
+    return parse
 
 
-def _hex32(text: str) -> bytes:
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raw = b""
-    if len(raw) != 32:
-        raise argparse.ArgumentTypeError(f"expected a 64-hex-digit public key, got {text!r}")
-    return raw
+_hex20 = _hex_bytes(20, "40 hex digits")
+_hex32 = _hex_bytes(32, "a 64-hex-digit public key")
 
 
 def _salt(text: str) -> bytes:
@@ -91,38 +88,24 @@ def _salt(text: str) -> bytes:
     return raw
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
+def _int_in(low: int, high: int | None = None, what: str = "") -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if n < low or (high is not None and n > high):
+            span = f"{low}..{high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{what or 'value'} must be {span}, got {n}")
+        return n
+
+    return parse
 
 
-def _nonneg(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {n}")
-    return n
-
-
-def _port(text: str) -> int:
-    n = _nonneg(text)
-    if n > 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {n}")
-    return n
-
-
-def _announce_port(text: str) -> int:
-    n = _port(text)
-    if n == 0:
-        raise argparse.ArgumentTypeError("port must be 1..65535")
-    return n
+_positive = _int_in(1)
+_nonneg = _int_in(0)
+_port = _int_in(0, 65535, "port")
+_announce_port = _int_in(1, 65535, "port")
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -430,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     ping.add_argument("addr", type=_hostport, metavar="HOST:PORT")
     ping.set_defaults(func=cmd_ping)
 
-    add_peer_commands(sub, _Parser, _positive)
+    add_peer_commands(sub, _Parser, _hostport)
     return p
 
 
