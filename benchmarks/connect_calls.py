@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import platform
 import statistics
@@ -41,10 +40,18 @@ def pct(values: list[float], p: float) -> float | None:
 
 
 async def serve(bob: Peer) -> None:
-    async for conn in bob.incoming():
-        with contextlib.suppress(Exception):
-            await conn.recv()
+    """Answer every call: read until the caller hangs up."""
+
+    async def drain(conn: Any) -> None:
+        async for _ in conn:
+            pass
         await conn.close()
+
+    tasks = set()
+    async for conn in bob.incoming():
+        t = asyncio.ensure_future(drain(conn))
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
 
 
 async def one_call(alice: Peer, bob_id: str, timeout: float) -> float:
