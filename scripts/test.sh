@@ -7,6 +7,13 @@ echo "== ruff" >&2
 .venv/bin/ruff check src tests benchmarks
 echo "== mypy (strict, src/)" >&2
 .venv/bin/mypy
+echo "== anvil (npm @foundry-rs/anvil, for the contract tests)" >&2
+if command -v npm >/dev/null 2>&1; then
+  HAILING_ANVIL="$(bash scripts/install-anvil.sh)"
+  export HAILING_ANVIL HAILING_REQUIRE_ANVIL=1
+else
+  echo "npm not found: the anvil tests will be skipped (apt-get install npm)" >&2
+fi
 echo "== pytest" >&2
 # pytest exits 5 when it collects no test: with set -e that fails the run, as it should.
 .venv/bin/python -m pytest "$@"

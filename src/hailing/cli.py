@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TextIO
 
 from . import __version__
 from ._cli_peer import add_peer_commands
+from ._cli_wallet import add_wallet_commands
 from .dht import DhtConfig
 from .dht.bep44 import MAX_SALT_SIZE, public_key
 from .errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout
@@ -414,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     ping.set_defaults(func=cmd_ping)
 
     add_peer_commands(sub, _Parser, _hostport)
+    add_wallet_commands(sub, _Parser)
     return p
 
 
