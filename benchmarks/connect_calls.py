@@ -82,7 +82,30 @@ async def sizes(alice: Peer, bob: Peer) -> dict[str, int]:
         await b.setLocalDescription(await b.createAnswer())
         offer, answer = encode_sdp(a.localDescription), encode_sdp(b.localDescription)
         now = time.time()
+        # The same offer as a host behind NAT would send it: 4 and 8 candidates (documentation
+        # addresses; these offers are only measured, never used).
+        text = a.localDescription.sdp
+        extra = [
+            "a=candidate:2 1 udp 2130706431 2001:db8::20 50002 typ host",
+            "a=candidate:3 1 udp 1694498815 203.0.113.7 61000 typ srflx raddr 192.0.2.20 rport 50000",
+            "a=candidate:4 1 udp 16777215 198.51.100.9 3478 typ relay raddr 203.0.113.7 rport 61000",
+            "a=candidate:5 1 udp 2130706431 192.0.2.21 50003 typ host",
+            "a=candidate:6 1 udp 2130706431 2001:db8::21 50004 typ host",
+            "a=candidate:7 1 udp 1694498815 203.0.113.8 61001 typ srflx raddr 192.0.2.21 rport 50003",
+            "a=candidate:8 1 udp 2130706431 192.0.2.22 50005 typ host",
+        ]
+        first = text.index("a=candidate:")
+        bigger = {}
+        for n in (4, 8):
+            lines = "\r\n".join(extra[: n - 1]) + "\r\n"
+            compact = encode_sdp(("offer", text[:first] + lines + text[first:]))
+            bigger[n] = (len(compact), len(envelope.seal(alice.identity, bob.identity.public_key,
+                                                         envelope.KIND_OFFER, compact, now=now)))
         return {
+            "compact_offer_4_candidates": bigger[4][0],
+            "sealed_offer_4_candidates": bigger[4][1],
+            "compact_offer_8_candidates": bigger[8][0],
+            "sealed_offer_8_candidates": bigger[8][1],
             "sdp_text_offer": len(a.localDescription.sdp.encode()),
             "compact_offer": len(offer),
             "sealed_offer": len(envelope.seal(alice.identity, bob.identity.public_key,
