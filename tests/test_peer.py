@@ -339,9 +339,9 @@ async def test_garbage_at_the_rendezvous_is_dropped_and_counted(
     rdv = alice._rendezvous()
     send = rdv.send
 
-    async def capture(peer: bytes, blob: bytes, *, public: bool = False) -> int:
+    async def capture(peer: bytes, blob: bytes, *, public: bool = False, **kw: Any) -> int:
         offers.append(blob)
-        return await send(peer, blob)
+        return await send(peer, blob, **kw)
 
     monkeypatch.setattr(rdv, "send", capture)
     conn, inc = await call(alice, bob)

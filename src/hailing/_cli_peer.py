@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,11 @@ def _out(obj: dict[str, Any]) -> None:
 
 async def cmd_id_new(args: argparse.Namespace) -> int:
     if (Path(args.data_dir) / KEY_FILE).exists():
-        ident = load_identity(args.data_dir, _passphrase())
-        raise HailingError(f"{args.data_dir} already holds an identity: {ident.contact_id}")
+        try:
+            existing = load_identity(args.data_dir, _passphrase()).contact_id
+        except HailingError as exc:  # encrypted (no or wrong passphrase) or damaged
+            existing = f"cannot show it: {exc}"
+        raise HailingError(f"{args.data_dir} already holds an identity: {existing}")
     ident = load_or_create_identity(args.data_dir, _passphrase())
     with ContactBook(args.data_dir) as book:
         if args.name:
@@ -124,6 +128,12 @@ def _apply_ice(args: argparse.Namespace) -> None:
 def _peer(args: argparse.Namespace, accept_any: bool | None = None) -> Any:
     from .rtc.peer import Peer
 
+    if getattr(args, "via", None) == "contract":
+        from ._cli_chain import contract_peer_kwargs
+
+        _apply_ice(args)
+        return Peer(args.data_dir, passphrase=_passphrase(), accept_any=accept_any,
+                    downloads=args.downloads, **contract_peer_kwargs(args))
     if not args.bootstrap and not args.relay:
         raise LocalProtocolError("give --bootstrap HOST:PORT (or --relay URL)")
     _apply_ice(args)
@@ -173,6 +183,10 @@ async def cmd_listen(args: argparse.Namespace) -> int:
                 t.add_done_callback(tasks.discard)
 
         workers = [asyncio.ensure_future(report_calls()), asyncio.ensure_future(accept_all())]
+        if peer.backend == "contract":
+            from ._cli_chain import report_chain
+
+            workers.append(asyncio.ensure_future(report_chain(peer)))
         await stop.wait()
         for t in [*workers, *tasks]:
             t.cancel()
@@ -231,11 +245,30 @@ async def cmd_chat(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue[str | None] = asyncio.Queue()
 
-        def on_stdin() -> None:
-            line = sys.stdin.readline()
-            lines.put_nowait(line.rstrip("\n") if line else None)
+        def put(line: str | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(lines.put_nowait, line)
 
-        loop.add_reader(sys.stdin.fileno(), on_stdin)
+        def read_stdin() -> None:
+            # A thread on the raw fd: add_reader fails on a file or /dev/null as stdin,
+            # and sys.stdin's buffer would hide lines that arrived in one read.
+            pending = b""
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                *complete, pending = (pending + data).split(b"\n")
+                for raw in complete:
+                    put(raw.decode(errors="replace").rstrip("\r"))
+            if pending:
+                put(pending.decode(errors="replace"))
+            put(None)
+
+        fd = sys.stdin.fileno()
+        threading.Thread(target=read_stdin, name="hailing-chat-stdin", daemon=True).start()
 
         async def show() -> None:
             async for item in conn:
@@ -259,7 +292,6 @@ async def cmd_chat(args: argparse.Namespace) -> int:
                 except HailingError as exc:
                     print(f"(not sent: {exc})", file=sys.stderr)
         finally:
-            loop.remove_reader(sys.stdin.fileno())
             shower.cancel()
             await asyncio.gather(shower, return_exceptions=True)
             await conn.close()
@@ -290,6 +322,9 @@ def add_peer_commands(sub: Any, parser_class: type[argparse.ArgumentParser],
                        "also HAILING_ICE_HOSTS)")
         p.add_argument("--downloads", default=None, metavar="DIR",
                        help="where received files go (default DATA_DIR/downloads)")
+        from ._cli_chain import add_contract_options
+
+        add_contract_options(p)
 
     idp = sub.add_parser("id", help="create or show this node's identity")
     ids = idp.add_subparsers(dest="id_command", required=True, parser_class=parser_class, metavar="COMMAND")

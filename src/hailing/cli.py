@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
+from ._cli_chain import add_chain_commands
 from ._cli_peer import add_peer_commands
 from ._cli_wallet import add_wallet_commands
 from .dht import DhtConfig
@@ -416,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_peer_commands(sub, _Parser, _hostport)
     add_wallet_commands(sub, _Parser)
+    add_chain_commands(sub, _Parser, _hostport)
     return p
 
 
@@ -433,6 +435,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HailingError as exc:
         print(f"hailing: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (e.g. `hailing ... | head -1`): not an error worth a trace.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

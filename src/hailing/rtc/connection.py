@@ -10,6 +10,8 @@ Then, in text frames (JSON objects with a ``t`` field):
 
 - ``{"t": "msg", "id": n, "text": ...}`` answered by ``{"t": "ack", "id": n}``;
 - ``{"t": "bye"}`` hangs up; the peer answers ``bye`` (see :meth:`Connection.close`);
+- ``{"t": "sig", "blob": hex}`` carries a sealed signaling envelope (an offer, answer or
+  endpoint record for a further connection with the same peer) to :attr:`Connection.on_signal`;
 - ``{"t": "file", "id": n, "name": ..., "size": ..., "sha256": ...}``, then the file in
   binary frames of :data:`CHUNK` bytes, then ``{"t": "end", "id": n}``; the receiver
   streams it to disk, checks size and SHA-256, and answers
@@ -31,7 +33,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ HIGH_WATER = 256 * 1024
 ACK_TIMEOUT = 30.0
 MAX_TEXT = 64 * 1024
 MAX_FILE = 8 * 1024**3
+MAX_SIGNAL = 4096  # bytes of one signaling envelope carried over the channel
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]")
 
 
@@ -108,6 +111,8 @@ class Connection:
         self.downloads = downloads
         self.stats: Counter[str] = Counter()
         self.connect_ms: float | None = None
+        #: Called with (this connection, envelope bytes) for each ``sig`` frame received.
+        self.on_signal: Callable[[Connection, bytes], None] | None = None
         self._authenticated = asyncio.get_running_loop().create_future()
         self._events: asyncio.Queue[TextMessage | FileReceived | None] = asyncio.Queue()
         self._acks: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -146,7 +151,22 @@ class Connection:
         except TimeoutError:
             raise QueryTimeout("the peer did not prove its identity in time") from None
 
+    @property
+    def is_open(self) -> bool:
+        """Authenticated and not closed: usable to send."""
+        return (not self._closed and self.channel.readyState == "open"
+                and self._authenticated.done() and self._authenticated.exception() is None)
+
     # -- sending -----------------------------------------------------------------------
+
+    def send_signal(self, blob: bytes) -> None:
+        """Send a sealed signaling envelope to the peer over this channel (no ack: the
+        envelope's own answer is the acknowledgement)."""
+        if not isinstance(blob, bytes) or not 0 < len(blob) <= MAX_SIGNAL:
+            raise LocalProtocolError(f"a signaling envelope is 1 to {MAX_SIGNAL} bytes")
+        if not self.is_open:
+            raise HailingError("the connection is closed")
+        self._send_json({"t": "sig", "blob": blob.hex()})
 
     async def send_text(self, text: str) -> None:
         """Send a text message; returns once the peer acknowledged it."""
@@ -307,6 +327,9 @@ class Connection:
             return
         if not self._authenticated.done() or self._authenticated.exception() is not None:
             raise _Garbage("unauthenticated")
+        if t == "sig":
+            self._on_signal(msg.get("blob"))
+            return
         if t == "bye":
             self._bye.set()
             if not self._closed:
@@ -332,6 +355,18 @@ class Connection:
             self._end_file(fid)
         else:
             raise _Garbage("unknown_type")
+
+    def _on_signal(self, hexblob: object) -> None:
+        if not isinstance(hexblob, str) or not 0 < len(hexblob) <= 2 * MAX_SIGNAL:
+            raise _Garbage("signal")
+        try:
+            blob = bytes.fromhex(hexblob)
+        except ValueError:
+            raise _Garbage("signal") from None
+        if self.on_signal is None:
+            raise _Garbage("unexpected_signal")
+        self.stats["signals"] += 1
+        self.on_signal(self, blob)
 
     def _start_file(self, fid: int, msg: dict[str, Any]) -> None:
         name: object = msg.get("name")

@@ -39,12 +39,19 @@ from ..errors import HailingError, LocalProtocolError, QueryTimeout
 from ..identity import (
     ContactBook,
     Identity,
-    format_contact_id,
     load_or_create_identity,
     parse_contact_id,
 )
 from ..node import Addr, DhtNode
 from ..signaling import envelope
+from ..signaling.contract_rdv import ContractRendezvous
+from ..signaling.endpoint import (
+    KIND_ENDPOINT,
+    EndpointError,
+    EndpointRecord,
+    decode_record,
+    encode_record,
+)
 from ..signaling.envelope import (
     KIND_ANSWER,
     KIND_OFFER,
@@ -54,7 +61,8 @@ from ..signaling.envelope import (
 )
 from ..signaling.rendezvous import DhtRendezvous
 from ..signaling.sdp import SdpError, decode_sdp, encode_sdp, fingerprint_of
-from ..signaling.ws_relay import RelayClient
+from ..signaling.store import SignalStore
+from ..signaling.ws_rdv import WsRendezvous
 from .connection import Connection
 from .ice import rtc_configuration
 
@@ -62,6 +70,10 @@ from .ice import rtc_configuration
 REFRESH_INTERVAL = 60.0
 #: Digests of recently opened envelopes kept to recognise a second delivery of one.
 OPENED_MEMORY = 1024
+#: Lifetime of a sealed endpoint record (the longest an envelope can live, ~18 h).
+ENDPOINT_TTL = envelope.MAX_TTL
+BACKENDS = ("dht", "ws", "contract")
+Rendezvous = DhtRendezvous | WsRendezvous | ContractRendezvous
 
 
 @dataclass(frozen=True)
@@ -88,14 +100,24 @@ class Peer:
         downloads: str | os.PathLike[str] | None = None,
         backend: str = "dht",
         relay_url: str | None = None,
+        rpc_url: str | None = None,
+        contract_address: str | None = None,
+        gas_key: str | bytes | None = None,
+        contract_options: dict[str, Any] | None = None,
         clock: Any = time.time,
     ) -> None:
-        if backend not in ("dht", "ws"):
-            raise LocalProtocolError(f"unknown rendezvous backend {backend!r} (dht or ws)")
+        if backend not in BACKENDS:
+            raise LocalProtocolError(f"unknown rendezvous backend {backend!r} (dht, ws or contract)")
         if backend == "ws" and not relay_url:
             raise LocalProtocolError("the ws backend needs relay_url")
+        if backend == "contract" and not rpc_url:
+            raise LocalProtocolError("the contract backend needs rpc_url (a URL or 'embedded')")
         self.backend = backend
         self.relay_url = relay_url
+        self.rpc_url = rpc_url
+        self._contract_args: dict[str, Any] = {
+            "contract_address": contract_address, "gas_key": gas_key,
+            **(contract_options or {})}
         self.data_dir = Path(data_dir)
         self.bootstrap = list(bootstrap)
         self.bind = bind
@@ -106,13 +128,16 @@ class Peer:
         self.identity: Identity | None = None
         self.contacts: ContactBook | None = None
         self.node: DhtNode | None = None
-        self.rendezvous: DhtRendezvous | WsRendezvous | None = None
+        self.rendezvous: Rendezvous | None = None
+        self.store: SignalStore | None = None
+        self._origins: OrderedDict[bytes, Connection] = OrderedDict()  # blobs from channels
         self._blobs: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1024)
         self.replay = ReplayCache()
         self.stats: Counter[str] = Counter()
         self.calls: asyncio.Queue[CallEvent] = asyncio.Queue(maxsize=1000)
         self._incoming: asyncio.Queue[Connection] = asyncio.Queue()
         self._answers: dict[bytes, asyncio.Future[envelope.Opened]] = {}
+        self._answer_refs: dict[bytes, bytes] = {}
         self._opened: OrderedDict[bytes, None] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connections: set[Connection] = set()
@@ -127,8 +152,15 @@ class Peer:
     async def start(self) -> Peer:
         self.identity = load_or_create_identity(self.data_dir, self._passphrase)
         self.contacts = ContactBook(self.data_dir)
+        self.store = SignalStore(self.data_dir)
         try:
-            if self.backend == "ws":
+            if self.backend == "contract":
+                assert self.rpc_url is not None
+                self.rendezvous = await ContractRendezvous.open(
+                    self.data_dir, self.identity, self.store, rpc_url=self.rpc_url,
+                    clock=self._clock, **self._contract_args)
+                await self.rendezvous.start(self._blobs)
+            elif self.backend == "ws":
                 assert self.relay_url is not None
                 ws = WsRendezvous(self.relay_url, self.identity)
                 await ws.start(self._blobs)
@@ -166,6 +198,9 @@ class Peer:
         if self.contacts is not None:
             self.contacts.close()
             self.contacts = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     async def __aenter__(self) -> Peer:
         return await self.start()
@@ -175,9 +210,12 @@ class Peer:
 
     # -- calling -------------------------------------------------------------------------
 
-    async def connect(self, contact: str | bytes, timeout: float = 30.0) -> Connection:
+    async def connect(self, contact: str | bytes, timeout: float = 30.0, *,
+                      via: Connection | None = None) -> Connection:
         """Open an authenticated data channel to ``contact`` (contact id or public key).
 
+        With ``via`` (an open connection to the same contact) the offer and the answer
+        travel over that data channel: no DHT, no chain, no relay.
         Raises :class:`QueryTimeout` with one clear line when nobody answered: the callee
         is offline, refused, or blocked us (on purpose, these look the same)."""
 
@@ -185,17 +223,20 @@ class Peer:
         ident = self._identity()
         if peer == ident.public_key:
             raise LocalProtocolError("cannot call yourself")
+        if via is not None and (via.peer != peer or not via.is_open):
+            raise LocalProtocolError("via must be an open connection to the same contact")
         # An answer does not name the offer it answers: one call per peer at a time.
         lock = self._calling.setdefault(peer, asyncio.Lock())
         async with lock:
-            return await self._connect(peer, ident, timeout)
+            return await self._connect(peer, ident, timeout, via)
 
-    async def _connect(self, peer: bytes, ident: Identity, timeout: float) -> Connection:
+    async def _connect(self, peer: bytes, ident: Identity, timeout: float,
+                       via: Connection | None) -> Connection:
         from aiortc import RTCPeerConnection
 
-        rdv = self._rendezvous()
         t0 = time.perf_counter()
-        await rdv.expect_from(peer)
+        if via is None:
+            await self._rendezvous().expect_from(peer)
         pc = RTCPeerConnection(configuration=rtc_configuration())
         try:
             channel = pc.createDataChannel("hailing")
@@ -208,8 +249,14 @@ class Peer:
                                  ttl=timeout + 30)
             fut: asyncio.Future[envelope.Opened] = asyncio.get_running_loop().create_future()
             self._answers[peer] = fut
+            # The answer names this offer (the first bytes of its ephemeral key), so an
+            # answer to an earlier call is never taken for this one.
+            self._answer_refs[peer] = _offer_ref(blob)
             try:
-                await rdv.send(peer, blob, public=True)
+                if via is not None:
+                    via.send_signal(blob)
+                else:
+                    await self._rendezvous().send(peer, blob, public=True, kind="offer")
                 answer = await asyncio.wait_for(fut, timeout)
             except TimeoutError:
                 raise QueryTimeout(
@@ -217,8 +264,10 @@ class Peer:
                 ) from None
             finally:
                 self._answers.pop(peer, None)
-            remote_fp = fingerprint_of(answer.body)
-            await pc.setRemoteDescription(decode_sdp(answer.body))
+                self._answer_refs.pop(peer, None)
+            sdp = answer.body[ANSWER_REF:]
+            remote_fp = fingerprint_of(sdp)
+            await pc.setRemoteDescription(decode_sdp(sdp))
             conn = Connection(pc, channel, ident, peer, initiator=True, local_fp=local_fp,
                               remote_fp=remote_fp, downloads=self.downloads)
             await conn.authenticate()
@@ -252,6 +301,7 @@ class Peer:
         while True:
             blob = await self._blobs.get()
             digest = hashlib.sha256(blob).digest()
+            origin = self._origins.pop(digest, None)
             try:
                 opened = envelope.open_envelope(self._identity(), blob, now=self._clock(),
                                                 replay=self.replay)
@@ -266,9 +316,16 @@ class Peer:
             self._opened[digest] = None
             if len(self._opened) > OPENED_MEMORY:
                 self._opened.popitem(last=False)
-            if opened.kind == KIND_ANSWER:
+            if origin is not None and origin.peer != opened.sender:
+                self.stats["misrouted_signals"] += 1  # someone else's envelope on a channel
+                continue
+            if opened.kind == KIND_ENDPOINT:
+                self._endpoint_received(opened, "channel" if origin else self.backend)
+            elif opened.kind == KIND_ANSWER:
                 fut = self._answers.get(opened.sender)
-                if fut is not None and not fut.done() and _bound(opened):
+                ref = self._answer_refs.get(opened.sender)
+                if (fut is not None and not fut.done() and opened.body[:ANSWER_REF] == ref
+                        and _bound(opened, ANSWER_REF)):
                     fut.set_result(opened)
                 else:
                     self.stats["unexpected_answers"] += 1
@@ -279,7 +336,7 @@ class Peer:
                 verdict = self._admit(opened.sender)
                 self._emit(CallEvent(opened.sender, verdict == "accepted", verdict))
                 if verdict == "accepted":
-                    self._spawn(self._answer(opened))
+                    self._spawn(self._answer(opened, origin))
                 else:
                     self.stats["refused_" + verdict] += 1
             else:
@@ -300,7 +357,7 @@ class Peer:
             return "accepted"
         return "unknown caller"
 
-    async def _answer(self, offer: envelope.Opened) -> None:
+    async def _answer(self, offer: envelope.Opened, via: Connection | None = None) -> None:
         from aiortc import RTCPeerConnection
 
         if not _bound(offer):
@@ -316,8 +373,12 @@ class Peer:
             await pc.setLocalDescription(await pc.createAnswer())
             compact = encode_sdp(pc.localDescription)
             local_fp = fingerprint_of(compact)
-            blob = envelope.seal(ident, offer.sender, KIND_ANSWER, compact, now=self._clock())
-            await self._rendezvous().send(offer.sender, blob)
+            blob = envelope.seal(ident, offer.sender, KIND_ANSWER, offer.nonce[:ANSWER_REF] + compact,
+                                 now=self._clock())
+            if via is not None:
+                via.send_signal(blob)
+            else:
+                await self._rendezvous().send(offer.sender, blob, kind="answer")
             channel = await asyncio.wait_for(channels.get(), 30)
             conn = Connection(pc, channel, ident, offer.sender, initiator=False,
                               local_fp=local_fp, remote_fp=remote_fp, downloads=self.downloads)
@@ -329,6 +390,37 @@ class Peer:
             return
         self._track(conn)
         self._incoming.put_nowait(conn)
+
+    # -- connection info (SIP, VPN) ------------------------------------------------------
+
+    async def publish_endpoint(self, contact: str | bytes, record: EndpointRecord, *,
+                               via: Connection | None = None) -> int:
+        """Send a sealed endpoint record to ``contact`` through the rendezvous backend (or
+        over ``via``, an open connection to it)."""
+        peer = parse_contact_id(contact) if isinstance(contact, str) else contact
+        blob = envelope.seal(self._identity(), peer, KIND_ENDPOINT, encode_record(record),
+                             now=self._clock(), ttl=ENDPOINT_TTL)
+        if via is not None:
+            via.send_signal(blob)
+            return 1
+        return await self._rendezvous().send(peer, blob, kind="endpoint")
+
+    def _endpoint_received(self, opened: envelope.Opened, via: str) -> None:
+        if self._contacts().state(opened.sender) != "allowed":
+            self.stats["refused_endpoints"] += 1  # only contacts' records are kept
+            return
+        try:
+            rec = decode_record(opened.body)
+        except EndpointError:
+            self.stats["bad_endpoints"] += 1
+            return
+        if self._store().put_endpoint(opened.sender, rec.kind, rec.endpoint, rec.extra,
+                                      opened.timestamp, via):
+            self.stats["endpoints"] += 1
+
+    def set_rotation(self, contact: str | bytes, prefix: str, user_id: str) -> None:
+        """Record ``contact``'s rotation secret (what the contract backend addresses by)."""
+        self._store().set_rotation(contact, prefix, user_id)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -363,7 +455,23 @@ class Peer:
 
     def _track(self, conn: Connection) -> None:
         self._connections.add(conn)
+        conn.on_signal = self._channel_blob
         conn.channel.on("close", lambda: self._connections.discard(conn))
+
+    def _channel_blob(self, conn: Connection, blob: bytes) -> None:
+        """A signaling envelope that arrived over an open data channel."""
+        if self._blobs.full():
+            self.stats["dropped_blobs"] += 1
+            return
+        self._origins[hashlib.sha256(blob).digest()] = conn
+        while len(self._origins) > OPENED_MEMORY:
+            self._origins.popitem(last=False)
+        self._blobs.put_nowait(blob)
+
+    def _store(self) -> SignalStore:
+        if self.store is None:
+            raise LocalProtocolError("the peer is not started")
+        return self.store
 
     def _identity(self) -> Identity:
         if self.identity is None:
@@ -380,55 +488,27 @@ class Peer:
             raise LocalProtocolError("the peer is not started")
         return self.node
 
-    def _rendezvous(self) -> DhtRendezvous | WsRendezvous:
+    def _rendezvous(self) -> Rendezvous:
         if self.rendezvous is None:
             raise LocalProtocolError("the peer is not started")
         return self.rendezvous
 
 
-class WsRendezvous:
-    """The centralized baseline: offers and answers through a WebSocket relay
-    (:mod:`hailing.signaling.ws_relay`), addressed by contact id. The payloads are the
-    same sealed envelopes, but the relay sees who talks to whom, and whether a callee is
-    online: the privacy the DHT path gives is exactly what this one lacks."""
-
-    def __init__(self, url: str, identity: Identity) -> None:
-        self.client = RelayClient(url, identity.contact_id)
-        self._pump: asyncio.Task[None] | None = None
-
-    async def start(self, sink: asyncio.Queue[bytes]) -> None:
-        await self.client.connect()
-
-        async def pump() -> None:
-            async for _sender, payload in self.client:
-                if not sink.full():
-                    sink.put_nowait(payload)
-
-        self._pump = asyncio.ensure_future(pump())
-
-    async def expect_from(self, peer_pub: bytes) -> None:
-        return None
-
-    async def refresh(self) -> int:
-        return 0
-
-    async def send(self, peer_pub: bytes, blob: bytes, *, public: bool = False) -> int:
-        await self.client.send(format_contact_id(peer_pub), blob)
-        return 1
-
-    async def aclose(self) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(BaseException):
-                await self._pump
-        await self.client.close()
+#: An answer's body starts with this many bytes of the offer's ephemeral key.
+ANSWER_REF = 8
 
 
-def _bound(opened: envelope.Opened) -> bool:
-    """The body is a compact SDP with a DTLS fingerprint (bound to the sender by the
-    envelope), and a fingerprint in the envelope header, if any, is the same one."""
+def _offer_ref(sealed_offer: bytes) -> bytes:
+    """The reference an answer carries: the offer envelope's ephemeral key (its nonce,
+    right after the version byte), first ANSWER_REF bytes."""
+    return sealed_offer[1 : 1 + ANSWER_REF]
+
+
+def _bound(opened: envelope.Opened, skip: int = 0) -> bool:
+    """The body (after ``skip`` bytes) is a compact SDP with a DTLS fingerprint (bound to
+    the sender by the envelope); a fingerprint in the envelope header, if any, matches."""
     try:
-        fp = fingerprint_of(opened.body)
+        fp = fingerprint_of(opened.body[skip:])
     except (SdpError, LocalProtocolError):
         return False
     return opened.fingerprint is None or opened.fingerprint == fp

@@ -167,9 +167,11 @@ class DhtRendezvous:
                 new.append(key)
         await asyncio.gather(*(self.node.listen(k) for k in new))
 
-    async def send(self, peer_pub: bytes, blob: bytes, *, public: bool = False) -> int:
+    async def send(self, peer_pub: bytes, blob: bytes, *, public: bool = False,
+                   kind: str = "offer") -> int:
         """Post ``blob`` to ``peer_pub``'s inbox for us (and its public inbox too when
-        ``public``). Returns how many storing nodes took it."""
+        ``public``). Returns how many storing nodes took it. ``kind`` (offer, answer,
+        endpoint) does not matter here: the envelope carries it."""
         d = day_of(self._clock())
         posts = [self.node.post(pair_key(self.secret(peer_pub), peer_pub, d), blob)]
         if public:
