@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
+from ._sqlite import SqliteFile
 from .errors import StorageError
 
 SCHEMA_VERSION = 1
@@ -25,7 +26,7 @@ CREATE TABLE IF NOT EXISTS routing (
 """
 
 
-class NodeState:
+class NodeState(SqliteFile):
     """The SQLite store of one node. Use as a context manager or call :meth:`close`."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
@@ -34,27 +35,14 @@ class NodeState:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StorageError(f"cannot create data directory {self.dir}: {exc.strerror}") from None
-        self.path = self.dir / DB_NAME
-        try:
-            self._db = sqlite3.connect(self.path)
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-                self._db.commit()
-            elif row[0] != SCHEMA_VERSION:
-                raise StorageError(f"{self.path}: unsupported schema version {row[0]!r}")
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{self.path} is not a usable hailing database: {exc}") from None
+        super().__init__(self.dir / DB_NAME, _SCHEMA)
 
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> NodeState:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _check(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif row[0] != SCHEMA_VERSION:
+            raise StorageError(f"{self.path}: unsupported schema version {row[0]!r}")
 
     def node_id(self) -> bytes | None:
         row = self._db.execute("SELECT value FROM meta WHERE key='node_id'").fetchone()

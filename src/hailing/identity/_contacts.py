@@ -14,11 +14,11 @@ and :meth:`~ContactBook.accept_any`.
 from __future__ import annotations
 
 import os
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .._sqlite import SqliteFile
 from ..errors import LocalProtocolError, StorageError
 from ._keys import PUBLIC_KEY_SIZE, format_contact_id, parse_contact_id
 
@@ -94,7 +94,7 @@ def check_name(name: str) -> str:
     return name
 
 
-class ContactBook:
+class ContactBook(SqliteFile):
     """The contact book of one data directory. A context manager, or call :meth:`close`."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
@@ -103,49 +103,14 @@ class ContactBook:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StorageError(f"cannot create data directory {self.dir}: {exc.strerror}") from None
-        self.path = self.dir / DB_NAME
-        try:
-            self._db = sqlite3.connect(self.path, timeout=10.0)
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open {self.path}: {exc}") from None
-        try:
-            with self._db:
-                self._db.executescript(_SCHEMA)
-                row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-                if row is None:
-                    self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-                elif row[0] != SCHEMA_VERSION:
-                    raise StorageError(f"{self.path}: unsupported schema version {row[0]!r}")
-        except sqlite3.Error as exc:
-            self._db.close()
-            raise StorageError(f"{self.path} is not a usable hailing database: {exc}") from None
-        except StorageError:
-            self._db.close()
-            raise
+        super().__init__(self.dir / DB_NAME, _SCHEMA)
 
-    # -- plumbing ----------------------------------------------------------------------
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> ContactBook:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        try:
-            return self._db.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise StorageError(f"{self.path} is unreadable: {exc}") from None
-
-    def _write(self, sql: str, args: tuple[object, ...] = ()) -> int:
-        try:
-            with self._db:
-                return self._db.execute(sql, args).rowcount
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot write {self.path}: {exc}") from None
+    def _check(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif row[0] != SCHEMA_VERSION:
+            raise StorageError(f"{self.path}: unsupported schema version {row[0]!r}")
 
     def _contact(self, row: tuple[object, ...]) -> Contact:
         pubkey, name, state = row

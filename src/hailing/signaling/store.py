@@ -26,13 +26,12 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
+from .._sqlite import SqliteFile
 from ..chain.wallet import RotationSecret, check_prefix, check_user_id
 from ..errors import LocalProtocolError, StorageError
 from ..identity import ContactBook, format_contact_id, parse_contact_id
@@ -99,7 +98,7 @@ class StoredEndpoint:
         return format_contact_id(self.pubkey)
 
 
-class SignalStore:
+class SignalStore(SqliteFile):
     """The signaling tables of one data directory. A context manager, or call :meth:`close`.
 
     Not thread-safe (SQLite connection of the creating thread): use it from the event loop.
@@ -108,39 +107,7 @@ class SignalStore:
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         # The contact book creates the directory and file and checks its schema.
         ContactBook(data_dir).close()
-        self.path = Path(data_dir) / DB_NAME
-        try:
-            self._db = sqlite3.connect(self.path, timeout=10.0)
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open {self.path}: {exc}") from None
-        try:
-            with self._db:
-                self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            self._db.close()
-            raise StorageError(f"{self.path} is not a usable hailing database: {exc}") from None
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> SignalStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return self._db.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise StorageError(f"{self.path} is unreadable: {exc}") from None
-
-    def _write(self, sql: str, args: tuple[object, ...] = ()) -> int:
-        try:
-            with self._db:
-                return self._db.execute(sql, args).rowcount
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot write {self.path}: {exc}") from None
+        super().__init__(Path(data_dir) / DB_NAME, _SCHEMA)
 
     # -- contacts' rotation secrets ----------------------------------------------------
 

@@ -1,0 +1,59 @@
+"""The one way hailing opens its SQLite files: every failure is a one-line StorageError
+naming the file, and nothing is ever deleted."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from .errors import StorageError
+
+
+class SqliteFile:
+    """An open SQLite file with ``schema`` applied; a context manager."""
+
+    def __init__(self, path: Path, schema: str) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, timeout=10.0)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open {path}: {exc}") from None
+        try:
+            with self._db:
+                self._db.executescript(schema)
+                self._check()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StorageError(f"{path} is not a usable hailing database: {exc}") from None
+        except StorageError:
+            self._db.close()
+            raise
+
+    def _check(self) -> None:
+        """Called inside the opening transaction (e.g. to check a schema version)."""
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path} is unreadable: {exc}") from None
+
+    def _write(self, sql: str, args: tuple[object, ...] = ()) -> int:
+        try:
+            with self._db:
+                return self._db.execute(sql, args).rowcount
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot write {self.path}: {exc}") from None
