@@ -77,7 +77,12 @@ async def run_block_time(binary: str, block_time: int, calls: int, poll: float,
                 t = time.perf_counter()
                 conn = await alice.connect(bob.contact_id, timeout=4 * block_time + 30)
                 ms = (time.perf_counter() - t) * 1000
-                inc = await bob.accept(10)
+                try:
+                    inc = await bob.accept(10)
+                except TimeoutError:
+                    print(f"callee side missing: bob {dict(bob.stats)} replay {dict(bob.replay.stats)}",
+                          file=sys.stderr, flush=True)
+                    raise
                 offer, answer = rdv(alice).sent[-1], rdv(bob).sent[-1]
                 samples.append({"ms": round(ms, 1), "offer_block": offer.block,
                                 "answer_block": answer.block,
