@@ -491,3 +491,19 @@ async def test_restart_keeps_identity_and_contacts(net: Net) -> None:
     await conn.send_text("welcome back")
     assert await inc.recv() == TextMessage("welcome back")
 
+
+
+async def test_a_restarted_callee_does_not_answer_an_offer_twice(net: Net) -> None:
+    # The storing nodes still hold the offer after a restart and hand it over again on
+    # listen; the in-memory replay cache is gone, the record on disk is not.
+    alice = await net.peer("alice")
+    bob = await net.peer("bob")
+    await allow(bob, alice)
+    conn, _inc = await call(alice, bob)
+    await conn.close()
+    assert [e.accepted for e in drain_calls(bob)] == [True]
+    await bob.stop()
+    again = await net.peer("bob")
+    await eventually(lambda: again.stats["already_handled"] >= 1, "the stored offer again")
+    assert drain_calls(again) == []
+    assert again.stats["failed_answers"] == 0 and again._incoming.empty()

@@ -319,6 +319,9 @@ class Peer:
             if origin is not None and origin.peer != opened.sender:
                 self.stats["misrouted_signals"] += 1  # someone else's envelope on a channel
                 continue
+            if not self._store().first_handling(opened.nonce, opened.expires, self._clock()):
+                self.stats["already_handled"] += 1  # handled before a restart: never twice
+                continue
             if opened.kind == KIND_ENDPOINT:
                 self._endpoint_received(opened, "channel" if origin else self.backend)
             elif opened.kind == KIND_ANSWER:

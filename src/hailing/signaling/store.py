@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS address_cache (
     day TEXT NOT NULL,
     address TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS handled_envelopes (
+    nonce BLOB PRIMARY KEY,
+    expires REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS endpoint_records (
     pubkey BLOB NOT NULL CHECK (length(pubkey) = 32),
     kind TEXT NOT NULL,
@@ -172,6 +176,17 @@ class SignalStore(SqliteFile):
         if isinstance(next_block, bool) or not isinstance(next_block, int) or next_block < 0:
             raise LocalProtocolError("a block number is a non-negative integer")
         self._write("INSERT OR REPLACE INTO chain_cursor VALUES (?, ?)", (scope, next_block))
+
+    # -- envelopes already handled -------------------------------------------------------
+
+    def first_handling(self, nonce: bytes, expires: float, now: float) -> bool:
+        """Record that the envelope with this nonce is being handled; False if it already
+        was, in this run or an earlier one (the in-memory replay cache forgets on a
+        restart, and inboxes and chains hand the same envelope to a restarted node)."""
+        self._write("DELETE FROM handled_envelopes WHERE expires < ?", (now,))
+        return self._write(
+            "INSERT OR IGNORE INTO handled_envelopes VALUES (?, ?)", (bytes(nonce), float(expires))
+        ) == 1
 
     # -- endpoint records ------------------------------------------------------------------
 
