@@ -3,6 +3,7 @@ naming the file, and nothing is ever deleted."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from types import TracebackType
@@ -11,11 +12,26 @@ from typing import Any, Self
 from .errors import StorageError
 
 
-class SqliteFile:
-    """An open SQLite file with ``schema`` applied; a context manager."""
+def data_dir(path: str | os.PathLike[str]) -> Path:
+    """The data directory ``path``, created (mode 0700) if missing."""
+    d = Path(path)
+    try:
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise StorageError(f"cannot create data directory {d}: {exc.strerror}") from None
+    return d
 
-    def __init__(self, path: Path, schema: str) -> None:
+
+class SqliteFile:
+    """An open SQLite file with ``schema`` applied; a context manager.
+
+    With ``version``, the schema must have a ``meta(key, value)`` table: the version is
+    written there on creation and checked on every later opening.
+    """
+
+    def __init__(self, path: Path, schema: str, version: int | None = None) -> None:
         self.path = path
+        self._version = version
         try:
             self._db = sqlite3.connect(path, timeout=10.0)
         except sqlite3.Error as exc:
@@ -32,7 +48,13 @@ class SqliteFile:
             raise
 
     def _check(self) -> None:
-        """Called inside the opening transaction (e.g. to check a schema version)."""
+        if self._version is None:
+            return
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (self._version,))
+        elif row[0] != self._version:
+            raise StorageError(f"{self.path}: unsupported schema version {row[0]!r}")
 
     def close(self) -> None:
         self._db.close()

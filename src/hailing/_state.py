@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable
-from pathlib import Path
 
 from ._sqlite import SqliteFile
+from ._sqlite import data_dir as _data_dir
 from .errors import StorageError
 
 SCHEMA_VERSION = 1
@@ -30,19 +30,8 @@ class NodeState(SqliteFile):
     """The SQLite store of one node. Use as a context manager or call :meth:`close`."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
-        self.dir = Path(data_dir)
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise StorageError(f"cannot create data directory {self.dir}: {exc.strerror}") from None
-        super().__init__(self.dir / DB_NAME, _SCHEMA)
-
-    def _check(self) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        elif row[0] != SCHEMA_VERSION:
-            raise StorageError(f"{self.path}: unsupported schema version {row[0]!r}")
+        self.dir = _data_dir(data_dir)
+        super().__init__(self.dir / DB_NAME, _SCHEMA, SCHEMA_VERSION)
 
     def node_id(self) -> bytes | None:
         row = self._db.execute("SELECT value FROM meta WHERE key='node_id'").fetchone()
