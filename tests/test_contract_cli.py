@@ -148,8 +148,11 @@ def test_call_and_endpoints_through_the_contract(chain: Chain, tmp_path: Path) -
                 "--contract", address, "--gas-key", chain.keys[1], "--poll", "0.2") as listener:
         listener.wait_for(r"listening as " + bob)
         # alice's RPC URL and contract come from her chain.json
-        sent = json.loads(ok("send", bob, "hello bob", "--data-dir", a, "--via", "contract",
-                             "--gas-key", chain.keys[0], "--poll", "0.2", "--timeout", "40")[-1])
+        done = run("send", bob, "hello bob", "--data-dir", a, "--via", "contract",
+                   "--gas-key", chain.keys[0], "--poll", "0.2", "--timeout", "40")
+        # on a failure, the callee's side of the story is in the message too
+        assert done.returncode == 0, (done.stderr, listener.lines, listener.errors)
+        sent = json.loads(done.stdout.splitlines()[-1])
         assert sent["delivered"] is True
         listener.wait_for(r'"event": "message".*"text": "hello bob"')
         published = json.loads(ok(

@@ -145,6 +145,35 @@ async def test_connect_text_and_file(net: Net, tmp_path: Path) -> None:
     assert alice.stats["bad_envelopes"] == bob.stats["bad_envelopes"] == 0
 
 
+async def test_a_callee_whose_answer_send_returns_late_still_hears_the_callers_hello(
+        net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: on a chain the callee's ``send`` of the answer returns once the
+    transaction is mined, by which time the caller may have connected and sent its hello.
+    The callee's channel must have its message handler from the moment it exists, or the
+    hello is lost and the call fails after the proof timeout."""
+    alice = await net.peer("alice")
+    bob = await net.peer("bob")
+    await allow(bob, alice)
+    rdv = bob._rendezvous()
+    original = rdv.send
+    late = asyncio.Event()
+
+    async def slow_send(peer: bytes, blob: bytes, **kw: Any) -> int:
+        n = await original(peer, blob, **kw)
+        if kw.get("kind") == "answer":
+            await asyncio.sleep(1.5)  # "waiting for the receipt"
+            late.set()
+        return n
+
+    monkeypatch.setattr(rdv, "send", slow_send)
+    conn = await alice.connect(bob.contact_id, timeout=10)
+    assert late.is_set()
+    inc = await bob.accept(10)
+    await conn.send_text("made it")
+    assert await inc.recv() == TextMessage("made it")
+    assert bob.stats["failed_answers"] == 0
+
+
 # -- admission ---------------------------------------------------------------------------
 
 

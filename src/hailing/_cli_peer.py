@@ -162,6 +162,10 @@ async def cmd_listen(args: argparse.Namespace) -> int:
         async def report_calls() -> None:
             while True:
                 ev = await peer.calls.get()
+                if ev.failed:
+                    _out({"event": "failed", "from": format_contact_id(ev.peer),
+                          "reason": ev.reason})
+                    continue
                 _out({"event": "call", "from": format_contact_id(ev.peer),
                       "accepted": ev.accepted, "reason": ev.reason})
 
@@ -363,7 +367,8 @@ def add_peer_commands(sub: Any, parser_class: type[argparse.ArgumentParser],
     p = sub.add_parser("listen", help="wait for calls; one JSON line per event",
                        description="Listen for calls. First line: 'listening as <contact id>'; "
                        "then one JSON object per line per event (call, connected, message, "
-                       "file, closed). Ctrl-C stops.")
+                       "file, closed; failed when an accepted call did not connect; chain "
+                       "with --via contract). Ctrl-C stops.")
     network(p)
     p.add_argument("--accept-any", action="store_true",
                    help="accept calls from anyone not blocked (not only contacts)")

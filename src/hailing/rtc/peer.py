@@ -70,6 +70,8 @@ from .ice import rtc_configuration
 REFRESH_INTERVAL = 60.0
 #: Digests of recently opened envelopes kept to recognise a second delivery of one.
 OPENED_MEMORY = 1024
+#: How long an answering callee waits for the caller's data channel once the answer left.
+CHANNEL_TIMEOUT = 30.0
 #: Lifetime of a sealed endpoint record (the longest an envelope can live, ~18 h).
 ENDPOINT_TTL = envelope.MAX_TTL
 BACKENDS = ("dht", "ws", "contract")
@@ -78,12 +80,14 @@ Rendezvous = DhtRendezvous | WsRendezvous | ContractRendezvous
 
 @dataclass(frozen=True)
 class CallEvent:
-    """An offer arrived: accepted or refused (and why). For logs and UIs."""
+    """An offer arrived: accepted or refused (and why); or an accepted call whose
+    connection then failed (``failed``, with the reason). For logs and UIs."""
 
     peer: bytes
     accepted: bool
     reason: str
     at: float = field(default_factory=time.time)
+    failed: bool = False
 
 
 class Peer:
@@ -368,27 +372,39 @@ class Peer:
             return
         ident = self._identity()
         pc = RTCPeerConnection(configuration=rtc_configuration())
-        channels: asyncio.Queue[Any] = asyncio.Queue()
-        pc.on("datachannel", channels.put_nowait)
+        opened: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
         try:
             remote_fp = fingerprint_of(offer.body)
             await pc.setRemoteDescription(decode_sdp(offer.body))
             await pc.setLocalDescription(await pc.createAnswer())
             compact = encode_sdp(pc.localDescription)
             local_fp = fingerprint_of(compact)
+
+            def on_channel(channel: Any) -> None:
+                # The Connection (and its message handler) must exist before this callback
+                # returns: the caller's hello may be in the very next SCTP chunk, and a
+                # message emitted with no listener is gone. Only the first channel counts.
+                if opened.done():
+                    self.stats["extra_channels"] += 1
+                    return
+                opened.set_result(Connection(
+                    pc, channel, ident, offer.sender, initiator=False, local_fp=local_fp,
+                    remote_fp=remote_fp, downloads=self.downloads))
+
+            pc.on("datachannel", on_channel)
             blob = envelope.seal(ident, offer.sender, KIND_ANSWER, offer.nonce[:ANSWER_REF] + compact,
                                  now=self._clock())
             if via is not None:
                 via.send_signal(blob)
             else:
                 await self._rendezvous().send(offer.sender, blob, kind="answer")
-            channel = await asyncio.wait_for(channels.get(), 30)
-            conn = Connection(pc, channel, ident, offer.sender, initiator=False,
-                              local_fp=local_fp, remote_fp=remote_fp, downloads=self.downloads)
+            conn = await asyncio.wait_for(asyncio.shield(opened), CHANNEL_TIMEOUT)
             await conn.authenticate()
-        except (HailingError, SdpError, TimeoutError, ValueError) as exc:
+        except (HailingError, SdpError, TimeoutError, ValueError, ConnectionError) as exc:
             self.stats["failed_answers"] += 1
             self.stats["failed_answers_" + type(exc).__name__] += 1
+            self._emit(CallEvent(offer.sender, True, _why(exc, "the caller's channel did not open"),
+                                 failed=True))
             await pc.close()
             return
         self._track(conn)
@@ -499,6 +515,12 @@ class Peer:
 
 #: An answer's body starts with this many bytes of the offer's ephemeral key.
 ANSWER_REF = 8
+
+
+def _why(exc: BaseException, timeout_text: str) -> str:
+    if isinstance(exc, TimeoutError):
+        return timeout_text
+    return str(exc) or type(exc).__name__
 
 
 def _offer_ref(sealed_offer: bytes) -> bytes:
