@@ -415,6 +415,62 @@ def test_a_malformed_receipt_is_a_bad_answer(embedded: Chain, monkeypatch) -> No
         SignalingContract.deploy(embedded.web3, embedded.accounts[1])
 
 
+# -- one gas wallet, several senders ----------------------------------------------------
+
+_SENDER = """
+import sys
+from eth_account import Account
+from hailing.chain import SignalingContract, http_web3
+url, address, key, to, n = sys.argv[1:6]
+contract = SignalingContract(http_web3(url), address)
+for i in range(int(n)):
+    contract.offer(to, b"p%d" % i, Account.from_key(key))
+"""
+
+
+def test_processes_sharing_a_gas_wallet_never_collide_on_a_nonce(anvil_node: Anvil) -> None:
+    """Three processes pay with the same key at the same time (a listener and two sends):
+    the nonce lock makes every transaction get its own nonce, none replaces another."""
+    import subprocess
+    import sys
+
+    web3 = anvil_node.web3()
+    payer = anvil_node.funded_account()
+    address = SignalingContract.deploy(web3, payer)
+    to = fresh_address()
+    procs = [subprocess.Popen([sys.executable, "-c", _SENDER, anvil_node.url, address,
+                               bytes(payer.key).hex(), to, "3"],
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    events = SignalingContract(web3, address).events_since(0, [to])
+    assert len(events) == 9
+    nonces = [web3.eth.get_transaction(e.tx_hash)["nonce"] for e in events]
+    assert len(set(nonces)) == 9
+
+
+def test_a_stale_nonce_is_read_again_not_reused(anvil_node: Anvil, monkeypatch) -> None:
+    """The endpoint refuses a nonce already taken (another machine with the same key):
+    the client reads the nonce again and re-signs instead of failing or replacing."""
+    web3 = anvil_node.web3()
+    payer = anvil_node.funded_account()
+    address = SignalingContract.deploy(web3, payer)
+    contract = SignalingContract(web3, address)
+    to = fresh_address()
+    contract.offer(to, b"first", payer)
+    real = web3.eth.get_transaction_count
+    stale = [int(real(payer.address, "pending")) - 1]  # the nonce "first" already used
+
+    def count(addr: str, block: str = "latest") -> int:
+        return stale.pop() if stale else int(real(addr, block))
+
+    monkeypatch.setattr(web3.eth, "get_transaction_count", count)
+    contract.offer(to, b"second", payer)
+    assert not stale  # the stale read did happen
+    assert [e.payload for e in contract.events_since(0, [to])] == [b"first", b"second"]
+
+
 # -- the embedded chain and the benchmark ----------------------------------------------
 
 

@@ -17,12 +17,23 @@ itself raises a :class:`ChainError`: :class:`ChainUnavailable` when it cannot be
 :class:`BadRpcAnswer` when it answers garbage, :class:`TransactionFailed` when a
 transaction reverts or gets no receipt. Their messages are one line.
 
+Nonces: one gas wallet may pay for several processes on a machine (a listener and a
+``send``, say). Reading the pending nonce and handing the signed transaction over happen
+under an exclusive lock file named after the address (in the temporary directory), so two
+processes never take the same nonce; a nonce the endpoint still refuses (another machine
+with the same key) is read again and the transaction re-signed, a few times. A nonce is
+never knowingly reused: that could replace another sender's pending transaction.
+
 All calls block; from asyncio use ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import tempfile
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -270,7 +281,6 @@ def _transact(web3: Web3, account: LocalAccount, to: str | None, data: bytes,
             "data": data,
             "value": 0,
             "chainId": int(eth.chain_id),
-            "nonce": int(eth.get_transaction_count(account.address, "pending")),
         }
         if to is not None:
             tx["to"] = to
@@ -291,8 +301,7 @@ def _transact(web3: Web3, account: LocalAccount, to: str | None, data: bytes,
                 f"the transaction would {'revert' if reverts else 'fail'}: {_one_line(exc)}"
             ) from None
         tx["gas"] = gas + gas // 10
-        signed = account.sign_transaction(tx)
-        tx_hash = bytes(eth.send_raw_transaction(signed.raw_transaction))
+        tx_hash = _send_with_fresh_nonce(web3, account, tx)
         try:
             receipt = eth.wait_for_transaction_receipt(HexBytes(tx_hash), timeout=timeout,
                                                        poll_latency=0.05)
@@ -309,6 +318,45 @@ def _transact(web3: Web3, account: LocalAccount, to: str | None, data: bytes,
     if status != 1:
         raise TransactionFailed(f"transaction 0x{tx_hash.hex()} reverted")
     return Sent(tx_hash, gas_used, block), receipt
+
+
+#: How many times a transaction is re-signed with a fresh nonce when the endpoint refuses it.
+NONCE_ATTEMPTS = 4
+_NONCE_CONFLICT = re.compile(r"nonce too low|already known|underpriced|nonce.*(used|low)", re.I)
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+@contextmanager
+def nonce_lock(address: str) -> Iterator[None]:
+    """Hold the nonce of ``address`` exclusively: against other threads of this process
+    and, through a lock file, against other processes of this machine."""
+    with _thread_locks_guard:
+        lock = _thread_locks.setdefault(address, threading.Lock())
+    path = os.path.join(tempfile.gettempdir(), f"hailing-nonce-{address.lower()}.lock")
+    with lock:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+
+def _send_with_fresh_nonce(web3: Web3, account: LocalAccount, tx: dict[str, Any]) -> bytes:
+    """Read the pending nonce, sign and hand over ``tx``, under :func:`nonce_lock`;
+    re-read and re-sign when the endpoint says the nonce is taken."""
+    eth = web3.eth
+    for attempt in range(NONCE_ATTEMPTS):
+        with nonce_lock(account.address):
+            tx["nonce"] = int(eth.get_transaction_count(account.address, "pending"))
+            signed = account.sign_transaction(tx)
+            try:
+                return bytes(eth.send_raw_transaction(signed.raw_transaction))
+            except Exception as exc:
+                if attempt + 1 == NONCE_ATTEMPTS or not _NONCE_CONFLICT.search(_one_line(exc)):
+                    raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class SignalingContract:

@@ -25,7 +25,8 @@ resumes where it stopped when the endpoint answers again.
 
 Chain calls block (web3); they run in worker threads. The embedded chain (py-evm) is not
 thread-safe: every call to it holds one lock (:func:`open_chain`). Transactions of one gas
-wallet are serialized in this process so nonces do not collide.
+wallet are serialized in this process, and across processes by the client's nonce lock
+(:func:`hailing.chain.client.nonce_lock`), so nonces do not collide.
 """
 
 from __future__ import annotations
