@@ -369,6 +369,46 @@ async def test_offers_sent_while_down_are_processed_exactly_once(net: Net) -> No
     assert bob.calls.empty()
 
 
+async def test_the_cursor_is_saved_only_once_the_payloads_were_handled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between 'given to the Peer' and 'handled by the Peer' a crash must not lose an
+    offer: the cursor on disk stays before its block until the consumer is done."""
+    import hailing.signaling.contract_rdv as contract_rdv
+
+    monkeypatch.setattr(contract_rdv, "HANDOFF_TIMEOUT", 0.2)
+    env = embedded_env()
+    idents = {n: Identity.generate() for n in ("alice", "bob")}
+    rdvs: dict[str, ContractRendezvous] = {}
+    sinks: dict[str, asyncio.Queue[bytes]] = {}
+    for name in ("alice", "bob"):
+        rdvs[name] = await ContractRendezvous.open(
+            tmp_path / name, idents[name], SignalStore(tmp_path / name), rpc_url="embedded",
+            contract_address=env.contract, wallets=WALLETS, poll_interval=3600.0,
+            max_backoff=3600.0)
+        sinks[name] = asyncio.Queue()
+        await rdvs[name].start(sinks[name])
+    bob = rdvs["bob"]
+    try:
+        # the watchers' first polls are done; the next ones are an hour away
+        await eventually(lambda: all(r.stats["polls"] for r in rdvs.values()), "first polls")
+        secret = load_or_create_rotation(tmp_path / "bob")
+        rdvs["alice"].store.set_rotation(format_contact_id(idents["bob"].public_key),
+                                         secret.prefix, secret.user_id)
+        await rdvs["alice"].send(idents["bob"].public_key, b"an offer", kind="offer")
+        saved = bob.store.cursor(bob._cursor_key)
+        assert await bob.poll_once() == 1
+        assert bob.stats["cursor_deferred"] == 1
+        assert bob.store.cursor(bob._cursor_key) == saved  # a crash now reads it again
+        assert sinks["bob"].get_nowait() == b"an offer"
+        sinks["bob"].task_done()  # handled
+        assert await bob.poll_once() == 0
+        assert bob.store.cursor(bob._cursor_key) == bob.next_block > saved
+    finally:
+        for r in rdvs.values():
+            await r.aclose()
+            r.store.close()
+
+
 async def test_lost_rpc_gives_a_clear_error_and_the_watcher_recovers(
         tmp_path: Path, pcs: list[Any]) -> None:
     chain = EmbeddedChain(accounts=3)

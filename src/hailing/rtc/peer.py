@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import time
 from collections import Counter, OrderedDict
@@ -65,6 +66,8 @@ from ..signaling.store import SignalStore
 from ..signaling.ws_rdv import WsRendezvous
 from .connection import Connection
 from .ice import rtc_configuration
+
+log = logging.getLogger(__name__)
 
 #: How often the listened keys are recomputed (new day, new contacts, blocks).
 REFRESH_INTERVAL = 60.0
@@ -304,50 +307,60 @@ class Peer:
     async def _receive_loop(self) -> None:
         while True:
             blob = await self._blobs.get()
-            digest = hashlib.sha256(blob).digest()
-            origin = self._origins.pop(digest, None)
             try:
-                opened = envelope.open_envelope(self._identity(), blob, now=self._clock(),
-                                                replay=self.replay)
-            except ReplayedEnvelope:
-                # The same bytes again: an offer posted to both our pair and public inbox
-                # (we listen on both with accept_any), or a replay. Dropped either way.
-                self.stats["duplicates" if digest in self._opened else "bad_envelopes"] += 1
-                continue
-            except EnvelopeError:
-                self.stats["bad_envelopes"] += 1
-                continue
-            self._opened[digest] = None
-            if len(self._opened) > OPENED_MEMORY:
-                self._opened.popitem(last=False)
-            if origin is not None and origin.peer != opened.sender:
-                self.stats["misrouted_signals"] += 1  # someone else's envelope on a channel
-                continue
-            if not self._store().first_handling(opened.nonce, opened.expires, self._clock()):
-                self.stats["already_handled"] += 1  # handled before a restart: never twice
-                continue
-            if opened.kind == KIND_ENDPOINT:
-                self._endpoint_received(opened, "channel" if origin else self.backend)
-            elif opened.kind == KIND_ANSWER:
-                fut = self._answers.get(opened.sender)
-                ref = self._answer_refs.get(opened.sender)
-                if (fut is not None and not fut.done() and opened.body[:ANSWER_REF] == ref
-                        and _bound(opened, ANSWER_REF)):
-                    fut.set_result(opened)
-                else:
-                    self.stats["unexpected_answers"] += 1
-            elif opened.kind == KIND_OFFER:
-                if not _bound(opened):  # garbage inside a good envelope: no call at all
-                    self.stats["unbound_offers"] += 1
-                    continue
-                verdict = self._admit(opened.sender)
-                self._emit(CallEvent(opened.sender, verdict == "accepted", verdict))
-                if verdict == "accepted":
-                    self._spawn(self._answer(opened, origin))
-                else:
-                    self.stats["refused_" + verdict] += 1
+                self._receive(blob)
+            except Exception:  # a bug: keep receiving, but say so
+                self.stats["receive_errors"] += 1
+                log.exception("handling a signaling envelope failed")
+            finally:
+                self._blobs.task_done()  # the contract watcher saves its cursor after this
+
+    def _receive(self, blob: bytes) -> None:
+        """Open, check and act on one signaling envelope (any backend or a channel)."""
+        digest = hashlib.sha256(blob).digest()
+        origin = self._origins.pop(digest, None)
+        try:
+            opened = envelope.open_envelope(self._identity(), blob, now=self._clock(),
+                                            replay=self.replay)
+        except ReplayedEnvelope:
+            # The same bytes again: an offer posted to both our pair and public inbox
+            # (we listen on both with accept_any), or a replay. Dropped either way.
+            self.stats["duplicates" if digest in self._opened else "bad_envelopes"] += 1
+            return
+        except EnvelopeError:
+            self.stats["bad_envelopes"] += 1
+            return
+        self._opened[digest] = None
+        if len(self._opened) > OPENED_MEMORY:
+            self._opened.popitem(last=False)
+        if origin is not None and origin.peer != opened.sender:
+            self.stats["misrouted_signals"] += 1  # someone else's envelope on a channel
+            return
+        if not self._store().first_handling(opened.nonce, opened.expires, self._clock()):
+            self.stats["already_handled"] += 1  # handled before a restart: never twice
+            return
+        if opened.kind == KIND_ENDPOINT:
+            self._endpoint_received(opened, "channel" if origin else self.backend)
+        elif opened.kind == KIND_ANSWER:
+            fut = self._answers.get(opened.sender)
+            ref = self._answer_refs.get(opened.sender)
+            if (fut is not None and not fut.done() and opened.body[:ANSWER_REF] == ref
+                    and _bound(opened, ANSWER_REF)):
+                fut.set_result(opened)
             else:
-                self.stats["unknown_kind"] += 1
+                self.stats["unexpected_answers"] += 1
+        elif opened.kind == KIND_OFFER:
+            if not _bound(opened):  # garbage inside a good envelope: no call at all
+                self.stats["unbound_offers"] += 1
+                return
+            verdict = self._admit(opened.sender)
+            self._emit(CallEvent(opened.sender, verdict == "accepted", verdict))
+            if verdict == "accepted":
+                self._spawn(self._answer(opened, origin))
+            else:
+                self.stats["refused_" + verdict] += 1
+        else:
+            self.stats["unknown_kind"] += 1
 
     def _admit(self, caller: bytes) -> str:
         """The callee's policy, first. Returns 'accepted' or the reason of the refusal."""

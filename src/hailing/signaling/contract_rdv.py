@@ -16,8 +16,9 @@ The watcher (started by :meth:`ContractRendezvous.start`) polls ``eth_getLogs`` 
 user's own addresses (today's, and the neighbouring day's within ``skew`` of midnight)
 every ``poll_interval`` seconds, from the block after the last one it processed up to the
 head; it puts each payload into the sink (the Peer opens, checks and de-duplicates the
-envelopes) and then saves the next block in the data directory (:class:`SignalStore`), so
-offers sent while the node was down are read after a restart, once. When the chain
+envelopes) and, once the consumer has handled them all (``task_done``), saves the next
+block in the data directory (:class:`SignalStore`), so offers sent while the node was down
+are read after a restart, once. When the chain
 endpoint fails the watcher counts it (``stats["rpc_errors"]``), keeps the error as one
 line in :attr:`ContractRendezvous.last_error`, posts a :class:`ChainStatus` to
 :attr:`~ContractRendezvous.status_events`, backs off (doubling up to ``max_backoff``) and
@@ -71,6 +72,9 @@ T = TypeVar("T")
 EMBEDDED = "embedded"  # rpc_url for the in-process chain shared by this process
 DEFAULT_POLL = 1.0
 DEFAULT_MAX_BACKOFF = 8.0
+#: How long a poll waits for the sink's consumer to handle what it was given before the
+#: cursor is saved (otherwise it is saved at a later poll).
+HANDOFF_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,7 @@ class ContractRendezvous:
         self._days: list[date] = []
         self._cursor_key = ""
         self._cursor = 0
+        self._saved = -1  # the cursor on disk
         self._sink: asyncio.Queue[bytes] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -228,7 +233,7 @@ class ContractRendezvous:
         if stored is None:  # first start: from the current head on
             stored = await self._call(self.contract.head)
             self.store.set_cursor(self._cursor_key, stored)
-        self._cursor = stored
+        self._cursor = self._saved = stored
         await self.refresh()
         self._task = asyncio.ensure_future(self._watch())
 
@@ -293,6 +298,7 @@ class ContractRendezvous:
         head = await self._call(self.contract.head)
         if head < self._cursor:
             self.stats["polls"] += 1
+            await self._save_cursor()
             return 0
         start, addresses = self._cursor, list(self._addresses)
         events = await self._call(lambda: self.contract.events_since(start, addresses,
@@ -300,15 +306,28 @@ class ContractRendezvous:
         fed = 0
         for ev in events:
             self.stats["events_" + ev.kind.value] += 1
-            if self._sink.full():
-                self.stats["dropped_events"] += 1
-                continue
-            self._sink.put_nowait(ev.payload)
+            await self._sink.put(ev.payload)  # a full sink slows the watcher, drops nothing
             fed += 1
         self._cursor = head + 1
-        self.store.set_cursor(self._cursor_key, self._cursor)
         self.stats["polls"] += 1
+        await self._save_cursor()
         return fed
+
+    async def _save_cursor(self) -> None:
+        """The cursor on disk moves only once the sink's consumer has handled everything
+        it was given (``task_done``): a crash in between reads those blocks again after
+        the restart, and the record of handled envelopes keeps anything from being
+        handled twice. If the consumer is slow, a later poll saves it."""
+        assert self._sink is not None
+        if self._saved == self._cursor:
+            return
+        try:
+            await asyncio.wait_for(self._sink.join(), HANDOFF_TIMEOUT)
+        except TimeoutError:
+            self.stats["cursor_deferred"] += 1
+            return
+        self.store.set_cursor(self._cursor_key, self._cursor)
+        self._saved = self._cursor
 
     async def _watch(self) -> None:
         delay = self.poll_interval
