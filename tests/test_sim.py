@@ -27,6 +27,7 @@ from hailing.sim import (
     run_lookup_benchmark,
 )
 from hailing.sim import scenario as scenario_mod
+from hailing.sim.engine import HostLeft
 
 SIM = [sys.executable, "-m", "hailing.sim"]
 RESULT_KEYS = {
@@ -377,6 +378,40 @@ def test_packets_are_delivered_when_alive() -> None:
     ping(sim, a, b, out)
     sim.run(until=sim.now + 10)
     assert len(arrivals) == 1 and sim.delivered == 2 and isinstance(out[0], Pong)
+
+
+def test_a_command_whose_host_leaves_gets_host_left() -> None:
+    """Regression: a killed host's pending commands used to vanish, so a workload waiting
+    for them (the get phase under continuous churn) ran forever."""
+    sim = small_sim(2)
+    a, b = sim.live
+    out: list[Any] = []
+    ping(sim, a, b, out)
+    sim.kill(a)
+    assert len(out) == 1 and isinstance(out[0], HostLeft)
+    sim.run(until=sim.now + 30)
+    assert len(out) == 1  # and nothing more, ever
+
+
+def test_a_get_whose_host_leaves_is_aborted_and_the_run_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lock-step gets last seconds (5 s timeouts): under continuous churn some requesters
+    leave mid-get. Those gets are counted as aborted, outside the success rate, and the
+    run still finishes."""
+    p = SimParams(nodes=200, lookups=30, churn=0.5, churn_mode="continuous", duration=600.0,
+                  churn_period=120.0, seed=3, strategy="lockstep")
+    started: list[SimNode] = []
+    original = Simulator.command
+
+    def command(self: Simulator, node: SimNode, start: Any, callback: Any) -> None:
+        original(self, node, start, callback)
+        if getattr(callback, "__name__", "") == "done" and not started:
+            started.append(node)
+            self.kill(node)  # the first requester leaves right after asking
+
+    monkeypatch.setattr(Simulator, "command", command)
+    r = run_lookup_benchmark(p)
+    assert started and r["aborted"] >= 1
+    assert r["aborted"] + r["failures"] + round(r["success_rate"] * (30 - r["aborted"])) == 30
 
 
 class _Watched(Simulator):

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return "-" if v is None else f"{v:.0f}"
 
     print(f"{result['nodes']} nodes, {result['lookups']} gets ({params.strategy}, seed {params.seed})")
-    print(f"  success      {result['success_rate']:.2%} ({result['failures']} failed)")
+    aborted = f", {result['aborted']} aborted: their host left" if result["aborted"] else ""
+    print(f"  success      {result['success_rate']:.2%} ({result['failures']} failed{aborted})")
     print(f"  latency      p50 {f(lat['p50'])} ms, p95 {f(lat['p95'])} ms, p99 {f(lat['p99'])} ms")
     print(f"  messages/get mean {msgs['mean']:.1f}, p95 {f(msgs['p95'])}")
     print(f"  hops         p50 {f(hops['p50'])}, p95 {f(hops['p95'])}")

@@ -25,14 +25,24 @@ import struct
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ..dht import DhtConfig, DhtProtocol, Event
+from ..dht import DhtConfig, DhtProtocol
 from ..krpc import IPAddressCodec
 from .network import NetworkModel
 
 _DELIVER, _TIMER, _CALL = 0, 1, 2
 _INF = float("inf")
 
-Callback = Callable[[Event], None]
+Callback = Callable[[Any], None]
+
+
+class HostLeft:
+    """Passed to the callback of a command whose host left before it finished (the
+    lookup dies with its host: nobody is waiting for its answer any more)."""
+
+    __slots__ = ("qid",)
+
+    def __init__(self, qid: int) -> None:
+        self.qid = qid
 
 
 class SimNode:
@@ -119,7 +129,7 @@ class Simulator:
         # Forget the core: a dead host holds no memory in a long churn run.
         del self.nodes[node.addr]
         for key in [k for k in self._callbacks if k[0] == node.index]:
-            del self._callbacks[key]
+            self._callbacks.pop(key)(HostLeft(key[1]))
 
     def random_live(self, exclude: SimNode | None = None) -> SimNode:
         while True:

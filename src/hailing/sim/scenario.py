@@ -13,6 +13,9 @@
 4. **get**: ``lookups`` gets of random items from random live hosts, spread over the run.
 
 A get succeeds when it returns the exact value put (and, for mutable items, its seq).
+A get whose requesting host leaves before the answer (continuous churn; more likely the
+longer lookups take) is counted as ``aborted`` and left out of the success rate: nobody
+is there to use its result.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any, TextIO
 from .. import bencode
 from ..dht import DhtConfig, DhtProtocol, Event, ItemFound, NodesFound, StoreDone
 from ..dht.bep44 import ImmutableItem, MutableItem
-from .engine import SimNode, Simulator
+from .engine import HostLeft, SimNode, Simulator
 from .network import NetworkModel
 
 
@@ -100,6 +103,8 @@ class _Run:
     gets: list[_Get] = field(default_factory=list)
     joins_during_churn: int = 0
     departures: int = 0
+    #: Gets whose requesting host left (continuous churn) before the answer came.
+    aborted: int = 0
 
 
 def run_lookup_benchmark(params: SimParams, progress: TextIO | None = None) -> dict[str, Any]:
@@ -267,6 +272,9 @@ def _get_phase(run: _Run) -> None:
         t0 = sim.now
 
         def done(ev: Any) -> None:
+            if isinstance(ev, HostLeft):
+                run.aborted += 1
+                return
             ok = False
             if isinstance(ev, ItemFound) and ev.item is not None:
                 if isinstance(item, MutableItem):
@@ -288,7 +296,7 @@ def _get_phase(run: _Run) -> None:
     for i in range(n):
         sim.call_at(base + (i + 1) * interval, start_get)
     run.progress(f"get: {n} gets, one every {interval * 1000:.0f} ms")
-    sim.run(stop=lambda: len(run.gets) >= n)
+    sim.run(stop=lambda: len(run.gets) + run.aborted >= n)
 
 
 def _result(run: _Run, wall: float, t_joined: float) -> dict[str, Any]:
@@ -301,8 +309,9 @@ def _result(run: _Run, wall: float, t_joined: float) -> dict[str, Any]:
     return {
         "nodes": p.nodes,
         "lookups": p.lookups,
-        "success_rate": sum(g.ok for g in gets) / len(gets),
+        "success_rate": sum(g.ok for g in gets) / max(1, len(gets)),
         "failures": sum(not g.ok for g in gets),
+        "aborted": run.aborted,
         "latency_ms": {
             "p50": percentile(lat, 50), "p95": percentile(lat, 95), "p99": percentile(lat, 99),
         },
