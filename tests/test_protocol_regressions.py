@@ -161,3 +161,45 @@ def test_widened_get_asks_answered_nodes_for_more_than_k_nodes() -> None:
     net.inject(q, ("10.2.0.1", 7), net.addr_of(other))
     net.run(duration=0.1)
     assert len(bencode.decode(out[-1][0])[b"r"][b"nodes"]) // 26 == 8
+
+
+def _get_through_dead_nearest_entries(max_refills: int | None) -> tuple[object, int]:
+    """A reader whose routing table has its nearest entries to the target all dead (as
+    under continuous churn: dead entries are evicted only when a live node wants their
+    place) while live nodes farther in the same table lead to the value."""
+    from netsim import join
+
+    import hailing.dht.protocol as protocol_mod
+    from hailing.dht import ItemFound
+
+    net = build_network(40)
+    nodes = list(net.nodes.values())
+    qid, target = nodes[1].put_immutable(b"still here", net.now)
+    assert isinstance(net.wait_event(nodes[1], qid), StoreDone)
+    # the reader's own id is next to the target, so entries near the target fit its
+    # table (the buckets around its own id split)
+    reader = join(net, net.addr_of(nodes[0]), node_id=target[:19] + bytes([target[19] ^ 1]))
+    own = int.from_bytes(reader.node_id, "big")
+    for i in range(24):  # three ids sharing exactly d bits with the reader, d = 140..147
+        d = 140 + i // 3
+        fake = (own ^ (1 << (159 - d)) ^ (i % 3 + 1)).to_bytes(20, "big")
+        reader.table.add(fake, (f"10.9.0.{i + 1}", 6881), net.now)
+    nearest = reader.table.closest(target, 16)
+    assert all(e.addr[0].startswith("10.9.") for e in nearest)  # all dead, nowhere
+    old = protocol_mod.MAX_REFILLS
+    if max_refills is not None:
+        protocol_mod.MAX_REFILLS = max_refills
+    try:
+        ev = net.wait_event(reader, reader.get(target, net.now))
+    finally:
+        protocol_mod.MAX_REFILLS = old
+    assert isinstance(ev, ItemFound)
+    return ev.item, reader.stats["lookup_refills"]
+
+
+def test_a_get_whose_nearest_table_entries_are_all_dead_takes_farther_ones() -> None:
+    item, refills = _get_through_dead_nearest_entries(None)
+    assert item is not None and item.value == b"still here" and refills >= 1  # type: ignore[attr-defined]
+    # the control: without refills the same get ends empty-handed
+    item, refills = _get_through_dead_nearest_entries(0)
+    assert item is None and refills == 0

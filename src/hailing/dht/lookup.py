@@ -101,6 +101,8 @@ class Lookup:
         self.widened = False
         #: A post sent straight to remembered storing nodes, without a lookup.
         self.cached = False
+        #: How many times the owner added further routing-table nodes (see DhtProtocol._refill).
+        self.refills = 0
         self._last_round: tuple[int, ...] = ()
 
     # -- filling ---------------------------------------------------------------------
@@ -111,16 +113,18 @@ class Lookup:
             self._seen.add(addr)
             self.seeds.append(Candidate(None, addr, 0, 0))
 
-    def add(self, node_id: bytes, addr: Hashable, depth: int) -> None:
+    def add(self, node_id: bytes, addr: Hashable, depth: int) -> bool:
+        """Add a candidate; False if it was known already or is too far to keep."""
         if addr in self._seen or node_id in self._seen_ids:
-            return
+            return False
         dist = id_to_int(node_id) ^ self._t
         cands = self.cands
         if len(cands) >= self._max and dist >= cands[-1].dist:
-            return
+            return False
         self._seen.add(addr)
         self._seen_ids.add(node_id)
         self._insert(Candidate(node_id, addr, dist, depth))
+        return True
 
     def _insert(self, c: Candidate) -> None:
         cands = self.cands

@@ -65,6 +65,9 @@ from .routing import RoutingTable
 from .storage import ItemStore, PeerStore
 from .tokens import TokenManager
 
+#: How many times a starved lookup takes further nodes from the routing table.
+MAX_REFILLS = 3
+
 
 class Rng(Protocol):
     """The randomness the core needs; ``random.Random`` satisfies it."""
@@ -589,11 +592,29 @@ class DhtProtocol:
                 args[b"hailing_k"] = MAX_WIDE_NODES
             self._request(c.addr, method, args, now, node_id=c.id, lookup=lk, cand=c)
         if lk.is_done():
-            if self._widen(lk):
+            if self._refill(lk) or self._widen(lk):
                 self._advance(lk, now)
                 return
             lk.finished = True
             self._complete(lk, now)
+
+    def _refill(self, lk: Lookup) -> bool:
+        """A lookup that ran out of candidates before k of them answered takes the next
+        nodes of our routing table, up to MAX_REFILLS times. Under churn the entries
+        nearest a target can all be dead (nobody evicts a dead entry until a live node
+        wants its place): without this a get from such a table ends with no answer at
+        all, while live nodes a little farther in the same table would lead to the value."""
+        if (lk.stop or lk.lockstep or lk.kind == "refresh" or lk.refills >= MAX_REFILLS
+                or len(lk.closest_answered()) >= lk.k):
+            return False
+        lk.refills += 1
+        want = self.config.k * 2 * (lk.refills + 1)
+        added = False
+        for e in self.table.closest(lk.target, want):  # the nearer ones are known already
+            added = lk.add(e.id, e.addr, 0) or added
+        if added:
+            self.stats["lookup_refills"] += 1
+        return added
 
     def _widen(self, lk: Lookup) -> bool:
         """A get that ends empty-handed while nodes of its closest set did not answer
