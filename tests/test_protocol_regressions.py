@@ -203,3 +203,25 @@ def test_a_get_whose_nearest_table_entries_are_all_dead_takes_farther_ones() -> 
     # the control: without refills the same get ends empty-handed
     item, refills = _get_through_dead_nearest_entries(0)
     assert item is None and refills == 0
+
+
+def test_a_node_whose_join_failed_joins_again_once_its_seed_answers() -> None:
+    """The bootstrap node was unreachable when we joined (our network was down, say):
+    the table stays empty until the maintenance joins again through the remembered
+    bootstrap addresses, with a backoff."""
+    from hailing.dht.protocol import REJOIN_MIN
+
+    net = build_network(20)
+    seed = net.addr_of(next(iter(net.nodes.values())))
+    lonely = net.add()
+    down = True
+    net.drop = lambda data, src, dst: down and (src == seed or dst == seed)
+    net.wait_event(lonely, lonely.bootstrap([seed], net.now))
+    assert len(lonely.table) == 0
+    down = False
+    net.run(duration=REJOIN_MIN + 30)
+    assert lonely.stats["rejoins"] >= 1
+    assert len(lonely.table) >= lonely.config.k
+    rejoins = lonely.stats["rejoins"]
+    net.run(duration=REJOIN_MIN * 4)
+    assert lonely.stats["rejoins"] == rejoins  # a full table: no more joins

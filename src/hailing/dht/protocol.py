@@ -67,6 +67,11 @@ from .tokens import TokenManager
 
 #: How many times a starved lookup takes further nodes from the routing table.
 MAX_REFILLS = 3
+#: Bootstrap addresses remembered to join again when the routing table runs (nearly) dry.
+MAX_SEEDS = 16
+#: Backoff between such joins: from a minute, doubling, up to half an hour.
+REJOIN_MIN = 60.0
+REJOIN_MAX = 1800.0
 
 
 class Rng(Protocol):
@@ -176,6 +181,10 @@ class DhtProtocol:
         self.responder.handlers[b"hailing_push"] = self._on_push
         #: Nodes pinged before a possible eviction (one ping each at a time).
         self._evicting: set[bytes] = set()
+        #: Bootstrap addresses given to bootstrap(), kept to join again (see _maintenance).
+        self._seeds: list[Hashable] = []
+        self._rejoin_backoff = REJOIN_MIN
+        self._next_rejoin = now + REJOIN_MIN
         self._push_timer(now + cfg.maintenance_interval, _TICK, None)
 
     # == driver interface ==============================================================
@@ -255,6 +264,10 @@ class DhtProtocol:
         closest neighbour that is not full is refreshed with a lookup of a random id in
         its range (internal lookups, no events), so that far buckets are not left empty.
         The event (NodesFound) is sent when the own-id lookup ends."""
+        addrs = list(addrs)
+        for a in addrs:
+            if a not in self._seeds and len(self._seeds) < MAX_SEEDS:
+                self._seeds.append(a)
         return self._start_lookup("bootstrap", self.node_id, now, seeds=addrs)
 
     def get_peers(self, info_hash: bytes, now: float) -> int:
@@ -719,6 +732,8 @@ class DhtProtocol:
 
     def _complete(self, lk: Lookup, now: float) -> None:
         if lk.qid < 0 and lk.kind not in ("put", "announce", "listen", "post"):
+            if lk.kind == "bootstrap":  # a rejoin: fill the far buckets as a join does
+                self._refresh_far_buckets(now)
             return
         stats = LookupStats(lk.messages, lk.responses, lk.timeouts, lk.hops(), max(0.0, now - lk.started))
         kind = lk.kind
@@ -837,6 +852,16 @@ class DhtProtocol:
             if due <= now:
                 self._listens[key] = (now + ttl / 2, ttl)
                 self._start_lookup("listen", key, now, qid=-1, store=self._listen_args(key, ttl))
+        if len(self.table) >= cfg.k:
+            self._rejoin_backoff = REJOIN_MIN
+        elif self._seeds and now >= self._next_rejoin:
+            # Fewer than k nodes known: the join failed (the bootstrap nodes were down, or
+            # our network was) or churn emptied the table. Join again through the
+            # bootstrap addresses and whatever the table still has, backing off.
+            self._next_rejoin = now + self._rejoin_backoff
+            self._rejoin_backoff = min(self._rejoin_backoff * 2, REJOIN_MAX)
+            self.stats["rejoins"] += 1
+            self._start_lookup("bootstrap", self.node_id, now, seeds=self._seeds, qid=-1)
         if now >= self._next_refresh and len(self.table):
             self._next_refresh = now + cfg.maintenance_interval * 6
             for i in self.table.stale_buckets(now, cfg.bucket_refresh)[:2]:
