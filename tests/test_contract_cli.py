@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import pytest
 from conftest_chain import Anvil, anvil_binary
+from eth_account import Account
 
 from hailing.chain import http_web3
 
@@ -128,7 +129,19 @@ def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
         yield Chain(node.url, [bytes(node.funded_account().key).hex() for _ in range(2)])
 
 
-def test_call_and_endpoints_through_the_contract(chain: Chain, tmp_path: Path) -> None:
+@dataclass
+class Friends:
+    a: Path
+    b: Path
+    alice: str
+    bob: str
+    contract: str
+    secrets: dict[Path, dict[str, str]]
+
+
+def befriended(chain: Chain, tmp_path: Path) -> Friends:
+    """alice deploys the contract (recorded in her chain.json); alice and bob become
+    contacts and exchange their rotation secrets, all through the CLI."""
     a, b = tmp_path / "alice", tmp_path / "bob"
     [address] = ok("contract", "deploy", "--rpc", chain.url, "--gas-key", chain.keys[0],
                    "--data-dir", a)
@@ -143,6 +156,12 @@ def test_call_and_endpoints_through_the_contract(chain: Chain, tmp_path: Path) -
         secrets[other] = shared
         ok("rotation", "set", other_id, "--user-id", shared["user_id"], "--prefix",
            shared["prefix"], "--data-dir", me)
+    return Friends(a, b, alice, bob, address, secrets)
+
+
+def test_call_and_endpoints_through_the_contract(chain: Chain, tmp_path: Path) -> None:
+    f = befriended(chain, tmp_path)
+    a, b, alice, bob, address, secrets = f.a, f.b, f.alice, f.bob, f.contract, f.secrets
 
     with daemon("listen", "--data-dir", b, "--via", "contract", "--rpc", chain.url,
                 "--contract", address, "--gas-key", chain.keys[1], "--poll", "0.2") as listener:
@@ -181,6 +200,36 @@ def test_call_and_endpoints_through_the_contract(chain: Chain, tmp_path: Path) -
         for blob in (bytes(log["data"]), *map(bytes, log["topics"])):
             for needle in needles:
                 assert needle not in blob and needle.hex().encode() not in blob.hex().encode()
+
+
+def test_paying_from_the_wallet_of_the_day_proves_the_sender(chain: Chain, tmp_path: Path) -> None:
+    """``--gas-key rotating``: alice pays from her own wallet of the day (funded first, as
+    a user would); bob listens with ``--require-wallet`` and takes the call. The same
+    offer paid by a shared gas wallet is refused."""
+    f = befriended(chain, tmp_path)
+    [day_address] = ok("wallet", "rotating", "--data-dir", f.a)
+    web3 = http_web3(chain.url)
+    funder = Account.from_key(chain.keys[0])
+    tx = {"to": day_address, "value": 10**18, "gas": 21_000, "chainId": web3.eth.chain_id,
+          "nonce": web3.eth.get_transaction_count(funder.address, "pending"),
+          "gasPrice": 2 * web3.eth.gas_price}
+    web3.eth.wait_for_transaction_receipt(
+        web3.eth.send_raw_transaction(funder.sign_transaction(tx).raw_transaction), timeout=30)
+    with daemon("listen", "--data-dir", f.b, "--via", "contract", "--rpc", chain.url,
+                "--contract", f.contract, "--gas-key", chain.keys[1], "--poll", "0.2",
+                "--require-wallet") as listener:
+        listener.wait_for(r"listening as " + f.bob)
+        refused = run("send", f.bob, "paid by someone", "--data-dir", f.a, "--via", "contract",
+                      "--gas-key", chain.keys[0], "--poll", "0.2", "--timeout", "4")
+        assert refused.returncode == 1 and "nobody answered" in refused.stderr
+        done = run("send", f.bob, "paid by me", "--data-dir", f.a, "--via", "contract",
+                   "--gas-key", "rotating", "--poll", "0.2", "--timeout", "40")
+        assert done.returncode == 0, (done.stderr, listener.lines, listener.errors)
+        listener.wait_for(r'"event": "message".*"text": "paid by me"')
+        assert not any("paid by someone" in line for line in listener.lines)
+    senders = {log["topics"][2][-20:] for log in web3.eth.get_logs(
+        {"address": f.contract, "fromBlock": 0, "toBlock": "latest"})}
+    assert bytes.fromhex(day_address[2:]) in senders
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [

@@ -123,8 +123,9 @@ class Net:
     async def peer(self, name: str, slot: int, **kw: Any) -> Peer:
         options = {"poll_interval": 0.1 if self.env.name == "embedded" else 0.2,
                    "wallets": WALLETS, **kw.pop("contract_options", {})}
+        gas_key = kw.pop("gas_key", self.env.keys[slot])
         p = Peer(self.tmp / name, backend="contract", rpc_url=self.env.rpc_url,
-                 contract_address=self.env.contract, gas_key=self.env.keys[slot],
+                 contract_address=self.env.contract, gas_key=gas_key,
                  contract_options=options, **kw)
         await p.start()
         self.started.append(p)
@@ -367,6 +368,35 @@ async def test_offers_sent_while_down_are_processed_exactly_once(net: Net) -> No
     bob = await net.peer("bob", 2)
     await eventually(lambda: bob.stats["already_handled"] == 1, "the old offer read again", 15)
     assert bob.calls.empty()
+
+
+async def test_authentication_by_wallet_when_the_sender_pays_from_its_own_wallet(
+        emb: Net) -> None:
+    """Seed 000's model: alice pays from her own wallet of the day, so msg.sender proves
+    her to bob, who can compute that address; with require_wallet, bob refuses carol, a
+    friend too, whose transactions a shared gas wallet paid."""
+    from hailing.errors import QueryTimeout
+
+    alice = await emb.peer("alice", 0, gas_key="rotating")
+    bob = await emb.peer("bob", 1, contract_options={"require_wallet": True})
+    carol = await emb.peer("carol", 2)
+    befriend(alice, bob)
+    befriend(carol, bob)
+    conn = await alice.connect(bob.contact_id, timeout=20)
+    inc = await bob.accept(10)
+    await conn.send_text("it is me, by wallet")
+    assert (await inc.recv()).text == "it is me, by wallet"  # type: ignore[union-attr]
+    assert bob.stats["wallet_verified"] == 1 and bob.stats["refused_wallet"] == 0
+    # the offer's msg.sender is alice's address of the day, as bob computes it
+    paid = (await rdv(alice).payer()).address
+    assert paid == await rdv(bob)._address_of(alice._identity().public_key)
+    [offer] = [e for e in await asyncio.to_thread(
+        rdv(bob).contract.events_since, 0, [await rdv(alice)._address_of(bob._identity().public_key)])
+        if e.kind.value == "offer"]
+    assert offer.sender == paid
+    with pytest.raises(QueryTimeout):
+        await carol.connect(bob.contact_id, timeout=3)
+    assert bob.stats["refused_wallet"] == 1 and bob.calls.qsize() == 1  # only alice's call
 
 
 async def test_the_cursor_is_saved_only_once_the_payloads_were_handled(

@@ -37,9 +37,12 @@ def _address(text: str) -> str:
 
 
 def _gas_key(text: str) -> str:
+    if text == "rotating":
+        return text
     raw = text.removeprefix("0x")
     if len(raw) != 64 or any(c not in "0123456789abcdefABCDEF" for c in raw):
-        raise argparse.ArgumentTypeError("a gas key is a private key: 64 hex digits")
+        raise argparse.ArgumentTypeError("a gas key is a private key (64 hex digits) or "
+                                         "'rotating'")
     return raw
 
 
@@ -77,9 +80,14 @@ def add_contract_options(p: argparse.ArgumentParser, *, via: tuple[str, ...] = (
     p.add_argument("--contract", type=_address, default=None, metavar="ADDRESS",
                    help="the signaling contract (default: the recorded one)")
     p.add_argument("--gas-key", type=_gas_key, default=None, metavar="HEX",
-                   help=f"private key of the wallet paying gas (or ${GAS_KEY_ENV})")
+                   help=f"private key of the wallet paying gas (or ${GAS_KEY_ENV}); "
+                   "'rotating': pay from your own wallet of the day (fund it: 'hailing "
+                   "wallet rotating'), which proves you to friends by wallet")
     p.add_argument("--poll", type=_poll, default=1.0, metavar="S",
                    help="seconds between two polls of the chain (default 1)")
+    p.add_argument("--require-wallet", action="store_true",
+                   help="(--via contract) refuse offers and records whose transaction was "
+                   "not paid by the sender's own wallet of the day")
 
 
 def contract_peer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -94,7 +102,8 @@ def contract_peer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     gas = args.gas_key or os.environ.get(GAS_KEY_ENV) or None
     return {"backend": "contract", "rpc_url": rpc,
             "contract_address": args.contract or config.contract, "gas_key": gas,
-            "contract_options": {"poll_interval": args.poll}}
+            "contract_options": {"poll_interval": args.poll,
+                                 "require_wallet": getattr(args, "require_wallet", False)}}
 
 
 async def report_chain(peer: Any) -> None:
@@ -138,7 +147,10 @@ def _deploy(rpc: str, gas_key: str | None) -> str:
     link = open_chain(rpc)
     if link.url == EMBEDDED and gas_key is None:
         return embedded_contract()
-    return SignalingContract.deploy(link.web3, gas_account(gas_key, link))
+    payer = gas_account(gas_key, link)
+    if payer is None:
+        raise LocalProtocolError("deploying needs a gas key (--gas-key HEX), not 'rotating'")
+    return SignalingContract.deploy(link.web3, payer)
 
 
 async def cmd_contract_deploy(args: argparse.Namespace) -> int:

@@ -308,14 +308,14 @@ class Peer:
         while True:
             blob = await self._blobs.get()
             try:
-                self._receive(blob)
+                await self._receive(blob)
             except Exception:  # a bug: keep receiving, but say so
                 self.stats["receive_errors"] += 1
                 log.exception("handling a signaling envelope failed")
             finally:
                 self._blobs.task_done()  # the contract watcher saves its cursor after this
 
-    def _receive(self, blob: bytes) -> None:
+    async def _receive(self, blob: bytes) -> None:
         """Open, check and act on one signaling envelope (any backend or a channel)."""
         digest = hashlib.sha256(blob).digest()
         origin = self._origins.pop(digest, None)
@@ -336,6 +336,14 @@ class Peer:
         if origin is not None and origin.peer != opened.sender:
             self.stats["misrouted_signals"] += 1  # someone else's envelope on a channel
             return
+        rdv = self.rendezvous
+        if origin is None and isinstance(rdv, ContractRendezvous) and rdv.require_wallet:
+            # The seed's authentication by wallet: the transaction must have been paid by
+            # the sender's own wallet of the day, which only its friends can compute.
+            if not await rdv.paid_by(opened.sender, blob):
+                self.stats["refused_wallet"] += 1
+                return
+            self.stats["wallet_verified"] += 1
         if not self._store().first_handling(opened.nonce, opened.expires, self._clock()):
             self.stats["already_handled"] += 1  # handled before a restart: never twice
             return

@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -75,6 +76,13 @@ DEFAULT_MAX_BACKOFF = 8.0
 #: How long a poll waits for the sink's consumer to handle what it was given before the
 #: cursor is saved (otherwise it is saved at a later poll).
 HANDOFF_TIMEOUT = 5.0
+#: ``gas_key`` value meaning: pay from this node's own wallet of the day (its msg.sender
+#: then proves the sender to friends, who can compute that address).
+ROTATING = "rotating"
+#: msg.sender of recently fed payloads, kept to check the payer's wallet (paid_by).
+SENDERS_MEMORY = 4096
+#: On the embedded chain, a node's wallet of the day is topped up to this (wei).
+EMBEDDED_TOP_UP = 10**18
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,14 @@ def open_chain(rpc_url: str, *, timeout: float = 10.0) -> ChainLink:
     return ChainLink(http_web3(rpc_url, timeout=timeout), rpc_url)
 
 
+def _embedded_top_up(address: str) -> None:
+    """Fund ``address`` on the shared embedded chain when it runs low (a dev chain's
+    faucet; on a real chain the user funds the wallet of the day)."""
+    chain, _lock = _embedded()  # the caller holds the lock (ContractRendezvous._call)
+    if int(chain.web3.eth.get_balance(address)) < EMBEDDED_TOP_UP // 10:  # type: ignore[arg-type]
+        chain.fund(address, EMBEDDED_TOP_UP)
+
+
 def embedded_contract() -> str:
     """The signaling contract on the shared embedded chain, deployed on first use."""
     chain, lock = _embedded()
@@ -122,10 +138,14 @@ def embedded_contract() -> str:
         return address
 
 
-def gas_account(gas_key: str | bytes | None, link: ChainLink) -> LocalAccount:
+def gas_account(gas_key: str | bytes | None, link: ChainLink) -> LocalAccount | None:
     """The wallet that pays for transactions: ``gas_key`` (32 bytes or 64 hex digits),
-    else the link's first funded account (embedded chain), else LocalProtocolError."""
+    else the link's first funded account (embedded chain), else LocalProtocolError.
+    ``"rotating"`` gives None: the node pays from its own wallet of the day."""
     from eth_account import Account
+
+    if gas_key == ROTATING:
+        return None
 
     if gas_key is None:
         if link.funded:
@@ -172,18 +192,24 @@ class ContractRendezvous:
     """
 
     def __init__(self, contract: SignalingContract, identity: Identity, store: SignalStore,
-                 rotation: RotationSecret, gas: LocalAccount, *,
+                 rotation: RotationSecret, gas: LocalAccount | None, *,
                  lock: threading.Lock | None = None, wallets: RotatingWallets | None = None,
                  clock: Callable[[], float] = time.time, poll_interval: float = DEFAULT_POLL,
                  max_backoff: float = DEFAULT_MAX_BACKOFF, skew: timedelta = DEFAULT_SKEW,
-                 scope: str = "watch") -> None:
+                 scope: str = "watch", require_wallet: bool = False,
+                 top_up: Callable[[str], None] | None = None) -> None:
         if not 0 < poll_interval <= max_backoff:
             raise LocalProtocolError("0 < poll_interval <= max_backoff")
         self.contract = contract
         self.identity = identity
         self.store = store
         self.rotation = rotation
-        self.gas = gas
+        self.gas = gas  # None: our own wallet of the day pays
+        #: Refuse contract-borne envelopes whose transaction was not paid by the sender's
+        #: own wallet of the day (the seed's authentication by wallet); see paid_by.
+        self.require_wallet = require_wallet
+        self._top_up = top_up
+        self._senders: OrderedDict[bytes, str] = OrderedDict()
         self.wallets = wallets if wallets is not None else RotatingWallets()
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
@@ -217,6 +243,8 @@ class ContractRendezvous:
                                          "it with 'hailing contract deploy --data-dir DIR')")
             contract_address = await asyncio.to_thread(embedded_contract)
         contract = SignalingContract(link.web3, contract_address, receipt_timeout=60.0)
+        if link.url == EMBEDDED and gas_key == ROTATING:
+            options.setdefault("top_up", _embedded_top_up)
         return cls(contract, identity, store, load_or_create_rotation(data_dir),
                    gas_account(gas_key, link), lock=link.lock, **options)
 
@@ -282,7 +310,8 @@ class ContractRendezvous:
             raise LocalProtocolError(f"a contract message is offer, answer or endpoint, "
                                      f"not {kind!r}") from None
         to = await self._address_of(peer_pub)
-        sent = await self._call(self._transact, signal, to, blob)
+        payer = await self.payer()
+        sent = await self._call(self._transact, payer, signal, to, blob)
         self.stats["tx_" + signal.value] += 1
         self.sent.append(sent)
         return 1
@@ -306,6 +335,9 @@ class ContractRendezvous:
         fed = 0
         for ev in events:
             self.stats["events_" + ev.kind.value] += 1
+            self._senders[hashlib.sha256(ev.payload).digest()] = ev.sender
+            while len(self._senders) > SENDERS_MEMORY:
+                self._senders.popitem(last=False)
             await self._sink.put(ev.payload)  # a full sink slows the watcher, drops nothing
             fed += 1
         self._cursor = head + 1
@@ -390,9 +422,36 @@ class ContractRendezvous:
         with _rpc(self.contract.web3, "reading the chain id"):
             return int(self.contract.web3.eth.chain_id)
 
-    def _transact(self, kind: SignalKind, to: str, blob: bytes) -> Sent:
-        with _account_lock(self.gas.address):
-            return self.contract.send(kind, to, blob, self.gas)
+    def _transact(self, payer: LocalAccount, kind: SignalKind, to: str, blob: bytes) -> Sent:
+        with _account_lock(payer.address):
+            return self.contract.send(kind, to, blob, payer)
+
+    async def payer(self) -> LocalAccount:
+        """The account paying for our transactions: the gas wallet, or our own wallet of
+        today (derived once a day; on the embedded chain topped up when low)."""
+        if self.gas is not None:
+            return self.gas
+        wallet = await self.wallets.get(self.rotation.prefix, self.rotation.user_id,
+                                        utc_day(self._now()))
+        if self._top_up is not None:
+            await self._call(self._top_up, wallet.address)
+        return wallet.account()
+
+    async def paid_by(self, sender_pub: bytes, payload: bytes) -> bool | None:
+        """Whether the transaction that carried ``payload`` was paid (``msg.sender``) by
+        ``sender_pub``'s own wallet of the day (or of the neighbouring day near midnight).
+        None when the payload did not come from this watcher; False when the sender's
+        rotation secret is unknown or another wallet paid."""
+        msg_sender = self._senders.get(hashlib.sha256(payload).digest())
+        if msg_sender is None:
+            return None
+        secret = self.store.rotation(sender_pub)
+        if secret is None:
+            return False
+        for day in watch_days(self._now(), self.skew):
+            if await self._derive(secret, day) == msg_sender:
+                return True
+        return False
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         lock = self._lock
