@@ -169,7 +169,7 @@ def _get_through_dead_nearest_entries(max_refills: int | None) -> tuple[object, 
     place) while live nodes farther in the same table lead to the value."""
     from netsim import join
 
-    import hailing.dht.protocol as protocol_mod
+    import hailing.dht._lookup_engine as engine_mod
     from hailing.dht import ItemFound
 
     net = build_network(40)
@@ -186,13 +186,13 @@ def _get_through_dead_nearest_entries(max_refills: int | None) -> tuple[object, 
         reader.table.add(fake, (f"10.9.0.{i + 1}", 6881), net.now)
     nearest = reader.table.closest(target, 16)
     assert all(e.addr[0].startswith("10.9.") for e in nearest)  # all dead, nowhere
-    old = protocol_mod.MAX_REFILLS
+    old = engine_mod.MAX_REFILLS
     if max_refills is not None:
-        protocol_mod.MAX_REFILLS = max_refills
+        engine_mod.MAX_REFILLS = max_refills
     try:
         ev = net.wait_event(reader, reader.get(target, net.now))
     finally:
-        protocol_mod.MAX_REFILLS = old
+        engine_mod.MAX_REFILLS = old
     assert isinstance(ev, ItemFound)
     return ev.item, reader.stats["lookup_refills"]
 

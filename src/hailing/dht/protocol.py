@@ -22,15 +22,13 @@ from __future__ import annotations
 import heapq
 from collections import Counter, deque
 from collections.abc import Hashable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from .. import bencode
 from ..errors import (
-    GENERIC_ERROR,
     HailingError,
     KrpcError,
     LocalProtocolError,
-    NotFoundError,
     QueryTimeout,
     RemoteProtocolError,
 )
@@ -41,32 +39,24 @@ from ..krpc import (
     Query,
     Response,
     decode_message,
-    decode_nodes,
     encode_message,
 )
 from . import bep42, bep44, inbox
-from .config import HAILING_VERSION, DhtConfig
+from ._lookup_engine import LookupEngine, Rng, _Pending
+from .config import DhtConfig
 from .events import (
     CommandFailed,
     Event,
     InboxMessage,
-    ItemFound,
-    Listening,
-    LookupStats,
-    NodesFound,
-    PeersFound,
     Pong,
-    StoreDone,
 )
-from .ids import NodeInfo, id_to_int
-from .lookup import ANSWERED, FAILED, FRESH, STALLED, Candidate, Lookup
-from .responder import MAX_WIDE_NODES, Responder
+from .ids import id_to_int
+from .lookup import ANSWERED, Candidate, Lookup
+from .responder import Responder
 from .routing import RoutingTable
 from .storage import ItemStore, PeerStore
 from .tokens import TokenManager
 
-#: How many times a starved lookup takes further nodes from the routing table.
-MAX_REFILLS = 3
 #: Bootstrap addresses remembered to join again when the routing table runs (nearly) dry.
 MAX_SEEDS = 16
 #: Backoff between such joins: from a minute, doubling, up to half an hour.
@@ -74,56 +64,9 @@ REJOIN_MIN = 60.0
 REJOIN_MAX = 1800.0
 
 
-class Rng(Protocol):
-    """The randomness the core needs; ``random.Random`` satisfies it."""
-
-    def getrandbits(self, k: int, /) -> int: ...
-    def random(self) -> float: ...
-
-
-class _Pending:
-    """One request in flight."""
-
-    __slots__ = (
-        "addr", "cand", "done", "lookup", "method", "node_id", "on_reply", "rtt", "sent",
-        "stalled", "tid",
-    )
-
-    def __init__(self, tid: bytes, addr: Hashable, method: bytes, sent: float) -> None:
-        self.tid = tid
-        self.addr = addr
-        self.method = method
-        self.sent = sent
-        self.node_id: bytes | None = None
-        self.lookup: Lookup | None = None
-        self.cand: Candidate | None = None
-        #: For requests outside lookups: called as on_reply(reply or None, pending, now).
-        self.on_reply: Any = None
-        self.rtt = 0.0
-        self.done = False
-        self.stalled = False
-
-
-class _Store:
-    """The second phase of put/announce: requests to the closest nodes with their tokens."""
-
-    __slots__ = ("errors", "lookup", "outstanding", "stored")
-
-    def __init__(self, lookup: Lookup) -> None:
-        self.lookup = lookup
-        self.outstanding = 0
-        self.stored = 0
-        self.errors: list[tuple[int, str]] = []
-
-
 _SOFT, _HARD, _TICK = 0, 1, 2
 
-#: How long the storing nodes (and tokens) of an inbox key are reused for posts; tokens
-#: stay valid 5 to 10 minutes (BEP5), nodes may leave: a minute is a safe middle.
-INBOX_NODES_TTL = 60.0
-
-
-class DhtProtocol:
+class DhtProtocol(LookupEngine):
     """A Mainline DHT node without IO. See the module docstring for the call sequence."""
 
     def __init__(
@@ -547,288 +490,7 @@ class DhtProtocol:
     def _send_error(self, tid: bytes, code: int, message: str, addr: Hashable) -> None:
         self._out.append((encode_message(Error(tid, code, message, self.config.version)), addr))
 
-    # == lookups =======================================================================
-
-    def _new_qid(self) -> int:
-        self._qid += 1
-        return self._qid
-
-    def _start_lookup(
-        self,
-        kind: str,
-        target: bytes,
-        now: float,
-        *,
-        seeds: Iterable[Hashable] = (),
-        store: tuple[bytes, dict[bytes, Any]] | None = None,
-        qid: int | None = None,
-        salt: bytes = b"",
-        republish: bytes | None = None,
-    ) -> int:
-        """Start a lookup; ``qid`` -1 marks internal ones (refresh, republish): no event.
-
-        ``republish`` names a store (put/announce) to repeat every republish interval
-        once the network has accepted it."""
-        cfg = self.config
-        # Table refreshes are background work: latency does not matter there, messages do.
-        alpha = min(cfg.alpha, 3) if kind == "refresh" else cfg.alpha
-        lk = Lookup(
-            qid or self._new_qid(), kind, target, self.node_id, cfg.k, alpha,
-            cfg.max_lookup_candidates, now,
-        )
-        lk.store = store
-        lk.salt = salt
-        lk.lockstep = self._lockstep
-        lk.republish = republish
-        for addr in seeds:
-            lk.add_seed(addr)
-        for e in self.table.closest(target, cfg.k * 2):
-            lk.add(e.id, e.addr, 0)
-        self._advance(lk, now)
-        return lk.qid
-
-    def _lookup_method(self, lk: Lookup) -> tuple[bytes, bytes]:
-        if lk.kind in ("find_node", "bootstrap", "refresh"):
-            return b"find_node", b"target"
-        # put, post and listen first collect write tokens with BEP44 gets.
-        if lk.kind in ("get_peers", "announce"):
-            return b"get_peers", b"info_hash"
-        return b"get", b"target"
-
-    def _advance(self, lk: Lookup, now: float) -> None:
-        if lk.finished:
-            return
-        method, key = self._lookup_method(lk)
-        for c in lk.next_requests():
-            args: dict[bytes, Any] = {key: lk.target}
-            if lk.widened:
-                args[b"hailing_k"] = MAX_WIDE_NODES
-            self._request(c.addr, method, args, now, node_id=c.id, lookup=lk, cand=c)
-        if lk.is_done():
-            if self._refill(lk) or self._widen(lk):
-                self._advance(lk, now)
-                return
-            lk.finished = True
-            self._complete(lk, now)
-
-    def _refill(self, lk: Lookup) -> bool:
-        """A lookup that ran out of candidates before k of them answered takes the next
-        nodes of our routing table, up to MAX_REFILLS times. Under churn the entries
-        nearest a target can all be dead (nobody evicts a dead entry until a live node
-        wants its place): without this a get from such a table ends with no answer at
-        all, while live nodes a little farther in the same table would lead to the value."""
-        if (lk.stop or lk.lockstep or lk.kind == "refresh" or lk.refills >= MAX_REFILLS
-                or len(lk.closest_answered()) >= lk.k):
-            return False
-        lk.refills += 1
-        want = self.config.k * 2 * (lk.refills + 1)
-        added = False
-        for e in self.table.closest(lk.target, want):  # the nearer ones are known already
-            added = lk.add(e.id, e.addr, 0) or added
-        if added:
-            self.stats["lookup_refills"] += 1
-        return added
-
-    def _widen(self, lk: Lookup) -> bool:
-        """A get that ends empty-handed while nodes of its closest set did not answer
-        searches once more, twice as deep. After mass failures dead entries fill the
-        closest k of every routing table, so every answer names only dead nodes near
-        the target: the nearest nodes that did answer are asked again, this time for up
-        to MAX_WIDE_NODES nodes (``hailing_k``; other clients ignore the argument), which
-        reaches past the dead entries to live nodes that hold the value."""
-        if lk.kind not in ("get", "get_mutable") or lk.result is not None or lk.widened:
-            return False
-        if not any(c.state == STALLED or c.state == FAILED for c in lk.cands[: lk.k]):
-            return False
-        lk.widened = True
-        lk.k *= 2
-        for c in lk.closest_answered(self.config.alpha):
-            c.state = FRESH
-        return True
-
-    def _lookup_reply(self, lk: Lookup, c: Candidate, r: Response, now: float) -> None:
-        vals = r.values
-        if c.id is None:  # a bootstrap seed: now we know its id, and it counts as a result
-            c.id = r.sender_id
-            lk.add_answered_seed(c)
-        codec = self.codec
-        depth = c.depth + 1
-        for nid, addr in decode_nodes(vals.get(b"nodes"), codec):
-            lk.add(nid, addr, depth)
-        if b"nodes6" in vals:
-            for nid, addr in decode_nodes(vals.get(b"nodes6"), codec, ipv6=True):
-                lk.add(nid, addr, depth)
-        if lk.kind == "refresh":
-            # A refresh only has to fill the target's bucket. Nodes the answer names go
-            # straight into that bucket while it has room, as questionable entries (as
-            # libtorrent's "heard about" nodes): the first failure removes them, and a
-            # full bucket ends the refresh.
-            table = self.table
-            bucket = table.buckets[table.bucket_index(id_to_int(lk.target))]
-            stale = now - self.config.questionable_after
-            for nid, addr in decode_nodes(vals.get(b"nodes"), codec):
-                if len(bucket.nodes) >= table.k:
-                    break
-                if table.get(nid) is None and self._acceptable(nid, addr):
-                    table.add(nid, addr, stale)
-                    bucket = table.buckets[table.bucket_index(id_to_int(lk.target))]
-            if len(bucket.nodes) >= table.k:
-                lk.stop = True
-            return
-        token = vals.get(b"token")
-        if type(token) is bytes and len(token) <= 64:
-            c.token = token
-        kind = lk.kind
-        if kind == "get_peers" or kind == "announce":
-            values = vals.get(b"values")
-            if type(values) is list:
-                found = c.extra = []
-                for v in values[:200]:
-                    if type(v) is bytes:
-                        a = codec.unpack(v)
-                        if a is not None:
-                            found.append(a)
-        elif kind == "get" or kind == "get_mutable" or kind == "put":
-            self._lookup_item(lk, c, vals, depth - 1)
-        elif kind == "post" or kind == "listen":
-            # Only hailing nodes know the inbox methods; others would answer 204.
-            c.extra = r.version is not None and r.version[:2] == HAILING_VERSION[:2]
-
-    def _lookup_item(self, lk: Lookup, c: Candidate, vals: dict[bytes, Any], depth: int) -> None:
-        if b"v" not in vals or lk.kind == "put":
-            return
-        try:
-            v = bencode.encode(vals[b"v"])
-        except HailingError:
-            return
-        if b"k" not in vals:
-            item = bep44.ImmutableItem(v)
-            if item.target == lk.target and lk.kind == "get":
-                lk.result, lk.result_depth = item, depth
-                lk.stop = True
-            else:
-                self.stats["bad_items"] += 1
-            return
-        k, sig, seq = vals.get(b"k"), vals.get(b"sig"), vals.get(b"seq")
-        salt = lk.salt
-        if type(k) is not bytes or type(sig) is not bytes or type(seq) is not int:
-            self.stats["bad_items"] += 1
-            return
-        mitem = bep44.MutableItem(k, salt, seq, v, sig)
-        if mitem.target != lk.target or not mitem.is_valid():
-            self.stats["bad_items"] += 1
-            return
-        best = lk.result
-        if best is None or (isinstance(best, bep44.MutableItem) and seq > best.seq):
-            lk.result, lk.result_depth = mitem, depth
-
-    def _refresh_far_buckets(self, now: float) -> None:
-        table = self.table
-        for i in range(len(table.buckets) - 1):
-            if len(table.buckets[i].nodes) < table.k:
-                table.touch_bucket(i, now)
-                target = table.random_id_in_bucket(i, self._rng.getrandbits(160))
-                self._start_lookup("refresh", target, now, qid=-1)
-
-    def _complete(self, lk: Lookup, now: float) -> None:
-        if lk.qid < 0 and lk.kind not in ("put", "announce", "listen", "post"):
-            if lk.kind == "bootstrap":  # a rejoin: fill the far buckets as a join does
-                self._refresh_far_buckets(now)
-            return
-        stats = LookupStats(lk.messages, lk.responses, lk.timeouts, lk.hops(), max(0.0, now - lk.started))
-        kind = lk.kind
-        if kind == "bootstrap":
-            self._refresh_far_buckets(now)
-        if kind in ("find_node", "bootstrap"):
-            nodes = tuple(NodeInfo(c.id, c.addr) for c in lk.closest_answered() if c.id)
-            if not nodes and not lk.responses:
-                self._events.append(CommandFailed(lk.qid, QueryTimeout("no node answered the lookup")))
-            else:
-                self._events.append(NodesFound(lk.qid, lk.target, nodes, stats))
-        elif kind == "get_peers":
-            peers: dict[Hashable, None] = {}
-            for c in lk.cands:
-                if c.extra:
-                    peers.update(dict.fromkeys(c.extra))
-            nodes = tuple(NodeInfo(c.id, c.addr) for c in lk.closest_answered() if c.id)
-            self._events.append(PeersFound(lk.qid, lk.target, tuple(peers), nodes, stats))
-        elif kind in ("get", "get_mutable"):
-            self._events.append(ItemFound(lk.qid, lk.target, lk.result, stats))
-        else:  # put / announce: second phase
-            self._store_phase(lk, now)
-
-    def _store_phase(self, lk: Lookup, now: float) -> None:
-        assert lk.store is not None
-        method, args = lk.store
-        st = _Store(lk)
-        inbox = lk.kind in ("post", "listen")
-        chosen: list[tuple[Hashable, bytes, bytes]] = []
-        for c in lk.closest_answered(lk.k * 2 if inbox else None):
-            if c.token is None or (inbox and not c.extra):
-                continue
-            if inbox and st.outstanding >= self.config.k:
-                break
-            if inbox and c.id is not None:
-                chosen.append((c.addr, c.id, c.token))
-            a = dict(args)
-            a[b"token"] = c.token
-            st.outstanding += 1
-
-            def done(reply: Response | Error | None, p: _Pending, now: float, st: _Store = st) -> None:
-                st.outstanding -= 1
-                if isinstance(reply, Response):
-                    st.stored += 1
-                    if st.lookup.kind == "listen":
-                        self._deliver_values(st.lookup.target, reply.values.get(b"values"))
-                elif isinstance(reply, Error):
-                    st.errors.append((reply.code, reply.message))
-                if st.outstanding == 0:
-                    self._store_done(st, now)
-
-            self._request(c.addr, method, a, now, node_id=c.id, on_reply=done)
-        if chosen and not lk.cached:
-            self._inbox_nodes[lk.target] = (now + INBOX_NODES_TTL, chosen)
-            if len(self._inbox_nodes) > 1024:
-                self._inbox_nodes = {
-                    k: v for k, v in self._inbox_nodes.items() if v[0] > now
-                }
-        if st.outstanding == 0:
-            self._store_done(st, now)
-
-    def _store_done(self, st: _Store, now: float) -> None:
-        lk = st.lookup
-        if st.stored and lk.republish is not None and lk.store is not None:
-            # Only what the network accepted is repeated, and never with its cas.
-            method, args = lk.store
-            args = {k: v for k, v in args.items() if k != b"cas"}
-            self._republish[lk.republish] = (
-                now + self.config.republish_interval, (lk.kind, lk.target, (method, args))
-            )
-        if lk.cached and st.stored == 0:
-            # The remembered storing nodes are gone: find the key's nodes again.
-            self._inbox_nodes.pop(lk.target, None)
-            self._start_lookup(lk.kind, lk.target, now, store=lk.store, qid=lk.qid)
-            return
-        if lk.qid < 0:
-            return
-        stats = LookupStats(
-            lk.messages + st.stored + len(st.errors), lk.responses, lk.timeouts, lk.hops(),
-            now - lk.started,
-        )
-        if st.stored == 0 and not st.errors and lk.kind in ("post", "listen"):
-            self._events.append(CommandFailed(lk.qid, NotFoundError(
-                "no hailing node answered near this key (the network's nodes do not "
-                "support hailing's inbox methods)"
-            )))
-        elif lk.kind == "listen" and st.stored:
-            self._events.append(Listening(lk.qid, lk.target, st.stored, stats))
-        elif st.stored == 0:
-            err = st.errors[0] if st.errors else (GENERIC_ERROR, "no node accepted the value")
-            self._events.append(
-                CommandFailed(lk.qid, KrpcError(f"store failed: {err[1]} ({err[0]})", err[0]))
-            )
-        else:
-            self._events.append(StoreDone(lk.qid, lk.target, st.stored, tuple(st.errors), stats))
+    # == lookups: see _lookup_engine.LookupEngine ========================================
 
     def _put_item(
         self, item: bep44.ImmutableItem | bep44.MutableItem, now: float, cas: int | None
