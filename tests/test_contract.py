@@ -471,6 +471,20 @@ def test_a_stale_nonce_is_read_again_not_reused(anvil_node: Anvil, monkeypatch) 
     assert [e.payload for e in contract.events_since(0, [to])] == [b"first", b"second"]
 
 
+def test_an_unusable_nonce_lock_file_does_not_stop_sending(embedded: Chain, tmp_path,
+                                                            monkeypatch) -> None:
+    """The lock file cannot be opened (another user's, say; here a directory in its
+    place): the transaction still goes, under this process's own lock."""
+    import tempfile
+
+    payer = embedded.accounts[1]
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    (tmp_path / f"hailing-nonce-{payer.address.lower()}.lock").mkdir()
+    to = fresh_address()
+    embedded.contract.offer(to, b"despite the lock file", payer)
+    assert [e.payload for e in embedded.contract.events_since(0, [to])] == [b"despite the lock file"]
+
+
 # -- the embedded chain and the benchmark ----------------------------------------------
 
 

@@ -335,7 +335,11 @@ def nonce_lock(address: str) -> Iterator[None]:
         lock = _thread_locks.setdefault(address, threading.Lock())
     path = os.path.join(tempfile.gettempdir(), f"hailing-nonce-{address.lower()}.lock")
     with lock:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:  # e.g. another user's lock file: this process's lock still holds
+            yield
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
