@@ -274,9 +274,11 @@ class Peer:
                 self._answer_refs.pop(peer, None)
             sdp = answer.body[ANSWER_REF:]
             remote_fp = fingerprint_of(sdp)
-            await pc.setRemoteDescription(decode_sdp(sdp))
+            # The Connection (its message handler) exists before the transport can start:
+            # nothing the callee sends first can be emitted to nobody.
             conn = Connection(pc, channel, ident, peer, initiator=True, local_fp=local_fp,
                               remote_fp=remote_fp, downloads=self.downloads)
+            await pc.setRemoteDescription(decode_sdp(sdp))
             await conn.authenticate()
         except BaseException:
             await pc.close()
