@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 import pytest
 import vyper
-from conftest_chain import REPO, Anvil, ScriptedRpc, anvil_binary, rpc_result
+from conftest_chain import REPO, Anvil, ScriptedRpc, rpc_result
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pytest_helpers import anvil_or_skip
 from web3 import Web3
 
 from hailing.chain import (
@@ -65,12 +66,7 @@ class Chain:
 
 @pytest.fixture(scope="module")
 def anvil_node() -> Iterator[Anvil]:
-    binary, why = anvil_binary()
-    if binary is None:
-        if os.environ.get("HAILING_REQUIRE_ANVIL"):
-            pytest.fail(why)
-        pytest.skip(why)
-    with Anvil(binary, block_time=1) as node:
+    with Anvil(anvil_or_skip(), block_time=1) as node:
         yield node
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from conftest_chain import Anvil, anvil_binary
+from conftest_chain import Anvil
 from eth_account import Account
+from pytest_helpers import anvil_or_skip
 
 from hailing.chain import http_web3
 
@@ -120,12 +121,7 @@ def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
             yield Chain(url, keys)
         assert d.proc.returncode == 0
         return
-    binary, why = anvil_binary()
-    if binary is None:
-        if os.environ.get("HAILING_REQUIRE_ANVIL"):
-            pytest.fail(why)
-        pytest.skip(why)
-    with Anvil(binary, block_time=1) as node:
+    with Anvil(anvil_or_skip(), block_time=1) as node:
         yield Chain(node.url, [bytes(node.funded_account().key).hex() for _ in range(2)])
 
 

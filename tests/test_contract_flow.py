@@ -19,11 +19,11 @@ from typing import Any
 
 import aiortc
 import pytest
-from conftest_chain import Anvil, anvil_binary
+from conftest_chain import Anvil
+from pytest_helpers import anvil_or_skip, loopback_ice, recording_pcs
 from test_envelope import build, fields
 from web3 import Web3
 
-import hailing.rtc
 from hailing.chain import EmbeddedChain, SignalingContract, http_web3
 from hailing.chain.client import ChainUnavailable
 from hailing.chain.rpc_server import RpcServer
@@ -55,12 +55,7 @@ WALLETS = RotatingWallets(quick_wallet)
 WG_KEY = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
 
 
-@pytest.fixture(autouse=True)
-def _loopback_ice() -> Iterator[None]:
-    before = hailing.rtc.current_host_addresses()
-    hailing.rtc.set_host_addresses(["127.0.0.1"])
-    yield
-    hailing.rtc.set_host_addresses(before)
+_loopback_ice = pytest.fixture(autouse=True)(loopback_ice)
 
 
 @dataclass
@@ -83,14 +78,7 @@ class ChainEnv:
 
 @pytest.fixture(scope="module")
 def anvil_node() -> Iterator[Anvil]:
-    binary, why = anvil_binary()
-    if binary is None:
-        import os
-
-        if os.environ.get("HAILING_REQUIRE_ANVIL"):
-            pytest.fail(why)
-        pytest.skip(why)
-    with Anvil(binary, block_time=1) as node:
+    with Anvil(anvil_or_skip(), block_time=1) as node:
         yield node
 
 
@@ -161,39 +149,31 @@ def assert_no_leak(logs: list[Any], secrets: set[bytes]) -> None:
 
 @pytest.fixture
 def pcs(monkeypatch: pytest.MonkeyPatch) -> list[aiortc.RTCPeerConnection]:
-    created: list[aiortc.RTCPeerConnection] = []
-    original = aiortc.RTCPeerConnection
-
-    class Recording(original):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kw: Any) -> None:
-            super().__init__(*args, **kw)
-            created.append(self)
-
-    monkeypatch.setattr(aiortc, "RTCPeerConnection", Recording)
-    return created
+    """Every RTCPeerConnection the peers create."""
+    return recording_pcs(monkeypatch)
 
 
-@pytest.fixture
-async def net(chain: ChainEnv, tmp_path: Path, pcs: list[Any]) -> AsyncIterator[Net]:
-    n = Net(chain, tmp_path, pcs)
+async def _running(n: Net) -> AsyncIterator[Net]:
+    """Yield ``n``; then scan the chain's logs for leaks and stop its peers."""
     try:
         yield n
         await n.scan()
     finally:
         for p in reversed(n.started):
             await p.stop()
+
+
+@pytest.fixture
+async def net(chain: ChainEnv, tmp_path: Path, pcs: list[Any]) -> AsyncIterator[Net]:
+    async for n in _running(Net(chain, tmp_path, pcs)):
+        yield n
 
 
 @pytest.fixture
 async def emb(tmp_path: Path, pcs: list[Any]) -> AsyncIterator[Net]:
     """A Net on the embedded chain only."""
-    n = Net(embedded_env(), tmp_path, pcs)
-    try:
+    async for n in _running(Net(embedded_env(), tmp_path, pcs)):
         yield n
-        await n.scan()
-    finally:
-        for p in reversed(n.started):
-            await p.stop()
 
 
 def befriend(a: Peer, b: Peer) -> None:

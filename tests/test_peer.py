@@ -12,15 +12,15 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiortc
 import pytest
+from pytest_helpers import loopback_ice, recording_pcs
 
-import hailing.rtc
 import hailing.rtc.connection as connection_mod
 from hailing.errors import HailingError, QueryTimeout
 from hailing.identity import Identity
@@ -35,12 +35,7 @@ from hailing.testnet import testnet as local_testnet
 REFUSED_TIMEOUT = 3.0  # how long a refused caller waits
 
 
-@pytest.fixture(autouse=True)
-def _loopback_ice() -> Iterator[None]:
-    before = hailing.rtc.current_host_addresses()
-    hailing.rtc.set_host_addresses(["127.0.0.1"])
-    yield
-    hailing.rtc.set_host_addresses(before)
+_loopback_ice = pytest.fixture(autouse=True)(loopback_ice)
 
 
 @dataclass
@@ -69,17 +64,8 @@ async def net(tmp_path: Path) -> AsyncIterator[Net]:
 
 @pytest.fixture
 def pcs(monkeypatch: pytest.MonkeyPatch) -> list[aiortc.RTCPeerConnection]:
-    """Every RTCPeerConnection the peers create (peer.py imports it at call time)."""
-    created: list[aiortc.RTCPeerConnection] = []
-    original = aiortc.RTCPeerConnection
-
-    class Recording(original):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kw: Any) -> None:
-            super().__init__(*args, **kw)
-            created.append(self)
-
-    monkeypatch.setattr(aiortc, "RTCPeerConnection", Recording)
-    return created
+    """Every RTCPeerConnection the peers create."""
+    return recording_pcs(monkeypatch)
 
 
 async def allow(callee: Peer, caller: Peer) -> None:

@@ -25,9 +25,9 @@ line in :attr:`ContractRendezvous.last_error`, posts a :class:`ChainStatus` to
 resumes where it stopped when the endpoint answers again.
 
 Chain calls block (web3); they run in worker threads. The embedded chain (py-evm) is not
-thread-safe: every call to it holds one lock (:func:`open_chain`). Transactions of one gas
-wallet are serialized in this process, and across processes by the client's nonce lock
-(:func:`hailing.chain.client.nonce_lock`), so nonces do not collide.
+thread-safe: every call to it holds one lock (:func:`open_chain`). Nonces of one gas
+wallet never collide, in this process or across processes: the client takes them under
+:func:`hailing.chain.client.nonce_lock`.
 """
 
 from __future__ import annotations
@@ -165,14 +165,6 @@ def gas_account(gas_key: str | bytes | None, link: ChainLink) -> LocalAccount | 
     except Exception:  # eth-keys' ValidationError: zero or >= the group order
         raise LocalProtocolError("the gas key is not a valid secp256k1 private key") from None
     return account
-
-
-_account_locks: dict[str, threading.Lock] = {}
-
-
-def _account_lock(address: str) -> threading.Lock:
-    with _shared_lock:
-        return _account_locks.setdefault(address, threading.Lock())
 
 
 @dataclass(frozen=True)
@@ -423,8 +415,7 @@ class ContractRendezvous:
             return int(self.contract.web3.eth.chain_id)
 
     def _transact(self, payer: LocalAccount, kind: SignalKind, to: str, blob: bytes) -> Sent:
-        with _account_lock(payer.address):
-            return self.contract.send(kind, to, blob, payer)
+        return self.contract.send(kind, to, blob, payer)  # nonces: client.nonce_lock
 
     async def payer(self) -> LocalAccount:
         """The account paying for our transactions: the gas wallet, or our own wallet of
