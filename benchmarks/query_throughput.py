@@ -8,7 +8,7 @@ process pinned to another core; it is written against the wire protocols only
 (its own bencode and msgpack code below), never against any server's internals.
 
 Servers:
-  hailing     `python -m hailing.cli dht serve --bind 127.0.0.1:0` (KRPC, BEP5/BEP44)
+  hailing     `python -m hailing dht serve --bind 127.0.0.1:0` (KRPC, BEP5/BEP44)
   kademlia    bmuller's `kademlia` package, `Server().listen(0, "127.0.0.1")`
               (rpcudp + msgpack; get -> find_value, put -> store)
   libtorrent  a libtorrent session with only the DHT on 127.0.0.1, rate limits lifted
@@ -881,7 +881,7 @@ def start_server(name: str, args: argparse.Namespace) -> ServerProc:
         src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
         if os.path.isdir(os.path.join(src, "hailing")):
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
-        cmd = [py, "-m", "hailing.cli", "dht", "serve", "--bind", f"{LOOPBACK}:0"]
+        cmd = [py, "-m", "hailing", "dht", "serve", "--bind", f"{LOOPBACK}:0"]
         if args.hailing_args:
             cmd += args.hailing_args.split()
     elif name == "kademlia":

@@ -25,9 +25,7 @@ from eth_account import Account
 from eth_utils import is_checksum_address
 
 import hailing.chain.wallet as wallet_mod
-from hailing import _cli_wallet as cli_wallet
 from hailing import cli
-from hailing._cli_wallet import add_wallet_commands
 from hailing.chain import (
     ROTATION_FILE,
     RotatingWallets,
@@ -44,6 +42,8 @@ from hailing.chain import (
     warp_wallet,
     watch_days,
 )
+from hailing.cli import wallet as cli_wallet
+from hailing.cli.wallet import add_wallet_commands
 from hailing.errors import LocalProtocolError, StorageError
 
 # keybase/warpwallet test/spec.json (version 1.0.9; params N=18, r=8, p=1, dkLen=32,

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import HailingError, LocalProtocolError
-from .identity import (
+from ..errors import HailingError, LocalProtocolError
+from ..identity import (
     KEY_FILE,
     ContactBook,
     contact_qr,
@@ -30,7 +30,7 @@ from .identity import (
     load_or_create_identity,
     parse_contact_id,
 )
-from .node import Addr
+from ..node import Addr
 
 PASSPHRASE_ENV = "HAILING_PASSPHRASE"
 
@@ -119,17 +119,17 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _apply_ice(args: argparse.Namespace) -> None:
-    from .rtc import set_host_addresses
+    from ..rtc import set_host_addresses
 
     if args.ice_host:
         set_host_addresses(args.ice_host)
 
 
 def _peer(args: argparse.Namespace, accept_any: bool | None = None) -> Any:
-    from .rtc.peer import Peer
+    from ..rtc.peer import Peer
 
     if getattr(args, "via", None) == "contract":
-        from ._cli_chain import contract_peer_kwargs
+        from .chain import contract_peer_kwargs
 
         _apply_ice(args)
         return Peer(args.data_dir, passphrase=_passphrase(), accept_any=accept_any,
@@ -188,7 +188,7 @@ async def cmd_listen(args: argparse.Namespace) -> int:
 
         workers = [asyncio.ensure_future(report_calls()), asyncio.ensure_future(accept_all())]
         if peer.backend == "contract":
-            from ._cli_chain import report_chain
+            from .chain import report_chain
 
             workers.append(asyncio.ensure_future(report_chain(peer)))
         await stop.wait()
@@ -221,7 +221,7 @@ async def cmd_send(args: argparse.Namespace) -> int:
 
 
 async def cmd_relay(args: argparse.Namespace) -> int:
-    from .signaling.ws_relay import serve_relay
+    from ..signaling.ws_relay import serve_relay
 
     task = asyncio.ensure_future(serve_relay(args.bind))
     stop = await _stop_event()
@@ -326,7 +326,7 @@ def add_peer_commands(sub: Any, parser_class: type[argparse.ArgumentParser],
                        "also HAILING_ICE_HOSTS)")
         p.add_argument("--downloads", default=None, metavar="DIR",
                        help="where received files go (default DATA_DIR/downloads)")
-        from ._cli_chain import add_contract_options
+        from .chain import add_contract_options
 
         add_contract_options(p)
 

@@ -20,10 +20,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ._cli_peer import _contact, _out, _peer, _stop_event
-from .errors import LocalProtocolError, NotFoundError
-from .identity import ContactBook, format_contact_id
-from .node import Addr
+from ..errors import LocalProtocolError, NotFoundError
+from ..identity import ContactBook, format_contact_id
+from ..node import Addr
+from .calls import _contact, _out, _peer, _stop_event
 
 GAS_KEY_ENV = "HAILING_GAS_KEY"
 
@@ -92,7 +92,7 @@ def add_contract_options(p: argparse.ArgumentParser, *, via: tuple[str, ...] = (
 
 def contract_peer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Peer keyword arguments for ``--via contract`` (falling back to the recorded config)."""
-    from .signaling.store import load_chain_config
+    from ..signaling.store import load_chain_config
 
     config = load_chain_config(args.data_dir)
     rpc = args.rpc or config.rpc
@@ -117,9 +117,9 @@ async def report_chain(peer: Any) -> None:
 
 
 async def cmd_chain_serve(args: argparse.Namespace) -> int:
-    from .chain.client import SignalingContract
-    from .chain.embedded import EmbeddedChain
-    from .chain.rpc_server import RpcServer
+    from ..chain.client import SignalingContract
+    from ..chain.embedded import EmbeddedChain
+    from ..chain.rpc_server import RpcServer
 
     chain = await asyncio.to_thread(EmbeddedChain, args.accounts)
     contract = None
@@ -141,8 +141,8 @@ async def cmd_chain_serve(args: argparse.Namespace) -> int:
 
 
 def _deploy(rpc: str, gas_key: str | None) -> str:
-    from .chain.client import SignalingContract
-    from .signaling.contract_rdv import EMBEDDED, embedded_contract, gas_account, open_chain
+    from ..chain.client import SignalingContract
+    from ..signaling.contract_rdv import EMBEDDED, embedded_contract, gas_account, open_chain
 
     link = open_chain(rpc)
     if link.url == EMBEDDED and gas_key is None:
@@ -154,7 +154,7 @@ def _deploy(rpc: str, gas_key: str | None) -> str:
 
 
 async def cmd_contract_deploy(args: argparse.Namespace) -> int:
-    from .signaling.store import ChainConfig, save_chain_config
+    from ..signaling.store import ChainConfig, save_chain_config
 
     gas = args.gas_key or os.environ.get(GAS_KEY_ENV) or None
     address = await asyncio.to_thread(_deploy, args.rpc, gas)
@@ -169,7 +169,7 @@ async def cmd_contract_deploy(args: argparse.Namespace) -> int:
 
 
 async def cmd_rotation_show(args: argparse.Namespace) -> int:
-    from .chain.wallet import load_or_create_rotation
+    from ..chain.wallet import load_or_create_rotation
 
     secret = load_or_create_rotation(args.data_dir)
     print(json.dumps({"user_id": secret.user_id, "prefix": secret.prefix}), flush=True)
@@ -177,7 +177,7 @@ async def cmd_rotation_show(args: argparse.Namespace) -> int:
 
 
 async def cmd_rotation_set(args: argparse.Namespace) -> int:
-    from .signaling.store import SignalStore
+    from ..signaling.store import SignalStore
 
     with SignalStore(args.data_dir) as store:
         store.set_rotation(args.contact, args.prefix, args.user_id)
@@ -189,7 +189,7 @@ async def cmd_rotation_set(args: argparse.Namespace) -> int:
 
 
 async def cmd_endpoint_publish(args: argparse.Namespace) -> int:
-    from .signaling.endpoint import EndpointRecord, encode_record
+    from ..signaling.endpoint import EndpointRecord, encode_record
 
     record = EndpointRecord(args.kind, args.endpoint, dict(args.extra))
     encode_record(record)  # a bad record fails here, before any network
@@ -201,8 +201,8 @@ async def cmd_endpoint_publish(args: argparse.Namespace) -> int:
 
 
 async def cmd_endpoint_list(args: argparse.Namespace) -> int:
-    from .signaling.endpoint import format_wireguard
-    from .signaling.store import SignalStore
+    from ..signaling.endpoint import format_wireguard
+    from ..signaling.store import SignalStore
 
     with ContactBook(args.data_dir) as book, SignalStore(args.data_dir) as store:
         names = {c.pubkey: c.name for c in book.list() if not c.blocked}

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from .chain.wallet import (
+from ..chain.wallet import (
     ROTATION_FILE,
     Wallet,
     _utf8,
@@ -25,7 +25,7 @@ from .chain.wallet import (
     utc_day,
     warp_wallet,
 )
-from .errors import LocalProtocolError
+from ..errors import LocalProtocolError
 
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 

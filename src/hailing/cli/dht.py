@@ -1,8 +1,4 @@
-"""The ``hailing`` command line. Every error is one line on stderr and a non-zero exit.
-
-Exit codes: 0 success, 1 the operation failed (not found, nobody answered, bad data
-file), 2 wrong usage.
-"""
+"""The DHT commands of the ``hailing`` CLI: dht serve/put/get/..., testnet, demo."""
 
 from __future__ import annotations
 
@@ -11,104 +7,29 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any
 
-from . import __version__
-from ._cli_chain import add_chain_commands
-from ._cli_peer import add_peer_commands
-from ._cli_wallet import add_wallet_commands
-from .dht import DhtConfig
-from .dht.bep44 import MAX_SALT_SIZE, public_key
-from .errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout
-from .node import Addr, DhtNode, format_hostport, parse_hostport
-from .testnet import start_testnet
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line (exit 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
-class Progress:
-    """A one-line status on stderr when it is a terminal; silent otherwise."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty()
-        self._t0 = time.monotonic()
-
-    def update(self, text: str) -> None:
-        if self.enabled:
-            elapsed = time.monotonic() - self._t0
-            self.stream.write(f"\r\x1b[K{text} ({elapsed:.1f} s)")
-            self.stream.flush()
-
-    def done(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-
-
-# -- argument types --------------------------------------------------------------------
-
-
-def _hostport(text: str) -> Addr:
-    try:
-        return parse_hostport(text)
-    except LocalProtocolError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _hex_bytes(size: int, what: str) -> Callable[[str], bytes]:
-    def parse(text: str) -> bytes:
-        try:
-            raw = bytes.fromhex(text)
-        except ValueError:
-            raw = b""
-        if len(raw) != size:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return raw
-
-    return parse
-
-
-_hex20 = _hex_bytes(20, "40 hex digits")
-_hex32 = _hex_bytes(32, "a 64-hex-digit public key")
-
-
-def _salt(text: str) -> bytes:
-    raw = os.fsencode(text)
-    if len(raw) > MAX_SALT_SIZE:
-        raise argparse.ArgumentTypeError(f"salt is {len(raw)} bytes; BEP44 allows {MAX_SALT_SIZE}")
-    return raw
-
-
-def _int_in(low: int, high: int | None = None, what: str = "") -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            n = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if n < low or (high is not None and n > high):
-            span = f"{low}..{high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"{what or 'value'} must be {span}, got {n}")
-        return n
-
-    return parse
-
-
-_positive = _int_in(1)
-_nonneg = _int_in(0)
-_port = _int_in(0, 65535, "port")
-_announce_port = _int_in(1, 65535, "port")
-
+from ..dht import DhtConfig
+from ..dht.bep44 import public_key
+from ..errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout
+from ..node import Addr, DhtNode, format_hostport, parse_hostport
+from ..testnet import start_testnet
+from ._common import (
+    Progress,
+    _announce_port,
+    _hex20,
+    _hex32,
+    _hostport,
+    _nonneg,
+    _port,
+    _positive,
+    _salt,
+    _stop_on_signal,
+)
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -147,7 +68,7 @@ async def _client(args: argparse.Namespace, progress: Progress) -> Any:
 
 
 def _print_value(value: Any, raw: bool) -> None:
-    from . import bencode
+    from .. import bencode
 
     if raw:
         sys.stdout.buffer.write(bencode.encode(value))
@@ -183,17 +104,6 @@ def _load_seed(path: Path) -> tuple[bytes, bool]:
 
 
 # -- commands --------------------------------------------------------------------------
-
-
-def _stop_on_signal() -> asyncio.Event:
-    """An event set by SIGINT/SIGTERM. Install it before printing the "ready" line, so a
-    signal sent as soon as that line is read still means a clean stop (exit 0)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
@@ -336,19 +246,13 @@ async def cmd_get_peers(args: argparse.Namespace) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     return await run_demo(nodes=args.nodes)
 
 
-# -- parser ----------------------------------------------------------------------------
 
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="hailing", description="Serverless WebRTC signaling over a Mainline DHT.")
-    p.add_argument("--version", action="version", version=f"hailing {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
-
+def add_dht_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser("demo", help="run a local testnet and show a put/get round trip")
     demo.add_argument("--nodes", type=_positive, default=20, help="testnet size (default 20)")
     demo.set_defaults(func=cmd_demo)
@@ -363,10 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     tn.set_defaults(func=cmd_testnet)
 
     dht = sub.add_parser("dht", help="DHT node and client commands")
-    ds = dht.add_subparsers(dest="dht_command", required=True, parser_class=_Parser, metavar="COMMAND")
+    ds = dht.add_subparsers(dest="dht_command", required=True, parser_class=parser_class, metavar="COMMAND")
 
     def client(name: str, help: str, func: Callable[[argparse.Namespace], Awaitable[int]]) -> argparse.ArgumentParser:
-        c = ds.add_parser(name, help=help, description=help)
+        c: argparse.ArgumentParser = ds.add_parser(name, help=help, description=help)
         c.add_argument("--bootstrap", type=_hostport, action="append", required=True,
                        metavar="HOST:PORT", help="a node to join through (repeatable; required)")
         c.add_argument("--bind", default=None, metavar="HOST[:PORT]",
@@ -415,33 +319,3 @@ def build_parser() -> argparse.ArgumentParser:
     ping.add_argument("addr", type=_hostport, metavar="HOST:PORT")
     ping.set_defaults(func=cmd_ping)
 
-    add_peer_commands(sub, _Parser, _hostport)
-    add_wallet_commands(sub, _Parser)
-    add_chain_commands(sub, _Parser, _hostport)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        code: int = asyncio.run(args.func(args))
-        return code
-    except KeyboardInterrupt:
-        return 130
-    except NotFoundError as exc:
-        print(f"hailing: {exc}", file=sys.stderr)
-        return 1
-    except HailingError as exc:
-        print(f"hailing: error: {exc}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:
-        # The reader went away (e.g. `hailing ... | head -1`): not an error worth a trace.
-        with contextlib.suppress(OSError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

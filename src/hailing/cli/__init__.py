@@ -1,0 +1,60 @@
+"""The ``hailing`` command line. Every error is one line on stderr and a non-zero exit.
+
+Exit codes: 0 success, 1 the operation failed (not found, nobody answered, bad data
+file), 2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import HailingError, NotFoundError
+from ._common import _hostport, _Parser
+from .calls import add_peer_commands
+from .chain import add_chain_commands
+from .dht import add_dht_commands
+from .wallet import add_wallet_commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="hailing", description="Serverless WebRTC signaling over a Mainline DHT.")
+    p.add_argument("--version", action="version", version=f"hailing {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    add_dht_commands(sub, _Parser)
+    add_peer_commands(sub, _Parser, _hostport)
+    add_wallet_commands(sub, _Parser)
+    add_chain_commands(sub, _Parser, _hostport)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = asyncio.run(args.func(args))
+        return code
+    except KeyboardInterrupt:
+        return 130
+    except NotFoundError as exc:
+        print(f"hailing: {exc}", file=sys.stderr)
+        return 1
+    except HailingError as exc:
+        print(f"hailing: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (e.g. `hailing ... | head -1`): not an error worth a trace.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

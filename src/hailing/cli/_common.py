@@ -1,0 +1,113 @@
+"""What every command group of the ``hailing`` CLI shares: the one-line-error parser, the
+terminal progress line, argument types and the stop-on-signal event."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import NoReturn, TextIO
+
+from ..dht.bep44 import MAX_SALT_SIZE
+from ..errors import LocalProtocolError
+from ..node import Addr, parse_hostport
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class Progress:
+    """A one-line status on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self._t0 = time.monotonic()
+
+    def update(self, text: str) -> None:
+        if self.enabled:
+            elapsed = time.monotonic() - self._t0
+            self.stream.write(f"\r\x1b[K{text} ({elapsed:.1f} s)")
+            self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+# -- argument types --------------------------------------------------------------------
+
+
+def _hostport(text: str) -> Addr:
+    try:
+        return parse_hostport(text)
+    except LocalProtocolError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _hex_bytes(size: int, what: str) -> Callable[[str], bytes]:
+    def parse(text: str) -> bytes:
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raw = b""
+        if len(raw) != size:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return raw
+
+    return parse
+
+
+_hex20 = _hex_bytes(20, "40 hex digits")
+_hex32 = _hex_bytes(32, "a 64-hex-digit public key")
+
+
+def _salt(text: str) -> bytes:
+    raw = os.fsencode(text)
+    if len(raw) > MAX_SALT_SIZE:
+        raise argparse.ArgumentTypeError(f"salt is {len(raw)} bytes; BEP44 allows {MAX_SALT_SIZE}")
+    return raw
+
+
+def _int_in(low: int, high: int | None = None, what: str = "") -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if n < low or (high is not None and n > high):
+            span = f"{low}..{high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{what or 'value'} must be {span}, got {n}")
+        return n
+
+    return parse
+
+
+_positive = _int_in(1)
+_nonneg = _int_in(0)
+_port = _int_in(0, 65535, "port")
+_announce_port = _int_in(1, 65535, "port")
+
+
+
+
+def _stop_on_signal() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM. Install it before printing the "ready" line, so a
+    signal sent as soon as that line is read still means a clean stop (exit 0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
