@@ -23,7 +23,6 @@ from typing import Any
 from ..errors import HailingError, LocalProtocolError
 from ..identity import (
     KEY_FILE,
-    ContactBook,
     contact_qr,
     format_contact_id,
     load_identity,
@@ -31,6 +30,7 @@ from ..identity import (
     parse_contact_id,
 )
 from ..node import Addr
+from ..services.contacts import ContactBook
 
 PASSPHRASE_ENV = "HAILING_PASSPHRASE"
 

@@ -21,8 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import LocalProtocolError, NotFoundError
-from ..identity import ContactBook, format_contact_id
+from ..identity import format_contact_id
 from ..node import Addr
+from ..services.contacts import ContactBook
 from .calls import _contact, _out, _peer, _stop_event
 
 GAS_KEY_ENV = "HAILING_GAS_KEY"

@@ -37,13 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HailingError, LocalProtocolError, QueryTimeout
-from ..identity import (
-    ContactBook,
-    Identity,
-    load_or_create_identity,
-    parse_contact_id,
-)
+from ..identity import Identity, load_or_create_identity, parse_contact_id
 from ..node import Addr, DhtNode
+from ..services.contacts import ContactBook
+from ..services.policy import CallPolicy
 from ..signaling import envelope
 from ..signaling.contract_rdv import ContractRendezvous
 from ..signaling.endpoint import (
@@ -374,18 +371,7 @@ class Peer:
 
     def _admit(self, caller: bytes) -> str:
         """The callee's policy, first. Returns 'accepted' or the reason of the refusal."""
-        book = self._contacts()
-        state = book.state(caller)
-        if state == "blocked":
-            return "blocked"
-        status = book.status()
-        if status == "dnd":
-            return "do-not-disturb"
-        if status == "busy":
-            return "busy"
-        if state == "allowed" or self._accept_any():
-            return "accepted"
-        return "unknown caller"
+        return CallPolicy(self._contacts(), self._accept_any_override).admit(caller)
 
     async def _answer(self, offer: envelope.Opened, via: Connection | None = None) -> None:
         from aiortc import RTCPeerConnection
@@ -473,12 +459,10 @@ class Peer:
     # -- helpers -------------------------------------------------------------------------
 
     def _allowed(self) -> list[bytes]:
-        return [c.pubkey for c in self._contacts().list() if not c.blocked]
+        return CallPolicy(self._contacts()).allowed()
 
     def _accept_any(self) -> bool:
-        if self._accept_any_override is not None:
-            return self._accept_any_override
-        return self._contacts().accept_any()
+        return CallPolicy(self._contacts(), self._accept_any_override).accept_any()
 
     def _emit(self, ev: CallEvent) -> None:
         if self.calls.full():
