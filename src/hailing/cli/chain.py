@@ -110,7 +110,7 @@ def contract_peer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 async def report_chain(peer: Any) -> None:
     """Print the contract watcher's lost/back events as JSON lines (for ``listen``)."""
     while True:
-        status = await peer.rendezvous.status_events.get()
+        status = await peer.coupler("contract").status_events.get()
         _out({"event": "chain", "up": status.up, "error": status.error})
 
 

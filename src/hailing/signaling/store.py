@@ -37,6 +37,7 @@ from ..chain.wallet import RotationSecret, check_prefix, check_user_id
 from ..errors import LocalProtocolError, StorageError
 from ..identity import format_contact_id, parse_contact_id
 from ..identity._keystore import _check_permissions
+from .envelope import CLOCK_SKEW
 
 __all__ = ["CHAIN_CONFIG", "PEER_DB", "PEER_DB_VERSION", "ChainConfig", "SignalStore",
            "StoredEndpoint", "load_chain_config", "save_chain_config"]
@@ -187,8 +188,12 @@ class SignalStore(SqliteFile):
     def first_handling(self, nonce: bytes, expires: float, now: float) -> bool:
         """Record that the envelope with this nonce is being handled; False if it already
         was, in this run or an earlier one (the in-memory replay cache forgets on a
-        restart, and inboxes and chains hand the same envelope to a restarted node)."""
-        self._write("DELETE FROM handled_envelopes WHERE expires < ?", (now,))
+        restart, and inboxes and chains hand the same envelope to a restarted node).
+
+        A record is kept as long as the envelope could still be opened: until its expiry
+        plus the clock-skew allowance (:data:`~hailing.signaling.envelope.CLOCK_SKEW`),
+        or a restart in that window would handle it again."""
+        self._write("DELETE FROM handled_envelopes WHERE expires < ?", (now - CLOCK_SKEW,))
         return self._write(
             "INSERT OR IGNORE INTO handled_envelopes VALUES (?, ?)", (bytes(nonce), float(expires))
         ) == 1
