@@ -36,6 +36,7 @@ from hailing.session.dialer import parse_ladder
 from hailing.signaling import envelope
 from hailing.signaling.envelope import CLOCK_SKEW, KIND_ANSWER, KIND_OFFER
 from hailing.signaling.store import SignalStore
+from hailing.signaling.ws_relay import MAX_PAYLOAD as WS_MAX_PAYLOAD
 
 ALICE = Identity.from_seed(bytes(range(32)))
 BOB = Identity.from_seed(bytes(range(1, 33)))
@@ -101,7 +102,7 @@ def test_capabilities_are_frozen_data() -> None:
     caps = {c.name: c.capabilities for c in (DhtCoupler, WsCoupler)}
     assert caps["dht"] == Capabilities(needs_wallet=False, typical_latency_s=0.05, private=True,
                                        reach="anyone", max_blob=1000)
-    assert caps["ws"].private is False and caps["ws"].max_blob == 64 * 1024
+    assert caps["ws"].private is False and caps["ws"].max_blob == WS_MAX_PAYLOAD
     assert dataclasses.asdict(caps["dht"]) == {
         "needs_wallet": False, "typical_latency_s": 0.05, "private": True, "reach": "anyone",
         "max_blob": 1000}
