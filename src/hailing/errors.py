@@ -13,6 +13,7 @@
      +-- QueryTimeout           a request got no answer in time
      +-- NotFoundError          a lookup finished without finding the value
      +-- StorageError           the node's data directory is unusable or corrupt
+     |    +-- CorruptStorageError  a damaged file, or not the database expected there
      +-- RelayError             the WebSocket relay refused or lost us (signaling.ws_relay)
      +-- AuthenticationError    a peer failed its identity proof (rtc.connection)
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "BencodeError",
+    "CorruptStorageError",
     "HailingError",
     "KrpcError",
     "LocalProtocolError",
@@ -79,3 +81,8 @@ class NotFoundError(HailingError):
 
 class StorageError(HailingError):
     """The node's data directory or database cannot be used."""
+
+
+class CorruptStorageError(StorageError):
+    """A database file is damaged, is not a database, or has another schema: a cache
+    (``dht.sqlite3``) is set aside and rebuilt; other files need the user."""
