@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
+import os
 import re
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -177,3 +181,84 @@ def test_old_homes_still_export_the_errors(module: str, names: str) -> None:
 def test_errors_imports_nothing_from_hailing() -> None:
     source = (SRC / "errors.py").read_text()
     assert not re.search(r"^\s*(from|import)\s+(\.|hailing)", source, re.M)
+
+
+# -- import hailing ------------------------------------------------------------------
+
+#: Third-party packages that ``import hailing`` must not load (seconds of import time).
+HEAVY = ("aiortc", "av", "web3", "eth_account", "eth_keys", "eth_abi", "eth_tester", "vyper",
+         "aiohttp", "nacl", "websockets", "cryptography")
+
+
+def _loaded_after(statement: str) -> set[str]:
+    """Top-level names of the modules a fresh interpreter holds after ``statement``."""
+    code = f"{statement}\nimport sys\nprint(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(SRC.parent)}).stdout
+    return set(out.split())
+
+
+def test_all_is_sorted_and_unique() -> None:
+    assert hailing.__all__ == sorted(hailing.__all__)
+    assert len(set(hailing.__all__)) == len(hailing.__all__)
+
+
+def test_every_public_name_resolves() -> None:
+    for name in hailing.__all__:
+        value = getattr(hailing, name)
+        assert value is not None
+        if isinstance(value, type):
+            assert value.__name__ == name
+    assert set(hailing.__all__) <= set(dir(hailing))
+
+
+def test_the_lazy_table_is_the_public_api() -> None:
+    assert set(hailing._WHERE) | {"__version__"} == set(hailing.__all__)
+    plumbing = {"annotations", "import_module", "TYPE_CHECKING"}  # of __init__ itself
+    public = {
+        name for name, value in vars(hailing).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public - plumbing <= set(hailing.__all__), "a public name __all__ does not list"
+
+
+def test_every_error_class_is_exported() -> None:
+    for name, value in vars(errors).items():
+        if isinstance(value, type) and issubclass(value, errors.HailingError):
+            assert name in hailing.__all__
+            assert getattr(hailing, name) is value
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        hailing.Nope  # noqa: B018
+
+
+def test_type_checking_imports_match_the_lazy_table() -> None:
+    """Type checkers read the ``if TYPE_CHECKING:`` imports; they must say what
+    ``__getattr__`` does at run time."""
+    tree = ast.parse((SRC / "__init__.py").read_text())
+    block = next(
+        node for node in tree.body
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name)
+        and node.test.id == "TYPE_CHECKING"
+    )
+    imported = {
+        alias.name: "." * node.level + (node.module or "")
+        for node in block.body if isinstance(node, ast.ImportFrom) and node.level
+        for alias in node.names
+    }
+    assert imported == hailing._WHERE
+
+
+def test_import_hailing_loads_nothing_heavy() -> None:
+    loaded = _loaded_after("import hailing")
+    assert {m for m in loaded if m.startswith("hailing")} == {"hailing"}
+    assert loaded.isdisjoint(HEAVY)
+
+
+def test_peer_module_does_not_load_web3() -> None:
+    """The contract backend (web3, eth-tester, vyper) loads only when a Peer uses it."""
+    module = hailing._WHERE["Peer"]
+    loaded = _loaded_after(f"import hailing{module}")
+    assert loaded.isdisjoint({"web3", "eth_account", "eth_abi", "eth_tester", "vyper"})

@@ -34,7 +34,7 @@ from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..errors import HailingError, LocalProtocolError, QueryTimeout
 from ..identity import (
@@ -45,7 +45,6 @@ from ..identity import (
 )
 from ..node import Addr, DhtNode
 from ..signaling import envelope
-from ..signaling.contract_rdv import ContractRendezvous
 from ..signaling.endpoint import (
     KIND_ENDPOINT,
     EndpointError,
@@ -63,9 +62,13 @@ from ..signaling.envelope import (
 from ..signaling.rendezvous import DhtRendezvous
 from ..signaling.sdp import SdpError, decode_sdp, encode_sdp, fingerprint_of
 from ..signaling.store import SignalStore
-from ..signaling.ws_rdv import WsRendezvous
 from .connection import Connection
 from .ice import rtc_configuration
+
+if TYPE_CHECKING:  # imported on use: the contract backend pulls in web3 (about a second),
+    # the WebSocket one aiohttp (a quarter of one)
+    from ..signaling.contract_rdv import ContractRendezvous
+    from ..signaling.ws_rdv import WsRendezvous
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,13 @@ CHANNEL_TIMEOUT = 30.0
 #: Lifetime of a sealed endpoint record (the longest an envelope can live, ~18 h).
 ENDPOINT_TTL = envelope.MAX_TTL
 BACKENDS = ("dht", "ws", "contract")
-Rendezvous = DhtRendezvous | WsRendezvous | ContractRendezvous
+Rendezvous: TypeAlias = "DhtRendezvous | WsRendezvous | ContractRendezvous"
+
+
+def _contract_rendezvous() -> type[ContractRendezvous]:
+    from ..signaling.contract_rdv import ContractRendezvous
+
+    return ContractRendezvous
 
 
 @dataclass(frozen=True)
@@ -163,12 +172,14 @@ class Peer:
         try:
             if self.backend == "contract":
                 assert self.rpc_url is not None
-                self.rendezvous = await ContractRendezvous.open(
+                self.rendezvous = await _contract_rendezvous().open(
                     self.data_dir, self.identity, self.store, rpc_url=self.rpc_url,
                     clock=self._clock, **self._contract_args)
                 await self.rendezvous.start(self._blobs)
             elif self.backend == "ws":
                 assert self.relay_url is not None
+                from ..signaling.ws_rdv import WsRendezvous
+
                 ws = WsRendezvous(self.relay_url, self.identity)
                 await ws.start(self._blobs)
                 self.rendezvous = ws
@@ -339,7 +350,8 @@ class Peer:
             self.stats["misrouted_signals"] += 1  # someone else's envelope on a channel
             return
         rdv = self.rendezvous
-        if origin is None and isinstance(rdv, ContractRendezvous) and rdv.require_wallet:
+        if (origin is None and self.backend == "contract"
+                and isinstance(rdv, _contract_rendezvous()) and rdv.require_wallet):
             # The seed's authentication by wallet: the transaction must have been paid by
             # the sender's own wallet of the day, which only its friends can compute.
             if not await rdv.paid_by(opened.sender, blob):
