@@ -76,6 +76,9 @@ DEFAULT_MAX_BACKOFF = 8.0
 #: How long a poll waits for the sink's consumer to handle what it was given before the
 #: cursor is saved (otherwise it is saved at a later poll).
 HANDOFF_TIMEOUT = 5.0
+#: When the chain's head falls below the saved cursor (a restarted or reset chain), the
+#: watcher reads again from this many blocks before the new head.
+REWIND_BLOCKS = 1024
 #: ``gas_key`` value meaning: pay from this node's own wallet of the day (its msg.sender
 #: then proves the sender to friends, who can compute that address).
 ROTATING = "rotating"
@@ -317,6 +320,17 @@ class ContractRendezvous:
         if watch_days(self._now(), self.skew) != self._days:  # a new day, or near midnight
             await self.refresh()
         head = await self._call(self.contract.head)
+        if head + 1 < self._cursor:
+            # The chain is lower than where we stopped reading: it was restarted or reset
+            # (same contract address, new history). Waiting for it to grow past the old
+            # cursor would skip everything sent meanwhile: read it again from near its
+            # start (the record of handled envelopes keeps anything from ringing twice).
+            rewound = max(0, head + 1 - REWIND_BLOCKS)
+            log.warning("the chain is at block %d, below the saved cursor %d (restarted?): "
+                        "watching again from block %d", head, self._cursor, rewound)
+            self.stats["chain_rewound"] += 1
+            self._cursor = self._saved = rewound
+            self.store.set_cursor(self._cursor_key, rewound)
         if head < self._cursor:
             self.stats["polls"] += 1
             await self._save_cursor()
