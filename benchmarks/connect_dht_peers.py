@@ -50,8 +50,8 @@ from opendht_coupler import OpenDhtNode, opendht_peer
 
 import hailing
 from hailing.node import DhtNode, parse_hostport
+from hailing.peer import Peer
 from hailing.rtc import set_host_addresses
-from hailing.rtc.peer import Peer
 
 PATHS = ("hailing", "opendht", "ws")
 HERE = Path(__file__).resolve().parent

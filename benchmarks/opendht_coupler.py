@@ -40,7 +40,7 @@ import opendht
 
 from hailing.errors import HailingError
 from hailing.identity import ContactBook, Identity, load_or_create_identity
-from hailing.rtc.peer import Peer
+from hailing.peer import Peer
 from hailing.signaling.rendezvous import DhtRendezvous
 from hailing.signaling.store import SignalStore
 
