@@ -211,9 +211,8 @@ class Peer:
                 self._couplers.append(coupler)
                 await coupler.start(self.router.attach(coupler))
             self.dialer = Dialer(self._couplers, self.ladder)
-            seen = self.contacts.version()  # now: a change made from here on is noticed
             self.supervisor.loop(self._refresh_loop, name="refresh loop")
-            self.supervisor.loop(lambda: self._watch_contacts(seen), name="contacts watch")
+            self.supervisor.loop(self._watch_contacts, name="contacts watch")
         except BaseException:
             await self.stop()
             raise
@@ -418,9 +417,10 @@ class Peer:
             await asyncio.sleep(REFRESH_INTERVAL)
             await self._refresh_quietly()
 
-    async def _watch_contacts(self, seen: tuple[int, int]) -> None:
+    async def _watch_contacts(self) -> None:
         """Refresh as soon as anyone (this process or another) changed the contact book
-        since it was ``seen``: one ``PRAGMA data_version`` read per :data:`CONTACTS_POLL`."""
+        since the last refresh: one ``PRAGMA data_version`` read per
+        :data:`CONTACTS_POLL`."""
         book = self._contacts()
         while True:
             await asyncio.sleep(CONTACTS_POLL)
