@@ -7,6 +7,7 @@ the hard timeout" is an exact statement, not a measurement."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from netsim import MemoryNet, build_network, join
 
@@ -154,3 +155,14 @@ def test_a_read_only_listener_answering_pushes_stays_out_of_routing_tables() -> 
         == [b"offer"]
     assert client.stats["q_hailing_push"] >= 1  # it answered pushes...
     assert not in_any_table(net, client)  # ...and still nobody routes through it
+
+
+async def test_a_peer_can_run_its_dht_node_read_only(tmp_path: Path) -> None:
+    from hailing.peer import Peer
+
+    peer = Peer(tmp_path, dht_config=READ_ONLY)
+    node = await peer._open_node()
+    try:
+        assert node.core.config.read_only
+    finally:
+        await node.stop()
