@@ -7,6 +7,9 @@ raised KeyError and leaked the count; refused listens left empty per-key entries
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 from netsim import MemoryNet, build_network, join
 
@@ -201,3 +204,36 @@ async def test_one_shot_nodes_over_udp_never_lock_their_answer_key() -> None:
             async with DhtNode(("127.0.0.1", 0), bootstrap=boot) as client:
                 await client.bootstrap()
                 assert await client.listen(KEY) > 0
+
+
+async def test_unlistens_for_unknown_keys_over_udp_are_answered_and_leak_nothing() -> None:
+    # issue 9 item 1 on the wire: each used to raise KeyError inside receive_datagram
+    # after counting a listener, until every listen on the node failed with 242
+    loop = asyncio.get_running_loop()
+    async with DhtNode(("127.0.0.1", 0)) as node:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(("127.0.0.1", 0))
+        try:
+
+            async def ask(method: bytes, args: dict[bytes, object], tid: bytes) -> dict[bytes, object]:
+                sock.sendto(_query(method, args, tid), node.address)
+                async with asyncio.timeout(5):
+                    while True:
+                        msg = decode_message((await loop.sock_recvfrom(sock, 65535))[0])
+                        if msg.tid == tid:
+                            if isinstance(msg, Error):
+                                return {b"error": msg.code}
+                            return msg.values  # type: ignore[union-attr]
+
+            token = (await ask(b"get", {b"target": KEY}, b"g0"))[b"token"]
+            for i in range(300):
+                r = await ask(b"hailing_listen", {b"key": i.to_bytes(20, "big"), b"token": token,
+                                                  b"ttl": 0}, i.to_bytes(2, "big"))
+                assert r == {b"id": node.node_id, b"ttl": 0}
+            table = node.core.responder.inbox.listener_table
+            assert len(table) == 0 and table.keys_held == 0
+            r = await ask(b"hailing_listen", {b"key": KEY, b"token": token, b"ttl": 60}, b"l1")
+            assert r[b"ttl"] == 60
+        finally:
+            sock.close()
