@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         BencodeError,
         ChainError,
         ChainUnavailable,
+        CorruptStorageError,
         EndpointError,
         EnvelopeError,
         ExpiredEnvelope,
@@ -66,13 +67,13 @@ if TYPE_CHECKING:
     )
     from .identity import Identity
     from .node import DhtNode
+    from .peer import CallEvent, Peer
     from .rtc.connection import Connection, FileReceived, TextMessage
-    from .rtc.peer import CallEvent, Peer
 
 __version__ = "0.1.0"
 
 _ERRORS = (
-    "AuthenticationError BadRpcAnswer BencodeError ChainError ChainUnavailable EndpointError"
+    "AuthenticationError BadRpcAnswer BencodeError ChainError ChainUnavailable CorruptStorageError EndpointError"
     " EnvelopeError ExpiredEnvelope ForgedEnvelope FutureEnvelope HailingError KrpcError"
     " LocalProtocolError MalformedEnvelope MalformedLog MalformedMessage NotFoundError"
     " PutRejected QueryTimeout RecipientOffline RelayError RemoteProtocolError"
@@ -82,7 +83,7 @@ _ERRORS = (
 
 #: Where each public name lives (module, relative to this package).
 _WHERE: dict[str, str] = {
-    "CallEvent": ".rtc.peer",
+    "CallEvent": ".peer",
     "Connection": ".rtc.connection",
     "DhtConfig": ".dht",
     "DhtNode": ".node",
@@ -92,7 +93,7 @@ _WHERE: dict[str, str] = {
     "ImmutableItem": ".dht.bep44",
     "MutableItem": ".dht.bep44",
     "NodeInfo": ".dht",
-    "Peer": ".rtc.peer",
+    "Peer": ".peer",
     "TextMessage": ".rtc.connection",
     **dict.fromkeys(_ERRORS.split(), ".errors"),
 }
@@ -105,6 +106,7 @@ __all__ = [
     "ChainError",
     "ChainUnavailable",
     "Connection",
+    "CorruptStorageError",
     "DhtConfig",
     "DhtNode",
     "DhtProtocol",

@@ -26,6 +26,7 @@
      +-- QueryTimeout                a request got no answer in time
      +-- NotFoundError               a lookup finished without finding the value
      +-- StorageError                the data directory or a file in it is unusable or corrupt
+     |    +-- CorruptStorageError    a damaged file, or not the database expected there
      +-- RelayError                  the WebSocket relay refused or lost us (signaling.ws_relay)
      |    +-- RecipientOffline       the relay has no connection for the recipient
      +-- ChainError                  the chain endpoint failed us (chain.client)
@@ -57,6 +58,7 @@ __all__ = [
     "BencodeError",
     "ChainError",
     "ChainUnavailable",
+    "CorruptStorageError",
     "EndpointError",
     "EnvelopeError",
     "ExpiredEnvelope",
@@ -237,6 +239,11 @@ class NotFoundError(HailingError):
 
 class StorageError(HailingError):
     """The node's data directory, or a file or database in it, cannot be used."""
+
+
+class CorruptStorageError(StorageError):
+    """A database file is damaged, is not a database, or has another schema: a cache
+    (``dht.sqlite3``) is set aside and rebuilt; other files need the user."""
 
 
 class RelayError(HailingError):
