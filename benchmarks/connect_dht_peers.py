@@ -337,9 +337,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for r in raw:
                     await r.start()
                 for caller, callee in pairs.values():
-                    assert callee.contacts is not None and callee.rendezvous is not None
+                    # Friends: each in the other's book. (A caller that does not have the
+                    # callee as a contact loses its answer key at the next refresh.)
+                    assert callee.contacts is not None and caller.contacts is not None
                     callee.contacts.add(caller.contact_id, "caller")
-                    await callee.rendezvous.refresh()
+                    caller.contacts.add(callee.contact_id, "callee")
+                    await callee.refresh()
+                    await caller.refresh()
                 await asyncio.sleep(1.0)  # OpenDHT's listens find their nodes in the background
                 servers = [asyncio.ensure_future(serve(callee)) for _, callee in pairs.values()]
                 times, fails = await calls(pairs, args.calls, args.warmup, args.timeout)
