@@ -15,6 +15,8 @@
      +-- StorageError           the node's data directory is unusable or corrupt
      +-- RelayError             the WebSocket relay refused or lost us (signaling.ws_relay)
      +-- AuthenticationError    a peer failed its identity proof (rtc.connection)
+     +-- DaemonError            the daemon of a data directory: already running, or its
+                                local API refused a request (hailing.daemon)
 
 Garbage from the network never escapes the receiving function: the protocol core turns it
 into a KRPC error reply or drops and counts it. Local misuse raises. The CLI prints
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 __all__ = [
     "BencodeError",
+    "DaemonError",
     "HailingError",
     "KrpcError",
     "LocalProtocolError",
@@ -79,3 +82,8 @@ class NotFoundError(HailingError):
 
 class StorageError(HailingError):
     """The node's data directory or database cannot be used."""
+
+
+class DaemonError(HailingError):
+    """A daemon already runs for the data directory, or the daemon's local API refused a
+    request (the message says why)."""

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..dht import DhtConfig
 from ..errors import HailingError, LocalProtocolError, QueryTimeout
 from ..identity import (
     ContactBook,
@@ -111,6 +112,7 @@ class Peer:
         contract_address: str | None = None,
         gas_key: str | bytes | None = None,
         contract_options: dict[str, Any] | None = None,
+        dht_config: DhtConfig | None = None,
         clock: Any = time.time,
     ) -> None:
         if backend not in BACKENDS:
@@ -128,6 +130,7 @@ class Peer:
         self.data_dir = Path(data_dir)
         self.bootstrap = list(bootstrap)
         self.bind = bind
+        self.dht_config = dht_config  # e.g. DhtConfig(read_only=True): BEP43
         self._passphrase = passphrase
         self._accept_any_override = accept_any
         self.downloads = Path(downloads) if downloads else self.data_dir / "downloads"
@@ -174,7 +177,7 @@ class Peer:
                 self.rendezvous = ws
             else:
                 self.node = DhtNode(self.bind, data_dir=self.data_dir / "dht",
-                                    bootstrap=self.bootstrap)
+                                    bootstrap=self.bootstrap, config=self.dht_config)
                 await self.node.start()
                 if self.bootstrap or len(self.node.core.table):
                     await self.node.bootstrap()
