@@ -6,7 +6,8 @@ The events ``hailing listen`` prints keep their shape: ``call``, ``failed``,
 beyond text and files (e.g. ``FileStarted``) becomes ``file-started`` with its fields.
 The daemon adds events for what it does itself: ``connected``/``closed`` with ``to`` for
 links it opened, ``sent`` and ``file-sent`` for what it delivered, ``file-progress``
-while a file goes out, and ``error`` when one of its own tasks failed. An event about
+while a file goes out, ``contact`` and ``presence`` when they were changed through the
+API, and ``error`` when one of its own tasks failed. An event about
 something that came in names the contact in ``from``; one about something that went out,
 in ``to``. Every event has ``at`` (Unix time).
 """

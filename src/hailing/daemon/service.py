@@ -209,7 +209,7 @@ class Daemon:
     async def add_contact(self, contact: str, name: str) -> dict[str, Any]:
         c = self._book().add(parse_contact_id(contact), name)
         await self.refresh()
-        return _contact_json(c)
+        return self._changed(c)
 
     async def set_contact_state(self, ref: str, state: str, name: str | None) -> dict[str, Any]:
         book = self._book()
@@ -218,17 +218,25 @@ class Daemon:
         if state == "blocked":
             await self.links.hang_up_peer(peer)
         await self.refresh()
-        return _contact_json(c)
+        return self._changed(c)
 
     async def rename_contact(self, ref: str, name: str) -> dict[str, Any]:
-        return _contact_json(self._book().rename(self.resolve(ref), name))
+        return self._changed(self._book().rename(self.resolve(ref), name))
 
     async def remove_contact(self, ref: str) -> dict[str, Any]:
         peer = self.resolve(ref)
         if not self._book().remove(peer):
             raise NotFoundError("no such contact")
         await self.refresh()
-        return {"removed": format_contact_id(peer)}
+        who = format_contact_id(peer)
+        self.events.emit({"event": "contact", "contact_id": who, "removed": True})
+        return {"removed": who}
+
+    def _changed(self, c: Any) -> dict[str, Any]:
+        """A contact changed through the API: say so to every subscriber."""
+        out = _contact_json(c)
+        self.events.emit({"event": "contact", **out})
+        return out
 
     # -- presence ------------------------------------------------------------------------
 
@@ -245,7 +253,9 @@ class Daemon:
         if accept_any is not None:
             book.set_accept_any(accept_any)
             await self.refresh()
-        return self.presence()
+        now = self.presence()
+        self.events.emit({"event": "presence", **now})
+        return now
 
     async def refresh(self) -> None:
         """Listen again now: a contact just added can reach us at once."""
