@@ -13,6 +13,7 @@
      +-- QueryTimeout           a request got no answer in time
      +-- NotFoundError          a lookup finished without finding the value
      +-- StorageError           the node's data directory is unusable or corrupt
+     |    +-- CorruptStorageError  a damaged file, or not the database expected there
      +-- RelayError             the WebSocket relay refused or lost us (signaling.ws_relay)
      +-- AuthenticationError    a peer failed its identity proof (rtc.connection)
      +-- DaemonError            the daemon of a data directory: already running, or its
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 __all__ = [
     "BencodeError",
+    "CorruptStorageError",
     "DaemonError",
     "HailingError",
     "KrpcError",
@@ -82,6 +84,11 @@ class NotFoundError(HailingError):
 
 class StorageError(HailingError):
     """The node's data directory or database cannot be used."""
+
+
+class CorruptStorageError(StorageError):
+    """A database file is damaged, is not a database, or has another schema: a cache
+    (``dht.sqlite3``) is set aside and rebuilt; other files need the user."""
 
 
 class DaemonError(HailingError):

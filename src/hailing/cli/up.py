@@ -58,30 +58,37 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _daemon_peer(args: argparse.Namespace) -> Any:
-    """The Peer that ``args`` describe (not started)."""
-    from ..dht import DhtConfig
+def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any]:
+    """What ``args`` describe: (make_peer(node) -> Peer, DhtSettings or None)."""
+    from ..daemon.service import DhtSettings
     from ..rtc import set_host_addresses
-    from ..rtc.peer import Peer
 
     if args.ice_host:
         set_host_addresses(args.ice_host)
     common: dict[str, Any] = {
         "passphrase": os.environ.get(PASSPHRASE_ENV) or None,
         "accept_any": True if args.accept_any else None, "downloads": args.downloads}
+    dht: DhtSettings | None = None
     if args.via == "contract":
         from .chain import contract_peer_kwargs
 
-        return Peer(args.data_dir, **common, **contract_peer_kwargs(args))
-    if args.relay:
-        return Peer(args.data_dir, backend="ws", relay_url=args.relay, **common)
-    if not args.bootstrap and not (Path(args.data_dir) / "dht").exists():
-        raise LocalProtocolError("give --bootstrap HOST:PORT (needed the first time; a "
-                                 "restarted daemon joins through the nodes it knew)")
-    loopback = args.bootstrap and all(h.startswith("127.") for h, _ in args.bootstrap)
-    bind = args.bind or (("127.0.0.1", 0) if loopback else ("0.0.0.0", 0))
-    return Peer(args.data_dir, bootstrap=args.bootstrap, bind=bind,
-                dht_config=DhtConfig(read_only=args.read_only), **common)
+        common.update(contract_peer_kwargs(args))
+    elif args.relay:
+        common.update(backend="ws", relay_url=args.relay)
+    else:
+        if not args.bootstrap and not (Path(args.data_dir) / "dht").exists():
+            raise LocalProtocolError("give --bootstrap HOST:PORT (needed the first time; a "
+                                     "restarted daemon joins through the nodes it knew)")
+        loopback = args.bootstrap and all(h.startswith("127.") for h, _ in args.bootstrap)
+        bind = args.bind or (("127.0.0.1", 0) if loopback else ("0.0.0.0", 0))
+        dht = DhtSettings(bind, tuple(args.bootstrap), args.read_only)
+
+    def make_peer(node: Any) -> Any:
+        from ..peer import Peer
+
+        return Peer(args.data_dir, node=node, **common)
+
+    return make_peer, dht
 
 
 def _printer() -> Any:
@@ -110,7 +117,9 @@ async def cmd_up(args: argparse.Namespace) -> int:
 
     args.data_dir = str(Path(args.data_dir or default_data_dir()).absolute())
     stop = _stop_on_signal()  # before the first line: a signal right after it is a clean stop
-    daemon = Daemon(_daemon_peer(args), api_bind=args.api, idle_close=args.idle_close)
+    make_peer, dht = _daemon_parts(args)
+    daemon = Daemon(args.data_dir, make_peer, dht=dht, api_bind=args.api,
+                    idle_close=args.idle_close)
     daemon.events.add_sink(_printer())
     try:
         await daemon.start()

@@ -28,13 +28,14 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from .._sqlite import data_dir as _make_data_dir
-from ..errors import HailingError, LocalProtocolError, NotFoundError
+from ..errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout
 from ..identity import format_contact_id, parse_contact_id
 from ..node import Addr, format_hostport
 from ._files import ApiInfo, DaemonLock, remove_api_info, write_api_info
@@ -49,16 +50,34 @@ MAX_TEXT = 64 * 1024
 STATUSES = ("available", "busy", "dnd")
 
 
-class Daemon:
-    """The long-running node of ``peer.data_dir``. ``peer`` is a not yet started Peer."""
+@dataclass(frozen=True)
+class DhtSettings:
+    """The daemon's own DHT node: where it binds, whom it joins through, and whether it
+    is a BEP43 read-only node (answers no queries; for a node others cannot reach)."""
 
-    def __init__(self, peer: Any, *, api_bind: Addr = ("127.0.0.1", 0),
+    bind: Addr = ("127.0.0.1", 0)
+    bootstrap: tuple[Addr, ...] = ()
+    read_only: bool = False
+
+
+class Daemon:
+    """The long-running node of ``data_dir``.
+
+    ``make_peer(node)`` builds the (not yet started) Peer; ``node`` is the daemon's own
+    started DHT node when ``dht`` is given (the daemon owns it: one node, shared with
+    the Peer), else None (a Peer signaling through a relay or the contract only)."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], make_peer: Callable[[Any], Any], *,
+                 dht: DhtSettings | None = None, api_bind: Addr = ("127.0.0.1", 0),
                  idle_close: float = 600.0) -> None:
-        self.peer = peer
-        self.data_dir = Path(peer.data_dir)
+        self.data_dir = Path(data_dir)
+        self._make_peer = make_peer
+        self.dht = dht
         self.api_bind = api_bind
         self.events = EventBus()
         self.failed = asyncio.Event()
+        self.node: Any = None
+        self.peer: Any = None
         self.history: History | None = None
         self.links = Links(self._dial, self.events, idle_close=idle_close)
         self.api_info: ApiInfo | None = None
@@ -79,12 +98,16 @@ class Daemon:
         try:
             self.history = History(self.data_dir)
             self.links.history = self.history
+            if self.dht is not None:
+                self.node = await open_dht_node(self.data_dir, self.dht)
+            self.peer = self._make_peer(self.node)
             await self.peer.start()
             self.links.start()
             self._spawn(self._pump_calls(), "calls")
             self._spawn(self._pump_incoming(), "incoming")
-            if hasattr(getattr(self.peer, "rendezvous", None), "status_events"):
-                self._spawn(self._pump_chain(), "chain")
+            for coupler in getattr(self.peer, "couplers", []):
+                if hasattr(coupler, "status_events"):
+                    self._spawn(self._pump_chain(coupler.status_events), "chain")
             self._api = ApiServer(self)
             url, port, token = await self._api.start(self.api_bind)
             self.api_info = ApiInfo(pid=os.getpid(), url=url, port=port, token=token,
@@ -109,8 +132,12 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.links.aclose()
-        with contextlib.suppress(HailingError):
-            await self.peer.stop()
+        if self.peer is not None:
+            with contextlib.suppress(HailingError):
+                await self.peer.stop()
+        if self.node is not None:
+            await self.node.stop()
+            self.node = None
         if self.history is not None:
             self.links.history = None
             self.history.close()
@@ -127,8 +154,7 @@ class Daemon:
 
     @property
     def dht_address(self) -> str | None:
-        node = getattr(self.peer, "node", None)
-        return format_hostport(node.address) if node is not None else None
+        return format_hostport(self.node.address) if self.node is not None else None
 
     # -- supervised tasks ----------------------------------------------------------------
 
@@ -163,8 +189,7 @@ class Daemon:
         async for conn in self.peer.incoming():
             self.links.adopt(conn, outgoing=False)
 
-    async def _pump_chain(self) -> None:
-        queue = self.peer.rendezvous.status_events
+    async def _pump_chain(self, queue: asyncio.Queue[Any]) -> None:
         while True:
             status = await queue.get()
             self.events.emit({"event": "chain", "up": status.up, "error": status.error})
@@ -259,14 +284,10 @@ class Daemon:
 
     async def refresh(self) -> None:
         """Listen again now: a contact just added can reach us at once."""
-        refresh = getattr(self.peer, "refresh", None)
-        if refresh is None:
-            refresh = getattr(getattr(self.peer, "rendezvous", None), "refresh", None)
-        if refresh is not None:
-            try:
-                await refresh()
-            except HailingError as exc:  # retried by the Peer's own refresh loop
-                log.warning("refresh failed: %s", exc)
+        try:
+            await self.peer.refresh()
+        except HailingError as exc:  # retried by the Peer's own refresh loop
+            log.warning("refresh failed: %s", exc)
 
     # -- status --------------------------------------------------------------------------
 
@@ -277,7 +298,7 @@ class Daemon:
             "contact_id": self.peer.contact_id, "name": book.name(),
             "status": book.status(), "accept_any": book.accept_any(),
             "backend": getattr(self.peer, "backend", None), "dht": self.dht_address,
-            "read_only": _read_only(self.peer),
+            "read_only": self.dht.read_only if self.dht else None,
             "api": self.api_info.url if self.api_info else None, "pid": os.getpid(),
             "data_dir": str(self.data_dir), "version": __version__,
             "uptime_s": round(time.time() - self.started, 1) if self.started else 0.0,
@@ -410,6 +431,26 @@ def _takes_progress(method: Any) -> bool:
         return False
 
 
-def _read_only(peer: Any) -> bool:
-    node = getattr(peer, "node", None)
-    return bool(node is not None and node.config.read_only)
+async def open_dht_node(data_dir: Path, dht: DhtSettings) -> Any:
+    """Start the daemon's DHT node (state in ``data_dir/dht``) and join through
+    ``dht.bootstrap`` (or the nodes it knew). Raises QueryTimeout in one line when
+    bootstrap addresses were given and none answered."""
+    from ..dht import DhtConfig
+    from ..node import DhtNode
+
+    node = DhtNode(dht.bind, data_dir=data_dir / "dht", bootstrap=dht.bootstrap,
+                   config=DhtConfig(read_only=dht.read_only))
+    await node.start()
+    try:
+        if dht.bootstrap or len(node.core.table):
+            try:
+                size = await node.bootstrap()
+            except QueryTimeout:
+                size = 0
+            if size == 0 and dht.bootstrap:
+                where = ", ".join(format_hostport(a) for a in dht.bootstrap)
+                raise QueryTimeout(f"no DHT node answered at {where}")
+    except BaseException:
+        await node.stop()
+        raise
+    return node

@@ -24,7 +24,8 @@ Policy:
   truncated, unknown or unreadable file is :class:`StorageError`. Both name the file.
 - A passphrase given for a file that is not encrypted is refused too: silently ignoring
   it would let a user believe the key is protected.
-- The identity's display name is metadata, kept in the contact book's SQLite file.
+- The identity's display name is metadata, kept in the contact book's SQLite file
+  (:meth:`hailing.services.contacts.ContactBook.set_name`), not here.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ import nacl.secret
 import nacl.utils
 
 from ..errors import LocalProtocolError, StorageError
-from ._contacts import ContactBook, check_name
 from ._keys import SEED_SIZE, Identity
 
 __all__ = ["KEY_FILE", "load_identity", "load_or_create_identity"]
@@ -183,15 +183,10 @@ def load_identity(data_dir: str | os.PathLike[str], passphrase: str | None = Non
 
 
 def load_or_create_identity(
-    data_dir: str | os.PathLike[str], passphrase: str | None = None, name: str | None = None
+    data_dir: str | os.PathLike[str], passphrase: str | None = None
 ) -> Identity:
-    """The identity of ``data_dir``, created (and encrypted if ``passphrase``) when missing.
-
-    ``name`` (when given) becomes the identity's display name in the contact book.
-    """
+    """The identity of ``data_dir``, created (and encrypted if ``passphrase``) when missing."""
     _check_passphrase(passphrase)
-    if name is not None:
-        name = check_name(name)
     directory = Path(data_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -204,7 +199,4 @@ def load_or_create_identity(
         fresh = Identity.generate()
         identity = fresh if _write_new(path, encode_key_file(fresh, passphrase)) \
             else _read(path, passphrase)  # another process created it first
-    if name is not None:
-        with ContactBook(directory) as book:
-            book.set_name(name)
     return identity

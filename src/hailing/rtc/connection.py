@@ -111,6 +111,9 @@ class Connection:
         self.downloads = downloads
         self.stats: Counter[str] = Counter()
         self.connect_ms: float | None = None
+        #: The way the call was signaled (``dht``, ``contract``, ``ws``, ``channel``), set
+        #: by the session that made it.
+        self.coupler: str | None = None
         #: Called with (this connection, envelope bytes) for each ``sig`` frame received.
         self.on_signal: Callable[[Connection, bytes], None] | None = None
         self._authenticated = asyncio.get_running_loop().create_future()

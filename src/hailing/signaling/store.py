@@ -32,20 +32,27 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from .._sqlite import SqliteFile
+from .._sqlite import data_dir as _data_dir
 from ..chain.wallet import RotationSecret, check_prefix, check_user_id
 from ..errors import LocalProtocolError, StorageError
-from ..identity import ContactBook, format_contact_id, parse_contact_id
-from ..identity._contacts import DB_NAME
+from ..identity import format_contact_id, parse_contact_id
 from ..identity._keystore import _check_permissions
+from .envelope import CLOCK_SKEW
 
-__all__ = ["CHAIN_CONFIG", "ChainConfig", "SignalStore", "StoredEndpoint",
-           "load_chain_config", "save_chain_config"]
+__all__ = ["CHAIN_CONFIG", "PEER_DB", "PEER_DB_VERSION", "ChainConfig", "SignalStore",
+           "StoredEndpoint", "load_chain_config", "save_chain_config"]
+
+#: The node's own database file, shared with the contact book
+#: (:mod:`hailing.services.contacts`); one schema version for the whole file.
+PEER_DB = "peer.sqlite3"
+PEER_DB_VERSION = 1
 
 CHAIN_CONFIG = "chain.json"
 _CONFIG_VERSION = 1
 _MAX_CONFIG = 4096
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 CREATE TABLE IF NOT EXISTS rotation (
     pubkey BLOB PRIMARY KEY CHECK (length(pubkey) = 32),
     prefix TEXT NOT NULL,
@@ -109,9 +116,8 @@ class SignalStore(SqliteFile):
     """
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
-        # The contact book creates the directory and file and checks its schema.
-        ContactBook(data_dir).close()
-        super().__init__(Path(data_dir) / DB_NAME, _SCHEMA)
+        # The file's schema version (in ``meta``) is the one the contact book checks too.
+        super().__init__(_data_dir(data_dir) / PEER_DB, _SCHEMA, PEER_DB_VERSION)
 
     # -- contacts' rotation secrets ----------------------------------------------------
 
@@ -182,8 +188,12 @@ class SignalStore(SqliteFile):
     def first_handling(self, nonce: bytes, expires: float, now: float) -> bool:
         """Record that the envelope with this nonce is being handled; False if it already
         was, in this run or an earlier one (the in-memory replay cache forgets on a
-        restart, and inboxes and chains hand the same envelope to a restarted node)."""
-        self._write("DELETE FROM handled_envelopes WHERE expires < ?", (now,))
+        restart, and inboxes and chains hand the same envelope to a restarted node).
+
+        A record is kept as long as the envelope could still be opened: until its expiry
+        plus the clock-skew allowance (:data:`~hailing.signaling.envelope.CLOCK_SKEW`),
+        or a restart in that window would handle it again."""
+        self._write("DELETE FROM handled_envelopes WHERE expires < ?", (now - CLOCK_SKEW,))
         return self._write(
             "INSERT OR IGNORE INTO handled_envelopes VALUES (?, ?)", (bytes(nonce), float(expires))
         ) == 1
