@@ -166,6 +166,7 @@ class Peer:
         self._couplers: list[Coupler] = []
         self._calling: dict[bytes, asyncio.Lock] = {}
         self._refreshing = asyncio.Lock()
+        self._contacts_seen: tuple[int, int] = (0, 0)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -184,6 +185,9 @@ class Peer:
         chain endpoint); then nothing is left running."""
         self.identity = load_or_create_identity(self.data_dir, self._passphrase)
         self.contacts = ContactBook(self.data_dir)
+        # what the couplers' first refresh (in their start) sees: any later change, even
+        # one made before the watcher's first turn, is noticed
+        self._contacts_seen = self.contacts.version()
         self.policy = CallPolicy(self.contacts, self._accept_any)
         self.store = SignalStore(self.data_dir)
         self.supervisor.reopen()
@@ -341,6 +345,7 @@ class Peer:
         """Re-read contacts and the day now, on every coupler (a contact just added can
         call at once); returns how many keys/addresses are listened to in all."""
         async with self._refreshing:
+            self._contacts_seen = self._contacts().version()
             return sum(await asyncio.gather(*(c.refresh() for c in self._couplers)))
 
     # -- receiving -----------------------------------------------------------------------
@@ -416,12 +421,9 @@ class Peer:
         """Refresh as soon as anyone (this process or another) changed the contact book:
         one ``PRAGMA data_version`` read per :data:`CONTACTS_POLL`."""
         book = self._contacts()
-        seen = book.version()
         while True:
             await asyncio.sleep(CONTACTS_POLL)
-            now = book.version()
-            if now != seen:
-                seen = now
+            if book.version() != self._contacts_seen:
                 self.stats["contact_refreshes"] += 1
                 await self._refresh_quietly()
 

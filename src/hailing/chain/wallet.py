@@ -46,9 +46,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eth_keys.constants import SECPK1_N
-from eth_keys.datatypes import PrivateKey
-
 from ..errors import LocalProtocolError, StorageError
 from ..identity._keystore import _check_permissions, _write_new
 
@@ -82,6 +79,8 @@ WARP_DKLEN = 32
 # OpenSSL needs 128*r*(N+2) + 128*r*p bytes (just over 256 MiB); leave 1 MiB of slack.
 _SCRYPT_MAXMEM = 128 * WARP_SCRYPT_R * (WARP_SCRYPT_N + 2 + WARP_SCRYPT_P) + 2**20
 
+#: The order of secp256k1's group (SEC 2, section 2.4.1): private keys are 1 .. N-1.
+SECPK1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 MAX_SECRET_BYTES = 1024  # passphrase, salt (UTF-8)
 MAX_PREFIX_CHARS = 256
 MAX_USER_ID_CHARS = 256
@@ -106,6 +105,8 @@ class Wallet:
             raise LocalProtocolError("a secp256k1 private key is 32 bytes")
         if not 0 < int.from_bytes(key, "big") < SECPK1_N:
             raise LocalProtocolError("not a valid secp256k1 private key (zero or >= the group order)")
+        from eth_keys.datatypes import PrivateKey  # eth-keys takes 0.2 s to import
+
         address = PrivateKey(key).public_key.to_checksum_address()
         return cls(private_key=key.hex(), address=str(address))
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import (
     DaemonError,
+    DaemonGone,
     HailingError,
     LocalProtocolError,
     NotFoundError,
@@ -35,10 +36,6 @@ _KINDS: dict[str, type[HailingError]] = {
     cls.__name__: cls
     for cls in (LocalProtocolError, NotFoundError, QueryTimeout, StorageError, DaemonError)
 }
-
-
-class DaemonGone(DaemonError):
-    """The daemon's API could not be reached (it stopped or was never there)."""
 
 
 class DaemonClient:

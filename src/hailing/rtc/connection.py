@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import HailingError, LocalProtocolError, QueryTimeout
+from ..errors import AuthenticationError, HailingError, LocalProtocolError, QueryTimeout
 from ..identity import Identity, format_contact_id
 from ..signaling.envelope import transcript_proof, verify_transcript
 
@@ -63,10 +63,6 @@ class FileReceived:
     path: Path
     size: int
     sha256: str
-
-
-class AuthenticationError(HailingError):
-    """The peer could not prove it holds the identity its envelope claimed."""
 
 
 class _Incoming:

@@ -30,8 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..errors import HailingError, LocalProtocolError, QueryTimeout
-from ..rtc.connection import AuthenticationError
+from ..errors import AuthenticationError, HailingError, LocalProtocolError, QueryTimeout
 from .coupler import Coupler
 
 __all__ = ["Attempt", "Dialer", "Rung", "nobody_answered", "parse_ladder"]
