@@ -4,6 +4,7 @@ contact and status command is its own subprocess, on a ``hailing testnet`` subpr
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -201,7 +202,7 @@ def test_chat_through_the_daemon(bootstrap: str, tmp_path: Path) -> None:
     ids = friends(tmp_path, "alice", "bob")
     a_dir, b_dir = tmp_path / "alice", tmp_path / "bob"
     with up(b_dir, "--bootstrap", bootstrap) as bd, up(a_dir, "--bootstrap", bootstrap) as ad:
-        bob, _alice = Up(bd, b_dir), Up(ad, a_dir)
+        bob, alice = Up(bd, b_dir), Up(ad, a_dir)
         chat = Daemon(spawn("chat", ids["bob"], "--data-dir", a_dir, "--timeout", "20",
                             stdin=subprocess.PIPE))
         try:
@@ -224,7 +225,23 @@ def test_chat_through_the_daemon(bootstrap: str, tmp_path: Path) -> None:
         chat.out.thread.join(5)
         assert chat.out.lines == ["bob: hi alice"]
         no_traceback("\n".join(chat.err.lines))
+
+        # A file through the daemon (a relative path is the sender's cwd's).
+        data = os.urandom(300_000)
+        (tmp_path / "photo.bin").write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        r = send_result(collect(spawn("send", ids["bob"], "--file", "photo.bin", "--data-dir",
+                                      a_dir, cwd=tmp_path)))
+        assert r["sha256"] == digest and r["bytes"] == len(data) and r["reused"] is True
+        i = bob.d.wait_event(event="file", sha256=digest)
+        got = Path(bob.d.events(i)[0]["path"])
+        assert got.is_absolute() and got.read_bytes() == data
+        alice.d.wait_event(event="file-sent", sha256=digest)
+        kinds = [(m["direction"], m["kind"]) for m in alice.history(ids["bob"])]
+        assert kinds == [("out", "text"), ("in", "text"), ("out", "file")]
+        assert bob.history()[-1]["sha256"] == digest
         assert bob.d.stop() == 0
+        assert alice.d.stop() == 0
 
 
 # -- the API refuses what it must -----------------------------------------------------------

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 #: Longest text a message can be (the Connection's own limit, checked before dialing).
 MAX_TEXT = 64 * 1024
 STATUSES = ("available", "busy", "dnd")
+#: Least time between two ``file-progress`` events of one file (seconds).
+PROGRESS_INTERVAL = 0.25
 
 
 @dataclass(frozen=True)
@@ -338,9 +340,16 @@ class Daemon:
         peer = self.resolve(ref)
         who = format_contact_id(peer)
 
+        last = [0.0]
+
         def progress(sent: int, total: int | None = None) -> None:
+            total = total if total is not None else size
+            now = time.monotonic()
+            if sent < total and now - last[0] < PROGRESS_INTERVAL:
+                return  # at most one event per interval, and the last one
+            last[0] = now
             self.events.emit({"event": "file-progress", "to": who, "name": p.name,
-                              "sent": sent, "size": total if total is not None else size})
+                              "sent": sent, "size": total})
 
         async def send(link: Link) -> dict[str, Any]:
             if _takes_progress(link.conn.send_file):
