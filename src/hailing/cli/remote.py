@@ -133,9 +133,16 @@ async def chat(args: argparse.Namespace, client: DaemonClient) -> int:
     sends a file, ``/quit`` ends); the contact's messages come from the event stream."""
     import aiohttp
 
+    from ..errors import NotFoundError
+
     ref = _ref(args.contact)
-    who = await client.request("GET", f"/api/contacts/{_path(ref)}")
-    peer_id, name = who["contact_id"], who["name"] or who["contact_id"][:10]
+    try:
+        who = await client.request("GET", f"/api/contacts/{_path(ref)}")
+        peer_id, name = who["contact_id"], who["name"] or who["contact_id"][:10]
+    except NotFoundError:
+        if not isinstance(args.contact, bytes):
+            raise
+        peer_id, name = ref, ref[:10]  # not a contact: call by id, as one-shot chat does
     headers = {"Authorization": f"Bearer {client.info.token}"}
     async with aiohttp.ClientSession() as session, session.ws_connect(
             f"http://127.0.0.1:{client.info.port}/api/events", headers=headers) as ws:

@@ -16,11 +16,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LocalProtocolError
-from ..node import Addr, parse_hostport
 from ._common import _hostport, _stop_on_signal
+
+if TYPE_CHECKING:
+    from ..node import Addr
 
 PASSPHRASE_ENV = "HAILING_PASSPHRASE"
 DATA_DIR_ENV = "HAILING_DATA_DIR"
@@ -38,6 +40,8 @@ def default_data_dir() -> Path:
 
 
 def _api_addr(text: str) -> Addr:
+    from ..node import parse_hostport
+
     try:
         host, port = parse_hostport(text, default_host="127.0.0.1")
     except LocalProtocolError as exc:

@@ -16,12 +16,14 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DaemonError
 
 LOCK_FILE = "daemon.lock"
+LOCK_TRIES = 10
 API_FILE = "api.json"
 
 
@@ -37,9 +39,16 @@ class DaemonLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise DaemonError(f"cannot open {self.path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        # A client probing the lock (is_locked) holds it shared for a moment: try a few
+        # times before concluding another daemon has it.
+        for attempt in range(LOCK_TRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if attempt + 1 < LOCK_TRIES:
+                    time.sleep(0.02)
+        else:
             os.close(fd)
             holder = _read_pid(self.path)
             who = f" (pid {holder})" if holder else ""
@@ -59,7 +68,8 @@ class DaemonLock:
 
 
 def is_locked(data_dir: Path) -> bool:
-    """Whether some process holds ``data_dir``'s daemon lock (a daemon runs there)."""
+    """Whether some process holds ``data_dir``'s daemon lock (a daemon runs there). Takes
+    the lock shared for an instant when nobody holds it."""
     try:
         fd = os.open(data_dir / LOCK_FILE, os.O_RDONLY)
     except OSError:

@@ -1,7 +1,8 @@
 """Talking to a running daemon: how the CLI commands go through it.
 
 :func:`find_daemon` reads ``DATA_DIR/api.json`` and checks the daemon is alive (its pid
-exists and its API answers ``GET /api/status`` with our token); :class:`DaemonClient`
+exists, it holds the directory's lock, and its API answers ``GET /api/status`` with the
+token); :class:`DaemonClient`
 makes the API's JSON requests. Deliberately stdlib only (asyncio streams, HTTP/1.0, one
 connection per request): ``hailing send`` through a daemon must not pay for importing an
 HTTP library, aiortc or web3. An error the API returns is raised as the same
@@ -25,7 +26,7 @@ from ..errors import (
     QueryTimeout,
     StorageError,
 )
-from ._files import ApiInfo, pid_alive, read_api_info
+from ._files import ApiInfo, is_locked, pid_alive, read_api_info
 
 #: How long the liveness check may take before the daemon is taken for gone.
 PROBE_TIMEOUT = 3.0
@@ -95,8 +96,8 @@ async def find_daemon(data_dir: str | os.PathLike[str]) -> DaemonClient | None:
     """A client of the daemon running for ``data_dir``, or None when none runs (no
     ``api.json``, or it was left by a daemon that is gone)."""
     info = read_api_info(Path(data_dir))
-    if info is None or not pid_alive(info.pid):
-        return None
+    if info is None or not pid_alive(info.pid) or not is_locked(Path(data_dir)):
+        return None  # no daemon, or a file left by one that was killed
     client = DaemonClient(info)
     try:
         await client.request("GET", "/api/status", timeout=PROBE_TIMEOUT)
