@@ -338,8 +338,9 @@ def _ws_handshake(port: int, headers: dict[str, str]) -> bytes:
 
 def test_a_killed_daemon_leaves_nothing_that_blocks(bootstrap: str, tmp_path: Path) -> None:
     """kill -9 leaves api.json behind: commands see the daemon is gone and work one-shot,
-    and a new ``hailing up`` starts (the kernel dropped the lock)."""
-    ids = new_ids(tmp_path, "bob")
+    and a new ``hailing up`` starts (the kernel dropped the lock). The new one is a BEP43
+    read-only DHT node, and calls still reach it."""
+    ids = friends(tmp_path, "alice", "bob")
     b_dir = tmp_path / "bob"
     with up(b_dir, "--bootstrap", bootstrap) as bd:
         Up(bd, b_dir)
@@ -347,10 +348,15 @@ def test_a_killed_daemon_leaves_nothing_that_blocks(bootstrap: str, tmp_path: Pa
         bd.proc.wait(timeout=10)
     assert (b_dir / "api.json").exists()
     assert ok(run("status", "--data-dir", b_dir)) == ["status available, accept-any off"]
-    with up(b_dir, "--bootstrap", bootstrap) as bd:
+    with up(b_dir, "--bootstrap", bootstrap, "--read-only") as bd:
         bob = Up(bd, b_dir)
         assert bob.contact_id == ids["bob"]
-        assert bob.request("GET", "/api/status")[0] == 200
+        status, body = bob.request("GET", "/api/status")
+        assert status == 200 and body["read_only"] is True
+        send_result(run("send", ids["bob"], "to a read-only node", "--data-dir",
+                        tmp_path / "alice", "--bootstrap", bootstrap, "--timeout", "15",
+                        timeout=30))
+        bob.d.wait_event(event="message", text="to a read-only node")
         assert bob.d.stop(signal.SIGINT) == 0
     assert not (b_dir / "api.json").exists()
 
