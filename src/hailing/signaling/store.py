@@ -30,14 +30,17 @@ import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._secrets import read_secret, write_secret
 from .._sqlite import SqliteFile
 from .._sqlite import data_dir as _data_dir
-from ..chain.wallet import RotationSecret, check_prefix, check_user_id
 from ..errors import LocalProtocolError, StorageError
 from ..identity import format_contact_id, parse_contact_id
 from .envelope import CLOCK_SKEW
+
+if TYPE_CHECKING:  # the wallet module imports eth_keys: only when rotation is used
+    from ..chain.wallet import RotationSecret
 
 __all__ = ["CHAIN_CONFIG", "PEER_DB", "PEER_DB_VERSION", "ChainConfig", "SignalStore",
            "StoredEndpoint", "load_chain_config", "save_chain_config"]
@@ -123,6 +126,8 @@ class SignalStore(SqliteFile):
 
     def set_rotation(self, contact: str | bytes, prefix: str, user_id: str) -> RotationSecret:
         """Remember ``contact``'s rotation secret (replacing an older one)."""
+        from ..chain.wallet import RotationSecret, check_prefix, check_user_id
+
         secret = RotationSecret(prefix=check_prefix(prefix), user_id=check_user_id(user_id))
         self._write("INSERT OR REPLACE INTO rotation VALUES (?, ?, ?)",
                     (_pubkey(contact), secret.prefix, secret.user_id))
@@ -130,6 +135,8 @@ class SignalStore(SqliteFile):
 
     def rotation(self, contact: str | bytes) -> RotationSecret | None:
         """``contact``'s rotation secret, or None if it was never exchanged."""
+        from ..chain.wallet import RotationSecret
+
         rows = self._query("SELECT prefix, user_id FROM rotation WHERE pubkey=?",
                            (_pubkey(contact),))
         if not rows:
