@@ -105,7 +105,7 @@ def test_a_failed_write_leaves_no_partial_file(
         real_write(fd, bytes(data[: len(data) // 2]))  # some bytes reach the disk, then
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_secrets.os, fail, half_write if fail == "write" else failing)
+    monkeypatch.setattr(os, fail, half_write if fail == "write" else failing)
     for path, overwrite in ((existing, True), (tmp_path / "new", False), (tmp_path / "n2", True)):
         if (fail == "link" and overwrite) or (fail == "replace" and not overwrite):
             continue  # that step is not taken in this mode
