@@ -424,8 +424,9 @@ class Peer:
             await self._refresh_quietly()
 
     async def _watch_contacts(self) -> None:
-        """Refresh as soon as anyone (this process or another) changed the contact book:
-        one ``PRAGMA data_version`` read per :data:`CONTACTS_POLL`."""
+        """Refresh as soon as anyone (this process or another) changed the contact book
+        since the last refresh: one ``PRAGMA data_version`` read per
+        :data:`CONTACTS_POLL`."""
         book = self._contacts()
         while True:
             await asyncio.sleep(CONTACTS_POLL)
