@@ -13,7 +13,7 @@ import socket
 import pytest
 from netsim import MemoryNet, build_network, join
 
-from hailing.dht import CommandFailed, Listening
+from hailing.dht import CommandFailed, DhtProtocol, Listening
 from hailing.dht import inbox as ib
 from hailing.dht.listeners import ListenerTable
 from hailing.krpc import Error, Query, decode_message, encode_message
@@ -196,8 +196,15 @@ def test_short_lived_listeners_never_lock_a_key(count: int) -> None:
         net.run(duration=1.0)
 
 
-async def test_one_shot_nodes_over_udp_never_lock_their_answer_key() -> None:
-    # issue 8 item 1 on real sockets: nine short-lived nodes listen on one key and stop
+@pytest.mark.parametrize("killed", [False, True])
+async def test_one_shot_nodes_over_udp_never_lock_their_answer_key(
+    killed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 8 item 1 on real sockets: nine short-lived nodes listen on one key and stop,
+    # politely (they unlisten) or killed (they never do: the key fills and newcomers
+    # displace the oldest)
+    if killed:
+        monkeypatch.setattr(DhtProtocol, "unlisten_all", lambda self, now: None)
     async with local_testnet(10) as nodes:
         boot = [nodes[0].address]
         for _ in range(ib.MAX_LISTENERS_PER_KEY + 1):
