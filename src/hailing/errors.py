@@ -15,6 +15,8 @@
      +-- StorageError           the node's data directory is unusable or corrupt
      +-- RelayError             the WebSocket relay refused or lost us (signaling.ws_relay)
      +-- AuthenticationError    a peer failed its identity proof (rtc.connection)
+     +-- ConnectionClosed       the data channel to a peer is closed: hung up, lost, or
+                                silent past the keepalive timeout (rtc.connection)
 
 Garbage from the network never escapes the receiving function: the protocol core turns it
 into a KRPC error reply or drops and counts it. Local misuse raises. The CLI prints
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 __all__ = [
     "BencodeError",
+    "ConnectionClosed",
     "HailingError",
     "KrpcError",
     "LocalProtocolError",
@@ -79,3 +82,7 @@ class NotFoundError(HailingError):
 
 class StorageError(HailingError):
     """The node's data directory or database cannot be used."""
+
+
+class ConnectionClosed(HailingError):
+    """The connection to a peer is closed; ``str()`` says why (hung up, lost, silent)."""
