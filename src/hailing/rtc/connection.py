@@ -268,6 +268,8 @@ class Connection:
         self.connect_ms: float | None = None
         #: None while open; then why it closed (:data:`PEER_HUNG_UP`, :data:`LOST`, ...).
         self.close_reason: str | None = None
+        #: True once :meth:`close` hung up from this side (False: the peer or the network).
+        self.closed_here = False
         #: Called with (this connection, envelope bytes) for each ``sig`` frame received.
         self.on_signal: Callable[[Connection, bytes], None] | None = None
         loop = asyncio.get_running_loop()
@@ -439,6 +441,7 @@ class Connection:
         ``replaced`` tells the peer we keep another connection with it."""
         if not self._closed:
             self._closed = True
+            self.closed_here = True
             self.close_reason = reason
             if self.channel.readyState == "open" and self._authenticated.done():
                 with contextlib.suppress(ConnectionClosed):
