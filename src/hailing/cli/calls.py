@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 from ..errors import HailingError, LocalProtocolError
 from ..identity import (
     KEY_FILE,
-    ContactBook,
     contact_qr,
     format_contact_id,
     load_identity,
@@ -32,6 +31,7 @@ from ..identity import (
     parse_contact_id,
 )
 from ..node import Addr
+from ..services.contacts import ContactBook
 from ._common import Progress
 
 PASSPHRASE_ENV = "HAILING_PASSPHRASE"
@@ -128,7 +128,7 @@ def _apply_ice(args: argparse.Namespace) -> None:
 
 
 def _peer(args: argparse.Namespace, accept_any: bool | None = None) -> Any:
-    from ..rtc.peer import Peer
+    from ..peer import Peer
 
     if getattr(args, "via", None) == "contract":
         from .chain import contract_peer_kwargs
@@ -241,7 +241,7 @@ async def cmd_listen(args: argparse.Namespace) -> int:
             serving.pop(conn, None)
 
         workers = [asyncio.ensure_future(report_calls()), asyncio.ensure_future(accept_all())]
-        if peer.backend == "contract":
+        if any(c.name == "contract" for c in peer.couplers):
             from .chain import report_chain
 
             workers.append(asyncio.ensure_future(report_chain(peer)))

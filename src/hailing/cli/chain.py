@@ -21,8 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import LocalProtocolError, NotFoundError
-from ..identity import ContactBook, format_contact_id
+from ..identity import format_contact_id
 from ..node import Addr
+from ..services.contacts import ContactBook
 from .calls import _contact, _out, _peer, _stop_event
 
 GAS_KEY_ENV = "HAILING_GAS_KEY"
@@ -109,7 +110,7 @@ def contract_peer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 async def report_chain(peer: Any) -> None:
     """Print the contract watcher's lost/back events as JSON lines (for ``listen``)."""
     while True:
-        status = await peer.rendezvous.status_events.get()
+        status = await peer.coupler("contract").status_events.get()
         _out({"event": "chain", "up": status.up, "error": status.error})
 
 

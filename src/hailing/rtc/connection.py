@@ -56,7 +56,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import ConnectionClosed, HailingError, LocalProtocolError, QueryTimeout
+from ..errors import (
+    AuthenticationError,
+    ConnectionClosed,
+    HailingError,
+    LocalProtocolError,
+    QueryTimeout,
+)
 from ..identity import Identity, format_contact_id
 from ..signaling.envelope import transcript_proof, verify_transcript
 
@@ -122,10 +128,6 @@ class FileAborted:
 Event = TextMessage | FileReceived | FileStarted | FileAborted
 #: ``progress(bytes_sent, total)`` for :meth:`Connection.send_file`.
 ProgressCallback = Callable[[int, int], object]
-
-
-class AuthenticationError(HailingError):
-    """The peer could not prove it holds the identity its envelope claimed."""
 
 
 # -- local checks (before anything is sent, or even connected) ------------------------------
@@ -266,6 +268,9 @@ class Connection:
         self.keepalive_timeout = keepalive_timeout
         self.stats: Counter[str] = Counter()
         self.connect_ms: float | None = None
+        #: The way the call was signaled (``dht``, ``contract``, ``ws``, ``channel``), set
+        #: by the session that made it.
+        self.coupler: str | None = None
         #: None while open; then why it closed (:data:`PEER_HUNG_UP`, :data:`LOST`, ...).
         self.close_reason: str | None = None
         #: True once :meth:`close` hung up from this side (False: the peer or the network).
