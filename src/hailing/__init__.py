@@ -41,6 +41,8 @@ if TYPE_CHECKING:
         ChainUnavailable,
         ConnectionClosed,
         CorruptStorageError,
+        DaemonError,
+        DaemonGone,
         EndpointError,
         EnvelopeError,
         ExpiredEnvelope,
@@ -76,7 +78,7 @@ __version__ = "0.1.0"
 
 _ERRORS = (
     "AuthenticationError BadRpcAnswer BencodeError ChainError ChainUnavailable ConnectionClosed"
-    " CorruptStorageError EndpointError"
+    " CorruptStorageError DaemonError DaemonGone EndpointError"
     " EnvelopeError ExpiredEnvelope ForgedEnvelope FutureEnvelope HailingError KrpcError"
     " LocalProtocolError MalformedEnvelope MalformedLog MalformedMessage NotFoundError"
     " PutRejected QueryTimeout RecipientOffline RelayError RemoteProtocolError"
@@ -113,6 +115,8 @@ __all__ = [
     "Connection",
     "ConnectionClosed",
     "CorruptStorageError",
+    "DaemonError",
+    "DaemonGone",
     "DhtConfig",
     "DhtNode",
     "DhtProtocol",

@@ -36,6 +36,9 @@
      +-- AuthenticationError         a peer failed its identity proof (rtc.connection)
      +-- ConnectionClosed            the connection to a peer is closed: hung up, lost, or
                                      silent past the keepalive timeout (rtc.connection)
+     +-- DaemonError                 a daemon already runs for the data directory, or its
+     |                               local API refused a request (hailing.daemon)
+     |    +-- DaemonGone             its API cannot be reached (stopped, or never there)
 
 The modules that raise these also export them under the same names (``from
 hailing.signaling.envelope import ReplayedEnvelope`` keeps working); this module is where
@@ -62,6 +65,8 @@ __all__ = [
     "ChainUnavailable",
     "ConnectionClosed",
     "CorruptStorageError",
+    "DaemonError",
+    "DaemonGone",
     "EndpointError",
     "EnvelopeError",
     "ExpiredEnvelope",
@@ -279,3 +284,12 @@ class AuthenticationError(HailingError):
 
 class ConnectionClosed(HailingError):
     """The connection to a peer is closed; ``str()`` says why (hung up, lost, silent)."""
+
+
+class DaemonError(HailingError):
+    """A daemon already runs for the data directory, or the daemon's local API refused a
+    request (the message says why)."""
+
+
+class DaemonGone(DaemonError):
+    """The daemon's API could not be reached (it stopped or was never there)."""
