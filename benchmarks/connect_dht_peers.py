@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -144,28 +145,57 @@ def summary(values: list[float]) -> dict[str, float | None]:
             "n": len(values)}
 
 
-async def calls(pairs: dict[str, tuple[Peer, Peer]], n: int, warmup: int,
-                timeout: float) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
-    times: dict[str, list[float]] = {p: [] for p in pairs}
-    fails: dict[str, list[str]] = {p: [] for p in pairs}
+def _ticks_ms(stat_path: str) -> float:
+    """utime + stime of a process or thread, in ms (clock-tick resolution)."""
+    try:
+        with open(stat_path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_sample(infra_pid: int | None) -> tuple[float, float, float]:
+    """CPU used so far (ms): by this thread (the event loop: the peers, their hailing DHT
+    nodes, aiortc), by this process's other threads (OpenDHT's runners) and by the
+    infrastructure child of the path (its testnet or the relay)."""
+    me = os.getpid()
+    others = 0.0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{me}/task"):
+            if int(tid) != threading.get_native_id():
+                others += _ticks_ms(f"/proc/{me}/task/{tid}/stat")
+    infra = _ticks_ms(f"/proc/{infra_pid}/stat") if infra_pid else 0.0
+    return time.thread_time() * 1000, others, infra
+
+
+async def calls(pairs: dict[str, tuple[Peer, Peer]], n: int, warmup: int, timeout: float,
+                infra: dict[str, int | None]) -> dict[str, dict[str, Any]]:
+    """``n`` timed calls per path after ``warmup`` untimed ones, round-robin."""
+    out: dict[str, dict[str, Any]] = {
+        p: {"times": [], "fails": [], "cpu": [0.0, 0.0, 0.0]} for p in pairs}
     names = list(pairs)
     for i in range(-warmup, n):
         order = names[i % len(names):] + names[: i % len(names)]
         for name in order:
             caller, callee = pairs[name]
+            before = cpu_sample(infra.get(name))
             try:
                 ms = await one_call(caller, callee.contact_id, timeout)
             except Exception as exc:
                 if i >= 0:
-                    fails[name].append(f"{type(exc).__name__}: {exc}")
+                    out[name]["fails"].append(f"{type(exc).__name__}: {exc}")
                 continue
             if i >= 0:
-                times[name].append(ms)
+                out[name]["times"].append(ms)
+                after = cpu_sample(infra.get(name))
+                for k in range(3):
+                    out[name]["cpu"][k] += after[k] - before[k]
         if i >= 0 and (i + 1) % 10 == 0:
             print(f"  {i + 1}/{n} calls: " + ", ".join(
-                f"{p} p50 {pct(times[p], 50) or 0:.1f} ms ({len(fails[p])} failed)"
+                f"{p} p50 {pct(out[p]['times'], 50) or 0:.1f} ms ({len(out[p]['fails'])} failed)"
                 for p in names), file=sys.stderr, flush=True)
-    return times, fails
+    return out
 
 
 # -- raw put-to-notification latency ------------------------------------------------------
@@ -337,12 +367,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for r in raw:
                     await r.start()
                 for caller, callee in pairs.values():
-                    assert callee.contacts is not None and callee.rendezvous is not None
+                    # Friends: each in the other's book. (A caller that does not have the
+                    # callee as a contact loses its answer key at the next refresh.)
+                    assert callee.contacts is not None and caller.contacts is not None
                     callee.contacts.add(caller.contact_id, "caller")
-                    await callee.rendezvous.refresh()
+                    caller.contacts.add(callee.contact_id, "callee")
+                    await callee.refresh()
+                    await caller.refresh()
                 await asyncio.sleep(1.0)  # OpenDHT's listens find their nodes in the background
                 servers = [asyncio.ensure_future(serve(callee)) for _, callee in pairs.values()]
-                times, fails = await calls(pairs, args.calls, args.warmup, args.timeout)
+                made = await calls(pairs, args.calls, args.warmup, args.timeout,
+                                   {name: children[name].pid for name in PATHS})
                 for s in servers:
                     s.cancel()
                 await asyncio.gather(*servers, return_exceptions=True)
@@ -373,8 +408,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for r in raw:
                     await r.stop()
         for name in PATHS:
-            result[name] = {"connect_ms": summary(times[name]), "failures": len(fails[name]),
-                            "failure_samples": fails[name][:5]}
+            m = made[name]
+            done = max(1, len(m["times"]))
+            result[name] = {
+                "connect_ms": summary(m["times"]), "failures": len(m["fails"]),
+                "failure_samples": m["fails"][:5],
+                # per call (connect, one message, hang-up), both peers together
+                "cpu_ms_per_call": {
+                    "event_loop_thread": m["cpu"][0] / done,
+                    "other_threads": m["cpu"][1] / done,
+                    "infrastructure_process": m["cpu"][2] / done}}
         p50 = {name: result[name]["connect_ms"]["p50"] for name in PATHS}
         for a, b in (("hailing", "opendht"), ("hailing", "ws"), ("opendht", "ws")):
             result[f"ratio_p50_{a}_over_{b}"] = p50[a] / p50[b] if p50[a] and p50[b] else None
