@@ -7,8 +7,8 @@
   the API listens, removed at a clean stop. Clients find the daemon with it; a file left
   by a killed daemon is recognised as stale (its pid is gone or nobody answers).
 
-Only stdlib imports (and hailing._secrets, itself stdlib only): clients read ``api.json`` on
-their fast path.
+Only light imports (stdlib, errors, secret files): clients read ``api.json`` on their
+fast path.
 """
 
 from __future__ import annotations
