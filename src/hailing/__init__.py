@@ -39,6 +39,8 @@ if TYPE_CHECKING:
         ChainError,
         ChainUnavailable,
         CorruptStorageError,
+        DaemonError,
+        DaemonGone,
         EndpointError,
         EnvelopeError,
         ExpiredEnvelope,
@@ -73,7 +75,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _ERRORS = (
-    "AuthenticationError BadRpcAnswer BencodeError ChainError ChainUnavailable CorruptStorageError EndpointError"
+    "AuthenticationError BadRpcAnswer BencodeError ChainError ChainUnavailable CorruptStorageError"
+    " DaemonError DaemonGone EndpointError"
     " EnvelopeError ExpiredEnvelope ForgedEnvelope FutureEnvelope HailingError KrpcError"
     " LocalProtocolError MalformedEnvelope MalformedLog MalformedMessage NotFoundError"
     " PutRejected QueryTimeout RecipientOffline RelayError RemoteProtocolError"
@@ -107,6 +110,8 @@ __all__ = [
     "ChainUnavailable",
     "Connection",
     "CorruptStorageError",
+    "DaemonError",
+    "DaemonGone",
     "DhtConfig",
     "DhtNode",
     "DhtProtocol",

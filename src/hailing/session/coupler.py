@@ -42,14 +42,13 @@ from ..dht.inbox import MAX_VALUE as DHT_MAX_VALUE
 from ..errors import LocalProtocolError
 from ..identity import Identity
 from ..signaling.rendezvous import DhtRendezvous
-from ..signaling.ws_rdv import WsRendezvous
-from ..signaling.ws_relay import MAX_PAYLOAD as WS_MAX_PAYLOAD
 from .supervisor import Supervisor
 
 if TYPE_CHECKING:
     from ..node import DhtNode
     from ..signaling.contract_rdv import ChainStatus, ContractRendezvous
     from ..signaling.store import SignalStore
+    from ..signaling.ws_rdv import WsRendezvous
 
 __all__ = ["Capabilities", "ContractCoupler", "Coupler", "DhtCoupler", "Inlet", "Reach",
            "SignalKind", "WsCoupler"]
@@ -60,6 +59,9 @@ SignalKind = Literal["offer", "answer", "endpoint"]
 Reach = Literal["anyone", "friends"]
 #: The signaling contract's payload limit (``MAX_PAYLOAD`` in chain/contract.vy).
 CONTRACT_MAX_PAYLOAD = 512
+#: The relay's payload limit (``MAX_PAYLOAD`` in signaling/ws_relay.py; a test checks
+#: they agree): aiohttp is imported only when a relay is used.
+WS_MAX_PAYLOAD = 64 * 1024
 #: How many envelopes may wait for the router, per coupler; more are dropped and counted.
 INLET_SIZE = 1024
 
@@ -200,7 +202,9 @@ class WsCoupler:
                                 reach="anyone", max_blob=WS_MAX_PAYLOAD)
 
     def __init__(self, url: str, identity: Identity) -> None:
-        self.rendezvous = WsRendezvous(url, identity)
+        from ..signaling.ws_rdv import WsRendezvous
+
+        self.rendezvous: WsRendezvous = WsRendezvous(url, identity)
 
     async def start(self, sink: Inlet) -> None:
         await self.rendezvous.start()
