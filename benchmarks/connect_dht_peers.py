@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -74,13 +75,19 @@ class Child:
         self.line = ""
 
     def start(self, timeout: float = 60.0) -> str:
+        self.launch()
+        return self.wait_line(timeout)
+
+    def launch(self) -> None:
         env = dict(os.environ)
         src = str(Path(hailing.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join([src, str(HERE), env.get("PYTHONPATH", "")])
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
             preexec_fn=_die_with_parent)
-        assert self.proc.stdout is not None
+
+    def wait_line(self, timeout: float = 60.0) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
@@ -104,6 +111,47 @@ class Child:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def start_infra(kind: str, n: int, layout: str) -> tuple[str, list[Child]]:
+    """The path's infrastructure: its testnet of ``n`` nodes (``layout`` "process": all in
+    one process; "per-node": one process per node) or, for ``ws``, the relay. Returns
+    the bootstrap address (the relay's URL) and the children, started."""
+    py = sys.executable
+    opendht = [py, str(HERE / "opendht_coupler.py"), "testnet"]
+    started: list[Child] = []
+    try:
+        if kind == "ws":
+            started.append(Child([py, "-m", "hailing", "relay", "--bind", "127.0.0.1:0"],
+                                 "relay listening on "))
+            return started[0].start(), started
+        if layout == "process":
+            argv = ([py, "-m", "hailing", "testnet", "--nodes", str(n)] if kind == "hailing"
+                    else [*opendht, "--nodes", str(n)])
+            started.append(Child(argv, "bootstrap "))
+            return started[0].start(), started
+
+        def node(boot: str | None) -> Child:
+            join = ["--bootstrap", boot] if boot else []
+            if kind == "hailing":
+                return Child([py, "-m", "hailing", "dht", "serve", "--bind", "127.0.0.1:0",
+                              *join], "node ")
+            return Child([*opendht, "--nodes", "1", *join], "bootstrap ")
+
+        started.append(node(None))
+        boot = started[0].start().split()[-1]  # "<id> listening on HOST:PORT" / "HOST:PORT"
+        rest = [node(boot) for _ in range(n - 1)]
+        started.extend(rest)
+        for c in rest:
+            c.launch()
+        for c in rest:
+            c.wait_line()
+        time.sleep(1.0)  # the last joins' refreshes
+        return boot, started
+    except BaseException:
+        for c in started:
+            c.stop()
+        raise
 
 
 def non_loopback_udp(pids: list[int]) -> list[str] | None:
@@ -144,28 +192,57 @@ def summary(values: list[float]) -> dict[str, float | None]:
             "n": len(values)}
 
 
-async def calls(pairs: dict[str, tuple[Peer, Peer]], n: int, warmup: int,
-                timeout: float) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
-    times: dict[str, list[float]] = {p: [] for p in pairs}
-    fails: dict[str, list[str]] = {p: [] for p in pairs}
+def _ticks_ms(stat_path: str) -> float:
+    """utime + stime of a process or thread, in ms (clock-tick resolution)."""
+    try:
+        with open(stat_path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_sample(infra_pids: list[int]) -> tuple[float, float, float]:
+    """CPU used so far (ms): by this thread (the event loop: the peers, their hailing DHT
+    nodes, aiortc), by this process's other threads (OpenDHT's runners) and by the
+    infrastructure child of the path (its testnet or the relay)."""
+    me = os.getpid()
+    others = 0.0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{me}/task"):
+            if int(tid) != threading.get_native_id():
+                others += _ticks_ms(f"/proc/{me}/task/{tid}/stat")
+    infra = sum(_ticks_ms(f"/proc/{pid}/stat") for pid in infra_pids)
+    return time.thread_time() * 1000, others, infra
+
+
+async def calls(pairs: dict[str, tuple[Peer, Peer]], n: int, warmup: int, timeout: float,
+                infra: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
+    """``n`` timed calls per path after ``warmup`` untimed ones, round-robin."""
+    out: dict[str, dict[str, Any]] = {
+        p: {"times": [], "fails": [], "cpu": [0.0, 0.0, 0.0]} for p in pairs}
     names = list(pairs)
     for i in range(-warmup, n):
         order = names[i % len(names):] + names[: i % len(names)]
         for name in order:
             caller, callee = pairs[name]
+            before = cpu_sample(infra.get(name, []))
             try:
                 ms = await one_call(caller, callee.contact_id, timeout)
             except Exception as exc:
                 if i >= 0:
-                    fails[name].append(f"{type(exc).__name__}: {exc}")
+                    out[name]["fails"].append(f"{type(exc).__name__}: {exc}")
                 continue
             if i >= 0:
-                times[name].append(ms)
+                out[name]["times"].append(ms)
+                after = cpu_sample(infra.get(name, []))
+                for k in range(3):
+                    out[name]["cpu"][k] += after[k] - before[k]
         if i >= 0 and (i + 1) % 10 == 0:
             print(f"  {i + 1}/{n} calls: " + ", ".join(
-                f"{p} p50 {pct(times[p], 50) or 0:.1f} ms ({len(fails[p])} failed)"
+                f"{p} p50 {pct(out[p]['times'], 50) or 0:.1f} ms ({len(out[p]['fails'])} failed)"
                 for p in names), file=sys.stderr, flush=True)
-    return times, fails
+    return out
 
 
 # -- raw put-to-notification latency ------------------------------------------------------
@@ -302,23 +379,16 @@ async def raw_latency(pairs: list[Any], samples: int, timeout: float,
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     set_host_addresses(["127.0.0.1"])
-    py = sys.executable
-    children = {
-        "hailing": Child([py, "-m", "hailing", "testnet", "--nodes", str(args.nodes)],
-                         "bootstrap "),
-        "opendht": Child([py, str(HERE / "opendht_coupler.py"), "testnet", "--nodes",
-                          str(args.nodes)], "bootstrap "),
-        "ws": Child([py, "-m", "hailing", "relay", "--bind", "127.0.0.1:0"],
-                    "relay listening on "),
-    }
     result: dict[str, Any] = {"calls": args.calls, "warmup_calls": args.warmup,
-                              "testnet_nodes": args.nodes}
+                              "testnet_nodes": args.nodes, "testnet_layout": args.layout}
+    children: dict[str, list[Child]] = {}
     try:
-        for c in children.values():
-            c.start()
-        h_boot = parse_hostport(children["hailing"].line)
-        o_boot = parse_hostport(children["opendht"].line)
-        relay = children["ws"].line
+        where: dict[str, str] = {}
+        for kind in PATHS:
+            where[kind], children[kind] = start_infra(kind, args.nodes, args.layout)
+        h_boot = parse_hostport(where["hailing"])
+        o_boot = parse_hostport(where["opendht"])
+        relay = where["ws"]
         with tempfile.TemporaryDirectory(prefix="hailing-bench-") as tmp:
             root = Path(tmp)
             pairs: dict[str, tuple[Peer, Peer]] = {
@@ -337,12 +407,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for r in raw:
                     await r.start()
                 for caller, callee in pairs.values():
-                    assert callee.contacts is not None and callee.rendezvous is not None
+                    # Friends: each in the other's book. (A caller that does not have the
+                    # callee as a contact loses its answer key at the next refresh.)
+                    assert callee.contacts is not None and caller.contacts is not None
                     callee.contacts.add(caller.contact_id, "caller")
-                    await callee.rendezvous.refresh()
+                    caller.contacts.add(callee.contact_id, "callee")
+                    await callee.refresh()
+                    await caller.refresh()
                 await asyncio.sleep(1.0)  # OpenDHT's listens find their nodes in the background
                 servers = [asyncio.ensure_future(serve(callee)) for _, callee in pairs.values()]
-                times, fails = await calls(pairs, args.calls, args.warmup, args.timeout)
+                made = await calls(pairs, args.calls, args.warmup, args.timeout,
+                                   {k: [c.pid for c in cs if c.pid] for k, cs in children.items()})
                 for s in servers:
                     s.cancel()
                 await asyncio.gather(*servers, return_exceptions=True)
@@ -352,7 +427,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     result["raw_latency"] = await raw_latency(raw, args.samples, args.timeout,
                                                               args.settle)
                 result["non_loopback_udp"] = non_loopback_udp(
-                    [os.getpid(), *(c.pid for c in children.values() if c.pid)])
+                    [os.getpid(), *(c.pid for cs in children.values() for c in cs if c.pid)])
                 result["peer_stats"] = {
                     name: {"caller": dict(a.stats), "callee": dict(b.stats)}
                     for name, (a, b) in pairs.items()}
@@ -373,14 +448,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for r in raw:
                     await r.stop()
         for name in PATHS:
-            result[name] = {"connect_ms": summary(times[name]), "failures": len(fails[name]),
-                            "failure_samples": fails[name][:5]}
+            m = made[name]
+            done = max(1, len(m["times"]))
+            result[name] = {
+                "connect_ms": summary(m["times"]), "failures": len(m["fails"]),
+                "failure_samples": m["fails"][:5],
+                # per call (connect, one message, hang-up), both peers together
+                "cpu_ms_per_call": {
+                    "event_loop_thread": m["cpu"][0] / done,
+                    "other_threads": m["cpu"][1] / done,
+                    "infrastructure_process": m["cpu"][2] / done}}
         p50 = {name: result[name]["connect_ms"]["p50"] for name in PATHS}
         for a, b in (("hailing", "opendht"), ("hailing", "ws"), ("opendht", "ws")):
             result[f"ratio_p50_{a}_over_{b}"] = p50[a] / p50[b] if p50[a] and p50[b] else None
     finally:
-        for c in children.values():
-            c.stop()
+        for cs in children.values():
+            for c in cs:
+                c.stop()
     result["environment"] = environment()
     return result
 
@@ -410,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3,
                     help="untimed calls per path first (default 3)")
     ap.add_argument("--nodes", type=int, default=20, help="nodes per testnet (default 20)")
+    ap.add_argument("--layout", choices=("process", "per-node"), default="process",
+                    help="each testnet in one process (default), or one process per node")
     ap.add_argument("--samples", type=int, default=60,
                     help="raw latency samples per DHT and mode (default 60; 0: none)")
     ap.add_argument("--settle", type=float, default=0.25,

@@ -13,7 +13,7 @@ are envelopes already, so a plain ``put`` carries them.
 Loopback only: every runner binds 127.0.0.1 (no IPv6 socket), peer discovery (multicast)
 is off and nothing is bootstrapped but the local testnet.
 
-    python benchmarks/opendht_coupler.py testnet --nodes 20
+    python benchmarks/opendht_coupler.py testnet --nodes 20 [--bootstrap HOST:PORT]
         # first stdout line "bootstrap 127.0.0.1:PORT"; runs until stdin closes or SIGTERM
 
 Caveat of the binding (opendht 4.4.2): ``ListenToken._cb`` is a class attribute shared by
@@ -33,18 +33,18 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import opendht
 
-from hailing.errors import HailingError
-from hailing.identity import ContactBook, Identity, load_or_create_identity
+from hailing.errors import HailingError, LocalProtocolError
 from hailing.peer import Peer
+from hailing.session.coupler import Capabilities, Inlet, SignalKind
 from hailing.signaling.rendezvous import DhtRendezvous
-from hailing.signaling.store import SignalStore
 
 LOOPBACK = "127.0.0.1"
+#: The largest value OpenDHT stores (64 KiB, its ``MAX_VALUE_SIZE``).
+OPENDHT_MAX_VALUE = 64 * 1024
 #: Longest a put may take before it counts as failed (OpenDHT reports failure itself much
 #: sooner when no node answers).
 PUT_TIMEOUT = 30.0
@@ -186,92 +186,70 @@ def _settle(fut: asyncio.Future[Any], result: Any) -> None:
 
 
 class OpenDhtCoupler:
-    """hailing's rendezvous (pair keys, public inbox, listen set) over OpenDHT put/listen.
-
-    The duck type hailing's Peer uses for a rendezvous backend: ``start(sink)``,
-    ``expect_from``, ``send``, ``refresh``, ``aclose``."""
+    """hailing's rendezvous (pair keys, public inbox, listen set) over OpenDHT put/listen:
+    a :class:`~hailing.session.coupler.Coupler` (named ``opendht``) for a Peer's
+    ``couplers=``. Its ``owner`` (the Peer, set before it starts) gives the identity and
+    the call policy's listen set when the coupler starts."""
 
     name = "opendht"
+    capabilities = Capabilities(needs_wallet=False, typical_latency_s=0.05, private=True,
+                                reach="anyone", max_blob=OPENDHT_MAX_VALUE)
 
-    def __init__(
-        self,
-        bootstrap: tuple[str, int],
-        identity: Identity,
-        allowed: Callable[[], list[bytes]],
-        accept_any: Callable[[], bool],
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, bootstrap: tuple[str, int], owner: Peer | None = None) -> None:
         self.node = OpenDhtNode(bootstrap)
-        self.rendezvous = DhtRendezvous(self.node, identity, allowed, accept_any, clock)
-        self._pump: asyncio.Task[None] | None = None
+        self.owner = owner
+        self.rendezvous: DhtRendezvous | None = None
 
-    async def start(self, sink: asyncio.Queue[bytes]) -> None:
+    async def start(self, sink: Inlet) -> None:
+        owner = self.owner
+        if owner is None or owner.identity is None or owner.policy is None:
+            raise LocalProtocolError("an OpenDhtCoupler starts with its started Peer")
+        policy = owner.policy
+        rdv = self.rendezvous = DhtRendezvous(self.node, owner.identity, policy.allowed,
+                                              policy.accept_any, owner._clock)
         await self.node.start()
+        await rdv.refresh()
 
         async def pump() -> None:
             while True:
                 key, value, _ = await self.node.inbox()
-                if self.rendezvous.knows(key) and not sink.full():
+                if rdv.knows(key):
                     sink.put_nowait(value)
 
-        self._pump = asyncio.ensure_future(pump())
-        await self.rendezvous.refresh()
+        sink.loop(pump, "opendht pump")
 
-    async def expect_from(self, peer_pub: bytes) -> None:
-        await self.rendezvous.expect_from(peer_pub)
+    def _rdv(self) -> DhtRendezvous:
+        if self.rendezvous is None:
+            raise LocalProtocolError("the OpenDHT coupler is not started")
+        return self.rendezvous
+
+    async def expect_from(self, peer: bytes) -> None:
+        await self._rdv().expect_from(peer)
+
+    async def send(self, peer: bytes, blob: bytes, kind: SignalKind) -> int:
+        # As hailing's DHT coupler: an offer goes to the public inbox too.
+        return await self._rdv().send(peer, blob, public=kind == "offer", kind=kind)
 
     async def refresh(self) -> int:
-        return await self.rendezvous.refresh()
+        return await self._rdv().refresh()
 
-    async def send(self, peer_pub: bytes, blob: bytes, *, public: bool = False,
-                   kind: str = "offer") -> int:
-        return await self.rendezvous.send(peer_pub, blob, public=public, kind=kind)
+    async def admit(self, sender: bytes, blob: bytes) -> str | None:
+        return None
 
     async def aclose(self) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(BaseException):
-                await self._pump
-        self.rendezvous.close()
+        if self.rendezvous is not None:
+            self.rendezvous.close()
         await self.node.stop()
 
 
-class CouplerPeer(Peer):
-    """A hailing Peer whose offers and answers travel through a given coupler (built by
-    ``make(peer)`` at start), with everything else (envelopes, policy, aiortc) unchanged."""
-
-    def __init__(self, data_dir: str | os.PathLike[str],
-                 make: Callable[[Peer], Any], **kw: Any) -> None:
-        # backend/relay_url only pass the constructor's checks: start() below replaces them.
-        super().__init__(data_dir, backend="ws", relay_url="ws://127.0.0.1:9/unused", **kw)
-        self.backend = "coupler"
-        self._make = make
-
-    async def start(self) -> CouplerPeer:
-        self.identity = load_or_create_identity(self.data_dir, self._passphrase)
-        self.contacts = ContactBook(self.data_dir)
-        self.store = SignalStore(self.data_dir)
-        try:
-            coupler = self._make(self)
-            await coupler.start(self._blobs)
-            self.rendezvous = coupler
-        except BaseException:
-            await self.stop()
-            raise
-        self._spawn(self._receive_loop())
-        return self
-
-
 def opendht_peer(data_dir: str | os.PathLike[str], bootstrap: tuple[str, int],
-                 **kw: Any) -> CouplerPeer:
-    """A Peer signaling through OpenDHT, bootstrapped off ``bootstrap``."""
-
-    def make(peer: Peer) -> OpenDhtCoupler:
-        assert peer.identity is not None
-        return OpenDhtCoupler(bootstrap, peer.identity, peer._allowed, peer._accept_any,
-                              peer._clock)
-
-    return CouplerPeer(data_dir, make, **kw)
+                 **kw: Any) -> Peer:
+    """A Peer whose calls are signaled through OpenDHT, bootstrapped off ``bootstrap``;
+    everything else (envelopes, policy, aiortc) is the Peer's own."""
+    coupler = OpenDhtCoupler(bootstrap)
+    peer = Peer(data_dir, couplers=[coupler], **kw)
+    coupler.owner = peer
+    return peer
 
 
 # -- a testnet of OpenDHT runners -------------------------------------------------------
@@ -287,8 +265,11 @@ class OpenDhtTestnet:
         self.n = n
         self.runners: list[Any] = []
 
-    def start(self, settle: float = 1.0) -> OpenDhtTestnet:
-        first = start_runner()
+    def start(self, settle: float = 1.0,
+              join: tuple[str, int] | None = None) -> OpenDhtTestnet:
+        """Start the runners (the first joins ``join``, a node of another testnet
+        process, if given) and give their joins ``settle`` seconds."""
+        first = start_runner(join)
         self.runners.append(first)
         boot = runner_address(first)
         for _ in range(1, self.n):
@@ -317,7 +298,12 @@ def _serve_testnet(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with OpenDhtTestnet(args.nodes) as net:
+    join = None
+    if args.bootstrap:
+        host, _, port = args.bootstrap.rpartition(":")
+        join = (host, int(port))
+    net = OpenDhtTestnet(args.nodes).start(join=join)
+    try:
         host, port = net.bootstrap
         print(f"bootstrap {host}:{port}", flush=True)
 
@@ -328,6 +314,8 @@ def _serve_testnet(args: argparse.Namespace) -> int:
 
         threading.Thread(target=watch_stdin, daemon=True).start()
         stop.wait()
+    finally:
+        net.stop()
     return 0
 
 
@@ -337,6 +325,8 @@ def main() -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     tn = sub.add_parser("testnet", help="run N OpenDHT runners on 127.0.0.1")
     tn.add_argument("--nodes", type=int, default=20)
+    tn.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
+                    help="join this node (of another testnet process) first")
     args = ap.parse_args()
     return _serve_testnet(args)
 

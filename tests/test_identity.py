@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hailing.identity as identity_pkg
+from hailing._secrets import write_secret
 from hailing.errors import LocalProtocolError, StorageError
 from hailing.identity import (
     CONTACT_ID_LENGTH,
@@ -356,7 +357,7 @@ def test_keystore_never_overwrites(tmp_path: Path) -> None:
     with pytest.raises(StorageError):
         load_or_create_identity(tmp_path)
     assert key_file.read_bytes() == b"something else"
-    assert keystore._write_new(key_file, b"new") is False
+    assert write_secret(key_file, b"new", overwrite=False) is False
     assert key_file.read_bytes() == b"something else"
     assert sorted(p.name for p in tmp_path.iterdir()) == [KEY_FILE]
 

@@ -57,8 +57,8 @@ def test_listen_is_renewed_and_values_expire() -> None:
     other = nodes[15]
     net.wait_event(other, other.listen(KEY, net.now))
     assert inbox_events(net, other) == []
-    callee.unlisten(KEY)
-    assert KEY not in callee._listens
+    callee.unlisten(KEY, net.now)
+    assert KEY not in callee.inboxes
 
 
 def test_no_hailing_node_near_the_key_is_a_clear_failure() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from ._secrets import private_dir
 from .errors import CorruptStorageError, StorageError
 
 #: SQLite primary result codes that mean "this file is not what we expect": SQLITE_ERROR
@@ -24,12 +25,7 @@ _SIDE_FILES = ("-journal", "-wal", "-shm")
 
 def data_dir(path: str | os.PathLike[str]) -> Path:
     """The data directory ``path``, created (mode 0700) if missing."""
-    d = Path(path)
-    try:
-        d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise StorageError(f"cannot create data directory {d}: {exc.strerror}") from None
-    return d
+    return private_dir(path)
 
 
 def storage_error(message: str, exc: sqlite3.Error) -> StorageError:

@@ -34,6 +34,11 @@
      |    +-- BadRpcAnswer           an answer that is not a valid JSON-RPC result
      |    +-- TransactionFailed      a transaction reverted or got no receipt in time
      +-- AuthenticationError         a peer failed its identity proof (rtc.connection)
+     +-- ConnectionClosed            the connection to a peer is closed: hung up, lost, or
+                                     silent past the keepalive timeout (rtc.connection)
+     +-- DaemonError                 a daemon already runs for the data directory, or its
+     |                               local API refused a request (hailing.daemon)
+     |    +-- DaemonGone             its API cannot be reached (stopped, or never there)
 
 The modules that raise these also export them under the same names (``from
 hailing.signaling.envelope import ReplayedEnvelope`` keeps working); this module is where
@@ -58,7 +63,10 @@ __all__ = [
     "BencodeError",
     "ChainError",
     "ChainUnavailable",
+    "ConnectionClosed",
     "CorruptStorageError",
+    "DaemonError",
+    "DaemonGone",
     "EndpointError",
     "EnvelopeError",
     "ExpiredEnvelope",
@@ -272,3 +280,16 @@ class TransactionFailed(ChainError):
 
 class AuthenticationError(HailingError):
     """The peer could not prove it holds the identity its envelope claimed."""
+
+
+class ConnectionClosed(HailingError):
+    """The connection to a peer is closed; ``str()`` says why (hung up, lost, silent)."""
+
+
+class DaemonError(HailingError):
+    """A daemon already runs for the data directory, or the daemon's local API refused a
+    request (the message says why)."""
+
+
+class DaemonGone(DaemonError):
+    """The daemon's API could not be reached (it stopped or was never there)."""

@@ -160,9 +160,14 @@ class DhtNode:
         return self
 
     async def stop(self) -> None:
-        """Close the socket, fail pending commands, save the routing table."""
+        """Unlisten everywhere (the storing nodes free our slots at once instead of
+        pushing to a closed socket until the listens expire), close the socket, fail
+        pending commands, save the routing table."""
         if self._transport is None:
             return
+        if self._core is not None:
+            self._core.unlisten_all(self._loop.time())
+            self._pump()
         self._transport.close()
         self._transport = None
         if self._timer is not None:
@@ -284,7 +289,11 @@ class DhtNode:
         return ev.nodes
 
     def unlisten(self, key: bytes) -> None:
-        self.core.unlisten(key)
+        """Stop listening on ``key``; the storing nodes are told at once."""
+        if self._transport is None:
+            return
+        self.core.unlisten(key, self._now())
+        self._pump()
 
     async def inbox(self) -> InboxMessage:
         """The next value posted to an inbox this node listens on."""

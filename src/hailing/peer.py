@@ -47,6 +47,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from pathlib import Path
 from typing import Any
 
+from .dht import DhtConfig
 from .errors import HailingError, LocalProtocolError, QueryTimeout
 from .identity import Identity, load_or_create_identity, parse_contact_id
 from .node import Addr, DhtNode
@@ -86,7 +87,10 @@ class Peer:
     ``rtc_configuration`` or ``pc_factory`` replace the default peer connection (no ICE
     server); ``answer_tracks(caller)`` gives media tracks to add when answering.
     ``node`` shares a running :class:`DhtNode` (then the Peer neither starts nor stops
-    it)."""
+    it); else ``dht_config`` configures the node it starts (a short-lived client, such as
+    a one-shot ``hailing send``, should pass ``DhtConfig(read_only=True)``: a BEP43
+    read-only node never enters others' routing tables, where it would stall lookups
+    once it has exited)."""
 
     def __init__(
         self,
@@ -110,6 +114,7 @@ class Peer:
         pc_factory: PeerConnectionFactory | None = None,
         answer_tracks: TracksFor | None = None,
         node: DhtNode | None = None,
+        dht_config: DhtConfig | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise LocalProtocolError(f"unknown rendezvous backend {backend!r} (dht, ws or contract)")
@@ -141,6 +146,7 @@ class Peer:
         self.data_dir = Path(data_dir)
         self.bootstrap = list(bootstrap)
         self.bind = bind
+        self._dht_config = dht_config
         self._passphrase = passphrase
         self._accept_any = accept_any
         self.downloads = Path(downloads) if downloads else self.data_dir / "downloads"
@@ -237,7 +243,7 @@ class Peer:
         if self._shared_node is not None:
             return self._shared_node
         node = self.node = DhtNode(self.bind, data_dir=self.data_dir / "dht",
-                                   bootstrap=self.bootstrap)
+                                   bootstrap=self.bootstrap, config=self._dht_config)
         await node.start()
         if self.bootstrap or len(node.core.table):
             try:

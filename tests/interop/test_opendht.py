@@ -123,14 +123,18 @@ async def test_a_call_signaled_through_opendht_connects(
         for p in (alice, bob):
             await p.start()
             started.append(p)
-        assert isinstance(bob.rendezvous, oc.OpenDhtCoupler)
+        assert isinstance(bob.coupler("opendht"), oc.OpenDhtCoupler)
         assert bob.contacts is not None and alice.identity and bob.identity
+        assert alice.contacts is not None
         bob.contacts.add(alice.contact_id, "alice")
-        assert await bob.rendezvous.refresh() >= 1
+        alice.contacts.add(bob.contact_id, "bob")
+        assert await bob.refresh() >= 1
+        assert await alice.refresh() >= 1
         await asyncio.sleep(0.3)  # bob's listens reach the storing nodes
         conn = await alice.connect(bob.contact_id, timeout=STEP)
         try:
-            assert conn.connect_ms is not None and conn.peer == bob.identity.public_key
+            assert conn.coupler == "opendht" and conn.peer == bob.identity.public_key
+            assert conn.connect_ms is not None
             incoming = await bob.accept(timeout=STEP)
             assert incoming.peer == alice.identity.public_key
             await conn.send_text("hello over OpenDHT signaling")

@@ -46,8 +46,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._secrets import private_dir, read_secret, write_secret
 from ..errors import LocalProtocolError, StorageError
-from ..identity._keystore import _check_permissions, _write_new
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -370,8 +370,6 @@ def _parse_rotation(path: Path, data: bytes) -> RotationSecret:
     def corrupt(why: str) -> StorageError:
         return StorageError(f"{path} is corrupt ({why}); it was left untouched")
 
-    if len(data) > _MAX_ROTATION_FILE:
-        raise corrupt(f"larger than {_MAX_ROTATION_FILE} bytes")
     try:
         obj: Any = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -392,16 +390,9 @@ def _parse_rotation(path: Path, data: bytes) -> RotationSecret:
 def load_rotation(data_dir: str | os.PathLike[str]) -> RotationSecret:
     """The rotation secret of ``data_dir``; :class:`StorageError` if missing or unusable."""
     path = _rotation_path(data_dir)
-    try:
-        with open(path, "rb") as f:
-            _check_permissions(path, os.fstat(f.fileno()))  # regular file, mode 0600
-            data = f.read(_MAX_ROTATION_FILE + 1)
-    except FileNotFoundError:
-        raise StorageError(f"no rotation secret in {path.parent}: {path} does not exist") from None
-    except IsADirectoryError:
-        raise StorageError(f"{path} is not a regular file") from None
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+    data = read_secret(path, limit=_MAX_ROTATION_FILE, missing_ok=True)  # mode 0600 or refused
+    if data is None:
+        raise StorageError(f"no rotation secret in {path.parent}: {path} does not exist")
     return _parse_rotation(path, data)
 
 
@@ -410,15 +401,12 @@ def load_or_create_rotation(data_dir: str | os.PathLike[str]) -> RotationSecret:
 
     An existing file is never overwritten: a corrupt one is a :class:`StorageError`.
     """
-    directory = Path(data_dir)
-    try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise StorageError(f"cannot create data directory {directory}: {exc.strerror}") from None
+    directory = private_dir(data_dir)
     path = _rotation_path(directory)
     if not os.path.lexists(path):
         secret = RotationSecret.new()
         body = {"version": _ROTATION_VERSION, "prefix": secret.prefix, "user_id": secret.user_id}
-        if _write_new(path, (json.dumps(body, indent=1) + "\n").encode("utf-8")):
+        if write_secret(path, (json.dumps(body, indent=1) + "\n").encode("utf-8"),
+                        overwrite=False):
             return secret
     return load_rotation(directory)  # it existed, or another process just created it

@@ -19,6 +19,8 @@ from ._common import _hostport, _Parser
 from .calls import add_peer_commands
 from .chain import add_chain_commands
 from .dht import add_dht_commands
+from .remote import route_through_daemon
+from .up import add_up_command
 from .wallet import add_wallet_commands
 
 
@@ -31,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_peer_commands(sub, _Parser, _hostport)
     add_wallet_commands(sub, _Parser)
     add_chain_commands(sub, _Parser, _hostport)
+    add_up_command(sub)
+    route_through_daemon(p)  # last: wraps the commands a running daemon serves
     return p
 
 

@@ -32,11 +32,11 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._secrets import read_secret, write_secret
 from .._sqlite import SqliteFile
 from .._sqlite import data_dir as _data_dir
 from ..errors import LocalProtocolError, StorageError
 from ..identity import format_contact_id, parse_contact_id
-from ..identity._keystore import _check_permissions
 from .envelope import CLOCK_SKEW
 
 if TYPE_CHECKING:  # the wallet module imports eth_keys: only when rotation is used
@@ -257,16 +257,11 @@ def load_chain_config(data_dir: str | os.PathLike[str]) -> ChainConfig:
     """The recorded configuration; empty if there is none, :class:`StorageError` if the
     file is unusable."""
     path = Path(data_dir) / CHAIN_CONFIG
-    try:
-        with open(path, "rb") as f:
-            _check_permissions(path, os.fstat(f.fileno()))
-            data = f.read(_MAX_CONFIG + 1)
-    except FileNotFoundError:
+    data = read_secret(path, limit=_MAX_CONFIG, missing_ok=True)
+    if data is None:
         return ChainConfig()
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        obj = json.loads(data.decode("utf-8")) if len(data) <= _MAX_CONFIG else None
+        obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         obj = None
     if not isinstance(obj, dict) or obj.get("version") != _CONFIG_VERSION:
@@ -279,18 +274,8 @@ def load_chain_config(data_dir: str | os.PathLike[str]) -> ChainConfig:
 
 def save_chain_config(data_dir: str | os.PathLike[str], config: ChainConfig) -> Path:
     """Write the configuration atomically (mode 0600); returns the file's path."""
-    directory = Path(data_dir)
-    path = directory / CHAIN_CONFIG
+    path = Path(data_dir) / CHAIN_CONFIG
     body = json.dumps({"version": _CONFIG_VERSION, "rpc": config.rpc,
                        "contract": config.contract}, indent=1) + "\n"
-    tmp = directory / f".{CHAIN_CONFIG}.{os.getpid()}.tmp"
-    try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {path}: {exc.strerror}") from None
+    write_secret(path, body.encode("utf-8"))
     return path
