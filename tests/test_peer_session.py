@@ -116,7 +116,7 @@ async def test_the_ladder_falls_back_and_the_connection_says_which_coupler_carri
 
     conn = await alice.connect(bob.contact_id, timeout=10)
     inc = await bob.accept(10)
-    assert conn.coupler == "pipe" and inc.coupler is None
+    assert conn.coupler == inc.coupler == "pipe"
     assert alice.dialer is not None
     assert [(a.coupler, a.error, a.timed_out) for a in alice.dialer.last] == [
         ("void", "nobody answered within 1 s (offline, busy, or not accepting calls)", True),
