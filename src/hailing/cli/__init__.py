@@ -15,10 +15,11 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import HailingError, NotFoundError
-from ._common import _hostport, _Parser
-from .calls import add_peer_commands
+from ._common import _Parser
+from .calls import add_call_commands
 from .chain import add_chain_commands
 from .dht import add_dht_commands
+from .identity import add_identity_commands
 from .wallet import add_wallet_commands
 
 
@@ -28,9 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     add_dht_commands(sub, _Parser)
-    add_peer_commands(sub, _Parser, _hostport)
+    add_identity_commands(sub, _Parser)
+    add_call_commands(sub, _Parser)
     add_wallet_commands(sub, _Parser)
-    add_chain_commands(sub, _Parser, _hostport)
+    add_chain_commands(sub, _Parser)
     return p
 
 

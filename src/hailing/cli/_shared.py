@@ -1,0 +1,185 @@
+"""What the peer command groups of the ``hailing`` CLI share: the passphrase, the contact
+argument, JSON output lines, the network and ``--via contract`` options, and building a
+:class:`~hailing.rtc.peer.Peer` from them.
+
+Command modules (``identity``, ``calls``, ``chain``, ...) import this module and
+:mod:`hailing.cli._common`, never each other (``tests/test_cli_modules.py`` checks it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from typing import Any
+
+from ..errors import LocalProtocolError
+from ..identity import parse_contact_id
+from ._common import _hostport, _stop_on_signal
+
+PASSPHRASE_ENV = "HAILING_PASSPHRASE"
+GAS_KEY_ENV = "HAILING_GAS_KEY"
+
+
+def _passphrase() -> str | None:
+    return os.environ.get(PASSPHRASE_ENV) or None
+
+
+def _contact(text: str) -> bytes:
+    try:
+        return parse_contact_id(text)
+    except LocalProtocolError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _out(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+async def _stop_event() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM (see :func:`hailing.cli._common._stop_on_signal`)."""
+    return _stop_on_signal()
+
+
+# -- options -----------------------------------------------------------------------------
+
+
+def add_data_dir(p: argparse.ArgumentParser, required: bool = True,
+                 help: str = "the identity's directory (key, contacts, DHT state)") -> None:
+    p.add_argument("--data-dir", required=required, default=None, metavar="DIR", help=help)
+
+
+def add_network_options(p: argparse.ArgumentParser) -> None:
+    """``--data-dir``, the DHT/relay/ICE options and the contract options of a peer."""
+    add_data_dir(p)
+    p.add_argument("--bootstrap", type=_hostport, action="append", default=[],
+                   metavar="HOST:PORT", help="a DHT node to join through (repeatable; "
+                   "required unless --relay)")
+    p.add_argument("--relay", default=None, metavar="URL",
+                   help="signal through this WebSocket relay (ws://HOST:PORT/ws) instead "
+                   "of the DHT: the centralized baseline")
+    p.add_argument("--bind", type=_hostport, default=None, metavar="HOST:PORT",
+                   help="local UDP address of this peer's DHT node")
+    p.add_argument("--ice-host", action="append", default=[], metavar="IP",
+                   help="only gather ICE host candidates on this address (repeatable; "
+                   "also HAILING_ICE_HOSTS)")
+    p.add_argument("--downloads", default=None, metavar="DIR",
+                   help="where received files go (default DATA_DIR/downloads)")
+    add_contract_options(p)
+
+
+def _address(text: str) -> str:
+    from web3 import Web3
+
+    if not Web3.is_address(text):
+        raise argparse.ArgumentTypeError(f"not an Ethereum address: {text!r}")
+    return str(Web3.to_checksum_address(text))
+
+
+def _gas_key(text: str) -> str:
+    if text == "rotating":
+        return text
+    raw = text.removeprefix("0x")
+    if len(raw) != 64 or any(c not in "0123456789abcdefABCDEF" for c in raw):
+        raise argparse.ArgumentTypeError("a gas key is a private key (64 hex digits) or "
+                                         "'rotating'")
+    return raw
+
+
+def _rpc(text: str) -> str:
+    if text != "embedded" and not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"--rpc is an http(s) URL or 'embedded', not {text!r}")
+    return text
+
+
+def _poll(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.01 <= value <= 60:
+        raise argparse.ArgumentTypeError("--poll is 0.01 to 60 seconds")
+    return value
+
+
+def add_contract_options(p: argparse.ArgumentParser, *, via: tuple[str, ...] = ("dht", "contract"),
+                         default: str | None = None) -> None:
+    """``--via`` and the options of the contract backend."""
+    p.add_argument("--via", choices=via, default=default,
+                   help="the rendezvous: the DHT, or the Ethereum signaling contract")
+    p.add_argument("--rpc", type=_rpc, default=None, metavar="URL",
+                   help="JSON-RPC endpoint of the chain (or 'embedded'); default: the one "
+                   "recorded by 'contract deploy --data-dir'")
+    p.add_argument("--contract", type=_address, default=None, metavar="ADDRESS",
+                   help="the signaling contract (default: the recorded one)")
+    p.add_argument("--gas-key", type=_gas_key, default=None, metavar="HEX",
+                   help=f"private key of the wallet paying gas (or ${GAS_KEY_ENV}); "
+                   "'rotating': pay from your own wallet of the day (fund it: 'hailing "
+                   "wallet rotating'), which proves you to friends by wallet")
+    p.add_argument("--poll", type=_poll, default=1.0, metavar="S",
+                   help="seconds between two polls of the chain (default 1)")
+    p.add_argument("--require-wallet", action="store_true",
+                   help="(--via contract) refuse offers and records whose transaction was "
+                   "not paid by the sender's own wallet of the day")
+
+
+# -- building a peer ---------------------------------------------------------------------
+
+
+def contract_peer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Peer keyword arguments for ``--via contract`` (falling back to the recorded config)."""
+    from ..signaling.store import load_chain_config
+
+    config = load_chain_config(args.data_dir)
+    rpc = args.rpc or config.rpc
+    if not rpc:
+        raise LocalProtocolError("give --rpc URL (or record one with 'hailing contract deploy "
+                                 "--rpc URL --data-dir DIR')")
+    gas = args.gas_key or os.environ.get(GAS_KEY_ENV) or None
+    return {"backend": "contract", "rpc_url": rpc,
+            "contract_address": args.contract or config.contract, "gas_key": gas,
+            "contract_options": {"poll_interval": args.poll,
+                                 "require_wallet": getattr(args, "require_wallet", False)}}
+
+
+def _apply_ice(args: argparse.Namespace) -> None:
+    from ..rtc import set_host_addresses
+
+    if args.ice_host:
+        set_host_addresses(args.ice_host)
+
+
+def _peer(args: argparse.Namespace, accept_any: bool | None = None) -> Any:
+    """The Peer that ``args`` (network options) describe; not started."""
+    from ..rtc.peer import Peer
+
+    if getattr(args, "via", None) == "contract":
+        _apply_ice(args)
+        return Peer(args.data_dir, passphrase=_passphrase(), accept_any=accept_any,
+                    downloads=args.downloads, **contract_peer_kwargs(args))
+    if not args.bootstrap and not args.relay:
+        raise LocalProtocolError("give --bootstrap HOST:PORT (or --relay URL)")
+    _apply_ice(args)
+    bind = args.bind or (("127.0.0.1", 0) if all(h.startswith("127.") for h, _ in args.bootstrap) else ("0.0.0.0", 0))
+    return Peer(args.data_dir, bootstrap=args.bootstrap, bind=bind, passphrase=_passphrase(),
+                accept_any=accept_any, downloads=args.downloads,
+                backend="ws" if args.relay else "dht", relay_url=args.relay)
+
+
+async def report_chain(peer: Any) -> None:
+    """Print the contract watcher's lost/back events as JSON lines (for ``listen``)."""
+    while True:
+        status = await peer.rendezvous.status_events.get()
+        _out({"event": "chain", "up": status.up, "error": status.error})
+
+
+__all__ = [
+    "GAS_KEY_ENV",
+    "PASSPHRASE_ENV",
+    "add_contract_options",
+    "add_data_dir",
+    "add_network_options",
+    "contract_peer_kwargs",
+    "report_chain",
+]

@@ -1,0 +1,130 @@
+"""The identity commands of the ``hailing`` CLI: ``id``, ``contact`` and ``status``.
+
+Registered by :func:`add_identity_commands` from :mod:`hailing.cli`. Output contracts
+(scripts rely on them): ``id new`` prints the contact id as its first line; ``id show``
+prints it first, then ``name NAME`` when there is one; ``contact list`` prints
+``<contact id> <state> <name>`` a line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import HailingError, LocalProtocolError
+from ..identity import (
+    KEY_FILE,
+    ContactBook,
+    contact_qr,
+    format_contact_id,
+    load_identity,
+    load_or_create_identity,
+)
+from ._shared import PASSPHRASE_ENV, _contact, _passphrase, add_data_dir
+
+
+async def cmd_id_new(args: argparse.Namespace) -> int:
+    if (Path(args.data_dir) / KEY_FILE).exists():
+        try:
+            existing = load_identity(args.data_dir, _passphrase()).contact_id
+        except HailingError as exc:  # encrypted (no or wrong passphrase) or damaged
+            existing = f"cannot show it: {exc}"
+        raise HailingError(f"{args.data_dir} already holds an identity: {existing}")
+    ident = load_or_create_identity(args.data_dir, _passphrase())
+    with ContactBook(args.data_dir) as book:
+        if args.name:
+            book.set_name(args.name)
+    print(ident.contact_id, flush=True)
+    if sys.stderr.isatty():
+        with contextlib.suppress(LocalProtocolError):
+            print(contact_qr(ident.contact_id), file=sys.stderr)
+    return 0
+
+
+async def cmd_id_show(args: argparse.Namespace) -> int:
+    ident = load_identity(args.data_dir, _passphrase())
+    with ContactBook(args.data_dir) as book:
+        name = book.name()
+    print(ident.contact_id)
+    if name:
+        print(f"name {name}")
+    if args.qr:
+        print(contact_qr(ident.contact_id))
+    return 0
+
+
+async def cmd_contact(args: argparse.Namespace) -> int:
+    with ContactBook(args.data_dir) as book:
+        action = args.contact_command
+        if action == "add":
+            c = book.add(args.contact, args.name)
+        elif action == "block":
+            c = book.block(args.contact)
+        elif action == "allow":
+            c = book.allow(args.contact)
+        elif action == "remove":
+            if not book.remove(args.contact):
+                raise HailingError("no such contact")
+            print(f"removed {format_contact_id(args.contact)}")
+            return 0
+        else:
+            for c in book.list():
+                print(f"{c.contact_id} {c.state} {c.name}")
+            return 0
+        print(f"{c.contact_id} {c.state} {c.name}")
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    with ContactBook(args.data_dir) as book:
+        if args.status:
+            book.set_status(args.status)
+        if args.accept_any is not None:
+            book.set_accept_any(args.accept_any == "on")
+        print(f"status {book.status()}, accept-any {'on' if book.accept_any() else 'off'}")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def add_identity_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    idp = sub.add_parser("id", help="create or show this node's identity")
+    ids = idp.add_subparsers(dest="id_command", required=True, parser_class=parser_class, metavar="COMMAND")
+    p = ids.add_parser("new", help="create an identity; prints its contact id first",
+                       description="Create an identity in DIR. The first line of stdout is the "
+                       f"contact id. The key is encrypted at rest if ${PASSPHRASE_ENV} is set.")
+    add_data_dir(p)
+    p.add_argument("--name", default=None, help="your display name")
+    p.set_defaults(func=cmd_id_new)
+    p = ids.add_parser("show", help="print the contact id (and name)")
+    add_data_dir(p)
+    p.add_argument("--qr", action="store_true", help="also print it as a QR code")
+    p.set_defaults(func=cmd_id_show)
+
+    cp = sub.add_parser("contact", help="manage contacts (allow/block lists)")
+    cs = cp.add_subparsers(dest="contact_command", required=True, parser_class=parser_class, metavar="COMMAND")
+    for name, help_ in (("add", "add (and allow) a contact"), ("block", "block a contact"),
+                        ("allow", "allow a contact"), ("remove", "forget a contact")):
+        p = cs.add_parser(name, help=help_)
+        p.add_argument("contact", type=_contact, metavar="CONTACT")
+        if name == "add":
+            p.add_argument("--name", required=True)
+        add_data_dir(p)
+        p.set_defaults(func=cmd_contact)
+    p = cs.add_parser("list", help="list contacts: '<contact id> <state> <name>' a line")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_contact)
+
+    p = sub.add_parser("status", help="show or set presence (available/busy/dnd) and accept-any")
+    p.add_argument("status", nargs="?", choices=("available", "busy", "dnd"))
+    p.add_argument("--accept-any", choices=("on", "off"), default=None,
+                   help="accept calls from people not in the contacts")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_status)
+
+
+__all__ = ["add_identity_commands"]
