@@ -61,7 +61,7 @@ def _is_command_module(name: str) -> bool:
 
 def test_there_are_command_modules() -> None:
     commands = {m for m in MODULES if _is_command_module(m)}
-    assert {"dht", "identity", "calls", "chain", "wallet"} <= commands, commands
+    assert {"dht", "identity", "calls", "chain", "wallet", "config"} <= commands, commands
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -15,9 +15,11 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import HailingError, NotFoundError
-from ._common import _Parser
+from ._common import UsageError, _Parser
+from ._shared import prepare
 from .calls import add_call_commands
 from .chain import add_chain_commands
+from .config import add_config_commands
 from .dht import add_dht_commands
 from .identity import add_identity_commands
 from .wallet import add_wallet_commands
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_call_commands(sub, _Parser)
     add_wallet_commands(sub, _Parser)
     add_chain_commands(sub, _Parser)
+    add_config_commands(sub, _Parser)
     return p
 
 
@@ -40,8 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        prepare(args)
         code: int = asyncio.run(args.func(args))
         return code
+    except UsageError as exc:
+        print(f"hailing: error: {exc} (see 'hailing --help')", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except NotFoundError as exc:

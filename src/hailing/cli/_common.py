@@ -18,6 +18,11 @@ from ..errors import LocalProtocolError
 from ..node import Addr, parse_hostport
 
 
+class UsageError(Exception):
+    """Wrong usage found after parsing (e.g. a setting neither given nor configured):
+    one line and exit 2, like an argparse error."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (exit 2)."""
 
@@ -97,8 +102,6 @@ _positive = _int_in(1)
 _nonneg = _int_in(0)
 _port = _int_in(0, 65535, "port")
 _announce_port = _int_in(1, 65535, "port")
-
-
 
 
 def _stop_on_signal() -> asyncio.Event:

@@ -16,9 +16,11 @@ from typing import Any
 
 from ..errors import LocalProtocolError
 from ..identity import parse_contact_id
-from ._common import _hostport, _stop_on_signal
+from ._common import UsageError, _hostport, _stop_on_signal
+from ._config import DATA_DIR_ENV, default_data_dir, load_config
 
 PASSPHRASE_ENV = "HAILING_PASSPHRASE"
+ICE_HOSTS_ENV = "HAILING_ICE_HOSTS"
 GAS_KEY_ENV = "HAILING_GAS_KEY"
 
 
@@ -45,17 +47,27 @@ async def _stop_event() -> asyncio.Event:
 # -- options -----------------------------------------------------------------------------
 
 
-def add_data_dir(p: argparse.ArgumentParser, required: bool = True,
-                 help: str = "the identity's directory (key, contacts, DHT state)") -> None:
-    p.add_argument("--data-dir", required=required, default=None, metavar="DIR", help=help)
+DATA_DIR_HELP = (f"the identity's directory: key, contacts, settings, DHT state (default "
+                 f"${DATA_DIR_ENV}, else $XDG_DATA_HOME/hailing, i.e. ~/.local/share/hailing)")
+
+#: The ``config.toml`` settings that :func:`prepare` applies to a peer command's options.
+NETWORK_SETTINGS = ("bootstrap", "bind", "ice_hosts", "relay", "via", "downloads")
+
+
+def add_data_dir(p: argparse.ArgumentParser, help: str = DATA_DIR_HELP) -> None:
+    """``--data-dir``, defaulting to :func:`~hailing.cli._config.default_data_dir`."""
+    p.add_argument("--data-dir", default=None, metavar="DIR", help=help)
+    p.set_defaults(_default_data_dir=True)
 
 
 def add_network_options(p: argparse.ArgumentParser) -> None:
-    """``--data-dir``, the DHT/relay/ICE options and the contract options of a peer."""
+    """``--data-dir``, the DHT/relay/ICE options and the contract options of a peer; the
+    ones not given come from the data directory's ``config.toml`` (see :func:`prepare`)."""
     add_data_dir(p)
     p.add_argument("--bootstrap", type=_hostport, action="append", default=[],
                    metavar="HOST:PORT", help="a DHT node to join through (repeatable; "
-                   "required unless --relay)")
+                   "required unless --relay or set in config.toml: 'hailing config set "
+                   "bootstrap HOST:PORT')")
     p.add_argument("--relay", default=None, metavar="URL",
                    help="signal through this WebSocket relay (ws://HOST:PORT/ws) instead "
                    "of the DHT: the centralized baseline")
@@ -67,6 +79,7 @@ def add_network_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--downloads", default=None, metavar="DIR",
                    help="where received files go (default DATA_DIR/downloads)")
     add_contract_options(p)
+    p.set_defaults(_settings=NETWORK_SETTINGS)
 
 
 def _address(text: str) -> str:
@@ -105,9 +118,12 @@ def _poll(text: str) -> float:
 
 def add_contract_options(p: argparse.ArgumentParser, *, via: tuple[str, ...] = ("dht", "contract"),
                          default: str | None = None) -> None:
-    """``--via`` and the options of the contract backend."""
-    p.add_argument("--via", choices=via, default=default,
-                   help="the rendezvous: the DHT, or the Ethereum signaling contract")
+    """``--via`` and the options of the contract backend. ``--via`` not given comes from
+    config.toml, else ``default``."""
+    p.add_argument("--via", choices=via, default=None,
+                   help="the rendezvous: the DHT, or the Ethereum signaling contract"
+                   + (f" (default {default})" if default else ""))
+    p.set_defaults(_via_default=default)
     p.add_argument("--rpc", type=_rpc, default=None, metavar="URL",
                    help="JSON-RPC endpoint of the chain (or 'embedded'); default: the one "
                    "recorded by 'contract deploy --data-dir'")
@@ -122,6 +138,47 @@ def add_contract_options(p: argparse.ArgumentParser, *, via: tuple[str, ...] = (
     p.add_argument("--require-wallet", action="store_true",
                    help="(--via contract) refuse offers and records whose transaction was "
                    "not paid by the sender's own wallet of the day")
+
+
+# -- defaults from the environment and config.toml ------------------------------------------
+
+
+_METAVARS = {"bootstrap": "HOST:PORT", "bind": "HOST:PORT"}
+
+
+def prepare(args: argparse.Namespace) -> None:
+    """Fill in what the command line left out, before the command runs: the default data
+    directory, and the ``config.toml`` settings the command takes (``args._settings``).
+    A setting the command needs and nobody gave (``args._required``) is a usage error."""
+    if getattr(args, "_default_data_dir", False):
+        if args.data_dir is None:
+            args.data_dir = str(default_data_dir())
+            args._data_dir_from = (f"${DATA_DIR_ENV}" if os.environ.get(DATA_DIR_ENV)
+                                   else "the default, $XDG_DATA_HOME/hailing")
+        else:
+            args._data_dir_from = "--data-dir"
+    wanted: tuple[str, ...] = getattr(args, "_settings", ())
+    if wanted:
+        config = load_config(getattr(args, "data_dir", None) or default_data_dir())
+        if "bootstrap" in wanted and not args.bootstrap:
+            args.bootstrap = config.bootstrap
+        if "bind" in wanted and args.bind is None:
+            args.bind = config.bind
+        if ("ice_hosts" in wanted and not args.ice_host and not os.environ.get(ICE_HOSTS_ENV)):
+            args.ice_host = config.ice_hosts
+        if "relay" in wanted and args.relay is None:
+            args.relay = config.relay
+        if "downloads" in wanted and args.downloads is None:
+            args.downloads = config.downloads
+        if "via" in wanted and args.via is None:
+            args.via = config.via
+    if hasattr(args, "_via_default") and args.via is None:
+        args.via = args._via_default
+    for name in getattr(args, "_required", ()):
+        if not getattr(args, name):
+            flag, what = "--" + name.replace("_", "-"), _METAVARS.get(name, "VALUE")
+            raise UsageError(f"{flag} {what} is required (or set it once: 'hailing config "
+                             f"set {name} {what}')")
 
 
 # -- building a peer ---------------------------------------------------------------------
@@ -159,7 +216,8 @@ def _peer(args: argparse.Namespace, accept_any: bool | None = None) -> Any:
         return Peer(args.data_dir, passphrase=_passphrase(), accept_any=accept_any,
                     downloads=args.downloads, **contract_peer_kwargs(args))
     if not args.bootstrap and not args.relay:
-        raise LocalProtocolError("give --bootstrap HOST:PORT (or --relay URL)")
+        raise LocalProtocolError("give --bootstrap HOST:PORT (or --relay URL), or set it once: "
+                                 "'hailing config set bootstrap HOST:PORT'")
     _apply_ice(args)
     bind = args.bind or (("127.0.0.1", 0) if all(h.startswith("127.") for h, _ in args.bootstrap) else ("0.0.0.0", 0))
     return Peer(args.data_dir, bootstrap=args.bootstrap, bind=bind, passphrase=_passphrase(),
@@ -181,5 +239,6 @@ __all__ = [
     "add_data_dir",
     "add_network_options",
     "contract_peer_kwargs",
+    "prepare",
     "report_chain",
 ]

@@ -88,9 +88,8 @@ async def cmd_contract_deploy(args: argparse.Namespace) -> int:
     gas = args.gas_key or os.environ.get(GAS_KEY_ENV) or None
     address = await asyncio.to_thread(_deploy, args.rpc, gas)
     print(address, flush=True)
-    if args.data_dir:
-        path = save_chain_config(args.data_dir, ChainConfig(rpc=args.rpc, contract=address))
-        print(f"recorded in {path}", file=sys.stderr)
+    path = save_chain_config(args.data_dir, ChainConfig(rpc=args.rpc, contract=address))
+    print(f"recorded in {path}", file=sys.stderr)
     return 0
 
 
@@ -160,8 +159,7 @@ async def cmd_endpoint_list(args: argparse.Namespace) -> int:
 def add_chain_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     hostport = _hostport
 
-    def data_dir(p: argparse.ArgumentParser, required: bool = True) -> None:
-        add_data_dir(p, required, help="the node's data directory")
+    data_dir = add_data_dir
 
     def group(name: str, help_: str) -> Any:
         g = sub.add_parser(name, help=help_)
@@ -183,12 +181,12 @@ def add_chain_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) ->
     ks = group("contract", "the signaling contract")
     p = ks.add_parser("deploy", help="deploy the signaling contract; prints its address",
                       description="Deploy the contract (compiled from its Vyper source) and "
-                      "print its address; with --data-dir, record the RPC URL and address "
-                      "in DIR/chain.json for later --via contract commands.")
+                      "print its address, and record the RPC URL and address in the data "
+                      "directory's chain.json for later --via contract commands.")
     p.add_argument("--rpc", type=_rpc, required=True, metavar="URL")
     p.add_argument("--gas-key", type=_gas_key, default=None, metavar="HEX",
                    help=f"the paying wallet's private key (or ${GAS_KEY_ENV})")
-    data_dir(p, required=False)
+    data_dir(p)
     p.set_defaults(func=cmd_contract_deploy)
 
     rs = group("rotation", "daily-rotating addresses: share yours, record friends'")
@@ -218,7 +216,8 @@ def add_chain_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) ->
     p.add_argument("--bind", type=hostport, default=None, metavar="HOST:PORT")
     data_dir(p)
     add_contract_options(p, via=("contract", "dht"), default="contract")
-    p.set_defaults(func=cmd_endpoint_publish, relay=None, ice_host=[], downloads=None)
+    p.set_defaults(func=cmd_endpoint_publish, relay=None, ice_host=[], downloads=None,
+                   _settings=("bootstrap", "bind", "via"))
     p = es.add_parser("list", help="the latest verified endpoint records of contacts",
                       description="Print the latest endpoint record of each contact and kind "
                       "(received by 'listen'); --format wireguard prints [Peer] sections.")
