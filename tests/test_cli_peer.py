@@ -22,7 +22,8 @@ from typing import IO, Any
 
 import pytest
 
-from hailing.identity import ContactBook, load_or_create_identity
+from hailing.identity import load_or_create_identity
+from hailing.services.contacts import ContactBook
 
 HAILING = [sys.executable, "-m", "hailing"]
 TIMEOUT = 20.0
@@ -102,7 +103,12 @@ def one_error_line(proc: subprocess.CompletedProcess[bytes], code: int) -> str:
 def new_ids(base: Path, *names: str) -> dict[str, str]:
     """Identities base/NAME for the tests' setup, made in-process (fast); the commands
     under test run in subprocesses. Returns name -> contact id."""
-    return {n: load_or_create_identity(base / n, None, name=n).contact_id for n in names}
+    ids = {}
+    for n in names:
+        ids[n] = load_or_create_identity(base / n, None).contact_id
+        with ContactBook(base / n) as b:
+            b.set_name(n)
+    return ids
 
 
 def book(data_dir: Path) -> ContactBook:

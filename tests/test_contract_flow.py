@@ -30,7 +30,7 @@ from hailing.chain.rpc_server import RpcServer
 from hailing.chain.wallet import RotatingWallets, Wallet, load_or_create_rotation
 from hailing.identity import Identity, format_contact_id
 from hailing.node import DhtNode
-from hailing.rtc.peer import Peer
+from hailing.peer import Peer
 from hailing.signaling import envelope
 from hailing.signaling.contract_rdv import (
     ChainStatus,
@@ -185,8 +185,9 @@ def befriend(a: Peer, b: Peer) -> None:
 
 
 def rdv(p: Peer) -> ContractRendezvous:
-    assert isinstance(p.rendezvous, ContractRendezvous)
-    return p.rendezvous
+    rendezvous = getattr(p.coupler("contract"), "rendezvous", None)
+    assert isinstance(rendezvous, ContractRendezvous)
+    return rendezvous
 
 
 async def eventually(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
@@ -249,7 +250,7 @@ async def test_second_connection_over_the_channel_posts_nothing_on_the_dht(
                 Peer(tmp_path / "b", bootstrap=boot) as bob:
             assert bob.contacts is not None
             bob.contacts.add(alice.contact_id, "alice")
-            await bob._rendezvous().refresh()
+            await bob.refresh()
             conn = await alice.connect(bob.contact_id, timeout=10)
             await bob.accept(10)
             first = posts
@@ -413,6 +414,45 @@ async def test_the_cursor_is_saved_only_once_the_payloads_were_handled(
         sinks["bob"].task_done()  # handled
         assert await bob.poll_once() == 0
         assert bob.store.cursor(bob._cursor_key) == bob.next_block > saved
+    finally:
+        for r in rdvs.values():
+            await r.aclose()
+            r.store.close()
+
+
+async def test_a_chain_restarted_below_the_saved_cursor_is_watched_again(
+        tmp_path: Path) -> None:
+    """Issue 8 item 3: after the chain restarts (same contract address, lower block
+    height) the saved cursor is ahead of the chain; the watcher must notice and read the
+    new chain's blocks instead of waiting forever for it to pass the old cursor."""
+    env = embedded_env()
+    idents = {n: Identity.generate() for n in ("alice", "bob")}
+    rdvs: dict[str, ContractRendezvous] = {}
+    sinks: dict[str, asyncio.Queue[bytes]] = {}
+    for name in ("alice", "bob"):
+        rdvs[name] = await ContractRendezvous.open(
+            tmp_path / name, idents[name], SignalStore(tmp_path / name), rpc_url="embedded",
+            contract_address=env.contract, wallets=WALLETS, poll_interval=3600.0,
+            max_backoff=3600.0)
+        sinks[name] = asyncio.Queue()
+        await rdvs[name].start(sinks[name])
+    bob = rdvs["bob"]
+    try:
+        await eventually(lambda: all(r.stats["polls"] for r in rdvs.values()), "first polls")
+        secret = load_or_create_rotation(tmp_path / "bob")
+        rdvs["alice"].store.set_rotation(format_contact_id(idents["bob"].public_key),
+                                         secret.prefix, secret.user_id)
+        # what a restarted chain looks like from bob's side: his cursor is far ahead
+        ahead = bob.next_block + 10_000
+        bob._cursor = bob._saved = ahead
+        bob.store.set_cursor(bob._cursor_key, ahead)
+        await rdvs["alice"].send(idents["bob"].public_key, b"after the restart", kind="offer")
+        assert await bob.poll_once() == 1
+        assert sinks["bob"].get_nowait() == b"after the restart"
+        sinks["bob"].task_done()
+        assert bob.stats["chain_rewound"] == 1
+        assert await bob.poll_once() == 0
+        assert bob.store.cursor(bob._cursor_key) == bob.next_block < ahead
     finally:
         for r in rdvs.values():
             await r.aclose()

@@ -108,13 +108,13 @@ def test_get_widens_its_closest_set_once_when_nodes_did_not_answer() -> None:
         lk.add(bytes([1, i]) + bytes(18), ("10.1.0.%d" % (i + 1), 1), 0)  # noqa: UP031
     for c in lk.cands:
         c.state = ANSWERED
-    assert not p._widen(lk)  # everyone answered: the value is not there
+    assert not p.lookups._widen(lk)  # everyone answered: the value is not there
     lk.cands[0].state = STALLED
-    assert p._widen(lk) and lk.k == 16 and lk.widened
-    assert not p._widen(lk)  # only once
+    assert p.lookups._widen(lk) and lk.k == 16 and lk.widened
+    assert not p.lookups._widen(lk)  # only once
     found = Lookup(2, "get", bytes(20), p.node_id, 8, 5, 96, 0.0)
     found.result = object()
-    assert not p._widen(found)
+    assert not p.lookups._widen(found)
 
 
 def test_soft_timeout_uses_the_nodes_own_rtt() -> None:
@@ -145,7 +145,7 @@ def test_widened_get_asks_answered_nodes_for_more_than_k_nodes() -> None:
     for c in lk.cands:
         c.state = ANSWERED
     lk.cands[0].state = STALLED
-    assert p._widen(lk)
+    assert p.lookups._widen(lk)
     assert [c.state for c in lk.cands[1:6]] == [FRESH] * 5  # asked again
     # the answer to a query with hailing_k carries more than k nodes
     other = list(net.nodes.values())[5]

@@ -397,11 +397,11 @@ def test_rotation_secret_created_concurrently_elsewhere_wins(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     theirs = RotationSecret(prefix=PREFIX, user_id=UID)
 
-    def racing_write(path: Path, data: bytes) -> bool:
+    def racing_write(path: Path, data: bytes, *, overwrite: bool = True) -> bool:
         write_rotation(path, {"version": 1, "prefix": theirs.prefix, "user_id": theirs.user_id})
         return False
 
-    monkeypatch.setattr(wallet_mod, "_write_new", racing_write)
+    monkeypatch.setattr(wallet_mod, "write_secret", racing_write)
     assert load_or_create_rotation(tmp_path) == theirs
 
 

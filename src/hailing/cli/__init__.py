@@ -14,14 +14,16 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import HailingError, NotFoundError
-from ._common import UsageError, _Parser
+from ..errors import HailingError, NotFoundError, UsageError
+from ._common import _Parser
 from ._shared import prepare
 from .calls import add_call_commands
 from .chain import add_chain_commands
 from .config import add_config_commands
 from .dht import add_dht_commands
 from .identity import add_identity_commands
+from .remote import route_through_daemon
+from .up import add_up_command
 from .wallet import add_wallet_commands
 
 
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_wallet_commands(sub, _Parser)
     add_chain_commands(sub, _Parser)
     add_config_commands(sub, _Parser)
+    add_up_command(sub)
+    route_through_daemon(p)  # last: wraps the commands a running daemon serves
     return p
 
 

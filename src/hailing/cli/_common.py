@@ -18,11 +18,6 @@ from ..errors import LocalProtocolError
 from ..node import Addr, parse_hostport
 
 
-class UsageError(Exception):
-    """Wrong usage found after parsing (e.g. a setting neither given nor configured):
-    one line and exit 2, like an argparse error."""
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (exit 2)."""
 

@@ -14,9 +14,9 @@ import json
 import os
 from typing import Any
 
-from ..errors import LocalProtocolError
+from ..errors import LocalProtocolError, UsageError
 from ..identity import parse_contact_id
-from ._common import UsageError, _hostport, _stop_on_signal
+from ._common import _hostport, _stop_on_signal
 from ._config import DATA_DIR_ENV, default_data_dir, load_config
 
 PASSPHRASE_ENV = "HAILING_PASSPHRASE"
@@ -209,7 +209,7 @@ def _apply_ice(args: argparse.Namespace) -> None:
 
 def _peer(args: argparse.Namespace, accept_any: bool | None = None) -> Any:
     """The Peer that ``args`` (network options) describe; not started."""
-    from ..rtc.peer import Peer
+    from ..peer import Peer
 
     if getattr(args, "via", None) == "contract":
         _apply_ice(args)
@@ -228,7 +228,7 @@ def _peer(args: argparse.Namespace, accept_any: bool | None = None) -> Any:
 async def report_chain(peer: Any) -> None:
     """Print the contract watcher's lost/back events as JSON lines (for ``listen``)."""
     while True:
-        status = await peer.rendezvous.status_events.get()
+        status = await peer.coupler("contract").status_events.get()
         _out({"event": "chain", "up": status.up, "error": status.error})
 
 

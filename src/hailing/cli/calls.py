@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HailingError, LocalProtocolError
-from ..identity import ContactBook, format_contact_id
+from ..identity import format_contact_id
+from ..services.contacts import ContactBook
 from ._common import _hostport
 from ._shared import _contact, _out, _peer, _stop_event, add_network_options, report_chain
 
@@ -58,7 +59,7 @@ async def cmd_listen(args: argparse.Namespace) -> int:
                 t.add_done_callback(tasks.discard)
 
         workers = [asyncio.ensure_future(report_calls()), asyncio.ensure_future(accept_all())]
-        if peer.backend == "contract":
+        if any(c.name == "contract" for c in peer.couplers):
             workers.append(asyncio.ensure_future(report_chain(peer)))
         await stop.wait()
         for t in [*workers, *tasks]:

@@ -20,7 +20,8 @@ import sys
 from typing import Any
 
 from ..errors import LocalProtocolError, NotFoundError
-from ..identity import ContactBook, format_contact_id
+from ..identity import format_contact_id
+from ..services.contacts import ContactBook
 from ._common import _hostport
 from ._shared import (
     GAS_KEY_ENV,

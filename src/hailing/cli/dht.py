@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from .._secrets import read_secret, write_secret
 from ..dht import DhtConfig
 from ..dht.bep44 import public_key
-from ..errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout
+from ..errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout, StorageError
 from ..node import Addr, DhtNode, format_hostport, parse_hostport
 from ..testnet import start_testnet
 from ._common import (
@@ -84,23 +85,16 @@ def _print_value(value: Any, raw: bool) -> None:
 
 
 def _load_seed(path: Path) -> tuple[bytes, bool]:
-    """The 32-byte ed25519 seed in ``path``; created (mode 600) if the file is missing."""
-    if path.exists():
-        try:
-            seed = path.read_bytes()
-        except OSError as exc:
-            raise HailingError(f"cannot read key file {path}: {exc.strerror}") from None
-        if len(seed) != 32:
-            raise HailingError(f"key file {path} must hold exactly 32 bytes, it holds {len(seed)}")
-        return seed, False
-    seed = os.urandom(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(seed)
-    except OSError as exc:
-        raise HailingError(f"cannot create key file {path}: {exc.strerror}") from None
-    return seed, True
+    """The 32-byte ed25519 seed in ``path`` (a secret file: mode 600); created if missing."""
+    seed = read_secret(path, limit=1024, missing_ok=True)
+    if seed is None:
+        seed = os.urandom(32)
+        if write_secret(path, seed, overwrite=False):
+            return seed, True
+        seed = read_secret(path, limit=1024)  # another process created it first
+    if len(seed) != 32:
+        raise StorageError(f"key file {path} must hold exactly 32 bytes, it holds {len(seed)}")
+    return seed, False
 
 
 # -- commands --------------------------------------------------------------------------

@@ -17,12 +17,12 @@ from typing import Any
 from ..errors import HailingError, LocalProtocolError
 from ..identity import (
     KEY_FILE,
-    ContactBook,
     contact_qr,
     format_contact_id,
     load_identity,
     load_or_create_identity,
 )
+from ..services.contacts import ContactBook
 from ._shared import PASSPHRASE_ENV, _contact, _passphrase, add_data_dir
 
 

@@ -1,26 +1,34 @@
-"""The lookup engine of :class:`~hailing.dht.protocol.DhtProtocol` (a mixin): starting,
-advancing and completing iterative lookups, and the store phase of puts, announces,
-inbox posts and listens.
+"""The lookup engine: a component :class:`~hailing.dht.protocol.DhtProtocol` owns that
+starts, advances and completes iterative lookups, and runs the store phase of puts,
+announces, inbox posts and listens.
 
 Theory of operation
 -------------------
-A command starts a :class:`~hailing.dht.lookup.Lookup` seeded with the routing table's
-closest nodes (and bootstrap addresses). Each answer, stall or failure calls
-:meth:`LookupEngine._advance`, which sends the next requests the lookup wants and, once it
-is done, first tries to go on (:meth:`~LookupEngine._refill` from farther table nodes,
-:meth:`~LookupEngine._widen` for a get whose closest set did not answer), then completes
-it: an event for commands, the store phase for puts, announces, posts and listens.
+A command starts a :class:`~hailing.dht.lookup.Lookup` (:meth:`LookupEngine.start`)
+seeded with the routing table's closest nodes (and bootstrap addresses). The engine sends
+the requests the lookup wants through its owner, which tracks them as transactions and
+reports each outcome back: :meth:`~LookupEngine.on_answer` (an answer, an error or the
+hard timeout) and :meth:`~LookupEngine.on_stall` (the soft timeout). After each, the
+engine sends the next requests; once the lookup is done it first tries to go on
+(:meth:`~LookupEngine._refill` from farther table nodes, :meth:`~LookupEngine._widen` for
+a get whose closest set did not answer), then completes it: an event for commands, the
+store phase for puts, announces, posts and listens. Stores the network accepted are
+repeated every republish interval (:meth:`~LookupEngine.republish_due`).
 
-The state it works on (config, routing table, stats, events, republish and inbox maps)
-belongs to DhtProtocol, which also sends the requests (``_request``); the declarations
-under ``TYPE_CHECKING`` name that contract.
+What the engine needs of its owner is passed in explicitly, nothing more: the node id,
+the configuration, the routing table (read, and filled by refreshes), the stats counter,
+the address codec, the random generator, and four callables: ``send`` a request,
+``emit`` an event, ``acceptable`` (may this id at this address enter the table, BEP42)
+and ``granted`` (a storing node accepted a listen: who, its token and its answer, which
+carries the values it already held). Time comes as ``now`` with every call, as
+everywhere in the core.
 """
 
 from __future__ import annotations
 
-from collections import Counter, deque
-from collections.abc import Hashable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
 
 from .. import bencode
 from ..errors import GENERIC_ERROR, HailingError, KrpcError, NotFoundError, QueryTimeout
@@ -38,17 +46,13 @@ from .events import (
     StoreDone,
 )
 from .ids import NodeInfo, id_to_int
-from .lookup import FAILED, FRESH, STALLED, Candidate, Lookup
+from .lookup import ANSWERED, FAILED, FRESH, STALLED, Candidate, Lookup
 from .responder import MAX_WIDE_NODES
 from .routing import RoutingTable
+from .transactions import Pending, Rng, SendQuery
 
-
-class Rng(Protocol):
-    """The randomness the core needs; ``random.Random`` satisfies it."""
-
-    def getrandbits(self, k: int, /) -> int: ...
-    def random(self) -> float: ...
-
+#: Told that a storing node accepted a listen: (key, addr, node id, token, answer, now).
+Granted = Callable[[bytes, Hashable, "bytes | None", bytes, Response, float], None]
 
 #: How many times a starved lookup takes further nodes from the routing table.
 MAX_REFILLS = 3
@@ -58,77 +62,66 @@ MAX_REFILLS = 3
 INBOX_NODES_TTL = 60.0
 
 
-class _Pending:
-    """One request in flight."""
-
-    __slots__ = (
-        "addr", "cand", "done", "lookup", "method", "node_id", "on_reply", "rtt", "sent",
-        "stalled", "tid",
-    )
-
-    def __init__(self, tid: bytes, addr: Hashable, method: bytes, sent: float) -> None:
-        self.tid = tid
-        self.addr = addr
-        self.method = method
-        self.sent = sent
-        self.node_id: bytes | None = None
-        self.lookup: Lookup | None = None
-        self.cand: Candidate | None = None
-        #: For requests outside lookups: called as on_reply(reply or None, pending, now).
-        self.on_reply: Any = None
-        self.rtt = 0.0
-        self.done = False
-        self.stalled = False
-
-
 class _Store:
-    """The second phase of put/announce: requests to the closest nodes with their tokens."""
+    """The second phase of put/announce/post/listen: requests to the closest nodes with
+    their tokens. ``outstanding`` counts requests still awaited, ``stalled`` those past
+    their soft timeout (no longer awaited, but a late answer still counts)."""
 
-    __slots__ = ("errors", "lookup", "outstanding", "stored")
+    __slots__ = ("errors", "lookup", "outstanding", "reported", "stalled", "stored")
 
     def __init__(self, lookup: Lookup) -> None:
         self.lookup = lookup
         self.outstanding = 0
+        self.stalled = 0
         self.stored = 0
+        self.reported = False
         self.errors: list[tuple[int, str]] = []
 
 
 class LookupEngine:
-    """Lookups and store phases; mixed into DhtProtocol (see the module docstring)."""
+    """Lookups and store phases of one DhtProtocol (see the module docstring)."""
 
-    if TYPE_CHECKING:
-        config: DhtConfig
-        table: RoutingTable
-        stats: Counter[str]
-        node_id: bytes
-        codec: AddressCodec
-        _events: deque[Event]
-        _lockstep: bool
-        _rng: Rng
-        _qid: int
-        _republish: dict[bytes, tuple[float, tuple[str, bytes, Any]]]
-        _inbox_nodes: dict[bytes, tuple[float, list[tuple[Hashable, bytes, bytes]]]]
+    def __init__(
+        self,
+        node_id: bytes,
+        config: DhtConfig,
+        table: RoutingTable,
+        stats: Counter[str],
+        codec: AddressCodec,
+        rng: Rng,
+        *,
+        send: SendQuery,
+        emit: Callable[[Event], None],
+        acceptable: Callable[[bytes, Hashable], bool],
+        granted: Granted,
+    ) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.table = table
+        self.stats = stats
+        self.codec = codec
+        self._rng = rng
+        self._send = send
+        self._emit = emit
+        self._acceptable = acceptable
+        self._granted = granted
+        self._lockstep = config.lookup_strategy == "lockstep"
+        #: Our own puts/announces, repeated every republish_interval: key -> (due, action).
+        self.republish: dict[bytes, tuple[float, tuple[str, bytes, Any]]] = {}
+        #: Recent storing nodes of inbox keys: key -> (expiry, [(addr, id, token)]).
+        self.inbox_nodes: dict[bytes, tuple[float, list[tuple[Hashable, bytes, bytes]]]] = {}
 
-        def _request(self, addr: Hashable, method: bytes, args: dict[bytes, Any], now: float,
-                     *, node_id: bytes | None = None, lookup: Lookup | None = None,
-                     cand: Candidate | None = None, on_reply: Any = None) -> None: ...
-        def _acceptable(self, node_id: bytes, addr: Hashable) -> bool: ...
-        def _deliver_values(self, key: bytes, values: object) -> None: ...
+    # == what the owner calls ==========================================================
 
-
-    def _new_qid(self) -> int:
-        self._qid += 1
-        return self._qid
-
-    def _start_lookup(
+    def start(
         self,
         kind: str,
         target: bytes,
         now: float,
         *,
+        qid: int,
         seeds: Iterable[Hashable] = (),
         store: tuple[bytes, dict[bytes, Any]] | None = None,
-        qid: int | None = None,
         salt: bytes = b"",
         republish: bytes | None = None,
     ) -> int:
@@ -140,8 +133,7 @@ class LookupEngine:
         # Table refreshes are background work: latency does not matter there, messages do.
         alpha = min(cfg.alpha, 3) if kind == "refresh" else cfg.alpha
         lk = Lookup(
-            qid or self._new_qid(), kind, target, self.node_id, cfg.k, alpha,
-            cfg.max_lookup_candidates, now,
+            qid, kind, target, self.node_id, cfg.k, alpha, cfg.max_lookup_candidates, now,
         )
         lk.store = store
         lk.salt = salt
@@ -153,6 +145,64 @@ class LookupEngine:
             lk.add(e.id, e.addr, 0)
         self._advance(lk, now)
         return lk.qid
+
+    def post(self, qid: int, key: bytes, args: dict[bytes, Any], now: float) -> int:
+        """Post to an inbox: straight to its storing nodes when a lookup of ``key`` found
+        them in the last INBOX_NODES_TTL (one round trip instead of a lookup first; if
+        they all fail, the post falls back to a lookup, see _store_done), else through a
+        lookup."""
+        cached = self.inbox_nodes.get(key)
+        if cached is None or cached[0] <= now:
+            return self.start("post", key, now, qid=qid, store=(b"hailing_post", args))
+        cfg = self.config
+        lk = Lookup(qid, "post", key, self.node_id, cfg.k, cfg.alpha, cfg.max_lookup_candidates, now)
+        lk.store = (b"hailing_post", args)
+        lk.cached = True
+        for addr, node_id, token in cached[1]:
+            c = Candidate(node_id, addr, id_to_int(node_id) ^ id_to_int(key), 0)
+            c.state, c.token, c.extra = ANSWERED, token, True
+            lk.cands.append(c)
+        lk.cands.sort(key=lambda c: c.dist)
+        lk.finished = True
+        self._store_phase(lk, now)
+        return lk.qid
+
+    def on_answer(self, lk: Lookup, c: Candidate, reply: Response | Error | None, now: float) -> None:
+        """The request to ``c`` ended: an answer, an error, or the hard timeout (None)."""
+        if isinstance(reply, Response):
+            lk.answered(c)
+            self._lookup_reply(lk, c, reply, now)
+        else:
+            lk.failed(c)
+        self._advance(lk, now)
+
+    def on_stall(self, lk: Lookup, c: Candidate, now: float) -> None:
+        """The request to ``c`` passed its soft timeout: stop counting on it."""
+        lk.stalled(c)
+        self._advance(lk, now)
+
+    def republish_due(self, now: float) -> None:
+        """Repeat the stores whose republish interval has passed."""
+        interval = self.config.republish_interval
+        for key, (due, (kind, target, store)) in list(self.republish.items()):
+            if due <= now:
+                self.republish[key] = (now + interval, (kind, target, store))
+                self.start(kind, target, now, qid=-1, store=store, republish=key)
+
+    def cancel_republish(self, target: bytes) -> None:
+        self.republish.pop(b"p" + target, None)
+        self.republish.pop(b"a" + target, None)
+
+    def refresh_far_buckets(self, now: float) -> None:
+        """Fill every bucket farther than the closest one that is not full (a join)."""
+        table = self.table
+        for i in range(len(table.buckets) - 1):
+            if len(table.buckets[i].nodes) < table.k:
+                table.touch_bucket(i, now)
+                target = table.random_id_in_bucket(i, self._rng.getrandbits(160))
+                self.start("refresh", target, now, qid=-1)
+
+    # == the lookup itself =============================================================
 
     def _lookup_method(self, lk: Lookup) -> tuple[bytes, bytes]:
         if lk.kind in ("find_node", "bootstrap", "refresh"):
@@ -170,7 +220,7 @@ class LookupEngine:
             args: dict[bytes, Any] = {key: lk.target}
             if lk.widened:
                 args[b"hailing_k"] = MAX_WIDE_NODES
-            self._request(c.addr, method, args, now, node_id=c.id, lookup=lk, cand=c)
+            self._send(c.addr, method, args, now, node_id=c.id, lookup=lk, cand=c)
         if lk.is_done():
             if self._refill(lk) or self._widen(lk):
                 self._advance(lk, now)
@@ -289,42 +339,38 @@ class LookupEngine:
         if best is None or (isinstance(best, bep44.MutableItem) and seq > best.seq):
             lk.result, lk.result_depth = mitem, depth
 
-    def _refresh_far_buckets(self, now: float) -> None:
-        table = self.table
-        for i in range(len(table.buckets) - 1):
-            if len(table.buckets[i].nodes) < table.k:
-                table.touch_bucket(i, now)
-                target = table.random_id_in_bucket(i, self._rng.getrandbits(160))
-                self._start_lookup("refresh", target, now, qid=-1)
-
     def _complete(self, lk: Lookup, now: float) -> None:
         if lk.qid < 0 and lk.kind not in ("put", "announce", "listen", "post"):
             if lk.kind == "bootstrap":  # a rejoin: fill the far buckets as a join does
-                self._refresh_far_buckets(now)
+                self.refresh_far_buckets(now)
             return
         stats = LookupStats(lk.messages, lk.responses, lk.timeouts, lk.hops(), max(0.0, now - lk.started))
         kind = lk.kind
         if kind == "bootstrap":
-            self._refresh_far_buckets(now)
+            self.refresh_far_buckets(now)
         if kind in ("find_node", "bootstrap"):
             nodes = tuple(NodeInfo(c.id, c.addr) for c in lk.closest_answered() if c.id)
             if not nodes and not lk.responses:
-                self._events.append(CommandFailed(lk.qid, QueryTimeout("no node answered the lookup")))
+                self._emit(CommandFailed(lk.qid, QueryTimeout("no node answered the lookup")))
             else:
-                self._events.append(NodesFound(lk.qid, lk.target, nodes, stats))
+                self._emit(NodesFound(lk.qid, lk.target, nodes, stats))
         elif kind == "get_peers":
             peers: dict[Hashable, None] = {}
             for c in lk.cands:
                 if c.extra:
                     peers.update(dict.fromkeys(c.extra))
             nodes = tuple(NodeInfo(c.id, c.addr) for c in lk.closest_answered() if c.id)
-            self._events.append(PeersFound(lk.qid, lk.target, tuple(peers), nodes, stats))
+            self._emit(PeersFound(lk.qid, lk.target, tuple(peers), nodes, stats))
         elif kind in ("get", "get_mutable"):
-            self._events.append(ItemFound(lk.qid, lk.target, lk.result, stats))
+            self._emit(ItemFound(lk.qid, lk.target, lk.result, stats))
         else:  # put / announce: second phase
             self._store_phase(lk, now)
 
     def _store_phase(self, lk: Lookup, now: float) -> None:
+        """Send the store requests. The phase reports (:meth:`_store_done`) once every
+        request answered, failed or stalled, as a lookup does: one dead storing node
+        (e.g. a remembered one that has left since) costs a soft timeout, not the hard
+        one. Only while nothing was stored yet does it wait for the stalled ones."""
         assert lk.store is not None
         method, args = lk.store
         st = _Store(lk)
@@ -341,26 +387,55 @@ class LookupEngine:
             a[b"token"] = c.token
             st.outstanding += 1
 
-            def done(reply: Response | Error | None, p: _Pending, now: float, st: _Store = st) -> None:
-                st.outstanding -= 1
+            def done(reply: Response | Error | None, p: Pending, now: float, st: _Store = st,
+                     token: bytes = c.token) -> None:
+                if p.stalled:
+                    st.stalled -= 1
+                else:
+                    st.outstanding -= 1
                 if isinstance(reply, Response):
                     st.stored += 1
-                    if st.lookup.kind == "listen":
-                        self._deliver_values(st.lookup.target, reply.values.get(b"values"))
+                    if st.lookup.kind == "listen":  # late grants count too: unlisten needs them
+                        self._granted(st.lookup.target, p.addr, p.node_id, token, reply, now)
                 elif isinstance(reply, Error):
                     st.errors.append((reply.code, reply.message))
-                if st.outstanding == 0:
-                    self._store_done(st, now)
+                self._store_progress(st, now)
 
-            self._request(c.addr, method, a, now, node_id=c.id, on_reply=done)
+            def stall(p: Pending, now: float, st: _Store = st) -> None:
+                st.outstanding -= 1
+                st.stalled += 1
+                if st.lookup.cached:
+                    self._forget_inbox_node(st.lookup.target, p.addr)
+                self._store_progress(st, now)
+
+            self._send(c.addr, method, a, now, node_id=c.id, on_reply=done, on_stall=stall)
         if chosen and not lk.cached:
-            self._inbox_nodes[lk.target] = (now + INBOX_NODES_TTL, chosen)
-            if len(self._inbox_nodes) > 1024:
-                self._inbox_nodes = {
-                    k: v for k, v in self._inbox_nodes.items() if v[0] > now
+            self.inbox_nodes[lk.target] = (now + INBOX_NODES_TTL, chosen)
+            if len(self.inbox_nodes) > 1024:
+                self.inbox_nodes = {
+                    k: v for k, v in self.inbox_nodes.items() if v[0] > now
                 }
-        if st.outstanding == 0:
-            self._store_done(st, now)
+        self._store_progress(st, now)
+
+    def _store_progress(self, st: _Store, now: float) -> None:
+        if st.reported or st.outstanding:
+            return
+        if st.stalled and not st.stored and not st.lookup.cached:
+            return  # nothing stored yet: a late answer may still come (or the hard timeout)
+        st.reported = True
+        self._store_done(st, now)
+
+    def _forget_inbox_node(self, key: bytes, addr: Hashable) -> None:
+        """A remembered storing node of ``key`` did not answer in time: later posts skip it
+        (and look the key up again once fewer than half of the k remain)."""
+        cached = self.inbox_nodes.get(key)
+        if cached is None:
+            return
+        nodes = [n for n in cached[1] if n[0] != addr]
+        if len(nodes) * 2 < self.config.k:
+            del self.inbox_nodes[key]
+        else:
+            self.inbox_nodes[key] = (cached[0], nodes)
 
     def _store_done(self, st: _Store, now: float) -> None:
         lk = st.lookup
@@ -368,13 +443,13 @@ class LookupEngine:
             # Only what the network accepted is repeated, and never with its cas.
             method, args = lk.store
             args = {k: v for k, v in args.items() if k != b"cas"}
-            self._republish[lk.republish] = (
+            self.republish[lk.republish] = (
                 now + self.config.republish_interval, (lk.kind, lk.target, (method, args))
             )
         if lk.cached and st.stored == 0:
             # The remembered storing nodes are gone: find the key's nodes again.
-            self._inbox_nodes.pop(lk.target, None)
-            self._start_lookup(lk.kind, lk.target, now, store=lk.store, qid=lk.qid)
+            self.inbox_nodes.pop(lk.target, None)
+            self.start(lk.kind, lk.target, now, store=lk.store, qid=lk.qid)
             return
         if lk.qid < 0:
             return
@@ -383,16 +458,16 @@ class LookupEngine:
             now - lk.started,
         )
         if st.stored == 0 and not st.errors and lk.kind in ("post", "listen"):
-            self._events.append(CommandFailed(lk.qid, NotFoundError(
+            self._emit(CommandFailed(lk.qid, NotFoundError(
                 "no hailing node answered near this key (the network's nodes do not "
                 "support hailing's inbox methods)"
             )))
         elif lk.kind == "listen" and st.stored:
-            self._events.append(Listening(lk.qid, lk.target, st.stored, stats))
+            self._emit(Listening(lk.qid, lk.target, st.stored, stats))
         elif st.stored == 0:
             err = st.errors[0] if st.errors else (GENERIC_ERROR, "no node accepted the value")
-            self._events.append(
+            self._emit(
                 CommandFailed(lk.qid, KrpcError(f"store failed: {err[1]} ({err[0]})", err[0]))
             )
         else:
-            self._events.append(StoreDone(lk.qid, lk.target, st.stored, tuple(st.errors), stats))
+            self._emit(StoreDone(lk.qid, lk.target, st.stored, tuple(st.errors), stats))

@@ -54,7 +54,7 @@ def _dist(c: Candidate) -> int:
 
 
 class Lookup:
-    """State of one lookup; owned and driven by :class:`~hailing.dht.protocol.DhtProtocol`."""
+    """State of one lookup; owned and driven by :class:`~hailing.dht._lookup_engine.LookupEngine`."""
 
     def __init__(
         self,
@@ -97,11 +97,11 @@ class Lookup:
         self.republish: bytes | None = None
         #: Lock-step rounds (the ``kademlia`` package's algorithm) instead of hailing's.
         self.lockstep = False
-        #: Set once a get has doubled its search depth (see DhtProtocol._widen).
+        #: Set once a get has doubled its search depth (see LookupEngine._widen).
         self.widened = False
         #: A post sent straight to remembered storing nodes, without a lookup.
         self.cached = False
-        #: How many times the owner added further routing-table nodes (see DhtProtocol._refill).
+        #: How many times the owner added further routing-table nodes (see LookupEngine._refill).
         self.refills = 0
         self._last_round: tuple[int, ...] = ()
 

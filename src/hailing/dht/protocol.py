@@ -15,6 +15,18 @@ the driver must send the datagrams and re-arm its timer.
 Every request we send gets a transaction id and two deadlines: a soft one adapted to the
 measured round-trip time, after which a lookup stops waiting for it, and a hard one after
 which it counts as failed. All randomness comes from the injected ``rng``.
+
+The protocol owns its parts and wires them together: the routing table, the stores and
+the :class:`~hailing.dht.responder.Responder` (answering queries), and the
+:class:`~hailing.dht._lookup_engine.LookupEngine` (``self.lookups``: lookups, store
+phases, republishing), which sends its requests through the protocol and hears their
+outcomes back from it (:class:`~hailing.dht.transactions.Pending` is one request in flight),
+and the :class:`~hailing.dht.inbox_client.InboxClient` (``self.inboxes``: the inbox keys
+we listen on, their renewals and unlistens, and the pushes we receive).
+
+Answers to ``hailing_push`` never put their sender in the routing table: a listener may
+be a BEP43 read-only client (a short-lived one, e.g. a one-shot ``hailing send``), and
+such a node, gone a minute later, would otherwise stall every lookup that meets it.
 """
 
 from __future__ import annotations
@@ -42,20 +54,20 @@ from ..krpc import (
     encode_message,
 )
 from . import bep42, bep44, inbox
-from ._lookup_engine import LookupEngine, Rng, _Pending
+from ._lookup_engine import LookupEngine
 from .config import DhtConfig
 from .events import (
     CommandFailed,
     Event,
-    InboxMessage,
     Pong,
 )
-from .ids import id_to_int
-from .lookup import ANSWERED, Candidate, Lookup
+from .inbox_client import InboxClient
+from .lookup import Candidate, Lookup
 from .responder import Responder
 from .routing import RoutingTable
 from .storage import ItemStore, PeerStore
 from .tokens import TokenManager
+from .transactions import OnReply, OnStall, Pending, Rng
 
 #: Bootstrap addresses remembered to join again when the routing table runs (nearly) dry.
 MAX_SEEDS = 16
@@ -66,7 +78,7 @@ REJOIN_MAX = 1800.0
 
 _SOFT, _HARD, _TICK = 0, 1, 2
 
-class DhtProtocol(LookupEngine):
+class DhtProtocol:
     """A Mainline DHT node without IO. See the module docstring for the call sequence."""
 
     def __init__(
@@ -105,7 +117,7 @@ class DhtProtocol(LookupEngine):
         self._ip_votes: Counter[bytes] = Counter()
         self._out: list[tuple[bytes, Hashable]] = []
         self._events: deque[Event] = deque()
-        self._pending: dict[bytes, _Pending] = {}
+        self._pending: dict[bytes, Pending] = {}
         self._timers: list[tuple[float, int, int, Any]] = []
         self._seq = 0
         self._tid = rng.getrandbits(16)
@@ -114,14 +126,17 @@ class DhtProtocol(LookupEngine):
         self._rttvar = 0.0
         self._next_rotation = now + cfg.token_rotation
         self._next_refresh = now + cfg.bucket_refresh
-        #: Our own puts/announces, repeated every republish_interval: key -> (due, action).
-        self._republish: dict[bytes, tuple[float, tuple[str, bytes, Any]]] = {}
-        #: Recent storing nodes of inbox keys: key -> (expiry, [(addr, id, token)]).
-        self._inbox_nodes: dict[bytes, tuple[float, list[tuple[Hashable, bytes, bytes]]]] = {}
-        #: Inboxes we listen on: key -> (renewal time, ttl).
-        self._listens: dict[bytes, tuple[float, float]] = {}
-        self._seen_values = inbox.SeenValues()
-        self.responder.handlers[b"hailing_push"] = self._on_push
+        #: The inboxes we listen on (hailing extension).
+        self.inboxes = InboxClient(
+            node_id, start=self._lookup, send=self._request, emit=self._events.append
+        )
+        self.responder.handlers[b"hailing_push"] = self.inboxes.on_push
+        #: Lookups and store phases (and the republishing of our stores).
+        self.lookups = LookupEngine(
+            node_id, cfg, self.table, self.stats, self.codec, rng,
+            send=self._request, emit=self._events.append, acceptable=self._acceptable,
+            granted=self.inboxes.granted,
+        )
         #: Nodes pinged before a possible eviction (one ping each at a time).
         self._evicting: set[bytes] = set()
         #: Bootstrap addresses given to bootstrap(), kept to join again (see _maintenance).
@@ -188,7 +203,7 @@ class DhtProtocol(LookupEngine):
     def ping(self, addr: Hashable, now: float) -> int:
         qid = self._new_qid()
 
-        def done(reply: Response | Error | None, p: _Pending, now: float) -> None:
+        def done(reply: Response | Error | None, p: Pending, now: float) -> None:
             if isinstance(reply, Response):
                 self._events.append(Pong(qid, reply.sender_id, p.rtt))
             else:
@@ -198,7 +213,7 @@ class DhtProtocol(LookupEngine):
         return qid
 
     def find_node(self, target: bytes, now: float) -> int:
-        return self._start_lookup("find_node", _id20(target), now)
+        return self._lookup("find_node", _id20(target), now)
 
     def bootstrap(self, addrs: Iterable[Hashable], now: float) -> int:
         """Join: look up our own id through ``addrs`` (ids unknown) and the table.
@@ -211,10 +226,10 @@ class DhtProtocol(LookupEngine):
         for a in addrs:
             if a not in self._seeds and len(self._seeds) < MAX_SEEDS:
                 self._seeds.append(a)
-        return self._start_lookup("bootstrap", self.node_id, now, seeds=addrs)
+        return self._lookup("bootstrap", self.node_id, now, seeds=addrs)
 
     def get_peers(self, info_hash: bytes, now: float) -> int:
-        return self._start_lookup("get_peers", _id20(info_hash), now)
+        return self._lookup("get_peers", _id20(info_hash), now)
 
     def announce_peer(self, info_hash: bytes, port: int | None, now: float) -> int:
         """Announce that we (``port``, or the source port if None) have ``info_hash``."""
@@ -226,13 +241,13 @@ class DhtProtocol(LookupEngine):
             args[b"port"] = 1
         else:
             args[b"port"] = port
-        return self._start_lookup(
+        return self._lookup(
             "announce", info_hash, now, store=(b"announce_peer", args), republish=b"a" + info_hash
         )
 
     def get(self, target: bytes, now: float) -> int:
         """BEP44 get of an immutable item; ends as soon as a node returns the value."""
-        return self._start_lookup("get", _id20(target), now)
+        return self._lookup("get", _id20(target), now)
 
     def get_mutable(self, pubkey: bytes, now: float, salt: bytes = b"") -> int:
         """BEP44 get of a mutable item: asks the whole closest set, keeps the highest seq."""
@@ -240,7 +255,7 @@ class DhtProtocol(LookupEngine):
             raise LocalProtocolError("an ed25519 public key is 32 bytes")
         if len(salt) > bep44.MAX_SALT_SIZE:
             raise LocalProtocolError(f"salt is longer than {bep44.MAX_SALT_SIZE} bytes")
-        return self._start_lookup("get_mutable", bep44.mutable_target(pubkey, salt), now, salt=salt)
+        return self._lookup("get_mutable", bep44.mutable_target(pubkey, salt), now, salt=salt)
 
     def put_immutable(self, value: Any, now: float) -> tuple[int, bytes]:
         """Store ``value`` (any bencodable object) as an immutable item; (qid, target)."""
@@ -264,55 +279,21 @@ class DhtProtocol(LookupEngine):
         if type(value) is not bytes or not 0 < len(value) <= inbox.MAX_VALUE:
             raise LocalProtocolError(f"an inbox value is 1..{inbox.MAX_VALUE} bytes")
         args: dict[bytes, Any] = {b"key": _id20(key), b"v": value}
-        cached = self._inbox_nodes.get(key)
-        if cached is not None and cached[0] > now:
-            # The storing nodes and their tokens from a recent lookup of this key: post at
-            # once (one round trip instead of a lookup first). If they all fail, the post
-            # falls back to a lookup (see _store_done).
-            lk = Lookup(self._new_qid(), "post", key, self.node_id, self.config.k,
-                        self.config.alpha, self.config.max_lookup_candidates, now)
-            lk.store = (b"hailing_post", args)
-            lk.cached = True
-            for addr, node_id, token in cached[1]:
-                c = Candidate(node_id, addr, id_to_int(node_id) ^ id_to_int(key), 0)
-                c.state, c.token, c.extra = ANSWERED, token, True
-                lk.cands.append(c)
-            lk.cands.sort(key=lambda c: c.dist)
-            lk.finished = True
-            self._store_phase(lk, now)
-            return lk.qid
-        return self._start_lookup("post", key, now, store=(b"hailing_post", args))
+        return self.lookups.post(self._new_qid(), key, args, now)
 
     def listen(self, key: bytes, now: float, ttl: float = 300.0) -> int:
         """Listen on the inbox ``key``: values already there and every later post arrive
         as :class:`InboxMessage` events. Renewed automatically until :meth:`unlisten`."""
-        ttl = min(max(ttl, 30.0), inbox.MAX_LISTEN_TTL)
-        self._listens[_id20(key)] = (now + ttl / 2, ttl)
-        return self._start_lookup("listen", key, now, store=self._listen_args(key, ttl))
+        return self.inboxes.listen(_id20(key), ttl, now)
 
-    def unlisten(self, key: bytes) -> None:
-        """Stop renewing the listen on ``key`` (storing nodes forget it at its expiry)."""
-        self._listens.pop(key, None)
+    def unlisten(self, key: bytes, now: float) -> None:
+        """Stop listening on ``key``: renewals stop, and the storing nodes holding the
+        listen are told at once (``hailing_listen`` with ttl 0)."""
+        self.inboxes.unlisten(key, now)
 
-    def _listen_args(self, key: bytes, ttl: float) -> tuple[bytes, dict[bytes, Any]]:
-        return b"hailing_listen", {b"key": key, b"ttl": int(ttl)}
-
-    def _on_push(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
-        key = q.args.get(b"key")
-        v = q.args.get(b"v")
-        if type(key) is not bytes or type(v) is not bytes or len(v) > inbox.MAX_VALUE:
-            raise RemoteProtocolError("hailing_push needs 'key' and 'v'")
-        if key not in self._listens:
-            raise RemoteProtocolError("not listening on this key")
-        self._deliver_values(key, [v])
-        return {b"id": self.node_id}
-
-    def _deliver_values(self, key: bytes, values: object) -> None:
-        if type(values) is not list:
-            return
-        for v in values[: inbox.MAX_VALUES_PER_KEY]:
-            if type(v) is bytes and self._seen_values.first_time(key, v):
-                self._events.append(InboxMessage(0, key, v))
+    def unlisten_all(self, now: float) -> None:
+        """Unlisten every key (a node about to stop)."""
+        self.inboxes.unlisten_all(now)
 
     def _send_pushes(self, now: float) -> None:
         pushes = self.responder.pushes
@@ -322,8 +303,8 @@ class DhtProtocol(LookupEngine):
             self._request(addr, b"hailing_push", {b"key": key, b"v": v}, now, on_reply=_noop)
 
     def cancel_republish(self, target: bytes) -> None:
-        self._republish.pop(b"p" + target, None)
-        self._republish.pop(b"a" + target, None)
+        """Stop repeating our put (of this target) or announce (of this info-hash)."""
+        self.lookups.cancel_republish(target)
 
     # == receiving =====================================================================
 
@@ -374,7 +355,10 @@ class DhtProtocol(LookupEngine):
         self._update_rtt(rtt)
         if msg.ip is not None:
             self._vote_ip(msg.ip)
-        self._saw_node(sid, addr, now, rtt)
+        if p.method != b"hailing_push":
+            # A push goes to a listener, which may be a BEP43 read-only client (its
+            # queries said so): answering it does not make it a routing node.
+            self._saw_node(sid, addr, now, rtt)
         self.stats["responses"] += 1
         self._finish_request(p, msg, now)
 
@@ -396,7 +380,7 @@ class DhtProtocol(LookupEngine):
         if stale is not None and stale.id not in self._evicting:
             self._evicting.add(stale.id)
 
-            def done(reply: object, p: _Pending, now: float, sid: bytes = stale.id) -> None:
+            def done(reply: object, p: Pending, now: float, sid: bytes = stale.id) -> None:
                 self._evicting.discard(sid)
 
             self._request(stale.addr, b"ping", {}, now, node_id=stale.id, on_reply=done)
@@ -413,7 +397,8 @@ class DhtProtocol(LookupEngine):
         node_id: bytes | None = None,
         lookup: Lookup | None = None,
         cand: Candidate | None = None,
-        on_reply: Any = None,
+        on_reply: OnReply | None = None,
+        on_stall: OnStall | None = None,
     ) -> None:
         self._tid = (self._tid + 1) & 0xFFFF
         tid = self._tid.to_bytes(2, "big")
@@ -421,11 +406,12 @@ class DhtProtocol(LookupEngine):
         if old is not None:  # 65536 requests in flight: the oldest slot is recycled
             old.done = True
             self._finish_request(old, None, now)
-        p = _Pending(tid, addr, method, now)
+        p = Pending(tid, addr, method, now)
         p.node_id = node_id
         p.lookup = lookup
         p.cand = cand
         p.on_reply = on_reply
+        p.on_stall = on_stall
         self._pending[tid] = p
         args[b"id"] = self.node_id
         q = Query(tid, method, args, self.config.version, self.config.read_only)
@@ -460,13 +446,14 @@ class DhtProtocol(LookupEngine):
             self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
             self._srtt = 0.875 * self._srtt + 0.125 * rtt
 
-    def _soft_timeout(self, p: _Pending, now: float) -> None:
+    def _soft_timeout(self, p: Pending, now: float) -> None:
         p.stalled = True
         if p.lookup is not None and p.cand is not None:
-            p.lookup.stalled(p.cand)
-            self._advance(p.lookup, now)
+            self.lookups.on_stall(p.lookup, p.cand, now)
+        elif p.on_stall is not None:
+            p.on_stall(p, now)
 
-    def _hard_timeout(self, p: _Pending, now: float) -> None:
+    def _hard_timeout(self, p: Pending, now: float) -> None:
         p.done = True
         self._pending.pop(p.tid, None)
         self.stats["timeouts"] += 1
@@ -474,16 +461,10 @@ class DhtProtocol(LookupEngine):
             self.table.failed(p.node_id, p.addr)
         self._finish_request(p, None, now)
 
-    def _finish_request(self, p: _Pending, reply: Response | Error | None, now: float) -> None:
+    def _finish_request(self, p: Pending, reply: Response | Error | None, now: float) -> None:
         if p.lookup is not None:
-            lk = p.lookup
             if p.cand is not None:
-                if isinstance(reply, Response):
-                    lk.answered(p.cand)
-                    self._lookup_reply(lk, p.cand, reply, now)
-                else:
-                    lk.failed(p.cand)
-                self._advance(lk, now)
+                self.lookups.on_answer(p.lookup, p.cand, reply, now)
         elif p.on_reply is not None:
             p.on_reply(reply, p, now)
 
@@ -492,13 +473,36 @@ class DhtProtocol(LookupEngine):
 
     # == lookups: see _lookup_engine.LookupEngine ========================================
 
+    def _new_qid(self) -> int:
+        self._qid += 1
+        return self._qid
+
+    def _lookup(
+        self,
+        kind: str,
+        target: bytes,
+        now: float,
+        *,
+        seeds: Iterable[Hashable] = (),
+        store: tuple[bytes, dict[bytes, Any]] | None = None,
+        salt: bytes = b"",
+        republish: bytes | None = None,
+        qid: int | None = None,
+    ) -> int:
+        """Start a lookup for a command (a new query id) or, with ``qid`` -1, an internal
+        one (refresh, rejoin, listen renewal: no event)."""
+        return self.lookups.start(
+            kind, target, now, qid=qid or self._new_qid(), seeds=seeds, store=store,
+            salt=salt, republish=republish,
+        )
+
     def _put_item(
         self, item: bep44.ImmutableItem | bep44.MutableItem, now: float, cas: int | None
     ) -> int:
         store = self._store_args(item)
         if cas is not None:
             store[1][b"cas"] = cas
-        return self._start_lookup("put", item.target, now, store=store, republish=b"p" + item.target)
+        return self._lookup("put", item.target, now, store=store, republish=b"p" + item.target)
 
     # == housekeeping ==================================================================
 
@@ -510,10 +514,7 @@ class DhtProtocol(LookupEngine):
             self.items.expire(now)
             self.peers.expire(now)
             self.responder.inbox.expire(now)
-        for key, (due, ttl) in list(self._listens.items()):
-            if due <= now:
-                self._listens[key] = (now + ttl / 2, ttl)
-                self._start_lookup("listen", key, now, qid=-1, store=self._listen_args(key, ttl))
+        self.inboxes.renew_due(now)
         if len(self.table) >= cfg.k:
             self._rejoin_backoff = REJOIN_MIN
         elif self._seeds and now >= self._next_rejoin:
@@ -523,17 +524,14 @@ class DhtProtocol(LookupEngine):
             self._next_rejoin = now + self._rejoin_backoff
             self._rejoin_backoff = min(self._rejoin_backoff * 2, REJOIN_MAX)
             self.stats["rejoins"] += 1
-            self._start_lookup("bootstrap", self.node_id, now, seeds=self._seeds, qid=-1)
+            self._lookup("bootstrap", self.node_id, now, seeds=self._seeds, qid=-1)
         if now >= self._next_refresh and len(self.table):
             self._next_refresh = now + cfg.maintenance_interval * 6
             for i in self.table.stale_buckets(now, cfg.bucket_refresh)[:2]:
                 self.table.touch_bucket(i, now)
                 target = self.table.random_id_in_bucket(i, self._rng.getrandbits(160))
-                self._start_lookup("refresh", target, now, qid=-1)
-        for key, (due, (kind, target, store)) in list(self._republish.items()):
-            if due <= now:
-                self._republish[key] = (now + cfg.republish_interval, (kind, target, store))
-                self._start_lookup(kind, target, now, qid=-1, store=store, republish=key)
+                self._lookup("refresh", target, now, qid=-1)
+        self.lookups.republish_due(now)
 
     def _store_args(self, item: bep44.ImmutableItem | bep44.MutableItem) -> tuple[bytes, dict[bytes, Any]]:
         args: dict[bytes, Any] = {b"v": bencode.Raw(item.value_bencoded)}

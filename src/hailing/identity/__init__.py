@@ -1,19 +1,18 @@
-"""Identities, contact ids, the keystore and the contact book.
+"""Identities, contact ids and the keystore.
 
 ::
 
-    ident = load_or_create_identity("node1", passphrase=None, name="alice")
+    ident = load_or_create_identity("node1", passphrase=None)
     ident.contact_id                      # 'hl...' (60 characters) to share
     print(contact_qr(ident.contact_id))   # the same as a terminal QR code
-    with ContactBook("node1") as book:
-        book.add("hl...", "bob")
-        book.set_status("dnd")
+
+The contact book (names, allow/block lists, presence) is a service above this layer:
+:mod:`hailing.services.contacts`.
 
 An :class:`Identity` is an ed25519 key; its X25519 key for encryption is derived from it.
 The envelope (:mod:`hailing.signaling.envelope`) seals messages between identities.
 """
 
-from ._contacts import Contact, ContactBook, ContactState, Status
 from ._keys import (
     CONTACT_ID_LENGTH,
     Identity,
@@ -28,11 +27,7 @@ from ._keystore import KEY_FILE, load_identity, load_or_create_identity
 __all__ = [
     "CONTACT_ID_LENGTH",
     "KEY_FILE",
-    "Contact",
-    "ContactBook",
-    "ContactState",
     "Identity",
-    "Status",
     "contact_qr",
     "format_contact_id",
     "load_identity",

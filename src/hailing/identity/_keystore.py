@@ -14,9 +14,10 @@ SecretBox MAC rejects.
 
 Policy:
 
-- The file is created with mode 0600 (its directory 0700), written whole to a temporary
-  file and hard-linked into place, so it never exists half-written and an existing key
-  file is never overwritten; nothing here deletes a key file.
+- The file is a secret file (:mod:`hailing._secrets`): created with mode 0600 (its
+  directory 0700), written whole to a temporary file and hard-linked into place, so it
+  never exists half-written and an existing key file is never overwritten; nothing here
+  deletes a key file.
 - A key file that group or others can read or write is refused (:class:`StorageError`,
   with the ``chmod`` that fixes it), encrypted or not, as OpenSSH does: a copy of an
   encrypted key is open to an offline passphrase search. POSIX only.
@@ -24,14 +25,13 @@ Policy:
   truncated, unknown or unreadable file is :class:`StorageError`. Both name the file.
 - A passphrase given for a file that is not encrypted is refused too: silently ignoring
   it would let a user believe the key is protected.
-- The identity's display name is metadata, kept in the contact book's SQLite file.
+- The identity's display name is metadata, kept in the contact book's SQLite file
+  (:meth:`hailing.services.contacts.ContactBook.set_name`), not here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import stat
 import struct
 from pathlib import Path
 
@@ -40,8 +40,8 @@ import nacl.pwhash.argon2id as argon2id
 import nacl.secret
 import nacl.utils
 
+from .._secrets import private_dir, read_secret, write_secret
 from ..errors import LocalProtocolError, StorageError
-from ._contacts import ContactBook, check_name
 from ._keys import SEED_SIZE, Identity
 
 __all__ = ["KEY_FILE", "load_identity", "load_or_create_identity"]
@@ -127,54 +127,11 @@ def _key_path(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / KEY_FILE
 
 
-def _check_permissions(path: Path, st: os.stat_result) -> None:
-    if os.name != "posix":  # pragma: no cover - POSIX permissions only
-        return
-    if not stat.S_ISREG(st.st_mode):
-        raise StorageError(f"{path} is not a regular file")
-    if st.st_mode & 0o077:
-        raise StorageError(
-            f"{path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):03o}): "
-            f"run 'chmod 600 {path}'"
-        )
-
-
 def _read(path: Path, passphrase: str | None) -> Identity:
-    try:
-        with open(path, "rb") as f:
-            _check_permissions(path, os.fstat(f.fileno()))
-            data = f.read(_ENCRYPTED_SIZE + 1)
-    except FileNotFoundError:
-        raise StorageError(f"no identity in {path.parent}: {path} does not exist") from None
-    except IsADirectoryError:
-        raise StorageError(f"{path} is not a regular file") from None
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+    data = read_secret(path, limit=_ENCRYPTED_SIZE, missing_ok=True)
+    if data is None:
+        raise StorageError(f"no identity in {path.parent}: {path} does not exist")
     return decode_key_file(data, passphrase, path)
-
-
-def _write_new(path: Path, data: bytes) -> bool:
-    """Create ``path`` holding ``data`` (mode 0600) unless it exists; True if created."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{nacl.utils.random(4).hex()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with contextlib.suppress(OSError):
-                os.fchmod(fd, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # atomic and never replaces an existing file
-        except FileExistsError:
-            return False
-    except OSError as exc:
-        raise StorageError(f"cannot create {path}: {exc.strerror}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-    return True
 
 
 def load_identity(data_dir: str | os.PathLike[str], passphrase: str | None = None) -> Identity:
@@ -183,28 +140,16 @@ def load_identity(data_dir: str | os.PathLike[str], passphrase: str | None = Non
 
 
 def load_or_create_identity(
-    data_dir: str | os.PathLike[str], passphrase: str | None = None, name: str | None = None
+    data_dir: str | os.PathLike[str], passphrase: str | None = None
 ) -> Identity:
-    """The identity of ``data_dir``, created (and encrypted if ``passphrase``) when missing.
-
-    ``name`` (when given) becomes the identity's display name in the contact book.
-    """
+    """The identity of ``data_dir``, created (and encrypted if ``passphrase``) when missing."""
     _check_passphrase(passphrase)
-    if name is not None:
-        name = check_name(name)
-    directory = Path(data_dir)
-    try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise StorageError(f"cannot create data directory {directory}: {exc.strerror}") from None
+    directory = private_dir(data_dir)
     path = _key_path(directory)
     if os.path.lexists(path):
         identity = _read(path, passphrase)
     else:
         fresh = Identity.generate()
-        identity = fresh if _write_new(path, encode_key_file(fresh, passphrase)) \
+        identity = fresh if write_secret(path, encode_key_file(fresh, passphrase), overwrite=False) \
             else _read(path, passphrase)  # another process created it first
-    if name is not None:
-        with ContactBook(directory) as book:
-            book.set_name(name)
     return identity

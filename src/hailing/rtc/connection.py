@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import HailingError, LocalProtocolError, QueryTimeout
+from ..errors import AuthenticationError, HailingError, LocalProtocolError, QueryTimeout
 from ..identity import Identity, format_contact_id
 from ..signaling.envelope import transcript_proof, verify_transcript
 
@@ -63,10 +63,6 @@ class FileReceived:
     path: Path
     size: int
     sha256: str
-
-
-class AuthenticationError(HailingError):
-    """The peer could not prove it holds the identity its envelope claimed."""
 
 
 class _Incoming:
@@ -111,6 +107,9 @@ class Connection:
         self.downloads = downloads
         self.stats: Counter[str] = Counter()
         self.connect_ms: float | None = None
+        #: The way the call was signaled (``dht``, ``contract``, ``ws``, ``channel``), set
+        #: by the session that made it.
+        self.coupler: str | None = None
         #: Called with (this connection, envelope bytes) for each ``sig`` frame received.
         self.on_signal: Callable[[Connection, bytes], None] | None = None
         self._authenticated = asyncio.get_running_loop().create_future()

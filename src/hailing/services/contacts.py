@@ -1,4 +1,4 @@
-"""The contact book: ``<data_dir>/peer.sqlite3``.
+"""The contact book: ``<data_dir>/peer.sqlite3`` (services layer).
 
 Holds the people a node knows (public key, name, allowed or blocked), the node's own
 presence (available, busy, do-not-disturb), whether it accepts calls from strangers, and
@@ -7,8 +7,12 @@ that is not a hailing database or is corrupt raises :class:`StorageError` with i
 nothing is deleted.
 
 A public key is either in the book, allowed or blocked, or not in it: unknown. The
-admission policy (who may call) reads :meth:`ContactBook.state`, :meth:`~ContactBook.status`
-and :meth:`~ContactBook.accept_any`.
+call policy (:mod:`hailing.services.policy`: who may call) reads
+:meth:`ContactBook.state`, :meth:`~ContactBook.status` and :meth:`~ContactBook.accept_any`.
+
+Other processes may write the same file (``hailing contact add`` while ``hailing listen``
+runs): :meth:`ContactBook.version` changes whenever anyone committed a change, so a
+running node notices a new contact within a poll instead of a refresh interval.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from typing import Literal
 from .._sqlite import SqliteFile
 from .._sqlite import data_dir as _data_dir
 from ..errors import LocalProtocolError, StorageError
-from ._keys import PUBLIC_KEY_SIZE, format_contact_id, parse_contact_id
+from ..identity import format_contact_id, parse_contact_id
+from ..identity._keys import PUBLIC_KEY_SIZE
+from ..signaling.store import PEER_DB, PEER_DB_VERSION
 
 __all__ = ["DB_NAME", "Contact", "ContactBook", "ContactState", "Status", "check_name"]
 
-DB_NAME = "peer.sqlite3"
-SCHEMA_VERSION = 1
+DB_NAME = PEER_DB
+SCHEMA_VERSION = PEER_DB_VERSION
 MAX_NAME_LENGTH = 64
 
 Status = Literal["available", "busy", "dnd"]
@@ -100,6 +106,19 @@ class ContactBook(SqliteFile):
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.dir = _data_dir(data_dir)
         super().__init__(self.dir / DB_NAME, _SCHEMA, SCHEMA_VERSION)
+        self._own_writes = 0
+
+    def _write(self, sql: str, args: tuple[object, ...] = ()) -> int:
+        changed = super()._write(sql, args)
+        self._own_writes += 1
+        return changed
+
+    def version(self) -> tuple[int, int]:
+        """A value that changes whenever the book may have changed: SQLite's
+        ``PRAGMA data_version`` (bumped by other connections' commits, e.g. another
+        process) and this object's own write count. Cheap: no table is read."""
+        rows = self._query("PRAGMA data_version")
+        return (int(rows[0][0]) if rows else 0, self._own_writes)
 
     def _contact(self, row: tuple[object, ...]) -> Contact:
         pubkey, name, state = row

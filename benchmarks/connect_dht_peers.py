@@ -1,0 +1,474 @@
+"""Connect time through hailing's DHT inboxes, through OpenDHT (Jami's DHT) and through a
+WebSocket relay, in one run; and the raw put-to-notification latency of both DHTs.
+
+Three ways to carry the same call. Alice calls bob ``--calls`` times on each path,
+round-robin (the order rotates every round, so all three see the same machine load);
+each call is ``Peer.connect()`` until an authenticated open data channel, one message,
+hang-up. Only the signaling path differs: the sealed offer and answer (same envelopes,
+same rendezvous keys for both DHTs, same aiortc) travel
+
+* ``hailing``: through hailing's DHT inboxes (post + listen/push) on a ``--nodes`` hailing
+  testnet;
+* ``opendht``: as OpenDHT values (``put`` to the callee's key, ``listen`` on it, as Jami
+  does; ``benchmarks/opendht_coupler.py``) on a ``--nodes`` OpenDHT testnet;
+* ``ws``: through the WebSocket relay (the centralized baseline).
+
+The testnets and the relay run in child processes (the storing nodes are other machines
+in real life); the peers (their DHT nodes and aiortc) run in this process. Then the raw
+latency: a listener node and a putting node per DHT, both bootstrapped into the testnet;
+time from the put to the listener's notification as the asyncio application sees it
+(OpenDHT's own callback thread time is reported too), for a fresh key per sample (the
+put and the listen each find the key's nodes first) and for one key put to again and
+again (what a contact's pair key sees). Everything binds 127.0.0.1; the run checks with
+``ss -unap`` that no UDP socket of it or its children is bound elsewhere.
+
+    python benchmarks/connect_dht_peers.py [--calls 30] [--nodes 20] [--samples 60]
+        [--warmup 3] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from connect_calls import pct, serve
+from opendht_coupler import OpenDhtNode, opendht_peer
+
+import hailing
+from hailing.node import DhtNode, parse_hostport
+from hailing.peer import Peer
+from hailing.rtc import set_host_addresses
+
+PATHS = ("hailing", "opendht", "ws")
+HERE = Path(__file__).resolve().parent
+
+
+# -- child processes --------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class Child:
+    """A child process whose first stdout line matches ``prefix`` (the address it serves)."""
+
+    def __init__(self, argv: list[str], prefix: str) -> None:
+        self.argv, self.prefix = argv, prefix
+        self.proc: subprocess.Popen[str] | None = None
+        self.line = ""
+
+    def start(self, timeout: float = 60.0) -> str:
+        env = dict(os.environ)
+        src = str(Path(hailing.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join([src, str(HERE), env.get("PYTHONPATH", "")])
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            preexec_fn=_die_with_parent)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.argv} exited with {self.proc.wait()}")
+            if line.startswith(self.prefix):
+                self.line = line[len(self.prefix):].strip()
+                return self.line
+        raise RuntimeError(f"{self.argv} printed no {self.prefix!r} line in {timeout} s")
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def non_loopback_udp(pids: list[int]) -> list[str] | None:
+    """UDP sockets of ``pids`` bound to anything but 127.0.0.1 (None: no ``ss``)."""
+    try:
+        out = subprocess.run(["ss", "-unap"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    bad = []
+    for line in out.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 6 or not any(f"pid={p}," in line for p in pids):
+            continue
+        local, peer = parts[3], parts[4]
+        if not local.startswith("127.0.0.1:") or not (peer.startswith("127.0.0.1:")
+                                                      or peer in ("*:*", "0.0.0.0:*")):
+            bad.append(line.strip())
+    return bad
+
+
+# -- calls ------------------------------------------------------------------------------
+
+
+async def one_call(alice: Peer, bob_id: str, timeout: float) -> float:
+    conn = await alice.connect(bob_id, timeout=timeout)
+    try:
+        await conn.send_text("ping")
+    finally:
+        await conn.close()
+    assert conn.connect_ms is not None
+    return conn.connect_ms
+
+
+def summary(values: list[float]) -> dict[str, float | None]:
+    return {"p50": pct(values, 50), "p95": pct(values, 95),
+            "mean": statistics.fmean(values) if values else None,
+            "min": min(values, default=None), "max": max(values, default=None),
+            "n": len(values)}
+
+
+def _ticks_ms(stat_path: str) -> float:
+    """utime + stime of a process or thread, in ms (clock-tick resolution)."""
+    try:
+        with open(stat_path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_sample(infra_pid: int | None) -> tuple[float, float, float]:
+    """CPU used so far (ms): by this thread (the event loop: the peers, their hailing DHT
+    nodes, aiortc), by this process's other threads (OpenDHT's runners) and by the
+    infrastructure child of the path (its testnet or the relay)."""
+    me = os.getpid()
+    others = 0.0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{me}/task"):
+            if int(tid) != threading.get_native_id():
+                others += _ticks_ms(f"/proc/{me}/task/{tid}/stat")
+    infra = _ticks_ms(f"/proc/{infra_pid}/stat") if infra_pid else 0.0
+    return time.thread_time() * 1000, others, infra
+
+
+async def calls(pairs: dict[str, tuple[Peer, Peer]], n: int, warmup: int, timeout: float,
+                infra: dict[str, int | None]) -> dict[str, dict[str, Any]]:
+    """``n`` timed calls per path after ``warmup`` untimed ones, round-robin."""
+    out: dict[str, dict[str, Any]] = {
+        p: {"times": [], "fails": [], "cpu": [0.0, 0.0, 0.0]} for p in pairs}
+    names = list(pairs)
+    for i in range(-warmup, n):
+        order = names[i % len(names):] + names[: i % len(names)]
+        for name in order:
+            caller, callee = pairs[name]
+            before = cpu_sample(infra.get(name))
+            try:
+                ms = await one_call(caller, callee.contact_id, timeout)
+            except Exception as exc:
+                if i >= 0:
+                    out[name]["fails"].append(f"{type(exc).__name__}: {exc}")
+                continue
+            if i >= 0:
+                out[name]["times"].append(ms)
+                after = cpu_sample(infra.get(name))
+                for k in range(3):
+                    out[name]["cpu"][k] += after[k] - before[k]
+        if i >= 0 and (i + 1) % 10 == 0:
+            print(f"  {i + 1}/{n} calls: " + ", ".join(
+                f"{p} p50 {pct(out[p]['times'], 50) or 0:.1f} ms ({len(out[p]['fails'])} failed)"
+                for p in names), file=sys.stderr, flush=True)
+    return out
+
+
+# -- raw put-to-notification latency ------------------------------------------------------
+
+
+class HailingPair:
+    """A listening and a posting hailing node."""
+
+    name = "hailing"
+
+    def __init__(self, boot: tuple[str, int]) -> None:
+        self.listener = DhtNode(("127.0.0.1", 0), bootstrap=[boot])
+        self.poster = DhtNode(("127.0.0.1", 0), bootstrap=[boot])
+
+    async def start(self) -> None:
+        for n in (self.listener, self.poster):
+            await n.start()
+            await n.bootstrap()
+
+    async def stop(self) -> None:
+        await self.listener.stop()
+        await self.poster.stop()
+
+    async def listen(self, key: bytes) -> None:
+        await self.listener.listen(key)
+
+    def unlisten(self, key: bytes) -> None:
+        self.listener.unlisten(key)
+
+    async def post(self, key: bytes, value: bytes) -> int:
+        return await self.poster.post(key, value)
+
+    async def heard(self) -> tuple[bytes, bytes, float | None]:
+        msg = await self.listener.inbox()
+        return msg.key, msg.value, None
+
+
+class OpenDhtPair:
+    """A listening and a putting OpenDHT runner."""
+
+    name = "opendht"
+
+    def __init__(self, boot: tuple[str, int]) -> None:
+        self.listener = OpenDhtNode(boot)
+        self.poster = OpenDhtNode(boot)
+
+    async def start(self) -> None:
+        await self.listener.start()
+        await self.poster.start()
+
+    async def stop(self) -> None:
+        await self.listener.stop()
+        await self.poster.stop()
+
+    async def listen(self, key: bytes) -> None:
+        await self.listener.listen(key)
+
+    def unlisten(self, key: bytes) -> None:
+        self.listener.unlisten(key)
+
+    async def post(self, key: bytes, value: bytes) -> int:
+        return await self.poster.post(key, value)
+
+    async def heard(self) -> tuple[bytes, bytes, float | None]:
+        return await self.listener.inbox()
+
+
+async def one_sample(pair: Any, key: bytes, timeout: float) -> dict[str, float | None]:
+    """Put a fresh value at ``key`` (listened to already); time until it is heard."""
+    value = os.urandom(175)  # the size of a sealed offer
+    t0 = time.perf_counter()
+    put = asyncio.ensure_future(pair.post(key, value))
+    put_ms: float | None = None
+    try:
+        while True:
+            k, v, t_cb = await asyncio.wait_for(pair.heard(), timeout)
+            if k == key and v == value:
+                heard = time.perf_counter()
+                break
+        await asyncio.wait_for(put, timeout)
+        put_ms = (time.perf_counter() - t0) * 1000
+    finally:
+        if not put.done():
+            put.cancel()
+        elif not put.cancelled():
+            put.exception()  # retrieved: a failed put is counted by the caller
+    return {"notified_ms": (heard - t0) * 1000,
+            "callback_ms": (t_cb - t0) * 1000 if t_cb is not None else None,
+            "put_done_ms": put_ms}
+
+
+async def raw_latency(pairs: list[Any], samples: int, timeout: float,
+                      settle: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    rows: dict[str, dict[str, list[dict[str, float | None]]]] = {
+        p.name: {"fresh_key": [], "same_key": []} for p in pairs}
+    fails: dict[str, int] = {p.name: 0 for p in pairs}
+    same = {p.name: os.urandom(20) for p in pairs}
+    for p in pairs:
+        await p.listen(same[p.name])
+    await asyncio.sleep(settle)
+    for i in range(samples):
+        for p in pairs if i % 2 == 0 else list(reversed(pairs)):
+            key = os.urandom(20)
+            try:
+                await p.listen(key)
+                await asyncio.sleep(settle)  # OpenDHT does not say when a listen is in place
+                rows[p.name]["fresh_key"].append(await one_sample(p, key, timeout))
+            except Exception:
+                fails[p.name] += 1
+            finally:
+                p.unlisten(key)
+            try:
+                rows[p.name]["same_key"].append(await one_sample(p, same[p.name], timeout))
+            except Exception:
+                fails[p.name] += 1
+    for name, modes in rows.items():
+        out[name] = {"failures": fails[name]}
+        for mode, samples_ in modes.items():
+            out[name][mode] = {
+                field: summary([s[field] for s in samples_ if s[field] is not None])
+                for field in ("notified_ms", "callback_ms", "put_done_ms")
+                if any(s[field] is not None for s in samples_)}
+    for mode in ("fresh_key", "same_key"):
+        h = out["hailing"][mode]["notified_ms"]["p50"]
+        o = out["opendht"][mode]["notified_ms"]["p50"]
+        out[f"ratio_p50_hailing_over_opendht_{mode}"] = h / o if h and o else None
+    out["samples"] = samples
+    return out
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    set_host_addresses(["127.0.0.1"])
+    py = sys.executable
+    children = {
+        "hailing": Child([py, "-m", "hailing", "testnet", "--nodes", str(args.nodes)],
+                         "bootstrap "),
+        "opendht": Child([py, str(HERE / "opendht_coupler.py"), "testnet", "--nodes",
+                          str(args.nodes)], "bootstrap "),
+        "ws": Child([py, "-m", "hailing", "relay", "--bind", "127.0.0.1:0"],
+                    "relay listening on "),
+    }
+    result: dict[str, Any] = {"calls": args.calls, "warmup_calls": args.warmup,
+                              "testnet_nodes": args.nodes}
+    try:
+        for c in children.values():
+            c.start()
+        h_boot = parse_hostport(children["hailing"].line)
+        o_boot = parse_hostport(children["opendht"].line)
+        relay = children["ws"].line
+        with tempfile.TemporaryDirectory(prefix="hailing-bench-") as tmp:
+            root = Path(tmp)
+            pairs: dict[str, tuple[Peer, Peer]] = {
+                "hailing": (Peer(root / "ha", bootstrap=[h_boot]),
+                            Peer(root / "hb", bootstrap=[h_boot])),
+                "opendht": (opendht_peer(root / "oa", o_boot), opendht_peer(root / "ob", o_boot)),
+                "ws": (Peer(root / "wa", backend="ws", relay_url=relay),
+                       Peer(root / "wb", backend="ws", relay_url=relay)),
+            }
+            peers = [p for pair in pairs.values() for p in pair]
+            raw: list[Any] = [HailingPair(h_boot), OpenDhtPair(o_boot)]
+            servers: list[asyncio.Future[None]] = []
+            try:
+                for p in peers:
+                    await p.start()
+                for r in raw:
+                    await r.start()
+                for caller, callee in pairs.values():
+                    # Friends: each in the other's book. (A caller that does not have the
+                    # callee as a contact loses its answer key at the next refresh.)
+                    assert callee.contacts is not None and caller.contacts is not None
+                    callee.contacts.add(caller.contact_id, "caller")
+                    caller.contacts.add(callee.contact_id, "callee")
+                    await callee.refresh()
+                    await caller.refresh()
+                await asyncio.sleep(1.0)  # OpenDHT's listens find their nodes in the background
+                servers = [asyncio.ensure_future(serve(callee)) for _, callee in pairs.values()]
+                made = await calls(pairs, args.calls, args.warmup, args.timeout,
+                                   {name: children[name].pid for name in PATHS})
+                for s in servers:
+                    s.cancel()
+                await asyncio.gather(*servers, return_exceptions=True)
+                servers = []
+                if args.samples > 0:
+                    # Every node that ever joined is alive: the two peers of each DHT too.
+                    result["raw_latency"] = await raw_latency(raw, args.samples, args.timeout,
+                                                              args.settle)
+                result["non_loopback_udp"] = non_loopback_udp(
+                    [os.getpid(), *(c.pid for c in children.values() if c.pid)])
+                result["peer_stats"] = {
+                    name: {"caller": dict(a.stats), "callee": dict(b.stats)}
+                    for name, (a, b) in pairs.items()}
+                for p in peers:
+                    await p.stop()
+                peers = []
+                if args.samples > 0 and args.after_leave:
+                    # The same after the call peers left: two dead nodes in each testnet's
+                    # routing tables, as after any node leaves without a word.
+                    result["raw_latency_after_leave"] = await raw_latency(
+                        raw, args.samples, args.timeout, args.settle)
+            finally:
+                for s in servers:
+                    s.cancel()
+                await asyncio.gather(*servers, return_exceptions=True)
+                for p in peers:
+                    await p.stop()
+                for r in raw:
+                    await r.stop()
+        for name in PATHS:
+            m = made[name]
+            done = max(1, len(m["times"]))
+            result[name] = {
+                "connect_ms": summary(m["times"]), "failures": len(m["fails"]),
+                "failure_samples": m["fails"][:5],
+                # per call (connect, one message, hang-up), both peers together
+                "cpu_ms_per_call": {
+                    "event_loop_thread": m["cpu"][0] / done,
+                    "other_threads": m["cpu"][1] / done,
+                    "infrastructure_process": m["cpu"][2] / done}}
+        p50 = {name: result[name]["connect_ms"]["p50"] for name in PATHS}
+        for a, b in (("hailing", "opendht"), ("hailing", "ws"), ("opendht", "ws")):
+            result[f"ratio_p50_{a}_over_{b}"] = p50[a] / p50[b] if p50[a] and p50[b] else None
+    finally:
+        for c in children.values():
+            c.stop()
+    result["environment"] = environment()
+    return result
+
+
+def environment() -> dict[str, Any]:
+    env: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(),
+                           "cpus": os.cpu_count()}
+    for dist in ("opendht", "aiortc", "aiohttp"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            env[dist] = metadata.version(dist)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        src = Path(hailing.__file__).resolve().parent
+        env["git_head"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, text=True,
+                                         capture_output=True, timeout=10).stdout.strip()
+        env["git_src_dirty"] = bool(subprocess.run(
+            ["git", "status", "--porcelain", "--", "."], cwd=src, text=True,
+            capture_output=True, timeout=10).stdout.strip())
+    with contextlib.suppress(OSError):
+        env["loadavg"] = os.getloadavg()
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=30, help="calls per path (default 30)")
+    ap.add_argument("--warmup", type=int, default=3,
+                    help="untimed calls per path first (default 3)")
+    ap.add_argument("--nodes", type=int, default=20, help="nodes per testnet (default 20)")
+    ap.add_argument("--samples", type=int, default=60,
+                    help="raw latency samples per DHT and mode (default 60; 0: none)")
+    ap.add_argument("--settle", type=float, default=0.25,
+                    help="seconds between a listen and the put it should hear (default 0.25)")
+    ap.add_argument("--after-leave", action=argparse.BooleanOptionalAction, default=True,
+                    help="measure the raw latency again after the call peers left (default on)")
+    ap.add_argument("--timeout", type=float, default=30.0)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    result = asyncio.run(run(args))
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
