@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+from pathlib import Path
 from typing import Any
 
-from ..errors import LocalProtocolError, UsageError
+from ..errors import LocalProtocolError, NotFoundError, UsageError
 from ..identity import parse_contact_id
 from ._common import _hostport, _stop_on_signal
 from ._config import DATA_DIR_ENV, default_data_dir, load_config
 
 PASSPHRASE_ENV = "HAILING_PASSPHRASE"
 ICE_HOSTS_ENV = "HAILING_ICE_HOSTS"
+CONTACTS_DB = "peer.sqlite3"  # hailing.services.contacts.DB_NAME, without importing it
 GAS_KEY_ENV = "HAILING_GAS_KEY"
 
 
@@ -33,6 +36,40 @@ def _contact(text: str) -> bytes:
         return parse_contact_id(text)
     except LocalProtocolError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+CONTACT_HELP = "a contact's name (as in 'hailing contact list') or contact id"
+
+
+def add_contact_arg(p: argparse.ArgumentParser, *flags: str, dest: str = "contact",
+                    required: bool = True, help: str = CONTACT_HELP) -> None:
+    """A contact argument (positional ``dest``, or ``flags``): a name or a contact id,
+    turned into the contact's public key by :func:`prepare`."""
+    if flags:
+        p.add_argument(*flags, dest=dest, required=required, default=None, metavar="CONTACT",
+                       help=help)
+    else:
+        p.add_argument(dest, metavar="CONTACT", help=help)
+    p.set_defaults(_contacts=(*(p.get_default("_contacts") or ()), dest))
+
+
+def resolve_contact_arg(data_dir: str, text: str) -> bytes:
+    """The public key that ``text`` (a contact id or a name) means in ``data_dir``'s
+    contact book; :class:`UsageError` (exit 2) when unknown or ambiguous."""
+    from ..services.names import resolve_contact
+
+    with contextlib.suppress(LocalProtocolError):
+        return parse_contact_id(text)  # an id needs no contact book (even a corrupt one)
+    contacts: list[Any] = []
+    if (Path(data_dir) / CONTACTS_DB).exists():
+        from ..services.contacts import ContactBook
+
+        with ContactBook(data_dir) as book:
+            contacts = book.list()
+    try:
+        return resolve_contact(text, contacts)
+    except (LocalProtocolError, NotFoundError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _out(obj: dict[str, Any]) -> None:
@@ -174,6 +211,10 @@ def prepare(args: argparse.Namespace) -> None:
             args.via = config.via
     if hasattr(args, "_via_default") and args.via is None:
         args.via = args._via_default
+    for name in getattr(args, "_contacts", ()):
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            setattr(args, name, resolve_contact_arg(args.data_dir, value))
     for name in getattr(args, "_required", ()):
         if not getattr(args, name):
             flag, what = "--" + name.replace("_", "-"), _METAVARS.get(name, "VALUE")
@@ -235,6 +276,7 @@ async def report_chain(peer: Any) -> None:
 __all__ = [
     "GAS_KEY_ENV",
     "PASSPHRASE_ENV",
+    "add_contact_arg",
     "add_contract_options",
     "add_data_dir",
     "add_network_options",

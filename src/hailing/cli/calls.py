@@ -21,7 +21,14 @@ from ..errors import HailingError, LocalProtocolError
 from ..identity import format_contact_id
 from ..services.contacts import ContactBook
 from ._common import _hostport
-from ._shared import _contact, _out, _peer, _stop_event, add_network_options, report_chain
+from ._shared import (
+    _out,
+    _peer,
+    _stop_event,
+    add_contact_arg,
+    add_network_options,
+    report_chain,
+)
 
 
 async def cmd_listen(args: argparse.Namespace) -> int:
@@ -192,7 +199,7 @@ def add_call_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> 
                        description="Connect with no server and send TEXT (or --file PATH). "
                        "Prints one JSON line with connect_ms and delivered once the peer "
                        "acknowledged it; exit 1 with one line if nobody answered.")
-    p.add_argument("contact", type=_contact, metavar="CONTACT")
+    add_contact_arg(p)
     p.add_argument("text", nargs="?", default=None, metavar="TEXT")
     p.add_argument("--file", default=None, metavar="PATH")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer")
@@ -206,7 +213,7 @@ def add_call_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> 
     p.set_defaults(func=cmd_relay)
 
     p = sub.add_parser("chat", help="interactive chat with CONTACT")
-    p.add_argument("contact", type=_contact, metavar="CONTACT")
+    add_contact_arg(p)
     p.add_argument("--timeout", type=float, default=30.0)
     network(p)
     p.set_defaults(func=cmd_chat)

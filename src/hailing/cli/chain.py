@@ -25,12 +25,12 @@ from ..services.contacts import ContactBook
 from ._common import _hostport
 from ._shared import (
     GAS_KEY_ENV,
-    _contact,
     _gas_key,
     _out,
     _peer,
     _rpc,
     _stop_event,
+    add_contact_arg,
     add_contract_options,
     add_data_dir,
 )
@@ -197,7 +197,7 @@ def add_chain_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) ->
     data_dir(p)
     p.set_defaults(func=cmd_rotation_show)
     p = rs.add_parser("set", help="record a contact's rotation secret")
-    p.add_argument("contact", type=_contact, metavar="CONTACT")
+    add_contact_arg(p)
     p.add_argument("--user-id", required=True)
     p.add_argument("--prefix", required=True)
     data_dir(p)
@@ -207,7 +207,7 @@ def add_chain_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) ->
     p = es.add_parser("publish", help="send a sealed endpoint record to a contact",
                       description="Seal 'reach me at HOST:PORT' (+ extras) to CONTACT and send "
                       "it through the contract (default) or the DHT. Prints one JSON line.")
-    p.add_argument("--to", type=_contact, required=True, metavar="CONTACT")
+    add_contact_arg(p, "--to", dest="to")
     p.add_argument("--kind", choices=("sip", "wireguard"), required=True)
     p.add_argument("--endpoint", required=True, metavar="HOST:PORT")
     p.add_argument("--extra", type=_extra, action="append", default=[], metavar="K=V",
@@ -223,7 +223,8 @@ def add_chain_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) ->
                       description="Print the latest endpoint record of each contact and kind "
                       "(received by 'listen'); --format wireguard prints [Peer] sections.")
     data_dir(p)
-    p.add_argument("--contact", type=_contact, default=None, metavar="CONTACT")
+    add_contact_arg(p, "--contact", required=False,
+                    help="only this contact's records (a name or contact id)")
     p.add_argument("--format", choices=("text", "json", "wireguard"), default="text")
     p.set_defaults(func=cmd_endpoint_list)
 

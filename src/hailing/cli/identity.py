@@ -23,7 +23,7 @@ from ..identity import (
     load_or_create_identity,
 )
 from ..services.contacts import ContactBook
-from ._shared import PASSPHRASE_ENV, _contact, _passphrase, add_data_dir
+from ._shared import PASSPHRASE_ENV, _contact, _passphrase, add_contact_arg, add_data_dir
 
 
 async def cmd_id_new(args: argparse.Namespace) -> int:
@@ -65,6 +65,8 @@ async def cmd_contact(args: argparse.Namespace) -> int:
             c = book.block(args.contact)
         elif action == "allow":
             c = book.allow(args.contact)
+        elif action == "rename":
+            c = book.rename(args.contact, args.name)
         elif action == "remove":
             if not book.remove(args.contact):
                 raise HailingError("no such contact")
@@ -107,12 +109,20 @@ def add_identity_commands(sub: Any, parser_class: type[argparse.ArgumentParser])
 
     cp = sub.add_parser("contact", help="manage contacts (allow/block lists)")
     cs = cp.add_subparsers(dest="contact_command", required=True, parser_class=parser_class, metavar="COMMAND")
-    for name, help_ in (("add", "add (and allow) a contact"), ("block", "block a contact"),
-                        ("allow", "allow a contact"), ("remove", "forget a contact")):
+    p = cs.add_parser("add", help="add (and allow) a contact by contact id",
+                      description="Add someone by contact id with a name of your choice (to "
+                      "add a contact card, use 'hailing contact import').")
+    p.add_argument("contact", type=_contact, metavar="CONTACT_ID")
+    p.add_argument("--name", required=True)
+    add_data_dir(p)
+    p.set_defaults(func=cmd_contact)
+    for name, help_ in (("block", "block a contact (known or not)"),
+                        ("allow", "allow a contact (unblocks)"), ("remove", "forget a contact"),
+                        ("rename", "give a contact another name")):
         p = cs.add_parser(name, help=help_)
-        p.add_argument("contact", type=_contact, metavar="CONTACT")
-        if name == "add":
-            p.add_argument("--name", required=True)
+        add_contact_arg(p)
+        if name == "rename":
+            p.add_argument("name", metavar="NEW_NAME")
         add_data_dir(p)
         p.set_defaults(func=cmd_contact)
     p = cs.add_parser("list", help="list contacts: '<contact id> <state> <name>' a line")
