@@ -75,13 +75,19 @@ class Child:
         self.line = ""
 
     def start(self, timeout: float = 60.0) -> str:
+        self.launch()
+        return self.wait_line(timeout)
+
+    def launch(self) -> None:
         env = dict(os.environ)
         src = str(Path(hailing.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join([src, str(HERE), env.get("PYTHONPATH", "")])
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
             preexec_fn=_die_with_parent)
-        assert self.proc.stdout is not None
+
+    def wait_line(self, timeout: float = 60.0) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
@@ -105,6 +111,47 @@ class Child:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def start_infra(kind: str, n: int, layout: str) -> tuple[str, list[Child]]:
+    """The path's infrastructure: its testnet of ``n`` nodes (``layout`` "process": all in
+    one process; "per-node": one process per node) or, for ``ws``, the relay. Returns
+    the bootstrap address (the relay's URL) and the children, started."""
+    py = sys.executable
+    opendht = [py, str(HERE / "opendht_coupler.py"), "testnet"]
+    started: list[Child] = []
+    try:
+        if kind == "ws":
+            started.append(Child([py, "-m", "hailing", "relay", "--bind", "127.0.0.1:0"],
+                                 "relay listening on "))
+            return started[0].start(), started
+        if layout == "process":
+            argv = ([py, "-m", "hailing", "testnet", "--nodes", str(n)] if kind == "hailing"
+                    else [*opendht, "--nodes", str(n)])
+            started.append(Child(argv, "bootstrap "))
+            return started[0].start(), started
+
+        def node(boot: str | None) -> Child:
+            join = ["--bootstrap", boot] if boot else []
+            if kind == "hailing":
+                return Child([py, "-m", "hailing", "dht", "serve", "--bind", "127.0.0.1:0",
+                              *join], "node ")
+            return Child([*opendht, "--nodes", "1", *join], "bootstrap ")
+
+        started.append(node(None))
+        boot = started[0].start().split()[-1]  # "<id> listening on HOST:PORT" / "HOST:PORT"
+        rest = [node(boot) for _ in range(n - 1)]
+        started.extend(rest)
+        for c in rest:
+            c.launch()
+        for c in rest:
+            c.wait_line()
+        time.sleep(1.0)  # the last joins' refreshes
+        return boot, started
+    except BaseException:
+        for c in started:
+            c.stop()
+        raise
 
 
 def non_loopback_udp(pids: list[int]) -> list[str] | None:
@@ -155,7 +202,7 @@ def _ticks_ms(stat_path: str) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_sample(infra_pid: int | None) -> tuple[float, float, float]:
+def cpu_sample(infra_pids: list[int]) -> tuple[float, float, float]:
     """CPU used so far (ms): by this thread (the event loop: the peers, their hailing DHT
     nodes, aiortc), by this process's other threads (OpenDHT's runners) and by the
     infrastructure child of the path (its testnet or the relay)."""
@@ -165,12 +212,12 @@ def cpu_sample(infra_pid: int | None) -> tuple[float, float, float]:
         for tid in os.listdir(f"/proc/{me}/task"):
             if int(tid) != threading.get_native_id():
                 others += _ticks_ms(f"/proc/{me}/task/{tid}/stat")
-    infra = _ticks_ms(f"/proc/{infra_pid}/stat") if infra_pid else 0.0
+    infra = sum(_ticks_ms(f"/proc/{pid}/stat") for pid in infra_pids)
     return time.thread_time() * 1000, others, infra
 
 
 async def calls(pairs: dict[str, tuple[Peer, Peer]], n: int, warmup: int, timeout: float,
-                infra: dict[str, int | None]) -> dict[str, dict[str, Any]]:
+                infra: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
     """``n`` timed calls per path after ``warmup`` untimed ones, round-robin."""
     out: dict[str, dict[str, Any]] = {
         p: {"times": [], "fails": [], "cpu": [0.0, 0.0, 0.0]} for p in pairs}
@@ -179,7 +226,7 @@ async def calls(pairs: dict[str, tuple[Peer, Peer]], n: int, warmup: int, timeou
         order = names[i % len(names):] + names[: i % len(names)]
         for name in order:
             caller, callee = pairs[name]
-            before = cpu_sample(infra.get(name))
+            before = cpu_sample(infra.get(name, []))
             try:
                 ms = await one_call(caller, callee.contact_id, timeout)
             except Exception as exc:
@@ -188,7 +235,7 @@ async def calls(pairs: dict[str, tuple[Peer, Peer]], n: int, warmup: int, timeou
                 continue
             if i >= 0:
                 out[name]["times"].append(ms)
-                after = cpu_sample(infra.get(name))
+                after = cpu_sample(infra.get(name, []))
                 for k in range(3):
                     out[name]["cpu"][k] += after[k] - before[k]
         if i >= 0 and (i + 1) % 10 == 0:
@@ -332,23 +379,16 @@ async def raw_latency(pairs: list[Any], samples: int, timeout: float,
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     set_host_addresses(["127.0.0.1"])
-    py = sys.executable
-    children = {
-        "hailing": Child([py, "-m", "hailing", "testnet", "--nodes", str(args.nodes)],
-                         "bootstrap "),
-        "opendht": Child([py, str(HERE / "opendht_coupler.py"), "testnet", "--nodes",
-                          str(args.nodes)], "bootstrap "),
-        "ws": Child([py, "-m", "hailing", "relay", "--bind", "127.0.0.1:0"],
-                    "relay listening on "),
-    }
     result: dict[str, Any] = {"calls": args.calls, "warmup_calls": args.warmup,
-                              "testnet_nodes": args.nodes}
+                              "testnet_nodes": args.nodes, "testnet_layout": args.layout}
+    children: dict[str, list[Child]] = {}
     try:
-        for c in children.values():
-            c.start()
-        h_boot = parse_hostport(children["hailing"].line)
-        o_boot = parse_hostport(children["opendht"].line)
-        relay = children["ws"].line
+        where: dict[str, str] = {}
+        for kind in PATHS:
+            where[kind], children[kind] = start_infra(kind, args.nodes, args.layout)
+        h_boot = parse_hostport(where["hailing"])
+        o_boot = parse_hostport(where["opendht"])
+        relay = where["ws"]
         with tempfile.TemporaryDirectory(prefix="hailing-bench-") as tmp:
             root = Path(tmp)
             pairs: dict[str, tuple[Peer, Peer]] = {
@@ -377,7 +417,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(1.0)  # OpenDHT's listens find their nodes in the background
                 servers = [asyncio.ensure_future(serve(callee)) for _, callee in pairs.values()]
                 made = await calls(pairs, args.calls, args.warmup, args.timeout,
-                                   {name: children[name].pid for name in PATHS})
+                                   {k: [c.pid for c in cs if c.pid] for k, cs in children.items()})
                 for s in servers:
                     s.cancel()
                 await asyncio.gather(*servers, return_exceptions=True)
@@ -387,7 +427,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     result["raw_latency"] = await raw_latency(raw, args.samples, args.timeout,
                                                               args.settle)
                 result["non_loopback_udp"] = non_loopback_udp(
-                    [os.getpid(), *(c.pid for c in children.values() if c.pid)])
+                    [os.getpid(), *(c.pid for cs in children.values() for c in cs if c.pid)])
                 result["peer_stats"] = {
                     name: {"caller": dict(a.stats), "callee": dict(b.stats)}
                     for name, (a, b) in pairs.items()}
@@ -422,8 +462,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for a, b in (("hailing", "opendht"), ("hailing", "ws"), ("opendht", "ws")):
             result[f"ratio_p50_{a}_over_{b}"] = p50[a] / p50[b] if p50[a] and p50[b] else None
     finally:
-        for c in children.values():
-            c.stop()
+        for cs in children.values():
+            for c in cs:
+                c.stop()
     result["environment"] = environment()
     return result
 
@@ -453,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3,
                     help="untimed calls per path first (default 3)")
     ap.add_argument("--nodes", type=int, default=20, help="nodes per testnet (default 20)")
+    ap.add_argument("--layout", choices=("process", "per-node"), default="process",
+                    help="each testnet in one process (default), or one process per node")
     ap.add_argument("--samples", type=int, default=60,
                     help="raw latency samples per DHT and mode (default 60; 0: none)")
     ap.add_argument("--settle", type=float, default=0.25,

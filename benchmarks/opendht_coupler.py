@@ -13,7 +13,7 @@ are envelopes already, so a plain ``put`` carries them.
 Loopback only: every runner binds 127.0.0.1 (no IPv6 socket), peer discovery (multicast)
 is off and nothing is bootstrapped but the local testnet.
 
-    python benchmarks/opendht_coupler.py testnet --nodes 20
+    python benchmarks/opendht_coupler.py testnet --nodes 20 [--bootstrap HOST:PORT]
         # first stdout line "bootstrap 127.0.0.1:PORT"; runs until stdin closes or SIGTERM
 
 Caveat of the binding (opendht 4.4.2): ``ListenToken._cb`` is a class attribute shared by
@@ -265,8 +265,11 @@ class OpenDhtTestnet:
         self.n = n
         self.runners: list[Any] = []
 
-    def start(self, settle: float = 1.0) -> OpenDhtTestnet:
-        first = start_runner()
+    def start(self, settle: float = 1.0,
+              join: tuple[str, int] | None = None) -> OpenDhtTestnet:
+        """Start the runners (the first joins ``join``, a node of another testnet
+        process, if given) and give their joins ``settle`` seconds."""
+        first = start_runner(join)
         self.runners.append(first)
         boot = runner_address(first)
         for _ in range(1, self.n):
@@ -295,7 +298,12 @@ def _serve_testnet(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with OpenDhtTestnet(args.nodes) as net:
+    join = None
+    if args.bootstrap:
+        host, _, port = args.bootstrap.rpartition(":")
+        join = (host, int(port))
+    net = OpenDhtTestnet(args.nodes).start(join=join)
+    try:
         host, port = net.bootstrap
         print(f"bootstrap {host}:{port}", flush=True)
 
@@ -306,6 +314,8 @@ def _serve_testnet(args: argparse.Namespace) -> int:
 
         threading.Thread(target=watch_stdin, daemon=True).start()
         stop.wait()
+    finally:
+        net.stop()
     return 0
 
 
@@ -315,6 +325,8 @@ def main() -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     tn = sub.add_parser("testnet", help="run N OpenDHT runners on 127.0.0.1")
     tn.add_argument("--nodes", type=int, default=20)
+    tn.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
+                    help="join this node (of another testnet process) first")
     args = ap.parse_args()
     return _serve_testnet(args)
 
