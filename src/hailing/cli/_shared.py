@@ -35,6 +35,9 @@ def _contact(text: str) -> bytes:
     try:
         return parse_contact_id(text)
     except LocalProtocolError as exc:
+        if text.strip().lower().startswith("hlcard"):
+            raise argparse.ArgumentTypeError("this is a contact card, not a contact id: add "
+                                             "it with 'hailing contact import CARD'") from None
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 

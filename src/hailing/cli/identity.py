@@ -17,13 +17,24 @@ from typing import Any
 from ..errors import HailingError, LocalProtocolError
 from ..identity import (
     KEY_FILE,
+    ContactCard,
     contact_qr,
     format_contact_id,
     load_identity,
     load_or_create_identity,
+    make_card,
+    parse_card,
+    text_qr,
 )
 from ..services.contacts import ContactBook
-from ._shared import PASSPHRASE_ENV, _contact, _passphrase, add_contact_arg, add_data_dir
+from ._shared import (
+    CONTACTS_DB,
+    PASSPHRASE_ENV,
+    _contact,
+    _passphrase,
+    add_contact_arg,
+    add_data_dir,
+)
 
 
 async def cmd_id_new(args: argparse.Namespace) -> int:
@@ -53,6 +64,63 @@ async def cmd_id_show(args: argparse.Namespace) -> int:
         print(f"name {name}")
     if args.qr:
         print(contact_qr(ident.contact_id))
+    return 0
+
+
+def _card(text: str) -> ContactCard:
+    try:
+        return parse_card(text)
+    except LocalProtocolError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+async def cmd_id_card(args: argparse.Namespace) -> int:
+    ident = load_identity(args.data_dir, _passphrase())
+    name = None
+    if (Path(args.data_dir) / CONTACTS_DB).exists():
+        with ContactBook(args.data_dir) as book:
+            name = book.name()
+    rotation = None
+    if not args.without_rotation:
+        from ..chain.wallet import load_or_create_rotation
+
+        secret = load_or_create_rotation(args.data_dir)
+        rotation = (secret.prefix, secret.user_id)
+    card = make_card(ident, name, rotation)
+    print(card, flush=True)
+    if args.qr:
+        print(text_qr(card.upper()))
+    return 0
+
+
+async def cmd_contact_import(args: argparse.Namespace) -> int:
+    card: ContactCard = args.card
+    name = args.name or card.name
+    if not name:
+        raise LocalProtocolError("this card carries no name: give one with --name NAME")
+    own = None
+    with contextlib.suppress(HailingError):  # no identity yet, or encrypted without passphrase
+        own = load_identity(args.data_dir, _passphrase()).public_key
+    if own == card.public_key:
+        raise LocalProtocolError("this is your own card: give it to your friends")
+    with ContactBook(args.data_dir) as book:
+        clash = [c for c in book.list() if c.pubkey != card.public_key
+                 and c.name.casefold() == name.strip().casefold()]
+        if clash:
+            raise LocalProtocolError(
+                f"another contact is already named {clash[0].name!r} "
+                f"({clash[0].contact_id[:12]}...): import with --name OTHER_NAME")
+        c = book.add(card.public_key, name)
+    if card.has_rotation:
+        from ..signaling.store import SignalStore
+
+        with SignalStore(args.data_dir) as store:
+            store.set_rotation(card.public_key, card.rotation_prefix, card.rotation_user_id)
+    print(f"{c.contact_id} {c.state} {c.name}", flush=True)
+    note = ("rotation secret recorded: reachable over the DHT and the contract"
+            if card.has_rotation else "the card has no rotation secret: reachable over the "
+            "DHT (for the contract, ask for a card made without --without-rotation)")
+    print(note, file=sys.stderr)
     return 0
 
 
@@ -106,6 +174,18 @@ def add_identity_commands(sub: Any, parser_class: type[argparse.ArgumentParser])
     add_data_dir(p)
     p.add_argument("--qr", action="store_true", help="also print it as a QR code")
     p.set_defaults(func=cmd_id_show)
+    p = ids.add_parser(
+        "card", help="print your contact card: id, name and rotation secret in one string",
+        description="Print one string (starting 'hlcard') that a friend imports with "
+        "'hailing contact import CARD': your contact id, display name and rotation secret "
+        "(what the contract path needs), signed by your key and checksummed so it cannot be "
+        "mistyped. The rotation secret lets its holder link your daily addresses: give your "
+        "card to friends only.")
+    add_data_dir(p)
+    p.add_argument("--qr", action="store_true", help="also print it as a QR code")
+    p.add_argument("--without-rotation", action="store_true",
+                   help="leave the rotation secret out (the DHT path needs only the id)")
+    p.set_defaults(func=cmd_id_card)
 
     cp = sub.add_parser("contact", help="manage contacts (allow/block lists)")
     cs = cp.add_subparsers(dest="contact_command", required=True, parser_class=parser_class, metavar="COMMAND")
@@ -116,6 +196,16 @@ def add_identity_commands(sub: Any, parser_class: type[argparse.ArgumentParser])
     p.add_argument("--name", required=True)
     add_data_dir(p)
     p.set_defaults(func=cmd_contact)
+    p = cs.add_parser("import", help="add a contact from their card (and record their "
+                      "rotation secret)",
+                      description="Add the contact a card (from 'hailing id card') names, "
+                      "under the card's name or --name, and record the rotation secret it "
+                      "carries: no 'rotation set' needed. Prints '<contact id> <state> "
+                      "<name>'. A mistyped, truncated or altered card is refused.")
+    p.add_argument("card", type=_card, metavar="CARD")
+    p.add_argument("--name", default=None, help="your name for them (default: the card's)")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_contact_import)
     for name, help_ in (("block", "block a contact (known or not)"),
                         ("allow", "allow a contact (unblocks)"), ("remove", "forget a contact"),
                         ("rename", "give a contact another name")):
