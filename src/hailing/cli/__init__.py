@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import HailingError, NotFoundError, UsageError
 from ._common import _Parser
+from ._recovery import with_recovery
 from ._shared import prepare
 from .calls import add_call_commands
 from .chain import add_chain_commands
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hailing: {exc}", file=sys.stderr)
         return 1
     except HailingError as exc:
-        print(f"hailing: error: {exc}", file=sys.stderr)
+        print(f"hailing: error: {with_recovery(exc)}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader went away (e.g. `hailing ... | head -1`): not an error worth a trace.

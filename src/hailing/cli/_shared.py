@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LocalProtocolError, NotFoundError, UsageError
-from ..identity import parse_contact_id
+from ..identity import PASSPHRASE_ENV, parse_contact_id
 from ._common import _hostport, _stop_on_signal
 from ._config import DATA_DIR_ENV, default_data_dir, load_config
 
-PASSPHRASE_ENV = "HAILING_PASSPHRASE"
 ICE_HOSTS_ENV = "HAILING_ICE_HOSTS"
 CONTACTS_DB = "peer.sqlite3"  # hailing.services.contacts.DB_NAME, without importing it
 GAS_KEY_ENV = "HAILING_GAS_KEY"

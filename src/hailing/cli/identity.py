@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import HailingError, LocalProtocolError
+from ..errors import HailingError, LocalProtocolError, StorageError
 from ..identity import (
     KEY_FILE,
     ContactCard,
+    change_passphrase,
     contact_qr,
     format_contact_id,
+    is_encrypted,
     load_identity,
     load_or_create_identity,
     make_card,
@@ -27,6 +30,7 @@ from ..identity import (
     text_qr,
 )
 from ..services.contacts import ContactBook
+from ._recovery import with_recovery
 from ._shared import (
     CONTACTS_DB,
     PASSPHRASE_ENV,
@@ -55,15 +59,85 @@ async def cmd_id_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn(text: str) -> None:
+    print(f"hailing: warning: {text}", file=sys.stderr, flush=True)
+
+
+def _display_name(data_dir: str) -> str | None:
+    """This identity's display name; a contact book that cannot be read is a warning, not
+    an error: the key is a file of its own, and showing it must not depend on the book."""
+    if not (Path(data_dir) / CONTACTS_DB).exists():
+        return None
+    try:
+        with ContactBook(data_dir) as book:
+            return book.name()
+    except StorageError as exc:
+        _warn(f"the display name is not shown: {with_recovery(exc)}")
+        return None
+
+
 async def cmd_id_show(args: argparse.Namespace) -> int:
     ident = load_identity(args.data_dir, _passphrase())
-    with ContactBook(args.data_dir) as book:
-        name = book.name()
+    name = _display_name(args.data_dir)
     print(ident.contact_id)
     if name:
         print(f"name {name}")
     if args.qr:
         print(contact_qr(ident.contact_id))
+    return 0
+
+
+NEW_PASSPHRASE_ENV = "HAILING_NEW_PASSPHRASE"
+
+
+def _ask(prompt: str) -> str:
+    import getpass
+
+    return getpass.getpass(prompt)
+
+
+def _new_passphrase() -> str:
+    new = os.environ.get(NEW_PASSPHRASE_ENV)
+    if new:
+        return new
+    if not sys.stdin.isatty():
+        raise LocalProtocolError(f"no terminal to ask the new passphrase on: set "
+                                 f"{NEW_PASSPHRASE_ENV} (or run it in a terminal)")
+    new = _ask("new passphrase: ")
+    if not new:
+        raise LocalProtocolError("an empty passphrase: nothing changed (to store the key "
+                                 "unencrypted, use --remove)")
+    if _ask("new passphrase again: ") != new:
+        raise LocalProtocolError("the two passphrases differ: nothing changed")
+    return new
+
+
+async def cmd_id_passphrase(args: argparse.Namespace) -> int:
+    import asyncio
+
+    path = Path(args.data_dir) / KEY_FILE
+    encrypted = is_encrypted(args.data_dir)
+    if args.remove and not encrypted:
+        raise LocalProtocolError(f"{path} is not encrypted: there is no passphrase to remove")
+    old = None
+    if encrypted:
+        old = _passphrase()
+        if old is None:
+            if not sys.stdin.isatty():
+                raise LocalProtocolError(f"{path} is encrypted: set {PASSPHRASE_ENV} to its "
+                                         "current passphrase")
+            old = _ask("current passphrase: ")
+    new = None if args.remove else _new_passphrase()
+    if encrypted and new == old:
+        raise LocalProtocolError("the new passphrase is the current one: nothing changed")
+    await asyncio.to_thread(change_passphrase, args.data_dir, old, new)  # key derivation: ~1 s
+    if new is None:
+        print(f"{path} is now stored unencrypted; unset {PASSPHRASE_ENV}", flush=True)
+    elif encrypted:
+        print(f"{path} has a new passphrase; set {PASSPHRASE_ENV} to it", flush=True)
+    else:
+        print(f"{path} is now encrypted; set {PASSPHRASE_ENV} to its passphrase for "
+              "hailing commands", flush=True)
     return 0
 
 
@@ -76,10 +150,7 @@ def _card(text: str) -> ContactCard:
 
 async def cmd_id_card(args: argparse.Namespace) -> int:
     ident = load_identity(args.data_dir, _passphrase())
-    name = None
-    if (Path(args.data_dir) / CONTACTS_DB).exists():
-        with ContactBook(args.data_dir) as book:
-            name = book.name()
+    name = _display_name(args.data_dir)
     rotation = None
     if not args.without_rotation:
         from ..chain.wallet import load_or_create_rotation
@@ -186,6 +257,17 @@ def add_identity_commands(sub: Any, parser_class: type[argparse.ArgumentParser])
     p.add_argument("--without-rotation", action="store_true",
                    help="leave the rotation secret out (the DHT path needs only the id)")
     p.set_defaults(func=cmd_id_card)
+    p = ids.add_parser(
+        "passphrase", help="encrypt the key, change its passphrase, or (--remove) decrypt it",
+        description="Encrypt the identity key with a passphrase, change it, or with --remove "
+        f"store the key unencrypted. The current passphrase comes from ${PASSPHRASE_ENV} (or "
+        f"a prompt), the new one from ${NEW_PASSPHRASE_ENV} (or a prompt, twice). The key "
+        "file is replaced atomically (mode 600); the identity does not change. Commands "
+        f"then need ${PASSPHRASE_ENV}; a running 'hailing up' keeps its key until restarted.")
+    add_data_dir(p)
+    p.add_argument("--remove", action="store_true",
+                   help="store the key unencrypted (no passphrase)")
+    p.set_defaults(func=cmd_id_passphrase)
 
     cp = sub.add_parser("contact", help="manage contacts (allow/block lists)")
     cs = cp.add_subparsers(dest="contact_command", required=True, parser_class=parser_class, metavar="COMMAND")

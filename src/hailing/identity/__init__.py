@@ -26,16 +26,26 @@ from ._keys import (
     verify_signature,
     x25519_public_key,
 )
-from ._keystore import KEY_FILE, load_identity, load_or_create_identity
+from ._keystore import (
+    KEY_FILE,
+    PASSPHRASE_ENV,
+    change_passphrase,
+    is_encrypted,
+    load_identity,
+    load_or_create_identity,
+)
 
 __all__ = [
     "CARD_PREFIX",
     "CONTACT_ID_LENGTH",
     "KEY_FILE",
+    "PASSPHRASE_ENV",
     "ContactCard",
     "Identity",
+    "change_passphrase",
     "contact_qr",
     "format_contact_id",
+    "is_encrypted",
     "load_identity",
     "load_or_create_identity",
     "make_card",
