@@ -287,3 +287,21 @@ def test_a_subprocess_round_trip_has_no_traceback(tmp_path: Path) -> None:
     assert run("contact", "import", card).returncode == 0
     bad = run("contact", "import", card[:-1] + ("a" if card[-1] != "a" else "b"))
     assert bad.returncode == 2 and "checksum" in one_line(bad.stderr)
+
+
+def test_import_from_a_file_or_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    card = make_card(ALICE, "alice", ROTATION)
+    path = tmp_path / "alice.card"
+    path.write_text(card + "\n")
+    code, out, _ = cli(capsys, "contact", "import", path, "--data-dir", tmp_path / "b")
+    assert code == 0 and out == f"{ALICE.contact_id} allowed alice\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(card))
+    code, out, _ = cli(capsys, "contact", "import", "-", "--name", "al", "--data-dir",
+                       tmp_path / "c")
+    assert code == 0 and out == f"{ALICE.contact_id} allowed al\n"
+    code, _, err = cli(capsys, "contact", "import", tmp_path / "missing.card", "--data-dir",
+                       tmp_path / "d")
+    assert code == 2 and "cannot read" in one_line(err)

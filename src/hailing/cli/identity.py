@@ -141,7 +141,19 @@ async def cmd_id_passphrase(args: argparse.Namespace) -> int:
     return 0
 
 
+_MAX_CARD_FILE = 64 * 1024
+
+
 def _card(text: str) -> ContactCard:
+    """A card given as itself, as a file that holds it, or as ``-`` (read from stdin)."""
+    if text == "-":
+        text = sys.stdin.read(_MAX_CARD_FILE)
+    elif "/" in text or os.path.isfile(text):  # a card has no '/': this names a file
+        try:
+            with open(text, encoding="utf-8", errors="replace") as f:
+                text = f.read(_MAX_CARD_FILE)
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror}") from None
     try:
         return parse_card(text)
     except LocalProtocolError as exc:
@@ -284,7 +296,8 @@ def add_identity_commands(sub: Any, parser_class: type[argparse.ArgumentParser])
                       "under the card's name or --name, and record the rotation secret it "
                       "carries: no 'rotation set' needed. Prints '<contact id> <state> "
                       "<name>'. A mistyped, truncated or altered card is refused.")
-    p.add_argument("card", type=_card, metavar="CARD")
+    p.add_argument("card", type=_card, metavar="CARD",
+                   help="the card, a file that holds it, or - to read it from stdin")
     p.add_argument("--name", default=None, help="your name for them (default: the card's)")
     add_data_dir(p)
     p.set_defaults(func=cmd_contact_import)
