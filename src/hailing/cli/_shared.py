@@ -1,6 +1,8 @@
 """What the peer command groups of the ``hailing`` CLI share: the passphrase, the contact
-argument, JSON output lines, the network and ``--via contract`` options, and building a
-:class:`~hailing.rtc.peer.Peer` from them.
+argument (a name or a contact id), JSON output lines, the ``--data-dir``, network and
+``--via contract`` options, :func:`prepare` (which fills what the command line left out
+from the environment and ``config.toml`` and resolves contact names, before a command
+runs), and building a :class:`~hailing.peer.Peer` from the options.
 
 Command modules (``identity``, ``calls``, ``chain``, ...) import this module and
 :mod:`hailing.cli._common`, never each other (``tests/test_cli_modules.py`` checks it).
@@ -235,7 +237,7 @@ def contract_peer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     rpc = args.rpc or config.rpc
     if not rpc:
         raise LocalProtocolError("give --rpc URL (or record one with 'hailing contract deploy "
-                                 "--rpc URL --data-dir DIR')")
+                                 "--rpc URL')")
     gas = args.gas_key or os.environ.get(GAS_KEY_ENV) or None
     return {"backend": "contract", "rpc_url": rpc,
             "contract_address": args.contract or config.contract, "gas_key": gas,
