@@ -233,10 +233,12 @@ def test_chat_through_the_daemon(bootstrap: str, tmp_path: Path) -> None:
         r = send_result(collect(spawn("send", ids["bob"], "--file", "photo.bin", "--data-dir",
                                       a_dir, cwd=tmp_path)))
         assert r["sha256"] == digest and r["bytes"] == len(data) and r["reused"] is True
+        bob.d.wait_event(event="file-started", name="photo.bin", size=len(data))
         i = bob.d.wait_event(event="file", sha256=digest)
         got = Path(bob.d.events(i)[0]["path"])
         assert got.is_absolute() and got.read_bytes() == data
         alice.d.wait_event(event="file-sent", sha256=digest)
+        alice.d.wait_event(event="file-progress", sent=len(data), size=len(data))
         kinds = [(m["direction"], m["kind"]) for m in alice.history(ids["bob"])]
         assert kinds == [("out", "text"), ("in", "text"), ("out", "file")]
         assert bob.history()[-1]["sha256"] == digest
