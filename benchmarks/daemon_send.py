@@ -11,7 +11,8 @@ callers send to him, interleaved send by send so both see the same machine load:
 
 Each sample is the wall time of the whole ``hailing send`` process, from spawn to exit
 (what a script calling it waits). Also reported: the ``connect_ms`` each send printed,
-and the time to start Python and import ``hailing.cli`` (the floor of any command).
+the time to start Python and import ``hailing.cli`` (the floor of any command), and the
+daemon's own share: ``POST /api/send`` made from the benchmark's process.
 Target: daemon median <= 0.5 s.
 
     python benchmarks/daemon_send.py [--sends 20] [--nodes 20] [--out FILE]
@@ -20,6 +21,7 @@ Target: daemon median <= 0.5 s.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -92,6 +94,21 @@ def summary(walls: list[float], results: list[dict[str, Any] | None]) -> dict[st
     }
 
 
+async def api_sends(data_dir: Path, to: str, n: int) -> list[float]:
+    """The daemon's share of a send: ``POST /api/send`` from this process, in ms."""
+    from hailing.daemon.client import find_daemon
+
+    client = await find_daemon(data_dir)
+    assert client is not None, "alice's daemon is not running"
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        r = await client.request("POST", "/api/send", {"contact": to, "text": f"api {i}"})
+        times.append((time.perf_counter() - t0) * 1000)
+        assert r["delivered"] is True
+    return times
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sends", type=int, default=20, help="sends of each kind (default 20)")
@@ -137,7 +154,10 @@ def main() -> int:
                 if result is None:
                     errors.append(f"{kind} {i}: {err}")
                 print(f"{kind} {i}: {wall:.3f} s", file=sys.stderr, flush=True)
+        api_ms = asyncio.run(api_sends(tmp / "alice", ids["bob"], args.sends))
         d, o = summary(*through), summary(*oneshot)
+        d["api_request_ms"] = {"median": round(statistics.median(api_ms), 1),
+                               "p90": round(pct(api_ms, 90) or 0, 1)}
         out = {
             "benchmark": "daemon_send", "nodes": args.nodes, "sends": args.sends,
             "daemon": d, "one_shot": o,
