@@ -242,6 +242,29 @@ def test_chat_through_the_daemon(bootstrap: str, tmp_path: Path) -> None:
         kinds = [(m["direction"], m["kind"]) for m in alice.history(ids["bob"])]
         assert kinds == [("out", "text"), ("in", "text"), ("out", "file")]
         assert bob.history()[-1]["sha256"] == digest
+
+        # Ctrl-C on a send through the daemon: one line, exit 130, and the daemon cancels
+        # the transfer, so the receiver hears of it at once (not after a timeout).
+        big = tmp_path / "big.bin"
+        with big.open("wb") as f:
+            f.truncate(48 * 1024 * 1024)
+        start = len(bob.d.out)
+        sender = Daemon(spawn("send", ids["bob"], "--file", big, "--data-dir", a_dir))
+        try:
+            bob.d.wait_event(start, event="file-started", name="big.bin")
+            sender.proc.send_signal(signal.SIGINT)
+            assert sender.proc.wait(timeout=20) == 130
+        finally:
+            if sender.proc.poll() is None:
+                sender.proc.kill()
+                sender.proc.wait(timeout=10)
+        sender.err.thread.join(5)
+        assert sender.err.lines == ["hailing: interrupted; the file was not delivered"]
+        assert sender.out.lines == []
+        bob.d.wait_event(start, event="file-aborted", name="big.bin")
+        assert not any(e["event"] == "file" for e in bob.d.events(start))
+        # The link is still there for the next send.
+        assert send_result(run("send", ids["bob"], "still here", "--data-dir", a_dir))["reused"]
         assert bob.d.stop() == 0
         assert alice.d.stop() == 0
 
