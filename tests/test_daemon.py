@@ -195,6 +195,9 @@ def test_contact_added_while_running_is_reachable_at_once(bootstrap: str, tmp_pa
         gone = run("contact", "remove", ids["dave"], "--data-dir", b_dir)
         assert "no such contact" in one_error_line(gone, 1)
         assert ok(run("contact", "list", "--data-dir", b_dir)) == [f"{ids['carol']} blocked carol"]
+        # A second node for the same identity would answer the same calls.
+        twice = run("listen", "--data-dir", b_dir, "--bootstrap", bootstrap)
+        assert "already listens" in one_error_line(twice, 1)
         assert bob.d.stop() == 0
 
 

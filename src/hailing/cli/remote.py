@@ -274,6 +274,15 @@ def _stdin_lines() -> asyncio.Queue[str | None]:
     return lines
 
 
+async def listen(args: argparse.Namespace, client: DaemonClient) -> int:
+    """``listen`` beside a running daemon would be a second node answering the same calls."""
+    from ..errors import DaemonError
+
+    raise DaemonError(f"a daemon runs for {args.data_dir} (hailing up): it already listens, "
+                      "and its events are on its stdout and on /api/events (--no-daemon to "
+                      "listen anyway)")
+
+
 async def refresh_after(args: argparse.Namespace, client: DaemonClient,
                         local: Command) -> int:
     """Run a command locally (it writes the data directory itself), then have the daemon
@@ -290,6 +299,7 @@ async def refresh_after(args: argparse.Namespace, client: DaemonClient,
 ROUTES: dict[tuple[str, ...], Remote] = {
     ("send",): send,
     ("chat",): chat,
+    ("listen",): listen,
     ("status",): status,
     ("contact", "add"): contact,
     ("contact", "block"): contact,
