@@ -104,8 +104,6 @@ _port = _int_in(0, 65535, "port")
 _announce_port = _int_in(1, 65535, "port")
 
 
-
-
 def _stop_on_signal() -> asyncio.Event:
     """An event set by SIGINT/SIGTERM. Install it before printing the "ready" line, so a
     signal sent as soon as that line is read still means a clean stop (exit 0)."""

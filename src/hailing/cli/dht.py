@@ -265,11 +265,15 @@ def add_dht_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> N
 
     def client(name: str, help: str, func: Callable[[argparse.Namespace], Awaitable[int]]) -> argparse.ArgumentParser:
         c: argparse.ArgumentParser = ds.add_parser(name, help=help, description=help)
-        c.add_argument("--bootstrap", type=_hostport, action="append", required=True,
-                       metavar="HOST:PORT", help="a node to join through (repeatable; required)")
+        c.add_argument("--bootstrap", type=_hostport, action="append", default=[],
+                       metavar="HOST:PORT", help="a node to join through (repeatable; default: "
+                       "the data directory's config.toml)")
         c.add_argument("--bind", default=None, metavar="HOST[:PORT]",
                        help="local address for the client node (default: chosen from --bootstrap)")
-        c.set_defaults(func=func)
+        c.add_argument("--data-dir", default=None, metavar="DIR",
+                       help="the data directory whose config.toml gives the default "
+                       "--bootstrap (default $HAILING_DATA_DIR, else ~/.local/share/hailing)")
+        c.set_defaults(func=func, _settings=("bootstrap",), _required=("bootstrap",))
         return c
 
     serve = ds.add_parser("serve", help="run a DHT node in the foreground",
