@@ -266,8 +266,9 @@ def test_chat_through_the_daemon(bootstrap: str, tmp_path: Path) -> None:
         assert sender.out.lines == []
         bob.d.wait_event(start, event="file-aborted", name="big.bin")
         assert not any(e["event"] == "file" for e in bob.d.events(start))
-        # The link is still there for the next send.
-        assert send_result(run("send", ids["bob"], "still here", "--data-dir", a_dir))["reused"]
+        # The link is still there for the next send (a contact by name, too).
+        assert send_result(run("send", "bob", "still here", "--data-dir", a_dir))["reused"]
+        bob.d.wait_event(start, event="message", text="still here")
         assert bob.d.stop() == 0
         assert alice.d.stop() == 0
 
