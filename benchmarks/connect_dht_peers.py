@@ -58,6 +58,7 @@ from connect_calls import pct, serve
 from opendht_coupler import OpenDhtNode, opendht_peer
 
 import hailing
+from hailing.dht import DhtConfig
 from hailing.node import DhtNode, parse_hostport
 from hailing.peer import Peer
 from hailing.rtc import set_host_addresses
@@ -251,16 +252,19 @@ def cpu_sample(callee_pid: int | None, infra_pids: list[int]) -> list[float]:
 
 
 async def calls(callers: dict[str, Peer], callees: dict[str, str], n: int, warmup: int,
-                timeout: float, callee_pid: int | None,
-                infra: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
+                timeout: float, callee_pid: int | None, infra: dict[str, list[int]],
+                meters: dict[str, NodeMeter]) -> dict[str, dict[str, Any]]:
     """``n`` timed calls per path after ``warmup`` untimed ones, round-robin."""
     out: dict[str, dict[str, Any]] = {
-        p: {"times": [], "fails": [], "cpu": [0.0] * len(CPU_KEYS)} for p in callers}
+        p: {"times": [], "fails": [], "cpu": [0.0] * len(CPU_KEYS), "node": [0.0, 0.0, 0.0]}
+        for p in callers}
     names = list(callers)
     for i in range(-warmup, n):
         order = names[i % len(names):] + names[: i % len(names)]
         for name in order:
             before = cpu_sample(callee_pid, infra.get(name, []))
+            meter = meters.get(name)
+            node_before = meter.snapshot() if meter else (0, 0, 0.0)
             try:
                 ms = await one_call(callers[name], callees[name], timeout)
             except Exception as exc:
@@ -272,6 +276,9 @@ async def calls(callers: dict[str, Peer], callees: dict[str, str], n: int, warmu
                 after = cpu_sample(callee_pid, infra.get(name, []))
                 for k in range(len(CPU_KEYS)):
                     out[name]["cpu"][k] += after[k] - before[k]
+                node_after = meter.snapshot() if meter else (0, 0, 0.0)
+                for k in range(3):
+                    out[name]["node"][k] += node_after[k] - node_before[k]
         if i >= 0 and (i + 1) % 10 == 0:
             print(f"  {i + 1}/{n} calls: " + ", ".join(
                 f"{p} p50 {pct(out[p]['times'], 50) or 0:.1f} ms ({len(out[p]['fails'])} failed)"
@@ -282,14 +289,63 @@ async def calls(callers: dict[str, Peer], callees: dict[str, str], n: int, warmu
 # -- the peers ------------------------------------------------------------------------------
 
 
-def make_peers(root: Path, tag: str, where: dict[str, str]) -> dict[str, Peer]:
-    """One Peer per path, data directories ``root/<path>-<tag>``."""
+def make_peers(root: Path, tag: str, where: dict[str, str],
+               hailing_k: tuple[int, ...] = ()) -> dict[str, Peer]:
+    """One Peer per path, data directories ``root/<path>-<tag>``; for each k in
+    ``hailing_k`` one more hailing path, ``hailing_k<k>``, whose node uses that k (how many
+    storing nodes it posts to and listens on)."""
     h_boot, o_boot = parse_hostport(where["hailing"]), parse_hostport(where["opendht"])
-    return {
+    peers = {
         "hailing": Peer(root / f"hailing-{tag}", bootstrap=[h_boot]),
         "opendht": opendht_peer(root / f"opendht-{tag}", o_boot),
         "ws": Peer(root / f"ws-{tag}", backend="ws", relay_url=where["ws"]),
     }
+    for k in hailing_k:
+        peers[f"hailing_k{k}"] = Peer(root / f"hailing-k{k}-{tag}", bootstrap=[h_boot],
+                                      dht_config=DhtConfig(k=k))
+    return peers
+
+
+class NodeMeter:
+    """Datagrams through a hailing Peer's DHT node and the CPU its handlers take on the
+    event loop (receiving, decoding, the core, replying, ``sendto``). It wraps the node's
+    UDP endpoint, a private part: a measuring device of this benchmark, not an API."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.sent = 0
+        self.cpu = 0.0  # seconds of this thread
+
+    def attach(self, peer: Peer) -> None:
+        node = peer.node
+        endpoint = getattr(node, "_transport", None)
+        if endpoint is None:
+            return
+        on_datagram, on_batch_end, sendto = (
+            endpoint._on_datagram, endpoint._on_batch_end, endpoint.sendto)
+        clock = time.thread_time
+
+        def counted_datagram(data: bytes, addr: Any) -> None:
+            self.received += 1
+            t = clock()
+            on_datagram(data, addr)
+            self.cpu += clock() - t
+
+        def counted_batch_end() -> None:
+            t = clock()
+            on_batch_end()
+            self.cpu += clock() - t
+
+        def counted_sendto(data: bytes, addr: Any) -> None:
+            self.sent += 1
+            sendto(data, addr)
+
+        endpoint._on_datagram = counted_datagram
+        endpoint._on_batch_end = counted_batch_end
+        endpoint.sendto = counted_sendto
+
+    def snapshot(self) -> tuple[int, int, float]:
+        return self.received, self.sent, self.cpu
 
 
 async def befriend(peers: dict[str, Peer], others: dict[str, str], name: str) -> None:
@@ -309,7 +365,7 @@ async def callee_main() -> int:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     conf = json.loads(await reader.readline())
-    peers = make_peers(Path(conf["root"]), "callee", conf["where"])
+    peers = make_peers(Path(conf["root"]), "callee", conf["where"], tuple(conf["hailing_k"]))
     servers: list[asyncio.Future[None]] = []
     try:
         for p in peers.values():
@@ -472,11 +528,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         where: dict[str, str] = {}
         for kind in PATHS:
             where[kind], children[kind] = start_infra(kind, args.nodes, args.layout)
+        for k in args.hailing_k:
+            children[f"hailing_k{k}"] = children["hailing"]
         h_boot = parse_hostport(where["hailing"])
         o_boot = parse_hostport(where["opendht"])
         with tempfile.TemporaryDirectory(prefix="hailing-bench-", dir=args.data_root) as tmp:
             root = Path(tmp)
-            callers = make_peers(root, "caller", where)
+            callers = make_peers(root, "caller", where, tuple(args.hailing_k))
+            meters = {k: NodeMeter() for k in callers if k.startswith("hailing")}
             raw: list[Any] = [HailingPair(h_boot), OpenDhtPair(o_boot)]
             local: dict[str, Peer] = {}  # the callees, when they run in this process
             servers: list[asyncio.Future[None]] = []
@@ -485,15 +544,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 if args.callee_process:
                     callee.launch()
-                    callee.send(json.dumps({"root": str(root), "where": where}))
+                    callee.send(json.dumps({"root": str(root), "where": where,
+                                            "hailing_k": args.hailing_k}))
                     callee_ids = json.loads(callee.wait_line())
                 else:
-                    local = make_peers(root, "callee", where)
+                    local = make_peers(root, "callee", where, tuple(args.hailing_k))
                     for p in local.values():
                         await p.start()
                     callee_ids = {k: p.contact_id for k, p in local.items()}
                 for p in callers.values():
                     await p.start()
+                for name, meter in meters.items():
+                    meter.attach(callers[name])
                 for r in raw:
                     await r.start()
                 # Friends: each in the other's book. (A caller that does not have the
@@ -509,7 +571,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(1.0)  # OpenDHT's listens find their nodes in the background
                 made = await calls(callers, callee_ids, args.calls, args.warmup, args.timeout,
                                    callee.pid, {k: [c.pid for c in cs if c.pid]
-                                                for k, cs in children.items()})
+                                                for k, cs in children.items()}, meters)
                 if args.samples > 0:
                     # Every node that ever joined is alive: the call peers' too.
                     result["raw_latency"] = await raw_latency(raw, args.samples, args.timeout,
@@ -547,7 +609,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await p.stop()
                 for r in raw:
                     await r.stop()
-        for name in PATHS:
+        paths = [*PATHS, *(f"hailing_k{k}" for k in args.hailing_k)]
+        for name in paths:
             m = made[name]
             done = max(1, len(m["times"]))
             result[name] = {
@@ -555,8 +618,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "failure_samples": m["fails"][:5],
                 # per call (connect, one message, hang-up)
                 "cpu_ms_per_call": {k: m["cpu"][i] / done for i, k in enumerate(CPU_KEYS)}}
-        p50 = {name: result[name]["connect_ms"]["p50"] for name in PATHS}
-        for a, b in (("hailing", "opendht"), ("hailing", "ws"), ("opendht", "ws")):
+            if name.startswith("hailing"):
+                result[name]["caller_dht_node_per_call"] = {
+                    "datagrams_received": m["node"][0] / done,
+                    "datagrams_sent": m["node"][1] / done,
+                    "cpu_ms_handling_datagrams": m["node"][2] * 1000 / done}
+        p50 = {name: result[name]["connect_ms"]["p50"] for name in paths}
+        ratios = [("hailing", "opendht"), ("hailing", "ws"), ("opendht", "ws"),
+                  *((f"hailing_k{k}", "opendht") for k in args.hailing_k)]
+        for a, b in ratios:
             result[f"ratio_p50_{a}_over_{b}"] = p50[a] / p50[b] if p50[a] and p50[b] else None
     finally:
         for cs in children.values():
@@ -593,6 +663,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", type=int, default=20, help="nodes per testnet (default 20)")
     ap.add_argument("--layout", choices=("process", "per-node"), default="process",
                     help="each testnet in one process (default), or one process per node")
+    ap.add_argument("--hailing-k", type=int, action="append", default=[], metavar="K",
+                    help="one more hailing path whose peers' nodes use k=K (posts and "
+                    "listens on K storing nodes); repeatable")
     ap.add_argument("--samples", type=int, default=60,
                     help="raw latency samples per DHT and mode (default 60; 0: none)")
     ap.add_argument("--settle", type=float, default=0.25,
