@@ -9,7 +9,8 @@ contacts, so each keeps listens alive on the DHT and refreshes them):
   the costlier case, ICE consent checks and SCTP heartbeats running).
 
 Then nothing happens for ``--duration`` seconds (default 600). Reports for each daemon:
-RSS at the end (``VmRSS``), peak RSS (``VmHWM``) and CPU use (user + system time from
+RSS at the end (``VmRSS``), peak RSS (``VmHWM``), PSS, anonymous and shared-library
+pages (``smaps_rollup``), and CPU use (user + system time from
 ``/proc/PID/stat``) over the idle window after ``--warmup`` seconds, as a percentage of
 one core, and over its last minute. Targets: RSS <= 80 MB, CPU < 1 %.
 
@@ -64,12 +65,21 @@ def cpu_seconds(pid: int) -> float:
 
 
 def memory(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (/proc/PID/status); Pss, Anonymous and Shared_Clean
+    (/proc/PID/smaps_rollup: the shared library pages that other processes share), MiB."""
     out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) / 1024  # kB -> MiB
+    for name, keys in (("status", ("VmRSS", "VmHWM")),
+                       ("smaps_rollup", ("Pss", "Anonymous", "Shared_Clean"))):
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in keys:
+                out[key] = int(value.split()[0]) / 1024  # kB -> MiB
     return out
+
+
+def _maps(pid: int) -> str:
+    """What ``pid`` maps (PyAV's libraries mapped: aiortc was imported)."""
+    return Path(f"/proc/{pid}/maps").read_text()
 
 
 def run(cmd: list[str], **kw: Any) -> str:
@@ -130,6 +140,9 @@ def main() -> int:
             mem = memory(p.pid)
             results[n] = {
                 "rss_mb": round(mem["VmRSS"], 1), "peak_rss_mb": round(mem["VmHWM"], 1),
+                "pss_mb": round(mem["Pss"], 1), "anonymous_mb": round(mem["Anonymous"], 1),
+                "shared_clean_mb": round(mem["Shared_Clean"], 1),
+                "webrtc_loaded": "/av.libs/" in _maps(p.pid),
                 "cpu_percent": round(100 * (cpu - start[n][1]) / (now - start[n][0]), 3),
                 "cpu_percent_last_minute": round(100 * (cpu - minute[n][1]) / (now - minute[n][0]), 3),
                 "alive": p.poll() is None,

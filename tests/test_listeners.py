@@ -7,10 +7,13 @@ raised KeyError and leaked the count; refused listens left empty per-key entries
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 from netsim import MemoryNet, build_network, join
 
-from hailing.dht import CommandFailed, Listening
+from hailing.dht import CommandFailed, DhtProtocol, Listening
 from hailing.dht import inbox as ib
 from hailing.dht.listeners import ListenerTable
 from hailing.krpc import Error, Query, decode_message, encode_message
@@ -193,11 +196,51 @@ def test_short_lived_listeners_never_lock_a_key(count: int) -> None:
         net.run(duration=1.0)
 
 
-async def test_one_shot_nodes_over_udp_never_lock_their_answer_key() -> None:
-    # issue 8 item 1 on real sockets: nine short-lived nodes listen on one key and stop
+@pytest.mark.parametrize("killed", [False, True])
+async def test_one_shot_nodes_over_udp_never_lock_their_answer_key(
+    killed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 8 item 1 on real sockets: nine short-lived nodes listen on one key and stop,
+    # politely (they unlisten) or killed (they never do: the key fills and newcomers
+    # displace the oldest)
+    if killed:
+        monkeypatch.setattr(DhtProtocol, "unlisten_all", lambda self, now: None)
     async with local_testnet(10) as nodes:
         boot = [nodes[0].address]
         for _ in range(ib.MAX_LISTENERS_PER_KEY + 1):
             async with DhtNode(("127.0.0.1", 0), bootstrap=boot) as client:
                 await client.bootstrap()
                 assert await client.listen(KEY) > 0
+
+
+async def test_unlistens_for_unknown_keys_over_udp_are_answered_and_leak_nothing() -> None:
+    # issue 9 item 1 on the wire: each used to raise KeyError inside receive_datagram
+    # after counting a listener, until every listen on the node failed with 242
+    loop = asyncio.get_running_loop()
+    async with DhtNode(("127.0.0.1", 0)) as node:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(("127.0.0.1", 0))
+        try:
+
+            async def ask(method: bytes, args: dict[bytes, object], tid: bytes) -> dict[bytes, object]:
+                sock.sendto(_query(method, args, tid), node.address)
+                async with asyncio.timeout(5):
+                    while True:
+                        msg = decode_message((await loop.sock_recvfrom(sock, 65535))[0])
+                        if msg.tid == tid:
+                            if isinstance(msg, Error):
+                                return {b"error": msg.code}
+                            return msg.values  # type: ignore[union-attr]
+
+            token = (await ask(b"get", {b"target": KEY}, b"g0"))[b"token"]
+            for i in range(300):
+                r = await ask(b"hailing_listen", {b"key": i.to_bytes(20, "big"), b"token": token,
+                                                  b"ttl": 0}, i.to_bytes(2, "big"))
+                assert r == {b"id": node.node_id, b"ttl": 0}
+            table = node.core.responder.inbox.listener_table
+            assert len(table) == 0 and table.keys_held == 0
+            r = await ask(b"hailing_listen", {b"key": KEY, b"token": token, b"ttl": 60}, b"l1")
+            assert r[b"ttl"] == 60
+        finally:
+            sock.close()

@@ -152,7 +152,10 @@ def test_every_error_class_is_defined_in_errors() -> None:
         and module.__name__ != errors.__name__
         and not name.startswith("_")
     )
-    assert stray == []
+    assert stray == [], (
+        "exception classes belong in hailing/errors.py (subclass HailingError, draw it in "
+        "the tree); a purely internal one gets a leading underscore"
+    )
 
 
 @pytest.mark.parametrize(
@@ -225,7 +228,10 @@ def test_the_lazy_table_is_the_public_api() -> None:
 def test_every_error_class_is_exported() -> None:
     for name, value in vars(errors).items():
         if isinstance(value, type) and issubclass(value, errors.HailingError):
-            assert name in hailing.__all__
+            assert name in hailing.__all__, (
+                f"add {name} to hailing/__init__.py: _ERRORS, the TYPE_CHECKING import "
+                "from .errors, and __all__"
+            )
             assert getattr(hailing, name) is value
 
 

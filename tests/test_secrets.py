@@ -105,7 +105,7 @@ def test_a_failed_write_leaves_no_partial_file(
         real_write(fd, bytes(data[: len(data) // 2]))  # some bytes reach the disk, then
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_secrets.os, fail, half_write if fail == "write" else failing)
+    monkeypatch.setattr(os, fail, half_write if fail == "write" else failing)
     for path, overwrite in ((existing, True), (tmp_path / "new", False), (tmp_path / "n2", True)):
         if (fail == "link" and overwrite) or (fail == "replace" and not overwrite):
             continue  # that step is not taken in this mode
@@ -195,3 +195,18 @@ def test_nothing_else_in_hailing_writes_secret_files() -> None:
                     and not re.search(r"O_RDWR \| os\.O_CREAT, 0o600\)", line)):
                 offenders.append(f"{rel}:{n}: {line.strip()}")
     assert offenders == []
+
+
+@posix_only
+def test_the_daemons_api_file_is_a_secret_file(tmp_path: Path) -> None:
+    from hailing.daemon._files import API_FILE, ApiInfo, read_api_info, write_api_info
+
+    info = ApiInfo(pid=os.getpid(), url="http://127.0.0.1:1234", port=1234, token="t" * 43,
+                   contact_id="")
+    path = write_api_info(tmp_path, info)
+    assert path == tmp_path / API_FILE and mode(path) == 0o600
+    assert read_api_info(tmp_path) == info
+    path.chmod(0o644)  # a token others could have read is not trusted
+    assert read_api_info(tmp_path) is None
+    path.unlink()
+    assert read_api_info(tmp_path) is None

@@ -64,3 +64,24 @@ def test_book_version_changes_on_any_writer(tmp_path: Path) -> None:
         assert v1 != v0
         running.add(CAROL.public_key, "carol")
         assert running.version() != v1
+
+
+def test_book_version_ignores_the_signaling_tables(tmp_path: Path) -> None:
+    """The signaling store shares peer.sqlite3 and writes on every envelope handled: that
+    must not look like a contact-book change (a refresh each time)."""
+    from hailing.signaling.store import SignalStore
+
+    with ContactBook(tmp_path) as book, SignalStore(tmp_path) as store:
+        v0 = book.version()
+        assert store.first_handling(b"n" * 32, 2000.0, 1000.0)
+        store.set_cursor("x", 5)
+        assert book.version() == v0
+        book.set_status("busy")
+        v1 = book.version()
+        assert v1 != v0
+        with ContactBook(tmp_path) as other:
+            other.set_accept_any(True)
+            other.set_name("bob")
+            other.set_name(None)
+            other.remove(BOB.public_key)  # not in the book: no change
+        assert book.version() == v1 + 3

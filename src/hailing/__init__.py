@@ -13,7 +13,8 @@ stays fast and pulls in neither aiortc nor web3 nor PyNaCl: ``hailing.Peer`` loa
 WebRTC stack, ``hailing.DhtNode`` only the DHT.
 
 - Peers and connections: :class:`Peer`, :class:`Connection`, and the events they produce
-  (:class:`CallEvent`, :class:`TextMessage`, :class:`FileReceived`).
+  (:class:`CallEvent`, :class:`TextMessage`, :class:`FileStarted`, :class:`FileReceived`,
+  :class:`FileAborted`).
 - Identity: :class:`Identity` (an ed25519 key and its contact id).
 - The DHT: :class:`DhtNode` (asyncio UDP node), :class:`DhtProtocol` (the sans-IO core),
   :class:`DhtConfig`, :class:`NodeInfo`, BEP44 :class:`ImmutableItem` / :class:`MutableItem`.
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
         BencodeError,
         ChainError,
         ChainUnavailable,
+        ConnectionClosed,
         CorruptStorageError,
         DaemonError,
         DaemonGone,
@@ -70,13 +72,13 @@ if TYPE_CHECKING:
     from .identity import Identity
     from .node import DhtNode
     from .peer import CallEvent, Peer
-    from .rtc.connection import Connection, FileReceived, TextMessage
+    from .rtc.connection import Connection, FileAborted, FileReceived, FileStarted, TextMessage
 
 __version__ = "0.1.0"
 
 _ERRORS = (
-    "AuthenticationError BadRpcAnswer BencodeError ChainError ChainUnavailable CorruptStorageError"
-    " DaemonError DaemonGone EndpointError"
+    "AuthenticationError BadRpcAnswer BencodeError ChainError ChainUnavailable ConnectionClosed"
+    " CorruptStorageError DaemonError DaemonGone EndpointError"
     " EnvelopeError ExpiredEnvelope ForgedEnvelope FutureEnvelope HailingError KrpcError"
     " LocalProtocolError MalformedEnvelope MalformedLog MalformedMessage NotFoundError"
     " PutRejected QueryTimeout RecipientOffline RelayError RemoteProtocolError"
@@ -91,7 +93,9 @@ _WHERE: dict[str, str] = {
     "DhtConfig": ".dht",
     "DhtNode": ".node",
     "DhtProtocol": ".dht",
+    "FileAborted": ".rtc.connection",
     "FileReceived": ".rtc.connection",
+    "FileStarted": ".rtc.connection",
     "Identity": ".identity",
     "ImmutableItem": ".dht.bep44",
     "MutableItem": ".dht.bep44",
@@ -109,6 +113,7 @@ __all__ = [
     "ChainError",
     "ChainUnavailable",
     "Connection",
+    "ConnectionClosed",
     "CorruptStorageError",
     "DaemonError",
     "DaemonGone",
@@ -118,7 +123,9 @@ __all__ = [
     "EndpointError",
     "EnvelopeError",
     "ExpiredEnvelope",
+    "FileAborted",
     "FileReceived",
+    "FileStarted",
     "ForgedEnvelope",
     "FutureEnvelope",
     "HailingError",

@@ -34,6 +34,8 @@
      |    +-- BadRpcAnswer           an answer that is not a valid JSON-RPC result
      |    +-- TransactionFailed      a transaction reverted or got no receipt in time
      +-- AuthenticationError         a peer failed its identity proof (rtc.connection)
+     +-- ConnectionClosed            the connection to a peer is closed: hung up, lost, or
+                                     silent past the keepalive timeout (rtc.connection)
      +-- DaemonError                 a daemon already runs for the data directory, or its
      |                               local API refused a request (hailing.daemon)
      |    +-- DaemonGone             its API cannot be reached (stopped, or never there)
@@ -61,6 +63,7 @@ __all__ = [
     "BencodeError",
     "ChainError",
     "ChainUnavailable",
+    "ConnectionClosed",
     "CorruptStorageError",
     "DaemonError",
     "DaemonGone",
@@ -277,6 +280,10 @@ class TransactionFailed(ChainError):
 
 class AuthenticationError(HailingError):
     """The peer could not prove it holds the identity its envelope claimed."""
+
+
+class ConnectionClosed(HailingError):
+    """The connection to a peer is closed; ``str()`` says why (hung up, lost, silent)."""
 
 
 class DaemonError(HailingError):

@@ -172,7 +172,7 @@ class Peer:
         self._couplers: list[Coupler] = []
         self._calling: dict[bytes, asyncio.Lock] = {}
         self._refreshing = asyncio.Lock()
-        self._contacts_seen: tuple[int, int] = (0, 0)
+        self._contacts_seen = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -191,11 +191,11 @@ class Peer:
         chain endpoint); then nothing is left running."""
         self.identity = load_or_create_identity(self.data_dir, self._passphrase)
         self.contacts = ContactBook(self.data_dir)
+        self.policy = CallPolicy(self.contacts, self._accept_any)
+        self.store = SignalStore(self.data_dir)
         # what the couplers' first refresh (in their start) sees: any later change, even
         # one made before the watcher's first turn, is noticed
         self._contacts_seen = self.contacts.version()
-        self.policy = CallPolicy(self.contacts, self._accept_any)
-        self.store = SignalStore(self.data_dir)
         self.supervisor.reopen()
         self.router = SignalRouter(self.identity, self.store, supervisor=self.supervisor,
                                    stats=self.stats, clock=self._clock, replay=self.replay)

@@ -11,14 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
 import sys
-import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import HailingError, LocalProtocolError
 from ..identity import (
@@ -31,6 +32,7 @@ from ..identity import (
 )
 from ..node import Addr
 from ..services.contacts import ContactBook
+from ._common import Progress
 
 PASSPHRASE_ENV = "HAILING_PASSPHRASE"
 
@@ -152,12 +154,57 @@ async def _stop_event() -> asyncio.Event:
     return stop
 
 
+T = TypeVar("T")
+
+
+async def _interruptible(work: Coroutine[Any, Any, T]) -> tuple[bool, T | None]:
+    """Run ``work``; SIGINT/SIGTERM cancel it (it cleans up: hangs up, says ``abort``).
+    Returns (interrupted, result). A second signal cancels the clean-up too."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        task.cancel()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+    try:
+        try:
+            return False, await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if signals and task.cancelled() and (current is None or not current.cancelling()):
+                return True, None
+            raise
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _downloads(args: argparse.Namespace, peer: Any) -> Path:
+    d = getattr(peer, "downloads", None)
+    return Path(d) if d is not None else Path(args.downloads or Path(args.data_dir) / "downloads")
+
+
+#: The close reason given to connections when ``listen`` stops.
+LISTEN_STOPPED = "listen stopped"
+
+
 async def cmd_listen(args: argparse.Namespace) -> int:
+    from ..rtc.connection import FileAborted, FileReceived, FileStarted, TextMessage, clean_partials
+
     stop = await _stop_event()
     async with _peer(args, accept_any=True if args.accept_any else None) as peer:
+        clean_partials(_downloads(args, peer))  # what a crashed or killed receiver left
         _out_line = f"listening as {peer.contact_id}"
         print(_out_line, flush=True)
-        tasks: set[asyncio.Task[Any]] = set()
+        serving: dict[Any, asyncio.Task[None]] = {}
 
         async def report_calls() -> None:
             while True:
@@ -173,18 +220,25 @@ async def cmd_listen(args: argparse.Namespace) -> int:
             who = conn.contact_id
             _out({"event": "connected", "from": who})
             async for item in conn:
-                if hasattr(item, "text"):
+                if isinstance(item, TextMessage):
                     _out({"event": "message", "from": who, "text": item.text})
-                else:
+                elif isinstance(item, FileStarted):
+                    _out({"event": "file-started", "from": who, "name": item.name, "size": item.size})
+                elif isinstance(item, FileAborted):
+                    _out({"event": "file-aborted", "from": who, "name": item.name, "reason": item.reason})
+                elif isinstance(item, FileReceived):
                     _out({"event": "file", "from": who, "name": item.name, "path": str(item.path),
                           "size": item.size, "sha256": item.sha256})
-            _out({"event": "closed", "from": who})
+            _out({"event": "closed", "from": who, "reason": conn.close_reason})
 
         async def accept_all() -> None:
             async for conn in peer.incoming():
                 t = asyncio.ensure_future(serve(conn))
-                tasks.add(t)
-                t.add_done_callback(tasks.discard)
+                serving[conn] = t
+                t.add_done_callback(functools.partial(forget, conn))
+
+        def forget(conn: Any, _: object) -> None:
+            serving.pop(conn, None)
 
         workers = [asyncio.ensure_future(report_calls()), asyncio.ensure_future(accept_all())]
         if any(c.name == "contract" for c in peer.couplers):
@@ -192,32 +246,81 @@ async def cmd_listen(args: argparse.Namespace) -> int:
 
             workers.append(asyncio.ensure_future(report_chain(peer)))
         await stop.wait()
-        for t in [*workers, *tasks]:
+        for t in workers:
             t.cancel()
-        await asyncio.gather(*workers, *tasks, return_exceptions=True)
+        await asyncio.gather(*workers, return_exceptions=True)
+        # Hang up on everyone; each connection still reports a transfer it aborts and its
+        # end, so the last lines say what was cut short.
+        open_now = dict(serving)
+        await asyncio.gather(*(c.close(LISTEN_STOPPED) for c in open_now), return_exceptions=True)
+        if open_now:
+            await asyncio.wait(open_now.values(), timeout=2.0)
+        for t in open_now.values():
+            t.cancel()
+        await asyncio.gather(*open_now.values(), return_exceptions=True)
     return 0
 
 
 async def cmd_send(args: argparse.Namespace) -> int:
+    from ..rtc.connection import check_file, check_text
+
+    # Everything that can be checked here is, before any network: no connection is made
+    # for a message or file that would be refused.
     if (args.text is None) == (args.file is None):
         raise LocalProtocolError("give either TEXT or --file PATH")
-    if args.file is not None and not Path(args.file).is_file():
-        raise LocalProtocolError(f"no such file: {args.file}")
+    if args.text is not None:
+        check_text(args.text)
+    else:
+        check_file(args.file)
+    what = "the message" if args.file is None else "the file"
+    interrupted, result = await _interruptible(_send(args, what))
+    if interrupted or result is None:
+        print(f"hailing: interrupted; {what} was not delivered", file=sys.stderr, flush=True)
+        return 130
+    _out(result)
+    return 0
+
+
+async def _send(args: argparse.Namespace, what: str) -> dict[str, Any]:
+    from ..errors import ConnectionClosed
+
+    progress = Progress()
     async with _peer(args) as peer:
-        conn = await peer.connect(args.contact, timeout=args.timeout)
+        progress.update(f"calling {format_contact_id(args.contact)[:12]}...")
+        try:
+            conn = await peer.connect(args.contact, timeout=args.timeout)
+        finally:
+            progress.done()
         try:
             result: dict[str, Any] = {"to": format_contact_id(args.contact),
                                       "connect_ms": round(conn.connect_ms or 0.0, 1)}
             if args.file is not None:
-                result["sha256"] = await conn.send_file(args.file)
+                result["sha256"] = await conn.send_file(args.file, progress=_file_progress(progress, args.file))
                 result["bytes"] = Path(args.file).stat().st_size
             else:
                 await conn.send_text(args.text)
             result["delivered"] = True
+        except ConnectionClosed:
+            raise HailingError(f"{what} was not delivered: {conn.close_reason}") from None
         finally:
+            progress.done()
             await conn.close()
-    _out(result)
-    return 0
+    return result
+
+
+def _file_progress(progress: Progress, path: str) -> Callable[[int, int], None]:
+    last = 0.0
+    name = os.path.basename(path)
+
+    def update(sent: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= 0.1 or sent == total:
+            last = now
+            progress.update(f"sending {name}: {sent / 1e6:.1f} of {total / 1e6:.1f} MB "
+                            f"({100 * sent // max(total, 1)} %)")
+
+    return update
 
 
 async def cmd_relay(args: argparse.Namespace) -> int:
@@ -236,69 +339,29 @@ async def cmd_relay(args: argparse.Namespace) -> int:
 
 
 async def cmd_chat(args: argparse.Namespace) -> int:
-    async with _peer(args) as peer:
-        name = format_contact_id(args.contact)[:10]
-        with ContactBook(args.data_dir) as book:
-            c = book.get(args.contact)
-            if c is not None and c.name:
-                name = c.name
-        print(f"calling {name}...", file=sys.stderr, flush=True)
-        conn = await peer.connect(args.contact, timeout=args.timeout)
-        print(f"connected in {conn.connect_ms:.0f} ms; type messages, /file PATH, /quit",
-              file=sys.stderr, flush=True)
-        loop = asyncio.get_running_loop()
-        lines: asyncio.Queue[str | None] = asyncio.Queue()
+    from ._chat import Chat, stdin_lines
 
-        def put(line: str | None) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is already closed
-                loop.call_soon_threadsafe(lines.put_nowait, line)
+    name = format_contact_id(args.contact)[:10]
+    with ContactBook(args.data_dir) as book:
+        c = book.get(args.contact)
+        if c is not None and c.name:
+            name = c.name
+    chat: Chat | None = None
 
-        def read_stdin() -> None:
-            # A thread on the raw fd: add_reader fails on a file or /dev/null as stdin,
-            # and sys.stdin's buffer would hide lines that arrived in one read.
-            pending = b""
-            while True:
-                try:
-                    data = os.read(fd, 65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    break
-                *complete, pending = (pending + data).split(b"\n")
-                for raw in complete:
-                    put(raw.decode(errors="replace").rstrip("\r"))
-            if pending:
-                put(pending.decode(errors="replace"))
-            put(None)
+    async def run() -> None:
+        nonlocal chat
+        from ..rtc.connection import clean_partials
 
-        fd = sys.stdin.fileno()
-        threading.Thread(target=read_stdin, name="hailing-chat-stdin", daemon=True).start()
+        progress = Progress()
+        async with _peer(args) as peer:
+            clean_partials(_downloads(args, peer))
+            chat = Chat(peer, args.contact, name, args.timeout, progress.update, progress.done)
+            await chat.run(stdin_lines(asyncio.get_running_loop()))
 
-        async def show() -> None:
-            async for item in conn:
-                if hasattr(item, "text"):
-                    print(f"{name}: {item.text}", flush=True)
-                else:
-                    print(f"{name} sent {item.name} ({item.size} bytes) -> {item.path}", flush=True)
-            lines.put_nowait(None)
-
-        shower = asyncio.ensure_future(show())
-        try:
-            while (line := await lines.get()) is not None:
-                if line == "/quit":
-                    break
-                try:
-                    if line.startswith("/file "):
-                        digest = await conn.send_file(line[6:].strip())
-                        print(f"(file sent, sha256 {digest[:16]}...)", file=sys.stderr)
-                    elif line:
-                        await conn.send_text(line)
-                except HailingError as exc:
-                    print(f"(not sent: {exc})", file=sys.stderr)
-        finally:
-            shower.cancel()
-            await asyncio.gather(shower, return_exceptions=True)
-            await conn.close()
+    interrupted, _ = await _interruptible(run())
+    if interrupted:
+        print(f"hailing: interrupted; left the chat with {name}", file=sys.stderr, flush=True)
+        return 130
     return 0
 
 

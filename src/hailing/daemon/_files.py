@@ -7,7 +7,8 @@
   the API listens, removed at a clean stop. Clients find the daemon with it; a file left
   by a killed daemon is recognised as stale (its pid is gone or nobody answers).
 
-Only stdlib imports: clients read ``api.json`` on their fast path.
+Only light imports (stdlib, errors, secret files): clients read ``api.json`` on their
+fast path.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DaemonError
+from .._secrets import read_secret, write_secret
+from ..errors import DaemonError, StorageError
 
 LOCK_FILE = "daemon.lock"
 LOCK_TRIES = 10
 API_FILE = "api.json"
+_MAX_API_FILE = 4096
 
 
 class DaemonLock:
@@ -110,30 +113,26 @@ class ApiInfo:
 
 def write_api_info(data_dir: Path, info: ApiInfo) -> Path:
     """Write ``api.json`` atomically with mode 600 (never readable by others, not even for
-    a moment: the file is created with that mode)."""
+    a moment: it is a secret file, :mod:`hailing._secrets`)."""
     path = data_dir / API_FILE
-    tmp = data_dir / f".{API_FILE}.{os.getpid()}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(info.to_json() + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise DaemonError(f"cannot write {path}: {exc.strerror}") from None
+        write_secret(path, (info.to_json() + "\n").encode("utf-8"))
+    except StorageError as exc:
+        raise DaemonError(str(exc)) from None
     return path
 
 
 def read_api_info(data_dir: Path) -> ApiInfo | None:
-    """``api.json`` of ``data_dir``, or None when there is none (or it is unreadable)."""
+    """``api.json`` of ``data_dir``, or None when there is none (or it is unreadable, or
+    others could read it: the token is then not trusted)."""
     try:
-        raw = json.loads((data_dir / API_FILE).read_text())
+        data = read_secret(data_dir / API_FILE, limit=_MAX_API_FILE, missing_ok=True)
+        if data is None:
+            return None
+        raw = json.loads(data)
         info = ApiInfo(pid=raw["pid"], url=raw["url"], port=raw["port"], token=raw["token"],
                        contact_id=raw.get("contact_id", ""))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (StorageError, ValueError, KeyError, TypeError):
         return None
     if not (isinstance(info.pid, int) and isinstance(info.port, int)
             and isinstance(info.token, str) and 0 < info.port < 65536):

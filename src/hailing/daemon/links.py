@@ -163,7 +163,11 @@ class Links:
                 self._calling.pop(link.peer, None)
             with contextlib.suppress(Exception):
                 await asyncio.shield(link.conn.close())
-            self._events.emit({"event": "closed", "to" if link.outgoing else "from": who})
+            closed: dict[str, Any] = {"event": "closed", "to" if link.outgoing else "from": who}
+            reason = getattr(link.conn, "close_reason", None)
+            if isinstance(reason, str) and reason:
+                closed["reason"] = reason
+            self._events.emit(closed)
 
     def _record(self, peer: bytes, item: object) -> None:
         if self.history is None:

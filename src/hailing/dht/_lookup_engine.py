@@ -404,7 +404,7 @@ class LookupEngine:
             def stall(p: Pending, now: float, st: _Store = st) -> None:
                 st.outstanding -= 1
                 st.stalled += 1
-                if st.lookup.cached:
+                if st.lookup.kind in ("post", "listen"):
                     self._forget_inbox_node(st.lookup.target, p.addr)
                 self._store_progress(st, now)
 
