@@ -558,8 +558,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     meter.attach(callers[name])
                 for r in raw:
                     await r.start()
-                # Friends: each in the other's book. (A caller that does not have the
-                # callee as a contact loses its answer key at the next refresh.)
+                # Friends: each in the other's book, both listening at once.
                 await befriend(callers, callee_ids, "callee")
                 caller_ids = {k: p.contact_id for k, p in callers.items()}
                 if args.callee_process:
