@@ -252,8 +252,14 @@ def _apply_ice(args: argparse.Namespace) -> None:
         set_host_addresses(args.ice_host)
 
 
-def _peer(args: argparse.Namespace, accept_any: bool | None = None) -> Any:
-    """The Peer that ``args`` (network options) describe; not started."""
+def _peer(args: argparse.Namespace, accept_any: bool | None = None, *,
+          short_lived: bool = False) -> Any:
+    """The Peer that ``args`` (network options) describe; not started. A ``short_lived``
+    one (a one-shot send) runs its DHT node BEP43 read-only: it is gone in a second, and a
+    node that others put in their routing tables would cost their lookups a timeout each
+    once it exits (issue 8 item 11). It still hears its answers: the storing nodes push
+    them over the connection it opened."""
+    from ..dht import DhtConfig
     from ..peer import Peer
 
     if getattr(args, "via", None) == "contract":
@@ -267,7 +273,8 @@ def _peer(args: argparse.Namespace, accept_any: bool | None = None) -> Any:
     bind = args.bind or (("127.0.0.1", 0) if all(h.startswith("127.") for h, _ in args.bootstrap) else ("0.0.0.0", 0))
     return Peer(args.data_dir, bootstrap=args.bootstrap, bind=bind, passphrase=_passphrase(),
                 accept_any=accept_any, downloads=args.downloads,
-                backend="ws" if args.relay else "dht", relay_url=args.relay)
+                backend="ws" if args.relay else "dht", relay_url=args.relay,
+                dht_config=DhtConfig(read_only=True) if short_lived else None)
 
 
 async def report_chain(peer: Any) -> None:

@@ -161,7 +161,7 @@ async def _send(args: argparse.Namespace, what: str) -> dict[str, Any]:
     from ..errors import ConnectionClosed
 
     progress = Progress()
-    async with _peer(args) as peer:
+    async with _peer(args, short_lived=True) as peer:
         progress.update(f"calling {format_contact_id(args.contact)[:12]}...")
         try:
             conn = await peer.connect(args.contact, timeout=args.timeout)
@@ -230,7 +230,7 @@ async def cmd_chat(args: argparse.Namespace) -> int:
         from ..rtc.connection import clean_partials
 
         progress = Progress()
-        async with _peer(args) as peer:
+        async with _peer(args, short_lived=True) as peer:
             clean_partials(_downloads(args, peer))
             chat = Chat(peer, args.contact, name, args.timeout, progress.update, progress.done)
             await chat.run(stdin_lines(asyncio.get_running_loop()))

@@ -121,7 +121,7 @@ async def cmd_endpoint_publish(args: argparse.Namespace) -> int:
 
     record = EndpointRecord(args.kind, args.endpoint, dict(args.extra))
     encode_record(record)  # a bad record fails here, before any network
-    async with _peer(args) as peer:
+    async with _peer(args, short_lived=True) as peer:
         stored = await peer.publish_endpoint(args.to, record)
     _out({"to": format_contact_id(args.to), "kind": args.kind, "endpoint": args.endpoint,
           "via": args.via, "stored": stored})
