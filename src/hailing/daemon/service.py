@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 One :class:`Daemon` owns, for one data directory: the directory's lock (one daemon per
-directory), a started ``Peer`` (its DHT node listening for calls, or the contract
-watcher / relay link it was built with), the :class:`~hailing.daemon.links.Links` kept
+directory), its DHT node (full, or BEP43 read-only; none for a relay- or contract-only
+daemon), a started ``Peer`` built on that node (listening for calls; the contract watcher
+or the relay link when configured), the :class:`~hailing.daemon.links.Links` kept
 open to contacts, the message :class:`~hailing.daemon.history.History`, the
 :class:`~hailing.daemon.events.EventBus`, and the local control API
 (:mod:`hailing.daemon.api`) whose address and token it writes to ``api.json``.
