@@ -249,6 +249,21 @@ async def test_close_replaced_tells_the_peer(conns: tuple[Connection, Connection
         await b.send_text("anyone?")
 
 
+async def test_a_message_that_crosses_a_bye_is_not_taken(conns: tuple[Connection, Connection]) -> None:
+    """A message sent as the peer hangs up is either delivered and acknowledged, or
+    neither: never shown by the peer while its sender hears "not delivered" (a chat would
+    send it again on another connection: twice)."""
+    a, b = conns
+    closer = asyncio.ensure_future(b.close(replaced=True))
+    await asyncio.sleep(0)  # b's bye is out
+    with pytest.raises(ConnectionClosed, match=PEER_REPLACED):
+        await a.send_text("crossing")
+    await closer
+    async with asyncio.timeout(10):
+        assert [e async for e in b] == []
+    assert b.stats["after_bye"] in (0, 1) and b.stats["garbage"] == 0
+
+
 # -- keepalive -------------------------------------------------------------------------------
 
 

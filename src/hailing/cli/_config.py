@@ -31,14 +31,15 @@ import ipaddress
 import json
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LocalProtocolError, StorageError
-from ..node import Addr, format_hostport, parse_hostport
+
+if TYPE_CHECKING:  # the DHT (hailing.node) is imported only when a setting is parsed
+    from ..node import Addr
 
 __all__ = [
     "CONFIG_FILE",
@@ -84,6 +85,8 @@ def config_path(data_dir: str | os.PathLike[str]) -> Path:
 
 
 def _hostport_value(text: str) -> Addr:
+    from ..node import parse_hostport
+
     return parse_hostport(text)
 
 
@@ -211,6 +214,8 @@ _RECOVER = "fix it, or see 'hailing config show' and 'hailing config set'"
 
 
 def _parse(path: Path, text: str) -> Config:
+    import tomllib
+
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -303,6 +308,8 @@ def set_setting(data_dir: str | os.PathLike[str], key: str, values: list[str]) -
         raise LocalProtocolError(f"{setting.name} takes one value, not {len(values)}")
     parsed = [setting.parse(v) for v in values]
     if setting.name in ("bootstrap", "bind"):
+        from ..node import format_hostport
+
         values = [format_hostport(a) for a in parsed]
     elif setting.name == "ice_hosts":
         values = list(parsed)

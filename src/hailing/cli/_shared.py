@@ -60,10 +60,10 @@ def add_contact_arg(p: argparse.ArgumentParser, *flags: str, dest: str = "contac
 def resolve_contact_arg(data_dir: str, text: str) -> bytes:
     """The public key that ``text`` (a contact id or a name) means in ``data_dir``'s
     contact book; :class:`UsageError` (exit 2) when unknown or ambiguous."""
-    from ..services.names import resolve_contact
-
     with contextlib.suppress(LocalProtocolError):
         return parse_contact_id(text)  # an id needs no contact book (even a corrupt one)
+    from ..services.names import resolve_contact
+
     contacts: list[Any] = []
     if (Path(data_dir) / CONTACTS_DB).exists():
         from ..services.contacts import ContactBook

@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 from ..errors import HailingError, LocalProtocolError
 from ..identity import format_contact_id
-from ..services.contacts import ContactBook
 from ._common import Progress, _hostport
 from ._shared import (
     _out,
@@ -219,6 +218,7 @@ async def cmd_chat(args: argparse.Namespace) -> int:
     from ._chat import Chat, stdin_lines
 
     name = format_contact_id(args.contact)[:10]
+    from ..services.contacts import ContactBook  # lazily: cheap startup
     with ContactBook(args.data_dir) as book:
         c = book.get(args.contact)
         if c is not None and c.name:

@@ -21,7 +21,6 @@ from typing import Any
 
 from ..errors import LocalProtocolError, NotFoundError
 from ..identity import format_contact_id
-from ..services.contacts import ContactBook
 from ._common import _hostport
 from ._shared import (
     GAS_KEY_ENV,
@@ -130,9 +129,9 @@ async def cmd_endpoint_publish(args: argparse.Namespace) -> int:
 
 
 async def cmd_endpoint_list(args: argparse.Namespace) -> int:
+    from ..services.contacts import ContactBook  # lazily: cheap startup
     from ..signaling.endpoint import format_wireguard
     from ..signaling.store import SignalStore
-
     with ContactBook(args.data_dir) as book, SignalStore(args.data_dir) as store:
         names = {c.pubkey: c.name for c in book.list() if not c.blocked}
         records = [r for r in store.endpoints(args.contact) if r.pubkey in names]

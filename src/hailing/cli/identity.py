@@ -29,7 +29,6 @@ from ..identity import (
     parse_card,
     text_qr,
 )
-from ..services.contacts import ContactBook
 from ._recovery import with_recovery
 from ._shared import (
     CONTACTS_DB,
@@ -49,6 +48,7 @@ async def cmd_id_new(args: argparse.Namespace) -> int:
             existing = f"cannot show it: {exc}"
         raise HailingError(f"{args.data_dir} already holds an identity: {existing}")
     ident = load_or_create_identity(args.data_dir, _passphrase())
+    from ..services.contacts import ContactBook  # lazily: cheap startup
     with ContactBook(args.data_dir) as book:
         if args.name:
             book.set_name(args.name)
@@ -69,6 +69,7 @@ def _display_name(data_dir: str) -> str | None:
     if not (Path(data_dir) / CONTACTS_DB).exists():
         return None
     try:
+        from ..services.contacts import ContactBook  # lazily: cheap startup
         with ContactBook(data_dir) as book:
             return book.name()
     except StorageError as exc:
@@ -186,6 +187,7 @@ async def cmd_contact_import(args: argparse.Namespace) -> int:
         own = load_identity(args.data_dir, _passphrase()).public_key
     if own == card.public_key:
         raise LocalProtocolError("this is your own card: give it to your friends")
+    from ..services.contacts import ContactBook  # lazily: cheap startup
     with ContactBook(args.data_dir) as book:
         clash = [c for c in book.list() if c.pubkey != card.public_key
                  and c.name.casefold() == name.strip().casefold()]
@@ -208,6 +210,7 @@ async def cmd_contact_import(args: argparse.Namespace) -> int:
 
 
 async def cmd_contact(args: argparse.Namespace) -> int:
+    from ..services.contacts import ContactBook  # lazily: cheap startup
     with ContactBook(args.data_dir) as book:
         action = args.contact_command
         if action == "add":
@@ -232,6 +235,7 @@ async def cmd_contact(args: argparse.Namespace) -> int:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
+    from ..services.contacts import ContactBook  # lazily: cheap startup
     with ContactBook(args.data_dir) as book:
         if args.status:
             book.set_status(args.status)

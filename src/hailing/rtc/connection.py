@@ -14,6 +14,8 @@ Then, in text frames (JSON objects with a ``t`` field):
   frame of any kind) for :attr:`Connection.keepalive_timeout` seconds takes the peer for
   gone and closes (SCTP's own heartbeat would take 30-60 s);
 - ``{"t": "bye"}`` hangs up; the peer answers ``bye`` (see :meth:`Connection.close`);
+  a message or file that crosses our ``bye`` is dropped unacknowledged (so the sender
+  knows it was not delivered);
   ``{"t": "bye", "replaced": true}`` says "I keep another connection with you instead";
 - ``{"t": "sig", "blob": hex}`` carries a sealed signaling envelope (an offer, answer or
   endpoint record for a further connection with the same peer) to :attr:`Connection.on_signal`;
@@ -448,6 +450,11 @@ class Connection:
             self._closed = True
             self.closed_here = True
             self.close_reason = reason
+            # From our bye on, nothing new is taken (the peer learns it was not delivered:
+            # no ack): a message is shown once or not at all, never on two connections.
+            if self._incoming is not None:
+                self._abort_file(f"the connection closed: {reason}")
+            self._discarding = True
             if self.channel.readyState == "open" and self._authenticated.done():
                 with contextlib.suppress(ConnectionClosed):
                     bye: dict[str, Any] = {"t": "bye", "replaced": True} if replaced else {"t": "bye"}
@@ -631,6 +638,9 @@ class Connection:
         fid = msg.get("id")
         if not isinstance(fid, int):
             raise _Garbage("shape")
+        if self.closed_here and t != "ack":  # crossed our bye: not taken, not acknowledged
+            self.stats["after_bye"] += 1
+            return
         if t == "ack":
             fut = self._acks.get(fid)
             if fut is None or fut.done():
