@@ -1,7 +1,8 @@
 """The ``hailing`` command line. Every error is one line on stderr and a non-zero exit.
 
 Exit codes: 0 success, 1 the operation failed (not found, nobody answered, bad data
-file), 2 wrong usage.
+file), 2 wrong usage, 130 ``send``/``chat`` interrupted by Ctrl-C (one line on stderr;
+long-running commands such as ``listen`` stop on Ctrl-C with 0).
 """
 
 from __future__ import annotations
