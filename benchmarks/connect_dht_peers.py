@@ -14,16 +14,24 @@ same rendezvous keys for both DHTs, same aiortc) travel
 * ``ws``: through the WebSocket relay (the centralized baseline).
 
 The testnets and the relay run in child processes (the storing nodes are other machines
-in real life); the peers (their DHT nodes and aiortc) run in this process. Then the raw
-latency: a listener node and a putting node per DHT, both bootstrapped into the testnet;
-time from the put to the listener's notification as the asyncio application sees it
-(OpenDHT's own callback thread time is reported too), for a fresh key per sample (the
-put and the listen each find the key's nodes first) and for one key put to again and
-again (what a contact's pair key sees). Everything binds 127.0.0.1; the run checks with
-``ss -unap`` that no UDP socket of it or its children is bound elsewhere.
+in real life): ``--layout process`` puts each testnet in one process (hailing's 20 nodes
+on one asyncio loop, OpenDHT's 20 runners as threads), ``--layout per-node`` gives every
+node its own process. The peers (their DHT nodes and aiortc) run in this process; each
+pair are each other's contacts. Per call the run also records the CPU used by this
+process's event loop thread, by its other threads (OpenDHT's runners) and by the path's
+testnet or relay.
 
-    python benchmarks/connect_dht_peers.py [--calls 30] [--nodes 20] [--samples 60]
-        [--warmup 3] [--out FILE]
+Then the raw latency: a listener node and a putting node per DHT, both bootstrapped into
+the testnet; time from the put to the listener's notification as the asyncio application
+sees it (OpenDHT's own callback thread time is reported too), for a fresh key per sample
+(the put and the listen each find the key's nodes first) and for one key put to again
+and again (what a contact's pair key sees); once with every node alive and once more
+after the call peers left (``--no-after-leave`` skips it). Everything binds 127.0.0.1;
+the run checks with ``ss -unap`` that no UDP socket of it or its children is bound
+elsewhere.
+
+    python benchmarks/connect_dht_peers.py [--calls 30] [--warmup 3] [--nodes 20]
+        [--layout process|per-node] [--samples 60] [--data-root DIR] [--out FILE]
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from connect_calls import pct, serve
 from opendht_coupler import OpenDhtNode, opendht_peer
 
 import hailing
+from hailing.dht import DhtConfig
 from hailing.node import DhtNode, parse_hostport
 from hailing.peer import Peer
 from hailing.rtc import set_host_addresses
@@ -86,17 +95,38 @@ class Child:
             self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
             preexec_fn=_die_with_parent)
 
-    def wait_line(self, timeout: float = 60.0) -> str:
+    def wait_line(self, timeout: float = 60.0, prefix: str | None = None) -> str:
+        """The rest of the next stdout line starting with ``prefix`` (default: the one
+        given at construction); other lines are skipped."""
         assert self.proc is not None and self.proc.stdout is not None
+        prefix = self.prefix if prefix is None else prefix
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
                 raise RuntimeError(f"{self.argv} exited with {self.proc.wait()}")
-            if line.startswith(self.prefix):
-                self.line = line[len(self.prefix):].strip()
+            if line.startswith(prefix):
+                self.line = line[len(prefix):].strip()
                 return self.line
-        raise RuntimeError(f"{self.argv} printed no {self.prefix!r} line in {timeout} s")
+        raise RuntimeError(f"{self.argv} printed no {prefix!r} line in {timeout} s")
+
+    def send(self, line: str) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def finish(self, prefix: str, timeout: float = 30.0) -> str | None:
+        """Close stdin (the child's signal to stop), return its ``prefix`` line if any."""
+        if self.proc is None or self.proc.stdin is None:
+            return None
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        try:
+            return self.wait_line(timeout, prefix)
+        except RuntimeError:
+            return None
+        finally:
+            self.stop()
 
     @property
     def pid(self) -> int | None:
@@ -202,47 +232,157 @@ def _ticks_ms(stat_path: str) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_sample(infra_pids: list[int]) -> tuple[float, float, float]:
-    """CPU used so far (ms): by this thread (the event loop: the peers, their hailing DHT
-    nodes, aiortc), by this process's other threads (OpenDHT's runners) and by the
-    infrastructure child of the path (its testnet or the relay)."""
+CPU_KEYS = ("caller_loop_thread", "caller_other_threads", "callee_process",
+            "infrastructure_process")
+
+
+def cpu_sample(callee_pid: int | None, infra_pids: list[int]) -> list[float]:
+    """CPU used so far (ms, in :data:`CPU_KEYS` order): by this thread (the caller's event
+    loop: its Peer, its hailing DHT node, aiortc), by this process's other threads
+    (OpenDHT's runners), by the callee process and by the path's testnet or relay."""
     me = os.getpid()
     others = 0.0
     with contextlib.suppress(OSError):
         for tid in os.listdir(f"/proc/{me}/task"):
             if int(tid) != threading.get_native_id():
                 others += _ticks_ms(f"/proc/{me}/task/{tid}/stat")
+    callee = _ticks_ms(f"/proc/{callee_pid}/stat") if callee_pid else 0.0
     infra = sum(_ticks_ms(f"/proc/{pid}/stat") for pid in infra_pids)
-    return time.thread_time() * 1000, others, infra
+    return [time.thread_time() * 1000, others, callee, infra]
 
 
-async def calls(pairs: dict[str, tuple[Peer, Peer]], n: int, warmup: int, timeout: float,
-                infra: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
+async def calls(callers: dict[str, Peer], callees: dict[str, str], n: int, warmup: int,
+                timeout: float, callee_pid: int | None, infra: dict[str, list[int]],
+                meters: dict[str, NodeMeter]) -> dict[str, dict[str, Any]]:
     """``n`` timed calls per path after ``warmup`` untimed ones, round-robin."""
     out: dict[str, dict[str, Any]] = {
-        p: {"times": [], "fails": [], "cpu": [0.0, 0.0, 0.0]} for p in pairs}
-    names = list(pairs)
+        p: {"times": [], "fails": [], "cpu": [0.0] * len(CPU_KEYS), "node": [0.0, 0.0, 0.0]}
+        for p in callers}
+    names = list(callers)
     for i in range(-warmup, n):
         order = names[i % len(names):] + names[: i % len(names)]
         for name in order:
-            caller, callee = pairs[name]
-            before = cpu_sample(infra.get(name, []))
+            before = cpu_sample(callee_pid, infra.get(name, []))
+            meter = meters.get(name)
+            node_before = meter.snapshot() if meter else (0, 0, 0.0)
             try:
-                ms = await one_call(caller, callee.contact_id, timeout)
+                ms = await one_call(callers[name], callees[name], timeout)
             except Exception as exc:
                 if i >= 0:
                     out[name]["fails"].append(f"{type(exc).__name__}: {exc}")
                 continue
             if i >= 0:
                 out[name]["times"].append(ms)
-                after = cpu_sample(infra.get(name, []))
-                for k in range(3):
+                after = cpu_sample(callee_pid, infra.get(name, []))
+                for k in range(len(CPU_KEYS)):
                     out[name]["cpu"][k] += after[k] - before[k]
+                node_after = meter.snapshot() if meter else (0, 0, 0.0)
+                for k in range(3):
+                    out[name]["node"][k] += node_after[k] - node_before[k]
         if i >= 0 and (i + 1) % 10 == 0:
             print(f"  {i + 1}/{n} calls: " + ", ".join(
                 f"{p} p50 {pct(out[p]['times'], 50) or 0:.1f} ms ({len(out[p]['fails'])} failed)"
                 for p in names), file=sys.stderr, flush=True)
     return out
+
+
+# -- the peers ------------------------------------------------------------------------------
+
+
+def make_peers(root: Path, tag: str, where: dict[str, str],
+               hailing_k: tuple[int, ...] = ()) -> dict[str, Peer]:
+    """One Peer per path, data directories ``root/<path>-<tag>``; for each k in
+    ``hailing_k`` one more hailing path, ``hailing_k<k>``, whose node uses that k (how many
+    storing nodes it posts to and listens on)."""
+    h_boot, o_boot = parse_hostport(where["hailing"]), parse_hostport(where["opendht"])
+    peers = {
+        "hailing": Peer(root / f"hailing-{tag}", bootstrap=[h_boot]),
+        "opendht": opendht_peer(root / f"opendht-{tag}", o_boot),
+        "ws": Peer(root / f"ws-{tag}", backend="ws", relay_url=where["ws"]),
+    }
+    for k in hailing_k:
+        peers[f"hailing_k{k}"] = Peer(root / f"hailing-k{k}-{tag}", bootstrap=[h_boot],
+                                      dht_config=DhtConfig(k=k))
+    return peers
+
+
+class NodeMeter:
+    """Datagrams through a hailing Peer's DHT node and the CPU its handlers take on the
+    event loop (receiving, decoding, the core, replying, ``sendto``). It wraps the node's
+    UDP endpoint, a private part: a measuring device of this benchmark, not an API."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.sent = 0
+        self.cpu = 0.0  # seconds of this thread
+
+    def attach(self, peer: Peer) -> None:
+        node = peer.node
+        endpoint = getattr(node, "_transport", None)
+        if endpoint is None:
+            return
+        on_datagram, on_batch_end, sendto = (
+            endpoint._on_datagram, endpoint._on_batch_end, endpoint.sendto)
+        clock = time.thread_time
+
+        def counted_datagram(data: bytes, addr: Any) -> None:
+            self.received += 1
+            t = clock()
+            on_datagram(data, addr)
+            self.cpu += clock() - t
+
+        def counted_batch_end() -> None:
+            t = clock()
+            on_batch_end()
+            self.cpu += clock() - t
+
+        def counted_sendto(data: bytes, addr: Any) -> None:
+            self.sent += 1
+            sendto(data, addr)
+
+        endpoint._on_datagram = counted_datagram
+        endpoint._on_batch_end = counted_batch_end
+        endpoint.sendto = counted_sendto
+
+    def snapshot(self) -> tuple[int, int, float]:
+        return self.received, self.sent, self.cpu
+
+
+async def befriend(peers: dict[str, Peer], others: dict[str, str], name: str) -> None:
+    """Each peer adds its counterpart (same path) to its contacts and listens at once."""
+    for path, peer in peers.items():
+        assert peer.contacts is not None
+        peer.contacts.add(others[path], name)
+        await peer.refresh()
+
+
+async def callee_main() -> int:
+    """``--callee``: the three callees in a process of their own, driven by the benchmark
+    over stdin (one JSON line: data root and addresses; one more: the callers' contact
+    ids) and stdout ("callees {...}", "ready", at the end "stats {...}")."""
+    set_host_addresses(["127.0.0.1"])
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    conf = json.loads(await reader.readline())
+    peers = make_peers(Path(conf["root"]), "callee", conf["where"], tuple(conf["hailing_k"]))
+    servers: list[asyncio.Future[None]] = []
+    try:
+        for p in peers.values():
+            await p.start()
+        print("callees " + json.dumps({k: p.contact_id for k, p in peers.items()}), flush=True)
+        await befriend(peers, json.loads(await reader.readline()), "caller")
+        servers = [asyncio.ensure_future(serve(p)) for p in peers.values()]
+        print("ready", flush=True)
+        await reader.read()  # until the benchmark closes our stdin
+        print("stats " + json.dumps({k: dict(p.stats) for k, p in peers.items()}), flush=True)
+    finally:
+        for t in servers:
+            t.cancel()
+        await asyncio.gather(*servers, return_exceptions=True)
+        for p in peers.values():
+            await p.stop()
+    return 0
 
 
 # -- raw put-to-notification latency ------------------------------------------------------
@@ -380,86 +520,112 @@ async def raw_latency(pairs: list[Any], samples: int, timeout: float,
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     set_host_addresses(["127.0.0.1"])
     result: dict[str, Any] = {"calls": args.calls, "warmup_calls": args.warmup,
-                              "testnet_nodes": args.nodes, "testnet_layout": args.layout}
+                              "testnet_nodes": args.nodes, "testnet_layout": args.layout,
+                              "data_root": args.data_root or tempfile.gettempdir(),
+                              "callee_process": args.callee_process}
     children: dict[str, list[Child]] = {}
     try:
         where: dict[str, str] = {}
         for kind in PATHS:
             where[kind], children[kind] = start_infra(kind, args.nodes, args.layout)
+        for k in args.hailing_k:
+            children[f"hailing_k{k}"] = children["hailing"]
         h_boot = parse_hostport(where["hailing"])
         o_boot = parse_hostport(where["opendht"])
-        relay = where["ws"]
-        with tempfile.TemporaryDirectory(prefix="hailing-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="hailing-bench-", dir=args.data_root) as tmp:
             root = Path(tmp)
-            pairs: dict[str, tuple[Peer, Peer]] = {
-                "hailing": (Peer(root / "ha", bootstrap=[h_boot]),
-                            Peer(root / "hb", bootstrap=[h_boot])),
-                "opendht": (opendht_peer(root / "oa", o_boot), opendht_peer(root / "ob", o_boot)),
-                "ws": (Peer(root / "wa", backend="ws", relay_url=relay),
-                       Peer(root / "wb", backend="ws", relay_url=relay)),
-            }
-            peers = [p for pair in pairs.values() for p in pair]
+            callers = make_peers(root, "caller", where, tuple(args.hailing_k))
+            meters = {k: NodeMeter() for k in callers if k.startswith("hailing")}
             raw: list[Any] = [HailingPair(h_boot), OpenDhtPair(o_boot)]
+            local: dict[str, Peer] = {}  # the callees, when they run in this process
             servers: list[asyncio.Future[None]] = []
+            callee = Child([sys.executable, str(HERE / "connect_dht_peers.py"), "--callee"],
+                           "callees ")
             try:
-                for p in peers:
+                if args.callee_process:
+                    callee.launch()
+                    callee.send(json.dumps({"root": str(root), "where": where,
+                                            "hailing_k": args.hailing_k}))
+                    callee_ids = json.loads(callee.wait_line())
+                else:
+                    local = make_peers(root, "callee", where, tuple(args.hailing_k))
+                    for p in local.values():
+                        await p.start()
+                    callee_ids = {k: p.contact_id for k, p in local.items()}
+                for p in callers.values():
                     await p.start()
+                for name, meter in meters.items():
+                    meter.attach(callers[name])
                 for r in raw:
                     await r.start()
-                for caller, callee in pairs.values():
-                    # Friends: each in the other's book. (A caller that does not have the
-                    # callee as a contact loses its answer key at the next refresh.)
-                    assert callee.contacts is not None and caller.contacts is not None
-                    callee.contacts.add(caller.contact_id, "caller")
-                    caller.contacts.add(callee.contact_id, "callee")
-                    await callee.refresh()
-                    await caller.refresh()
+                # Friends: each in the other's book, both listening at once.
+                await befriend(callers, callee_ids, "callee")
+                caller_ids = {k: p.contact_id for k, p in callers.items()}
+                if args.callee_process:
+                    callee.send(json.dumps(caller_ids))
+                    callee.wait_line(prefix="ready")
+                else:
+                    await befriend(local, caller_ids, "caller")
+                    servers = [asyncio.ensure_future(serve(p)) for p in local.values()]
                 await asyncio.sleep(1.0)  # OpenDHT's listens find their nodes in the background
-                servers = [asyncio.ensure_future(serve(callee)) for _, callee in pairs.values()]
-                made = await calls(pairs, args.calls, args.warmup, args.timeout,
-                                   {k: [c.pid for c in cs if c.pid] for k, cs in children.items()})
-                for s in servers:
-                    s.cancel()
-                await asyncio.gather(*servers, return_exceptions=True)
-                servers = []
+                made = await calls(callers, callee_ids, args.calls, args.warmup, args.timeout,
+                                   callee.pid, {k: [c.pid for c in cs if c.pid]
+                                                for k, cs in children.items()}, meters)
                 if args.samples > 0:
-                    # Every node that ever joined is alive: the two peers of each DHT too.
+                    # Every node that ever joined is alive: the call peers' too.
                     result["raw_latency"] = await raw_latency(raw, args.samples, args.timeout,
                                                               args.settle)
                 result["non_loopback_udp"] = non_loopback_udp(
-                    [os.getpid(), *(c.pid for cs in children.values() for c in cs if c.pid)])
-                result["peer_stats"] = {
-                    name: {"caller": dict(a.stats), "callee": dict(b.stats)}
-                    for name, (a, b) in pairs.items()}
-                for p in peers:
+                    [os.getpid(), *([callee.pid] if callee.pid else []),
+                     *(c.pid for cs in children.values() for c in cs if c.pid)])
+                stats: dict[str, Any] = {k: {"caller": dict(p.stats)} for k, p in callers.items()}
+                if args.callee_process:
+                    line = callee.finish("stats ")
+                    for k, st in (json.loads(line) if line else {}).items():
+                        stats[k]["callee"] = st
+                else:
+                    for k, p in local.items():
+                        stats[k]["callee"] = dict(p.stats)
+                result["peer_stats"] = stats
+                for t in servers:
+                    t.cancel()
+                await asyncio.gather(*servers, return_exceptions=True)
+                servers = []
+                for p in [*callers.values(), *local.values()]:
                     await p.stop()
-                peers = []
+                callers, local = {}, {}
                 if args.samples > 0 and args.after_leave:
-                    # The same after the call peers left: two dead nodes in each testnet's
-                    # routing tables, as after any node leaves without a word.
+                    # The same after the call peers left: their nodes are dead entries in
+                    # the testnets' routing tables, as after any node leaves without a word.
                     result["raw_latency_after_leave"] = await raw_latency(
                         raw, args.samples, args.timeout, args.settle)
             finally:
-                for s in servers:
-                    s.cancel()
+                callee.stop()
+                for t in servers:
+                    t.cancel()
                 await asyncio.gather(*servers, return_exceptions=True)
-                for p in peers:
+                for p in [*callers.values(), *local.values()]:
                     await p.stop()
                 for r in raw:
                     await r.stop()
-        for name in PATHS:
+        paths = [*PATHS, *(f"hailing_k{k}" for k in args.hailing_k)]
+        for name in paths:
             m = made[name]
             done = max(1, len(m["times"]))
             result[name] = {
                 "connect_ms": summary(m["times"]), "failures": len(m["fails"]),
                 "failure_samples": m["fails"][:5],
-                # per call (connect, one message, hang-up), both peers together
-                "cpu_ms_per_call": {
-                    "event_loop_thread": m["cpu"][0] / done,
-                    "other_threads": m["cpu"][1] / done,
-                    "infrastructure_process": m["cpu"][2] / done}}
-        p50 = {name: result[name]["connect_ms"]["p50"] for name in PATHS}
-        for a, b in (("hailing", "opendht"), ("hailing", "ws"), ("opendht", "ws")):
+                # per call (connect, one message, hang-up)
+                "cpu_ms_per_call": {k: m["cpu"][i] / done for i, k in enumerate(CPU_KEYS)}}
+            if name.startswith("hailing"):
+                result[name]["caller_dht_node_per_call"] = {
+                    "datagrams_received": m["node"][0] / done,
+                    "datagrams_sent": m["node"][1] / done,
+                    "cpu_ms_handling_datagrams": m["node"][2] * 1000 / done}
+        p50 = {name: result[name]["connect_ms"]["p50"] for name in paths}
+        ratios = [("hailing", "opendht"), ("hailing", "ws"), ("opendht", "ws"),
+                  *((f"hailing_k{k}", "opendht") for k in args.hailing_k)]
+        for a, b in ratios:
             result[f"ratio_p50_{a}_over_{b}"] = p50[a] / p50[b] if p50[a] and p50[b] else None
     finally:
         for cs in children.values():
@@ -496,15 +662,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", type=int, default=20, help="nodes per testnet (default 20)")
     ap.add_argument("--layout", choices=("process", "per-node"), default="process",
                     help="each testnet in one process (default), or one process per node")
+    ap.add_argument("--hailing-k", type=int, action="append", default=[], metavar="K",
+                    help="one more hailing path whose peers' nodes use k=K (posts and "
+                    "listens on K storing nodes); repeatable")
     ap.add_argument("--samples", type=int, default=60,
                     help="raw latency samples per DHT and mode (default 60; 0: none)")
     ap.add_argument("--settle", type=float, default=0.25,
                     help="seconds between a listen and the put it should hear (default 0.25)")
     ap.add_argument("--after-leave", action=argparse.BooleanOptionalAction, default=True,
                     help="measure the raw latency again after the call peers left (default on)")
+    ap.add_argument("--data-root", default=None, metavar="DIR",
+                    help="where the peers' data directories go (default: the temp dir; "
+                    "/dev/shm takes the disk's fsyncs out of the calls)")
+    ap.add_argument("--callee-process", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the callees in a process of their own (default), as on "
+                    "another machine; --no-callee-process: in this one")
+    ap.add_argument("--callee", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.callee:
+        return asyncio.run(callee_main())
     result = asyncio.run(run(args))
     text = json.dumps(result, indent=2)
     if args.out:

@@ -33,6 +33,13 @@ RELAY_LINE = re.compile(r"relay listening on (ws://127\.0\.0\.1:\d+/\S*)")
 NOBODY = "nobody answered"
 
 
+@pytest.fixture(autouse=True)
+def _default_data_dir_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Commands run without --data-dir use tmp_path/xdg/hailing, never the user's own."""
+    monkeypatch.delenv("HAILING_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+
 def env(**extra: str) -> dict[str, str]:
     """The subprocess environment: ICE on loopback only, no passphrase unless given."""
     e = {k: v for k, v in os.environ.items() if k != "HAILING_PASSPHRASE"}
