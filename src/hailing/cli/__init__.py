@@ -1,7 +1,9 @@
 """The ``hailing`` command line. Every error is one line on stderr and a non-zero exit.
 
 Exit codes: 0 success, 1 the operation failed (not found, nobody answered, bad data
-file), 2 wrong usage (also an unknown or ambiguous contact name).
+file), 2 wrong usage (also an unknown or ambiguous contact name), 130 ``send``/``chat``
+interrupted by Ctrl-C (one line on stderr; long-running commands such as ``listen`` stop
+on Ctrl-C with 0).
 
 Before a command runs, :func:`hailing.cli._shared.prepare` fills in the data directory
 (``--data-dir``, else ``$HAILING_DATA_DIR``, else ``$XDG_DATA_HOME/hailing``), the settings

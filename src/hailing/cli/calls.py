@@ -3,7 +3,8 @@
 Registered by :func:`add_call_commands` from :mod:`hailing.cli`. Output contracts
 (scripts rely on them): ``listen``
 prints ``listening as <contact id>`` and then one JSON object per line per event;
-``send`` prints one JSON line with at least ``connect_ms`` and ``delivered``.
+``send`` prints one JSON line with at least ``connect_ms`` and ``delivered``; ``send`` and
+``chat`` exit 130 with one line on Ctrl-C (see docs/connection.md).
 """
 
 from __future__ import annotations
@@ -251,8 +252,9 @@ def add_call_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> 
     p = sub.add_parser("listen", help="wait for calls; one JSON line per event",
                        description="Listen for calls. First line: 'listening as <contact id>'; "
                        "then one JSON object per line per event (call, connected, message, "
-                       "file, closed; failed when an accepted call did not connect; chain "
-                       "with --via contract). Ctrl-C stops.")
+                       "file-started, file, file-aborted, closed with its reason; failed when "
+                       "an accepted call did not connect; chain with --via contract). Ctrl-C "
+                       "stops (exit 0), reporting transfers it cuts short as file-aborted.")
     network(p)
     p.add_argument("--accept-any", action="store_true",
                    help="accept calls from anyone not blocked (not only contacts)")
@@ -261,7 +263,9 @@ def add_call_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> 
     p = sub.add_parser("send", help="connect to CONTACT and send TEXT or a file",
                        description="Connect with no server and send TEXT (or --file PATH). "
                        "Prints one JSON line with connect_ms and delivered once the peer "
-                       "acknowledged it; exit 1 with one line if nobody answered.")
+                       "acknowledged it; exit 1 with one line if nobody answered or the peer "
+                       "hung up; Ctrl-C: one line, exit 130. Text (64 KiB) and file (8 GiB) "
+                       "limits are checked before connecting.")
     add_contact_arg(p)
     p.add_argument("text", nargs="?", default=None, metavar="TEXT")
     p.add_argument("--file", default=None, metavar="PATH")
@@ -275,7 +279,10 @@ def add_call_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> 
     p.add_argument("--bind", type=_hostport, required=True, metavar="HOST:PORT")
     p.set_defaults(func=cmd_relay)
 
-    p = sub.add_parser("chat", help="interactive chat with CONTACT")
+    p = sub.add_parser("chat", help="interactive chat with CONTACT",
+                       description="Call CONTACT and take its calls: both sides may run "
+                       "'hailing chat' at once. Type lines, '/file PATH', '/quit'. Shows "
+                       "'<name> left' when the other side hangs up. Ctrl-C: one line, exit 130.")
     add_contact_arg(p)
     p.add_argument("--timeout", type=float, default=30.0)
     network(p)
