@@ -269,7 +269,19 @@ def test_chat_through_the_daemon(bootstrap: str, tmp_path: Path) -> None:
         # The link is still there for the next send (a contact by name, too).
         assert send_result(run("send", "bob", "still here", "--data-dir", a_dir))["reused"]
         bob.d.wait_event(start, event="message", text="still here")
-        assert bob.d.stop() == 0
+
+        # bob's node stops while alice chats through hers: she is told, as one-shot says it.
+        chat = Daemon(spawn("chat", "bob", "--data-dir", a_dir, stdin=subprocess.PIPE))
+        try:
+            chat.err.wait_for(lambda line: line.startswith("connected in"))
+            assert bob.d.stop() == 0
+            assert chat.proc.wait(timeout=20) == 0, chat.err.lines
+        finally:
+            if chat.proc.poll() is None:
+                chat.proc.kill()
+                chat.proc.wait(timeout=10)
+        chat.out.thread.join(5)
+        assert chat.out.lines == ["bob left"]
         assert alice.d.stop() == 0
 
 
