@@ -13,6 +13,7 @@ import signal
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,13 @@ def friends(base: Path, *names: str) -> dict[str, str]:
                 if other != n:
                     b.add(ids[other], other)
     return ids
+
+
+def wait_until(pred: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
 
 
 def no_event(d: Daemon, start: int, seconds: float, **match: Any) -> None:
@@ -206,6 +214,19 @@ def test_chat_through_the_daemon(bootstrap: str, tmp_path: Path) -> None:
     a_dir, b_dir = tmp_path / "alice", tmp_path / "bob"
     with up(b_dir, "--bootstrap", bootstrap) as bd, up(a_dir, "--bootstrap", bootstrap) as ad:
         bob, alice = Up(bd, b_dir), Up(ad, a_dir)
+        # Both send at once, each with no link yet: both may call ("glare"). Both are
+        # delivered, and both ends settle on the same single link.
+        sends = [spawn("send", ids["bob"], "glare a", "--data-dir", a_dir),
+                 spawn("send", ids["alice"], "glare b", "--data-dir", b_dir)]
+        for p in sends:
+            send_result(collect(p, timeout=40))
+        bob.d.wait_event(event="message", text="glare a")
+        alice.d.wait_event(event="message", text="glare b")
+        for who in (alice, bob):
+            wait_until(lambda who=who: len(who.request("GET", "/api/links")[1]["links"]) == 1)
+        assert not [e for d in (alice.d, bob.d) for e in d.events()
+                    if e["event"] == "closed" and e["links"] == 0]
+
         chat = Daemon(spawn("chat", ids["bob"], "--data-dir", a_dir, "--timeout", "20",
                             stdin=subprocess.PIPE))
         try:
@@ -243,7 +264,8 @@ def test_chat_through_the_daemon(bootstrap: str, tmp_path: Path) -> None:
         alice.d.wait_event(event="file-sent", sha256=digest)
         alice.d.wait_event(event="file-progress", sent=len(data), size=len(data))
         kinds = [(m["direction"], m["kind"]) for m in alice.history(ids["bob"])]
-        assert kinds == [("out", "text"), ("in", "text"), ("out", "file")]
+        assert sorted(kinds[:2]) == [("in", "text"), ("out", "text")]  # the glare pair
+        assert kinds[2:] == [("out", "text"), ("in", "text"), ("out", "file")]
         assert bob.history()[-1]["sha256"] == digest
 
         # Ctrl-C on a send through the daemon: one line, exit 130, and the daemon cancels

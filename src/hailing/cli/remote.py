@@ -197,6 +197,8 @@ async def chat(args: argparse.Namespace, client: DaemonClient) -> int:
                 ev = json.loads(msg.data)
                 if peer_id not in (ev.get("from"), ev.get("to")):
                     continue
+                if ev["event"] == "closed" and ev.get("links", 0) > 0:
+                    continue  # another link to them stays (one was replaced or idle)
                 line = _chat_line(name, ev)
                 if line is not None:
                     print(line, flush=True)

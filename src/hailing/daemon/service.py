@@ -42,11 +42,13 @@ from ..node import Addr, format_hostport
 from ._files import ApiInfo, DaemonLock, remove_api_info, write_api_info
 from .events import Event, EventBus
 from .history import History
-from .links import Link, Links
+from .links import REPLACED, Link, Links
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("available", "busy", "dnd")
+#: Close reasons of a link replaced by another one to the same contact (ours, theirs).
+REPLACED_REASONS = (REPLACED, "the peer kept another connection")
 #: Least time between two ``file-progress`` events of one file (seconds).
 PROGRESS_INTERVAL = 0.25
 
@@ -367,15 +369,17 @@ class Daemon:
 
     async def _deliver(self, peer: bytes, timeout: float, op: Any) -> dict[str, Any]:
         """Run ``op(link)`` on an open link to ``peer``. A reused link that fails (the
-        other side went away without a word) is dropped and the send tried once more on
-        a new call."""
+        other side went away without a word), or one closed under the send because both
+        ends keep another, is dropped and the send tried once more (on the link kept, or
+        a new call)."""
         link, ms = await self.links.get(peer, timeout)
         try:
             extra: dict[str, Any] = await op(link)
         except LocalProtocolError:
             raise
         except HailingError:
-            if ms is not None:
+            reason = getattr(link.conn, "close_reason", None)
+            if ms is not None and reason not in REPLACED_REASONS:
                 raise
             await self.links.drop(link)
             link, ms = await self.links.get(peer, timeout)
