@@ -28,6 +28,13 @@ BOOTSTRAP_LINE = re.compile(r"bootstrap (127\.0\.0\.1:\d+)")
 SERVE_LINE = re.compile(r"node ([0-9a-f]{40}) listening on 127\.0\.0\.1:(\d+)")
 
 
+@pytest.fixture(autouse=True)
+def _default_data_dir_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Commands run without --data-dir use tmp_path/xdg/hailing, never the user's own."""
+    monkeypatch.delenv("HAILING_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+
 def run(*args: str | Path | bytes, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[bytes]:
     proc = subprocess.run(
         [*HAILING, *(os.fsdecode(a) if isinstance(a, bytes) else str(a) for a in args)],

@@ -33,6 +33,13 @@ RELAY_LINE = re.compile(r"relay listening on (ws://127\.0\.0\.1:\d+/\S*)")
 NOBODY = "nobody answered"
 
 
+@pytest.fixture(autouse=True)
+def _default_data_dir_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Commands run without --data-dir use tmp_path/xdg/hailing, never the user's own."""
+    monkeypatch.delenv("HAILING_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+
 def env(**extra: str) -> dict[str, str]:
     """The subprocess environment: ICE on loopback only, no passphrase unless given."""
     e = {k: v for k, v in os.environ.items() if k != "HAILING_PASSPHRASE"}
@@ -537,3 +544,39 @@ def test_listen_stops_cleanly_on_signal(bootstrap: str, tmp_path: Path, sig: int
     with listening(tmp_path / "bob", "--bootstrap", bootstrap) as bob:
         assert bob.stop(sig) == 0
         assert bob.out.lines[1:] == []
+
+
+@pytest.mark.parametrize(("command", "read_only"), [
+    (["send", "CONTACT", "hi"], True), (["chat", "CONTACT"], True), (["listen"], False)])
+def test_one_shot_commands_run_a_read_only_dht_node(
+        command: list[str], read_only: bool, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 8 item 11: a one-shot sender's node is gone a second later; as a full node it
+    would sit in others' routing tables and cost their lookups a timeout each. It runs
+    BEP43 read-only (and still hears its answers, as every send test here shows);
+    ``listen`` stays a full node."""
+    import hailing.peer
+    from hailing.cli import main
+    from hailing.errors import HailingError
+    from hailing.identity import Identity
+
+    seen: list[object] = []
+
+    class Recorder:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            seen.append(kwargs.get("dht_config"))
+
+        async def __aenter__(self) -> None:
+            raise HailingError("recorded")
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(hailing.peer, "Peer", Recorder)
+    contact = Identity.generate().contact_id
+    argv = [contact if a == "CONTACT" else a for a in command]
+    assert main([*argv, "--data-dir", str(tmp_path), "--bootstrap", "127.0.0.1:9",
+                 "--no-daemon"] if command[0] != "listen" else
+                [*argv, "--data-dir", str(tmp_path), "--bootstrap", "127.0.0.1:9"]) == 1
+    [config] = seen
+    assert bool(getattr(config, "read_only", False)) is read_only

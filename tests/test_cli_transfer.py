@@ -6,7 +6,9 @@ checked before connecting; partial files do not outlive the next start; two chat
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import pty
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -15,11 +17,13 @@ from pathlib import Path
 import pytest
 from test_cli_peer import (
     BOOTSTRAP_LINE,
+    HAILING,
     Daemon,
     Lines,
     book,
     collect,
     daemon,
+    env,
     listening,
     new_ids,
     one_error_line,
@@ -140,6 +144,37 @@ def test_kill_9_of_the_sender_is_noticed(bootstrap: str, tmp_path: Path) -> None
         assert partials(tmp_path / "bob") == []
         assert bob.stop() == 0
     clean_stderr(bob.err.lines)
+
+
+def test_send_shows_progress_on_a_terminal_only(bootstrap: str, tmp_path: Path) -> None:
+    ids = new_ids(tmp_path, "alice", "bob")
+    with book(tmp_path / "bob") as b:
+        b.add(ids["alice"], "alice")
+    src = tmp_path / "payload.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024))
+    with listening(tmp_path / "bob", "--bootstrap", bootstrap) as bob:
+        master, slave = pty.openpty()
+        try:
+            proc = subprocess.Popen(
+                [*HAILING, "send", ids["bob"], "--file", str(src), "--data-dir", str(tmp_path / "alice"),
+                 "--bootstrap", bootstrap, "--timeout", "15"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=env())
+            os.close(slave)
+            out, _ = proc.communicate(timeout=WAIT)
+            tty = b""
+            with contextlib.suppress(OSError):  # EIO once the child's side is closed
+                while chunk := os.read(master, 65536):
+                    tty += chunk
+        finally:
+            os.close(master)
+        assert proc.returncode == 0, tty
+        assert json.loads(out)["delivered"] is True
+        text = tty.decode(errors="replace")
+        assert "sending payload.bin: " in text and "of 3.1 MB (100 %)" in text, text
+        assert text.endswith("\r\x1b[K"), repr(text[-40:])  # the line is cleared at the end
+        assert "Traceback" not in text
+        bob.wait_event(event="file", name="payload.bin", timeout=WAIT)
+        assert bob.stop() == 0
 
 
 # -- limits before connecting ----------------------------------------------------------------

@@ -19,7 +19,7 @@ import aiortc
 import pytest
 from pytest_helpers import loopback_ice
 
-import hailing.rtc.connection as connection_mod
+import hailing.rtc.files as files_mod
 from hailing.errors import ConnectionClosed, HailingError, LocalProtocolError
 from hailing.identity import Identity
 from hailing.rtc import rtc_configuration
@@ -249,6 +249,21 @@ async def test_close_replaced_tells_the_peer(conns: tuple[Connection, Connection
         await b.send_text("anyone?")
 
 
+async def test_a_message_that_crosses_a_bye_is_not_taken(conns: tuple[Connection, Connection]) -> None:
+    """A message sent as the peer hangs up is either delivered and acknowledged, or
+    neither: never shown by the peer while its sender hears "not delivered" (a chat would
+    send it again on another connection: twice)."""
+    a, b = conns
+    closer = asyncio.ensure_future(b.close(replaced=True))
+    await asyncio.sleep(0)  # b's bye is out
+    with pytest.raises(ConnectionClosed, match=PEER_REPLACED):
+        await a.send_text("crossing")
+    await closer
+    async with asyncio.timeout(10):
+        assert [e async for e in b] == []
+    assert b.stats["after_bye"] in (0, 1) and b.stats["garbage"] == 0
+
+
 # -- keepalive -------------------------------------------------------------------------------
 
 
@@ -306,11 +321,11 @@ def test_check_text_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     f = tmp_path / "f"
     f.write_bytes(b"12345")
     assert check_file(f) == 5
-    monkeypatch.setattr(connection_mod, "MAX_FILE", 4)
+    monkeypatch.setattr(files_mod, "MAX_FILE", 4)
     with pytest.raises(LocalProtocolError, match="the most a file can be is 4 bytes"):
         check_file(f)
     if os.geteuid() != 0:
-        monkeypatch.setattr(connection_mod, "MAX_FILE", 100)
+        monkeypatch.setattr(files_mod, "MAX_FILE", 100)
         f.chmod(0)
         with pytest.raises(LocalProtocolError, match="cannot read"):
             check_file(f)
@@ -343,7 +358,7 @@ def test_clean_partials(tmp_path: Path) -> None:
     crashed = d / f".partial-{_dead_pid()}-1-1"  # its writer is gone
     crashed.write_bytes(b"x")
     held = d / f".partial-{os.getpid()}-2-2"  # a live transfer, locked
-    f = connection_mod._Incoming(2, "held", 10, "0" * 64, held)
+    f = files_mod._Incoming(2, "held", 10, "0" * 64, held)
     old_unheld = d / f".partial-{os.getpid()}-3-3"  # alive pid, not locked, old
     old_unheld.write_bytes(b"x")
     os.utime(old_unheld, (now - 60, now - 60))

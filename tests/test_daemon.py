@@ -195,6 +195,9 @@ def test_contact_added_while_running_is_reachable_at_once(bootstrap: str, tmp_pa
         gone = run("contact", "remove", ids["dave"], "--data-dir", b_dir)
         assert "no such contact" in one_error_line(gone, 1)
         assert ok(run("contact", "list", "--data-dir", b_dir)) == [f"{ids['carol']} blocked carol"]
+        # A second node for the same identity would answer the same calls.
+        twice = run("listen", "--data-dir", b_dir, "--bootstrap", bootstrap)
+        assert "already listens" in one_error_line(twice, 1)
         assert bob.d.stop() == 0
 
 
@@ -233,13 +236,39 @@ def test_chat_through_the_daemon(bootstrap: str, tmp_path: Path) -> None:
         r = send_result(collect(spawn("send", ids["bob"], "--file", "photo.bin", "--data-dir",
                                       a_dir, cwd=tmp_path)))
         assert r["sha256"] == digest and r["bytes"] == len(data) and r["reused"] is True
+        bob.d.wait_event(event="file-started", name="photo.bin", size=len(data))
         i = bob.d.wait_event(event="file", sha256=digest)
         got = Path(bob.d.events(i)[0]["path"])
         assert got.is_absolute() and got.read_bytes() == data
         alice.d.wait_event(event="file-sent", sha256=digest)
+        alice.d.wait_event(event="file-progress", sent=len(data), size=len(data))
         kinds = [(m["direction"], m["kind"]) for m in alice.history(ids["bob"])]
         assert kinds == [("out", "text"), ("in", "text"), ("out", "file")]
         assert bob.history()[-1]["sha256"] == digest
+
+        # Ctrl-C on a send through the daemon: one line, exit 130, and the daemon cancels
+        # the transfer, so the receiver hears of it at once (not after a timeout).
+        big = tmp_path / "big.bin"
+        with big.open("wb") as f:
+            f.truncate(48 * 1024 * 1024)
+        start = len(bob.d.out)
+        sender = Daemon(spawn("send", ids["bob"], "--file", big, "--data-dir", a_dir))
+        try:
+            bob.d.wait_event(start, event="file-started", name="big.bin")
+            sender.proc.send_signal(signal.SIGINT)
+            assert sender.proc.wait(timeout=20) == 130
+        finally:
+            if sender.proc.poll() is None:
+                sender.proc.kill()
+                sender.proc.wait(timeout=10)
+        sender.err.thread.join(5)
+        assert sender.err.lines == ["hailing: interrupted; the file was not delivered"]
+        assert sender.out.lines == []
+        bob.d.wait_event(start, event="file-aborted", name="big.bin")
+        assert not any(e["event"] == "file" for e in bob.d.events(start))
+        # The link is still there for the next send (a contact by name, too).
+        assert send_result(run("send", "bob", "still here", "--data-dir", a_dir))["reused"]
+        bob.d.wait_event(start, event="message", text="still here")
         assert bob.d.stop() == 0
         assert alice.d.stop() == 0
 

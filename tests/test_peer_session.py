@@ -116,7 +116,7 @@ async def test_the_ladder_falls_back_and_the_connection_says_which_coupler_carri
 
     conn = await alice.connect(bob.contact_id, timeout=10)
     inc = await bob.accept(10)
-    assert conn.coupler == "pipe" and inc.coupler is None
+    assert conn.coupler == inc.coupler == "pipe"
     assert alice.dialer is not None
     assert [(a.coupler, a.error, a.timed_out) for a in alice.dialer.last] == [
         ("void", "nobody answered within 1 s (offline, busy, or not accepting calls)", True),
@@ -296,3 +296,22 @@ async def test_a_bootstrap_address_where_nobody_listens_is_a_clear_error(
         await peer.start()
     assert str(info.value) == f"no DHT node answered at 127.0.0.1:{port}"
     assert peer.node is None and len(peer.supervisor) == 0  # nothing left running
+
+
+async def test_a_shared_dht_node_is_used_but_not_stopped(
+        tmp_path: Path, started: list[Peer], nodes: list[DhtNode]) -> None:
+    """``node=``: the daemon's one DHT node serves its Peer; stopping the Peer leaves
+    the node running."""
+    alice = await start(started, Peer(tmp_path / "alice", bootstrap=[nodes[0].address]))
+    bob = await start(started, Peer(tmp_path / "bob", node=nodes[4]))
+    assert bob.contacts is not None
+    bob.contacts.add(alice.contact_id, "alice")
+    await bob.refresh()
+    conn = await alice.connect(bob.contact_id, timeout=10)
+    inc = await bob.accept(10)
+    await conn.send_text("via a shared node")
+    assert await inc.recv() == TextMessage("via a shared node")
+    await bob.stop()
+    started.remove(bob)
+    assert bob.node is None
+    assert await nodes[4].ping(nodes[0].address)  # still running

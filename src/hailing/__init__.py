@@ -67,6 +67,7 @@ if TYPE_CHECKING:
         TransactionFailed,
         UnknownEnvelopeVersion,
         UnopenableEnvelope,
+        UsageError,
         WrongRecipient,
     )
     from .identity import Identity
@@ -83,7 +84,7 @@ _ERRORS = (
     " LocalProtocolError MalformedEnvelope MalformedLog MalformedMessage NotFoundError"
     " PutRejected QueryTimeout RecipientOffline RelayError RemoteProtocolError"
     " ReplayedEnvelope SdpError StorageError TamperedEnvelope TransactionFailed"
-    " UnknownEnvelopeVersion UnopenableEnvelope WrongRecipient"
+    " UnknownEnvelopeVersion UnopenableEnvelope UsageError WrongRecipient"
 )
 
 #: Where each public name lives (module, relative to this package).
@@ -153,6 +154,7 @@ __all__ = [
     "TransactionFailed",
     "UnknownEnvelopeVersion",
     "UnopenableEnvelope",
+    "UsageError",
     "WrongRecipient",
     "__version__",
 ]

@@ -4,6 +4,8 @@
 
     HailingError
      +-- LocalProtocolError          the caller misused an API (bad argument, wrong state)
+     |    +-- UsageError             a command line that lacks or misnames something (the
+     |                               CLI exits 2, as for an argparse error)
      +-- RemoteProtocolError         a peer sent something invalid (carries a KRPC error code)
      |    +-- BencodeError           bytes that are not strict canonical bencode
      |    +-- MalformedMessage       a datagram that is not a KRPC message (krpc)
@@ -91,6 +93,7 @@ __all__ = [
     "TransactionFailed",
     "UnknownEnvelopeVersion",
     "UnopenableEnvelope",
+    "UsageError",
     "WrongRecipient",
 ]
 
@@ -107,6 +110,11 @@ class HailingError(Exception):
 
 class LocalProtocolError(HailingError):
     """The local caller did something the API does not allow."""
+
+
+class UsageError(LocalProtocolError):
+    """Wrong use of the command line found after parsing: a setting neither given nor
+    configured, an unknown or ambiguous contact name. One line, exit 2 (hailing.cli)."""
 
 
 class RemoteProtocolError(HailingError):

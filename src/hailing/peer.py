@@ -190,6 +190,14 @@ class Peer:
         start (a bootstrap address where no DHT node answers, an unreachable relay or
         chain endpoint); then nothing is left running."""
         self.identity = load_or_create_identity(self.data_dir, self._passphrase)
+        try:
+            await self._start(self.identity)
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def _start(self, identity: Identity) -> None:
         self.contacts = ContactBook(self.data_dir)
         self.policy = CallPolicy(self.contacts, self._accept_any)
         self.store = SignalStore(self.data_dir)
@@ -197,32 +205,27 @@ class Peer:
         # one made before the watcher's first turn, is noticed
         self._contacts_seen = self.contacts.version()
         self.supervisor.reopen()
-        self.router = SignalRouter(self.identity, self.store, supervisor=self.supervisor,
+        self.router = SignalRouter(identity, self.store, supervisor=self.supervisor,
                                    stats=self.stats, clock=self._clock, replay=self.replay)
         self.manager = ConnectionManager(
-            self.identity, downloads=self.downloads, supervisor=self.supervisor,
+            identity, downloads=self.downloads, supervisor=self.supervisor,
             stats=self.stats, emit=self._emit, clock=self._clock,
             rtc_configuration=self._rtc_configuration, pc_factory=self._pc_factory,
             answer_tracks=self._answer_tracks)
         self.manager.on_signal = self.router.from_channel
-        self.endpoints = EndpointRecords(self.identity, self.store, stats=self.stats,
+        self.endpoints = EndpointRecords(identity, self.store, stats=self.stats,
                                          is_contact=self.policy.may_send_endpoint,
                                          clock=self._clock)
         self.router.on(KIND_OFFER, self._on_offer, name="offer", strict_expiry=True)
         self.router.on(KIND_ANSWER, self._on_answer, name="answer")
         self.router.on(KIND_ENDPOINT, self.endpoints.received, name="endpoint")
-        try:
-            for rung in self.ladder:
-                coupler = await self._build(rung.name)
-                self._couplers.append(coupler)
-                await coupler.start(self.router.attach(coupler))
-            self.dialer = Dialer(self._couplers, self.ladder)
-            self.supervisor.loop(self._refresh_loop, name="refresh loop")
-            self.supervisor.loop(self._watch_contacts, name="contacts watch")
-        except BaseException:
-            await self.stop()
-            raise
-        return self
+        for rung in self.ladder:
+            coupler = await self._build(rung.name)
+            self._couplers.append(coupler)
+            await coupler.start(self.router.attach(coupler))
+        self.dialer = Dialer(self._couplers, self.ladder)
+        self.supervisor.loop(self._refresh_loop, name="refresh loop")
+        self.supervisor.loop(self._watch_contacts, name="contacts watch")
 
     async def _build(self, name: str) -> Coupler:
         if name in self._custom:

@@ -24,11 +24,12 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from ..daemon.client import DaemonClient, find_daemon
@@ -36,6 +37,7 @@ from ..daemon.client import DaemonClient, find_daemon
 Command = Callable[[argparse.Namespace], Awaitable[int]]
 Remote = Callable[[argparse.Namespace, DaemonClient], Awaitable[int]]
 
+T = TypeVar("T")
 #: Seconds a request may take beyond the send's own --timeout.
 MARGIN = 15.0
 
@@ -76,8 +78,42 @@ async def send(args: argparse.Namespace, client: DaemonClient) -> int:
     else:
         body["text"] = args.text
         timeout = args.timeout + MARGIN
-    _out(await client.request("POST", "/api/send", body, timeout=timeout))
+    what = "the message" if args.file is None else "the file"
+    interrupted, result = await _interruptible(
+        client.request("POST", "/api/send", body, timeout=timeout))
+    if interrupted or result is None:
+        # Closing the request made the daemon cancel the send (a file is aborted at the
+        # receiver), as the one-shot command does.
+        print(f"hailing: interrupted; {what} was not delivered", file=sys.stderr, flush=True)
+        return 130
+    _out(result)
     return 0
+
+
+async def _interruptible(work: Awaitable[T]) -> tuple[bool, T | None]:
+    """Run ``work``; SIGINT/SIGTERM cancel it. Returns (interrupted, result)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    signalled = False
+
+    def on_signal() -> None:
+        nonlocal signalled
+        signalled = True
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal)
+    try:
+        return False, await task
+    except asyncio.CancelledError:
+        if signalled and task.cancelled():
+            return True, None
+        raise
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
 
 
 def _contact_line(c: dict[str, Any]) -> str:
@@ -173,10 +209,14 @@ async def chat(args: argparse.Namespace, client: DaemonClient) -> int:
 
         shower = asyncio.ensure_future(show())
         try:
-            await _chat_loop(client, peer_id, lines, args.timeout)
+            interrupted, _ = await _interruptible(_chat_loop(client, peer_id, lines,
+                                                             args.timeout))
         finally:
             shower.cancel()
             await asyncio.gather(shower, return_exceptions=True)
+    if interrupted:
+        print(f"hailing: interrupted; left the chat with {name}", file=sys.stderr, flush=True)
+        return 130
     return 0
 
 
@@ -234,6 +274,15 @@ def _stdin_lines() -> asyncio.Queue[str | None]:
     return lines
 
 
+async def listen(args: argparse.Namespace, client: DaemonClient) -> int:
+    """``listen`` beside a running daemon would be a second node answering the same calls."""
+    from ..errors import DaemonError
+
+    raise DaemonError(f"a daemon runs for {args.data_dir} (hailing up): it already listens, "
+                      "and its events are on its stdout and on /api/events (--no-daemon to "
+                      "listen anyway)")
+
+
 async def refresh_after(args: argparse.Namespace, client: DaemonClient,
                         local: Command) -> int:
     """Run a command locally (it writes the data directory itself), then have the daemon
@@ -250,6 +299,7 @@ async def refresh_after(args: argparse.Namespace, client: DaemonClient,
 ROUTES: dict[tuple[str, ...], Remote] = {
     ("send",): send,
     ("chat",): chat,
+    ("listen",): listen,
     ("status",): status,
     ("contact", "add"): contact,
     ("contact", "block"): contact,

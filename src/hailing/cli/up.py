@@ -20,23 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import LocalProtocolError
 from ._common import _hostport, _stop_on_signal
+from ._config import DATA_DIR_ENV, default_data_dir
+from ._shared import NETWORK_SETTINGS, add_contract_options, contract_peer_kwargs
 
 if TYPE_CHECKING:
     from ..node import Addr
 
 PASSPHRASE_ENV = "HAILING_PASSPHRASE"
-DATA_DIR_ENV = "HAILING_DATA_DIR"
 #: Seconds a link to a contact may stay unused before it is hung up (0: never).
 DEFAULT_IDLE_CLOSE = 600.0
-
-
-def default_data_dir() -> Path:
-    """``$HAILING_DATA_DIR``, else ``$XDG_DATA_HOME/hailing`` (``~/.local/share/hailing``)."""
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "hailing"
 
 
 def _api_addr(text: str) -> Addr:
@@ -74,8 +66,6 @@ def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any]:
         "accept_any": True if args.accept_any else None, "downloads": args.downloads}
     dht: DhtSettings | None = None
     if args.via == "contract":
-        from .chain import contract_peer_kwargs
-
         common.update(contract_peer_kwargs(args))
     elif args.relay:
         common.update(backend="ws", relay_url=args.relay)
@@ -143,8 +133,6 @@ async def cmd_up(args: argparse.Namespace) -> int:
 
 
 def add_up_command(sub: Any) -> None:
-    from .chain import add_contract_options
-
     p = sub.add_parser(
         "up", help="run the node: DHT, listening for calls, local API (until Ctrl-C)",
         description="Run this identity's node in the foreground until SIGINT/SIGTERM: its DHT "
@@ -178,7 +166,8 @@ def add_up_command(sub: Any) -> None:
                    help="hang up a link to a contact unused for S seconds (0: never; "
                    f"default {DEFAULT_IDLE_CLOSE:.0f})")
     add_contract_options(p)
-    p.set_defaults(func=cmd_up)
+    # The data directory's config.toml fills the network options not given (cli._shared.prepare).
+    p.set_defaults(func=cmd_up, _default_data_dir=True, _settings=NETWORK_SETTINGS)
 
 
 __all__ = ["add_up_command", "cmd_up", "default_data_dir"]

@@ -88,7 +88,10 @@ class ApiServer:
             raise LocalProtocolError("the API listens on 127.0.0.1 only")
         app = web.Application(middlewares=[self._errors, self._guard], client_max_size=MAX_BODY)
         self._routes(app)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # handler_cancellation: a client that goes away (Ctrl-C on `hailing send --file`)
+        # cancels what it asked for, as the one-shot command would.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=False)
         try:

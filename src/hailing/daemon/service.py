@@ -45,8 +45,6 @@ from .links import Link, Links
 
 log = logging.getLogger(__name__)
 
-#: Longest text a message can be (the Connection's own limit, checked before dialing).
-MAX_TEXT = 64 * 1024
 STATUSES = ("available", "busy", "dnd")
 #: Least time between two ``file-progress`` events of one file (seconds).
 PROGRESS_INTERVAL = 0.25
@@ -317,8 +315,9 @@ class Daemon:
         return _result(peer, ms, link)
 
     async def send_text(self, ref: str, text: str, timeout: float) -> dict[str, Any]:
-        if len(text.encode()) > MAX_TEXT:
-            raise LocalProtocolError(f"a message is at most {MAX_TEXT} bytes")
+        from ..rtc.connection import check_text
+
+        check_text(text)  # before any call: nothing is dialed for a message refused anyway
         peer = self.resolve(ref)
 
         async def send(link: Link) -> dict[str, Any]:
@@ -331,12 +330,12 @@ class Daemon:
         return result
 
     async def send_file(self, ref: str, path: str, timeout: float) -> dict[str, Any]:
+        from ..rtc.connection import check_file
+
         p = Path(path)
         if not p.is_absolute():
             raise LocalProtocolError("give the file's absolute path")
-        if not p.is_file():
-            raise LocalProtocolError(f"no such file: {p}")
-        size = p.stat().st_size
+        size = check_file(p)  # before any call, as for a text
         peer = self.resolve(ref)
         who = format_contact_id(peer)
 

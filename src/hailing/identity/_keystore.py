@@ -25,6 +25,12 @@ Policy:
   truncated, unknown or unreadable file is :class:`StorageError`. Both name the file.
 - A passphrase given for a file that is not encrypted is refused too: silently ignoring
   it would let a user believe the key is protected.
+- Every message says how to recover: the passphrase errors name ``HAILING_PASSPHRASE``
+  (where the ``hailing`` command reads it), a damaged file says to restore it from a
+  backup (the key cannot be rebuilt), a missing one how to create one.
+- :func:`change_passphrase` encrypts a plain key, re-encrypts an encrypted one under a new
+  passphrase, or decrypts it: the new file is checked to hold the same identity, then
+  written atomically (temporary file + rename, mode 0600) over the old one.
 - The identity's display name is metadata, kept in the contact book's SQLite file
   (:meth:`hailing.services.contacts.ContactBook.set_name`), not here.
 """
@@ -44,9 +50,20 @@ from .._secrets import private_dir, read_secret, write_secret
 from ..errors import LocalProtocolError, StorageError
 from ._keys import SEED_SIZE, Identity
 
-__all__ = ["KEY_FILE", "load_identity", "load_or_create_identity"]
+__all__ = [
+    "KEY_FILE",
+    "PASSPHRASE_ENV",
+    "change_passphrase",
+    "is_encrypted",
+    "load_identity",
+    "load_or_create_identity",
+]
 
 KEY_FILE = "identity.key"
+#: Where the ``hailing`` command (and ``hailing up``) reads the key's passphrase.
+PASSPHRASE_ENV = "HAILING_PASSPHRASE"
+_RESTORE = ("restore it from a backup: the key cannot be rebuilt, and without it this "
+            "identity (its contact id) is lost")
 MAGIC = b"HLID"
 VERSION = 1
 MODE_PLAIN = 0
@@ -93,33 +110,42 @@ def decode_key_file(data: bytes, passphrase: str | None, path: Path) -> Identity
     """The identity in a key file's bytes; ``path`` only names the file in errors."""
     _check_passphrase(passphrase)
     if len(data) < _HEADER.size:
-        raise StorageError(f"{path} is truncated ({len(data)} bytes): not a hailing key file")
+        raise StorageError(f"{path} is truncated ({len(data)} bytes): not a hailing key file; "
+                           f"{_RESTORE}")
     magic, version, mode = _HEADER.unpack_from(data)
     if magic != MAGIC:
-        raise StorageError(f"{path} is not a hailing key file")
+        raise StorageError(f"{path} is not a hailing key file; {_RESTORE}")
     if version != VERSION:
-        raise StorageError(f"{path}: unsupported key file version {version}")
+        raise StorageError(f"{path}: unsupported key file version {version} (made by a newer "
+                           f"hailing?); upgrade hailing, or {_RESTORE}")
     if mode == MODE_PLAIN:
         if len(data) != _PLAIN_SIZE:
-            raise StorageError(f"{path} is damaged: {len(data)} bytes, expected {_PLAIN_SIZE}")
+            raise StorageError(f"{path} is damaged: {len(data)} bytes, expected {_PLAIN_SIZE}; "
+                               f"{_RESTORE}")
         if passphrase is not None:
-            raise LocalProtocolError(f"{path} is not encrypted, but a passphrase was given")
+            raise LocalProtocolError(
+                f"{path} is not encrypted, but a passphrase was given: unset {PASSPHRASE_ENV}, "
+                "or encrypt the key with 'hailing id passphrase'")
         return Identity.from_seed(data[_HEADER.size:])
     if mode != MODE_ENCRYPTED:
-        raise StorageError(f"{path}: unknown key protection mode {mode}")
+        raise StorageError(f"{path}: unknown key protection mode {mode}; {_RESTORE}")
     if len(data) != _ENCRYPTED_SIZE:
-        raise StorageError(f"{path} is damaged: {len(data)} bytes, expected {_ENCRYPTED_SIZE}")
+        raise StorageError(f"{path} is damaged: {len(data)} bytes, expected {_ENCRYPTED_SIZE}; "
+                           f"{_RESTORE}")
     if passphrase is None:
-        raise LocalProtocolError(f"{path} is encrypted: a passphrase is needed")
+        raise LocalProtocolError(f"{path} is encrypted: a passphrase is needed (set "
+                                 f"{PASSPHRASE_ENV})")
     opslimit, memlimit, salt = _KDF.unpack_from(data, _HEADER.size)
     if not (argon2id.OPSLIMIT_MIN <= opslimit <= MAX_OPSLIMIT
             and argon2id.MEMLIMIT_MIN <= memlimit <= MAX_MEMLIMIT):
-        raise StorageError(f"{path}: key derivation limits out of range (damaged file?)")
+        raise StorageError(f"{path}: key derivation limits out of range (damaged file?); "
+                           f"{_RESTORE}")
     key = _derive(passphrase, salt, opslimit, memlimit)
     try:
         seed = nacl.secret.SecretBox(key).decrypt(data[_HEADER.size + _KDF.size:])
     except nacl.exceptions.CryptoError:
-        raise LocalProtocolError(f"wrong passphrase for {path} (or the file is damaged)") from None
+        raise LocalProtocolError(f"wrong passphrase for {path} (check {PASSPHRASE_ENV}), or the "
+                                 "file is damaged") from None
     return Identity.from_seed(bytes(seed))
 
 
@@ -127,11 +153,48 @@ def _key_path(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / KEY_FILE
 
 
-def _read(path: Path, passphrase: str | None) -> Identity:
+def _read_bytes(path: Path) -> bytes:
     data = read_secret(path, limit=_ENCRYPTED_SIZE, missing_ok=True)
     if data is None:
-        raise StorageError(f"no identity in {path.parent}: {path} does not exist")
-    return decode_key_file(data, passphrase, path)
+        raise StorageError(f"no identity in {path.parent}: {path} does not exist (create one "
+                           "with 'hailing id new', or give the data directory that holds "
+                           "yours: --data-dir or HAILING_DATA_DIR)")
+    return data
+
+
+def _read(path: Path, passphrase: str | None) -> Identity:
+    return decode_key_file(_read_bytes(path), passphrase, path)
+
+
+def is_encrypted(data_dir: str | os.PathLike[str]) -> bool:
+    """Whether the key file of ``data_dir`` is encrypted (:class:`StorageError` if there is
+    no usable key file). Reads only the header: no passphrase, no key derivation."""
+    path = _key_path(data_dir)
+    data = _read_bytes(path)
+    if len(data) >= _HEADER.size and _HEADER.unpack_from(data)[2] == MODE_ENCRYPTED:
+        return True
+    decode_key_file(data, None, path)  # a plain key, or the error that says what is wrong
+    return False
+
+
+def change_passphrase(data_dir: str | os.PathLike[str], old: str | None,
+                      new: str | None) -> Identity:
+    """Re-write the key file of ``data_dir`` under passphrase ``new`` (None: unencrypted),
+    given its current passphrase ``old`` (None if it is not encrypted).
+
+    The new bytes are decoded again and must give the same identity before they replace
+    the file, atomically (temporary file + rename, mode 0600): an interruption leaves the
+    old file or the new one, never neither.
+    """
+    _check_passphrase(old)
+    _check_passphrase(new)
+    path = _key_path(data_dir)
+    identity = decode_key_file(_read_bytes(path), old, path)
+    data = encode_key_file(identity, new)
+    if decode_key_file(data, new, path) != identity:  # pragma: no cover - a bug, not a state
+        raise StorageError(f"re-encrypting {path} did not round-trip; the file is unchanged")
+    write_secret(path, data, overwrite=True)
+    return identity
 
 
 def load_identity(data_dir: str | os.PathLike[str], passphrase: str | None = None) -> Identity:

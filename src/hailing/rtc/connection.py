@@ -14,6 +14,8 @@ Then, in text frames (JSON objects with a ``t`` field):
   frame of any kind) for :attr:`Connection.keepalive_timeout` seconds takes the peer for
   gone and closes (SCTP's own heartbeat would take 30-60 s);
 - ``{"t": "bye"}`` hangs up; the peer answers ``bye`` (see :meth:`Connection.close`);
+  a message or file that crosses our ``bye`` is dropped unacknowledged (so the sender
+  knows it was not delivered);
   ``{"t": "bye", "replaced": true}`` says "I keep another connection with you instead";
 - ``{"t": "sig", "blob": hex}`` carries a sealed signaling envelope (an offer, answer or
   endpoint record for a further connection with the same peer) to :attr:`Connection.on_signal`;
@@ -25,10 +27,9 @@ Then, in text frames (JSON objects with a ``t`` field):
   ``ok: false`` at once and the sender stops.
 
 The receiver's events, in order: :class:`FileStarted` when a file is announced, then
-:class:`FileReceived` or :class:`FileAborted` (with the reason). A file is written to a
-``.partial-*`` file in the downloads directory, locked while it is written; partial files
-that no live transfer holds are removed by :func:`clean_partials` (run once per process
-and directory before the first transfer, and by ``hailing listen``/``chat`` at start).
+:class:`FileReceived` or :class:`FileAborted` (with the reason). The receiving side of
+files, partial files and :func:`clean_partials` live in :mod:`hailing.rtc.files`.
+Users see it all in ``docs/connection.md``.
 
 The sender keeps at most :data:`HIGH_WATER` bytes queued in the channel (SCTP flow
 control), so no file is ever held in memory. Anything else on the channel (bad JSON, an
@@ -45,16 +46,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
-import re
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ..errors import (
     AuthenticationError,
@@ -65,29 +63,56 @@ from ..errors import (
 )
 from ..identity import Identity, format_contact_id
 from ..signaling.envelope import transcript_proof, verify_transcript
+from .files import (
+    CHUNK,
+    MAX_FILE,
+    FileAborted,
+    FileReceived,
+    FileReceiver,
+    FileStarted,
+    _Garbage,
+    check_file,
+    clean_partials,
+    sha256_file,
+)
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on POSIX: partial files are cleaned by age
-    fcntl = None  # type: ignore[assignment]
+__all__ = [
+    "ACK_TIMEOUT",
+    "BYE_TIMEOUT",
+    "CHUNK",
+    "CLOSED_HERE",
+    "HIGH_WATER",
+    "KEEPALIVE_INTERVAL",
+    "KEEPALIVE_TIMEOUT",
+    "LOST",
+    "MAX_FILE",
+    "MAX_SIGNAL",
+    "MAX_TEXT",
+    "PEER_HUNG_UP",
+    "PEER_REPLACED",
+    "AuthenticationError",
+    "Connection",
+    "ConnectionClosed",
+    "Event",
+    "FileAborted",
+    "FileReceived",
+    "FileStarted",
+    "ProgressCallback",
+    "TextMessage",
+    "check_file",
+    "check_text",
+    "clean_partials",
+]
 
-CHUNK = 16 * 1024
 BYE_TIMEOUT = 2.0
 HIGH_WATER = 256 * 1024
 ACK_TIMEOUT = 30.0
 MAX_TEXT = 64 * 1024
-MAX_FILE = 8 * 1024**3
 MAX_SIGNAL = 4096  # bytes of one signaling envelope carried over the channel
 #: Seconds between two pings.
 KEEPALIVE_INTERVAL = 1.0
 #: Seconds of silence (no frame at all) after which the peer is taken for gone.
 KEEPALIVE_TIMEOUT = 5.0
-#: A partial file younger than this, whose writer is alive, is never cleaned (it may have
-#: been created a moment ago and not be locked yet).
-PARTIAL_GRACE = 10.0
-PARTIAL_PREFIX = ".partial-"
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]")
-_PARTIAL_PID = re.compile(r"\.partial-(\d+)-")
 
 #: :attr:`Connection.close_reason` values (besides what :meth:`Connection.close` is given).
 CLOSED_HERE = "closed"
@@ -99,30 +124,6 @@ LOST = "the connection was lost"
 @dataclass(frozen=True)
 class TextMessage:
     text: str
-
-
-@dataclass(frozen=True)
-class FileReceived:
-    name: str
-    path: Path
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class FileStarted:
-    """The peer announced a file (``name`` as it will be saved, ``size`` in bytes)."""
-
-    name: str
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class FileAborted:
-    """A file announced by :class:`FileStarted` will not arrive; nothing was kept."""
-
-    name: str
-    reason: str
 
 
 Event = TextMessage | FileReceived | FileStarted | FileAborted
@@ -140,96 +141,6 @@ def check_text(text: str) -> None:
         raise LocalProtocolError(
             f"a message is at most {MAX_TEXT} bytes ({MAX_TEXT // 1024} KiB); this one is "
             f"{size} bytes: send it as a file")
-
-
-def check_file(path: str | os.PathLike[str]) -> int:
-    """The size of ``path`` if it can be sent: a readable regular file of at most
-    :data:`MAX_FILE` bytes. Raises :class:`LocalProtocolError` with one clear line."""
-    p = Path(path)
-    try:
-        st = p.stat()
-        if not p.is_file():
-            raise LocalProtocolError(f"not a regular file: {p}")
-        with p.open("rb"):
-            pass
-    except FileNotFoundError:
-        raise LocalProtocolError(f"no such file: {p}") from None
-    except OSError as exc:
-        raise LocalProtocolError(f"cannot read {p}: {exc.strerror}") from None
-    if st.st_size > MAX_FILE:
-        raise LocalProtocolError(
-            f"{p} is {st.st_size} bytes; the most a file can be is {MAX_FILE} bytes")
-    return st.st_size
-
-
-def clean_partials(downloads: str | os.PathLike[str], *, now: float | None = None) -> list[Path]:
-    """Remove the ``.partial-*`` files in ``downloads`` that no transfer is writing (a
-    crashed or killed receiver's); return them. A transfer holds a lock on its partial
-    file; without locks (not POSIX) files older than an hour go."""
-    now = time.time() if now is None else now
-    removed: list[Path] = []
-    try:
-        entries = list(Path(downloads).glob(PARTIAL_PREFIX + "*"))
-    except OSError:
-        return removed
-    for path in entries:
-        with contextlib.suppress(OSError):
-            age = now - path.stat().st_mtime
-            m = _PARTIAL_PID.match(path.name)
-            writer_alive = m is not None and _pid_alive(int(m.group(1)))
-            if fcntl is None:
-                if age > 3600:
-                    path.unlink()
-                    removed.append(path)
-                continue
-            if writer_alive and age < PARTIAL_GRACE:
-                continue
-            with path.open("rb") as f:
-                try:
-                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a live transfer owns it
-                path.unlink()
-                removed.append(path)
-    return removed
-
-
-_cleaned: set[Path] = set()
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    if os.name == "nt":  # pragma: no cover - os.kill would terminate it
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: someone else's live process
-        return True
-    return True
-
-
-class _Incoming:
-    __slots__ = ("expected", "fid", "hasher", "name", "partial", "received", "sha256", "stream")
-
-    def __init__(self, fid: int, name: str, size: int, sha256: str, partial: Path) -> None:
-        self.fid = fid
-        self.name = name
-        self.expected = size
-        self.sha256 = sha256
-        self.partial = partial
-        self.stream: IO[bytes] = partial.open("wb")
-        if fcntl is not None:
-            try:  # held while the file is written: clean_partials leaves it alone
-                fcntl.flock(self.stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                self.stream.close()
-                partial.unlink(missing_ok=True)
-                raise
-        self.hasher = hashlib.sha256()
-        self.received = 0
 
 
 class Connection:
@@ -282,8 +193,7 @@ class Connection:
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
         self._acks: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_id = 1
-        self._incoming: _Incoming | None = None
-        self._discarding = False  # the rest of a file refused midway is dropped quietly
+        self._files = FileReceiver(downloads, self._events.put_nowait, self._send_json, self.stats)
         self._send_lock = asyncio.Lock()
         self._low = asyncio.Event()
         self._bye = asyncio.Event()
@@ -373,7 +283,7 @@ class Connection:
         size = check_file(p)
         self._check_open()
         try:
-            digest = await asyncio.to_thread(_sha256_file, p)
+            digest = await asyncio.to_thread(sha256_file, p)
         except OSError as exc:
             raise LocalProtocolError(f"cannot read {p}: {exc.strerror}") from None
         fid = self._new_id()
@@ -448,6 +358,9 @@ class Connection:
             self._closed = True
             self.closed_here = True
             self.close_reason = reason
+            # From our bye on, nothing new is taken (the peer learns it was not delivered:
+            # no ack): a message is shown once or not at all, never on two connections.
+            self._files.stop(f"the connection closed: {reason}")
             if self.channel.readyState == "open" and self._authenticated.done():
                 with contextlib.suppress(ConnectionClosed):
                     bye: dict[str, Any] = {"t": "bye", "replaced": True} if replaced else {"t": "bye"}
@@ -571,8 +484,7 @@ class Connection:
             return
         self._ended = True
         reason = self.close_reason or LOST
-        if self._incoming is not None:
-            self._abort_file(f"the connection closed: {reason}")
+        self._files.abort(f"the connection closed: {reason}")
         err = self._closed_error()
         for fut in self._acks.values():
             if not fut.done():
@@ -596,6 +508,11 @@ class Connection:
             self.stats["garbage_" + exc.reason] += 1
         except ConnectionClosed:
             pass  # an answer to a frame that arrived as we closed
+
+    def _on_chunk(self, data: bytes) -> None:
+        if not self._authenticated.done():
+            raise _Garbage("stray_binary")
+        self._files.chunk(data)
 
     def _on_control(self, text: str) -> None:
         if len(text) > 2 * MAX_TEXT:
@@ -631,6 +548,9 @@ class Connection:
         fid = msg.get("id")
         if not isinstance(fid, int):
             raise _Garbage("shape")
+        if self.closed_here and t != "ack":  # crossed our bye: not taken, not acknowledged
+            self.stats["after_bye"] += 1
+            return
         if t == "ack":
             fut = self._acks.get(fid)
             if fut is None or fut.done():
@@ -643,13 +563,11 @@ class Connection:
             self._events.put_nowait(TextMessage(body))
             self._send_json({"t": "ack", "id": fid})
         elif t == "file":
-            self._start_file(fid, msg)
+            self._files.start(fid, msg)
         elif t == "end":
-            self._end_file(fid)
+            self._files.end(fid)
         elif t == "abort":
-            if self._incoming is None or self._incoming.fid != fid:
-                raise _Garbage("stray_abort")
-            self._abort_file("cancelled by the sender")
+            self._files.sender_aborted(fid)
         else:
             raise _Garbage("unknown_type")
 
@@ -679,117 +597,3 @@ class Connection:
             raise _Garbage("unexpected_signal")
         self.stats["signals"] += 1
         self.on_signal(self, blob)
-
-    def _start_file(self, fid: int, msg: dict[str, Any]) -> None:
-        name: object = msg.get("name")
-        size: object = msg.get("size")
-        sha: object = msg.get("sha256")
-        if (
-            not isinstance(name, str) or not isinstance(size, int) or not isinstance(sha, str)
-            or not 0 <= size <= MAX_FILE or not re.fullmatch(r"[0-9a-f]{64}", sha)
-        ):
-            raise _Garbage("shape")
-        if self._incoming is not None:
-            self._abort_file("a new file started")
-        self._discarding = False
-        safe = _safe_name(name)
-        try:
-            self.downloads.mkdir(parents=True, exist_ok=True)
-            if self.downloads not in _cleaned:
-                _cleaned.add(self.downloads)
-                clean_partials(self.downloads)
-            partial = self.downloads / f"{PARTIAL_PREFIX}{os.getpid()}-{fid}-{time.monotonic_ns()}"
-            self._incoming = _Incoming(fid, safe, size, sha, partial)
-        except OSError as exc:
-            self.stats["files_rejected"] += 1
-            self._events.put_nowait(FileStarted(safe, size))
-            self._events.put_nowait(FileAborted(safe, f"cannot write it: {exc.strerror}"))
-            self._discarding = True
-            self._send_json({"t": "ack", "id": fid, "ok": False, "error": "the receiver cannot store it"})
-            return
-        self._events.put_nowait(FileStarted(safe, size))
-
-    def _on_chunk(self, data: bytes) -> None:
-        inc = self._incoming
-        if inc is None and self._discarding:
-            self.stats["discarded_bytes"] += len(data)
-            return
-        if inc is None or not self._authenticated.done():
-            raise _Garbage("stray_binary")
-        inc.received += len(data)
-        if inc.received > inc.expected:  # no honest sender does that: no answer either
-            self._abort_file("more data than announced")
-            raise _Garbage("oversized_file")
-        inc.hasher.update(data)
-        try:
-            inc.stream.write(data)
-        except OSError as exc:
-            self._refuse_file(inc.fid, f"cannot write it: {exc.strerror}")
-
-    def _refuse_file(self, fid: int, why: str) -> None:
-        """Give up the file being received and tell the sender at once."""
-        self._abort_file(why)
-        self._discarding = True
-        self._send_json({"t": "ack", "id": fid, "ok": False, "error": why})
-
-    def _end_file(self, fid: int) -> None:
-        inc = self._incoming
-        if inc is None or inc.fid != fid:
-            raise _Garbage("stray_end")
-        self._incoming = None
-        inc.stream.close()
-        digest = inc.hasher.hexdigest()
-        if inc.received != inc.expected or digest != inc.sha256:
-            inc.partial.unlink(missing_ok=True)
-            self.stats["files_rejected"] += 1
-            self._events.put_nowait(FileAborted(inc.name, "size or SHA-256 mismatch"))
-            self._send_json({"t": "ack", "id": fid, "ok": False, "error": "size or SHA-256 mismatch"})
-            return
-        try:
-            final = _unique(self.downloads / inc.name)
-            inc.partial.rename(final)
-        except (OSError, HailingError) as exc:
-            inc.partial.unlink(missing_ok=True)
-            self._events.put_nowait(FileAborted(inc.name, f"cannot keep it: {exc}"))
-            self._send_json({"t": "ack", "id": fid, "ok": False, "error": "the receiver cannot store it"})
-            return
-        self._events.put_nowait(FileReceived(inc.name, final, inc.received, digest))
-        self._send_json({"t": "ack", "id": fid, "ok": True, "sha256": digest})
-
-    def _abort_file(self, why: str) -> None:
-        inc = self._incoming
-        self._incoming = None
-        if inc is not None:
-            inc.stream.close()
-            inc.partial.unlink(missing_ok=True)
-            self.stats["files_aborted"] += 1
-            self._events.put_nowait(FileAborted(inc.name, why))
-
-
-class _Garbage(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _safe_name(name: str) -> str:
-    base = _SAFE_NAME.sub("_", os.path.basename(name.replace("\\", "/")))[:128].strip(". ")
-    return base or "file"
-
-
-def _unique(path: Path) -> Path:
-    if not path.exists():
-        return path
-    for i in range(1, 10_000):
-        candidate = path.with_name(f"{path.stem} ({i}){path.suffix}")
-        if not candidate.exists():
-            return candidate
-    raise HailingError(f"too many files named {path.name}")

@@ -240,6 +240,7 @@ class ConnectionManager:
             await self._close_pc(pc)
             return
         self._pcs.discard(pc)
+        conn.coupler = coupler
         self.track(conn)
         self.incoming.put_nowait(conn)
 
