@@ -335,3 +335,16 @@ async def test_a_starting_peer_removes_a_crashed_receivers_partial_files(
     bob = await start(started, Peer(tmp_path / "bob"))
     assert sorted(downloads.iterdir()) == [kept]
     assert bob.stats["stale_partials_removed"] == 1
+
+
+async def test_answers_are_not_recorded_as_handled_for_other_processes(
+        tmp_path: Path, started: list[Peer]) -> None:
+    """A daemon and a one-shot send on one data directory both hear an answer; only
+    offers and endpoint records are recorded once-ever (see the router's test)."""
+    from hailing.signaling.endpoint import KIND_ENDPOINT
+    from hailing.signaling.envelope import KIND_ANSWER, KIND_OFFER
+
+    bob = await start(started, Peer(tmp_path / "bob"))
+    assert bob.router is not None
+    once = {kind: entry[3] for kind, entry in bob.router._handlers.items()}
+    assert once == {KIND_OFFER: True, KIND_ANSWER: False, KIND_ENDPOINT: True}

@@ -221,7 +221,7 @@ class Peer:
                                          is_contact=self.policy.may_send_endpoint,
                                          clock=self._clock)
         self.router.on(KIND_OFFER, self._on_offer, name="offer", strict_expiry=True)
-        self.router.on(KIND_ANSWER, self._on_answer, name="answer")
+        self.router.on(KIND_ANSWER, self._on_answer, name="answer", once_ever=False)
         self.router.on(KIND_ENDPOINT, self.endpoints.received, name="endpoint")
         for rung in self.ladder:
             coupler = await self._build(rung.name)
