@@ -109,8 +109,12 @@ async def cmd_up(args: argparse.Namespace) -> int:
     import asyncio
 
     from ..daemon.service import Daemon
+    from ..identity import KEY_FILE
 
     args.data_dir = str(Path(args.data_dir or default_data_dir()).absolute())
+    # A first run creates the identity; say so (a mistyped HAILING_DATA_DIR under a
+    # service manager would otherwise quietly become somebody new).
+    new_identity = not (Path(args.data_dir) / KEY_FILE).exists()
     stop = _stop_on_signal()  # before the first line: a signal right after it is a clean stop
     make_peer, dht = _daemon_parts(args)
     daemon = Daemon(args.data_dir, make_peer, dht=dht, api_bind=args.api,
@@ -119,6 +123,10 @@ async def cmd_up(args: argparse.Namespace) -> int:
     try:
         await daemon.start()
         assert daemon.api_info is not None
+        if new_identity:
+            print(f"hailing: no identity was in {args.data_dir}: created a new one, "
+                  f"{daemon.peer.contact_id} (show it with 'hailing id card')",
+                  file=sys.stderr, flush=True)
         print(f"up {daemon.peer.contact_id} dht {daemon.dht_address or '-'} "
               f"api {daemon.api_info.url}", flush=True)
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(daemon.failed.wait())]
