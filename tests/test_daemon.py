@@ -424,6 +424,21 @@ def test_a_killed_daemon_leaves_nothing_that_blocks(bootstrap: str, tmp_path: Pa
     assert not (b_dir / "api.json").exists()
 
 
+def test_a_first_up_says_it_created_an_identity(bootstrap: str, tmp_path: Path) -> None:
+    """A data directory with no identity gets one, and one stderr line says so (a
+    mistyped HAILING_DATA_DIR must not quietly become somebody new); the next start of
+    the same directory says nothing of the kind."""
+    d_dir = tmp_path / "new"
+    for first in (True, False):
+        with up(d_dir, "--bootstrap", bootstrap) as d:
+            node = Up(d, d_dir)
+            assert d.stop(signal.SIGINT) == 0
+        said = [line for line in d.err.lines if "created a new one" in line]
+        assert len(said) == int(first), d.err.lines
+        if first:
+            assert node.contact_id in said[0] and str(d_dir) in said[0]
+
+
 def test_up_usage_errors(tmp_path: Path) -> None:
     new_ids(tmp_path, "bob")
     procs = {

@@ -63,10 +63,10 @@ def _out(obj: dict[str, Any]) -> None:
 
 
 async def send(args: argparse.Namespace, client: DaemonClient) -> int:
-    from ..errors import LocalProtocolError
+    from ..errors import LocalProtocolError, UsageError
 
     if (args.text is None) == (args.file is None):
-        raise LocalProtocolError("give either TEXT or --file PATH")
+        raise UsageError("give either TEXT or --file PATH")
     body: dict[str, Any] = {"contact": _ref(args.contact), "timeout": args.timeout}
     if args.file is not None:
         path = Path(args.file)

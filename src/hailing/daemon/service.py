@@ -105,6 +105,11 @@ class Daemon:
                 self.node = await open_dht_node(self.data_dir, self.dht)
             self.peer = self._make_peer(self.node)
             await self.peer.start()
+            downloads = getattr(self.peer, "downloads", None)
+            if isinstance(downloads, str | os.PathLike):
+                from ..rtc.connection import clean_partials
+
+                clean_partials(downloads)  # what a crashed or killed daemon was receiving
             self.links.start()
             self._spawn(self._pump_calls(), "calls")
             self._spawn(self._pump_incoming(), "incoming")
