@@ -455,3 +455,42 @@ def test_up_usage_errors(tmp_path: Path) -> None:
         no_traceback(p.stderr)
     assert not (tmp_path / "bob" / "api.json").exists()
     assert os.listdir(tmp_path / "bob")  # the identity is untouched
+
+
+# -- the contract watcher in the daemon ------------------------------------------------------
+
+
+def test_daemons_signaling_through_the_contract(tmp_path: Path) -> None:
+    """``hailing up --via contract``: no DHT node (``dht -``), the contract watcher runs in
+    the daemon; sends and an endpoint record go through the daemons."""
+    ids = friends(tmp_path, "alice", "bob")
+    with daemon("chain", "serve", "--bind", "127.0.0.1:0", "--deploy") as chain:
+        rpc = chain.first_line().split()[-1]
+        chain.out.wait_for(lambda line: line.startswith("contract "))
+        contract = chain.out.lines[1].split()[1]
+        chain.err.wait_for(lambda line: line.startswith("account "), timeout=30)
+        chain.err.wait_for(lambda line: len(chain.err.lines) >= 2, timeout=30)
+        keys = [line.split()[3] for line in chain.err.lines[:2]]
+        for me, other in (("alice", "bob"), ("bob", "alice")):
+            shared = json.loads(ok(run("rotation", "show", "--data-dir", tmp_path / other))[0])
+            ok(run("rotation", "set", ids[other], "--user-id", shared["user_id"], "--prefix",
+                   shared["prefix"], "--data-dir", tmp_path / me))
+        via = ["--via", "contract", "--rpc", rpc, "--contract", contract, "--poll", "0.2"]
+        with up(tmp_path / "bob", *via, "--gas-key", keys[1]) as bd, \
+                up(tmp_path / "alice", *via, "--gas-key", keys[0]) as ad:
+            for d, who in ((bd, "bob"), (ad, "alice")):
+                assert d.first_line().startswith(f"up {ids[who]} dht - api http://127.0.0.1:")
+            r = send_result(run("send", "bob", "through the chain", "--data-dir",
+                                tmp_path / "alice", timeout=60))
+            assert r["via"] == "contract" and r["reused"] is False
+            bd.wait_event(event="message", text="through the chain")
+            out = ok(run("endpoint", "publish", "--to", "bob", "--kind", "sip", "--endpoint",
+                         "10.0.0.7:5060", "--data-dir", tmp_path / "alice", timeout=60))
+            assert json.loads(out[0])["via"] == "contract"
+            deadline = time.monotonic() + 30
+            while not (listed := ok(run("endpoint", "list", "--data-dir", tmp_path / "bob"))):
+                assert time.monotonic() < deadline, "the endpoint record did not arrive"
+                time.sleep(0.5)
+            assert listed == [f"{ids['alice']} alice sip 10.0.0.7:5060"]
+            assert ad.stop() == 0 and bd.stop() == 0
+        assert chain.stop() == 0
