@@ -244,12 +244,29 @@ class LookupEngine:
         closest k of every routing table, so every answer names only dead nodes near
         the target: the nearest nodes that did answer are asked again, this time for up
         to MAX_WIDE_NODES nodes (``hailing_k``; other clients ignore the argument), which
-        reaches past the dead entries to live nodes that hold the value."""
+        reaches past the dead entries to live nodes that hold the value. A hailing node
+        answers such a query from its replacement caches too: the live nodes near the
+        target are often known only there (their buckets are full of dead entries that
+        nobody has asked yet). The nodes of the closest set that did not answer are
+        asked once more (a lost packet looks like a dead node)."""
         if lk.kind not in ("get", "get_mutable") or lk.result is not None or lk.widened:
             return False
         if not any(c.state == STALLED or c.state == FAILED for c in lk.cands[: lk.k]):
             return False
         lk.widened = True
+        # The nodes that failed or stalled among the closest set (closer than its k-th
+        # answer) get one more try: the request may have been lost, and under packet
+        # loss the one live node left holding the value looks dead after one lost
+        # packet. A stalled request's late answer is still used; whichever of the two
+        # requests ends first settles the candidate (see Lookup.answered/failed).
+        answered = 0
+        for c in lk.cands:
+            if c.state == ANSWERED:
+                answered += 1
+                if answered >= lk.k:
+                    break
+            elif c.state == FAILED or c.state == STALLED:
+                c.state = FRESH
         lk.k *= 2
         for c in lk.closest_answered(self.config.alpha):
             c.state = FRESH

@@ -26,6 +26,7 @@ import random
 import resource
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
@@ -105,6 +106,8 @@ class _Run:
     departures: int = 0
     #: Gets whose requesting host left (continuous churn) before the answer came.
     aborted: int = 0
+    #: Why the failed gets failed (see _failure_kind).
+    failure_kinds: Counter[str] = field(default_factory=Counter)
 
 
 def run_lookup_benchmark(params: SimParams, progress: TextIO | None = None) -> dict[str, Any]:
@@ -281,6 +284,8 @@ def _get_phase(run: _Run) -> None:
                     ok = isinstance(ev.item, MutableItem) and ev.item.value_bencoded == item.value_bencoded
                 else:
                     ok = ev.item.value_bencoded == item.value_bencoded
+            if not ok:
+                run.failure_kinds[_failure_kind(run, ev, item)] += 1
             stats = getattr(ev, "stats", None)
             run.gets.append(_Get(ok, sim.now - t0, stats.messages if stats else 0, stats.hops if stats else 0))
             if len(run.gets) % step == 0:
@@ -299,6 +304,20 @@ def _get_phase(run: _Run) -> None:
     sim.run(stop=lambda: len(run.gets) + run.aborted >= n)
 
 
+def _failure_kind(run: _Run, ev: Any, item: ImmutableItem | MutableItem) -> str:
+    """Why a get failed: ``error`` (no ItemFound), ``isolated`` (nobody answered the
+    requester), ``value_lost`` (no live node stores the item any more) or ``missed`` (live
+    nodes store it, the lookup did not reach them). Reads state only: the run is unchanged."""
+    if not isinstance(ev, ItemFound):
+        return "error"
+    if ev.stats.responses == 0:
+        return "isolated"
+    now = run.sim.now
+    if any(n.proto.items.get(item.target, now) is not None for n in run.sim.live):
+        return "missed"
+    return "value_lost"
+
+
 def _result(run: _Run, wall: float, t_joined: float) -> dict[str, Any]:
     p, sim = run.params, run.sim
     gets = run.gets
@@ -312,6 +331,7 @@ def _result(run: _Run, wall: float, t_joined: float) -> dict[str, Any]:
         "success_rate": sum(g.ok for g in gets) / max(1, len(gets)),
         "failures": sum(not g.ok for g in gets),
         "aborted": run.aborted,
+        "failure_kinds": dict(sorted(run.failure_kinds.items())),
         "latency_ms": {
             "p50": percentile(lat, 50), "p95": percentile(lat, 95), "p99": percentile(lat, 99),
         },
