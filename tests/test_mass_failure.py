@@ -27,7 +27,7 @@ def _one_holder_left(net: MemoryNet, value: bytes) -> tuple[bytes, DhtProtocol, 
         (p for p in net.live() if p.items.get(target, net.now) is not None),
         key=lambda p: int.from_bytes(p.node_id, "big") ^ t,
     )
-    assert len(holders) == nodes[1].config.k
+    assert len(holders) == nodes[1].config.put_copies
     for p in holders[:-1]:
         net.kill(p)
     readers = [p for p in net.live() if p is not holders[-1] and p is not nodes[1]]
@@ -35,7 +35,7 @@ def _one_holder_left(net: MemoryNet, value: bytes) -> tuple[bytes, DhtProtocol, 
 
 
 def test_a_get_asks_again_the_holder_whose_answer_was_lost() -> None:
-    # Seven of the eight nodes that stored the value died; the one request to the last
+    # All but one of the nodes that stored the value died; the one request to the last
     # one is lost. The get used to end empty-handed (the holder only "stalled", and
     # widening asked the nodes that had answered); now widening asks again the nodes of
     # the closest set that did not answer.

@@ -124,9 +124,9 @@ class LookupEngine:
         cfg = self.config
         # Table refreshes are background work: latency does not matter there, messages do.
         alpha = min(cfg.alpha, 3) if kind == "refresh" else cfg.alpha
-        lk = Lookup(
-            qid, kind, target, self.node_id, cfg.k, alpha, cfg.max_lookup_candidates, now,
-        )
+        # A put's closest set is the put_copies nodes it stores on (2k by default).
+        k = max(cfg.put_copies, cfg.k) if kind == "put" else cfg.k
+        lk = Lookup(qid, kind, target, self.node_id, k, alpha, cfg.max_lookup_candidates, now)
         lk.store = store
         lk.salt = salt
         lk.lockstep = self._lockstep
@@ -214,7 +214,7 @@ class LookupEngine:
                 args[b"hailing_k"] = MAX_WIDE_NODES
             self._send(c.addr, method, args, now, node_id=c.id, lookup=lk, cand=c)
         if lk.is_done():
-            if self._refill(lk) or self._widen(lk):
+            if self._refill(lk) or self._widen(lk) or self._retry_silent(lk):
                 self._advance(lk, now)
                 return
             lk.finished = True
@@ -248,29 +248,42 @@ class LookupEngine:
         answers such a query from its replacement caches too: the live nodes near the
         target are often known only there (their buckets are full of dead entries that
         nobody has asked yet). The nodes of the closest set that did not answer are
-        asked once more (a lost packet looks like a dead node)."""
+        asked once more (see _retry_silent)."""
         if lk.kind not in ("get", "get_mutable") or lk.result is not None or lk.widened:
             return False
         if not any(c.state == STALLED or c.state == FAILED for c in lk.cands[: lk.k]):
             return False
         lk.widened = True
-        # The nodes that failed or stalled among the closest set (closer than its k-th
-        # answer) get one more try: the request may have been lost, and under packet
-        # loss the one live node left holding the value looks dead after one lost
-        # packet. A stalled request's late answer is still used; whichever of the two
-        # requests ends first settles the candidate (see Lookup.answered/failed).
-        answered = 0
-        for c in lk.cands:
-            if c.state == ANSWERED:
-                answered += 1
-                if answered >= lk.k:
-                    break
-            elif c.state == FAILED or c.state == STALLED:
-                c.state = FRESH
+        self._retry_silent(lk)
         lk.k *= 2
         for c in lk.closest_answered(self.config.alpha):
             c.state = FRESH
         return True
+
+    def _retry_silent(self, lk: Lookup) -> bool:
+        """A get about to end empty-handed asks once more (once per node) the nodes of
+        its closest set (closer than its k-th answer) that failed or stalled: the request
+        may have been lost, and under packet loss the one live node left holding the
+        value looks dead after one lost packet. A stalled request's late answer is still
+        used; whichever of the two requests ends first settles the candidate (see
+        Lookup.answered and Lookup.failed)."""
+        if lk.kind not in ("get", "get_mutable") or lk.result is not None or lk.lockstep:
+            return False
+        answered = 0
+        retried = False
+        for c in lk.cands:
+            st = c.state
+            if st == ANSWERED:
+                answered += 1
+                if answered >= lk.k:
+                    break
+            elif st in (FAILED, STALLED) and not c.retries:
+                c.retries = 1
+                c.state = FRESH
+                retried = True
+        if retried:
+            self.stats["lookup_retries"] += 1
+        return retried
 
     def _lookup_reply(self, lk: Lookup, c: Candidate, r: Response, now: float) -> None:
         vals = r.values
