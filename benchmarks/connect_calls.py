@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hailing.peer import Peer
 from hailing.rtc import set_host_addresses
-from hailing.rtc.peer import Peer
 from hailing.signaling.ws_relay import RelayServer
 from hailing.testnet import testnet
 
@@ -157,8 +157,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for caller, callee in ((dht_a, dht_b), (ws_a, ws_b)):
                     assert callee.contacts is not None
                     callee.contacts.add(caller.contact_id, "caller")
-                assert dht_b.rendezvous is not None
-                await dht_b.rendezvous.refresh()
+                await dht_b.refresh()
                 servers = [asyncio.ensure_future(serve(p)) for p in (dht_b, ws_b)]
                 times: dict[str, list[float]] = {"dht": [], "ws": []}
                 fails: dict[str, list[str]] = {"dht": [], "ws": []}

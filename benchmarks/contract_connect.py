@@ -36,7 +36,7 @@ from typing import Any
 import hailing.rtc
 from hailing.chain import SignalingContract
 from hailing.chain.wallet import load_or_create_rotation
-from hailing.rtc.peer import Peer
+from hailing.peer import Peer
 from hailing.signaling.contract_rdv import ContractRendezvous
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -44,8 +44,9 @@ from conftest_chain import Anvil, anvil_binary
 
 
 def rdv(peer: Peer) -> ContractRendezvous:
-    assert isinstance(peer.rendezvous, ContractRendezvous)
-    return peer.rendezvous
+    rendezvous = getattr(peer.coupler("contract"), "rendezvous", None)
+    assert isinstance(rendezvous, ContractRendezvous)
+    return rendezvous
 
 
 async def run_block_time(binary: str, block_time: int, calls: int, poll: float,

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Create .venv (Python >= 3.11) and install hailing with the given extras.
+# Create .venv (Python >= 3.11) and install hailing with the given extras. The qr extra
+# (terminal QR codes: 'hailing id show --qr', 'hailing id card --qr') is always included.
 # Usage: scripts/setup.sh [extras]   e.g. scripts/setup.sh test,bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-}"
+extras="qr${1:+,$1}"
 py="${PYTHON:-}"
 if [ -z "$py" ]; then
   for cand in python3.11 python3.12 python3.13 python3; do
@@ -20,14 +21,10 @@ if [ ! -x .venv/bin/python ]; then
   echo "creating .venv with $py" >&2
   "$py" -m venv .venv
 fi
-stamp=".venv/.installed-${extras:-base}"
+stamp=".venv/.installed-${extras}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "installing hailing${extras:+[$extras]} into .venv (first run takes a minute)" >&2
+  echo "installing hailing[$extras] into .venv (first run takes a minute)" >&2
   .venv/bin/python -m pip install -q --upgrade pip >&2
-  if [ -n "$extras" ]; then
-    .venv/bin/python -m pip install -q -e ".[$extras]" >&2
-  else
-    .venv/bin/python -m pip install -q -e . >&2
-  fi
+  .venv/bin/python -m pip install -q -e ".[$extras]" >&2
   touch "$stamp"
 fi

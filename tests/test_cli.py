@@ -28,6 +28,13 @@ BOOTSTRAP_LINE = re.compile(r"bootstrap (127\.0\.0\.1:\d+)")
 SERVE_LINE = re.compile(r"node ([0-9a-f]{40}) listening on 127\.0\.0\.1:(\d+)")
 
 
+@pytest.fixture(autouse=True)
+def _default_data_dir_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Commands run without --data-dir use tmp_path/xdg/hailing, never the user's own."""
+    monkeypatch.delenv("HAILING_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+
 def run(*args: str | Path | bytes, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[bytes]:
     proc = subprocess.run(
         [*HAILING, *(os.fsdecode(a) if isinstance(a, bytes) else str(a) for a in args)],
@@ -345,12 +352,21 @@ def test_key_file_of_wrong_size(bootstrap: str, tmp_path: Path) -> None:
     assert key.read_bytes() == b"\x01" * 31
 
 
-def test_corrupt_data_dir(tmp_path: Path) -> None:
+def test_a_corrupt_routing_cache_is_set_aside_and_rebuilt(tmp_path: Path) -> None:
+    """dht.sqlite3 is a cache: a corrupt one is moved aside (kept, never deleted) with
+    one warning naming it, and the node serves with a fresh one (issue 8 item 7)."""
     db = tmp_path / "dht.sqlite3"
-    db.write_bytes(b"garbage, not sqlite " * 100)
-    proc = run("dht", "serve", "--bind", "127.0.0.1:0", "--data-dir", tmp_path)
-    assert str(db) in one_error_line(proc, 1)
-    assert db.read_bytes() == b"garbage, not sqlite " * 100
+    garbage = b"garbage, not sqlite " * 100
+    db.write_bytes(garbage)
+    with popen("dht", "serve", "--bind", "127.0.0.1:0", "--data-dir", tmp_path) as proc:
+        assert SERVE_LINE.fullmatch(first_line(proc))
+        code, _out, err = finish(proc)
+    assert code == 0
+    no_traceback(err)
+    [aside] = tmp_path.glob("dht.sqlite3.corrupt-*")
+    assert aside.read_bytes() == garbage
+    assert str(db) in err.decode() and aside.name in err.decode()
+    assert db.exists() and db.read_bytes() != garbage
 
 
 def test_serve_on_a_busy_port() -> None:

@@ -22,7 +22,8 @@ from typing import IO, Any
 
 import pytest
 
-from hailing.identity import ContactBook, load_or_create_identity
+from hailing.identity import load_or_create_identity
+from hailing.services.contacts import ContactBook
 
 HAILING = [sys.executable, "-m", "hailing"]
 TIMEOUT = 20.0
@@ -30,6 +31,13 @@ CONTACT_ID = re.compile(r"hl[a-z2-7]{58}")
 BOOTSTRAP_LINE = re.compile(r"bootstrap (127\.0\.0\.1:\d+)")
 RELAY_LINE = re.compile(r"relay listening on (ws://127\.0\.0\.1:\d+/\S*)")
 NOBODY = "nobody answered"
+
+
+@pytest.fixture(autouse=True)
+def _default_data_dir_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Commands run without --data-dir use tmp_path/xdg/hailing, never the user's own."""
+    monkeypatch.delenv("HAILING_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -95,7 +103,12 @@ def one_error_line(proc: subprocess.CompletedProcess[bytes], code: int) -> str:
 def new_ids(base: Path, *names: str) -> dict[str, str]:
     """Identities base/NAME for the tests' setup, made in-process (fast); the commands
     under test run in subprocesses. Returns name -> contact id."""
-    return {n: load_or_create_identity(base / n, None, name=n).contact_id for n in names}
+    ids = {}
+    for n in names:
+        ids[n] = load_or_create_identity(base / n, None).contact_id
+        with ContactBook(base / n) as b:
+            b.set_name(n)
+    return ids
 
 
 def book(data_dir: Path) -> ContactBook:
@@ -531,3 +544,39 @@ def test_listen_stops_cleanly_on_signal(bootstrap: str, tmp_path: Path, sig: int
     with listening(tmp_path / "bob", "--bootstrap", bootstrap) as bob:
         assert bob.stop(sig) == 0
         assert bob.out.lines[1:] == []
+
+
+@pytest.mark.parametrize(("command", "read_only"), [
+    (["send", "CONTACT", "hi"], True), (["chat", "CONTACT"], True), (["listen"], False)])
+def test_one_shot_commands_run_a_read_only_dht_node(
+        command: list[str], read_only: bool, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 8 item 11: a one-shot sender's node is gone a second later; as a full node it
+    would sit in others' routing tables and cost their lookups a timeout each. It runs
+    BEP43 read-only (and still hears its answers, as every send test here shows);
+    ``listen`` stays a full node."""
+    import hailing.peer
+    from hailing.cli import main
+    from hailing.errors import HailingError
+    from hailing.identity import Identity
+
+    seen: list[object] = []
+
+    class Recorder:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            seen.append(kwargs.get("dht_config"))
+
+        async def __aenter__(self) -> None:
+            raise HailingError("recorded")
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(hailing.peer, "Peer", Recorder)
+    contact = Identity.generate().contact_id
+    argv = [contact if a == "CONTACT" else a for a in command]
+    assert main([*argv, "--data-dir", str(tmp_path), "--bootstrap", "127.0.0.1:9",
+                 "--no-daemon"] if command[0] != "listen" else
+                [*argv, "--data-dir", str(tmp_path), "--bootstrap", "127.0.0.1:9"]) == 1
+    [config] = seen
+    assert bool(getattr(config, "read_only", False)) is read_only

@@ -31,6 +31,13 @@ TIMEOUT = 60.0
 WG_KEY = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
 
 
+@pytest.fixture(autouse=True)
+def _default_data_dir_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Commands run without --data-dir use tmp_path/xdg/hailing, never the user's own."""
+    monkeypatch.delenv("HAILING_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+
 def env() -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if k not in ("HAILING_PASSPHRASE", "HAILING_GAS_KEY")}
     e["HAILING_ICE_HOSTS"] = "127.0.0.1"

@@ -30,7 +30,7 @@ from hailing.chain.rpc_server import RpcServer
 from hailing.chain.wallet import RotatingWallets, Wallet, load_or_create_rotation
 from hailing.identity import Identity, format_contact_id
 from hailing.node import DhtNode
-from hailing.rtc.peer import Peer
+from hailing.peer import Peer
 from hailing.signaling import envelope
 from hailing.signaling.contract_rdv import (
     ChainStatus,
@@ -185,8 +185,9 @@ def befriend(a: Peer, b: Peer) -> None:
 
 
 def rdv(p: Peer) -> ContractRendezvous:
-    assert isinstance(p.rendezvous, ContractRendezvous)
-    return p.rendezvous
+    rendezvous = getattr(p.coupler("contract"), "rendezvous", None)
+    assert isinstance(rendezvous, ContractRendezvous)
+    return rendezvous
 
 
 async def eventually(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
@@ -249,7 +250,7 @@ async def test_second_connection_over_the_channel_posts_nothing_on_the_dht(
                 Peer(tmp_path / "b", bootstrap=boot) as bob:
             assert bob.contacts is not None
             bob.contacts.add(alice.contact_id, "alice")
-            await bob._rendezvous().refresh()
+            await bob.refresh()
             conn = await alice.connect(bob.contact_id, timeout=10)
             await bob.accept(10)
             first = posts

@@ -23,9 +23,9 @@ from hailing.chain.rpc_server import MAX_BATCH, RpcServer, to_rpc
 from hailing.chain.wallet import RotationSecret
 from hailing.errors import LocalProtocolError, StorageError
 from hailing.identity import Identity
-from hailing.identity._contacts import DB_NAME
+from hailing.peer import Peer
 from hailing.rtc.connection import MAX_SIGNAL, Connection
-from hailing.rtc.peer import Peer
+from hailing.services.contacts import DB_NAME
 from hailing.signaling.contract_rdv import ChainLink, gas_account
 from hailing.signaling.endpoint import (
     EndpointError,

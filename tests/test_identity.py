@@ -17,12 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hailing.identity as identity_pkg
+from hailing._secrets import write_secret
 from hailing.errors import LocalProtocolError, StorageError
 from hailing.identity import (
     CONTACT_ID_LENGTH,
     KEY_FILE,
-    Contact,
-    ContactBook,
     Identity,
     contact_qr,
     format_contact_id,
@@ -33,6 +32,7 @@ from hailing.identity import (
     x25519_public_key,
 )
 from hailing.identity import _keystore as keystore
+from hailing.services.contacts import Contact, ContactBook
 
 # RFC 8032, section 7.1, TEST 1
 RFC_SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -357,21 +357,20 @@ def test_keystore_never_overwrites(tmp_path: Path) -> None:
     with pytest.raises(StorageError):
         load_or_create_identity(tmp_path)
     assert key_file.read_bytes() == b"something else"
-    assert keystore._write_new(key_file, b"new") is False
+    assert write_secret(key_file, b"new", overwrite=False) is False
     assert key_file.read_bytes() == b"something else"
     assert sorted(p.name for p in tmp_path.iterdir()) == [KEY_FILE]
 
 
-def test_keystore_name_goes_to_the_contact_book(tmp_path: Path) -> None:
-    load_or_create_identity(tmp_path, name=" alice ")
+def test_identity_name_lives_in_the_contact_book(tmp_path: Path) -> None:
+    load_or_create_identity(tmp_path)
+    with ContactBook(tmp_path) as book:
+        book.set_name(" alice ")
+        assert book.name() == "alice"
     with ContactBook(tmp_path) as book:
         assert book.name() == "alice"
-    load_or_create_identity(tmp_path, name="alice2")
-    with ContactBook(tmp_path) as book:
-        assert book.name() == "alice2"
-    with pytest.raises(LocalProtocolError, match="name"):
-        load_or_create_identity(tmp_path / "new", name="")
-    assert not (tmp_path / "new" / KEY_FILE).exists()  # bad name: no key created
+        with pytest.raises(LocalProtocolError, match="name"):
+            book.set_name("")
 
 
 def test_keystore_unusable_directory(tmp_path: Path) -> None:

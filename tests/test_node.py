@@ -21,7 +21,6 @@ from hailing.errors import (
     LocalProtocolError,
     QueryTimeout,
     RemoteProtocolError,
-    StorageError,
 )
 from hailing.node import DhtNode
 from hailing.testnet import testnet as running_testnet
@@ -210,22 +209,6 @@ async def test_data_dir_keeps_id_and_routing_table(tmp_path: Path) -> None:
             assert await again.get(target) == b"still here"
         finally:
             await again.stop()
-
-
-async def test_corrupt_data_file_raises_storage_error_and_is_kept(tmp_path: Path) -> None:
-    path = tmp_path / "dht.sqlite3"
-    garbage = b"\xff not a database " + os.urandom(4000)
-    path.write_bytes(garbage)
-    before = asyncio.all_tasks()
-    node = DhtNode(LOCAL, data_dir=tmp_path)
-    with pytest.raises(StorageError) as info:
-        await node.start()
-    assert str(path) in str(info.value)
-    assert "\n" not in str(info.value)
-    assert path.read_bytes() == garbage
-    assert not node.running
-    await node.stop()  # harmless
-    assert asyncio.all_tasks() == before
 
 
 # -- garbage from a raw socket -------------------------------------------------------------

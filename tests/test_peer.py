@@ -25,8 +25,8 @@ import hailing.rtc.connection as connection_mod
 from hailing.errors import HailingError, QueryTimeout
 from hailing.identity import Identity
 from hailing.node import DhtNode
+from hailing.peer import CallEvent, Peer
 from hailing.rtc.connection import AuthenticationError, Connection, FileReceived, TextMessage
-from hailing.rtc.peer import CallEvent, Peer
 from hailing.signaling import envelope
 from hailing.signaling.envelope import KIND_ANSWER, KIND_OFFER
 from hailing.signaling.rendezvous import day_of, pair_key, pair_secret, public_key_inbox
@@ -71,7 +71,7 @@ def pcs(monkeypatch: pytest.MonkeyPatch) -> list[aiortc.RTCPeerConnection]:
 async def allow(callee: Peer, caller: Peer) -> None:
     assert callee.contacts is not None
     callee.contacts.add(caller.contact_id, "caller")
-    await callee._rendezvous().refresh()
+    await callee.refresh()
 
 
 def drain_calls(p: Peer) -> list[CallEvent]:
@@ -140,18 +140,18 @@ async def test_a_callee_whose_answer_send_returns_late_still_hears_the_callers_h
     alice = await net.peer("alice")
     bob = await net.peer("bob")
     await allow(bob, alice)
-    rdv = bob._rendezvous()
-    original = rdv.send
+    coupler = bob.coupler("dht")
+    original = coupler.send
     late = asyncio.Event()
 
-    async def slow_send(peer: bytes, blob: bytes, **kw: Any) -> int:
-        n = await original(peer, blob, **kw)
-        if kw.get("kind") == "answer":
+    async def slow_send(peer: bytes, blob: bytes, kind: str) -> int:
+        n = await original(peer, blob, kind)  # type: ignore[arg-type]
+        if kind == "answer":
             await asyncio.sleep(1.5)  # "waiting for the receipt"
             late.set()
         return n
 
-    monkeypatch.setattr(rdv, "send", slow_send)
+    monkeypatch.setattr(coupler, "send", slow_send)
     conn = await alice.connect(bob.contact_id, timeout=10)
     assert late.is_set()
     inc = await bob.accept(10)
@@ -198,12 +198,13 @@ async def setup_callee(callee: Peer, caller: Peer, case: Case) -> None:
         book.block(caller.contact_id)
     book.set_accept_any(case.accept_any)
     book.set_status(case.status)  # type: ignore[arg-type]
-    await callee._rendezvous().refresh()
+    await callee.refresh()
 
 
 def spy_posts(monkeypatch: pytest.MonkeyPatch, p: Peer) -> list[bytes]:
     """Keys ``p``'s DHT node posts to from now on."""
-    node = p._node()
+    node = p.node
+    assert node is not None
     keys: list[bytes] = []
     original = node.post
 
@@ -254,7 +255,7 @@ async def test_admission(net: Net, case: Case, pcs: list[aiortc.RTCPeerConnectio
     assert caller.stats == Counter()
     assert len(pcs) == 1 and pcs[0].remoteDescription is None
     assert callee_posts == []
-    assert callee._incoming.empty()
+    assert callee.manager.incoming.empty()
 
     events = drain_calls(callee)
     if case.reaches:
@@ -351,7 +352,7 @@ async def test_garbage_at_the_rendezvous_is_dropped_and_counted(
     # Bob still works. Alice's offer is kept (posted to the pair key only) and
     # replayed afterwards to Bob's public inbox with a raw post.
     offers: list[bytes] = []
-    rdv = alice._rendezvous()
+    rdv = alice.coupler("dht").rendezvous  # type: ignore[attr-defined]
     send = rdv.send
 
     async def capture(peer: bytes, blob: bytes, *, public: bool = False, **kw: Any) -> int:
@@ -369,7 +370,7 @@ async def test_garbage_at_the_rendezvous_is_dropped_and_counted(
     assert bob.stats["duplicates"] == 1
     assert bob.stats["bad_envelopes"] == 6
     await asyncio.sleep(0.3)
-    assert drain_calls(bob) == [] and bob._incoming.empty()  # not answered again
+    assert drain_calls(bob) == [] and bob.manager.incoming.empty()  # not answered again
     assert bob.stats["failed_answers"] == 0
 
 
@@ -455,7 +456,7 @@ async def test_a_callee_that_fails_the_identity_proof_is_refused(
     lying(monkeypatch, bob._identity())
     with pytest.raises(AuthenticationError):
         await alice.connect(bob.contact_id, timeout=10)
-    assert not alice._connections
+    assert alice.manager is not None and not alice.manager.connections
 
 
 async def test_a_caller_that_fails_the_identity_proof_is_not_yielded(
@@ -473,7 +474,8 @@ async def test_a_caller_that_fails_the_identity_proof_is_not_yielded(
         conn = None
     await eventually(lambda: bob.stats["failed_answers_AuthenticationError"] == 1,
                      "bob to refuse the proof")
-    assert bob._incoming.empty() and not bob._connections
+    assert bob.manager is not None
+    assert bob.manager.incoming.empty() and not bob.manager.connections
     assert drain_calls(bob)[0].accepted  # admitted by policy, refused by the proof
     if conn is not None:
         with pytest.raises(HailingError):
@@ -521,4 +523,4 @@ async def test_a_restarted_callee_does_not_answer_an_offer_twice(net: Net) -> No
     again = await net.peer("bob")
     await eventually(lambda: again.stats["already_handled"] >= 1, "the stored offer again")
     assert drain_calls(again) == []
-    assert again.stats["failed_answers"] == 0 and again._incoming.empty()
+    assert again.stats["failed_answers"] == 0 and again.manager.incoming.empty()

@@ -17,6 +17,7 @@ from hailing.identity import Identity
 from hailing.node import DhtNode
 from hailing.signaling.rendezvous import (
     DAY,
+    EXPECT_TTL,
     MIDNIGHT_MARGIN,
     DhtRendezvous,
     day_of,
@@ -284,3 +285,19 @@ async def test_delivery_over_the_dht_and_block(net: list[DhtNode]) -> None:
         await bob.refresh()
         assert await alice.send(BOB.public_key, b"after block") >= 1
         assert await _next_value(n_bob, 1.0) is None
+
+
+async def test_a_refresh_during_a_call_keeps_listening_for_the_answer() -> None:
+    """Regression: a refresh (the contact book changed, the minute came round) used to
+    unlisten the keys a caller listened on for the answer of a callee that is not its
+    contact, so the answer never came."""
+    node, clock = FakeNode(), Clock(NOON)
+    rdv = DhtRendezvous(node, ALICE, lambda: [], lambda: False, clock)
+    await rdv.expect_from(BOB.public_key)
+    answer_keys = keys_from([BOB], ALICE, [D])
+    assert node.listening == answer_keys
+    await rdv.refresh()
+    assert node.listening == answer_keys and not node.unlistened
+    clock.now += EXPECT_TTL + 1  # long after the call: dropped at the next refresh
+    await rdv.refresh()
+    assert node.listening == set() and set(node.unlistened) == answer_keys

@@ -397,11 +397,11 @@ def test_rotation_secret_created_concurrently_elsewhere_wins(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     theirs = RotationSecret(prefix=PREFIX, user_id=UID)
 
-    def racing_write(path: Path, data: bytes) -> bool:
+    def racing_write(path: Path, data: bytes, *, overwrite: bool = True) -> bool:
         write_rotation(path, {"version": 1, "prefix": theirs.prefix, "user_id": theirs.user_id})
         return False
 
-    monkeypatch.setattr(wallet_mod, "_write_new", racing_write)
+    monkeypatch.setattr(wallet_mod, "write_secret", racing_write)
     assert load_or_create_rotation(tmp_path) == theirs
 
 
@@ -454,10 +454,13 @@ def test_rotation_file_paths_that_are_not_files(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
         ) -> Callable[..., tuple[int, str, str]]:
     """``hailing ARGS`` in process: (exit code, stdout, stderr). Uses the real cli.main;
-    registers the wallet commands itself while cli.py does not yet."""
+    registers the wallet commands itself while cli.py does not yet. The default data
+    directory (no --data-dir) is tmp_path/xdg/hailing."""
+    monkeypatch.delenv("HAILING_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     if "wallet" not in sub.choices:
@@ -526,6 +529,16 @@ def test_cli_rotating_creates_the_secret_and_defaults_to_today_utc(
     assert code == 0 and out2 == out and load_rotation(tmp_path / "n") == secret
 
 
+def test_cli_rotating_without_data_dir_uses_the_default(
+        run: Callable[..., tuple[int, str, str]], tmp_path: Path,
+        derived: dict[str, Wallet]) -> None:
+    default = tmp_path / "xdg" / "hailing"  # the run fixture's XDG_DATA_HOME
+    default.mkdir(parents=True)
+    write_rotation(default / ROTATION_FILE, GOOD)
+    code, out, err = run("wallet", "rotating", "--date", "2020-12-01")
+    assert (code, out, err) == (0, derived["day1"].address + "\n", "")
+
+
 class _Tty(io.StringIO):
     def isatty(self) -> bool:
         return True
@@ -549,7 +562,6 @@ def test_cli_progress_only_on_a_terminal(run: Callable[..., tuple[int, str, str]
     ["wallet", "rotating", "--data-dir", "{d}", "--date", "2020-W49-2"],
     ["wallet", "rotating", "--data-dir", "{d}", "--date", ""],
     ["wallet", "rotating", "--data-dir", "{d}", "--date", "\u0662\u0660\u0662\u0660-\u0661\u0662-\u0660\u0661"],
-    ["wallet", "rotating", "--date", "2020-12-01"],
     ["wallet", "warp", "--passphrase", "", "--salt", "s"],
     ["wallet", "warp", "--passphrase", "p"],
     ["wallet", "warp", "--passphrase", "\udcff", "--salt", "s"],

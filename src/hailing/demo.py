@@ -74,8 +74,8 @@ async def run_demo(nodes: int = 20) -> int:
 
 async def _peers(net: list[DhtNode]) -> bool:
     """Two identities connect through the testnet: no server, sealed signaling."""
+    from .peer import Peer
     from .rtc import set_host_addresses
-    from .rtc.peer import Peer
 
     set_host_addresses(["127.0.0.1"])  # the demo stays on loopback
     boot = [net[0].address]
@@ -92,8 +92,7 @@ async def _peers(net: list[DhtNode]) -> bool:
             assert alice.contacts is not None and bob.contacts is not None
             alice.contacts.add(bob.contact_id, "bob")
             bob.contacts.add(alice.contact_id, "alice")
-            assert bob.rendezvous is not None
-            await _step("bob listens on today's key for alice", bob.rendezvous.refresh())
+            await _step("bob listens on today's key for alice", bob.refresh())
             conn = await _step("alice connects to bob (sealed offer via the DHT)",
                                alice.connect(bob.contact_id, timeout=20))
             incoming = await bob.accept(10)

@@ -6,21 +6,24 @@ the core produced, re-arms one timer and resolves the futures of finished comman
 starts no background task, so nothing is left running after :meth:`DhtNode.stop`.
 
 With a ``data_dir`` the node keeps its id and routing table in SQLite there; a restarted
-node comes back with the same id and asks the nodes it knew first.
+node comes back with the same id and asks the nodes it knew first. That file is a cache:
+a corrupt one is set aside and rebuilt, a locked one is done without (see ``_state.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ._state import NodeState
+from ._state import NodeState, load_node_state, rebuild_node_state
 from .dht import (
     CommandFailed,
     DhtConfig,
@@ -36,10 +39,12 @@ from .dht import (
     StoreDone,
 )
 from .dht.bep44 import MutableItem
-from .errors import HailingError, LocalProtocolError
+from .errors import CorruptStorageError, HailingError, LocalProtocolError, StorageError
 from .transport import UdpEndpoint
 
 Addr = tuple[str, int]
+
+log = logging.getLogger("hailing.node")
 
 #: How often a node with a data directory saves its routing table.
 SAVE_INTERVAL = 300.0
@@ -101,6 +106,8 @@ class DhtNode:
         self._futures: dict[int, asyncio.Future[Event]] = {}
         self._inbox: asyncio.Queue[InboxMessage] = asyncio.Queue(maxsize=INBOX_QUEUE)
         self._state: NodeState | None = None
+        self._driver_stats: Counter[str] = Counter()
+        self._warned: set[str] = set()
         self._next_save = 0.0
         self.address: Addr = bind
 
@@ -127,14 +134,16 @@ class DhtNode:
         saved: list[tuple[bytes, Addr, float]] = []
         node_id = self._node_id
         if self.data_dir is not None:
-            self._state = NodeState(self.data_dir)
-            stored = self._state.node_id()
+            # A cache: corrupt is set aside and rebuilt, locked is done without (_state.py).
+            self._state, stored, saved = load_node_state(self.data_dir)
             if node_id is None:
                 node_id = stored
-            saved = self._state.routing_nodes()
         self._core = DhtProtocol(self.config, rng=self._rng, now=self._loop.time(), node_id=node_id)
         if self._state is not None:
-            self._state.set_node_id(self._core.node_id)
+            try:
+                self._state.set_node_id(self._core.node_id)
+            except StorageError as exc:
+                self._save_failed(exc)
         try:
             self._transport = UdpEndpoint(self._loop, self.bind, self._on_datagram, self._pump)
         except LocalProtocolError:
@@ -151,9 +160,14 @@ class DhtNode:
         return self
 
     async def stop(self) -> None:
-        """Close the socket, fail pending commands, save the routing table."""
+        """Unlisten everywhere (the storing nodes free our slots at once instead of
+        pushing to a closed socket until the listens expire), close the socket, fail
+        pending commands, save the routing table."""
         if self._transport is None:
             return
+        if self._core is not None:
+            self._core.unlisten_all(self._loop.time())
+            self._pump()
         self._transport.close()
         self._transport = None
         if self._timer is not None:
@@ -275,7 +289,11 @@ class DhtNode:
         return ev.nodes
 
     def unlisten(self, key: bytes) -> None:
-        self.core.unlisten(key)
+        """Stop listening on ``key``; the storing nodes are told at once."""
+        if self._transport is None:
+            return
+        self.core.unlisten(key, self._now())
+        self._pump()
 
     async def inbox(self) -> InboxMessage:
         """The next value posted to an inbox this node listens on."""
@@ -285,6 +303,7 @@ class DhtNode:
     def stats(self) -> dict[str, int]:
         """The core's counters plus the socket's (send/receive errors, drops)."""
         out = dict(self.core.stats)
+        out.update(self._driver_stats)
         if self._transport is not None:
             out["socket_errors"] = self._transport.errors
             out["send_dropped"] = self._transport.dropped
@@ -355,6 +374,9 @@ class DhtNode:
         self._pump()
 
     def _save(self) -> None:
+        """Save the routing table. Never raises and never waits long: a locked file
+        (another process) skips this save; a file found corrupt is set aside and the
+        table saved to a fresh one. Each kind of failure is logged once, all counted."""
         if self._state is None or self._core is None:
             return
         offset = time.time() - self._loop.time()
@@ -362,6 +384,26 @@ class DhtNode:
             (e.id, (str(e.addr[0]), int(e.addr[1])), e.last_seen + offset)  # type: ignore[index]
             for e in self._core.table
         ]
-        with contextlib.suppress(HailingError):
+        try:
             self._state.save_routing(nodes)
+        except CorruptStorageError as exc:
+            self._driver_stats["state_rebuilds"] += 1
+            self._state.close()
+            self._state = None
+            if self.data_dir is not None:
+                self._state = rebuild_node_state(self.data_dir, exc)
+            if self._state is not None:
+                with contextlib.suppress(StorageError):
+                    self._state.set_node_id(self._core.node_id)
+                    self._state.save_routing(nodes)
+        except StorageError as exc:
+            self._save_failed(exc)
+
+    def _save_failed(self, exc: StorageError) -> None:
+        self._driver_stats["state_saves_skipped"] += 1
+        kind = type(exc).__name__
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning("hailing: %s; routing cache not saved (counted in stats, "
+                        "not repeated)", exc)
 

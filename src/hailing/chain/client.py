@@ -47,7 +47,15 @@ from hexbytes import HexBytes
 from web3 import HTTPProvider, Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
-from ..errors import HailingError, LocalProtocolError, RemoteProtocolError
+from ..errors import (
+    BadRpcAnswer,
+    ChainError,
+    ChainUnavailable,
+    HailingError,
+    LocalProtocolError,
+    MalformedLog,
+    TransactionFailed,
+)
 from .contract import MAX_PAYLOAD, CompiledContract, signaling_contract
 
 if TYPE_CHECKING:
@@ -66,30 +74,6 @@ __all__ = [
     "http_web3",
     "parse_log",
 ]
-
-
-class ChainError(HailingError):
-    """The chain endpoint failed us (unreachable, garbage answer, failed transaction)."""
-
-
-class ChainUnavailable(ChainError):
-    """The JSON-RPC endpoint cannot be reached."""
-
-
-class BadRpcAnswer(ChainError):
-    """The endpoint answered something that is not a valid JSON-RPC result."""
-
-
-class TransactionFailed(ChainError):
-    """A transaction reverted, or no receipt came in time."""
-
-
-class MalformedLog(RemoteProtocolError):
-    """An event log that is not a well-formed signaling event (skipped and counted)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"malformed signaling log: {reason}")
-        self.reason = reason
 
 
 class SignalKind(StrEnum):

@@ -46,11 +46,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eth_keys.constants import SECPK1_N
-from eth_keys.datatypes import PrivateKey
-
+from .._secrets import private_dir, read_secret, write_secret
 from ..errors import LocalProtocolError, StorageError
-from ..identity._keystore import _check_permissions, _write_new
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -82,6 +79,8 @@ WARP_DKLEN = 32
 # OpenSSL needs 128*r*(N+2) + 128*r*p bytes (just over 256 MiB); leave 1 MiB of slack.
 _SCRYPT_MAXMEM = 128 * WARP_SCRYPT_R * (WARP_SCRYPT_N + 2 + WARP_SCRYPT_P) + 2**20
 
+#: The order of secp256k1's group (SEC 2, section 2.4.1): private keys are 1 .. N-1.
+SECPK1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 MAX_SECRET_BYTES = 1024  # passphrase, salt (UTF-8)
 MAX_PREFIX_CHARS = 256
 MAX_USER_ID_CHARS = 256
@@ -106,6 +105,8 @@ class Wallet:
             raise LocalProtocolError("a secp256k1 private key is 32 bytes")
         if not 0 < int.from_bytes(key, "big") < SECPK1_N:
             raise LocalProtocolError("not a valid secp256k1 private key (zero or >= the group order)")
+        from eth_keys.datatypes import PrivateKey  # eth-keys takes 0.2 s to import
+
         address = PrivateKey(key).public_key.to_checksum_address()
         return cls(private_key=key.hex(), address=str(address))
 
@@ -369,8 +370,6 @@ def _parse_rotation(path: Path, data: bytes) -> RotationSecret:
     def corrupt(why: str) -> StorageError:
         return StorageError(f"{path} is corrupt ({why}); it was left untouched")
 
-    if len(data) > _MAX_ROTATION_FILE:
-        raise corrupt(f"larger than {_MAX_ROTATION_FILE} bytes")
     try:
         obj: Any = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -391,16 +390,9 @@ def _parse_rotation(path: Path, data: bytes) -> RotationSecret:
 def load_rotation(data_dir: str | os.PathLike[str]) -> RotationSecret:
     """The rotation secret of ``data_dir``; :class:`StorageError` if missing or unusable."""
     path = _rotation_path(data_dir)
-    try:
-        with open(path, "rb") as f:
-            _check_permissions(path, os.fstat(f.fileno()))  # regular file, mode 0600
-            data = f.read(_MAX_ROTATION_FILE + 1)
-    except FileNotFoundError:
-        raise StorageError(f"no rotation secret in {path.parent}: {path} does not exist") from None
-    except IsADirectoryError:
-        raise StorageError(f"{path} is not a regular file") from None
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+    data = read_secret(path, limit=_MAX_ROTATION_FILE, missing_ok=True)  # mode 0600 or refused
+    if data is None:
+        raise StorageError(f"no rotation secret in {path.parent}: {path} does not exist")
     return _parse_rotation(path, data)
 
 
@@ -409,15 +401,12 @@ def load_or_create_rotation(data_dir: str | os.PathLike[str]) -> RotationSecret:
 
     An existing file is never overwritten: a corrupt one is a :class:`StorageError`.
     """
-    directory = Path(data_dir)
-    try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise StorageError(f"cannot create data directory {directory}: {exc.strerror}") from None
+    directory = private_dir(data_dir)
     path = _rotation_path(directory)
     if not os.path.lexists(path):
         secret = RotationSecret.new()
         body = {"version": _ROTATION_VERSION, "prefix": secret.prefix, "user_id": secret.user_id}
-        if _write_new(path, (json.dumps(body, indent=1) + "\n").encode("utf-8")):
+        if write_secret(path, (json.dumps(body, indent=1) + "\n").encode("utf-8"),
+                        overwrite=False):
             return secret
     return load_rotation(directory)  # it existed, or another process just created it

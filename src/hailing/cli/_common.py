@@ -11,11 +11,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from ..dht.bep44 import MAX_SALT_SIZE
 from ..errors import LocalProtocolError
-from ..node import Addr, parse_hostport
+
+if TYPE_CHECKING:  # the DHT is imported by the commands that use it, not by every command
+    from ..node import Addr
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +50,8 @@ class Progress:
 
 
 def _hostport(text: str) -> Addr:
+    from ..node import parse_hostport
+
     try:
         return parse_hostport(text)
     except LocalProtocolError as exc:
@@ -74,6 +77,8 @@ _hex32 = _hex_bytes(32, "a 64-hex-digit public key")
 
 def _salt(text: str) -> bytes:
     raw = os.fsencode(text)
+    from ..dht.bep44 import MAX_SALT_SIZE
+
     if len(raw) > MAX_SALT_SIZE:
         raise argparse.ArgumentTypeError(f"salt is {len(raw)} bytes; BEP44 allows {MAX_SALT_SIZE}")
     return raw
@@ -97,8 +102,6 @@ _positive = _int_in(1)
 _nonneg = _int_in(0)
 _port = _int_in(0, 65535, "port")
 _announce_port = _int_in(1, 65535, "port")
-
-
 
 
 def _stop_on_signal() -> asyncio.Event:

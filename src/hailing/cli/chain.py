@@ -17,39 +17,22 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from ..errors import LocalProtocolError, NotFoundError
-from ..identity import ContactBook, format_contact_id
-from ..node import Addr
-from .calls import _contact, _out, _peer, _stop_event
-
-GAS_KEY_ENV = "HAILING_GAS_KEY"
-
-
-def _address(text: str) -> str:
-    from web3 import Web3
-
-    if not Web3.is_address(text):
-        raise argparse.ArgumentTypeError(f"not an Ethereum address: {text!r}")
-    return str(Web3.to_checksum_address(text))
-
-
-def _gas_key(text: str) -> str:
-    if text == "rotating":
-        return text
-    raw = text.removeprefix("0x")
-    if len(raw) != 64 or any(c not in "0123456789abcdefABCDEF" for c in raw):
-        raise argparse.ArgumentTypeError("a gas key is a private key (64 hex digits) or "
-                                         "'rotating'")
-    return raw
-
-
-def _rpc(text: str) -> str:
-    if text != "embedded" and not text.startswith(("http://", "https://")):
-        raise argparse.ArgumentTypeError(f"--rpc is an http(s) URL or 'embedded', not {text!r}")
-    return text
+from ..identity import format_contact_id
+from ._common import _hostport
+from ._shared import (
+    GAS_KEY_ENV,
+    _gas_key,
+    _out,
+    _peer,
+    _rpc,
+    _stop_event,
+    add_contact_arg,
+    add_contract_options,
+    add_data_dir,
+)
 
 
 def _extra(text: str) -> tuple[str, str]:
@@ -57,60 +40,6 @@ def _extra(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"--extra is KEY=VALUE, not {text!r}")
     return key, value
-
-
-def _poll(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.01 <= value <= 60:
-        raise argparse.ArgumentTypeError("--poll is 0.01 to 60 seconds")
-    return value
-
-
-def add_contract_options(p: argparse.ArgumentParser, *, via: tuple[str, ...] = ("dht", "contract"),
-                         default: str | None = None) -> None:
-    """``--via`` and the options of the contract backend."""
-    p.add_argument("--via", choices=via, default=default,
-                   help="the rendezvous: the DHT, or the Ethereum signaling contract")
-    p.add_argument("--rpc", type=_rpc, default=None, metavar="URL",
-                   help="JSON-RPC endpoint of the chain (or 'embedded'); default: the one "
-                   "recorded by 'contract deploy --data-dir'")
-    p.add_argument("--contract", type=_address, default=None, metavar="ADDRESS",
-                   help="the signaling contract (default: the recorded one)")
-    p.add_argument("--gas-key", type=_gas_key, default=None, metavar="HEX",
-                   help=f"private key of the wallet paying gas (or ${GAS_KEY_ENV}); "
-                   "'rotating': pay from your own wallet of the day (fund it: 'hailing "
-                   "wallet rotating'), which proves you to friends by wallet")
-    p.add_argument("--poll", type=_poll, default=1.0, metavar="S",
-                   help="seconds between two polls of the chain (default 1)")
-    p.add_argument("--require-wallet", action="store_true",
-                   help="(--via contract) refuse offers and records whose transaction was "
-                   "not paid by the sender's own wallet of the day")
-
-
-def contract_peer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Peer keyword arguments for ``--via contract`` (falling back to the recorded config)."""
-    from ..signaling.store import load_chain_config
-
-    config = load_chain_config(args.data_dir)
-    rpc = args.rpc or config.rpc
-    if not rpc:
-        raise LocalProtocolError("give --rpc URL (or record one with 'hailing contract deploy "
-                                 "--rpc URL --data-dir DIR')")
-    gas = args.gas_key or os.environ.get(GAS_KEY_ENV) or None
-    return {"backend": "contract", "rpc_url": rpc,
-            "contract_address": args.contract or config.contract, "gas_key": gas,
-            "contract_options": {"poll_interval": args.poll,
-                                 "require_wallet": getattr(args, "require_wallet", False)}}
-
-
-async def report_chain(peer: Any) -> None:
-    """Print the contract watcher's lost/back events as JSON lines (for ``listen``)."""
-    while True:
-        status = await peer.rendezvous.status_events.get()
-        _out({"event": "chain", "up": status.up, "error": status.error})
 
 
 # -- chain serve, contract deploy --------------------------------------------------------
@@ -159,9 +88,8 @@ async def cmd_contract_deploy(args: argparse.Namespace) -> int:
     gas = args.gas_key or os.environ.get(GAS_KEY_ENV) or None
     address = await asyncio.to_thread(_deploy, args.rpc, gas)
     print(address, flush=True)
-    if args.data_dir:
-        path = save_chain_config(args.data_dir, ChainConfig(rpc=args.rpc, contract=address))
-        print(f"recorded in {path}", file=sys.stderr)
+    path = save_chain_config(args.data_dir, ChainConfig(rpc=args.rpc, contract=address))
+    print(f"recorded in {path}", file=sys.stderr)
     return 0
 
 
@@ -193,7 +121,7 @@ async def cmd_endpoint_publish(args: argparse.Namespace) -> int:
 
     record = EndpointRecord(args.kind, args.endpoint, dict(args.extra))
     encode_record(record)  # a bad record fails here, before any network
-    async with _peer(args) as peer:
+    async with _peer(args, short_lived=True) as peer:
         stored = await peer.publish_endpoint(args.to, record)
     _out({"to": format_contact_id(args.to), "kind": args.kind, "endpoint": args.endpoint,
           "via": args.via, "stored": stored})
@@ -201,9 +129,9 @@ async def cmd_endpoint_publish(args: argparse.Namespace) -> int:
 
 
 async def cmd_endpoint_list(args: argparse.Namespace) -> int:
+    from ..services.contacts import ContactBook  # lazily: cheap startup
     from ..signaling.endpoint import format_wireguard
     from ..signaling.store import SignalStore
-
     with ContactBook(args.data_dir) as book, SignalStore(args.data_dir) as store:
         names = {c.pubkey: c.name for c in book.list() if not c.blocked}
         records = [r for r in store.endpoints(args.contact) if r.pubkey in names]
@@ -228,11 +156,10 @@ async def cmd_endpoint_list(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------
 
 
-def add_chain_commands(sub: Any, parser_class: type[argparse.ArgumentParser],
-                       hostport: Callable[[str], Addr]) -> None:
-    def data_dir(p: argparse.ArgumentParser, required: bool = True) -> None:
-        p.add_argument("--data-dir", required=required, default=None, metavar="DIR",
-                       help="the node's data directory")
+def add_chain_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    hostport = _hostport
+
+    data_dir = add_data_dir
 
     def group(name: str, help_: str) -> Any:
         g = sub.add_parser(name, help=help_)
@@ -254,12 +181,12 @@ def add_chain_commands(sub: Any, parser_class: type[argparse.ArgumentParser],
     ks = group("contract", "the signaling contract")
     p = ks.add_parser("deploy", help="deploy the signaling contract; prints its address",
                       description="Deploy the contract (compiled from its Vyper source) and "
-                      "print its address; with --data-dir, record the RPC URL and address "
-                      "in DIR/chain.json for later --via contract commands.")
+                      "print its address, and record the RPC URL and address in the data "
+                      "directory's chain.json for later --via contract commands.")
     p.add_argument("--rpc", type=_rpc, required=True, metavar="URL")
     p.add_argument("--gas-key", type=_gas_key, default=None, metavar="HEX",
                    help=f"the paying wallet's private key (or ${GAS_KEY_ENV})")
-    data_dir(p, required=False)
+    data_dir(p)
     p.set_defaults(func=cmd_contract_deploy)
 
     rs = group("rotation", "daily-rotating addresses: share yours, record friends'")
@@ -269,7 +196,7 @@ def add_chain_commands(sub: Any, parser_class: type[argparse.ArgumentParser],
     data_dir(p)
     p.set_defaults(func=cmd_rotation_show)
     p = rs.add_parser("set", help="record a contact's rotation secret")
-    p.add_argument("contact", type=_contact, metavar="CONTACT")
+    add_contact_arg(p)
     p.add_argument("--user-id", required=True)
     p.add_argument("--prefix", required=True)
     data_dir(p)
@@ -279,7 +206,7 @@ def add_chain_commands(sub: Any, parser_class: type[argparse.ArgumentParser],
     p = es.add_parser("publish", help="send a sealed endpoint record to a contact",
                       description="Seal 'reach me at HOST:PORT' (+ extras) to CONTACT and send "
                       "it through the contract (default) or the DHT. Prints one JSON line.")
-    p.add_argument("--to", type=_contact, required=True, metavar="CONTACT")
+    add_contact_arg(p, "--to", dest="to")
     p.add_argument("--kind", choices=("sip", "wireguard"), required=True)
     p.add_argument("--endpoint", required=True, metavar="HOST:PORT")
     p.add_argument("--extra", type=_extra, action="append", default=[], metavar="K=V",
@@ -289,15 +216,16 @@ def add_chain_commands(sub: Any, parser_class: type[argparse.ArgumentParser],
     p.add_argument("--bind", type=hostport, default=None, metavar="HOST:PORT")
     data_dir(p)
     add_contract_options(p, via=("contract", "dht"), default="contract")
-    p.set_defaults(func=cmd_endpoint_publish, relay=None, ice_host=[], downloads=None)
+    p.set_defaults(func=cmd_endpoint_publish, relay=None, ice_host=[], downloads=None,
+                   _settings=("bootstrap", "bind", "via"))
     p = es.add_parser("list", help="the latest verified endpoint records of contacts",
                       description="Print the latest endpoint record of each contact and kind "
                       "(received by 'listen'); --format wireguard prints [Peer] sections.")
     data_dir(p)
-    p.add_argument("--contact", type=_contact, default=None, metavar="CONTACT")
+    add_contact_arg(p, "--contact", required=False,
+                    help="only this contact's records (a name or contact id)")
     p.add_argument("--format", choices=("text", "json", "wireguard"), default="text")
     p.set_defaults(func=cmd_endpoint_list)
 
 
-__all__ = ["add_chain_commands", "add_contract_options", "contract_peer_kwargs",
-           "report_chain"]
+__all__ = ["add_chain_commands"]

@@ -11,13 +11,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..dht import DhtConfig
-from ..dht.bep44 import public_key
-from ..errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout
-from ..node import Addr, DhtNode, format_hostport, parse_hostport
-from ..testnet import start_testnet
+from .._secrets import read_secret, write_secret
+from ..errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout, StorageError
 from ._common import (
     Progress,
     _announce_port,
@@ -31,10 +28,18 @@ from ._common import (
     _stop_on_signal,
 )
 
+if TYPE_CHECKING:
+    from ..node import Addr
+
+# The DHT itself is imported by the commands that run it (each function below), so that
+# building the parser, which every command does, stays cheap.
+
 # -- helpers ---------------------------------------------------------------------------
 
 
 def _client_bind(args: argparse.Namespace) -> Addr:
+    from ..node import parse_hostport
+
     if getattr(args, "bind", None):
         return parse_hostport(args.bind, default_host="127.0.0.1")
     hosts = [h for h, _ in args.bootstrap]
@@ -48,6 +53,9 @@ def _client_bind(args: argparse.Namespace) -> Addr:
 @contextlib.asynccontextmanager
 async def _client(args: argparse.Namespace, progress: Progress) -> Any:
     """A short-lived read-only node (BEP43) joined to the network through --bootstrap."""
+    from ..dht import DhtConfig
+    from ..node import DhtNode, format_hostport
+
     if not args.bootstrap:
         raise LocalProtocolError("--bootstrap HOST:PORT is required")
     node = DhtNode(_client_bind(args), bootstrap=args.bootstrap, config=DhtConfig(read_only=True))
@@ -84,29 +92,25 @@ def _print_value(value: Any, raw: bool) -> None:
 
 
 def _load_seed(path: Path) -> tuple[bytes, bool]:
-    """The 32-byte ed25519 seed in ``path``; created (mode 600) if the file is missing."""
-    if path.exists():
-        try:
-            seed = path.read_bytes()
-        except OSError as exc:
-            raise HailingError(f"cannot read key file {path}: {exc.strerror}") from None
-        if len(seed) != 32:
-            raise HailingError(f"key file {path} must hold exactly 32 bytes, it holds {len(seed)}")
-        return seed, False
-    seed = os.urandom(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(seed)
-    except OSError as exc:
-        raise HailingError(f"cannot create key file {path}: {exc.strerror}") from None
-    return seed, True
+    """The 32-byte ed25519 seed in ``path`` (a secret file: mode 600); created if missing."""
+    seed = read_secret(path, limit=1024, missing_ok=True)
+    if seed is None:
+        seed = os.urandom(32)
+        if write_secret(path, seed, overwrite=False):
+            return seed, True
+        seed = read_secret(path, limit=1024)  # another process created it first
+    if len(seed) != 32:
+        raise StorageError(f"key file {path} must hold exactly 32 bytes, it holds {len(seed)}")
+    return seed, False
 
 
 # -- commands --------------------------------------------------------------------------
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
+    from ..dht import DhtConfig
+    from ..node import DhtNode, format_hostport
+
     stop = _stop_on_signal()
     config = DhtConfig(enforce_node_id=args.enforce_node_id)
     node = DhtNode(args.bind, data_dir=args.data_dir, bootstrap=args.bootstrap, config=config)
@@ -126,6 +130,9 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def cmd_testnet(args: argparse.Namespace) -> int:
+    from ..node import format_hostport
+    from ..testnet import start_testnet
+
     stop = _stop_on_signal()
     progress = Progress()
     progress.update(f"starting {args.nodes} nodes")
@@ -168,6 +175,8 @@ async def cmd_get(args: argparse.Namespace) -> int:
 
 
 async def cmd_put_mutable(args: argparse.Namespace) -> int:
+    from ..dht.bep44 import public_key
+
     seed, created = _load_seed(Path(args.key_file))
     pub = public_key(seed)
     if created:
@@ -204,6 +213,9 @@ async def cmd_get_mutable(args: argparse.Namespace) -> int:
 
 
 async def cmd_ping(args: argparse.Namespace) -> int:
+    from ..dht import DhtConfig
+    from ..node import DhtNode, format_hostport
+
     bind = ("::", 0) if ":" in args.addr[0] else ("127.0.0.1", 0) if args.addr[0].startswith("127.") else ("0.0.0.0", 0)
     async with DhtNode(bind, config=DhtConfig(read_only=True)) as node:
         t0 = time.perf_counter()
@@ -217,6 +229,8 @@ async def cmd_ping(args: argparse.Namespace) -> int:
 
 
 async def cmd_find_node(args: argparse.Namespace) -> int:
+    from ..node import format_hostport
+
     progress = Progress()
     async with _client(args, progress) as node:
         progress.update("looking up")
@@ -236,6 +250,8 @@ async def cmd_announce(args: argparse.Namespace) -> int:
 
 
 async def cmd_get_peers(args: argparse.Namespace) -> int:
+    from ..node import format_hostport
+
     progress = Progress()
     async with _client(args, progress) as node:
         progress.update("looking up")
@@ -271,11 +287,15 @@ def add_dht_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> N
 
     def client(name: str, help: str, func: Callable[[argparse.Namespace], Awaitable[int]]) -> argparse.ArgumentParser:
         c: argparse.ArgumentParser = ds.add_parser(name, help=help, description=help)
-        c.add_argument("--bootstrap", type=_hostport, action="append", required=True,
-                       metavar="HOST:PORT", help="a node to join through (repeatable; required)")
+        c.add_argument("--bootstrap", type=_hostport, action="append", default=[],
+                       metavar="HOST:PORT", help="a node to join through (repeatable; default: "
+                       "the data directory's config.toml)")
         c.add_argument("--bind", default=None, metavar="HOST[:PORT]",
                        help="local address for the client node (default: chosen from --bootstrap)")
-        c.set_defaults(func=func)
+        c.add_argument("--data-dir", default=None, metavar="DIR",
+                       help="the data directory whose config.toml gives the default "
+                       "--bootstrap (default $HAILING_DATA_DIR, else ~/.local/share/hailing)")
+        c.set_defaults(func=func, _settings=("bootstrap",), _required=("bootstrap",))
         return c
 
     serve = ds.add_parser("serve", help="run a DHT node in the foreground",

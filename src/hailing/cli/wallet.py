@@ -26,6 +26,7 @@ from ..chain.wallet import (
     warp_wallet,
 )
 from ..errors import LocalProtocolError
+from ._shared import add_data_dir
 
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
@@ -98,7 +99,7 @@ def add_wallet_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -
                       description="Print the day's rotating address: warp(prefix + "
                       "'YYYY-MM-DD', user id) with the (prefix, user id) kept in "
                       f"DIR/{ROTATION_FILE}, created (mode 600) if missing.")
-    p.add_argument("--data-dir", required=True, metavar="DIR", help="the node's data directory")
+    add_data_dir(p)
     p.add_argument("--date", type=_day, default=None, metavar="YYYY-MM-DD",
                    help="the day (default: today, UTC)")
     p.set_defaults(func=cmd_rotating)

@@ -19,8 +19,9 @@ What the engine needs of its owner is passed in explicitly, nothing more: the no
 the configuration, the routing table (read, and filled by refreshes), the stats counter,
 the address codec, the random generator, and four callables: ``send`` a request,
 ``emit`` an event, ``acceptable`` (may this id at this address enter the table, BEP42)
-and ``deliver`` (values a listen's storing nodes already held). Time comes as ``now``
-with every call, as everywhere in the core.
+and ``granted`` (a storing node accepted a listen: who, its token and its answer, which
+carries the values it already held). Time comes as ``now`` with every call, as
+everywhere in the core.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ from .responder import MAX_WIDE_NODES
 from .routing import RoutingTable
 from .transactions import Pending, Rng, SendQuery
 
+#: Told that a storing node accepted a listen: (key, addr, node id, token, answer, now).
+Granted = Callable[[bytes, Hashable, "bytes | None", bytes, Response, float], None]
+
 #: How many times a starved lookup takes further nodes from the routing table.
 MAX_REFILLS = 3
 
@@ -59,14 +63,18 @@ INBOX_NODES_TTL = 60.0
 
 
 class _Store:
-    """The second phase of put/announce: requests to the closest nodes with their tokens."""
+    """The second phase of put/announce/post/listen: requests to the closest nodes with
+    their tokens. ``outstanding`` counts requests still awaited, ``stalled`` those past
+    their soft timeout (no longer awaited, but a late answer still counts)."""
 
-    __slots__ = ("errors", "lookup", "outstanding", "stored")
+    __slots__ = ("errors", "lookup", "outstanding", "reported", "stalled", "stored")
 
     def __init__(self, lookup: Lookup) -> None:
         self.lookup = lookup
         self.outstanding = 0
+        self.stalled = 0
         self.stored = 0
+        self.reported = False
         self.errors: list[tuple[int, str]] = []
 
 
@@ -85,7 +93,7 @@ class LookupEngine:
         send: SendQuery,
         emit: Callable[[Event], None],
         acceptable: Callable[[bytes, Hashable], bool],
-        deliver: Callable[[bytes, object], None],
+        granted: Granted,
     ) -> None:
         self.node_id = node_id
         self.config = config
@@ -96,7 +104,7 @@ class LookupEngine:
         self._send = send
         self._emit = emit
         self._acceptable = acceptable
-        self._deliver = deliver
+        self._granted = granted
         self._lockstep = config.lookup_strategy == "lockstep"
         #: Our own puts/announces, repeated every republish_interval: key -> (due, action).
         self.republish: dict[bytes, tuple[float, tuple[str, bytes, Any]]] = {}
@@ -389,6 +397,10 @@ class LookupEngine:
             self._store_phase(lk, now)
 
     def _store_phase(self, lk: Lookup, now: float) -> None:
+        """Send the store requests. The phase reports (:meth:`_store_done`) once every
+        request answered, failed or stalled, as a lookup does: one dead storing node
+        (e.g. a remembered one that has left since) costs a soft timeout, not the hard
+        one. Only while nothing was stored yet does it wait for the stalled ones."""
         assert lk.store is not None
         method, args = lk.store
         st = _Store(lk)
@@ -405,26 +417,55 @@ class LookupEngine:
             a[b"token"] = c.token
             st.outstanding += 1
 
-            def done(reply: Response | Error | None, p: Pending, now: float, st: _Store = st) -> None:
-                st.outstanding -= 1
+            def done(reply: Response | Error | None, p: Pending, now: float, st: _Store = st,
+                     token: bytes = c.token) -> None:
+                if p.stalled:
+                    st.stalled -= 1
+                else:
+                    st.outstanding -= 1
                 if isinstance(reply, Response):
                     st.stored += 1
-                    if st.lookup.kind == "listen":
-                        self._deliver(st.lookup.target, reply.values.get(b"values"))
+                    if st.lookup.kind == "listen":  # late grants count too: unlisten needs them
+                        self._granted(st.lookup.target, p.addr, p.node_id, token, reply, now)
                 elif isinstance(reply, Error):
                     st.errors.append((reply.code, reply.message))
-                if st.outstanding == 0:
-                    self._store_done(st, now)
+                self._store_progress(st, now)
 
-            self._send(c.addr, method, a, now, node_id=c.id, on_reply=done)
+            def stall(p: Pending, now: float, st: _Store = st) -> None:
+                st.outstanding -= 1
+                st.stalled += 1
+                if st.lookup.kind in ("post", "listen"):
+                    self._forget_inbox_node(st.lookup.target, p.addr)
+                self._store_progress(st, now)
+
+            self._send(c.addr, method, a, now, node_id=c.id, on_reply=done, on_stall=stall)
         if chosen and not lk.cached:
             self.inbox_nodes[lk.target] = (now + INBOX_NODES_TTL, chosen)
             if len(self.inbox_nodes) > 1024:
                 self.inbox_nodes = {
                     k: v for k, v in self.inbox_nodes.items() if v[0] > now
                 }
-        if st.outstanding == 0:
-            self._store_done(st, now)
+        self._store_progress(st, now)
+
+    def _store_progress(self, st: _Store, now: float) -> None:
+        if st.reported or st.outstanding:
+            return
+        if st.stalled and not st.stored and not st.lookup.cached:
+            return  # nothing stored yet: a late answer may still come (or the hard timeout)
+        st.reported = True
+        self._store_done(st, now)
+
+    def _forget_inbox_node(self, key: bytes, addr: Hashable) -> None:
+        """A remembered storing node of ``key`` did not answer in time: later posts skip it
+        (and look the key up again once fewer than half of the k remain)."""
+        cached = self.inbox_nodes.get(key)
+        if cached is None:
+            return
+        nodes = [n for n in cached[1] if n[0] != addr]
+        if len(nodes) * 2 < self.config.k:
+            del self.inbox_nodes[key]
+        else:
+            self.inbox_nodes[key] = (cached[0], nodes)
 
     def _store_done(self, st: _Store, now: float) -> None:
         lk = st.lookup

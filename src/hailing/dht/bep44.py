@@ -25,7 +25,7 @@ from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
 from hailing import bencode
-from hailing.errors import PROTOCOL_ERROR, LocalProtocolError, RemoteProtocolError
+from hailing.errors import PROTOCOL_ERROR, LocalProtocolError, PutRejected
 
 __all__ = [
     "ERR_CAS_MISMATCH",
@@ -192,17 +192,6 @@ class ImmutableItem:
         """The decoded value (raises :class:`~hailing.errors.BencodeError` if malformed)."""
         decoded: object = bencode.decode(self.value_bencoded)
         return decoded
-
-
-class PutRejected(RemoteProtocolError):
-    """A mutable ``put`` a storing node must refuse; ``code`` is the KRPC error code."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message, code)
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"PutRejected({self.code}, {self.message!r})"
 
 
 def check_put(existing: MutableItem | None, new: MutableItem, cas: int | None) -> None:

@@ -10,8 +10,11 @@ so a listener never polls. Everything is bounded, and every limit is per storing
 - one source IP may post :data:`POSTS_PER_MINUTE` values a minute (token bucket), so a
   flood from one host cannot push real messages out of an inbox (loopback sources are
   exempt: on a loopback testnet every node is 127.0.0.1);
-- a key has at most :data:`MAX_LISTENERS_PER_KEY` listeners, each for at most
-  :data:`MAX_LISTEN_TTL` seconds, renewed by listening again.
+- listeners live in a :class:`~hailing.dht.listeners.ListenerTable`: a key has at most
+  :data:`MAX_LISTENERS_PER_KEY`, each for at most :data:`MAX_LISTEN_TTL` seconds,
+  renewed by listening again and removed by a listen with ttl 0. A full key never
+  refuses a new listener: the newcomer displaces another, so listeners that left without
+  a word (a one-shot client that exited) cannot lock a key.
 """
 
 from __future__ import annotations
@@ -20,15 +23,21 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Hashable
 
+from .listeners import (
+    MAX_LISTEN_TTL,
+    MAX_LISTENERS,
+    MAX_LISTENERS_PER_KEY,
+    MAX_LISTENS_PER_SOURCE,
+    MAX_SOURCE_PER_KEY,
+    ListenerTable,
+)
+
 MAX_VALUE = 1000
 MAX_VALUES_PER_KEY = 16
 VALUE_TTL = 300.0
 MAX_KEYS = 10_000
 POSTS_PER_MINUTE = 60.0
 POST_BURST = 20.0
-MAX_LISTENERS_PER_KEY = 8
-MAX_LISTEN_TTL = 600.0
-MAX_LISTENERS = 10_000
 MAX_SOURCES = 10_000
 
 
@@ -38,8 +47,7 @@ class InboxStore:
     def __init__(self) -> None:
         self._values: OrderedDict[bytes, list[tuple[bytes, float]]] = OrderedDict()
         self._buckets: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
-        self._listeners: dict[bytes, dict[Hashable, float]] = {}
-        self._listener_count = 0
+        self.listener_table = ListenerTable()
 
     # -- values ------------------------------------------------------------------------
 
@@ -75,26 +83,12 @@ class InboxStore:
 
     # -- listeners ---------------------------------------------------------------------
 
-    def listen(self, key: bytes, addr: Hashable, ttl: float, now: float) -> float:
-        """Register ``addr`` on ``key``; returns the granted ttl (0 when full)."""
-        ttl = max(0.0, min(ttl, MAX_LISTEN_TTL))
-        listeners = self._listeners.setdefault(key, {})
-        for a in [a for a, exp in listeners.items() if exp <= now]:
-            del listeners[a]
-            self._listener_count -= 1
-        if addr not in listeners:
-            if len(listeners) >= MAX_LISTENERS_PER_KEY or self._listener_count >= MAX_LISTENERS:
-                return 0.0
-            self._listener_count += 1
-        if ttl == 0.0:
-            del listeners[addr]
-            self._listener_count -= 1
-            return 0.0
-        listeners[addr] = now + ttl
-        return ttl
+    def listen(self, key: bytes, addr: Hashable, source: bytes, ttl: float, now: float) -> float:
+        """Register (ttl > 0) or remove (ttl 0) ``addr`` on ``key``; see ListenerTable."""
+        return self.listener_table.listen(key, addr, source, ttl, now)
 
     def listeners(self, key: bytes, now: float) -> list[Hashable]:
-        return [a for a, exp in self._listeners.get(key, {}).items() if exp > now]
+        return self.listener_table.listeners(key, now)
 
     def expire(self, now: float) -> None:
         for key in list(self._values):
@@ -103,13 +97,7 @@ class InboxStore:
                 self._values[key] = live
             else:
                 del self._values[key]
-        for key in list(self._listeners):
-            listeners = self._listeners[key]
-            for a in [a for a, exp in listeners.items() if exp <= now]:
-                del listeners[a]
-                self._listener_count -= 1
-            if not listeners:
-                del self._listeners[key]
+        self.listener_table.expire(now)
 
 
 class SeenValues:
@@ -127,3 +115,14 @@ class SeenValues:
         if len(self._seen) > self._size:
             self._seen.popitem(last=False)
         return True
+
+
+__all__ = [
+    "MAX_LISTENERS",
+    "MAX_LISTENERS_PER_KEY",
+    "MAX_LISTENS_PER_SOURCE",
+    "MAX_LISTEN_TTL",
+    "MAX_SOURCE_PER_KEY",
+    "InboxStore",
+    "SeenValues",
+]

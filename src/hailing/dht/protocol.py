@@ -20,7 +20,13 @@ The protocol owns its parts and wires them together: the routing table, the stor
 the :class:`~hailing.dht.responder.Responder` (answering queries), and the
 :class:`~hailing.dht._lookup_engine.LookupEngine` (``self.lookups``: lookups, store
 phases, republishing), which sends its requests through the protocol and hears their
-outcomes back from it (:class:`~hailing.dht.transactions.Pending` is one request in flight).
+outcomes back from it (:class:`~hailing.dht.transactions.Pending` is one request in flight),
+and the :class:`~hailing.dht.inbox_client.InboxClient` (``self.inboxes``: the inbox keys
+we listen on, their renewals and unlistens, and the pushes we receive).
+
+Answers to ``hailing_push`` never put their sender in the routing table: a listener may
+be a BEP43 read-only client (a short-lived one, e.g. a one-shot ``hailing send``), and
+such a node, gone a minute later, would otherwise stall every lookup that meets it.
 """
 
 from __future__ import annotations
@@ -53,15 +59,15 @@ from .config import DhtConfig
 from .events import (
     CommandFailed,
     Event,
-    InboxMessage,
     Pong,
 )
+from .inbox_client import InboxClient
 from .lookup import Candidate, Lookup
 from .responder import Responder
 from .routing import RoutingTable
 from .storage import ItemStore, PeerStore
 from .tokens import TokenManager
-from .transactions import OnReply, Pending, Rng
+from .transactions import OnReply, OnStall, Pending, Rng
 
 #: Bootstrap addresses remembered to join again when the routing table runs (nearly) dry.
 MAX_SEEDS = 16
@@ -120,16 +126,17 @@ class DhtProtocol:
         self._rttvar = 0.0
         self._next_rotation = now + cfg.token_rotation
         self._next_refresh = now + cfg.bucket_refresh
+        #: The inboxes we listen on (hailing extension).
+        self.inboxes = InboxClient(
+            node_id, start=self._lookup, send=self._request, emit=self._events.append
+        )
+        self.responder.handlers[b"hailing_push"] = self.inboxes.on_push
         #: Lookups and store phases (and the republishing of our stores).
         self.lookups = LookupEngine(
             node_id, cfg, self.table, self.stats, self.codec, rng,
             send=self._request, emit=self._events.append, acceptable=self._acceptable,
-            deliver=self._deliver_values,
+            granted=self.inboxes.granted,
         )
-        #: Inboxes we listen on: key -> (renewal time, ttl).
-        self._listens: dict[bytes, tuple[float, float]] = {}
-        self._seen_values = inbox.SeenValues()
-        self.responder.handlers[b"hailing_push"] = self._on_push
         #: Nodes pinged before a possible eviction (one ping each at a time).
         self._evicting: set[bytes] = set()
         #: Bootstrap addresses given to bootstrap(), kept to join again (see _maintenance).
@@ -277,33 +284,16 @@ class DhtProtocol:
     def listen(self, key: bytes, now: float, ttl: float = 300.0) -> int:
         """Listen on the inbox ``key``: values already there and every later post arrive
         as :class:`InboxMessage` events. Renewed automatically until :meth:`unlisten`."""
-        ttl = min(max(ttl, 30.0), inbox.MAX_LISTEN_TTL)
-        self._listens[_id20(key)] = (now + ttl / 2, ttl)
-        return self._lookup("listen", key, now, store=self._listen_args(key, ttl))
+        return self.inboxes.listen(_id20(key), ttl, now)
 
-    def unlisten(self, key: bytes) -> None:
-        """Stop renewing the listen on ``key`` (storing nodes forget it at its expiry)."""
-        self._listens.pop(key, None)
+    def unlisten(self, key: bytes, now: float) -> None:
+        """Stop listening on ``key``: renewals stop, and the storing nodes holding the
+        listen are told at once (``hailing_listen`` with ttl 0)."""
+        self.inboxes.unlisten(key, now)
 
-    def _listen_args(self, key: bytes, ttl: float) -> tuple[bytes, dict[bytes, Any]]:
-        return b"hailing_listen", {b"key": key, b"ttl": int(ttl)}
-
-    def _on_push(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
-        key = q.args.get(b"key")
-        v = q.args.get(b"v")
-        if type(key) is not bytes or type(v) is not bytes or len(v) > inbox.MAX_VALUE:
-            raise RemoteProtocolError("hailing_push needs 'key' and 'v'")
-        if key not in self._listens:
-            raise RemoteProtocolError("not listening on this key")
-        self._deliver_values(key, [v])
-        return {b"id": self.node_id}
-
-    def _deliver_values(self, key: bytes, values: object) -> None:
-        if type(values) is not list:
-            return
-        for v in values[: inbox.MAX_VALUES_PER_KEY]:
-            if type(v) is bytes and self._seen_values.first_time(key, v):
-                self._events.append(InboxMessage(0, key, v))
+    def unlisten_all(self, now: float) -> None:
+        """Unlisten every key (a node about to stop)."""
+        self.inboxes.unlisten_all(now)
 
     def _send_pushes(self, now: float) -> None:
         pushes = self.responder.pushes
@@ -365,7 +355,10 @@ class DhtProtocol:
         self._update_rtt(rtt)
         if msg.ip is not None:
             self._vote_ip(msg.ip)
-        self._saw_node(sid, addr, now, rtt)
+        if p.method != b"hailing_push":
+            # A push goes to a listener, which may be a BEP43 read-only client (its
+            # queries said so): answering it does not make it a routing node.
+            self._saw_node(sid, addr, now, rtt)
         self.stats["responses"] += 1
         self._finish_request(p, msg, now)
 
@@ -405,6 +398,7 @@ class DhtProtocol:
         lookup: Lookup | None = None,
         cand: Candidate | None = None,
         on_reply: OnReply | None = None,
+        on_stall: OnStall | None = None,
     ) -> None:
         self._tid = (self._tid + 1) & 0xFFFF
         tid = self._tid.to_bytes(2, "big")
@@ -417,6 +411,7 @@ class DhtProtocol:
         p.lookup = lookup
         p.cand = cand
         p.on_reply = on_reply
+        p.on_stall = on_stall
         self._pending[tid] = p
         args[b"id"] = self.node_id
         q = Query(tid, method, args, self.config.version, self.config.read_only)
@@ -455,6 +450,8 @@ class DhtProtocol:
         p.stalled = True
         if p.lookup is not None and p.cand is not None:
             self.lookups.on_stall(p.lookup, p.cand, now)
+        elif p.on_stall is not None:
+            p.on_stall(p, now)
 
     def _hard_timeout(self, p: Pending, now: float) -> None:
         p.done = True
@@ -517,10 +514,7 @@ class DhtProtocol:
             self.items.expire(now)
             self.peers.expire(now)
             self.responder.inbox.expire(now)
-        for key, (due, ttl) in list(self._listens.items()):
-            if due <= now:
-                self._listens[key] = (now + ttl / 2, ttl)
-                self._lookup("listen", key, now, qid=-1, store=self._listen_args(key, ttl))
+        self.inboxes.renew_due(now)
         if len(self.table) >= cfg.k:
             self._rejoin_backoff = REJOIN_MIN
         elif self._seeds and now >= self._next_rejoin:

@@ -242,10 +242,23 @@ class Responder:
         ttl = a.get(b"ttl", 300)
         if type(ttl) is not int or ttl < 0:
             raise RemoteProtocolError("argument 'ttl' must be a non-negative integer")
-        granted = self.inbox.listen(key, addr, float(ttl), now)
-        if ttl and not granted:
+        granted = self.inbox.listen(key, addr, listener_source(self.codec, addr), float(ttl), now)
+        if not ttl:  # an unlisten: removing a listener that does not exist is a no-op
+            return {b"id": self.own_id, b"ttl": 0}
+        if not granted:  # only when this source holds its whole quota of listeners
             raise RemoteProtocolError("too many listeners", ERR_LISTENERS_FULL)
         return {b"id": self.own_id, b"ttl": int(granted), b"values": self.inbox.values(key, now)}
+
+
+def listener_source(codec: AddressCodec, addr: Hashable) -> bytes:
+    """Who a listener is accounted to: its IPv4 address, its IPv6 /64, or on loopback
+    (where every process shares one address) its full address."""
+    ip = codec.ip_key(addr)
+    if _loopback(ip):
+        return codec.pack(addr) or ip
+    if len(ip) == 16:
+        return ip[:8]
+    return ip
 
 
 def _loopback(ip: bytes) -> bool:

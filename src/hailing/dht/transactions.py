@@ -4,7 +4,7 @@
 :class:`Pending` per transaction id until the answer, an error or the hard timeout. A
 request belongs either to a lookup (``lookup`` and ``cand`` set: the protocol reports
 its outcome to the :class:`~hailing.dht._lookup_engine.LookupEngine`) or to whoever
-gave an ``on_reply`` callback.
+gave an ``on_reply`` callback (and optionally ``on_stall``, told at the soft timeout).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ class Rng(Protocol):
 
 #: Called with the reply (None after the hard timeout), the request and ``now``.
 OnReply = Callable[[Response | Error | None, "Pending", float], None]
+#: Called with the request and ``now`` when it passes its soft timeout (still in flight).
+OnStall = Callable[["Pending", float], None]
 
 
 class SendQuery(Protocol):
@@ -41,6 +43,7 @@ class SendQuery(Protocol):
         lookup: Lookup | None = None,
         cand: Candidate | None = None,
         on_reply: OnReply | None = None,
+        on_stall: OnStall | None = None,
     ) -> None: ...
 
 
@@ -48,8 +51,8 @@ class Pending:
     """One request in flight."""
 
     __slots__ = (
-        "addr", "cand", "done", "lookup", "method", "node_id", "on_reply", "rtt", "sent",
-        "stalled", "tid",
+        "addr", "cand", "done", "lookup", "method", "node_id", "on_reply", "on_stall", "rtt",
+        "sent", "stalled", "tid",
     )
 
     def __init__(self, tid: bytes, addr: Hashable, method: bytes, sent: float) -> None:
@@ -62,6 +65,7 @@ class Pending:
         self.cand: Candidate | None = None
         #: For requests outside lookups.
         self.on_reply: OnReply | None = None
+        self.on_stall: OnStall | None = None
         self.rtt = 0.0
         self.done = False
         self.stalled = False

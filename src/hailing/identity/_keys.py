@@ -39,6 +39,7 @@ __all__ = [
     "contact_qr",
     "format_contact_id",
     "parse_contact_id",
+    "text_qr",
     "verify_signature",
     "x25519_public_key",
 ]
@@ -208,9 +209,15 @@ def contact_qr(contact_id: str, *, dark_terminal: bool = True) -> str:
     shows dark modules on a light field, as scanners expect.
     """
     pubkey = parse_contact_id(contact_id)
+    return text_qr(format_contact_id(pubkey).upper(), dark_terminal=dark_terminal)
+
+
+def text_qr(text: str, *, dark_terminal: bool = True) -> str:
+    """A terminal QR code of ``text`` (see :func:`contact_qr`; a contact card is passed
+    upper-case, as contact ids are, for QR's compact alphanumeric mode)."""
     qrcode = _load_qrcode()
     qr = qrcode.QRCode(border=2, error_correction=qrcode.constants.ERROR_CORRECT_M)
-    qr.add_data(format_contact_id(pubkey).upper())
+    qr.add_data(text)
     qr.make(fit=True)
     matrix: list[list[bool]] = [[bool(m) for m in row] for row in qr.get_matrix()]
     if len(matrix) % 2:

@@ -14,9 +14,10 @@ SecretBox MAC rejects.
 
 Policy:
 
-- The file is created with mode 0600 (its directory 0700), written whole to a temporary
-  file and hard-linked into place, so it never exists half-written and an existing key
-  file is never overwritten; nothing here deletes a key file.
+- The file is a secret file (:mod:`hailing._secrets`): created with mode 0600 (its
+  directory 0700), written whole to a temporary file and hard-linked into place, so it
+  never exists half-written and an existing key file is never overwritten; nothing here
+  deletes a key file.
 - A key file that group or others can read or write is refused (:class:`StorageError`,
   with the ``chmod`` that fixes it), encrypted or not, as OpenSSH does: a copy of an
   encrypted key is open to an offline passphrase search. POSIX only.
@@ -24,14 +25,19 @@ Policy:
   truncated, unknown or unreadable file is :class:`StorageError`. Both name the file.
 - A passphrase given for a file that is not encrypted is refused too: silently ignoring
   it would let a user believe the key is protected.
-- The identity's display name is metadata, kept in the contact book's SQLite file.
+- Every message says how to recover: the passphrase errors name ``HAILING_PASSPHRASE``
+  (where the ``hailing`` command reads it), a damaged file says to restore it from a
+  backup (the key cannot be rebuilt), a missing one how to create one.
+- :func:`change_passphrase` encrypts a plain key, re-encrypts an encrypted one under a new
+  passphrase, or decrypts it: the new file is checked to hold the same identity, then
+  written atomically (temporary file + rename, mode 0600) over the old one.
+- The identity's display name is metadata, kept in the contact book's SQLite file
+  (:meth:`hailing.services.contacts.ContactBook.set_name`), not here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import stat
 import struct
 from pathlib import Path
 
@@ -40,13 +46,24 @@ import nacl.pwhash.argon2id as argon2id
 import nacl.secret
 import nacl.utils
 
+from .._secrets import private_dir, read_secret, write_secret
 from ..errors import LocalProtocolError, StorageError
-from ._contacts import ContactBook, check_name
 from ._keys import SEED_SIZE, Identity
 
-__all__ = ["KEY_FILE", "load_identity", "load_or_create_identity"]
+__all__ = [
+    "KEY_FILE",
+    "PASSPHRASE_ENV",
+    "change_passphrase",
+    "is_encrypted",
+    "load_identity",
+    "load_or_create_identity",
+]
 
 KEY_FILE = "identity.key"
+#: Where the ``hailing`` command (and ``hailing up``) reads the key's passphrase.
+PASSPHRASE_ENV = "HAILING_PASSPHRASE"
+_RESTORE = ("restore it from a backup: the key cannot be rebuilt, and without it this "
+            "identity (its contact id) is lost")
 MAGIC = b"HLID"
 VERSION = 1
 MODE_PLAIN = 0
@@ -93,33 +110,42 @@ def decode_key_file(data: bytes, passphrase: str | None, path: Path) -> Identity
     """The identity in a key file's bytes; ``path`` only names the file in errors."""
     _check_passphrase(passphrase)
     if len(data) < _HEADER.size:
-        raise StorageError(f"{path} is truncated ({len(data)} bytes): not a hailing key file")
+        raise StorageError(f"{path} is truncated ({len(data)} bytes): not a hailing key file; "
+                           f"{_RESTORE}")
     magic, version, mode = _HEADER.unpack_from(data)
     if magic != MAGIC:
-        raise StorageError(f"{path} is not a hailing key file")
+        raise StorageError(f"{path} is not a hailing key file; {_RESTORE}")
     if version != VERSION:
-        raise StorageError(f"{path}: unsupported key file version {version}")
+        raise StorageError(f"{path}: unsupported key file version {version} (made by a newer "
+                           f"hailing?); upgrade hailing, or {_RESTORE}")
     if mode == MODE_PLAIN:
         if len(data) != _PLAIN_SIZE:
-            raise StorageError(f"{path} is damaged: {len(data)} bytes, expected {_PLAIN_SIZE}")
+            raise StorageError(f"{path} is damaged: {len(data)} bytes, expected {_PLAIN_SIZE}; "
+                               f"{_RESTORE}")
         if passphrase is not None:
-            raise LocalProtocolError(f"{path} is not encrypted, but a passphrase was given")
+            raise LocalProtocolError(
+                f"{path} is not encrypted, but a passphrase was given: unset {PASSPHRASE_ENV}, "
+                "or encrypt the key with 'hailing id passphrase'")
         return Identity.from_seed(data[_HEADER.size:])
     if mode != MODE_ENCRYPTED:
-        raise StorageError(f"{path}: unknown key protection mode {mode}")
+        raise StorageError(f"{path}: unknown key protection mode {mode}; {_RESTORE}")
     if len(data) != _ENCRYPTED_SIZE:
-        raise StorageError(f"{path} is damaged: {len(data)} bytes, expected {_ENCRYPTED_SIZE}")
+        raise StorageError(f"{path} is damaged: {len(data)} bytes, expected {_ENCRYPTED_SIZE}; "
+                           f"{_RESTORE}")
     if passphrase is None:
-        raise LocalProtocolError(f"{path} is encrypted: a passphrase is needed")
+        raise LocalProtocolError(f"{path} is encrypted: a passphrase is needed (set "
+                                 f"{PASSPHRASE_ENV})")
     opslimit, memlimit, salt = _KDF.unpack_from(data, _HEADER.size)
     if not (argon2id.OPSLIMIT_MIN <= opslimit <= MAX_OPSLIMIT
             and argon2id.MEMLIMIT_MIN <= memlimit <= MAX_MEMLIMIT):
-        raise StorageError(f"{path}: key derivation limits out of range (damaged file?)")
+        raise StorageError(f"{path}: key derivation limits out of range (damaged file?); "
+                           f"{_RESTORE}")
     key = _derive(passphrase, salt, opslimit, memlimit)
     try:
         seed = nacl.secret.SecretBox(key).decrypt(data[_HEADER.size + _KDF.size:])
     except nacl.exceptions.CryptoError:
-        raise LocalProtocolError(f"wrong passphrase for {path} (or the file is damaged)") from None
+        raise LocalProtocolError(f"wrong passphrase for {path} (check {PASSPHRASE_ENV}), or the "
+                                 "file is damaged") from None
     return Identity.from_seed(bytes(seed))
 
 
@@ -127,54 +153,48 @@ def _key_path(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / KEY_FILE
 
 
-def _check_permissions(path: Path, st: os.stat_result) -> None:
-    if os.name != "posix":  # pragma: no cover - POSIX permissions only
-        return
-    if not stat.S_ISREG(st.st_mode):
-        raise StorageError(f"{path} is not a regular file")
-    if st.st_mode & 0o077:
-        raise StorageError(
-            f"{path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):03o}): "
-            f"run 'chmod 600 {path}'"
-        )
+def _read_bytes(path: Path) -> bytes:
+    data = read_secret(path, limit=_ENCRYPTED_SIZE, missing_ok=True)
+    if data is None:
+        raise StorageError(f"no identity in {path.parent}: {path} does not exist (create one "
+                           "with 'hailing id new', or give the data directory that holds "
+                           "yours: --data-dir or HAILING_DATA_DIR)")
+    return data
 
 
 def _read(path: Path, passphrase: str | None) -> Identity:
-    try:
-        with open(path, "rb") as f:
-            _check_permissions(path, os.fstat(f.fileno()))
-            data = f.read(_ENCRYPTED_SIZE + 1)
-    except FileNotFoundError:
-        raise StorageError(f"no identity in {path.parent}: {path} does not exist") from None
-    except IsADirectoryError:
-        raise StorageError(f"{path} is not a regular file") from None
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
-    return decode_key_file(data, passphrase, path)
+    return decode_key_file(_read_bytes(path), passphrase, path)
 
 
-def _write_new(path: Path, data: bytes) -> bool:
-    """Create ``path`` holding ``data`` (mode 0600) unless it exists; True if created."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{nacl.utils.random(4).hex()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with contextlib.suppress(OSError):
-                os.fchmod(fd, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # atomic and never replaces an existing file
-        except FileExistsError:
-            return False
-    except OSError as exc:
-        raise StorageError(f"cannot create {path}: {exc.strerror}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-    return True
+def is_encrypted(data_dir: str | os.PathLike[str]) -> bool:
+    """Whether the key file of ``data_dir`` is encrypted (:class:`StorageError` if there is
+    no usable key file). Reads only the header: no passphrase, no key derivation."""
+    path = _key_path(data_dir)
+    data = _read_bytes(path)
+    if len(data) >= _HEADER.size and _HEADER.unpack_from(data)[2] == MODE_ENCRYPTED:
+        return True
+    decode_key_file(data, None, path)  # a plain key, or the error that says what is wrong
+    return False
+
+
+def change_passphrase(data_dir: str | os.PathLike[str], old: str | None,
+                      new: str | None) -> Identity:
+    """Re-write the key file of ``data_dir`` under passphrase ``new`` (None: unencrypted),
+    given its current passphrase ``old`` (None if it is not encrypted).
+
+    The new bytes are decoded again and must give the same identity before they replace
+    the file, atomically (temporary file + rename, mode 0600): an interruption leaves the
+    old file or the new one, never neither.
+    """
+    _check_passphrase(old)
+    _check_passphrase(new)
+    path = _key_path(data_dir)
+    identity = decode_key_file(_read_bytes(path), old, path)
+    data = encode_key_file(identity, new)
+    if decode_key_file(data, new, path) != identity:  # pragma: no cover - a bug, not a state
+        raise StorageError(f"re-encrypting {path} did not round-trip; the file is unchanged")
+    write_secret(path, data, overwrite=True)
+    return identity
 
 
 def load_identity(data_dir: str | os.PathLike[str], passphrase: str | None = None) -> Identity:
@@ -183,28 +203,16 @@ def load_identity(data_dir: str | os.PathLike[str], passphrase: str | None = Non
 
 
 def load_or_create_identity(
-    data_dir: str | os.PathLike[str], passphrase: str | None = None, name: str | None = None
+    data_dir: str | os.PathLike[str], passphrase: str | None = None
 ) -> Identity:
-    """The identity of ``data_dir``, created (and encrypted if ``passphrase``) when missing.
-
-    ``name`` (when given) becomes the identity's display name in the contact book.
-    """
+    """The identity of ``data_dir``, created (and encrypted if ``passphrase``) when missing."""
     _check_passphrase(passphrase)
-    if name is not None:
-        name = check_name(name)
-    directory = Path(data_dir)
-    try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise StorageError(f"cannot create data directory {directory}: {exc.strerror}") from None
+    directory = private_dir(data_dir)
     path = _key_path(directory)
     if os.path.lexists(path):
         identity = _read(path, passphrase)
     else:
         fresh = Identity.generate()
-        identity = fresh if _write_new(path, encode_key_file(fresh, passphrase)) \
+        identity = fresh if write_secret(path, encode_key_file(fresh, passphrase), overwrite=False) \
             else _read(path, passphrase)  # another process created it first
-    if name is not None:
-        with ContactBook(directory) as book:
-            book.set_name(name)
     return identity

@@ -10,21 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from .. import bencode
-from ..errors import PROTOCOL_ERROR, BencodeError, RemoteProtocolError
+from ..errors import BencodeError, MalformedMessage
 from ._messages import Error, Message, Query, Response
 
 #: Longest transaction id accepted. BEP5 leaves the length open; real clients use 2-4 bytes.
 MAX_TID = 16
 #: Longest datagram a node will parse (Mainline messages fit in ~1,500 bytes).
 MAX_DATAGRAM = 4096
-
-
-class MalformedMessage(RemoteProtocolError):
-    """A datagram that is not a KRPC message; ``tid`` is set if it was readable."""
-
-    def __init__(self, message: str, tid: bytes | None = None, code: int = PROTOCOL_ERROR):
-        super().__init__(message, code)
-        self.tid = tid
 
 
 def encode_message(msg: Message) -> bytes:

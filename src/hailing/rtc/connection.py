@@ -9,47 +9,116 @@ session, signed by the identity the envelope named. Nothing else is accepted bef
 Then, in text frames (JSON objects with a ``t`` field):
 
 - ``{"t": "msg", "id": n, "text": ...}`` answered by ``{"t": "ack", "id": n}``;
+- ``{"t": "ping"}`` answered by ``{"t": "pong"}``: each side pings every
+  :attr:`Connection.keepalive_interval` seconds; a side that hears *nothing at all* (no
+  frame of any kind) for :attr:`Connection.keepalive_timeout` seconds takes the peer for
+  gone and closes (SCTP's own heartbeat would take 30-60 s);
 - ``{"t": "bye"}`` hangs up; the peer answers ``bye`` (see :meth:`Connection.close`);
+  a message or file that crosses our ``bye`` is dropped unacknowledged (so the sender
+  knows it was not delivered);
+  ``{"t": "bye", "replaced": true}`` says "I keep another connection with you instead";
 - ``{"t": "sig", "blob": hex}`` carries a sealed signaling envelope (an offer, answer or
   endpoint record for a further connection with the same peer) to :attr:`Connection.on_signal`;
 - ``{"t": "file", "id": n, "name": ..., "size": ..., "sha256": ...}``, then the file in
   binary frames of :data:`CHUNK` bytes, then ``{"t": "end", "id": n}``; the receiver
   streams it to disk, checks size and SHA-256, and answers
-  ``{"t": "ack", "id": n, "ok": true|false}``.
+  ``{"t": "ack", "id": n, "ok": true|false}``. A sender that gives up midway sends
+  ``{"t": "abort", "id": n}``; a receiver that cannot store it (disk error) answers
+  ``ok: false`` at once and the sender stops.
+
+The receiver's events, in order: :class:`FileStarted` when a file is announced, then
+:class:`FileReceived` or :class:`FileAborted` (with the reason). The receiving side of
+files, partial files and :func:`clean_partials` live in :mod:`hailing.rtc.files`.
+Users see it all in ``docs/connection.md``.
 
 The sender keeps at most :data:`HIGH_WATER` bytes queued in the channel (SCTP flow
 control), so no file is ever held in memory. Anything else on the channel (bad JSON, an
 unknown ``t``, a binary frame outside a file, a file larger than announced) is dropped
 and counted in :attr:`Connection.stats`.
+
+Cancellation: every wait here uses ``asyncio.timeout`` (Python 3.11's ``asyncio.wait_for``
+drops a cancellation that arrives in the same loop iteration as the awaited result), so
+cancelling :meth:`Connection.send_file` always raises ``CancelledError`` and tells the peer
+(``abort``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
-import re
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import HailingError, LocalProtocolError, QueryTimeout
+from ..errors import (
+    AuthenticationError,
+    ConnectionClosed,
+    HailingError,
+    LocalProtocolError,
+    QueryTimeout,
+)
 from ..identity import Identity, format_contact_id
 from ..signaling.envelope import transcript_proof, verify_transcript
+from .files import (
+    CHUNK,
+    MAX_FILE,
+    FileAborted,
+    FileReceived,
+    FileReceiver,
+    FileStarted,
+    _Garbage,
+    check_file,
+    clean_partials,
+    sha256_file,
+)
 
-CHUNK = 16 * 1024
+__all__ = [
+    "ACK_TIMEOUT",
+    "BYE_TIMEOUT",
+    "CHUNK",
+    "CLOSED_HERE",
+    "HIGH_WATER",
+    "KEEPALIVE_INTERVAL",
+    "KEEPALIVE_TIMEOUT",
+    "LOST",
+    "MAX_FILE",
+    "MAX_SIGNAL",
+    "MAX_TEXT",
+    "PEER_HUNG_UP",
+    "PEER_REPLACED",
+    "AuthenticationError",
+    "Connection",
+    "ConnectionClosed",
+    "Event",
+    "FileAborted",
+    "FileReceived",
+    "FileStarted",
+    "ProgressCallback",
+    "TextMessage",
+    "check_file",
+    "check_text",
+    "clean_partials",
+]
+
 BYE_TIMEOUT = 2.0
 HIGH_WATER = 256 * 1024
 ACK_TIMEOUT = 30.0
 MAX_TEXT = 64 * 1024
-MAX_FILE = 8 * 1024**3
 MAX_SIGNAL = 4096  # bytes of one signaling envelope carried over the channel
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]")
+#: Seconds between two pings.
+KEEPALIVE_INTERVAL = 1.0
+#: Seconds of silence (no frame at all) after which the peer is taken for gone.
+KEEPALIVE_TIMEOUT = 5.0
+
+#: :attr:`Connection.close_reason` values (besides what :meth:`Connection.close` is given).
+CLOSED_HERE = "closed"
+PEER_HUNG_UP = "the peer hung up"
+PEER_REPLACED = "the peer kept another connection"
+LOST = "the connection was lost"
 
 
 @dataclass(frozen=True)
@@ -57,36 +126,29 @@ class TextMessage:
     text: str
 
 
-@dataclass(frozen=True)
-class FileReceived:
-    name: str
-    path: Path
-    size: int
-    sha256: str
+Event = TextMessage | FileReceived | FileStarted | FileAborted
+#: ``progress(bytes_sent, total)`` for :meth:`Connection.send_file`.
+ProgressCallback = Callable[[int, int], object]
 
 
-class AuthenticationError(HailingError):
-    """The peer could not prove it holds the identity its envelope claimed."""
+# -- local checks (before anything is sent, or even connected) ------------------------------
 
 
-class _Incoming:
-    __slots__ = ("expected", "fid", "hasher", "name", "partial", "received", "sha256", "stream")
-
-    def __init__(self, fid: int, name: str, size: int, sha256: str, partial: Path) -> None:
-        self.fid = fid
-        self.name = name
-        self.expected = size
-        self.sha256 = sha256
-        self.partial = partial
-        self.stream = partial.open("wb")
-        self.hasher = hashlib.sha256()
-        self.received = 0
+def check_text(text: str) -> None:
+    """Raise :class:`LocalProtocolError` unless ``text`` fits in one message."""
+    size = len(text.encode())
+    if size > MAX_TEXT:
+        raise LocalProtocolError(
+            f"a message is at most {MAX_TEXT} bytes ({MAX_TEXT // 1024} KiB); this one is "
+            f"{size} bytes: send it as a file")
 
 
 class Connection:
     """One authenticated WebRTC data channel to ``peer`` (an ed25519 public key).
 
-    ``pc`` and ``channel`` are the aiortc objects, for those who want them.
+    ``pc`` and ``channel`` are the aiortc objects, for those who want them. Iterate over
+    it (``async for event in conn``) for every :data:`Event`, or :meth:`recv` messages and
+    files only. :attr:`close_reason` says why it closed.
     """
 
     def __init__(
@@ -100,6 +162,8 @@ class Connection:
         local_fp: bytes,
         remote_fp: bytes,
         downloads: Path,
+        keepalive_interval: float = KEEPALIVE_INTERVAL,
+        keepalive_timeout: float = KEEPALIVE_TIMEOUT,
     ) -> None:
         self.pc = pc
         self.channel = channel
@@ -109,47 +173,74 @@ class Connection:
         self._local_fp = local_fp
         self._remote_fp = remote_fp
         self.downloads = downloads
+        #: Seconds between pings; seconds of silence before the peer is taken for gone.
+        #: Either may be changed at any time.
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_timeout = keepalive_timeout
         self.stats: Counter[str] = Counter()
         self.connect_ms: float | None = None
+        #: The way the call was signaled (``dht``, ``contract``, ``ws``, ``channel``), set
+        #: by the session that made it.
+        self.coupler: str | None = None
+        #: None while open; then why it closed (:data:`PEER_HUNG_UP`, :data:`LOST`, ...).
+        self.close_reason: str | None = None
+        #: True once :meth:`close` hung up from this side (False: the peer or the network).
+        self.closed_here = False
         #: Called with (this connection, envelope bytes) for each ``sig`` frame received.
         self.on_signal: Callable[[Connection, bytes], None] | None = None
-        self._authenticated = asyncio.get_running_loop().create_future()
-        self._events: asyncio.Queue[TextMessage | FileReceived | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        self._authenticated = loop.create_future()
+        self._events: asyncio.Queue[Event | None] = asyncio.Queue()
         self._acks: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_id = 1
-        self._incoming: _Incoming | None = None
+        self._files = FileReceiver(downloads, self._events.put_nowait, self._send_json, self.stats)
         self._send_lock = asyncio.Lock()
         self._low = asyncio.Event()
         self._bye = asyncio.Event()
+        self._transport_closed = asyncio.Event()
         self._closer: asyncio.Task[None] | None = None
-        self._closed = False
+        self._pinger: asyncio.Task[None] | None = None
+        self._closed = False  # no more sending from here (close started or peer gone)
+        self._ended = False  # the end was signalled to the waiters (see _on_close)
+        self._last_heard = loop.time()
         channel.bufferedAmountLowThreshold = HIGH_WATER // 2
         channel.on("message", self._on_message)
         channel.on("bufferedamountlow", self._low.set)
-        channel.on("close", self._on_close)
+        channel.on("close", self._on_transport_close)
 
     @property
     def contact_id(self) -> str:
         return format_contact_id(self.peer)
 
+    @property
+    def initiator_key(self) -> bytes:
+        """The public key of the side that called (the same on both ends)."""
+        return self.identity.public_key if self.initiator else self.peer
+
     # -- setup -------------------------------------------------------------------------
 
     async def authenticate(self, timeout: float = 15.0) -> None:
-        """Wait for the channel to open, exchange identity proofs; raise if they fail."""
+        """Wait for the channel to open, exchange identity proofs; raise if they fail.
+        Starts the keepalive."""
         if self.channel.readyState != "open":
             opened = asyncio.Event()
             self.channel.on("open", opened.set)
             if self.channel.readyState != "open":
                 try:
-                    await asyncio.wait_for(opened.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await opened.wait()
                 except TimeoutError:
                     raise QueryTimeout("the data channel did not open") from None
         proof = transcript_proof(self.identity, self._local_fp, self._remote_fp, self.initiator)
-        self.channel.send(json.dumps({"t": "hello", "proof": proof.hex()}))
+        self._send_json({"t": "hello", "proof": proof.hex()})
         try:
-            await asyncio.wait_for(asyncio.shield(self._authenticated), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._authenticated)
         except TimeoutError:
             raise QueryTimeout("the peer did not prove its identity in time") from None
+        self._last_heard = asyncio.get_running_loop().time()
+        if self._pinger is None and not self._closed:
+            self._pinger = asyncio.ensure_future(self._keepalive())
 
     @property
     def is_open(self) -> bool:
@@ -165,81 +256,162 @@ class Connection:
         if not isinstance(blob, bytes) or not 0 < len(blob) <= MAX_SIGNAL:
             raise LocalProtocolError(f"a signaling envelope is 1 to {MAX_SIGNAL} bytes")
         if not self.is_open:
-            raise HailingError("the connection is closed")
+            raise self._closed_error()
         self._send_json({"t": "sig", "blob": blob.hex()})
 
     async def send_text(self, text: str) -> None:
         """Send a text message; returns once the peer acknowledged it."""
-        if len(text.encode()) > MAX_TEXT:
-            raise LocalProtocolError(f"a message is at most {MAX_TEXT} bytes")
+        check_text(text)
+        self._check_open()
         fid = self._new_id()
         ack = self._expect_ack(fid)
-        async with self._send_lock:
-            self._send_json({"t": "msg", "id": fid, "text": text})
+        try:
+            async with self._send_lock:
+                self._send_json({"t": "msg", "id": fid, "text": text})
+        except BaseException:
+            self._drop_ack(fid)
+            raise
         await self._wait_ack(fid, ack)
 
-    async def send_file(self, path: str | os.PathLike[str]) -> str:
+    async def send_file(self, path: str | os.PathLike[str],
+                        progress: ProgressCallback | None = None) -> str:
         """Send a file (streamed, flow-controlled); returns its SHA-256 (hex) once the
-        peer verified it."""
+        peer verified it. ``progress(sent, total)`` is called as bytes go out.
+
+        Cancelling it (or any failure midway) tells the peer, which drops what it got."""
         p = Path(path)
+        size = check_file(p)
+        self._check_open()
         try:
-            size = p.stat().st_size
-            digest = await asyncio.to_thread(_sha256_file, p)
+            digest = await asyncio.to_thread(sha256_file, p)
         except OSError as exc:
             raise LocalProtocolError(f"cannot read {p}: {exc.strerror}") from None
         fid = self._new_id()
         ack = self._expect_ack(fid)
-        async with self._send_lock:
-            self._send_json({"t": "file", "id": fid, "name": p.name, "size": size, "sha256": digest})
-            with p.open("rb") as f:
-                while chunk := f.read(CHUNK):
-                    await self._drain()
-                    self.channel.send(chunk)
-            self._send_json({"t": "end", "id": fid})
+        try:
+            async with self._send_lock:
+                self._send_json({"t": "file", "id": fid, "name": p.name, "size": size,
+                                 "sha256": digest})
+                try:
+                    await self._stream(p, size, ack, progress)
+                except BaseException:
+                    if not ack.done():
+                        with contextlib.suppress(ConnectionClosed):
+                            self._send_json({"t": "abort", "id": fid})
+                    raise
+                if not ack.done():
+                    self._send_json({"t": "end", "id": fid})
+        except BaseException:
+            self._drop_ack(fid)
+            raise
         reply = await self._wait_ack(fid, ack, timeout=ACK_TIMEOUT + size / 1e6)
         if not reply.get("ok"):
             raise HailingError(f"the peer refused the file: {reply.get('error', 'checksum mismatch')}")
         return digest
 
+    async def _stream(self, p: Path, size: int, ack: asyncio.Future[dict[str, Any]],
+                      progress: ProgressCallback | None) -> None:
+        sent = 0
+        with p.open("rb") as f:
+            while sent < size:
+                await self._drain()
+                if ack.done():  # the receiver gave up (or the connection closed)
+                    return
+                chunk = f.read(min(CHUNK, size - sent))
+                if not chunk:
+                    raise LocalProtocolError(f"{p} shrank while it was being sent")
+                self._send_raw(chunk)
+                sent += len(chunk)
+                if progress is not None:
+                    progress(sent, size)
+
     async def recv(self) -> TextMessage | FileReceived:
-        """The next message or file from the peer; raises HailingError once closed."""
+        """The next message or file from the peer (other events are skipped); raises
+        :class:`ConnectionClosed` (a HailingError) once closed."""
+        while True:
+            ev = await self.next_event()
+            if isinstance(ev, TextMessage | FileReceived):
+                return ev
+
+    async def next_event(self) -> Event:
+        """The next event from the peer; raises :class:`ConnectionClosed` once closed."""
         ev = await self._events.get()
         if ev is None:
             self._events.put_nowait(None)
-            raise HailingError("the connection is closed")
+            raise self._closed_error()
         return ev
 
-    async def __aiter__(self) -> AsyncIterator[TextMessage | FileReceived]:
+    async def __aiter__(self) -> AsyncIterator[Event]:
         while True:
             try:
-                yield await self.recv()
-            except HailingError:
+                yield await self.next_event()
+            except ConnectionClosed:
                 return
 
-    async def close(self) -> None:
+    async def close(self, reason: str = CLOSED_HERE, *, replaced: bool = False) -> None:
         """Hang up cleanly: ``bye`` goes after everything sent so far; the peer answers
         ``bye`` once it has read it all, then the transport is closed. Without this,
-        closing right after sending an acknowledgement would lose it in flight."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.channel.readyState == "open" and self._authenticated.done():
-            with contextlib.suppress(Exception):
-                self.channel.send('{"t":"bye"}')
-                await asyncio.wait_for(self._bye.wait(), BYE_TIMEOUT)
-        self._on_close()
+        closing right after sending an acknowledgement would lose it in flight.
+        ``reason`` becomes :attr:`close_reason` (and the reason of a file being received);
+        ``replaced`` tells the peer we keep another connection with it."""
+        if not self._closed:
+            self._closed = True
+            self.closed_here = True
+            self.close_reason = reason
+            # From our bye on, nothing new is taken (the peer learns it was not delivered:
+            # no ack): a message is shown once or not at all, never on two connections.
+            self._files.stop(f"the connection closed: {reason}")
+            if self.channel.readyState == "open" and self._authenticated.done():
+                with contextlib.suppress(ConnectionClosed):
+                    bye: dict[str, Any] = {"t": "bye", "replaced": True} if replaced else {"t": "bye"}
+                    self._send_json(bye)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(BYE_TIMEOUT):
+                            await self._bye.wait()
+            self._on_close()
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        """Stop the keepalive, close the transport; wait for a closing task in flight."""
+        me = asyncio.current_task()
+        if self._pinger is not None and self._pinger is not me:
+            self._pinger.cancel()
+            await asyncio.gather(self._pinger, return_exceptions=True)
+        if self._closer is not None and self._closer is not me:
+            await asyncio.gather(self._closer, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.pc.close()
 
     async def _peer_hung_up(self) -> None:
-        self._closed = True
-        with contextlib.suppress(Exception):
-            self.channel.send('{"t":"bye"}')
+        with contextlib.suppress(ConnectionClosed):
+            self._send_json({"t": "bye"})
         self._on_close()
-        # Give the reply time to leave; the caller closes the transport on receiving it.
-        await asyncio.sleep(BYE_TIMEOUT)
-        with contextlib.suppress(Exception):
-            await self.pc.close()
+        # The peer closes the transport once our answering bye arrived; give it the time.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(BYE_TIMEOUT):
+                await self._transport_closed.wait()
+        await self._shutdown()
+
+    def _lose(self, reason: str) -> None:
+        """The peer is gone without a goodbye: fail every waiter, close the transport."""
+        if self._closed:
+            return
+        self._closed = True
+        self.close_reason = reason
+        self._on_close()
+        self._closer = asyncio.ensure_future(self._shutdown())
+
+    async def _keepalive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            silent = loop.time() - self._last_heard
+            if silent >= self.keepalive_timeout:
+                self._lose(f"the peer stopped answering (nothing for {silent:.0f} s)")
+                return
+            with contextlib.suppress(ConnectionClosed):
+                self._send_json({"t": "ping"})
+            await asyncio.sleep(min(self.keepalive_interval,
+                                    max(0.01, self.keepalive_timeout - silent)))
 
     # -- internals ---------------------------------------------------------------------
 
@@ -253,43 +425,79 @@ class Connection:
         self._acks[fid] = fut
         return fut
 
+    def _drop_ack(self, fid: int) -> None:
+        fut = self._acks.pop(fid, None)
+        if fut is not None and fut.done() and not fut.cancelled():
+            fut.exception()  # retrieved: nobody will await it
+        elif fut is not None:
+            fut.cancel()
+
     async def _wait_ack(
         self, fid: int, fut: asyncio.Future[dict[str, Any]], timeout: float = ACK_TIMEOUT
     ) -> dict[str, Any]:
         try:
-            return await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                return await fut
         except TimeoutError:
             raise QueryTimeout("the peer did not acknowledge in time") from None
         finally:
-            self._acks.pop(fid, None)
+            self._drop_ack(fid)
+
+    def _closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed(f"the connection is closed: {self.close_reason or LOST}")
+
+    def _check_open(self) -> None:
+        if self._closed or self.channel.readyState != "open":
+            raise self._closed_error()
+
+    def _send_raw(self, data: str | bytes) -> None:
+        if self.channel.readyState != "open":
+            raise self._closed_error()
+        try:
+            self.channel.send(data)
+        except Exception:  # aiortc's InvalidStateError: the transport closed under us
+            raise self._closed_error() from None
 
     def _send_json(self, obj: dict[str, Any]) -> None:
-        if self.channel.readyState != "open":
-            raise HailingError("the connection is closed")
-        self.channel.send(json.dumps(obj, separators=(",", ":")))
+        self._send_raw(json.dumps(obj, separators=(",", ":")))
 
     async def _drain(self) -> None:
         while self.channel.bufferedAmount > HIGH_WATER:
-            if self.channel.readyState != "open":
-                raise HailingError("the connection closed during the transfer")
+            self._check_open()
             self._low.clear()
-            try:
-                await asyncio.wait_for(self._low.wait(), 1.0)
-            except TimeoutError:
-                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._low.wait()
+        self._check_open()
+
+    def _on_transport_close(self) -> None:
+        self._transport_closed.set()
+        if not self._closed:
+            self._closed = True
+            self.close_reason = LOST
+        self._on_close()
 
     def _on_close(self) -> None:
-        if self._incoming is not None:
-            self._abort_file("connection closed")
+        """Signal the end to everyone waiting (once): the file being received is aborted,
+        acks fail, the event stream ends, the drain wakes up."""
+        if self._ended:
+            return
+        self._ended = True
+        reason = self.close_reason or LOST
+        self._files.abort(f"the connection closed: {reason}")
+        err = self._closed_error()
         for fut in self._acks.values():
             if not fut.done():
-                fut.set_exception(HailingError("the connection closed"))
+                fut.set_exception(err)
+                fut.exception()  # retrieved here: a sender may never await it
         if not self._authenticated.done():
-            self._authenticated.set_exception(HailingError("the connection closed"))
+            self._authenticated.set_exception(err)
             self._authenticated.exception()
+        self._low.set()
         self._events.put_nowait(None)
 
     def _on_message(self, data: str | bytes) -> None:
+        self._last_heard = asyncio.get_running_loop().time()
         try:
             if isinstance(data, bytes):
                 self._on_chunk(data)
@@ -298,6 +506,13 @@ class Connection:
         except _Garbage as exc:
             self.stats["garbage"] += 1
             self.stats["garbage_" + exc.reason] += 1
+        except ConnectionClosed:
+            pass  # an answer to a frame that arrived as we closed
+
+    def _on_chunk(self, data: bytes) -> None:
+        if not self._authenticated.done():
+            raise _Garbage("stray_binary")
+        self._files.chunk(data)
 
     def _on_control(self, text: str) -> None:
         if len(text) > 2 * MAX_TEXT:
@@ -310,34 +525,32 @@ class Connection:
             raise _Garbage("shape")
         t = msg["t"]
         if t == "hello":
-            proof = msg.get("proof")
-            try:
-                raw = bytes.fromhex(proof) if isinstance(proof, str) else b""
-            except ValueError:
-                raw = b""
-            ok = verify_transcript(self.peer, raw, self._local_fp, self._remote_fp, self.initiator)
-            if not self._authenticated.done():
-                if ok:
-                    self._authenticated.set_result(None)
-                else:
-                    self._authenticated.set_exception(
-                        AuthenticationError("the peer's identity proof does not verify")
-                    )
-                    self._authenticated.exception()
+            self._on_hello(msg.get("proof"))
             return
         if not self._authenticated.done() or self._authenticated.exception() is not None:
             raise _Garbage("unauthenticated")
+        if t == "ping":
+            if not self._closed:
+                self._send_json({"t": "pong"})
+            return
+        if t == "pong":
+            return
         if t == "sig":
             self._on_signal(msg.get("blob"))
             return
         if t == "bye":
             self._bye.set()
             if not self._closed:
+                self._closed = True
+                self.close_reason = PEER_REPLACED if msg.get("replaced") is True else PEER_HUNG_UP
                 self._closer = asyncio.ensure_future(self._peer_hung_up())
             return
         fid = msg.get("id")
         if not isinstance(fid, int):
             raise _Garbage("shape")
+        if self.closed_here and t != "ack":  # crossed our bye: not taken, not acknowledged
+            self.stats["after_bye"] += 1
+            return
         if t == "ack":
             fut = self._acks.get(fid)
             if fut is None or fut.done():
@@ -350,11 +563,28 @@ class Connection:
             self._events.put_nowait(TextMessage(body))
             self._send_json({"t": "ack", "id": fid})
         elif t == "file":
-            self._start_file(fid, msg)
+            self._files.start(fid, msg)
         elif t == "end":
-            self._end_file(fid)
+            self._files.end(fid)
+        elif t == "abort":
+            self._files.sender_aborted(fid)
         else:
             raise _Garbage("unknown_type")
+
+    def _on_hello(self, proof: object) -> None:
+        try:
+            raw = bytes.fromhex(proof) if isinstance(proof, str) else b""
+        except ValueError:
+            raw = b""
+        ok = verify_transcript(self.peer, raw, self._local_fp, self._remote_fp, self.initiator)
+        if not self._authenticated.done():
+            if ok:
+                self._authenticated.set_result(None)
+            else:
+                self._authenticated.set_exception(
+                    AuthenticationError("the peer's identity proof does not verify")
+                )
+                self._authenticated.exception()
 
     def _on_signal(self, hexblob: object) -> None:
         if not isinstance(hexblob, str) or not 0 < len(hexblob) <= 2 * MAX_SIGNAL:
@@ -367,83 +597,3 @@ class Connection:
             raise _Garbage("unexpected_signal")
         self.stats["signals"] += 1
         self.on_signal(self, blob)
-
-    def _start_file(self, fid: int, msg: dict[str, Any]) -> None:
-        name: object = msg.get("name")
-        size: object = msg.get("size")
-        sha: object = msg.get("sha256")
-        if (
-            not isinstance(name, str) or not isinstance(size, int) or not isinstance(sha, str)
-            or not 0 <= size <= MAX_FILE or not re.fullmatch(r"[0-9a-f]{64}", sha)
-        ):
-            raise _Garbage("shape")
-        if self._incoming is not None:
-            self._abort_file("a new file started")
-        self.downloads.mkdir(parents=True, exist_ok=True)
-        partial = self.downloads / f".partial-{os.getpid()}-{fid}-{time.monotonic_ns()}"
-        self._incoming = _Incoming(fid, _safe_name(name), size, sha, partial)
-
-    def _on_chunk(self, data: bytes) -> None:
-        inc = self._incoming
-        if inc is None or not self._authenticated.done():
-            raise _Garbage("stray_binary")
-        inc.received += len(data)
-        if inc.received > inc.expected:
-            self._abort_file("more data than announced")
-            raise _Garbage("oversized_file")
-        inc.hasher.update(data)
-        inc.stream.write(data)
-
-    def _end_file(self, fid: int) -> None:
-        inc = self._incoming
-        if inc is None or inc.fid != fid:
-            raise _Garbage("stray_end")
-        self._incoming = None
-        inc.stream.close()
-        digest = inc.hasher.hexdigest()
-        if inc.received != inc.expected or digest != inc.sha256:
-            inc.partial.unlink(missing_ok=True)
-            self.stats["files_rejected"] += 1
-            self._send_json({"t": "ack", "id": fid, "ok": False, "error": "size or SHA-256 mismatch"})
-            return
-        final = _unique(self.downloads / inc.name)
-        inc.partial.rename(final)
-        self._events.put_nowait(FileReceived(inc.name, final, inc.received, digest))
-        self._send_json({"t": "ack", "id": fid, "ok": True, "sha256": digest})
-
-    def _abort_file(self, why: str) -> None:
-        inc = self._incoming
-        self._incoming = None
-        if inc is not None:
-            inc.stream.close()
-            inc.partial.unlink(missing_ok=True)
-            self.stats["files_aborted"] += 1
-
-
-class _Garbage(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _safe_name(name: str) -> str:
-    base = _SAFE_NAME.sub("_", os.path.basename(name.replace("\\", "/")))[:128].strip(". ")
-    return base or "file"
-
-
-def _unique(path: Path) -> Path:
-    if not path.exists():
-        return path
-    for i in range(1, 10_000):
-        candidate = path.with_name(f"{path.stem} ({i}){path.suffix}")
-        if not candidate.exists():
-            return candidate
-    raise HailingError(f"too many files named {path.name}")

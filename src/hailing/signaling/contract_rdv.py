@@ -12,11 +12,13 @@ day (scrypt, in a worker thread, cached by :class:`RotatingWallets`) and calls
 ``offer``/``answer``/``endpoint`` on the contract with the sealed envelope as payload; a
 funded gas wallet pays (``gas_key``). The envelope, not ``msg.sender``, says who sent it.
 
-The watcher (started by :meth:`ContractRendezvous.start`) polls ``eth_getLogs`` for this
+The watcher (:meth:`ContractRendezvous.watch`, run by the session's supervisor through
+:class:`hailing.session.coupler.ContractCoupler`, or by :meth:`~ContractRendezvous.start`
+for direct use) polls ``eth_getLogs`` for this
 user's own addresses (today's, and the neighbouring day's within ``skew`` of midnight)
 every ``poll_interval`` seconds, from the block after the last one it processed up to the
-head; it puts each payload into the sink (the Peer opens, checks and de-duplicates the
-envelopes) and, once the consumer has handled them all (``task_done``), saves the next
+head; it puts each payload into the sink (the session's router opens, checks and
+de-duplicates the envelopes) and, once the consumer has handled them all (``task_done``), saves the next
 block in the data directory (:class:`SignalStore`), so offers sent while the node was down
 are read after a restart, once. When the chain
 endpoint fails the watcher counts it (``stats["rpc_errors"]``), keeps the error as one
@@ -180,10 +182,11 @@ class ChainStatus:
 
 
 class ContractRendezvous:
-    """A Peer rendezvous backend over the signaling contract (see the module docstring).
+    """A rendezvous backend over the signaling contract (see the module docstring).
 
-    Same interface as the other backends: :meth:`start`, :meth:`expect_from`,
-    :meth:`refresh`, :meth:`send`, :meth:`aclose`. Build one with :meth:`open`.
+    :meth:`prepare` then :meth:`watch` (or :meth:`start`, both at once, the watcher in a
+    task of its own), :meth:`expect_from`, :meth:`refresh`, :meth:`send`,
+    :meth:`aclose`. Build one with :meth:`open`.
     """
 
     def __init__(self, contract: SignalingContract, identity: Identity, store: SignalStore,
@@ -246,8 +249,15 @@ class ContractRendezvous:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, sink: asyncio.Queue[bytes]) -> None:
-        """Check the contract, load the cursor, derive today's addresses, start watching.
-        Raises :class:`ChainError` (one line) if the endpoint or contract is unusable."""
+        """:meth:`prepare`, then run :meth:`watch` in a task this object owns (cancelled
+        by :meth:`aclose`)."""
+        await self.prepare(sink)
+        self._task = asyncio.ensure_future(self.watch())
+
+    async def prepare(self, sink: asyncio.Queue[bytes]) -> None:
+        """Check the contract, load the cursor, derive today's addresses; payloads will
+        go to ``sink``. Raises :class:`ChainError` (one line) if the endpoint or
+        contract is unusable."""
         self._sink = sink
         await self._call(self.contract.check_code)
         chain_id = await self._call(self._chain_id)
@@ -258,7 +268,6 @@ class ContractRendezvous:
             self.store.set_cursor(self._cursor_key, stored)
         self._cursor = self._saved = stored
         await self.refresh()
-        self._task = asyncio.ensure_future(self._watch())
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -367,7 +376,9 @@ class ContractRendezvous:
         self.store.set_cursor(self._cursor_key, self._cursor)
         self._saved = self._cursor
 
-    async def _watch(self) -> None:
+    async def watch(self) -> None:
+        """Poll forever (see the module docstring); errors are counted, reported and
+        retried, never raised."""
         delay = self.poll_interval
         while True:
             try:

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import LocalProtocolError, RemoteProtocolError
+from ..errors import EndpointError, LocalProtocolError
 
 __all__ = ["ENDPOINT_KINDS", "KIND_ENDPOINT", "MAX_RECORD", "EndpointError", "EndpointRecord",
            "decode_record", "encode_record", "format_wireguard", "parse_endpoint"]
@@ -37,10 +37,6 @@ MAX_EXTRA = 8
 _KEY = re.compile(r"[a-z][a-z0-9_-]{0,31}", re.ASCII)
 _HOST = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?", re.ASCII)
 _MAX_VALUE = 200
-
-
-class EndpointError(RemoteProtocolError):
-    """A received endpoint record that does not parse or is not valid."""
 
 
 @dataclass(frozen=True, slots=True)

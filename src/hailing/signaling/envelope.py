@@ -37,7 +37,19 @@ import nacl.exceptions
 import nacl.hash
 import nacl.public
 
-from ..errors import LocalProtocolError, RemoteProtocolError
+from ..errors import (
+    EnvelopeError,
+    ExpiredEnvelope,
+    ForgedEnvelope,
+    FutureEnvelope,
+    LocalProtocolError,
+    MalformedEnvelope,
+    ReplayedEnvelope,
+    TamperedEnvelope,
+    UnknownEnvelopeVersion,
+    UnopenableEnvelope,
+    WrongRecipient,
+)
 from ..identity import Identity, verify_signature, x25519_public_key
 
 __all__ = [
@@ -81,65 +93,6 @@ OVERHEAD = MIN_SIZE  # bytes added to the body, fingerprint aside: 105
 
 
 # -- errors ----------------------------------------------------------------------------
-
-
-class EnvelopeError(RemoteProtocolError):
-    """An envelope was refused. ``reason`` is its key in :attr:`ReplayCache.stats`."""
-
-    reason = "invalid"
-
-
-class MalformedEnvelope(EnvelopeError):
-    """Truncated or garbage bytes, or authenticated fields that do not parse."""
-
-    reason = "malformed"
-
-
-class UnknownEnvelopeVersion(EnvelopeError):
-    reason = "unknown_version"
-
-
-class TamperedEnvelope(EnvelopeError):
-    """Bytes were changed on the way (the outer MAC fails)."""
-
-    reason = "tampered"
-
-
-class WrongRecipient(EnvelopeError):
-    """The envelope was sealed to another key (the outer MAC fails)."""
-
-    reason = "wrong_recipient"
-
-
-class UnopenableEnvelope(TamperedEnvelope, WrongRecipient):
-    """The outer box does not open. Tampering and a different recipient look the same:
-    telling them apart would need a recipient hint in clear, which observers could link."""
-
-    reason = "unopenable"
-
-
-class ForgedEnvelope(EnvelopeError):
-    """The envelope opened but its sender's key did not make it (inner MAC fails)."""
-
-    reason = "forged"
-
-
-class ExpiredEnvelope(EnvelopeError):
-    """Past its expiry (plus :data:`CLOCK_SKEW`)."""
-
-    reason = "expired"
-
-
-class FutureEnvelope(ExpiredEnvelope):
-    """Timestamped more than :data:`CLOCK_SKEW` ahead of the receiver's clock."""
-
-    reason = "future"
-
-
-class ReplayedEnvelope(EnvelopeError):
-    """The same envelope (sender, nonce) was opened before."""
-
-    reason = "replayed"
 
 
 # -- replay cache ----------------------------------------------------------------------

@@ -37,6 +37,9 @@ from ..identity import Identity, x25519_public_key
 DAY = 86400
 #: Listen to the neighbouring day's keys when this close to midnight (clock skew).
 MIDNIGHT_MARGIN = 15 * 60
+#: How long the keys of a peer we called (:meth:`DhtRendezvous.expect_from`) stay
+#: listened to, whatever refreshes happen meanwhile: longer than any call waits.
+EXPECT_TTL = 15 * 60.0
 
 
 def day_of(unix_time: float) -> int:
@@ -101,7 +104,9 @@ class DhtRendezvous:
 
     ``allowed()`` returns the public keys of the contacts we accept calls from; it is
     asked again at every :meth:`refresh` (and each day), so blocking someone takes
-    effect at the next refresh.
+    effect at the next refresh. The keys of a peer we are calling
+    (:meth:`expect_from`) are kept through refreshes for :data:`EXPECT_TTL`, so a
+    refresh in the middle of a call never stops us hearing its answer.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class DhtRendezvous:
         self._clock = clock
         self._secrets: dict[bytes, bytes] = {}
         self._keys: dict[bytes, bytes | None] = {}  # listened key -> peer (None: public)
+        self._expected: dict[bytes, float] = {}  # peer we called -> until when we listen
 
     def secret(self, peer_pub: bytes) -> bytes:
         s = self._secrets.get(peer_pub)
@@ -138,8 +144,9 @@ class DhtRendezvous:
         now = self._clock()
         wanted: dict[bytes, bytes | None] = {}
         me = self.identity.public_key
+        self._expected = {p: t for p, t in self._expected.items() if t > now}
         for d in listen_days(now):
-            for peer in self._allowed():
+            for peer in [*self._allowed(), *self._expected]:
                 wanted[pair_key(self.secret(peer), me, d)] = peer
             if self._accept_any():
                 wanted[public_key_inbox(me, d)] = None
@@ -160,7 +167,9 @@ class DhtRendezvous:
         """Listen for answers from ``peer_pub`` (a callee we are about to call)."""
         me = self.identity.public_key
         new = []
-        for d in listen_days(self._clock()):
+        now = self._clock()
+        self._expected[peer_pub] = now + EXPECT_TTL
+        for d in listen_days(now):
             key = pair_key(self.secret(peer_pub), me, d)
             if key not in self._keys:
                 self._keys[key] = peer_pub

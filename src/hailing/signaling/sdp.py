@@ -40,7 +40,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from hailing.errors import LocalProtocolError, RemoteProtocolError
+from hailing.errors import LocalProtocolError, SdpError
 
 if TYPE_CHECKING:
     from aiortc import RTCSessionDescription
@@ -85,10 +85,6 @@ _ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+")  # RFC 8839 ice-char
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~]{1,32}")  # RFC 4566 token, bounded
 _MDNS = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.local")
 _FP_TEXT = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){31}")
-
-
-class SdpError(RemoteProtocolError):
-    """A compact SDP blob is malformed, truncated, oversized or out of range."""
 
 
 class _Description(Protocol):

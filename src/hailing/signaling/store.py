@@ -30,22 +30,32 @@ import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .._secrets import read_secret, write_secret
 from .._sqlite import SqliteFile
-from ..chain.wallet import RotationSecret, check_prefix, check_user_id
+from .._sqlite import data_dir as _data_dir
 from ..errors import LocalProtocolError, StorageError
-from ..identity import ContactBook, format_contact_id, parse_contact_id
-from ..identity._contacts import DB_NAME
-from ..identity._keystore import _check_permissions
+from ..identity import format_contact_id, parse_contact_id
+from .envelope import CLOCK_SKEW
 
-__all__ = ["CHAIN_CONFIG", "ChainConfig", "SignalStore", "StoredEndpoint",
-           "load_chain_config", "save_chain_config"]
+if TYPE_CHECKING:  # the wallet module imports eth_keys: only when rotation is used
+    from ..chain.wallet import RotationSecret
+
+__all__ = ["CHAIN_CONFIG", "PEER_DB", "PEER_DB_VERSION", "ChainConfig", "SignalStore",
+           "StoredEndpoint", "load_chain_config", "save_chain_config"]
+
+#: The node's own database file, shared with the contact book
+#: (:mod:`hailing.services.contacts`); one schema version for the whole file.
+PEER_DB = "peer.sqlite3"
+PEER_DB_VERSION = 1
 
 CHAIN_CONFIG = "chain.json"
 _CONFIG_VERSION = 1
 _MAX_CONFIG = 4096
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 CREATE TABLE IF NOT EXISTS rotation (
     pubkey BLOB PRIMARY KEY CHECK (length(pubkey) = 32),
     prefix TEXT NOT NULL,
@@ -109,14 +119,15 @@ class SignalStore(SqliteFile):
     """
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
-        # The contact book creates the directory and file and checks its schema.
-        ContactBook(data_dir).close()
-        super().__init__(Path(data_dir) / DB_NAME, _SCHEMA)
+        # The file's schema version (in ``meta``) is the one the contact book checks too.
+        super().__init__(_data_dir(data_dir) / PEER_DB, _SCHEMA, PEER_DB_VERSION)
 
     # -- contacts' rotation secrets ----------------------------------------------------
 
     def set_rotation(self, contact: str | bytes, prefix: str, user_id: str) -> RotationSecret:
         """Remember ``contact``'s rotation secret (replacing an older one)."""
+        from ..chain.wallet import RotationSecret, check_prefix, check_user_id
+
         secret = RotationSecret(prefix=check_prefix(prefix), user_id=check_user_id(user_id))
         self._write("INSERT OR REPLACE INTO rotation VALUES (?, ?, ?)",
                     (_pubkey(contact), secret.prefix, secret.user_id))
@@ -124,6 +135,8 @@ class SignalStore(SqliteFile):
 
     def rotation(self, contact: str | bytes) -> RotationSecret | None:
         """``contact``'s rotation secret, or None if it was never exchanged."""
+        from ..chain.wallet import RotationSecret
+
         rows = self._query("SELECT prefix, user_id FROM rotation WHERE pubkey=?",
                            (_pubkey(contact),))
         if not rows:
@@ -182,8 +195,12 @@ class SignalStore(SqliteFile):
     def first_handling(self, nonce: bytes, expires: float, now: float) -> bool:
         """Record that the envelope with this nonce is being handled; False if it already
         was, in this run or an earlier one (the in-memory replay cache forgets on a
-        restart, and inboxes and chains hand the same envelope to a restarted node)."""
-        self._write("DELETE FROM handled_envelopes WHERE expires < ?", (now,))
+        restart, and inboxes and chains hand the same envelope to a restarted node).
+
+        A record is kept as long as the envelope could still be opened: until its expiry
+        plus the clock-skew allowance (:data:`~hailing.signaling.envelope.CLOCK_SKEW`),
+        or a restart in that window would handle it again."""
+        self._write("DELETE FROM handled_envelopes WHERE expires < ?", (now - CLOCK_SKEW,))
         return self._write(
             "INSERT OR IGNORE INTO handled_envelopes VALUES (?, ?)", (bytes(nonce), float(expires))
         ) == 1
@@ -240,16 +257,11 @@ def load_chain_config(data_dir: str | os.PathLike[str]) -> ChainConfig:
     """The recorded configuration; empty if there is none, :class:`StorageError` if the
     file is unusable."""
     path = Path(data_dir) / CHAIN_CONFIG
-    try:
-        with open(path, "rb") as f:
-            _check_permissions(path, os.fstat(f.fileno()))
-            data = f.read(_MAX_CONFIG + 1)
-    except FileNotFoundError:
+    data = read_secret(path, limit=_MAX_CONFIG, missing_ok=True)
+    if data is None:
         return ChainConfig()
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        obj = json.loads(data.decode("utf-8")) if len(data) <= _MAX_CONFIG else None
+        obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         obj = None
     if not isinstance(obj, dict) or obj.get("version") != _CONFIG_VERSION:
@@ -262,18 +274,8 @@ def load_chain_config(data_dir: str | os.PathLike[str]) -> ChainConfig:
 
 def save_chain_config(data_dir: str | os.PathLike[str], config: ChainConfig) -> Path:
     """Write the configuration atomically (mode 0600); returns the file's path."""
-    directory = Path(data_dir)
-    path = directory / CHAIN_CONFIG
+    path = Path(data_dir) / CHAIN_CONFIG
     body = json.dumps({"version": _CONFIG_VERSION, "rpc": config.rpc,
                        "contract": config.contract}, indent=1) + "\n"
-    tmp = directory / f".{CHAIN_CONFIG}.{os.getpid()}.tmp"
-    try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {path}: {exc.strerror}") from None
+    write_secret(path, body.encode("utf-8"))
     return path

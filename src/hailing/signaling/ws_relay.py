@@ -39,7 +39,7 @@ from typing import Self
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..errors import HailingError, LocalProtocolError
+from ..errors import LocalProtocolError, RecipientOffline, RelayError
 
 __all__ = [
     "MAX_ID_LEN", "MAX_PAYLOAD", "RecipientOffline", "RelayClient", "RelayError",
@@ -55,14 +55,6 @@ CLOSE_TIMEOUT = 2.0  # seconds a close handshake may take before the connection 
 CLOSE_REPLACED = 4001  # private-use close code (RFC 6455 section 7.4.2)
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _ID_BYTES_RE = re.compile(rb"[A-Za-z0-9_-]{1,128}")
-
-
-class RelayError(HailingError):
-    """The relay could not be reached, refused a message, or closed the connection."""
-
-
-class RecipientOffline(RelayError):
-    """The relay has no connection for the recipient id."""
 
 
 def _valid_id(text: object) -> bool:

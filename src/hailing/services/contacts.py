@@ -1,4 +1,4 @@
-"""The contact book: ``<data_dir>/peer.sqlite3``.
+"""The contact book: ``<data_dir>/peer.sqlite3`` (services layer).
 
 Holds the people a node knows (public key, name, allowed or blocked), the node's own
 presence (available, busy, do-not-disturb), whether it accepts calls from strangers, and
@@ -7,8 +7,16 @@ that is not a hailing database or is corrupt raises :class:`StorageError` with i
 nothing is deleted.
 
 A public key is either in the book, allowed or blocked, or not in it: unknown. The
-admission policy (who may call) reads :meth:`ContactBook.state`, :meth:`~ContactBook.status`
-and :meth:`~ContactBook.accept_any`.
+call policy (:mod:`hailing.services.policy`: who may call) reads
+:meth:`ContactBook.state`, :meth:`~ContactBook.status` and :meth:`~ContactBook.accept_any`.
+
+Other processes may write the same file (``hailing contact add`` while ``hailing listen``
+runs): :meth:`ContactBook.version` changes whenever anyone changed the book (triggers
+count every change of ``contacts`` and ``meta`` in ``meta.changes``), so a running node
+notices a new contact within a poll instead of a refresh interval. Checking is cheap:
+SQLite's ``PRAGMA data_version`` (no table read) says whether another connection
+committed anything at all, and only then is the counter read; writes to the file's other
+tables (the signaling store's) do not count as changes of the book.
 """
 
 from __future__ import annotations
@@ -20,12 +28,14 @@ from typing import Literal
 from .._sqlite import SqliteFile
 from .._sqlite import data_dir as _data_dir
 from ..errors import LocalProtocolError, StorageError
-from ._keys import PUBLIC_KEY_SIZE, format_contact_id, parse_contact_id
+from ..identity import format_contact_id, parse_contact_id
+from ..identity._keys import PUBLIC_KEY_SIZE
+from ..signaling.store import PEER_DB, PEER_DB_VERSION
 
 __all__ = ["DB_NAME", "Contact", "ContactBook", "ContactState", "Status", "check_name"]
 
-DB_NAME = "peer.sqlite3"
-SCHEMA_VERSION = 1
+DB_NAME = PEER_DB
+SCHEMA_VERSION = PEER_DB_VERSION
 MAX_NAME_LENGTH = 64
 
 Status = Literal["available", "busy", "dnd"]
@@ -41,6 +51,24 @@ CREATE TABLE IF NOT EXISTS contacts (
     name TEXT NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('allowed', 'blocked'))
 );
+INSERT OR IGNORE INTO meta VALUES ('changes', 0);
+CREATE TRIGGER IF NOT EXISTS contacts_inserted AFTER INSERT ON contacts BEGIN
+    UPDATE meta SET value = value + 1 WHERE key = 'changes';
+END;
+CREATE TRIGGER IF NOT EXISTS contacts_updated AFTER UPDATE ON contacts BEGIN
+    UPDATE meta SET value = value + 1 WHERE key = 'changes';
+END;
+CREATE TRIGGER IF NOT EXISTS contacts_deleted AFTER DELETE ON contacts BEGIN
+    UPDATE meta SET value = value + 1 WHERE key = 'changes';
+END;
+CREATE TRIGGER IF NOT EXISTS meta_inserted AFTER INSERT ON meta
+WHEN NEW.key NOT IN ('changes', 'schema') BEGIN
+    UPDATE meta SET value = value + 1 WHERE key = 'changes';
+END;
+CREATE TRIGGER IF NOT EXISTS meta_deleted AFTER DELETE ON meta
+WHEN OLD.key NOT IN ('changes', 'schema') BEGIN
+    UPDATE meta SET value = value + 1 WHERE key = 'changes';
+END;
 """
 
 
@@ -100,6 +128,24 @@ class ContactBook(SqliteFile):
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.dir = _data_dir(data_dir)
         super().__init__(self.dir / DB_NAME, _SCHEMA, SCHEMA_VERSION)
+        self._data_version = -1  # PRAGMA data_version when the counter was last read
+        self._changes = 0
+
+    def _write(self, sql: str, args: tuple[object, ...] = ()) -> int:
+        changed = super()._write(sql, args)
+        self._data_version = -1  # our own commit does not move data_version: read again
+        return changed
+
+    def version(self) -> int:
+        """A number that changes whenever anyone (this object, another connection,
+        another process) changed a contact, the status, accept-any or the name."""
+        rows = self._query("PRAGMA data_version")
+        data_version = int(rows[0][0]) if rows else -1
+        if data_version != self._data_version or data_version == -1:
+            value = self._meta("changes")
+            self._changes = value if isinstance(value, int) else 0
+            self._data_version = data_version
+        return self._changes
 
     def _contact(self, row: tuple[object, ...]) -> Contact:
         pubkey, name, state = row

@@ -1,0 +1,173 @@
+"""``hailing up``: run the daemon, the node a person keeps running, in the foreground.
+
+Output contract (scripts and tests rely on it): the first stdout line is exactly
+``up <contact id> dht HOST:PORT api http://127.0.0.1:PORT`` (``dht -`` when the daemon
+signals through a relay or the contract only), printed once everything listens; then one
+JSON object per line per event, as ``hailing listen`` prints them (see
+:mod:`hailing.daemon.events`). SIGINT or SIGTERM stops it cleanly with exit 0; a second
+``hailing up`` on the same data directory fails with one line (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import LocalProtocolError
+from ._common import _hostport, _stop_on_signal
+from ._config import DATA_DIR_ENV, default_data_dir
+from ._shared import NETWORK_SETTINGS, add_contract_options, contract_peer_kwargs
+
+if TYPE_CHECKING:
+    from ..node import Addr
+
+PASSPHRASE_ENV = "HAILING_PASSPHRASE"
+#: Seconds a link to a contact may stay unused before it is hung up (0: never).
+DEFAULT_IDLE_CLOSE = 600.0
+
+
+def _api_addr(text: str) -> Addr:
+    from ..node import parse_hostport
+
+    try:
+        host, port = parse_hostport(text, default_host="127.0.0.1")
+    except LocalProtocolError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if host not in ("127.0.0.1", "localhost"):
+        raise argparse.ArgumentTypeError("the API listens on 127.0.0.1 only "
+                                         f"(got {host!r}): give 127.0.0.1:PORT")
+    return "127.0.0.1", port
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds (0 or more), got {text!r}")
+    return value
+
+
+def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any]:
+    """What ``args`` describe: (make_peer(node) -> Peer, DhtSettings or None)."""
+    from ..daemon.service import DhtSettings
+    from ..rtc import set_host_addresses
+
+    if args.ice_host:
+        set_host_addresses(args.ice_host)
+    common: dict[str, Any] = {
+        "passphrase": os.environ.get(PASSPHRASE_ENV) or None,
+        "accept_any": True if args.accept_any else None, "downloads": args.downloads}
+    dht: DhtSettings | None = None
+    if args.via == "contract":
+        common.update(contract_peer_kwargs(args))
+    elif args.relay:
+        common.update(backend="ws", relay_url=args.relay)
+    else:
+        if not args.bootstrap and not (Path(args.data_dir) / "dht").exists():
+            raise LocalProtocolError("give --bootstrap HOST:PORT (needed the first time; a "
+                                     "restarted daemon joins through the nodes it knew)")
+        loopback = args.bootstrap and all(h.startswith("127.") for h, _ in args.bootstrap)
+        bind = args.bind or (("127.0.0.1", 0) if loopback else ("0.0.0.0", 0))
+        dht = DhtSettings(bind, tuple(args.bootstrap), args.read_only)
+
+    def make_peer(node: Any) -> Any:
+        from ..peer import Peer
+
+        return Peer(args.data_dir, node=node, **common)
+
+    return make_peer, dht
+
+
+def _printer() -> Any:
+    """The stdout sink: one JSON line per event; a reader that went away is ignored."""
+    gone = False
+
+    def emit(event: dict[str, Any]) -> None:
+        nonlocal gone
+        if gone:
+            return
+        try:
+            print(json.dumps(event), flush=True)
+        except (BrokenPipeError, ValueError):
+            gone = True
+            with contextlib.suppress(OSError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+
+    return emit
+
+
+async def cmd_up(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ..daemon.service import Daemon
+
+    args.data_dir = str(Path(args.data_dir or default_data_dir()).absolute())
+    stop = _stop_on_signal()  # before the first line: a signal right after it is a clean stop
+    make_peer, dht = _daemon_parts(args)
+    daemon = Daemon(args.data_dir, make_peer, dht=dht, api_bind=args.api,
+                    idle_close=args.idle_close)
+    daemon.events.add_sink(_printer())
+    try:
+        await daemon.start()
+        assert daemon.api_info is not None
+        print(f"up {daemon.peer.contact_id} dht {daemon.dht_address or '-'} "
+              f"api {daemon.api_info.url}", flush=True)
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(daemon.failed.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+    finally:
+        await daemon.stop()
+    return 1 if daemon.failed.is_set() and not stop.is_set() else 0
+
+
+def add_up_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "up", help="run the node: DHT, listening for calls, local API (until Ctrl-C)",
+        description="Run this identity's node in the foreground until SIGINT/SIGTERM: its DHT "
+        "node, listening for calls, links kept open to contacts, and a control API on "
+        "127.0.0.1 (token in DATA_DIR/api.json). First line: 'up <contact id> dht HOST:PORT "
+        "api http://127.0.0.1:PORT'; then one JSON object per line per event. While it "
+        "runs, send/chat/contact/status/endpoint on the same data directory go through it.")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help=f"the identity's directory (default ${DATA_DIR_ENV}, else "
+                   "$XDG_DATA_HOME/hailing)")
+    p.add_argument("--bootstrap", type=_hostport, action="append", default=[],
+                   metavar="HOST:PORT", help="a DHT node to join through (repeatable; needed "
+                   "the first time)")
+    p.add_argument("--bind", type=_hostport, default=None, metavar="HOST:PORT",
+                   help="UDP address of the DHT node")
+    p.add_argument("--api", type=_api_addr, default=("127.0.0.1", 0), metavar="HOST:PORT",
+                   help="address of the control API, 127.0.0.1 only (default: a free port)")
+    p.add_argument("--read-only", action="store_true",
+                   help="BEP43 read-only DHT node: answers no queries (for a node others "
+                   "cannot reach, e.g. behind NAT); still listens for calls")
+    p.add_argument("--relay", default=None, metavar="URL",
+                   help="signal through this WebSocket relay instead of the DHT")
+    p.add_argument("--accept-any", action="store_true",
+                   help="accept calls from anyone not blocked (not only contacts)")
+    p.add_argument("--ice-host", action="append", default=[], metavar="IP",
+                   help="only gather ICE host candidates on this address (repeatable; also "
+                   "HAILING_ICE_HOSTS)")
+    p.add_argument("--downloads", default=None, metavar="DIR",
+                   help="where received files go (default DATA_DIR/downloads)")
+    p.add_argument("--idle-close", type=_seconds, default=DEFAULT_IDLE_CLOSE, metavar="S",
+                   help="hang up a link to a contact unused for S seconds (0: never; "
+                   f"default {DEFAULT_IDLE_CLOSE:.0f})")
+    add_contract_options(p)
+    # The data directory's config.toml fills the network options not given (cli._shared.prepare).
+    p.set_defaults(func=cmd_up, _default_data_dir=True, _settings=NETWORK_SETTINGS)
+
+
+__all__ = ["add_up_command", "cmd_up", "default_data_dir"]

@@ -1,0 +1,198 @@
+"""Links: the open connections a daemon keeps, one per contact, reused for every send.
+
+Theory of operation
+-------------------
+A connection is a *link* whichever side opened it: an accepted incoming call
+(:meth:`Links.adopt` from the Peer's ``incoming()``) or one this daemon opened to send
+(:meth:`Links.get`). Each link has a reader task that turns what it yields into events
+(``message``, ``file``, ...) and history entries, and emits ``closed`` when it ends. A send
+to a contact uses its newest open link; only when there is none does it call (one call per
+contact at a time: concurrent sends wait for the same call). A link idle for
+``idle_close`` seconds is hung up (0: never); so is a contact's link when it is blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import HailingError
+from ..identity import format_contact_id
+from .events import EventBus, item_event
+from .history import History
+
+log = logging.getLogger(__name__)
+
+#: How often idle links are looked for.
+SWEEP_INTERVAL = 15.0
+
+
+@dataclass(eq=False)
+class Link:
+    conn: Any  # hailing.rtc.connection.Connection (kept Any: no aiortc import here)
+    outgoing: bool
+    opened: float = field(default_factory=time.monotonic)
+    last_used: float = field(default_factory=time.monotonic)
+    reader: asyncio.Task[None] | None = None
+
+    @property
+    def peer(self) -> bytes:
+        peer: bytes = self.conn.peer
+        return peer
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self.conn.is_open)
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"contact": format_contact_id(self.peer), "outgoing": self.outgoing,
+                "open_s": round(time.monotonic() - self.opened, 1),
+                "idle_s": round(time.monotonic() - self.last_used, 1)}
+
+
+class Links:
+    """The daemon's connections. ``dial(peer, timeout)`` opens a new one (the Peer's
+    ``connect``); what the links receive is emitted on ``events`` and kept in ``history``."""
+
+    def __init__(self, dial: Callable[[bytes, float], Awaitable[Any]], events: EventBus,
+                 history: History | None = None, *, idle_close: float = 600.0) -> None:
+        self._dial = dial
+        self._events = events
+        self.history = history
+        self.idle_close = idle_close
+        self._links: dict[bytes, list[Link]] = {}
+        self._calling: dict[bytes, asyncio.Lock] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        if self.idle_close > 0:
+            self._sweeper = asyncio.ensure_future(self._sweep())
+
+    async def aclose(self) -> None:
+        """Hang up every link and wait for their readers."""
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        links = [link for group in self._links.values() for link in group]
+        await asyncio.gather(*(self._hang_up(link) for link in links), return_exceptions=True)
+        readers = [link.reader for link in links if link.reader is not None]
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+
+    # -- using links ---------------------------------------------------------------------
+
+    def open_link(self, peer: bytes) -> Link | None:
+        """The newest open link to ``peer``."""
+        for link in reversed(self._links.get(peer, [])):
+            if link.is_open:
+                return link
+        return None
+
+    async def get(self, peer: bytes, timeout: float) -> tuple[Link, float | None]:
+        """An open link to ``peer`` and the call's connect time in ms (None when an open
+        link was reused). Raises what the call raised (e.g. QueryTimeout)."""
+        link = self.open_link(peer)
+        if link is not None:
+            return link, None
+        lock = self._calling.setdefault(peer, asyncio.Lock())
+        async with lock:
+            link = self.open_link(peer)  # another send's call may have opened one
+            if link is not None:
+                return link, None
+            conn = await self._dial(peer, timeout)
+            link = self.adopt(conn, outgoing=True)
+            ms: float = conn.connect_ms or 0.0
+            return link, ms
+
+    def adopt(self, conn: Any, *, outgoing: bool) -> Link:
+        """Keep ``conn`` as a link and start reading it."""
+        link = Link(conn, outgoing)
+        self._links.setdefault(link.peer, []).append(link)
+        who = format_contact_id(link.peer)
+        event: dict[str, Any] = {"event": "connected", "to" if outgoing else "from": who}
+        if outgoing and conn.connect_ms is not None:
+            event["connect_ms"] = round(conn.connect_ms, 1)
+        if outgoing and getattr(conn, "coupler", None):
+            event["via"] = conn.coupler
+        self._events.emit(event)
+        link.reader = asyncio.ensure_future(self._read(link, who))
+        return link
+
+    async def drop(self, link: Link) -> None:
+        """Hang up a link (e.g. one whose send failed)."""
+        await self._hang_up(link)
+
+    async def hang_up_peer(self, peer: bytes) -> int:
+        """Hang up every link to ``peer`` (blocked). Returns how many."""
+        links = list(self._links.get(peer, []))
+        await asyncio.gather(*(self._hang_up(link) for link in links), return_exceptions=True)
+        return len(links)
+
+    def list(self) -> list[Link]:
+        return [link for group in self._links.values() for link in group if link.is_open]
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def _read(self, link: Link, who: str) -> None:
+        try:
+            async for item in link.conn:
+                link.touch()
+                self._record(link.peer, item)
+                self._events.emit(item_event(item, who))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a link's failure ends that link, never the daemon
+            log.debug("link to %s failed: %r", who, exc)
+        finally:
+            group = self._links.get(link.peer, [])
+            if link in group:
+                group.remove(link)
+            if not group:
+                self._links.pop(link.peer, None)
+                self._calling.pop(link.peer, None)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(link.conn.close())
+            closed: dict[str, Any] = {"event": "closed", "to" if link.outgoing else "from": who}
+            reason = getattr(link.conn, "close_reason", None)
+            if isinstance(reason, str) and reason:
+                closed["reason"] = reason
+            self._events.emit(closed)
+
+    def _record(self, peer: bytes, item: object) -> None:
+        if self.history is None:
+            return
+        try:
+            text = getattr(item, "text", None)
+            if isinstance(text, str):
+                self.history.add_text(peer, "in", text)
+            elif type(item).__name__ == "FileReceived":
+                item_any: Any = item
+                self.history.add_file(peer, "in", name=item_any.name, path=str(item_any.path),
+                                       size=item_any.size, sha256=item_any.sha256)
+        except HailingError as exc:  # a full disk must not stop the link
+            log.warning("history: %s", exc)
+
+    # -- idle links ----------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(min(SWEEP_INTERVAL, self.idle_close))
+            now = time.monotonic()
+            for link in self.list():
+                if now - link.last_used > self.idle_close:
+                    await self._hang_up(link)
+
+    async def _hang_up(self, link: Link) -> None:
+        with contextlib.suppress(Exception):
+            await link.conn.close()

@@ -1,0 +1,464 @@
+"""The daemon: the node a person keeps running (``hailing up``).
+
+Theory of operation
+-------------------
+One :class:`Daemon` owns, for one data directory: the directory's lock (one daemon per
+directory), a started ``Peer`` (its DHT node listening for calls, or the contract
+watcher / relay link it was built with), the :class:`~hailing.daemon.links.Links` kept
+open to contacts, the message :class:`~hailing.daemon.history.History`, the
+:class:`~hailing.daemon.events.EventBus`, and the local control API
+(:mod:`hailing.daemon.api`) whose address and token it writes to ``api.json``.
+
+Its own tasks (the Peer's call events, accepted incoming connections, chain status) are
+supervised: one that fails emits an ``error`` event and sets :attr:`Daemon.failed`, and
+``hailing up`` then stops with exit 1 instead of running on half broken.
+
+The methods below are what the API handlers call: each takes plain values (contacts as
+contact ids or names), returns a JSON-able dict and raises a :class:`HailingError` that
+the API maps to a status code.
+
+Call :meth:`start`, then :meth:`stop` (or ``async with``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from .._sqlite import data_dir as _make_data_dir
+from ..errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout
+from ..identity import format_contact_id, parse_contact_id
+from ..node import Addr, format_hostport
+from ._files import ApiInfo, DaemonLock, remove_api_info, write_api_info
+from .events import Event, EventBus
+from .history import History
+from .links import Link, Links
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("available", "busy", "dnd")
+#: Least time between two ``file-progress`` events of one file (seconds).
+PROGRESS_INTERVAL = 0.25
+
+
+@dataclass(frozen=True)
+class DhtSettings:
+    """The daemon's own DHT node: where it binds, whom it joins through, and whether it
+    is a BEP43 read-only node (answers no queries; for a node others cannot reach)."""
+
+    bind: Addr = ("127.0.0.1", 0)
+    bootstrap: tuple[Addr, ...] = ()
+    read_only: bool = False
+
+
+class Daemon:
+    """The long-running node of ``data_dir``.
+
+    ``make_peer(node)`` builds the (not yet started) Peer; ``node`` is the daemon's own
+    started DHT node when ``dht`` is given (the daemon owns it: one node, shared with
+    the Peer), else None (a Peer signaling through a relay or the contract only)."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], make_peer: Callable[[Any], Any], *,
+                 dht: DhtSettings | None = None, api_bind: Addr = ("127.0.0.1", 0),
+                 idle_close: float = 600.0) -> None:
+        self.data_dir = Path(data_dir)
+        self._make_peer = make_peer
+        self.dht = dht
+        self.api_bind = api_bind
+        self.events = EventBus()
+        self.failed = asyncio.Event()
+        self.node: Any = None
+        self.peer: Any = None
+        self.history: History | None = None
+        self.links = Links(self._dial, self.events, idle_close=idle_close)
+        self.api_info: ApiInfo | None = None
+        self.started = 0.0
+        self._lock = DaemonLock(self.data_dir)
+        self._locked = False
+        self._api: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> Daemon:
+        from .api import ApiServer
+
+        _make_data_dir(self.data_dir)
+        self._lock.acquire()
+        self._locked = True
+        try:
+            self.history = History(self.data_dir)
+            self.links.history = self.history
+            if self.dht is not None:
+                self.node = await open_dht_node(self.data_dir, self.dht)
+            self.peer = self._make_peer(self.node)
+            await self.peer.start()
+            self.links.start()
+            self._spawn(self._pump_calls(), "calls")
+            self._spawn(self._pump_incoming(), "incoming")
+            for coupler in getattr(self.peer, "couplers", []):
+                if hasattr(coupler, "status_events"):
+                    self._spawn(self._pump_chain(coupler.status_events), "chain")
+            self._api = ApiServer(self)
+            url, port, token = await self._api.start(self.api_bind)
+            self.api_info = ApiInfo(pid=os.getpid(), url=url, port=port, token=token,
+                                    contact_id=self.peer.contact_id)
+            write_api_info(self.data_dir, self.api_info)
+        except BaseException:
+            await self.stop()
+            raise
+        self.started = time.time()
+        return self
+
+    async def stop(self) -> None:
+        """Stop everything this daemon started (idempotent)."""
+        if self.api_info is not None:  # first, so clients fall back to one-shot at once
+            remove_api_info(self.data_dir, self.api_info)
+            self.api_info = None
+        if self._api is not None:
+            await self._api.aclose()
+            self._api = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.links.aclose()
+        if self.peer is not None:
+            with contextlib.suppress(HailingError):
+                await self.peer.stop()
+        if self.node is not None:
+            await self.node.stop()
+            self.node = None
+        if self.history is not None:
+            self.links.history = None
+            self.history.close()
+            self.history = None
+        if self._locked:
+            self._lock.release()
+            self._locked = False
+
+    async def __aenter__(self) -> Daemon:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def dht_address(self) -> str | None:
+        return format_hostport(self.node.address) if self.node is not None else None
+
+    # -- supervised tasks ----------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if exc is not None:
+                log.error("daemon task %s failed: %r", name, exc)
+                self.events.emit({"event": "error", "task": name,
+                                  "error": str(exc) or type(exc).__name__})
+                self.failed.set()
+
+        task.add_done_callback(done)
+
+    async def _pump_calls(self) -> None:
+        while True:
+            ev = await self.peer.calls.get()
+            who = format_contact_id(ev.peer)
+            if ev.failed:
+                self.events.emit({"event": "failed", "from": who, "reason": ev.reason})
+            else:
+                self.events.emit({"event": "call", "from": who, "accepted": ev.accepted,
+                                  "reason": ev.reason})
+
+    async def _pump_incoming(self) -> None:
+        async for conn in self.peer.incoming():
+            self.links.adopt(conn, outgoing=False)
+
+    async def _pump_chain(self, queue: asyncio.Queue[Any]) -> None:
+        while True:
+            status = await queue.get()
+            self.events.emit({"event": "chain", "up": status.up, "error": status.error})
+
+    async def _dial(self, peer: bytes, timeout: float) -> Any:
+        return await self.peer.connect(peer, timeout=timeout)
+
+    # -- contacts ------------------------------------------------------------------------
+
+    def _book(self) -> Any:
+        book = self.peer.contacts
+        if book is None:
+            raise LocalProtocolError("the daemon is not started")
+        return book
+
+    def resolve(self, ref: str) -> bytes:
+        """A contact id, or the name of exactly one contact, as a public key."""
+        if not isinstance(ref, str) or not ref:
+            raise LocalProtocolError("a contact is a contact id or a contact's name")
+        if ref.startswith("hl") and len(ref) == 60:
+            return parse_contact_id(ref)
+        matches = [c for c in self._book().list() if c.name == ref]
+        if not matches:
+            matches = [c for c in self._book().list() if c.name.casefold() == ref.casefold()]
+        if len(matches) > 1:
+            raise LocalProtocolError(f"{len(matches)} contacts are named {ref!r}: use a "
+                                     "contact id")
+        if not matches:
+            raise NotFoundError(f"no contact named {ref!r} (and not a contact id)")
+        pubkey: bytes = matches[0].pubkey
+        return pubkey
+
+    def contacts(self) -> list[dict[str, Any]]:
+        return [_contact_json(c) for c in self._book().list()]
+
+    def contact(self, ref: str) -> dict[str, Any]:
+        c = self._book().get(self.resolve(ref))
+        if c is None:
+            raise NotFoundError("no such contact")
+        return _contact_json(c)
+
+    async def add_contact(self, contact: str, name: str) -> dict[str, Any]:
+        c = self._book().add(parse_contact_id(contact), name)
+        await self.refresh()
+        return self._changed(c)
+
+    async def set_contact_state(self, ref: str, state: str, name: str | None) -> dict[str, Any]:
+        book = self._book()
+        peer = self.resolve(ref)
+        c = book.block(peer, name) if state == "blocked" else book.allow(peer, name)
+        if state == "blocked":
+            await self.links.hang_up_peer(peer)
+        await self.refresh()
+        return self._changed(c)
+
+    async def rename_contact(self, ref: str, name: str) -> dict[str, Any]:
+        return self._changed(self._book().rename(self.resolve(ref), name))
+
+    async def remove_contact(self, ref: str) -> dict[str, Any]:
+        peer = self.resolve(ref)
+        if not self._book().remove(peer):
+            raise NotFoundError("no such contact")
+        await self.refresh()
+        who = format_contact_id(peer)
+        self.events.emit({"event": "contact", "contact_id": who, "removed": True})
+        return {"removed": who}
+
+    def _changed(self, c: Any) -> dict[str, Any]:
+        """A contact changed through the API: say so to every subscriber."""
+        out = _contact_json(c)
+        self.events.emit({"event": "contact", **out})
+        return out
+
+    # -- presence ------------------------------------------------------------------------
+
+    def presence(self) -> dict[str, Any]:
+        book = self._book()
+        return {"status": book.status(), "accept_any": book.accept_any()}
+
+    async def set_presence(self, status: str | None, accept_any: bool | None) -> dict[str, Any]:
+        book = self._book()
+        if status is not None:
+            if status not in STATUSES:
+                raise LocalProtocolError(f"status is one of {', '.join(STATUSES)}")
+            book.set_status(status)
+        if accept_any is not None:
+            book.set_accept_any(accept_any)
+            await self.refresh()
+        now = self.presence()
+        self.events.emit({"event": "presence", **now})
+        return now
+
+    async def refresh(self) -> None:
+        """Listen again now: a contact just added can reach us at once."""
+        try:
+            await self.peer.refresh()
+        except HailingError as exc:  # retried by the Peer's own refresh loop
+            log.warning("refresh failed: %s", exc)
+
+    # -- status --------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        book = self._book()
+        stats = getattr(self.peer, "stats", {})
+        return {
+            "contact_id": self.peer.contact_id, "name": book.name(),
+            "status": book.status(), "accept_any": book.accept_any(),
+            "backend": getattr(self.peer, "backend", None), "dht": self.dht_address,
+            "read_only": self.dht.read_only if self.dht else None,
+            "api": self.api_info.url if self.api_info else None, "pid": os.getpid(),
+            "data_dir": str(self.data_dir), "version": __version__,
+            "uptime_s": round(time.time() - self.started, 1) if self.started else 0.0,
+            "links": [link.to_json() for link in self.links.list()],
+            "contacts": len(book.list()), "subscribers": self.events.subscribers,
+            "stats": dict(stats),
+        }
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def connect(self, ref: str, timeout: float) -> dict[str, Any]:
+        peer = self.resolve(ref)
+        link, ms = await self.links.get(peer, timeout)
+        return _result(peer, ms, link)
+
+    async def send_text(self, ref: str, text: str, timeout: float) -> dict[str, Any]:
+        from ..rtc.connection import check_text
+
+        check_text(text)  # before any call: nothing is dialed for a message refused anyway
+        peer = self.resolve(ref)
+
+        async def send(link: Link) -> dict[str, Any]:
+            await link.conn.send_text(text)
+            return {}
+
+        result = await self._deliver(peer, timeout, send)
+        entry = self._history().add_text(peer, "out", text)
+        self.events.emit({"event": "sent", "to": result["to"], "text": text, "id": entry})
+        return result
+
+    async def send_file(self, ref: str, path: str, timeout: float) -> dict[str, Any]:
+        from ..rtc.connection import check_file
+
+        p = Path(path)
+        if not p.is_absolute():
+            raise LocalProtocolError("give the file's absolute path")
+        size = check_file(p)  # before any call, as for a text
+        peer = self.resolve(ref)
+        who = format_contact_id(peer)
+
+        last = [0.0]
+
+        def progress(sent: int, total: int | None = None) -> None:
+            total = total if total is not None else size
+            now = time.monotonic()
+            if sent < total and now - last[0] < PROGRESS_INTERVAL:
+                return  # at most one event per interval, and the last one
+            last[0] = now
+            self.events.emit({"event": "file-progress", "to": who, "name": p.name,
+                              "sent": sent, "size": total})
+
+        async def send(link: Link) -> dict[str, Any]:
+            if _takes_progress(link.conn.send_file):
+                digest = await link.conn.send_file(p, progress=progress)
+            else:  # a Connection without progress reports
+                digest = await link.conn.send_file(p)
+            return {"sha256": digest, "bytes": size}
+
+        result = await self._deliver(peer, timeout, send)
+        entry = self._history().add_file(peer, "out", name=p.name, path=str(p), size=size,
+                                         sha256=result["sha256"])
+        self.events.emit({"event": "file-sent", "to": who, "name": p.name, "path": str(p),
+                          "size": size, "sha256": result["sha256"], "id": entry})
+        return result
+
+    async def _deliver(self, peer: bytes, timeout: float, op: Any) -> dict[str, Any]:
+        """Run ``op(link)`` on an open link to ``peer``. A reused link that fails (the
+        other side went away without a word) is dropped and the send tried once more on
+        a new call."""
+        link, ms = await self.links.get(peer, timeout)
+        try:
+            extra: dict[str, Any] = await op(link)
+        except LocalProtocolError:
+            raise
+        except HailingError:
+            if ms is not None:
+                raise
+            await self.links.drop(link)
+            link, ms = await self.links.get(peer, timeout)
+            extra = await op(link)
+        link.touch()
+        return {**_result(peer, ms, link), **extra, "delivered": True}
+
+    # -- endpoint records ----------------------------------------------------------------
+
+    async def publish_endpoint(self, ref: str, kind: str, endpoint: str,
+                               extra: dict[str, str]) -> dict[str, Any]:
+        from ..signaling.endpoint import EndpointRecord, encode_record
+
+        record = EndpointRecord(kind, endpoint, dict(extra))
+        encode_record(record)  # a bad record fails here, before any network
+        peer = self.resolve(ref)
+        stored = await self.peer.publish_endpoint(peer, record)
+        return {"to": format_contact_id(peer), "kind": kind, "endpoint": endpoint,
+                "via": getattr(self.peer, "backend", None), "stored": stored}
+
+    def endpoints(self, ref: str | None) -> list[dict[str, Any]]:
+        store = getattr(self.peer, "store", None)
+        if store is None:
+            return []
+        names = {c.pubkey: c.name for c in self._book().list() if not c.blocked}
+        peer = self.resolve(ref) if ref else None
+        return [{"contact": r.contact_id, "name": names[r.pubkey], "kind": r.kind,
+                 "endpoint": r.endpoint, "extra": r.extra, "timestamp": r.timestamp,
+                 "via": r.via}
+                for r in store.endpoints(peer) if r.pubkey in names]
+
+    # -- history -------------------------------------------------------------------------
+
+    def _history(self) -> History:
+        if self.history is None:
+            raise LocalProtocolError("the daemon is not started")
+        return self.history
+
+    def history_page(self, ref: str | None, limit: int, before: int | None) -> list[Event]:
+        peer = self.resolve(ref) if ref else None
+        return [e.to_json() for e in self._history().page(peer, limit=limit, before=before)]
+
+
+def _contact_json(c: Any) -> dict[str, Any]:
+    return {"contact_id": c.contact_id, "name": c.name, "state": c.state}
+
+
+def _result(peer: bytes, ms: float | None, link: Link) -> dict[str, Any]:
+    out: dict[str, Any] = {"to": format_contact_id(peer),
+                           "connect_ms": round(ms, 1) if ms is not None else 0.0,
+                           "reused": ms is None}
+    coupler = getattr(link.conn, "coupler", None)
+    if coupler:
+        out["via"] = coupler
+    return out
+
+
+def _takes_progress(method: Any) -> bool:
+    try:
+        return "progress" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+async def open_dht_node(data_dir: Path, dht: DhtSettings) -> Any:
+    """Start the daemon's DHT node (state in ``data_dir/dht``) and join through
+    ``dht.bootstrap`` (or the nodes it knew). Raises QueryTimeout in one line when
+    bootstrap addresses were given and none answered."""
+    from ..dht import DhtConfig
+    from ..node import DhtNode
+
+    node = DhtNode(dht.bind, data_dir=data_dir / "dht", bootstrap=dht.bootstrap,
+                   config=DhtConfig(read_only=dht.read_only))
+    await node.start()
+    try:
+        if dht.bootstrap or len(node.core.table):
+            try:
+                size = await node.bootstrap()
+            except QueryTimeout:
+                size = 0
+            if size == 0 and dht.bootstrap:
+                where = ", ".join(format_hostport(a) for a in dht.bootstrap)
+                raise QueryTimeout(f"no DHT node answered at {where}")
+    except BaseException:
+        await node.stop()
+        raise
+    return node

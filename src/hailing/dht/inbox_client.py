@@ -1,0 +1,159 @@
+"""The listening side of hailing's inboxes (docs/protocol.md, "Inboxes"), a component
+:class:`~hailing.dht.protocol.DhtProtocol` owns (``self.inboxes``).
+
+Theory of operation
+-------------------
+:meth:`InboxClient.listen` starts a ``listen`` lookup of the key; its store phase sends
+``hailing_listen`` to the closest hailing nodes, and each one that accepts is reported
+back (:meth:`~InboxClient.granted`): it is remembered with its token until the ttl it
+granted, and the values it already held are delivered. The listen is renewed at half its
+ttl (:meth:`~InboxClient.renew_due`, from the protocol's maintenance tick) by a new
+lookup, since storing nodes come and go.
+
+:meth:`~InboxClient.unlisten` stops the renewals and sends ``hailing_listen`` with ttl 0
+to every node that still holds the listen: it stops pushing to us, and the slot is free
+at once instead of when the listen expires. A node that stops unlistens everything
+(:meth:`~InboxClient.unlisten_all`); a grant that arrives after the unlisten is taken
+back the same way. Nothing waits for the answers.
+
+Pushes (``hailing_push``, :meth:`~InboxClient.on_push`) for keys we listen on become
+:class:`~hailing.dht.events.InboxMessage` events, each value once whichever storing node
+pushed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from ..errors import RemoteProtocolError
+from ..krpc import Query, Response
+from .events import Event, InboxMessage
+from .inbox import MAX_LISTEN_TTL, MAX_VALUE, MAX_VALUES_PER_KEY, SeenValues
+from .transactions import Pending, SendQuery
+
+#: Shortest listen ttl a client asks for (renewals at half of it).
+MIN_LISTEN_TTL = 30.0
+
+#: How the client starts a lookup through its owner: (kind, key, now, store=, qid=) -> qid.
+StartLookup = Callable[..., int]
+
+
+class _Listen:
+    __slots__ = ("due", "nodes", "ttl")
+
+    def __init__(self, due: float, ttl: float) -> None:
+        self.due = due
+        self.ttl = ttl
+        #: Storing nodes that hold our listen: addr -> (node id, token, granted until).
+        self.nodes: dict[Hashable, tuple[bytes | None, bytes, float]] = {}
+
+
+class InboxClient:
+    """The keys one node listens on. See the module docstring."""
+
+    def __init__(
+        self, node_id: bytes, *, start: StartLookup, send: SendQuery, emit: Callable[[Event], None]
+    ) -> None:
+        self.node_id = node_id
+        self._start = start
+        self._send = send
+        self._emit = emit
+        self._listens: dict[bytes, _Listen] = {}
+        self._seen = SeenValues()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._listens
+
+    def __len__(self) -> int:
+        return len(self._listens)
+
+    def holders(self, key: bytes, now: float) -> list[Hashable]:
+        """The storing nodes known to hold our listen on ``key`` now."""
+        entry = self._listens.get(key)
+        if entry is None:
+            return []
+        return [a for a, (_, _, until) in entry.nodes.items() if until > now]
+
+    # -- commands ----------------------------------------------------------------------
+
+    def listen(self, key: bytes, ttl: float, now: float) -> int:
+        """Start (or restart) listening on ``key``; returns the lookup's query id."""
+        ttl = min(max(ttl, MIN_LISTEN_TTL), MAX_LISTEN_TTL)
+        entry = self._listens.get(key)
+        if entry is None:
+            entry = self._listens[key] = _Listen(now + ttl / 2, ttl)
+        else:
+            entry.due, entry.ttl = now + ttl / 2, ttl
+        return self._start("listen", key, now, store=_listen_args(key, ttl))
+
+    def unlisten(self, key: bytes, now: float) -> int:
+        """Stop listening on ``key``: no more renewals, and ttl 0 to every node holding
+        the listen. Returns how many unlisten requests were sent."""
+        entry = self._listens.pop(key, None)
+        if entry is None:
+            return 0
+        sent = 0
+        for addr, (node_id, token, until) in entry.nodes.items():
+            if until > now:
+                self._unlisten_at(key, addr, node_id, token, now)
+                sent += 1
+        return sent
+
+    def unlisten_all(self, now: float) -> int:
+        return sum(self.unlisten(key, now) for key in list(self._listens))
+
+    # -- what the protocol calls -------------------------------------------------------
+
+    def renew_due(self, now: float) -> None:
+        for key, entry in list(self._listens.items()):
+            if entry.due <= now:
+                entry.due = now + entry.ttl / 2
+                entry.nodes = {a: n for a, n in entry.nodes.items() if n[2] > now}
+                self._start("listen", key, now, qid=-1, store=_listen_args(key, entry.ttl))
+
+    def granted(
+        self, key: bytes, addr: Hashable, node_id: bytes | None, token: bytes, reply: Response,
+        now: float,
+    ) -> None:
+        """A storing node accepted our listen on ``key`` (the engine's store phase)."""
+        entry = self._listens.get(key)
+        if entry is None:  # unlistened while the listen was on its way: take it back
+            self._unlisten_at(key, addr, node_id, token, now)
+            return
+        ttl = reply.values.get(b"ttl")
+        until = now + (ttl if type(ttl) is int and 0 < ttl <= entry.ttl else entry.ttl)
+        entry.nodes[addr] = (node_id, token, until)
+        self.deliver(key, reply.values.get(b"values"))
+
+    def on_push(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
+        """The ``hailing_push`` handler (a storing node hands us a new value)."""
+        key = q.args.get(b"key")
+        v = q.args.get(b"v")
+        if type(key) is not bytes or type(v) is not bytes or len(v) > MAX_VALUE:
+            raise RemoteProtocolError("hailing_push needs 'key' and 'v'")
+        if key not in self._listens:
+            raise RemoteProtocolError("not listening on this key")
+        self.deliver(key, [v])
+        return {b"id": self.node_id}
+
+    def deliver(self, key: bytes, values: object) -> None:
+        if type(values) is not list:
+            return
+        for v in values[:MAX_VALUES_PER_KEY]:
+            if type(v) is bytes and self._seen.first_time(key, v):
+                self._emit(InboxMessage(0, key, v))
+
+    def _unlisten_at(
+        self, key: bytes, addr: Hashable, node_id: bytes | None, token: bytes, now: float
+    ) -> None:
+        args: dict[bytes, Any] = {b"key": key, b"ttl": 0, b"token": token}
+        self._send(addr, b"hailing_listen", args, now, node_id=node_id, on_reply=_ignore)
+
+
+def _listen_args(key: bytes, ttl: float) -> tuple[bytes, dict[bytes, Any]]:
+    return b"hailing_listen", {b"key": key, b"ttl": int(ttl)}
+
+
+def _ignore(reply: object, p: Pending, now: float) -> None:
+    return None

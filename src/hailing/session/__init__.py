@@ -1,0 +1,41 @@
+"""The session layer: how two identities get a WebRTC connection (see ``docs/session.md``).
+
+Commands flow down, events flow up::
+
+    Peer (hailing.peer, the facade)
+      |-- Dialer ............ tries couplers in ladder order, each with its own time
+      |-- ConnectionManager . aiortc connections, the offer and answer state machines
+      |-- SignalRouter ...... opens, de-duplicates (on disk), origin-checks, dispatches
+      |-- EndpointRecords ... contacts' SIP / WireGuard connection info
+      |-- Supervisor ........ owns every background task; failures become events
+      '-- couplers .......... DhtCoupler | ContractCoupler | WsCoupler (one Protocol)
+
+This package never imports the services layer (contacts, call policy): the facade hands
+it plain callables.
+"""
+
+from .connections import ConnectionManager
+from .coupler import Capabilities, ContractCoupler, Coupler, DhtCoupler, Inlet, WsCoupler
+from .dialer import Attempt, Dialer, Rung
+from .endpoints import EndpointRecords
+from .events import CallEvent
+from .router import SignalRouter, Source
+from .supervisor import Supervisor
+
+__all__ = [
+    "Attempt",
+    "CallEvent",
+    "Capabilities",
+    "ConnectionManager",
+    "ContractCoupler",
+    "Coupler",
+    "DhtCoupler",
+    "Dialer",
+    "EndpointRecords",
+    "Inlet",
+    "Rung",
+    "SignalRouter",
+    "Source",
+    "Supervisor",
+    "WsCoupler",
+]

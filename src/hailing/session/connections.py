@@ -1,0 +1,267 @@
+"""ConnectionManager: the live aiortc connections and the offer/answer state machines.
+
+Theory of operation
+-------------------
+**Calling** (:meth:`ConnectionManager.offer`): a new ``RTCPeerConnection`` (from the
+caller's factory or ``RTCConfiguration``, else one with no ICE server), a data channel
+``hailing``, the caller's media tracks if any, the offer with its gathered candidates.
+The offer is sealed to the callee with a lifetime equal to how long this attempt waits,
+so a callee never rings for a caller that has given up; the answer must name the offer
+(the first :data:`ANSWER_REF` bytes of its ephemeral key), so an answer to an earlier
+call is never taken for this one. The :class:`~hailing.rtc.connection.Connection` exists
+before the remote description is applied: nothing the callee sends first is lost. Then
+both sides prove their identity over the channel.
+
+**Answering** (:meth:`ConnectionManager.answer`, after the call policy accepted the
+offer): a supervised task applies the offer, makes the answer, replies by the way the
+offer came and waits (:data:`CHANNEL_TIMEOUT`) for the caller's channel and its proof.
+
+**Remote input never escapes.** Whatever the other side's description makes aiortc
+raise (``InvalidStateError``, ``OperationError``, ``ValueError``, ...) is caught where
+it is applied: the peer connection is closed, a caller gets one
+:class:`~hailing.errors.RemoteProtocolError` line, a callee emits a ``failed``
+:class:`~hailing.session.events.CallEvent` and counts ``failed_answers_<error>``.
+
+Every open connection is tracked until its channel closes; :meth:`aclose` closes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import HailingError, LocalProtocolError, QueryTimeout, RemoteProtocolError
+from ..identity import Identity
+from ..rtc.connection import Connection
+from ..rtc.ice import rtc_configuration as default_configuration
+from ..signaling import envelope
+from ..signaling.envelope import KIND_ANSWER, KIND_OFFER
+from .descriptions import decode_description, description_fingerprint, encode_description
+from .dialer import nobody_answered
+from .events import CallEvent
+from .supervisor import Supervisor
+
+__all__ = ["ANSWER_REF", "CHANNEL_TIMEOUT", "ConnectionManager", "offer_ref"]
+
+log = logging.getLogger("hailing.session")
+
+#: An answer's body starts with this many bytes of the offer's ephemeral key.
+ANSWER_REF = 8
+#: How long an answering callee waits for the caller's data channel once the answer left.
+CHANNEL_TIMEOUT = 30.0
+
+Send = Callable[[bytes], Awaitable[object]]
+PeerConnectionFactory = Callable[[], Any]
+TracksFor = Callable[[bytes], Sequence[Any]]
+
+
+def offer_ref(sealed_offer: bytes) -> bytes:
+    """The reference an answer carries: the offer envelope's ephemeral key (its nonce,
+    right after the version byte), first ANSWER_REF bytes."""
+    return sealed_offer[1 : 1 + ANSWER_REF]
+
+
+def bound(opened: envelope.Opened, skip: int = 0) -> bool:
+    """The body (after ``skip`` bytes) is a description with one DTLS fingerprint (bound
+    to the sender by the envelope); a fingerprint in the envelope header, if any, matches."""
+    try:
+        fp = description_fingerprint(opened.body[skip:])
+    except (HailingError, ValueError):
+        return False
+    return opened.fingerprint is None or opened.fingerprint == fp
+
+
+async def _apply(pc: Any, body: bytes, kind: Literal["offer", "answer"], who: str) -> None:
+    """Apply a remote description; whatever aiortc raises on it is the remote's fault."""
+    try:
+        await pc.setRemoteDescription(decode_description(body, kind))
+    except HailingError:
+        raise
+    except Exception as exc:
+        raise RemoteProtocolError(f"WebRTC refused the {who}'s {kind}: "
+                                  f"{type(exc).__name__}: {exc}") from None
+
+
+class ConnectionManager:
+    """Owns the live connections of one identity (see the module docstring).
+
+    ``emit`` receives :class:`CallEvent` (here: ``failed`` ones); ``stats`` and
+    ``supervisor`` are shared with the session. ``rtc_configuration`` or
+    ``pc_factory`` (a callable returning a new ``RTCPeerConnection``) replace the default
+    peer connection; ``answer_tracks(caller)`` gives the media tracks to add when
+    answering."""
+
+    def __init__(self, identity: Identity, *, downloads: Path, supervisor: Supervisor,
+                 stats: Counter[str], emit: Callable[[CallEvent], None],
+                 clock: Callable[[], float] = time.time, rtc_configuration: Any = None,
+                 pc_factory: PeerConnectionFactory | None = None,
+                 answer_tracks: TracksFor | None = None) -> None:
+        if rtc_configuration is not None and pc_factory is not None:
+            raise LocalProtocolError("give rtc_configuration or pc_factory, not both")
+        self.identity = identity
+        self.downloads = downloads
+        self.stats = stats
+        self._supervisor = supervisor
+        self._emit = emit
+        self._clock = clock
+        self._configuration = rtc_configuration
+        self._factory = pc_factory
+        self._answer_tracks = answer_tracks
+        #: Accepted, authenticated incoming connections.
+        self.incoming: asyncio.Queue[Connection] = asyncio.Queue()
+        #: Open connections (both directions) until their channel closes.
+        self.connections: set[Connection] = set()
+        #: Called with (connection, envelope) for envelopes arriving over a channel.
+        self.on_signal: Callable[[Connection, bytes], None] | None = None
+        self._waiting: dict[bytes, tuple[bytes, asyncio.Future[envelope.Opened]]] = {}
+        self._pcs: set[Any] = set()  # peer connections not yet handed to a Connection
+
+    def new_peer_connection(self) -> Any:
+        if self._factory is not None:
+            return self._factory()
+        from aiortc import RTCPeerConnection
+
+        return RTCPeerConnection(configuration=self._configuration or default_configuration())
+
+    # -- calling -----------------------------------------------------------------------
+
+    async def offer(self, peer: bytes, *, wait: float, send: Send,
+                    tracks: Sequence[Any] = ()) -> Connection:
+        """Call ``peer``: seal an offer living ``wait`` seconds, ``send`` it, wait that
+        long for the answer, connect and authenticate. Raises :class:`QueryTimeout` when
+        no answer came, :class:`RemoteProtocolError` for an answer WebRTC refuses,
+        :class:`~hailing.rtc.connection.AuthenticationError` for a failed proof."""
+        deadline = time.monotonic() + wait
+        pc = self.new_peer_connection()
+        self._pcs.add(pc)
+        try:
+            channel = pc.createDataChannel("hailing")
+            for track in tracks:
+                pc.addTrack(track)
+            await pc.setLocalDescription(await pc.createOffer())
+            body = encode_description(pc.localDescription)
+            local_fp = description_fingerprint(body)
+            ttl = min(max(1, math.ceil(deadline - time.monotonic())), envelope.MAX_TTL)
+            blob = envelope.seal(self.identity, peer, KIND_OFFER, body, now=self._clock(),
+                                 ttl=ttl)
+            fut: asyncio.Future[envelope.Opened] = asyncio.get_running_loop().create_future()
+            self._waiting[peer] = (offer_ref(blob), fut)
+            try:
+                await send(blob)
+                answer = await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise QueryTimeout(nobody_answered(wait)) from None
+            finally:
+                if self._waiting.get(peer, (b"", None))[1] is fut:
+                    del self._waiting[peer]
+            sdp = answer.body[ANSWER_REF:]
+            conn = Connection(pc, channel, self.identity, peer, initiator=True,
+                              local_fp=local_fp, remote_fp=description_fingerprint(sdp),
+                              downloads=self.downloads)
+            await _apply(pc, sdp, "answer", "callee")
+            await conn.authenticate()
+        except BaseException:
+            self._pcs.discard(pc)
+            with contextlib.suppress(Exception):
+                await pc.close()
+            raise
+        self._pcs.discard(pc)
+        self.track(conn)
+        return conn
+
+    def answer_received(self, opened: envelope.Opened) -> None:
+        """An opened answer (from the router): completes the call that waits for it."""
+        pending = self._waiting.get(opened.sender)
+        if (pending is not None and not pending[1].done()
+                and opened.body[:ANSWER_REF] == pending[0] and bound(opened, ANSWER_REF)):
+            pending[1].set_result(opened)
+        else:
+            self.stats["unexpected_answers"] += 1
+
+    # -- answering ---------------------------------------------------------------------
+
+    def answer(self, offer: envelope.Opened, reply: Send, coupler: str | None = None) -> None:
+        """Answer an accepted offer in a supervised task; ``reply`` sends the answer back
+        the way the offer came."""
+        self._supervisor.spawn(self._answer(offer, reply, coupler), name="answer")
+
+    async def _answer(self, offer: envelope.Opened, reply: Send, coupler: str | None) -> None:
+        pc = self.new_peer_connection()
+        self._pcs.add(pc)
+        opened: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
+        conn: Connection | None = None
+        try:
+            remote_fp = description_fingerprint(offer.body)
+            await _apply(pc, offer.body, "offer", "caller")
+            for track in self._answer_tracks(offer.sender) if self._answer_tracks else ():
+                pc.addTrack(track)
+            await pc.setLocalDescription(await pc.createAnswer())
+            body = encode_description(pc.localDescription)
+            local_fp = description_fingerprint(body)
+
+            def on_channel(channel: Any) -> None:
+                # The Connection (and its message handler) must exist before this callback
+                # returns: the caller's hello may be in the very next SCTP chunk, and a
+                # message emitted with no listener is gone. Only the first channel counts.
+                if opened.done():
+                    self.stats["extra_channels"] += 1
+                    return
+                opened.set_result(Connection(
+                    pc, channel, self.identity, offer.sender, initiator=False,
+                    local_fp=local_fp, remote_fp=remote_fp, downloads=self.downloads))
+
+            pc.on("datachannel", on_channel)
+            blob = envelope.seal(self.identity, offer.sender, KIND_ANSWER,
+                                 offer.nonce[:ANSWER_REF] + body, now=self._clock())
+            await reply(blob)
+            try:
+                conn = await asyncio.wait_for(asyncio.shield(opened), CHANNEL_TIMEOUT)
+            except TimeoutError:
+                raise QueryTimeout("the caller's channel did not open") from None
+            await conn.authenticate()
+        except asyncio.CancelledError:
+            await self._close_pc(pc)
+            raise
+        except Exception as exc:  # remote input, or a transport that failed: one event
+            if not isinstance(exc, HailingError | TimeoutError | ConnectionError):
+                log.warning("answering %s failed: %s: %s", offer.sender.hex()[:16],
+                            type(exc).__name__, exc)
+            self.stats["failed_answers"] += 1
+            self.stats["failed_answers_" + type(exc).__name__] += 1
+            self._emit(CallEvent(offer.sender, True, str(exc) or type(exc).__name__,
+                                 failed=True, coupler=coupler))
+            await self._close_pc(pc)
+            return
+        self._pcs.discard(pc)
+        conn.coupler = coupler
+        self.track(conn)
+        self.incoming.put_nowait(conn)
+
+    async def _close_pc(self, pc: Any) -> None:
+        self._pcs.discard(pc)
+        with contextlib.suppress(Exception):
+            await pc.close()
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def track(self, conn: Connection) -> None:
+        """Keep ``conn`` until its channel closes; envelopes on it go to ``on_signal``."""
+        self.connections.add(conn)
+        conn.on_signal = self.on_signal
+        conn.channel.on("close", lambda: self.connections.discard(conn))
+
+    async def aclose(self) -> None:
+        """Close every connection and every peer connection still being set up."""
+        for conn in list(self.connections):
+            with contextlib.suppress(Exception):
+                await conn.close()
+        self.connections.clear()
+        for pc in list(self._pcs):
+            await self._close_pc(pc)

@@ -1,0 +1,292 @@
+"""Couplers: every way a sealed offer, answer or endpoint record travels.
+
+Theory of operation
+-------------------
+A coupler carries opaque sealed envelopes (:mod:`hailing.signaling.envelope`) between
+two identities and knows nothing else: what is inside, who may call and what to answer
+are the session's business (:mod:`hailing.session.router`). Every coupler has the same
+interface, :class:`Coupler`, and describes itself with data, :class:`Capabilities`:
+whether it needs a funded wallet, how long a message typically takes, whether it hides
+who talks to whom, who it can reach, and the largest envelope it carries. Code that
+chooses between couplers (the :class:`~hailing.session.dialer.Dialer`) reads that data;
+it never asks what class a coupler is.
+
+Lifecycle: :meth:`Coupler.start` gets an :class:`Inlet`, the coupler's end of the
+session: it puts every envelope that arrives into ``inlet.queue`` and runs its
+background loops with :meth:`Inlet.loop` (owned and restarted by the session's
+:class:`~hailing.session.supervisor.Supervisor`). :meth:`~Coupler.expect_from` prepares
+to hear from a peer we are about to call, :meth:`~Coupler.send` posts an envelope,
+:meth:`~Coupler.refresh` re-reads what to listen for (contacts, the day),
+:meth:`~Coupler.admit` is the coupler's own check of an envelope that came through it
+(the contract's "paid by the sender's wallet of the day"; a pass elsewhere), and
+:meth:`~Coupler.aclose` stops it.
+
+The adapters here wrap the signaling backends: :class:`DhtCoupler`
+(:class:`~hailing.signaling.rendezvous.DhtRendezvous`, hailing's DHT inboxes),
+:class:`ContractCoupler` (:class:`~hailing.signaling.contract_rdv.ContractRendezvous`,
+events of the signaling contract) and :class:`WsCoupler`
+(:class:`~hailing.signaling.ws_rdv.WsRendezvous`, the WebSocket relay baseline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from ..dht.inbox import MAX_VALUE as DHT_MAX_VALUE
+from ..errors import LocalProtocolError
+from ..identity import Identity
+from ..signaling.rendezvous import DhtRendezvous
+from .supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from ..node import DhtNode
+    from ..signaling.contract_rdv import ChainStatus, ContractRendezvous
+    from ..signaling.store import SignalStore
+    from ..signaling.ws_rdv import WsRendezvous
+
+__all__ = ["Capabilities", "ContractCoupler", "Coupler", "DhtCoupler", "Inlet", "Reach",
+           "SignalKind", "WsCoupler"]
+
+SignalKind = Literal["offer", "answer", "endpoint"]
+#: Who a coupler can carry a first call from: ``anyone`` who knows the contact id, or
+#: only ``friends`` who exchanged a secret beforehand (the contract's rotation secret).
+Reach = Literal["anyone", "friends"]
+#: The signaling contract's payload limit (``MAX_PAYLOAD`` in chain/contract.vy).
+CONTRACT_MAX_PAYLOAD = 512
+#: The relay's payload limit (``MAX_PAYLOAD`` in signaling/ws_relay.py; a test checks
+#: they agree): aiohttp is imported only when a relay is used.
+WS_MAX_PAYLOAD = 64 * 1024
+#: How many envelopes may wait for the router, per coupler; more are dropped and counted.
+INLET_SIZE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a coupler is like: plain data, for ladders, UIs and docs."""
+
+    #: Sending needs a funded wallet (gas) or a wallet of the day.
+    needs_wallet: bool
+    #: The usual one-way time of an envelope, in seconds (order of magnitude).
+    typical_latency_s: float
+    #: Observers (storing nodes, chain watchers, the relay) cannot tell who talks to whom.
+    private: bool
+    #: Who can reach a callee through it (see :data:`Reach`).
+    reach: Reach
+    #: The largest sealed envelope it carries, in bytes.
+    max_blob: int
+
+
+class Inlet:
+    """A coupler's end of the session: where its envelopes go (``queue``, drained by
+    the router, which calls ``task_done`` after handling each) and how it runs its
+    background loops (owned by the session's supervisor)."""
+
+    def __init__(self, name: str, supervisor: Supervisor, stats: Counter[str],
+                 size: int = INLET_SIZE) -> None:
+        self.name = name
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=size)
+        self.stats = stats
+        self._supervisor = supervisor
+
+    def put_nowait(self, blob: bytes) -> bool:
+        """Hand over an envelope; when the router is that far behind it is dropped and
+        counted (``dropped_blobs``) and False returned."""
+        if self.queue.full():
+            self.stats["dropped_blobs"] += 1
+            return False
+        self.queue.put_nowait(blob)
+        return True
+
+    def loop(self, make: Callable[[], Coroutine[Any, Any, Any]], what: str) -> None:
+        """Run ``make()`` in the background for as long as the session runs; restarted
+        (after a delay) if it fails, each failure logged and counted."""
+        self._supervisor.loop(make, name=f"{self.name} {what}")
+
+
+class Coupler(Protocol):
+    """The interface of every signaling path (see the module docstring)."""
+
+    @property
+    def name(self) -> str:
+        """Short stable name: ``dht``, ``contract``, ``ws``, ..."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def start(self, sink: Inlet) -> None:
+        """Start hearing envelopes (into ``sink``); raise a one-line error if unusable."""
+        ...
+
+    async def expect_from(self, peer: bytes) -> None:
+        """Be ready to hear ``peer``'s answer to a call we are about to make."""
+        ...
+
+    async def send(self, peer: bytes, blob: bytes, kind: SignalKind) -> int:
+        """Post a sealed envelope to ``peer``; returns how many carriers took it (>= 1)
+        or raises a :class:`~hailing.errors.HailingError`."""
+        ...
+
+    async def refresh(self) -> int:
+        """Re-read what to listen for (contacts, the day); returns how much is listened."""
+        ...
+
+    async def admit(self, sender: bytes, blob: bytes) -> str | None:
+        """This coupler's own check of an envelope that came through it and opened as
+        from ``sender``: None to go on, else the reason it is refused (counted as
+        ``refused_<reason>``)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+# -- the DHT inbox ------------------------------------------------------------------------
+
+
+class DhtCoupler:
+    """Sealed envelopes through hailing's DHT inboxes (pair keys and the public inbox;
+    see :mod:`hailing.signaling.rendezvous`). The node is started by its owner."""
+
+    name = "dht"
+    capabilities = Capabilities(needs_wallet=False, typical_latency_s=0.05, private=True,
+                                reach="anyone", max_blob=DHT_MAX_VALUE)
+
+    def __init__(self, node: DhtNode, identity: Identity, allowed: Callable[[], list[bytes]],
+                 accept_any: Callable[[], bool], clock: Callable[[], float] = time.time) -> None:
+        self.node = node
+        self.rendezvous = DhtRendezvous(node, identity, allowed, accept_any, clock)
+
+    async def start(self, sink: Inlet) -> None:
+        await self.rendezvous.refresh()
+
+        async def pump() -> None:
+            while True:
+                msg = await self.node.inbox()
+                sink.put_nowait(msg.value)
+
+        sink.loop(pump, "inbox pump")
+
+    async def expect_from(self, peer: bytes) -> None:
+        await self.rendezvous.expect_from(peer)
+
+    async def send(self, peer: bytes, blob: bytes, kind: SignalKind) -> int:
+        # An offer goes to the public inbox too: a callee that accepts strangers hears it
+        # there even when it does not know us (yet).
+        return await self.rendezvous.send(peer, blob, public=kind == "offer", kind=kind)
+
+    async def refresh(self) -> int:
+        return await self.rendezvous.refresh()
+
+    async def admit(self, sender: bytes, blob: bytes) -> str | None:
+        return None
+
+    async def aclose(self) -> None:
+        self.rendezvous.close()
+
+
+# -- the WebSocket relay -----------------------------------------------------------------
+
+
+class WsCoupler:
+    """The centralized baseline: a WebSocket relay that forwards by contact id. It sees
+    who talks to whom and who is online (``private`` is False)."""
+
+    name = "ws"
+    capabilities = Capabilities(needs_wallet=False, typical_latency_s=0.01, private=False,
+                                reach="anyone", max_blob=WS_MAX_PAYLOAD)
+
+    def __init__(self, url: str, identity: Identity) -> None:
+        from ..signaling.ws_rdv import WsRendezvous
+
+        self.rendezvous: WsRendezvous = WsRendezvous(url, identity)
+
+    async def start(self, sink: Inlet) -> None:
+        await self.rendezvous.start()
+        sink.loop(lambda: self.rendezvous.pump(sink.put_nowait), "relay pump")
+
+    async def expect_from(self, peer: bytes) -> None:
+        return None
+
+    async def send(self, peer: bytes, blob: bytes, kind: SignalKind) -> int:
+        return await self.rendezvous.send(peer, blob, kind=kind)
+
+    async def refresh(self) -> int:
+        return 0
+
+    async def admit(self, sender: bytes, blob: bytes) -> str | None:
+        return None
+
+    async def aclose(self) -> None:
+        await self.rendezvous.aclose()
+
+
+# -- the signaling contract --------------------------------------------------------------
+
+
+class ContractCoupler:
+    """Offers, answers and endpoint records as events of the signaling contract, to the
+    recipient's rotating address of the day (see :mod:`hailing.signaling.contract_rdv`).
+    Build one with :meth:`open`. With ``require_wallet`` (a contract option),
+    :meth:`admit` refuses envelopes whose transaction the sender's own wallet of the
+    day did not pay."""
+
+    name = "contract"
+
+    def __init__(self, rendezvous: ContractRendezvous) -> None:
+        self.rendezvous = rendezvous
+        self._stats: Counter[str] = Counter()
+        self.capabilities = Capabilities(
+            needs_wallet=True, typical_latency_s=max(1.0, 2 * rendezvous.poll_interval),
+            private=True, reach="friends", max_blob=CONTRACT_MAX_PAYLOAD)
+
+    @classmethod
+    async def open(cls, data_dir: str | os.PathLike[str], identity: Identity,
+                   store: SignalStore, *, rpc_url: str, clock: Callable[[], float] = time.time,
+                   **options: Any) -> ContractCoupler:
+        """Connect to the chain (see :meth:`ContractRendezvous.open`; ``options`` are its
+        keyword arguments). web3 is imported only here, when a contract is used."""
+        from ..signaling.contract_rdv import ContractRendezvous
+
+        return cls(await ContractRendezvous.open(data_dir, identity, store, rpc_url=rpc_url,
+                                                 clock=clock, **options))
+
+    @property
+    def status_events(self) -> asyncio.Queue[ChainStatus]:
+        """The chain endpoint going down and coming back (for ``listen``'s output)."""
+        return self.rendezvous.status_events
+
+    async def start(self, sink: Inlet) -> None:
+        self._stats = sink.stats
+        await self.rendezvous.prepare(sink.queue)
+        sink.loop(self.rendezvous.watch, "watcher")
+
+    async def expect_from(self, peer: bytes) -> None:
+        await self.rendezvous.expect_from(peer)
+
+    async def send(self, peer: bytes, blob: bytes, kind: SignalKind) -> int:
+        if len(blob) > self.capabilities.max_blob:
+            raise LocalProtocolError(f"a {len(blob)}-byte envelope does not fit a contract "
+                                     f"event (at most {self.capabilities.max_blob})")
+        return await self.rendezvous.send(peer, blob, kind=kind)
+
+    async def refresh(self) -> int:
+        return await self.rendezvous.refresh()
+
+    async def admit(self, sender: bytes, blob: bytes) -> str | None:
+        if not self.rendezvous.require_wallet:
+            return None
+        # The seed's authentication by wallet: the transaction must have been paid by the
+        # sender's own wallet of the day, which only its friends can compute.
+        if not await self.rendezvous.paid_by(sender, blob):
+            return "wallet"
+        self._stats["wallet_verified"] += 1
+        return None
+
+    async def aclose(self) -> None:
+        await self.rendezvous.aclose()

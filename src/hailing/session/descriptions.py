@@ -1,0 +1,78 @@
+"""The SDP inside an offer or answer envelope: compact when it can be, full text otherwise.
+
+A data-channel-only description travels in the compact binary form of
+:mod:`hailing.signaling.sdp` (about 100 bytes; its first byte is the codec version, 1).
+A description the compact form cannot carry (media tracks added before the offer, more
+candidates than it holds) travels as its SDP text, UTF-8, which always starts with
+``v=0``; the envelope's kind says whether it is an offer or an answer. Text is larger
+(kilobytes with media): a coupler whose ``max_blob`` is too small for it is skipped.
+
+Either way the DTLS fingerprint comes out of the authenticated body, binding the session
+to the identity that sealed the envelope. Remote bytes that are neither raise
+:class:`~hailing.signaling.sdp.SdpError`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Literal
+
+from ..errors import LocalProtocolError
+from ..signaling.sdp import SdpError, decode_sdp, encode_sdp, fingerprint_of
+
+if TYPE_CHECKING:
+    from aiortc import RTCSessionDescription
+
+__all__ = ["MAX_TEXT_SDP", "decode_description", "description_fingerprint",
+           "encode_description"]
+
+#: The largest SDP text accepted in an envelope.
+MAX_TEXT_SDP = 16 * 1024
+_TEXT = b"v=0"
+_FINGERPRINT = re.compile(r"^a=fingerprint:sha-256 ((?:[0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2})\s*$",
+                          re.MULTILINE)
+
+
+def encode_description(description: RTCSessionDescription) -> bytes:
+    """The envelope body for a local description (after ICE gathering)."""
+    try:
+        return encode_sdp(description)
+    except LocalProtocolError:
+        text = description.sdp.encode()
+        if not text.startswith(_TEXT) or len(text) > MAX_TEXT_SDP:
+            raise
+        return text
+
+
+def _is_text(body: bytes) -> bool:
+    return body.startswith(_TEXT)
+
+
+def _text(body: bytes) -> str:
+    if len(body) > MAX_TEXT_SDP:
+        raise SdpError(f"an SDP text of {len(body)} bytes is too long")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SdpError("an SDP text is not UTF-8") from None
+
+
+def description_fingerprint(body: bytes) -> bytes:
+    """The raw sha-256 DTLS fingerprint in an envelope body; SdpError if none (or two)."""
+    if not _is_text(body):
+        return fingerprint_of(body)
+    found = {m.replace(":", "").lower() for m in _FINGERPRINT.findall(_text(body))}
+    if len(found) != 1:
+        raise SdpError(f"need exactly one sha-256 fingerprint, found {len(found)}")
+    return bytes.fromhex(found.pop())
+
+
+def decode_description(body: bytes,
+                       kind: Literal["offer", "answer"]) -> RTCSessionDescription:
+    """The description to give aiortc. The compact form carries its own type (a remote
+    peer can lie about it: aiortc then refuses it, and the session drops the call)."""
+    if not _is_text(body):
+        return decode_sdp(body)
+    from aiortc import RTCSessionDescription
+
+    return RTCSessionDescription(sdp=_text(body), type=kind)

@@ -1,0 +1,127 @@
+"""Supervisor: the one owner of a session's background tasks.
+
+Theory of operation
+-------------------
+Every task the session layer starts (an inbox pump, a watcher, the handling of one
+offer) is started with :meth:`Supervisor.spawn` and has exactly one owner, this object,
+which awaits it when it ends or when :meth:`Supervisor.aclose` cancels it. Nothing is
+fire-and-forget, and no failure is silent:
+
+- a task that raises is counted (``stats["task_errors"]`` and
+  ``stats["task_errors_<name>"]``), logged once with its traceback, and its ``on_error``
+  callback runs: that is where a task closes what it owns (a peer connection) and
+  surfaces the failure as an event (a ``failed`` :class:`~hailing.session.CallEvent`);
+- a loop started with :meth:`Supervisor.loop` (one that must keep running, such as an
+  inbox pump) is started again after a growing delay (:data:`RESTART_DELAYS`);
+- the exception is always retrieved, so asyncio never reports "Task exception was never
+  retrieved".
+
+Unlike an :class:`asyncio.TaskGroup`, one failing task does not cancel its siblings: a
+garbled offer must not hang up every other call. ``aclose`` cancels everything left and
+waits for it, so a stopped session leaves no task behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+__all__ = ["RESTART_DELAYS", "Supervisor"]
+
+log = logging.getLogger("hailing.session")
+
+#: Seconds before restarting a crashed ``restart=True`` task: the n-th restart waits the
+#: n-th value (the last one from then on).
+RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 15.0, 30.0)
+
+ErrorHook = Callable[[BaseException], None]
+
+
+class Supervisor:
+    """Owns background tasks (see the module docstring). ``stats`` is shared with the
+    owner, so failures show up in its counters."""
+
+    def __init__(self, stats: Counter[str] | None = None) -> None:
+        self.stats: Counter[str] = stats if stats is not None else Counter()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str,
+              on_error: ErrorHook | None = None) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task owned by this supervisor; ``on_error(exc)`` runs if it
+        raises (not when it is cancelled)."""
+        if self._closing:
+            coro.close()
+            raise RuntimeError("the supervisor is closed")
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._done(t, name, on_error))
+        return task
+
+    def loop(self, make: Callable[[], Coroutine[Any, Any, Any]], *, name: str,
+             on_error: ErrorHook | None = None) -> asyncio.Task[Any]:
+        """Run ``make()`` and start it again (after :data:`RESTART_DELAYS`) whenever it
+        fails: for loops that must keep running whatever one bad input does."""
+
+        async def forever() -> None:
+            failures = 0
+            while True:
+                try:
+                    await make()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._count(name, exc)
+                    if on_error is not None:
+                        _call_hook(on_error, exc, name)
+                    delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
+                    failures += 1
+                    self.stats["task_restarts"] += 1
+                    await asyncio.sleep(delay)
+
+        return self.spawn(forever(), name=name)
+
+    def _done(self, task: asyncio.Task[Any], name: str, on_error: ErrorHook | None) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved: never "Task exception was never retrieved"
+        if exc is None:
+            return
+        self._count(name, exc)
+        if on_error is not None:
+            _call_hook(on_error, exc, name)
+
+    def _count(self, name: str, exc: BaseException) -> None:
+        self.stats["task_errors"] += 1
+        self.stats["task_errors_" + name.split(" ")[0]] += 1
+        log.error("%s failed: %s: %s", name, type(exc).__name__, exc,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+
+    async def aclose(self) -> None:
+        """Cancel every task and wait until all have ended. Idempotent."""
+        self._closing = True
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._tasks.difference_update(tasks)
+
+    def reopen(self) -> None:
+        """Accept new tasks again after :meth:`aclose` (a restarted session)."""
+        self._closing = False
+
+
+def _call_hook(hook: ErrorHook, exc: BaseException, name: str) -> None:
+    try:
+        hook(exc)
+    except Exception:
+        log.exception("the error hook of %s failed", name)

@@ -1,0 +1,64 @@
+"""In-memory couplers for session tests: a switchboard that hands envelopes from one
+identity's coupler straight to another's inlet (no DHT, no chain, no relay)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hailing.errors import HailingError
+from hailing.session.coupler import Capabilities, Inlet, SignalKind
+
+
+@dataclass
+class Switchboard:
+    """Who listens ((coupler name, public key) -> inlet) and everything sent, in order."""
+
+    inlets: dict[tuple[str, bytes], Inlet] = field(default_factory=dict)
+    sent: list[tuple[str, bytes, bytes, str]] = field(default_factory=list)
+
+    def coupler(self, owner: bytes, name: str = "pipe", *, deliver: bool = True,
+                fail: str | None = None, latency: float = 0.0) -> PipeCoupler:
+        return PipeCoupler(self, owner, name, deliver=deliver, fail=fail, latency=latency)
+
+
+class PipeCoupler:
+    """A coupler over a :class:`Switchboard`. ``deliver=False`` is a black hole (like a
+    callee that never hears us); ``fail`` makes every send raise that message."""
+
+    def __init__(self, board: Switchboard, owner: bytes, name: str, *, deliver: bool,
+                 fail: str | None, latency: float) -> None:
+        self.board = board
+        self.owner = owner
+        self.name = name
+        self.deliver = deliver
+        self.fail = fail
+        self.capabilities = Capabilities(needs_wallet=False, typical_latency_s=latency,
+                                         private=True, reach="anyone", max_blob=64 * 1024)
+        self.refreshes = 0
+        self.closed = False
+        self.refuse: str | None = None  # what admit() answers (None: admit)
+
+    async def start(self, sink: Inlet) -> None:
+        self.board.inlets[(self.name, self.owner)] = sink
+
+    async def expect_from(self, peer: bytes) -> None:
+        return None
+
+    async def send(self, peer: bytes, blob: bytes, kind: SignalKind) -> int:
+        self.board.sent.append((self.name, peer, blob, kind))
+        if self.fail is not None:
+            raise HailingError(self.fail)
+        inlet = self.board.inlets.get((self.name, peer))
+        if self.deliver and inlet is not None:
+            inlet.put_nowait(blob)
+        return 1
+
+    async def refresh(self) -> int:
+        self.refreshes += 1
+        return 1
+
+    async def admit(self, sender: bytes, blob: bytes) -> str | None:
+        return self.refuse
+
+    async def aclose(self) -> None:
+        self.closed = True
