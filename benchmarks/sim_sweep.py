@@ -1,9 +1,12 @@
 """Simulator sweep: success of gets after a fraction of the nodes fail at once, over many
 seeds, sizes and loss rates (issue 8, problem 12: one seed says little about the tail).
 
-Every combination of ``--nodes`` x ``--loss`` x ``--fail`` x ``--seeds`` is one
-``python -m hailing.sim --churn FAIL --churn-mode once --json`` run in its own process,
-at most ``--jobs`` at a time (default 1; the simulator is single-threaded). Prints one
+Every combination of ``--nodes`` x ``--loss`` x ``--seeds`` is one network, joined and
+filled with items once in its own process (at most ``--jobs`` at a time, default 1: the
+simulator is single-threaded); each ``--fail`` fraction then fails on its own copy of
+it. Each result is exactly that of ``python -m hailing.sim --churn FAIL --churn-mode
+once --json`` with the same arguments (same ``trace_sha256``; the command is in the
+output as ``same_as``). Prints one
 JSON document: every run's key figures (and why its failed gets failed, see
 ``failure_kinds`` in docs/simulator.md), and per (nodes, loss, fail) group the min,
 median and max success over the seeds. Usage:
@@ -37,25 +40,45 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_one(nodes: int, loss: float, fail: float, seed: int, lookups: int) -> dict[str, Any]:
+def run_network(nodes: int, loss: float, seed: int, fails: list[float], lookups: int) -> list[dict[str, Any]]:
+    """One worker process: one network joined and filled once, then each failing fraction
+    on its own copy (``hailing.sim.scenario.run_failure_fractions``: the same trace as a
+    separate ``python -m hailing.sim`` run per fraction, at about half the cost)."""
     cmd = [
-        sys.executable, "-m", "hailing.sim", "--nodes", str(nodes), "--lookups", str(lookups),
-        "--loss", str(loss), "--churn", str(fail), "--churn-mode", "once", "--seed", str(seed),
-        "--json",
+        sys.executable, __file__, "--worker", "--nodes", str(nodes), "--loss", str(loss),
+        "--seeds", str(seed), "--fail", ",".join(str(f) for f in fails),
+        "--lookups", str(lookups),
     ]
-    t0 = time.perf_counter()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    r: dict[str, Any] = json.loads(out.stdout)
-    return {
-        "nodes": nodes, "loss": loss, "fail": fail, "seed": seed, "lookups": lookups,
-        "success_rate": r["success_rate"], "failures": r["failures"],
-        "failure_kinds": r.get("failure_kinds"),
-        "latency_ms": r["latency_ms"], "messages_per_lookup": r["messages_per_lookup"]["mean"],
-        "stored_per_put_min": r["stored_per_put"]["min"],
-        "wall_s": round(time.perf_counter() - t0, 1), "peak_rss_mb": r["peak_rss_mb"],
-        "trace_sha256": r["trace_sha256"],
-        "command": " ".join(["python", *cmd[1:]]),
-    }
+    results: list[dict[str, Any]] = json.loads(out.stdout)
+    runs = []
+    for fail, r in zip(fails, results, strict=True):
+        same = [
+            "python", "-m", "hailing.sim", "--nodes", str(nodes), "--lookups", str(lookups),
+            "--loss", str(loss), "--churn", str(fail), "--churn-mode", "once", "--seed", str(seed),
+            "--json",
+        ]
+        runs.append({
+            "nodes": nodes, "loss": loss, "fail": fail, "seed": seed, "lookups": lookups,
+            "success_rate": r["success_rate"], "failures": r["failures"],
+            "failure_kinds": r["failure_kinds"],
+            "latency_ms": r["latency_ms"], "messages_per_lookup": r["messages_per_lookup"]["mean"],
+            "stored_per_put_min": r["stored_per_put"]["min"],
+            "wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"],
+            "trace_sha256": r["trace_sha256"],
+            "same_as": " ".join(same),
+        })
+    return runs
+
+
+def worker(args: argparse.Namespace) -> int:
+    from hailing.sim.scenario import SimParams, run_failure_fractions
+
+    (seed,) = parse_seeds(args.seeds)
+    params = SimParams(nodes=int(args.nodes), lookups=args.lookups, loss=float(args.loss), seed=seed)
+    fails = [float(f) for f in args.fail.split(",")]
+    print(json.dumps(run_failure_fractions(params, fails)))
+    return 0
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -88,29 +111,32 @@ def main() -> int:
     ap.add_argument("--lookups", type=int, default=1000, help="gets per run")
     ap.add_argument("--jobs", type=int, default=1, choices=(1, 2), help="runs at a time")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+    fails = [float(f) for f in args.fail.split(",")]
     combos = [
-        (int(n), float(loss), float(fail), seed)
+        (int(n), float(loss), seed)
         for n in args.nodes.split(",")
         for loss in args.loss.split(",")
-        for fail in args.fail.split(",")
         for seed in parse_seeds(args.seeds)
     ]
     t0 = time.perf_counter()
-    runs: list[dict[str, Any]] = []
 
-    def one(c: tuple[int, float, float, int]) -> dict[str, Any]:
-        r = run_one(*c, args.lookups)
-        print(
-            f"[{time.perf_counter() - t0:7.0f} s] nodes {r['nodes']} loss {r['loss']} fail {r['fail']}"
-            f" seed {r['seed']}: success {r['success_rate']:.4f} ({r['failures']} failed"
-            f" {r['failure_kinds']}) p95 {r['latency_ms']['p95']} ms wall {r['wall_s']} s",
-            file=sys.stderr, flush=True,
-        )
-        return r
+    def one(c: tuple[int, float, int]) -> list[dict[str, Any]]:
+        rs = run_network(*c, fails, args.lookups)
+        for r in rs:
+            print(
+                f"[{time.perf_counter() - t0:7.0f} s] nodes {r['nodes']} loss {r['loss']} fail {r['fail']}"
+                f" seed {r['seed']}: success {r['success_rate']:.4f} ({r['failures']} failed"
+                f" {r['failure_kinds']}) p95 {r['latency_ms']['p95']} ms wall {r['wall_s']} s",
+                file=sys.stderr, flush=True,
+            )
+        return rs
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        runs = list(pool.map(one, combos))
+        runs = [r for rs in pool.map(one, combos) for r in rs]
     doc = {
         "lookups": args.lookups, "python": sys.version.split()[0],
         "wall_s": round(time.perf_counter() - t0, 1),

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
+from functools import partial
 from typing import Any
 
 from .. import bencode
@@ -417,34 +418,38 @@ class LookupEngine:
             a[b"token"] = c.token
             st.outstanding += 1
 
-            def done(reply: Response | Error | None, p: Pending, now: float, st: _Store = st,
-                     token: bytes = c.token) -> None:
-                if p.stalled:
-                    st.stalled -= 1
-                else:
-                    st.outstanding -= 1
-                if isinstance(reply, Response):
-                    st.stored += 1
-                    if st.lookup.kind == "listen":  # late grants count too: unlisten needs them
-                        self._granted(st.lookup.target, p.addr, p.node_id, token, reply, now)
-                elif isinstance(reply, Error):
-                    st.errors.append((reply.code, reply.message))
-                self._store_progress(st, now)
-
-            def stall(p: Pending, now: float, st: _Store = st) -> None:
-                st.outstanding -= 1
-                st.stalled += 1
-                if st.lookup.kind in ("post", "listen"):
-                    self._forget_inbox_node(st.lookup.target, p.addr)
-                self._store_progress(st, now)
-
-            self._send(c.addr, method, a, now, node_id=c.id, on_reply=done, on_stall=stall)
+            # Partials of methods, not closures: a deep copy of the core (the simulator
+            # copies whole networks) must call back into the copy.
+            self._send(c.addr, method, a, now, node_id=c.id,
+                       on_reply=partial(self._store_reply, st, c.token),
+                       on_stall=partial(self._store_stall, st))
         if chosen and not lk.cached:
             self.inbox_nodes[lk.target] = (now + INBOX_NODES_TTL, chosen)
             if len(self.inbox_nodes) > 1024:
                 self.inbox_nodes = {
                     k: v for k, v in self.inbox_nodes.items() if v[0] > now
                 }
+        self._store_progress(st, now)
+
+    def _store_reply(self, st: _Store, token: bytes, reply: Response | Error | None,
+                     p: Pending, now: float) -> None:
+        if p.stalled:
+            st.stalled -= 1
+        else:
+            st.outstanding -= 1
+        if isinstance(reply, Response):
+            st.stored += 1
+            if st.lookup.kind == "listen":  # late grants count too: unlisten needs them
+                self._granted(st.lookup.target, p.addr, p.node_id, token, reply, now)
+        elif isinstance(reply, Error):
+            st.errors.append((reply.code, reply.message))
+        self._store_progress(st, now)
+
+    def _store_stall(self, st: _Store, p: Pending, now: float) -> None:
+        st.outstanding -= 1
+        st.stalled += 1
+        if st.lookup.kind in ("post", "listen"):
+            self._forget_inbox_node(st.lookup.target, p.addr)
         self._store_progress(st, now)
 
     def _store_progress(self, st: _Store, now: float) -> None:

@@ -20,6 +20,7 @@ is there to use its result.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import random
@@ -28,7 +29,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TextIO
 
 from .. import bencode
@@ -114,6 +115,46 @@ def run_lookup_benchmark(params: SimParams, progress: TextIO | None = None) -> d
     """Run the workload of the module docstring and return the result dictionary."""
     params.validate()
     wall0 = time.perf_counter()
+    run = _joined_run(params, progress)
+    t_joined = run.sim.now
+    _put_phase(run)
+    if params.churn_mode == "once" and params.churn > 0:
+        _churn_once(run)
+    elif params.churn_mode == "continuous" and params.churn > 0:
+        _start_continuous_churn(run)
+    _get_phase(run)
+    wall = time.perf_counter() - wall0
+    return _result(run, wall, t_joined)
+
+
+def run_failure_fractions(
+    params: SimParams, fractions: list[float], progress: TextIO | None = None
+) -> list[dict[str, Any]]:
+    """The ``once`` workload for several failing fractions on one network: join and put
+    once, then each fraction runs on its own copy of the network as it stood after the
+    puts. Each result (and its ``trace_sha256``) is the one ``run_lookup_benchmark``
+    gives for that fraction alone; ``wall_s`` counts the shared join and puts in each."""
+    params = replace(params, churn_mode="once", churn=0.0)
+    params.validate()
+    wall0 = time.perf_counter()
+    run = _joined_run(params, progress)
+    t_joined = run.sim.now
+    _put_phase(run)
+    shared = time.perf_counter() - wall0
+    results = []
+    for i, fraction in enumerate(fractions):
+        t0 = time.perf_counter()
+        r = run if i == len(fractions) - 1 else _copy_run(run)
+        r.params = replace(r.params, churn=fraction)
+        r.params.validate()
+        if fraction > 0:
+            _churn_once(r)
+        _get_phase(r)
+        results.append(_result(r, shared + time.perf_counter() - t0, t_joined))
+    return results
+
+
+def _joined_run(params: SimParams, progress: TextIO | None) -> _Run:
     say: Callable[[str], None] = (
         (lambda msg: print(msg, file=progress, flush=True)) if progress else (lambda msg: None)
     )
@@ -128,15 +169,20 @@ def run_lookup_benchmark(params: SimParams, progress: TextIO | None = None) -> d
     sim = Simulator(params.seed, network, config)
     run = _Run(params, sim, say)
     _join_phase(run)
-    t_joined = sim.now
-    _put_phase(run)
-    if params.churn_mode == "once" and params.churn > 0:
-        _churn_once(run)
-    elif params.churn_mode == "continuous" and params.churn > 0:
-        _start_continuous_churn(run)
-    _get_phase(run)
-    wall = time.perf_counter() - wall0
-    return _result(run, wall, t_joined)
+    return run
+
+
+def _copy_run(run: _Run) -> _Run:
+    """A deep copy of a run between phases (every core, table, store, queued packet and
+    generator state); the running trace hash is copied by hand (it cannot be pickled)."""
+    sim = run.sim
+    trace, sim._trace = sim._trace, None
+    try:
+        new = copy.deepcopy(run)
+    finally:
+        sim._trace = trace
+    new.sim._trace = trace.copy() if trace is not None else None
+    return new
 
 
 def _bootstrap_from(seed: SimNode) -> Callable[[DhtProtocol, float], int]:
