@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
+from functools import partial
 from typing import Any
 
 from .. import bencode
@@ -132,9 +133,9 @@ class LookupEngine:
         cfg = self.config
         # Table refreshes are background work: latency does not matter there, messages do.
         alpha = min(cfg.alpha, 3) if kind == "refresh" else cfg.alpha
-        lk = Lookup(
-            qid, kind, target, self.node_id, cfg.k, alpha, cfg.max_lookup_candidates, now,
-        )
+        # A put's closest set is the put_copies nodes it stores on (2k by default).
+        k = max(cfg.put_copies, cfg.k) if kind == "put" else cfg.k
+        lk = Lookup(qid, kind, target, self.node_id, k, alpha, cfg.max_lookup_candidates, now)
         lk.store = store
         lk.salt = salt
         lk.lockstep = self._lockstep
@@ -222,7 +223,7 @@ class LookupEngine:
                 args[b"hailing_k"] = MAX_WIDE_NODES
             self._send(c.addr, method, args, now, node_id=c.id, lookup=lk, cand=c)
         if lk.is_done():
-            if self._refill(lk) or self._widen(lk):
+            if self._refill(lk) or self._widen(lk) or self._retry_silent(lk):
                 self._advance(lk, now)
                 return
             lk.finished = True
@@ -252,16 +253,46 @@ class LookupEngine:
         closest k of every routing table, so every answer names only dead nodes near
         the target: the nearest nodes that did answer are asked again, this time for up
         to MAX_WIDE_NODES nodes (``hailing_k``; other clients ignore the argument), which
-        reaches past the dead entries to live nodes that hold the value."""
+        reaches past the dead entries to live nodes that hold the value. A hailing node
+        answers such a query from its replacement caches too: the live nodes near the
+        target are often known only there (their buckets are full of dead entries that
+        nobody has asked yet). The nodes of the closest set that did not answer are
+        asked once more (see _retry_silent)."""
         if lk.kind not in ("get", "get_mutable") or lk.result is not None or lk.widened:
             return False
         if not any(c.state == STALLED or c.state == FAILED for c in lk.cands[: lk.k]):
             return False
         lk.widened = True
+        self._retry_silent(lk)
         lk.k *= 2
         for c in lk.closest_answered(self.config.alpha):
             c.state = FRESH
         return True
+
+    def _retry_silent(self, lk: Lookup) -> bool:
+        """A get about to end empty-handed asks once more (once per node) the nodes of
+        its closest set (closer than its k-th answer) that failed or stalled: the request
+        may have been lost, and under packet loss the one live node left holding the
+        value looks dead after one lost packet. A stalled request's late answer is still
+        used; whichever of the two requests ends first settles the candidate (see
+        Lookup.answered and Lookup.failed)."""
+        if lk.kind not in ("get", "get_mutable") or lk.result is not None or lk.lockstep:
+            return False
+        answered = 0
+        retried = False
+        for c in lk.cands:
+            st = c.state
+            if st == ANSWERED:
+                answered += 1
+                if answered >= lk.k:
+                    break
+            elif st in (FAILED, STALLED) and not c.retries:
+                c.retries = 1
+                c.state = FRESH
+                retried = True
+        if retried:
+            self.stats["lookup_retries"] += 1
+        return retried
 
     def _lookup_reply(self, lk: Lookup, c: Candidate, r: Response, now: float) -> None:
         vals = r.values
@@ -387,34 +418,38 @@ class LookupEngine:
             a[b"token"] = c.token
             st.outstanding += 1
 
-            def done(reply: Response | Error | None, p: Pending, now: float, st: _Store = st,
-                     token: bytes = c.token) -> None:
-                if p.stalled:
-                    st.stalled -= 1
-                else:
-                    st.outstanding -= 1
-                if isinstance(reply, Response):
-                    st.stored += 1
-                    if st.lookup.kind == "listen":  # late grants count too: unlisten needs them
-                        self._granted(st.lookup.target, p.addr, p.node_id, token, reply, now)
-                elif isinstance(reply, Error):
-                    st.errors.append((reply.code, reply.message))
-                self._store_progress(st, now)
-
-            def stall(p: Pending, now: float, st: _Store = st) -> None:
-                st.outstanding -= 1
-                st.stalled += 1
-                if st.lookup.kind in ("post", "listen"):
-                    self._forget_inbox_node(st.lookup.target, p.addr)
-                self._store_progress(st, now)
-
-            self._send(c.addr, method, a, now, node_id=c.id, on_reply=done, on_stall=stall)
+            # Partials of methods, not closures: a deep copy of the core (the simulator
+            # copies whole networks) must call back into the copy.
+            self._send(c.addr, method, a, now, node_id=c.id,
+                       on_reply=partial(self._store_reply, st, c.token),
+                       on_stall=partial(self._store_stall, st))
         if chosen and not lk.cached:
             self.inbox_nodes[lk.target] = (now + INBOX_NODES_TTL, chosen)
             if len(self.inbox_nodes) > 1024:
                 self.inbox_nodes = {
                     k: v for k, v in self.inbox_nodes.items() if v[0] > now
                 }
+        self._store_progress(st, now)
+
+    def _store_reply(self, st: _Store, token: bytes, reply: Response | Error | None,
+                     p: Pending, now: float) -> None:
+        if p.stalled:
+            st.stalled -= 1
+        else:
+            st.outstanding -= 1
+        if isinstance(reply, Response):
+            st.stored += 1
+            if st.lookup.kind == "listen":  # late grants count too: unlisten needs them
+                self._granted(st.lookup.target, p.addr, p.node_id, token, reply, now)
+        elif isinstance(reply, Error):
+            st.errors.append((reply.code, reply.message))
+        self._store_progress(st, now)
+
+    def _store_stall(self, st: _Store, p: Pending, now: float) -> None:
+        st.outstanding -= 1
+        st.stalled += 1
+        if st.lookup.kind in ("post", "listen"):
+            self._forget_inbox_node(st.lookup.target, p.addr)
         self._store_progress(st, now)
 
     def _store_progress(self, st: _Store, now: float) -> None:

@@ -31,6 +31,12 @@ class DhtConfig:
     max_soft_timeout: float = 1.5
     #: A request that got no answer by this time is failed for good.
     query_timeout: float = 4.0
+    #: Nodes a BEP44 put stores on: the closest that answer (a put's closest set). BEP44
+    #: clients (libtorrent) store on k = 8; hailing stores on 2k. Measured in the
+    #: simulator (docs/benchmarks.md, the sweep): with half the nodes failing at once, 8
+    #: copies lose an item now and then (0.5^8 = 0.4 % of the items have every copy on a
+    #: node that died, so a run of 100 items can lose two or three), 16 copies none.
+    put_copies: int = 16
     #: Candidates a lookup keeps (closest first); bounds memory against poisoning.
     max_lookup_candidates: int = 96
     #: Token secret rotation (BEP5: tokens accepted for up to ten minutes -> rotate at 5).

@@ -34,6 +34,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter, deque
 from collections.abc import Hashable, Iterable
+from functools import partial
 from typing import Any
 
 from .. import bencode
@@ -128,13 +129,13 @@ class DhtProtocol:
         self._next_refresh = now + cfg.bucket_refresh
         #: The inboxes we listen on (hailing extension).
         self.inboxes = InboxClient(
-            node_id, start=self._lookup, send=self._request, emit=self._events.append
+            node_id, start=self._lookup, send=self._request, emit=self._emit
         )
         self.responder.handlers[b"hailing_push"] = self.inboxes.on_push
         #: Lookups and store phases (and the republishing of our stores).
         self.lookups = LookupEngine(
             node_id, cfg, self.table, self.stats, self.codec, rng,
-            send=self._request, emit=self._events.append, acceptable=self._acceptable,
+            send=self._request, emit=self._emit, acceptable=self._acceptable,
             granted=self.inboxes.granted,
         )
         #: Nodes pinged before a possible eviction (one ping each at a time).
@@ -189,6 +190,11 @@ class DhtProtocol:
         while timers and timers[0][2] != _TICK and timers[0][3].done:
             heapq.heappop(timers)
         return timers[0][0] if timers else None
+
+    def _emit(self, event: Event) -> None:
+        # A method rather than the deque's bound append, so that a deep copy of the core
+        # (the simulator's copy of a network) stays wired to its own queue.
+        self._events.append(event)
 
     def next_event(self) -> Event | None:
         """Pop the next event, or None."""
@@ -379,11 +385,13 @@ class DhtProtocol:
         stale = self.table.add(node_id, addr, now, rtt)
         if stale is not None and stale.id not in self._evicting:
             self._evicting.add(stale.id)
+            self._request(stale.addr, b"ping", {}, now, node_id=stale.id,
+                          on_reply=partial(self._evict_ping_done, stale.id))
 
-            def done(reply: object, p: Pending, now: float, sid: bytes = stale.id) -> None:
-                self._evicting.discard(sid)
-
-            self._request(stale.addr, b"ping", {}, now, node_id=stale.id, on_reply=done)
+    def _evict_ping_done(self, sid: bytes, reply: object, p: Pending, now: float) -> None:
+        # A method (through a partial), not a closure: a deep copy of the core must call
+        # back into the copy (the simulator copies whole networks).
+        self._evicting.discard(sid)
 
     # == requests ======================================================================
 

@@ -84,11 +84,15 @@ class Responder:
 
     def _nodes(self, target: bytes, q: Query, addr: Hashable, r: dict[bytes, Any]) -> None:
         # hailing extension: a node may ask for more than k nodes (up to MAX_WIDE_NODES),
-        # to see past dead entries that crowd the closest k after mass failures.
+        # to see past dead entries that crowd the closest k after mass failures. Such an
+        # answer draws on the replacement caches too: after a mass failure the live nodes
+        # near a target are often known only there, kept out of buckets full of dead
+        # entries that nobody has asked yet (docs/simulator.md).
         count = q.args.get(b"hailing_k")
         if type(count) is not int or not self.k < count <= MAX_WIDE_NODES:
-            count = self.k
-        nodes = self.table.closest(target, count)
+            nodes = self.table.closest(target, self.k)
+        else:
+            nodes = self.table.closest(target, count, replacements=True)
         v4, v6 = encode_nodes(((e.id, e.addr) for e in nodes), self.codec)
         want = q.args.get(b"want")
         if type(want) is list and (b"n4" in want or b"n6" in want):

@@ -80,8 +80,11 @@ class RoutingTable:
         last = len(self.buckets) - 1
         return cpl if cpl < last else last
 
-    def closest(self, target: bytes, count: int | None = None) -> list[NodeEntry]:
-        """The ``count`` (default k) known nodes closest to ``target``, closest first.
+    def closest(
+        self, target: bytes, count: int | None = None, *, replacements: bool = False
+    ) -> list[NodeEntry]:
+        """The ``count`` (default k) known nodes closest to ``target``, closest first;
+        with ``replacements``, the replacement caches' nodes count as known too.
 
         Buckets at and after the target's index are all closer than any bucket before
         it, so the search widens bucket by bucket and sorts only what it needs.
@@ -92,10 +95,14 @@ class RoutingTable:
         found: list[NodeEntry] = []
         for b in self.buckets[idx:]:
             found.extend(b.nodes)
+            if replacements:
+                found.extend(b.replacements)
         found.sort(key=lambda e: e.id_int ^ t)
         i = idx - 1
         while len(found) < n and i >= 0:
-            more = sorted(self.buckets[i].nodes, key=lambda e: e.id_int ^ t)
+            b = self.buckets[i]
+            more = sorted(b.nodes + b.replacements if replacements else b.nodes,
+                          key=lambda e: e.id_int ^ t)
             found.extend(more)
             i -= 1
         return found[:n]

@@ -20,14 +20,16 @@ is there to use its result.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import random
 import resource
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TextIO
 
 from .. import bencode
@@ -105,12 +107,54 @@ class _Run:
     departures: int = 0
     #: Gets whose requesting host left (continuous churn) before the answer came.
     aborted: int = 0
+    #: Why the failed gets failed (see _failure_kind).
+    failure_kinds: Counter[str] = field(default_factory=Counter)
 
 
 def run_lookup_benchmark(params: SimParams, progress: TextIO | None = None) -> dict[str, Any]:
     """Run the workload of the module docstring and return the result dictionary."""
     params.validate()
     wall0 = time.perf_counter()
+    run = _joined_run(params, progress)
+    t_joined = run.sim.now
+    _put_phase(run)
+    if params.churn_mode == "once" and params.churn > 0:
+        _churn_once(run)
+    elif params.churn_mode == "continuous" and params.churn > 0:
+        _start_continuous_churn(run)
+    _get_phase(run)
+    wall = time.perf_counter() - wall0
+    return _result(run, wall, t_joined)
+
+
+def run_failure_fractions(
+    params: SimParams, fractions: list[float], progress: TextIO | None = None
+) -> list[dict[str, Any]]:
+    """The ``once`` workload for several failing fractions on one network: join and put
+    once, then each fraction runs on its own copy of the network as it stood after the
+    puts. Each result (and its ``trace_sha256``) is the one ``run_lookup_benchmark``
+    gives for that fraction alone; ``wall_s`` counts the shared join and puts in each."""
+    params = replace(params, churn_mode="once", churn=0.0)
+    params.validate()
+    wall0 = time.perf_counter()
+    run = _joined_run(params, progress)
+    t_joined = run.sim.now
+    _put_phase(run)
+    shared = time.perf_counter() - wall0
+    results = []
+    for i, fraction in enumerate(fractions):
+        t0 = time.perf_counter()
+        r = run if i == len(fractions) - 1 else _copy_run(run)
+        r.params = replace(r.params, churn=fraction)
+        r.params.validate()
+        if fraction > 0:
+            _churn_once(r)
+        _get_phase(r)
+        results.append(_result(r, shared + time.perf_counter() - t0, t_joined))
+    return results
+
+
+def _joined_run(params: SimParams, progress: TextIO | None) -> _Run:
     say: Callable[[str], None] = (
         (lambda msg: print(msg, file=progress, flush=True)) if progress else (lambda msg: None)
     )
@@ -125,15 +169,20 @@ def run_lookup_benchmark(params: SimParams, progress: TextIO | None = None) -> d
     sim = Simulator(params.seed, network, config)
     run = _Run(params, sim, say)
     _join_phase(run)
-    t_joined = sim.now
-    _put_phase(run)
-    if params.churn_mode == "once" and params.churn > 0:
-        _churn_once(run)
-    elif params.churn_mode == "continuous" and params.churn > 0:
-        _start_continuous_churn(run)
-    _get_phase(run)
-    wall = time.perf_counter() - wall0
-    return _result(run, wall, t_joined)
+    return run
+
+
+def _copy_run(run: _Run) -> _Run:
+    """A deep copy of a run between phases (every core, table, store, queued packet and
+    generator state); the running trace hash is copied by hand (it cannot be pickled)."""
+    sim = run.sim
+    trace, sim._trace = sim._trace, None
+    try:
+        new = copy.deepcopy(run)
+    finally:
+        sim._trace = trace
+    new.sim._trace = trace.copy() if trace is not None else None
+    return new
 
 
 def _bootstrap_from(seed: SimNode) -> Callable[[DhtProtocol, float], int]:
@@ -281,6 +330,8 @@ def _get_phase(run: _Run) -> None:
                     ok = isinstance(ev.item, MutableItem) and ev.item.value_bencoded == item.value_bencoded
                 else:
                     ok = ev.item.value_bencoded == item.value_bencoded
+            if not ok:
+                run.failure_kinds[_failure_kind(run, ev, item)] += 1
             stats = getattr(ev, "stats", None)
             run.gets.append(_Get(ok, sim.now - t0, stats.messages if stats else 0, stats.hops if stats else 0))
             if len(run.gets) % step == 0:
@@ -299,6 +350,20 @@ def _get_phase(run: _Run) -> None:
     sim.run(stop=lambda: len(run.gets) + run.aborted >= n)
 
 
+def _failure_kind(run: _Run, ev: Any, item: ImmutableItem | MutableItem) -> str:
+    """Why a get failed: ``error`` (no ItemFound), ``isolated`` (nobody answered the
+    requester), ``value_lost`` (no live node stores the item any more) or ``missed`` (live
+    nodes store it, the lookup did not reach them). Reads state only: the run is unchanged."""
+    if not isinstance(ev, ItemFound):
+        return "error"
+    if ev.stats.responses == 0:
+        return "isolated"
+    now = run.sim.now
+    if any(n.proto.items.get(item.target, now) is not None for n in run.sim.live):
+        return "missed"
+    return "value_lost"
+
+
 def _result(run: _Run, wall: float, t_joined: float) -> dict[str, Any]:
     p, sim = run.params, run.sim
     gets = run.gets
@@ -312,6 +377,7 @@ def _result(run: _Run, wall: float, t_joined: float) -> dict[str, Any]:
         "success_rate": sum(g.ok for g in gets) / max(1, len(gets)),
         "failures": sum(not g.ok for g in gets),
         "aborted": run.aborted,
+        "failure_kinds": dict(sorted(run.failure_kinds.items())),
         "latency_ms": {
             "p50": percentile(lat, 50), "p95": percentile(lat, 95), "p99": percentile(lat, 99),
         },
