@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TextIO
@@ -301,34 +300,3 @@ class Chat:
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
-
-
-def stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str | None]:
-    """Lines typed on stdin (None at its end), read in a thread on the raw fd: add_reader
-    fails on a file or /dev/null as stdin, and sys.stdin's buffer would hide lines that
-    arrived in one read."""
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
-    fd = sys.stdin.fileno()
-
-    def put(line: str | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            loop.call_soon_threadsafe(lines.put_nowait, line)
-
-    def read() -> None:
-        pending = b""
-        while True:
-            try:
-                data = os.read(fd, 65536)
-            except OSError:
-                data = b""
-            if not data:
-                break
-            *complete, pending = (pending + data).split(b"\n")
-            for raw in complete:
-                put(raw.decode(errors="replace").rstrip("\r"))
-        if pending:
-            put(pending.decode(errors="replace"))
-        put(None)
-
-    threading.Thread(target=read, name="hailing-chat-stdin", daemon=True).start()
-    return lines

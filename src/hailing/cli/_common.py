@@ -1,5 +1,5 @@
 """What every command group of the ``hailing`` CLI shares: the one-line-error parser, the
-terminal progress line, argument types and the stop-on-signal event."""
+terminal progress line, argument types, the stop-on-signal event and the stdin line reader."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn, TextIO
@@ -155,3 +156,33 @@ def _stop_on_signal() -> asyncio.Event:
             loop.add_signal_handler(sig, stop.set)
     return stop
 
+
+def stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str | None]:
+    """Lines typed on stdin (None at its end), read in a thread on the raw fd: add_reader
+    fails on a file or /dev/null as stdin, and sys.stdin's buffer would hide lines that
+    arrived in one read."""
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    fd = sys.stdin.fileno()
+
+    def put(line: str | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+
+    def read() -> None:
+        pending = b""
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            *complete, pending = (pending + data).split(b"\n")
+            for raw in complete:
+                put(raw.decode(errors="replace").rstrip("\r"))
+        if pending:
+            put(pending.decode(errors="replace"))
+        put(None)
+
+    threading.Thread(target=read, name="hailing-chat-stdin", daemon=True).start()
+    return lines

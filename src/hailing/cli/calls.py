@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from ..errors import HailingError, UsageError
 from ..identity import format_contact_id
-from ._common import Progress, _hostport, _positive_seconds
+from ._common import Progress, _hostport, _positive_seconds, stdin_lines
 from ._shared import (
     _out,
     _peer,
@@ -216,7 +216,7 @@ async def cmd_relay(args: argparse.Namespace) -> int:
 
 
 async def cmd_chat(args: argparse.Namespace) -> int:
-    from ._chat import Chat, stdin_lines
+    from ._chat import Chat
 
     name = format_contact_id(args.contact)[:10]
     from ..services.contacts import ContactBook  # lazily: cheap startup

@@ -13,8 +13,8 @@ command gets ``--no-daemon`` and its handler is wrapped to look for a daemon fir
 ``contact`` subcommand with no API route runs locally and then asks the daemon to listen
 again, so a contact added that way is reachable at once too.
 
-Only stdlib and :mod:`hailing.daemon.client` are imported on this path (``chat`` alone
-imports aiohttp, for the event WebSocket).
+Only stdlib, :mod:`hailing.daemon.client` and the light ``cli._common`` are imported on
+this path (``chat`` alone imports aiohttp, for the event WebSocket).
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
-import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 from ..daemon.client import DaemonClient, find_daemon
+from ._common import stdin_lines
 
 Command = Callable[[argparse.Namespace], Awaitable[int]]
 Remote = Callable[[argparse.Namespace, DaemonClient], Awaitable[int]]
@@ -188,7 +187,7 @@ async def chat(args: argparse.Namespace, client: DaemonClient) -> int:
                                     timeout=args.timeout + MARGIN)
         print(f"connected in {link['connect_ms']:.0f} ms; type messages, /file PATH, /quit",
               file=sys.stderr, flush=True)
-        lines = _stdin_lines()
+        lines = stdin_lines(asyncio.get_running_loop())
 
         async def show() -> None:
             async for msg in ws:
@@ -257,37 +256,6 @@ async def _chat_loop(client: DaemonClient, peer_id: str, lines: asyncio.Queue[st
             continue
         if "sha256" in result:
             print(f"(file sent, sha256 {result['sha256'][:16]}...)", file=sys.stderr)
-
-
-def _stdin_lines() -> asyncio.Queue[str | None]:
-    """Lines of stdin, read by a thread on the raw fd (works for a terminal, a pipe and a
-    file alike); None at the end."""
-    loop = asyncio.get_running_loop()
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
-    fd = sys.stdin.fileno()
-
-    def put(line: str | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            loop.call_soon_threadsafe(lines.put_nowait, line)
-
-    def read() -> None:
-        pending = b""
-        while True:
-            try:
-                data = os.read(fd, 65536)
-            except OSError:
-                data = b""
-            if not data:
-                break
-            *complete, pending = (pending + data).split(b"\n")
-            for raw in complete:
-                put(raw.decode(errors="replace").rstrip("\r"))
-        if pending:
-            put(pending.decode(errors="replace"))
-        put(None)
-
-    threading.Thread(target=read, name="hailing-chat-stdin", daemon=True).start()
-    return lines
 
 
 async def listen(args: argparse.Namespace, client: DaemonClient) -> int:
