@@ -23,40 +23,16 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-HAILING = [sys.executable, "-m", "hailing"]
+from _procs import HAILING, drain, env, first_line, report, run, start_testnet, stop
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def env() -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if k != "HAILING_PASSPHRASE"}
-    e["HAILING_ICE_HOSTS"] = "127.0.0.1"
-    return e
-
-
-def first_line(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
-    assert proc.stdout is not None
-    box: list[str] = []
-    t = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-    t.start()
-    t.join(timeout)
-    if not box or not box[0]:
-        raise SystemExit(f"{proc.args} printed no first line")
-    return box[0].strip()
-
-
-def drain(stream: IO[str] | None) -> None:
-    """Keep reading a daemon's output so it never blocks on a full pipe."""
-    if stream is not None:
-        threading.Thread(target=lambda: [None for _ in stream], daemon=True).start()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -82,11 +58,6 @@ def _maps(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
-def run(cmd: list[str], **kw: Any) -> str:
-    return subprocess.run([*HAILING, *cmd], check=True, capture_output=True, text=True,
-                          env=env(), **kw).stdout
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=600.0, help="idle seconds (default 600)")
@@ -97,14 +68,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="hailing-idle-"))
     procs: list[subprocess.Popen[str]] = []
     try:
-        net = subprocess.Popen([*HAILING, "testnet", "--nodes", str(args.nodes)],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env=env())
-        procs.append(net)
-        m = re.fullmatch(r"bootstrap (\S+)", first_line(net))
-        assert m, "testnet: unexpected first line"
-        bootstrap = m.group(1)
-        drain(net.stdout)
+        bootstrap = start_testnet(args.nodes, procs)
         names = ("fresh", "callee", "caller")
         ids = {n: run(["id", "new", "--data-dir", str(tmp / n), "--name", n]).split()[0]
                for n in names}
@@ -155,18 +119,8 @@ def main() -> int:
             "command": " ".join(["python", "benchmarks/daemon_idle.py", *sys.argv[1:]]),
         }
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+        stop(procs)
+    report(out, args.out)
     return 0
 
 

@@ -26,46 +26,16 @@ import asyncio
 import json
 import os
 import platform
-import re
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-HAILING = [sys.executable, "-m", "hailing"]
-
-
-def env() -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if k != "HAILING_PASSPHRASE"}
-    e["HAILING_ICE_HOSTS"] = "127.0.0.1"
-    return e
-
-
-def first_line(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
-    stream = proc.stdout
-    assert stream is not None
-    box: list[str] = []
-    t = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
-    t.start()
-    t.join(timeout)
-    if not box or not box[0]:
-        raise SystemExit(f"{proc.args} printed no first line")
-    return box[0].strip()
-
-
-def drain(stream: IO[str] | None) -> None:
-    if stream is not None:
-        threading.Thread(target=lambda: [None for _ in stream], daemon=True).start()
-
-
-def run(cmd: list[str]) -> str:
-    return subprocess.run([*HAILING, *cmd], check=True, capture_output=True, text=True,
-                          env=env()).stdout
+from _procs import HAILING, drain, env, first_line, report, run, start_testnet, stop
 
 
 def timed(cmd: list[str]) -> tuple[float, float, dict[str, Any] | None, str]:
@@ -126,14 +96,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="hailing-send-"))
     procs: list[subprocess.Popen[str]] = []
     try:
-        net = subprocess.Popen([*HAILING, "testnet", "--nodes", str(args.nodes)],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env=env())
-        procs.append(net)
-        m = re.fullmatch(r"bootstrap (\S+)", first_line(net))
-        assert m, "testnet: unexpected first line"
-        bootstrap = m.group(1)
-        drain(net.stdout)
+        bootstrap = start_testnet(args.nodes, procs)
         ids = {n: run(["id", "new", "--data-dir", str(tmp / n), "--name", n]).split()[0]
                for n in ("alice", "bob", "carol")}
         for n in ("alice", "carol"):
@@ -183,18 +146,8 @@ def main() -> int:
             "command": " ".join(["python", "benchmarks/daemon_send.py", *sys.argv[1:]]),
         }
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+        stop(procs)
+    report(out, args.out)
     return 0
 
 
