@@ -44,3 +44,15 @@ def recording_pcs(monkeypatch: pytest.MonkeyPatch) -> list[aiortc.RTCPeerConnect
 
     monkeypatch.setattr(aiortc, "RTCPeerConnection", Recording)
     return created
+
+
+def run_testnet(nodes: int = 8) -> Iterator[str]:
+    """A ``hailing testnet --nodes NODES`` subprocess for the duration; yields its bootstrap
+    address and checks that it stops cleanly. For a module's ``bootstrap`` fixture."""
+    from test_cli_peer import BOOTSTRAP_LINE, daemon  # the CLI process helpers live there
+
+    with daemon("testnet", "--nodes", str(nodes)) as d:
+        m = BOOTSTRAP_LINE.fullmatch(d.first_line())
+        assert m, d.out.lines
+        yield m.group(1)
+        assert d.stop() == 0, d.err.lines

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from pytest_helpers import run_testnet
 
 from hailing.identity import load_or_create_identity
 from hailing.services.contacts import ContactBook
@@ -227,11 +228,7 @@ def send_result(proc: subprocess.CompletedProcess[bytes]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def bootstrap() -> Iterator[str]:
     """A ``hailing testnet --nodes 8`` subprocess shared by this module."""
-    with daemon("testnet", "--nodes", "8") as d:
-        m = BOOTSTRAP_LINE.fullmatch(d.first_line())
-        assert m, d.out.lines
-        yield m.group(1)
-        assert d.stop() == 0, d.err.lines
+    yield from run_testnet(8)
 
 
 #: Callers of the shared listening bob, one per test: a caller's inbox still holds the

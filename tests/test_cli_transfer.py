@@ -15,14 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pytest_helpers import run_testnet
 from test_cli_peer import (
-    BOOTSTRAP_LINE,
     HAILING,
     Daemon,
     Lines,
     book,
     collect,
-    daemon,
     env,
     listening,
     new_ids,
@@ -36,11 +35,8 @@ WAIT = 30.0
 
 @pytest.fixture(scope="module")
 def bootstrap() -> Iterator[str]:
-    with daemon("testnet", "--nodes", "8") as d:
-        m = BOOTSTRAP_LINE.fullmatch(d.first_line())
-        assert m, d.out.lines
-        yield m.group(1)
-        assert d.stop() == 0
+    """A ``hailing testnet --nodes 8`` subprocess shared by this module."""
+    yield from run_testnet(8)
 
 
 def clean_stderr(lines: list[str]) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_helpers import run_testnet
 from test_cli_peer import (
-    BOOTSTRAP_LINE,
     CONTACT_ID,
     Daemon,
     book,
@@ -41,11 +41,8 @@ UP_LINE = re.compile(r"up (" + CONTACT_ID.pattern + r") dht (127\.0\.0\.1:\d+) a
 
 @pytest.fixture(scope="module")
 def bootstrap() -> Iterator[str]:
-    with daemon("testnet", "--nodes", "8") as d:
-        m = BOOTSTRAP_LINE.fullmatch(d.first_line())
-        assert m, d.out.lines
-        yield m.group(1)
-        assert d.stop() == 0, d.err.lines
+    """A ``hailing testnet --nodes 8`` subprocess shared by this module."""
+    yield from run_testnet(8)
 
 
 class Up:
