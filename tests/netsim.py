@@ -15,6 +15,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from hailing.dht import DhtConfig, DhtProtocol, Event
+from hailing.krpc import Error, Query, decode_message, encode_message
 
 Addr = tuple[str, int]
 
@@ -133,3 +134,22 @@ def build_network(n: int, seed: int = 1, latency: float = 0.01, config: DhtConfi
     for _ in range(n - 1):
         join(net, first_addr, config)
     return net
+
+
+def krpc_query(method: bytes, args: dict[bytes, object], tid: bytes = b"t1") -> bytes:
+    """A KRPC query as an outside endpoint sends it (a fixed 20-byte sender id)."""
+    return encode_message(Query(tid, method, {b"id": b"I" * 20, **args}))
+
+
+def ask(net: MemoryNet, node: object, src: Addr, data: bytes) -> dict[bytes, object]:
+    """Send ``data`` to ``node`` from the outside endpoint ``src``; the values of its
+    answer, or ``{b"error": code}`` for an error."""
+    out = net.listen(src)
+    out.clear()
+    net.inject(data, src, net.addr_of(node))  # type: ignore[arg-type]
+    net.run(duration=0.1)
+    assert out, "no answer"
+    msg = decode_message(out[-1][0])
+    if isinstance(msg, Error):
+        return {b"error": msg.code}
+    return msg.values  # type: ignore[union-attr]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from netsim import MemoryNet, build_network
+from netsim import MemoryNet, ask, build_network, krpc_query
 
 from hailing import bencode
 from hailing.dht import CommandFailed, DhtConfig, InboxMessage, Listening, StoreDone
 from hailing.dht import inbox as ib
-from hailing.krpc import Error, Query, decode_message, encode_message
 from hailing.testnet import testnet as local_testnet
 
 KEY = b"K" * 20
@@ -73,23 +72,8 @@ def test_no_hailing_node_near_the_key_is_a_clear_failure() -> None:
 # -- the storing node's bounds, fed directly ------------------------------------------------
 
 
-def _query(method: bytes, args: dict[bytes, object]) -> bytes:
-    return encode_message(Query(b"t1", method, {b"id": b"I" * 20, **args}))
-
-
-def _answer(net: MemoryNet, node: object, src: tuple[str, int], data: bytes) -> dict[bytes, object]:
-    out = net.listen(src)
-    net.inject(data, src, net.addr_of(node))  # type: ignore[arg-type]
-    net.run(duration=0.1)
-    assert out, "no answer"
-    msg = decode_message(out[-1][0])
-    if isinstance(msg, Error):
-        return {b"error": msg.code}
-    return msg.values  # type: ignore[union-attr]
-
-
 def _token(net: MemoryNet, node: object, src: tuple[str, int]) -> bytes:
-    r = _answer(net, node, src, _query(b"get", {b"target": KEY}))
+    r = ask(net, node, src, krpc_query(b"get", {b"target": KEY}))
     token = r[b"token"]
     assert isinstance(token, bytes)
     return token
@@ -101,28 +85,28 @@ def test_storing_node_bounds() -> None:
     src = ("10.7.0.1", 1000)
     token = _token(net, node, src)
     # bad token, missing v, oversize value
-    assert _answer(net, node, src, _query(b"hailing_post", {b"key": KEY, b"token": b"x" * 8, b"v": b"a"})) == {b"error": 203}
-    assert _answer(net, node, src, _query(b"hailing_post", {b"key": KEY, b"token": token})) == {b"error": 203}
+    assert ask(net, node, src, krpc_query(b"hailing_post", {b"key": KEY, b"token": b"x" * 8, b"v": b"a"})) == {b"error": 203}
+    assert ask(net, node, src, krpc_query(b"hailing_post", {b"key": KEY, b"token": token})) == {b"error": 203}
     big = b"x" * (ib.MAX_VALUE + 1)
-    assert _answer(net, node, src, _query(b"hailing_post", {b"key": KEY, b"token": token, b"v": big})) == {b"error": 205}
-    assert _answer(net, node, src, _query(b"hailing_post", {b"key": b"short", b"token": token, b"v": b"a"})) == {b"error": 203}
+    assert ask(net, node, src, krpc_query(b"hailing_post", {b"key": KEY, b"token": token, b"v": big})) == {b"error": 205}
+    assert ask(net, node, src, krpc_query(b"hailing_post", {b"key": b"short", b"token": token, b"v": b"a"})) == {b"error": 203}
     # rate limit per source IP: a burst, then 241
     codes = []
     for i in range(int(ib.POST_BURST) + 5):
-        r = _answer(net, node, src, _query(b"hailing_post", {b"key": KEY, b"token": token, b"v": b"m%d" % i}))
+        r = ask(net, node, src, krpc_query(b"hailing_post", {b"key": KEY, b"token": token, b"v": b"m%d" % i}))
         codes.append(r.get(b"error"))
     assert codes.count(None) <= ib.POST_BURST + 3 and codes[-1] == 241  # + refill meanwhile
     # the inbox keeps at most MAX_VALUES_PER_KEY values, from many sources
     for i in range(ib.MAX_VALUES_PER_KEY + 4):
         s = (f"10.8.{i}.1", 1000)
         t = _token(net, node, s)
-        _answer(net, node, s, _query(b"hailing_post", {b"key": b"Q" * 20, b"token": t, b"v": b"v%d" % i}))
+        ask(net, node, s, krpc_query(b"hailing_post", {b"key": b"Q" * 20, b"token": t, b"v": b"v%d" % i}))
     assert len(node.responder.inbox.values(b"Q" * 20, net.now)) == ib.MAX_VALUES_PER_KEY
     # listeners per key are bounded: newcomers displace (tests/test_listeners.py)
     for i in range(ib.MAX_LISTENERS_PER_KEY + 2):
         s = (f"10.9.{i}.1", 1000)
         t = _token(net, node, s)
-        g = _answer(net, node, s, _query(b"hailing_listen", {b"key": KEY, b"token": t, b"ttl": 60}))
+        g = ask(net, node, s, krpc_query(b"hailing_listen", {b"key": KEY, b"token": t, b"ttl": 60}))
         assert g[b"ttl"] == 60
     assert len(node.responder.inbox.listeners(KEY, net.now)) == ib.MAX_LISTENERS_PER_KEY
     assert node.stats["errors_sent"] >= 5
@@ -140,16 +124,16 @@ def test_storing_node_bounds() -> None:
 def test_garbage_posts_get_203(args: dict[bytes, object]) -> None:
     net = MemoryNet()
     node = net.add()
-    assert _answer(net, node, ("10.7.0.2", 1), _query(b"hailing_post", args)) == {b"error": 203}
+    assert ask(net, node, ("10.7.0.2", 1), krpc_query(b"hailing_post", args)) == {b"error": 203}
 
 
 def test_push_for_a_key_we_do_not_listen_on_is_refused() -> None:
     net = MemoryNet()
     node = net.add()
-    r = _answer(net, node, ("10.7.0.3", 1), _query(b"hailing_push", {b"key": KEY, b"v": b"spam"}))
+    r = ask(net, node, ("10.7.0.3", 1), krpc_query(b"hailing_push", {b"key": KEY, b"v": b"spam"}))
     assert r == {b"error": 203}
     assert not inbox_events(net, node)
-    r = _answer(net, node, ("10.7.0.3", 1), _query(b"hailing_push", {b"key": KEY}))
+    r = ask(net, node, ("10.7.0.3", 1), krpc_query(b"hailing_push", {b"key": KEY}))
     assert r == {b"error": 203}
 
 
@@ -176,7 +160,7 @@ def test_loopback_sources_are_not_rate_limited() -> None:
     src = ("127.0.0.1", 4000)
     token = _token(net, node, src)
     for i in range(int(ib.POST_BURST) + 5):
-        r = _answer(net, node, src, _query(b"hailing_post", {b"key": KEY, b"token": token, b"v": b"m%d" % i}))
+        r = ask(net, node, src, krpc_query(b"hailing_post", {b"key": KEY, b"token": token, b"v": b"m%d" % i}))
         assert r.get(b"error") is None
 
 

@@ -11,36 +11,20 @@ import asyncio
 import socket
 
 import pytest
-from netsim import MemoryNet, build_network, join
+from netsim import MemoryNet, ask, build_network, join, krpc_query
 
 from hailing.dht import CommandFailed, DhtProtocol, Listening
 from hailing.dht import inbox as ib
 from hailing.dht.listeners import ListenerTable
-from hailing.krpc import Error, Query, decode_message, encode_message
+from hailing.krpc import Error, decode_message
 from hailing.node import DhtNode
 from hailing.testnet import testnet as local_testnet
 
 KEY = b"K" * 20
 
 
-def _query(method: bytes, args: dict[bytes, object], tid: bytes = b"t1") -> bytes:
-    return encode_message(Query(tid, method, {b"id": b"I" * 20, **args}))
-
-
-def _answer(net: MemoryNet, node: object, src: tuple[str, int], data: bytes) -> dict[bytes, object]:
-    out = net.listen(src)
-    out.clear()
-    net.inject(data, src, net.addr_of(node))  # type: ignore[arg-type]
-    net.run(duration=0.1)
-    assert out, "no answer"
-    msg = decode_message(out[-1][0])
-    if isinstance(msg, Error):
-        return {b"error": msg.code}
-    return msg.values  # type: ignore[union-attr]
-
-
 def _token(net: MemoryNet, node: object, src: tuple[str, int]) -> bytes:
-    r = _answer(net, node, src, _query(b"get", {b"target": KEY}))
+    r = ask(net, node, src, krpc_query(b"get", {b"target": KEY}))
     token = r[b"token"]
     assert isinstance(token, bytes)
     return token
@@ -49,7 +33,7 @@ def _token(net: MemoryNet, node: object, src: tuple[str, int]) -> bytes:
 def _listen(net: MemoryNet, node: object, src: tuple[str, int], key: bytes = KEY,
             ttl: int = 300) -> dict[bytes, object]:
     t = _token(net, node, src)
-    return _answer(net, node, src, _query(b"hailing_listen", {b"key": key, b"token": t, b"ttl": ttl}))
+    return ask(net, node, src, krpc_query(b"hailing_listen", {b"key": key, b"token": t, b"ttl": ttl}))
 
 
 # -- the table alone ------------------------------------------------------------------------
@@ -140,11 +124,11 @@ def test_unlisten_for_a_key_never_listened_on_is_answered_and_counts_nothing() -
     src = ("10.7.0.1", 1000)
     token = _token(net, node, src)
     for i in range(50):
-        q = _query(b"hailing_listen", {b"key": bytes([i]) * 20, b"token": token, b"ttl": 0})
+        q = krpc_query(b"hailing_listen", {b"key": bytes([i]) * 20, b"token": token, b"ttl": 0})
         node.receive_datagram(q, src, net.now)  # raised KeyError before the fix
     table = node.responder.inbox.listener_table
     assert len(table) == 0 and table.keys_held == 0
-    assert _answer(net, node, src, _query(b"hailing_listen", {b"key": KEY, b"token": token, b"ttl": 0})) \
+    assert ask(net, node, src, krpc_query(b"hailing_listen", {b"key": KEY, b"token": token, b"ttl": 0})) \
         == {b"id": node.node_id, b"ttl": 0}
     assert _listen(net, node, src)[b"ttl"] == 300  # later listens still work
 
@@ -224,7 +208,7 @@ async def test_unlistens_for_unknown_keys_over_udp_are_answered_and_leak_nothing
         try:
 
             async def ask(method: bytes, args: dict[bytes, object], tid: bytes) -> dict[bytes, object]:
-                sock.sendto(_query(method, args, tid), node.address)
+                sock.sendto(krpc_query(method, args, tid), node.address)
                 async with asyncio.timeout(5):
                     while True:
                         msg = decode_message((await loop.sock_recvfrom(sock, 65535))[0])
