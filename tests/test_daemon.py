@@ -13,6 +13,7 @@ import signal
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,13 @@ def friends(base: Path, *names: str) -> dict[str, str]:
                 if other != n:
                     b.add(ids[other], other)
     return ids
+
+
+def wait_until(pred: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
 
 
 def no_event(d: Daemon, start: int, seconds: float, **match: Any) -> None:
@@ -206,6 +214,19 @@ def test_chat_through_the_daemon(bootstrap: str, tmp_path: Path) -> None:
     a_dir, b_dir = tmp_path / "alice", tmp_path / "bob"
     with up(b_dir, "--bootstrap", bootstrap) as bd, up(a_dir, "--bootstrap", bootstrap) as ad:
         bob, alice = Up(bd, b_dir), Up(ad, a_dir)
+        # Both send at once, each with no link yet: both may call ("glare"). Both are
+        # delivered, and both ends settle on the same single link.
+        sends = [spawn("send", ids["bob"], "glare a", "--data-dir", a_dir),
+                 spawn("send", ids["alice"], "glare b", "--data-dir", b_dir)]
+        for p in sends:
+            send_result(collect(p, timeout=40))
+        bob.d.wait_event(event="message", text="glare a")
+        alice.d.wait_event(event="message", text="glare b")
+        for who in (alice, bob):
+            wait_until(lambda who=who: len(who.request("GET", "/api/links")[1]["links"]) == 1)
+        assert not [e for d in (alice.d, bob.d) for e in d.events()
+                    if e["event"] == "closed" and e["links"] == 0]
+
         chat = Daemon(spawn("chat", ids["bob"], "--data-dir", a_dir, "--timeout", "20",
                             stdin=subprocess.PIPE))
         try:
@@ -243,7 +264,8 @@ def test_chat_through_the_daemon(bootstrap: str, tmp_path: Path) -> None:
         alice.d.wait_event(event="file-sent", sha256=digest)
         alice.d.wait_event(event="file-progress", sent=len(data), size=len(data))
         kinds = [(m["direction"], m["kind"]) for m in alice.history(ids["bob"])]
-        assert kinds == [("out", "text"), ("in", "text"), ("out", "file")]
+        assert sorted(kinds[:2]) == [("in", "text"), ("out", "text")]  # the glare pair
+        assert kinds[2:] == [("out", "text"), ("in", "text"), ("out", "file")]
         assert bob.history()[-1]["sha256"] == digest
 
         # Ctrl-C on a send through the daemon: one line, exit 130, and the daemon cancels
@@ -269,7 +291,19 @@ def test_chat_through_the_daemon(bootstrap: str, tmp_path: Path) -> None:
         # The link is still there for the next send (a contact by name, too).
         assert send_result(run("send", "bob", "still here", "--data-dir", a_dir))["reused"]
         bob.d.wait_event(start, event="message", text="still here")
-        assert bob.d.stop() == 0
+
+        # bob's node stops while alice chats through hers: she is told, as one-shot says it.
+        chat = Daemon(spawn("chat", "bob", "--data-dir", a_dir, stdin=subprocess.PIPE))
+        try:
+            chat.err.wait_for(lambda line: line.startswith("connected in"))
+            assert bob.d.stop() == 0
+            assert chat.proc.wait(timeout=20) == 0, chat.err.lines
+        finally:
+            if chat.proc.poll() is None:
+                chat.proc.kill()
+                chat.proc.wait(timeout=10)
+        chat.out.thread.join(5)
+        assert chat.out.lines == ["bob left"]
         assert alice.d.stop() == 0
 
 
@@ -390,6 +424,21 @@ def test_a_killed_daemon_leaves_nothing_that_blocks(bootstrap: str, tmp_path: Pa
     assert not (b_dir / "api.json").exists()
 
 
+def test_a_first_up_says_it_created_an_identity(bootstrap: str, tmp_path: Path) -> None:
+    """A data directory with no identity gets one, and one stderr line says so (a
+    mistyped HAILING_DATA_DIR must not quietly become somebody new); the next start of
+    the same directory says nothing of the kind."""
+    d_dir = tmp_path / "new"
+    for first in (True, False):
+        with up(d_dir, "--bootstrap", bootstrap) as d:
+            node = Up(d, d_dir)
+            assert d.stop(signal.SIGINT) == 0
+        said = [line for line in d.err.lines if "created a new one" in line]
+        assert len(said) == int(first), d.err.lines
+        if first:
+            assert node.contact_id in said[0] and str(d_dir) in said[0]
+
+
 def test_up_usage_errors(tmp_path: Path) -> None:
     new_ids(tmp_path, "bob")
     procs = {
@@ -406,3 +455,42 @@ def test_up_usage_errors(tmp_path: Path) -> None:
         no_traceback(p.stderr)
     assert not (tmp_path / "bob" / "api.json").exists()
     assert os.listdir(tmp_path / "bob")  # the identity is untouched
+
+
+# -- the contract watcher in the daemon ------------------------------------------------------
+
+
+def test_daemons_signaling_through_the_contract(tmp_path: Path) -> None:
+    """``hailing up --via contract``: no DHT node (``dht -``), the contract watcher runs in
+    the daemon; sends and an endpoint record go through the daemons."""
+    ids = friends(tmp_path, "alice", "bob")
+    with daemon("chain", "serve", "--bind", "127.0.0.1:0", "--deploy") as chain:
+        rpc = chain.first_line().split()[-1]
+        chain.out.wait_for(lambda line: line.startswith("contract "))
+        contract = chain.out.lines[1].split()[1]
+        chain.err.wait_for(lambda line: line.startswith("account "), timeout=30)
+        chain.err.wait_for(lambda line: len(chain.err.lines) >= 2, timeout=30)
+        keys = [line.split()[3] for line in chain.err.lines[:2]]
+        for me, other in (("alice", "bob"), ("bob", "alice")):
+            shared = json.loads(ok(run("rotation", "show", "--data-dir", tmp_path / other))[0])
+            ok(run("rotation", "set", ids[other], "--user-id", shared["user_id"], "--prefix",
+                   shared["prefix"], "--data-dir", tmp_path / me))
+        via = ["--via", "contract", "--rpc", rpc, "--contract", contract, "--poll", "0.2"]
+        with up(tmp_path / "bob", *via, "--gas-key", keys[1]) as bd, \
+                up(tmp_path / "alice", *via, "--gas-key", keys[0]) as ad:
+            for d, who in ((bd, "bob"), (ad, "alice")):
+                assert d.first_line().startswith(f"up {ids[who]} dht - api http://127.0.0.1:")
+            r = send_result(run("send", "bob", "through the chain", "--data-dir",
+                                tmp_path / "alice", timeout=60))
+            assert r["via"] == "contract" and r["reused"] is False
+            bd.wait_event(event="message", text="through the chain")
+            out = ok(run("endpoint", "publish", "--to", "bob", "--kind", "sip", "--endpoint",
+                         "10.0.0.7:5060", "--data-dir", tmp_path / "alice", timeout=60))
+            assert json.loads(out[0])["via"] == "contract"
+            deadline = time.monotonic() + 30
+            while not (listed := ok(run("endpoint", "list", "--data-dir", tmp_path / "bob"))):
+                assert time.monotonic() < deadline, "the endpoint record did not arrive"
+                time.sleep(0.5)
+            assert listed == [f"{ids['alice']} alice sip 10.0.0.7:5060"]
+            assert ad.stop() == 0 and bd.stop() == 0
+        assert chain.stop() == 0

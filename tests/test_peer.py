@@ -524,3 +524,31 @@ async def test_a_restarted_callee_does_not_answer_an_offer_twice(net: Net) -> No
     await eventually(lambda: again.stats["already_handled"] >= 1, "the stored offer again")
     assert drain_calls(again) == []
     assert again.stats["failed_answers"] == 0 and again.manager.incoming.empty()
+
+
+async def test_a_contact_is_called_through_the_pair_key_only(net: Net) -> None:
+    """An offer goes to the callee's public inbox only when no answer came through the
+    pair key within the coupler's public delay: a call between contacts costs no second
+    post and tells the public inbox's storing nodes nothing (before, every offer reached
+    an accept-any callee twice, once per inbox)."""
+    alice = await net.peer("alice")
+    bob = await net.peer("bob", accept_any=True)  # listens on its public inbox too
+    await allow(bob, alice)
+    conn = await alice.connect(bob.contact_id, timeout=20)
+    inc = await bob.accept(10)
+    coupler = alice.coupler("dht")
+    await asyncio.sleep(coupler.public_delay + 0.5)  # type: ignore[attr-defined]
+    assert bob.stats["duplicates"] == 0 and bob.calls.qsize() == 1
+    await conn.close()
+    await inc.close()
+
+
+async def test_a_stranger_reaches_an_accept_any_callee_through_the_public_inbox(
+        net: Net) -> None:
+    alice = await net.peer("alice")
+    bob = await net.peer("bob", accept_any=True)  # does not know alice
+    conn = await alice.connect(bob.contact_id, timeout=20)
+    inc = await bob.accept(10)
+    await conn.send_text("hello, stranger")
+    assert (await inc.recv()).text == "hello, stranger"  # type: ignore[union-attr]
+    await conn.close()

@@ -315,3 +315,36 @@ async def test_a_shared_dht_node_is_used_but_not_stopped(
     started.remove(bob)
     assert bob.node is None
     assert await nodes[4].ping(nodes[0].address)  # still running
+
+
+async def test_a_starting_peer_removes_a_crashed_receivers_partial_files(
+        tmp_path: Path, started: list[Peer]) -> None:
+    """Issue 8 item 8: a ``.partial`` file left by a receiver that crashed does not stay
+    in the downloads; finished files and live transfers' files are kept."""
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    downloads = tmp_path / "bob" / "downloads"
+    downloads.mkdir(parents=True)
+    stale = downloads / f".partial-{dead.pid}-1-1"
+    stale.write_bytes(b"half a file")
+    kept = downloads / "photo.jpg"
+    kept.write_bytes(b"a whole file")
+    bob = await start(started, Peer(tmp_path / "bob"))
+    assert sorted(downloads.iterdir()) == [kept]
+    assert bob.stats["stale_partials_removed"] == 1
+
+
+async def test_answers_are_not_recorded_as_handled_for_other_processes(
+        tmp_path: Path, started: list[Peer]) -> None:
+    """A daemon and a one-shot send on one data directory both hear an answer; only
+    offers and endpoint records are recorded once-ever (see the router's test)."""
+    from hailing.signaling.endpoint import KIND_ENDPOINT
+    from hailing.signaling.envelope import KIND_ANSWER, KIND_OFFER
+
+    bob = await start(started, Peer(tmp_path / "bob"))
+    assert bob.router is not None
+    once = {kind: entry[3] for kind, entry in bob.router._handlers.items()}
+    assert once == {KIND_OFFER: True, KIND_ANSWER: False, KIND_ENDPOINT: True}

@@ -251,7 +251,7 @@ async def test_dialer_only_and_ladder_checks() -> None:
 class Router:
     """A router for BOB over a store in ``tmp``, recording what its handlers got."""
 
-    def __init__(self, tmp: Path, now: float) -> None:
+    def __init__(self, tmp: Path, now: float, *, once_ever_answers: bool = True) -> None:
         self.clock = FakeClock()
         self.clock.now = now
         self.stats: Counter[str] = Counter()
@@ -261,7 +261,7 @@ class Router:
                                    stats=self.stats, clock=self.clock)
         self.got: list[tuple[int, bytes, str]] = []
         self.router.on(KIND_OFFER, self.record, name="offer", strict_expiry=True)
-        self.router.on(KIND_ANSWER, self.record, name="answer")
+        self.router.on(KIND_ANSWER, self.record, name="answer", once_ever=once_ever_answers)
 
     def record(self, opened: envelope.Opened, source: Source) -> None:
         self.got.append((opened.kind, opened.sender, source.name))
@@ -296,6 +296,26 @@ async def test_router_dedup_survives_a_restart(tmp_path: Path, routers: list[Rou
     routers.append(again)
     await again.router.handle(blob, Source())
     assert again.got == [] and again.stats["already_handled"] == 1
+
+
+async def test_two_processes_of_one_identity_both_hear_an_answer_but_ring_once(
+        tmp_path: Path, routers: list[Router]) -> None:
+    """A daemon and a one-shot ``send --no-daemon`` on the same data directory: the
+    answer to the one-shot's offer reaches both (both listen on the key); the daemon,
+    which made no offer, must not record it as handled, or the caller drops it as
+    ``already_handled`` and the call times out. An offer still rings only once."""
+    daemon = Router(tmp_path, 1010.0, once_ever_answers=False)
+    one_shot = Router(tmp_path, 1010.0, once_ever_answers=False)
+    routers += [daemon, one_shot]
+    answer = envelope.seal(ALICE, BOB.public_key, KIND_ANSWER, b"answer", now=1000.0, ttl=30)
+    offer = envelope.seal(ALICE, BOB.public_key, KIND_OFFER, b"offer", now=1000.0, ttl=30)
+    for blob in (answer, offer):
+        await daemon.router.handle(blob, Source())
+        await one_shot.router.handle(blob, Source())
+    assert daemon.got == [(KIND_ANSWER, ALICE.public_key, "channel"),
+                          (KIND_OFFER, ALICE.public_key, "channel")]
+    assert one_shot.got == [(KIND_ANSWER, ALICE.public_key, "channel")]
+    assert one_shot.stats["already_handled"] == 1
 
 
 def test_handled_records_are_kept_until_expiry_plus_clock_skew(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ from .errors import HailingError, LocalProtocolError, QueryTimeout
 from .identity import Identity, load_or_create_identity, parse_contact_id
 from .node import Addr, DhtNode
 from .rtc.connection import Connection
+from .rtc.files import clean_partials
 from .services.contacts import ContactBook
 from .services.policy import CallPolicy
 from .session.connections import ConnectionManager, PeerConnectionFactory, TracksFor, bound
@@ -198,6 +199,9 @@ class Peer:
         return self
 
     async def _start(self, identity: Identity) -> None:
+        # a crashed or killed receiver's half-written files: nobody writes them any more
+        if removed := clean_partials(self.downloads):
+            self.stats["stale_partials_removed"] += len(removed)
         self.contacts = ContactBook(self.data_dir)
         self.policy = CallPolicy(self.contacts, self._accept_any)
         self.store = SignalStore(self.data_dir)
@@ -217,7 +221,7 @@ class Peer:
                                          is_contact=self.policy.may_send_endpoint,
                                          clock=self._clock)
         self.router.on(KIND_OFFER, self._on_offer, name="offer", strict_expiry=True)
-        self.router.on(KIND_ANSWER, self._on_answer, name="answer")
+        self.router.on(KIND_ANSWER, self._on_answer, name="answer", once_ever=False)
         self.router.on(KIND_ENDPOINT, self.endpoints.received, name="endpoint")
         for rung in self.ladder:
             coupler = await self._build(rung.name)
@@ -348,7 +352,8 @@ class Peer:
 
     async def accept(self, timeout: float | None = None) -> Connection:
         """The next accepted incoming connection."""
-        return await asyncio.wait_for(self._manager().incoming.get(), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: it can drop a cancellation
+            return await self._manager().incoming.get()
 
     async def refresh(self) -> int:
         """Re-read contacts and the day now, on every coupler (a contact just added can

@@ -13,26 +13,41 @@ line ends with how to recover (:mod:`hailing.cli._recovery`).
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import os
-import sys
-from collections.abc import Sequence
+import signal
 
-from .. import __version__
-from ..errors import HailingError, NotFoundError, UsageError
-from ._common import _Parser
-from ._recovery import with_recovery
-from ._shared import prepare
-from .calls import add_call_commands
-from .chain import add_chain_commands
-from .config import add_config_commands
-from .dht import add_dht_commands
-from .identity import add_identity_commands
-from .remote import route_through_daemon
-from .up import add_up_command
-from .wallet import add_wallet_commands
+# Ctrl-C while the command line is still being imported (a few tenths of a second) ends
+# the process quietly, as any program's would, not with a traceback from deep inside some
+# import. The usual handler (KeyboardInterrupt) is back at the end of this module.
+_SIGINT_AT_IMPORT = signal.getsignal(signal.SIGINT)
+if _SIGINT_AT_IMPORT is signal.default_int_handler:
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    except ValueError:  # imported from a thread other than the main one
+        _SIGINT_AT_IMPORT = None
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from .. import __version__  # noqa: E402
+from ..errors import HailingError, NotFoundError, UsageError  # noqa: E402
+from ._common import _Parser  # noqa: E402
+from ._recovery import with_recovery  # noqa: E402
+from ._shared import prepare  # noqa: E402
+from .calls import add_call_commands  # noqa: E402
+from .chain import add_chain_commands  # noqa: E402
+from .config import add_config_commands  # noqa: E402
+from .dht import add_dht_commands  # noqa: E402
+from .identity import add_identity_commands  # noqa: E402
+from .remote import route_through_daemon  # noqa: E402
+from .up import add_up_command  # noqa: E402
+from .wallet import add_wallet_commands  # noqa: E402
+
+if _SIGINT_AT_IMPORT is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,8 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return 130
     try:
         prepare(args)
         code: int = asyncio.run(args.func(args))

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from ..errors import LocalProtocolError
@@ -20,7 +20,28 @@ if TYPE_CHECKING:  # the DHT is imported by the commands that use it, not by eve
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line (exit 2)."""
+    """argparse that reports a usage error as one line (exit 2).
+
+    A command with an optional positional (``send CONTACT [TEXT]``) parses its arguments
+    intermixed, so ``hailing send bob --timeout 5 "hi"`` works as well as ``hailing send
+    bob "hi" --timeout 5`` (plain argparse binds the empty TEXT at ``bob`` and then
+    refuses ``"hi"`` as an unrecognized argument)."""
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None,
+    ) -> tuple[argparse.Namespace, list[str]]:
+        positionals = self._get_positional_actions()
+        optional = any(a.nargs in ("?", "*") for a in positionals)
+        nested = any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in positionals)
+        if self._intermixing or not optional or nested:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls back in here
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -96,6 +117,26 @@ def _int_in(low: int, high: int | None = None, what: str = "") -> Callable[[str]
         return n
 
     return parse
+
+
+def _ice_ip(text: str) -> str:
+    """``--ice-host``: an IP address ICE may gather host candidates on."""
+    from ._config import _ip_value
+
+    try:
+        return _ip_value(text)
+    except LocalProtocolError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds (more than 0), got {text!r}")
+    return value
 
 
 _positive = _int_in(1)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import LocalProtocolError, NotFoundError, UsageError
 from ..identity import PASSPHRASE_ENV, parse_contact_id
-from ._common import _hostport, _stop_on_signal
+from ._common import _hostport, _ice_ip, _stop_on_signal
 from ._config import DATA_DIR_ENV, default_data_dir, load_config
 
 ICE_HOSTS_ENV = "HAILING_ICE_HOSTS"
@@ -114,7 +114,7 @@ def add_network_options(p: argparse.ArgumentParser) -> None:
                    "of the DHT: the centralized baseline")
     p.add_argument("--bind", type=_hostport, default=None, metavar="HOST:PORT",
                    help="local UDP address of this peer's DHT node")
-    p.add_argument("--ice-host", action="append", default=[], metavar="IP",
+    p.add_argument("--ice-host", type=_ice_ip, action="append", default=[], metavar="IP",
                    help="only gather ICE host candidates on this address (repeatable; "
                    "also HAILING_ICE_HOSTS)")
     p.add_argument("--downloads", default=None, metavar="DIR",

@@ -21,9 +21,9 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import HailingError, LocalProtocolError
+from ..errors import HailingError, UsageError
 from ..identity import format_contact_id
-from ._common import Progress, _hostport
+from ._common import Progress, _hostport, _positive_seconds
 from ._shared import (
     _out,
     _peer,
@@ -144,7 +144,7 @@ async def cmd_send(args: argparse.Namespace) -> int:
     # Everything that can be checked here is, before any network: no connection is made
     # for a message or file that would be refused.
     if (args.text is None) == (args.file is None):
-        raise LocalProtocolError("give either TEXT or --file PATH")
+        raise UsageError("give either TEXT or --file PATH")
     if args.text is not None:
         check_text(args.text)
     else:
@@ -267,9 +267,11 @@ def add_call_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> 
                        "hung up; Ctrl-C: one line, exit 130. Text (64 KiB) and file (8 GiB) "
                        "limits are checked before connecting.")
     add_contact_arg(p)
-    p.add_argument("text", nargs="?", default=None, metavar="TEXT")
-    p.add_argument("--file", default=None, metavar="PATH")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer")
+    p.add_argument("text", nargs="?", default=None, metavar="TEXT",
+                   help="the message (quote it when it has spaces)")
+    p.add_argument("--file", default=None, metavar="PATH", help="send this file instead of TEXT")
+    p.add_argument("--timeout", type=_positive_seconds, default=30.0, metavar="S",
+                   help="seconds to wait for an answer (default 30)")
     network(p)
     p.set_defaults(func=cmd_send)
 
@@ -284,7 +286,8 @@ def add_call_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> 
                        "'hailing chat' at once. Type lines, '/file PATH', '/quit'. Shows "
                        "'<name> left' when the other side hangs up. Ctrl-C: one line, exit 130.")
     add_contact_arg(p)
-    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--timeout", type=_positive_seconds, default=30.0, metavar="S",
+                   help="seconds to wait for an answer (default 30)")
     network(p)
     p.set_defaults(func=cmd_chat)
 

@@ -318,8 +318,13 @@ def add_identity_commands(sub: Any, parser_class: type[argparse.ArgumentParser])
     add_data_dir(p)
     p.set_defaults(func=cmd_contact)
 
-    p = sub.add_parser("status", help="show or set presence (available/busy/dnd) and accept-any")
-    p.add_argument("status", nargs="?", choices=("available", "busy", "dnd"))
+    p = sub.add_parser("status", help="show or set presence (available/busy/dnd) and accept-any",
+                       description="Without arguments, print the presence and accept-any. "
+                       "Busy and dnd (do not disturb) callers get no answer, as if you were "
+                       "offline; accept-any on takes calls from people not in your contacts "
+                       "(blocked ones excepted).")
+    p.add_argument("status", nargs="?", choices=("available", "busy", "dnd"),
+                   help="the new presence (default: leave it as it is)")
     p.add_argument("--accept-any", choices=("on", "off"), default=None,
                    help="accept calls from people not in the contacts")
     add_data_dir(p)

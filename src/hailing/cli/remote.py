@@ -63,10 +63,10 @@ def _out(obj: dict[str, Any]) -> None:
 
 
 async def send(args: argparse.Namespace, client: DaemonClient) -> int:
-    from ..errors import LocalProtocolError
+    from ..errors import LocalProtocolError, UsageError
 
     if (args.text is None) == (args.file is None):
-        raise LocalProtocolError("give either TEXT or --file PATH")
+        raise UsageError("give either TEXT or --file PATH")
     body: dict[str, Any] = {"contact": _ref(args.contact), "timeout": args.timeout}
     if args.file is not None:
         path = Path(args.file)
@@ -197,13 +197,12 @@ async def chat(args: argparse.Namespace, client: DaemonClient) -> int:
                 ev = json.loads(msg.data)
                 if peer_id not in (ev.get("from"), ev.get("to")):
                     continue
-                if ev["event"] == "message":
-                    print(f"{name}: {ev['text']}", flush=True)
-                elif ev["event"] == "file":
-                    print(f"{name} sent {ev['name']} ({ev['size']} bytes) -> {ev['path']}",
-                          flush=True)
-                elif ev["event"] == "closed":
-                    print(f"({name} hung up)", file=sys.stderr, flush=True)
+                if ev["event"] == "closed" and ev.get("links", 0) > 0:
+                    continue  # another link to them stays (one was replaced or idle)
+                line = _chat_line(name, ev)
+                if line is not None:
+                    print(line, flush=True)
+                if ev["event"] == "closed":
                     break
             lines.put_nowait(None)
 
@@ -218,6 +217,23 @@ async def chat(args: argparse.Namespace, client: DaemonClient) -> int:
         print(f"hailing: interrupted; left the chat with {name}", file=sys.stderr, flush=True)
         return 130
     return 0
+
+
+def _chat_line(name: str, ev: dict[str, Any]) -> str | None:
+    """What one-shot ``chat`` prints for the same event (see :mod:`hailing.cli._chat`)."""
+    kind = ev["event"]
+    if kind == "message":
+        return f"{name}: {ev['text']}"
+    if kind == "file-started":
+        return f"{name} is sending {ev['name']} ({ev['size']} bytes)..."
+    if kind == "file-aborted":
+        return f"{name}'s file {ev['name']} did not arrive: {ev['reason']}"
+    if kind == "file":
+        return f"{name} sent {ev['name']} ({ev['size']} bytes) -> {ev['path']}"
+    if kind == "closed":
+        reason = ev.get("reason") or "the connection was lost"
+        return f"{name} left" if reason == "the peer hung up" else f"lost {name}: {reason}"
+    return None
 
 
 async def _chat_loop(client: DaemonClient, peer_id: str, lines: asyncio.Queue[str | None],

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LocalProtocolError
-from ._common import _hostport, _stop_on_signal
+from ._common import _hostport, _ice_ip, _stop_on_signal
 from ._config import DATA_DIR_ENV, default_data_dir
 from ._shared import NETWORK_SETTINGS, add_contract_options, contract_peer_kwargs
 
@@ -71,8 +71,9 @@ def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any]:
         common.update(backend="ws", relay_url=args.relay)
     else:
         if not args.bootstrap and not (Path(args.data_dir) / "dht").exists():
-            raise LocalProtocolError("give --bootstrap HOST:PORT (needed the first time; a "
-                                     "restarted daemon joins through the nodes it knew)")
+            raise LocalProtocolError("give --bootstrap HOST:PORT, or set it once: 'hailing "
+                                     "config set bootstrap HOST:PORT' (needed the first time; "
+                                     "a restarted daemon joins through the nodes it knew)")
         loopback = args.bootstrap and all(h.startswith("127.") for h, _ in args.bootstrap)
         bind = args.bind or (("127.0.0.1", 0) if loopback else ("0.0.0.0", 0))
         dht = DhtSettings(bind, tuple(args.bootstrap), args.read_only)
@@ -108,8 +109,12 @@ async def cmd_up(args: argparse.Namespace) -> int:
     import asyncio
 
     from ..daemon.service import Daemon
+    from ..identity import KEY_FILE
 
     args.data_dir = str(Path(args.data_dir or default_data_dir()).absolute())
+    # A first run creates the identity; say so (a mistyped HAILING_DATA_DIR under a
+    # service manager would otherwise quietly become somebody new).
+    new_identity = not (Path(args.data_dir) / KEY_FILE).exists()
     stop = _stop_on_signal()  # before the first line: a signal right after it is a clean stop
     make_peer, dht = _daemon_parts(args)
     daemon = Daemon(args.data_dir, make_peer, dht=dht, api_bind=args.api,
@@ -118,6 +123,10 @@ async def cmd_up(args: argparse.Namespace) -> int:
     try:
         await daemon.start()
         assert daemon.api_info is not None
+        if new_identity:
+            print(f"hailing: no identity was in {args.data_dir}: created a new one, "
+                  f"{daemon.peer.contact_id} (show it with 'hailing id card')",
+                  file=sys.stderr, flush=True)
         print(f"up {daemon.peer.contact_id} dht {daemon.dht_address or '-'} "
               f"api {daemon.api_info.url}", flush=True)
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(daemon.failed.wait())]
@@ -145,7 +154,8 @@ def add_up_command(sub: Any) -> None:
                    "$XDG_DATA_HOME/hailing)")
     p.add_argument("--bootstrap", type=_hostport, action="append", default=[],
                    metavar="HOST:PORT", help="a DHT node to join through (repeatable; needed "
-                   "the first time)")
+                   "the first time unless set in config.toml: 'hailing config set bootstrap "
+                   "HOST:PORT')")
     p.add_argument("--bind", type=_hostport, default=None, metavar="HOST:PORT",
                    help="UDP address of the DHT node")
     p.add_argument("--api", type=_api_addr, default=("127.0.0.1", 0), metavar="HOST:PORT",
@@ -157,7 +167,7 @@ def add_up_command(sub: Any) -> None:
                    help="signal through this WebSocket relay instead of the DHT")
     p.add_argument("--accept-any", action="store_true",
                    help="accept calls from anyone not blocked (not only contacts)")
-    p.add_argument("--ice-host", action="append", default=[], metavar="IP",
+    p.add_argument("--ice-host", type=_ice_ip, action="append", default=[], metavar="IP",
                    help="only gather ICE host candidates on this address (repeatable; also "
                    "HAILING_ICE_HOSTS)")
     p.add_argument("--downloads", default=None, metavar="DIR",

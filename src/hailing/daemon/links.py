@@ -6,8 +6,10 @@ A connection is a *link* whichever side opened it: an accepted incoming call
 (:meth:`Links.adopt` from the Peer's ``incoming()``) or one this daemon opened to send
 (:meth:`Links.get`). Each link has a reader task that turns what it yields into events
 (``message``, ``file``, ...) and history entries, and emits ``closed`` when it ends. A send
-to a contact uses its newest open link; only when there is none does it call (one call per
-contact at a time: concurrent sends wait for the same call). A link idle for
+to a contact uses its open link; only when there is none does it call (one call per
+contact at a time: concurrent sends wait for the same call). When both sides called at
+once, both keep the link whose caller has the larger public key and close the other as
+*replaced* (``closed`` says ``links``: how many stay open). A link idle for
 ``idle_close`` seconds is hung up (0: never); so is a contact's link when it is blocked.
 """
 
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: How often idle links are looked for.
 SWEEP_INTERVAL = 15.0
+#: The close reason of a link closed because both ends keep another one.
+REPLACED = "replaced by another connection"
 
 
 @dataclass(eq=False)
@@ -71,6 +75,7 @@ class Links:
         self._links: dict[bytes, list[Link]] = {}
         self._calling: dict[bytes, asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._closers: set[asyncio.Task[None]] = set()
         self._closing = False
 
     def start(self) -> None:
@@ -84,7 +89,8 @@ class Links:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
         links = [link for group in self._links.values() for link in group]
-        await asyncio.gather(*(self._hang_up(link) for link in links), return_exceptions=True)
+        await asyncio.gather(*(self._hang_up(link) for link in links), *self._closers,
+                             return_exceptions=True)
         readers = [link.reader for link in links if link.reader is not None]
         for reader in readers:
             reader.cancel()
@@ -93,11 +99,15 @@ class Links:
     # -- using links ---------------------------------------------------------------------
 
     def open_link(self, peer: bytes) -> Link | None:
-        """The newest open link to ``peer``."""
-        for link in reversed(self._links.get(peer, [])):
+        """The open link to ``peer`` that both ends keep (see :func:`_preferred`)."""
+        best: Link | None = None
+        for link in self._links.get(peer, []):
             if link.is_open:
-                return link
-        return None
+                best = link if best is None else _preferred(best, link)
+        return best
+
+    def open_count(self, peer: bytes) -> int:
+        return sum(1 for link in self._links.get(peer, []) if link.is_open)
 
     async def get(self, peer: bytes, timeout: float) -> tuple[Link, float | None]:
         """An open link to ``peer`` and the call's connect time in ms (None when an open
@@ -113,7 +123,8 @@ class Links:
             conn = await self._dial(peer, timeout)
             link = self.adopt(conn, outgoing=True)
             ms: float = conn.connect_ms or 0.0
-            return link, ms
+            # They may have called us meanwhile: the link both keep is the one to use.
+            return self.open_link(peer) or link, ms
 
     def adopt(self, conn: Any, *, outgoing: bool) -> Link:
         """Keep ``conn`` as a link and start reading it."""
@@ -127,6 +138,12 @@ class Links:
             event["via"] = conn.coupler
         self._events.emit(event)
         link.reader = asyncio.ensure_future(self._read(link, who))
+        # Both called at once ("glare"): both ends keep the same link and close the other
+        # as replaced, so neither takes it for a hang-up (the rule of `hailing chat`).
+        keep = self.open_link(link.peer)
+        for other in self._links[link.peer]:
+            if other is not keep and other.is_open:
+                self._spawn(self._replace(other))
         return link
 
     async def drop(self, link: Link) -> None:
@@ -167,6 +184,7 @@ class Links:
             reason = getattr(link.conn, "close_reason", None)
             if isinstance(reason, str) and reason:
                 closed["reason"] = reason
+            closed["links"] = self.open_count(link.peer)  # links to them still open
             self._events.emit(closed)
 
     def _record(self, peer: bytes, item: object) -> None:
@@ -196,3 +214,20 @@ class Links:
     async def _hang_up(self, link: Link) -> None:
         with contextlib.suppress(Exception):
             await link.conn.close()
+
+    async def _replace(self, link: Link) -> None:
+        with contextlib.suppress(Exception):
+            await link.conn.close(REPLACED, replaced=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+
+def _preferred(a: Link, b: Link) -> Link:
+    """The link both ends keep: the one whose caller has the larger public key (the rule
+    of :func:`hailing.cli._chat.preferred`); on a tie, the newer."""
+    ka: bytes = getattr(a.conn, "initiator_key", b"")
+    kb: bytes = getattr(b.conn, "initiator_key", b"")
+    return a if ka > kb else b

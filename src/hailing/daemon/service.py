@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 One :class:`Daemon` owns, for one data directory: the directory's lock (one daemon per
-directory), a started ``Peer`` (its DHT node listening for calls, or the contract
-watcher / relay link it was built with), the :class:`~hailing.daemon.links.Links` kept
+directory), its DHT node (full, or BEP43 read-only; none for a relay- or contract-only
+daemon), a started ``Peer`` built on that node (listening for calls; the contract watcher
+or the relay link when configured), the :class:`~hailing.daemon.links.Links` kept
 open to contacts, the message :class:`~hailing.daemon.history.History`, the
 :class:`~hailing.daemon.events.EventBus`, and the local control API
 (:mod:`hailing.daemon.api`) whose address and token it writes to ``api.json``.
@@ -41,11 +42,13 @@ from ..node import Addr, format_hostport
 from ._files import ApiInfo, DaemonLock, remove_api_info, write_api_info
 from .events import Event, EventBus
 from .history import History
-from .links import Link, Links
+from .links import REPLACED, Link, Links
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("available", "busy", "dnd")
+#: Close reasons of a link replaced by another one to the same contact (ours, theirs).
+REPLACED_REASONS = (REPLACED, "the peer kept another connection")
 #: Least time between two ``file-progress`` events of one file (seconds).
 PROGRESS_INTERVAL = 0.25
 
@@ -102,6 +105,11 @@ class Daemon:
                 self.node = await open_dht_node(self.data_dir, self.dht)
             self.peer = self._make_peer(self.node)
             await self.peer.start()
+            downloads = getattr(self.peer, "downloads", None)
+            if isinstance(downloads, str | os.PathLike):
+                from ..rtc.connection import clean_partials
+
+                clean_partials(downloads)  # what a crashed or killed daemon was receiving
             self.links.start()
             self._spawn(self._pump_calls(), "calls")
             self._spawn(self._pump_incoming(), "incoming")
@@ -366,15 +374,17 @@ class Daemon:
 
     async def _deliver(self, peer: bytes, timeout: float, op: Any) -> dict[str, Any]:
         """Run ``op(link)`` on an open link to ``peer``. A reused link that fails (the
-        other side went away without a word) is dropped and the send tried once more on
-        a new call."""
+        other side went away without a word), or one closed under the send because both
+        ends keep another, is dropped and the send tried once more (on the link kept, or
+        a new call)."""
         link, ms = await self.links.get(peer, timeout)
         try:
             extra: dict[str, Any] = await op(link)
         except LocalProtocolError:
             raise
         except HailingError:
-            if ms is not None:
+            reason = getattr(link.conn, "close_reason", None)
+            if ms is not None and reason not in REPLACED_REASONS:
                 raise
             await self.links.drop(link)
             link, ms = await self.links.get(peer, timeout)

@@ -115,7 +115,7 @@ KEEPALIVE_INTERVAL = 1.0
 KEEPALIVE_TIMEOUT = 5.0
 
 #: :attr:`Connection.close_reason` values (besides what :meth:`Connection.close` is given).
-CLOSED_HERE = "closed"
+CLOSED_HERE = "closed on this side"
 PEER_HUNG_UP = "the peer hung up"
 PEER_REPLACED = "the peer kept another connection"
 LOST = "the connection was lost"

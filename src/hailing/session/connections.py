@@ -155,7 +155,10 @@ class ConnectionManager:
             self._waiting[peer] = (offer_ref(blob), fut)
             try:
                 await send(blob)
-                answer = await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
+                # asyncio.timeout, not 3.11's wait_for: that one drops a cancellation
+                # (Ctrl-C) arriving in the same step as the answer (docs/connection.md)
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    answer = await fut
             except TimeoutError:
                 raise QueryTimeout(nobody_answered(wait)) from None
             finally:
@@ -222,7 +225,8 @@ class ConnectionManager:
                                  offer.nonce[:ANSWER_REF] + body, now=self._clock())
             await reply(blob)
             try:
-                conn = await asyncio.wait_for(asyncio.shield(opened), CHANNEL_TIMEOUT)
+                async with asyncio.timeout(CHANNEL_TIMEOUT):
+                    conn = await asyncio.shield(opened)
             except TimeoutError:
                 raise QueryTimeout("the caller's channel did not open") from None
             await conn.authenticate()

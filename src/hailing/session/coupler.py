@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..dht.inbox import MAX_VALUE as DHT_MAX_VALUE
-from ..errors import LocalProtocolError
+from ..errors import HailingError, LocalProtocolError
 from ..identity import Identity
 from ..signaling.rendezvous import DhtRendezvous
 from .supervisor import Supervisor
@@ -54,6 +54,9 @@ __all__ = ["Capabilities", "ContractCoupler", "Coupler", "DhtCoupler", "Inlet", 
            "SignalKind", "WsCoupler"]
 
 SignalKind = Literal["offer", "answer", "endpoint"]
+#: Seconds after which an unanswered offer also goes to the callee's public inbox (see
+#: :meth:`DhtCoupler.send`).
+PUBLIC_DELAY = 1.0
 #: Who a coupler can carry a first call from: ``anyone`` who knows the contact id, or
 #: only ``friends`` who exchanged a secret beforehand (the contract's rotation secret).
 Reach = Literal["anyone", "friends"]
@@ -108,6 +111,11 @@ class Inlet:
         (after a delay) if it fails, each failure logged and counted."""
         self._supervisor.loop(make, name=f"{self.name} {what}")
 
+    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+        """Run ``coro`` once in the background, owned by the session (cancelled when it
+        stops; a failure logged and counted)."""
+        return self._supervisor.spawn(coro, name=f"{self.name} {what}")
+
 
 class Coupler(Protocol):
     """The interface of every signaling path (see the module docstring)."""
@@ -158,16 +166,27 @@ class DhtCoupler:
                                 reach="anyone", max_blob=DHT_MAX_VALUE)
 
     def __init__(self, node: DhtNode, identity: Identity, allowed: Callable[[], list[bytes]],
-                 accept_any: Callable[[], bool], clock: Callable[[], float] = time.time) -> None:
+                 accept_any: Callable[[], bool], clock: Callable[[], float] = time.time,
+                 public_delay: float = PUBLIC_DELAY) -> None:
         self.node = node
         self.rendezvous = DhtRendezvous(node, identity, allowed, accept_any, clock)
+        self.public_delay = public_delay
+        self._inlet: Inlet | None = None
+        self._public: dict[bytes, asyncio.Task[Any]] = {}  # peer -> its delayed public post
 
     async def start(self, sink: Inlet) -> None:
+        self._inlet = sink
         await self.rendezvous.refresh()
 
         async def pump() -> None:
             while True:
                 msg = await self.node.inbox()
+                # Anything on a pair key of ours (an answer) shows that peer knows us:
+                # the offer need not go to the public inbox as well.
+                peer = self.rendezvous.peer_of(msg.key)
+                pending = self._public.pop(peer, None) if peer is not None else None
+                if pending is not None:
+                    pending.cancel()
                 sink.put_nowait(msg.value)
 
         sink.loop(pump, "inbox pump")
@@ -176,9 +195,40 @@ class DhtCoupler:
         await self.rendezvous.expect_from(peer)
 
     async def send(self, peer: bytes, blob: bytes, kind: SignalKind) -> int:
-        # An offer goes to the public inbox too: a callee that accepts strangers hears it
-        # there even when it does not know us (yet).
-        return await self.rendezvous.send(peer, blob, public=kind == "offer", kind=kind)
+        """Post to ``peer``'s inbox for us (the pair key). An offer also goes to the
+        public inbox, where a callee that accepts strangers hears it even when it does
+        not know us (yet), but only :attr:`public_delay` seconds later and only if no
+        answer came meanwhile: a contact answers through the pair key first, so most
+        calls cost half the DHT messages and tell the public inbox's storing nodes
+        nothing. If no node stores the pair-key post, the public one goes at once."""
+        if kind != "offer":
+            return await self.rendezvous.send(peer, blob, kind=kind)
+        try:
+            stored = await self.rendezvous.send(peer, blob, kind=kind)
+        except HailingError:
+            return await self.rendezvous.send_public(peer, blob)
+        self._post_public_later(peer, blob)
+        return stored
+
+    def _post_public_later(self, peer: bytes, blob: bytes) -> None:
+        if self._inlet is None:
+            return
+        old = self._public.pop(peer, None)
+        if old is not None:
+            old.cancel()
+
+        async def post() -> None:
+            await asyncio.sleep(self.public_delay)
+            try:
+                await self.rendezvous.send_public(peer, blob)
+            except HailingError:
+                pass  # the pair-key post stands; the call times out if nobody answers
+            finally:
+                if self._public.get(peer) is task:
+                    del self._public[peer]
+
+        task = self._inlet.spawn(post(), "public offer")
+        self._public[peer] = task
 
     async def refresh(self) -> int:
         return await self.rendezvous.refresh()
@@ -187,6 +237,9 @@ class DhtCoupler:
         return None
 
     async def aclose(self) -> None:
+        for task in self._public.values():
+            task.cancel()
+        self._public.clear()
         self.rendezvous.close()
 
 

@@ -14,10 +14,14 @@ For each, in order (the counter in ``stats`` that a refusal bumps is in brackets
    peer (``misrouted_signals``);
 3. **the coupler's own check** (:meth:`~hailing.session.coupler.Coupler.admit`, e.g.
    the contract's wallet check) for an envelope a coupler brought (``refused_<reason>``);
-4. **once ever**: the nonce is recorded on disk (:meth:`SignalStore.first_handling`,
+4. **once ever**: for a kind registered ``once_ever`` (offers and endpoint records: what
+   rings or is kept), the nonce is recorded on disk (:meth:`SignalStore.first_handling`,
    kept until the envelope's expiry plus the clock skew), so an inbox or a chain that
    hands the same envelope to a restarted node does not get it handled twice
-   (``already_handled``);
+   (``already_handled``). Answers are not: an answer only matters to the process that
+   holds the matching offer, and two processes of one identity (a daemon and a one-shot
+   ``send --no-daemon`` on the same data directory) both hear it; the one that did not
+   call must not record it as handled for the one that did;
 5. **deadline**: a kind registered ``strict_expiry`` (offers) is dropped once past its
    own expiry, even within the clock-skew allowance the envelope gives
    (``stale_<kind>s``): a caller that has given up must not ring anyone;
@@ -84,16 +88,19 @@ class SignalRouter:
         self.replay = replay if replay is not None else ReplayCache()
         self._supervisor = supervisor
         self._clock = clock
-        self._handlers: dict[int, tuple[Handler, bool, str]] = {}
+        self._handlers: dict[int, tuple[Handler, bool, str, bool]] = {}
         self._opened: OrderedDict[bytes, None] = OrderedDict()
         self._channel: asyncio.Queue[tuple[bytes, Connection]] = asyncio.Queue(
             maxsize=INLET_SIZE)
         self._channel_started = False
 
-    def on(self, kind: int, handler: Handler, *, name: str, strict_expiry: bool = False) -> None:
+    def on(self, kind: int, handler: Handler, *, name: str, strict_expiry: bool = False,
+           once_ever: bool = True) -> None:
         """Send opened envelopes of ``kind`` to ``handler``. With ``strict_expiry`` one
-        past its own expiry is dropped and counted ``stale_<name>s``."""
-        self._handlers[kind] = (handler, strict_expiry, name)
+        past its own expiry is dropped and counted ``stale_<name>s``; with ``once_ever``
+        (the default) one handled before, by any process on this data directory, is
+        dropped and counted ``already_handled``."""
+        self._handlers[kind] = (handler, strict_expiry, name, once_ever)
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -165,8 +172,8 @@ class SignalRouter:
         if entry is None:
             self.stats["unknown_kind"] += 1
             return
-        handler, strict, name = entry
-        if not self.store.first_handling(opened.nonce, opened.expires, now):
+        handler, strict, name, once_ever = entry
+        if once_ever and not self.store.first_handling(opened.nonce, opened.expires, now):
             self.stats["already_handled"] += 1  # handled before a restart: never twice
             return
         if strict and now > opened.expires:

@@ -10,7 +10,8 @@ Where a sealed offer or answer for someone is posted on the DHT:
   on the keys of contacts it allows: a blocked (or unknown) caller posts into a key
   nobody listens to, which is exactly what an offline callee looks like.
 - **public key**: ``BLAKE2b(d || recipient key)`` for strangers. A callee listens on it
-  only with ``accept_any``. Anyone who knows the recipient's contact id can compute it
+  only with ``accept_any``; the session's DHT coupler posts an offer there only when no
+  answer came through the pair key within a second (:mod:`hailing.session.coupler`). Anyone who knows the recipient's contact id can compute it
   (and so see that envelopes arrive there, though not from whom: envelopes hide the
   sender).
 
@@ -191,6 +192,14 @@ class DhtRendezvous:
             err = next((r for r in results if isinstance(r, BaseException)), None)
             if isinstance(err, HailingError):
                 raise err
+            raise HailingError("no DHT node stored the message")
+        return stored
+
+    async def send_public(self, peer_pub: bytes, blob: bytes) -> int:
+        """Post ``blob`` to ``peer_pub``'s public inbox only (an offer to a callee that
+        may not know us). Returns how many storing nodes took it."""
+        stored = await self.node.post(public_key_inbox(peer_pub, day_of(self._clock())), blob)
+        if stored == 0:
             raise HailingError("no DHT node stored the message")
         return stored
 

@@ -200,10 +200,12 @@ class SignalStore(SqliteFile):
         A record is kept as long as the envelope could still be opened: until its expiry
         plus the clock-skew allowance (:data:`~hailing.signaling.envelope.CLOCK_SKEW`),
         or a restart in that window would handle it again."""
-        self._write("DELETE FROM handled_envelopes WHERE expires < ?", (now - CLOCK_SKEW,))
-        return self._write(
-            "INSERT OR IGNORE INTO handled_envelopes VALUES (?, ?)", (bytes(nonce), float(expires))
-        ) == 1
+        _, inserted = self._write_all([
+            ("DELETE FROM handled_envelopes WHERE expires < ?", (now - CLOCK_SKEW,)),
+            ("INSERT OR IGNORE INTO handled_envelopes VALUES (?, ?)",
+             (bytes(nonce), float(expires))),
+        ])
+        return inserted == 1
 
     # -- endpoint records ------------------------------------------------------------------
 
