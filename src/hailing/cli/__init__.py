@@ -51,7 +51,11 @@ if _SIGINT_AT_IMPORT is signal.default_int_handler:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="hailing", description="Serverless WebRTC signaling over a Mainline DHT.")
+    p = _Parser(prog="hailing", description="Serverless WebRTC signaling over a Mainline DHT.",
+                epilog="Everyday use: 'hailing id new --name NAME' once, 'hailing config set "
+                "bootstrap HOST:PORT' once, then keep 'hailing up' running (your node) and use "
+                "'hailing send CONTACT TEXT', 'hailing chat CONTACT', 'hailing contact ...'. "
+                "'hailing COMMAND --help' tells more; the README has a walkthrough.")
     p.add_argument("--version", action="version", version=f"hailing {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
