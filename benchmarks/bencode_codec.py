@@ -18,7 +18,10 @@ and at least as fast; measure."  For each codec, in one run, this script measure
    bytes, so a fast-but-wrong codec shows up as such.
 
 Codecs (optional ones are skipped, with the reason in the JSON, when not importable):
-  hailing               hailing.bencode (this project, pure Python)
+  hailing               hailing.bencode: bencode2's compiled decoder, kept only within
+                        hailing's limits, else the pure-Python decoder; pure-Python encoder
+  hailing[pure]         hailing.bencode.decode_pure: the pure-Python decoder alone
+  bencode2              bencode2.bdecode/bencode (trim21; C++ extension, MIT)
   fastbencode           fastbencode.bdecode/bencode (Breezy; Rust extension)
   fastbencode[py]       fastbencode._bencode_py, its pure-Python fallback
   fastbencode+limits    not a library: fastbencode (Rust) plus an iterative walk of the
@@ -268,6 +271,22 @@ def load_codecs(args: argparse.Namespace) -> list[Codec]:
         c.implementation = "pure Python"
         c.version = _dist_version("hailing")
 
+    def hailing_pure(c: Codec) -> None:
+        from hailing import bencode as hb
+
+        c.decode, c.encode = hb.decode_pure, hb.encode
+        c.implementation = "pure Python (hailing.bencode.decode_pure)"
+        c.version = _dist_version("hailing")
+
+    def bencode2_c(c: Codec) -> None:
+        import bencode2 as b2
+
+        if not getattr(b2, "COMPILED", False):
+            raise ImportError("compiled extension not loaded")
+        c.decode, c.encode = b2.bdecode, b2.bencode
+        c.implementation = "C++ extension"
+        c.version = _dist_version("bencode2")
+
     def fastbencode_rs(c: Codec) -> None:
         import fastbencode as fb
 
@@ -358,6 +377,8 @@ def load_codecs(args: argparse.Namespace) -> list[Codec]:
         c.version = _dist_version("better-bencode")
 
     attempt(Codec("hailing", "hailing"), hailing)
+    attempt(Codec("hailing[pure]", "hailing"), hailing_pure)
+    attempt(Codec("bencode2", "bencode2"), bencode2_c)
     attempt(Codec("fastbencode", "fastbencode"), fastbencode_rs)
     attempt(Codec("fastbencode+limits", "fastbencode"), fastbencode_limits)
     attempt(Codec("fastbencode[py]", "fastbencode"), fastbencode_py)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hailing import bencode
-from hailing.bencode import MAX_DEPTH, Raw, decode, decode_prefix, encode
+from hailing.bencode import MAX_DEPTH, Raw, decode, decode_prefix, decode_pure, encode
 from hailing.errors import BencodeError, LocalProtocolError, RemoteProtocolError
 
 # -- encoding -----------------------------------------------------------------------------
@@ -302,3 +302,70 @@ def test_mutated_valid_input(value: Any, data: st.DataObject) -> None:
     except BencodeError:
         return
     assert encode(decoded) == bytes(raw)
+
+
+# -- the compiled fast path against the pure decoder ----------------------------------------
+
+
+def _outcome(fn: Any, data: bytes) -> tuple[str, Any]:
+    try:
+        return "value", fn(data)
+    except BencodeError as exc:
+        return "error", str(exc)
+
+
+def test_the_fast_decoder_is_installed() -> None:
+    """bencode2 is a dependency: without it every datagram costs ten times the CPU."""
+    assert bencode._fast_decode is not None
+
+
+# Deep nesting and long integers: what the compiled decoder accepts and this codec does not.
+edges = st.one_of(
+    st.integers(MAX_DEPTH - 2, MAX_DEPTH + 3).map(lambda n: b"l" * n + b"e" * n),
+    st.integers(MAX_DEPTH - 2, MAX_DEPTH + 3).map(lambda n: b"d1:a" * n + b"i1e" + b"e" * n),
+    st.integers(30, 40).map(lambda n: b"i" + b"7" * n + b"e"),
+    st.integers(30, 40).map(lambda n: b"li-" + b"7" * n + b"ee"),
+    st.integers(30, 40).map(lambda n: b"d1:x%d:%se" % (n, b"5" * n)),  # digits in a string
+)
+
+
+@settings(max_examples=300)
+@given(st.one_of(bencodish, edges, values.map(encode), st.binary(max_size=64)))
+def test_fast_path_agrees_with_the_pure_decoder(data: bytes) -> None:
+    """Same value or same error, on valid, garbage, deep and oversized inputs alike."""
+    assert _outcome(decode, data) == _outcome(bencode.decode_pure, data)
+
+
+@settings(max_examples=300)
+@given(values, st.data())
+def test_fast_path_agrees_on_mutated_input(value: Any, data: st.DataObject) -> None:
+    raw = bytearray(encode(value))
+    for _ in range(data.draw(st.integers(1, 3))):
+        op = data.draw(st.sampled_from(["flip", "insert", "delete"]))
+        pos = data.draw(st.integers(0, max(len(raw) - 1, 0)))
+        if op == "flip" and raw:
+            raw[pos] = data.draw(st.integers(0, 255))
+        elif op == "insert":
+            raw.insert(pos, data.draw(st.sampled_from(b"ield:-0123456789")))
+        elif raw:
+            del raw[pos]
+    assert _outcome(decode, bytes(raw)) == _outcome(bencode.decode_pure, bytes(raw))
+
+
+@pytest.mark.parametrize("n", [MAX_DEPTH, MAX_DEPTH + 1])
+def test_nesting_limit_with_many_container_bytes(n: int) -> None:
+    """Past the scan (more ``l``/``d`` bytes than the limit, here inside strings) the walk
+    decides: a shallow value full of such bytes is fine, a deep one is refused."""
+    shallow = encode([b"l" * 40, b"d" * 40])
+    assert decode(shallow) == [b"l" * 40, b"d" * 40]
+    deep = b"l" * n + b"1:d" + b"e" * n
+    if n <= MAX_DEPTH:
+        assert decode(deep) == decode_pure(deep)
+    else:
+        with pytest.raises(BencodeError, match="nesting"):
+            decode(deep)
+
+
+def test_long_digit_runs_inside_strings_are_fine() -> None:
+    value = {b"n": b"1" * 50, b"i": 10**31}
+    assert decode(encode(value)) == value
