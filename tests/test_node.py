@@ -24,6 +24,7 @@ from hailing.errors import (
 )
 from hailing.node import DhtNode
 from hailing.testnet import testnet as running_testnet
+from hailing.transport.udp import RECV_BUFFER
 
 LOCAL = ("127.0.0.1", 0)
 #: Short timeouts so that unanswered queries fail fast in tests.
@@ -304,5 +305,48 @@ async def test_bad_query_gets_krpc_error_reply(
             # ... and the node still answers.
             peer.send(query(b"q2", b"ping", {b"id": RAW_ID}), node.address)
             assert (await peer.reply_to(b"q2"))[b"y"] == b"r"
+    finally:
+        peer.close()
+
+
+# -- the socket's receive buffer (issue 9 item 11) -------------------------------------------
+
+
+def _rmem_max() -> int | None:
+    try:
+        with open("/proc/sys/net/core/rmem_max") as f:
+            return int(f.read())
+    except OSError:
+        return None
+
+
+async def test_the_receive_buffer_is_enlarged_and_reported() -> None:
+    async with DhtNode(LOCAL) as node:
+        transport = node._transport
+        assert transport is not None and transport.sock is not None
+        granted = transport.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        assert node.stats["udp_rcvbuf"] == granted
+        cap = _rmem_max()
+        if cap is not None:  # Linux grants min(asked, rmem_max), reported doubled
+            assert granted >= 2 * min(RECV_BUFFER, cap)
+
+
+@pytest.mark.skipif((_rmem_max() or 0) < 2 * 1024 * 1024, reason="net.core.rmem_max too small")
+async def test_large_junk_datagrams_do_not_crowd_out_good_queries() -> None:
+    """30 junk datagrams of 60 kB and 300 of 1 kB (2.1 MB) arrive before 20 pings, all
+    between two turns of the event loop: with the kernel's default buffer (~200 kB) the
+    pings were dropped with most of the junk; now every datagram is read."""
+    peer = RawPeer()
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+    try:
+        async with DhtNode(LOCAL) as node:
+            junk = [b"x" * 60_000] * 30 + [b"y" * 1000] * 300
+            for data in junk:  # no await in between: the node reads nothing meanwhile
+                peer.send(data, node.address)
+            for i in range(20):
+                peer.send(query(b"p%02d" % i, b"ping", {b"id": RAW_ID}), node.address)
+            for i in range(20):
+                assert (await peer.reply_to(b"p%02d" % i))[b"y"] == b"r"
+            assert node.stats["dropped_malformed"] == len(junk)
     finally:
         peer.close()

@@ -301,12 +301,14 @@ class DhtNode:
 
     @property
     def stats(self) -> dict[str, int]:
-        """The core's counters plus the socket's (send/receive errors, drops)."""
+        """The core's counters plus the socket's (send/receive errors, drops, and
+        ``udp_rcvbuf``: the receive buffer the OS granted, in bytes)."""
         out = dict(self.core.stats)
         out.update(self._driver_stats)
         if self._transport is not None:
             out["socket_errors"] = self._transport.errors
             out["send_dropped"] = self._transport.dropped
+            out["udp_rcvbuf"] = self._transport.rcvbuf
         return out
 
     def routing_table(self) -> list[NodeInfo]:
