@@ -234,7 +234,8 @@ def test_keystore_create_and_load(tmp_path: Path) -> None:
     key_file = data_dir / KEY_FILE
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
-    assert key_file.read_bytes() == b"HLID\x01\x00" + ident.seed
+    body = b"HLID\x02\x00" + ident.seed
+    assert key_file.read_bytes() == body + keystore._checksum(body)
     assert load_identity(data_dir) == ident
     assert load_or_create_identity(data_dir) == ident
     assert [p.name for p in data_dir.iterdir()] == [KEY_FILE]  # no temporary file left
@@ -252,7 +253,7 @@ def test_keystore_passphrase(tmp_path: Path, fast_kdf: None) -> None:
     ident = load_or_create_identity(tmp_path, passphrase="correct horse")
     key_file = tmp_path / KEY_FILE
     data = key_file.read_bytes()
-    assert len(data) == 106 and data[:6] == b"HLID\x01\x01" and ident.seed not in data
+    assert len(data) == 122 and data[:6] == b"HLID\x02\x01" and ident.seed not in data
     assert load_identity(tmp_path, passphrase="correct horse") == ident
     assert load_or_create_identity(tmp_path, passphrase="correct horse") == ident
     with pytest.raises(LocalProtocolError, match=re.escape(f"wrong passphrase for {key_file}")):
@@ -275,17 +276,30 @@ def test_keystore_missing(tmp_path: Path) -> None:
         load_identity(tmp_path)
 
 
+def _v1(data: bytes) -> bytes:
+    """A version 2 key file's content in the version 1 format (no checksum)."""
+    return data[:4] + b"\x01" + data[5:-16]
+
+
+def _rechecked(data: bytes) -> bytes:
+    """``data`` (a changed version 2 file) with its checksum made to match again."""
+    return data[:-16] + keystore._checksum(data[:-16])
+
+
 def _damage_cases(plain: bytes, enc: bytes) -> list[tuple[bytes, str]]:
     return [
         (b"", "truncated"), (b"HLI", "truncated"),
-        (b"XXXX\x01\x00" + plain[6:], "not a hailing key file"),
-        (b"HLID\x02\x00" + plain[6:], "unsupported key file version 2"),
-        (b"HLID\x01\x07" + plain[6:], "unknown key protection mode 7"),
-        (plain[:-1], "damaged: 37 bytes"), (plain + b"x", "damaged: 39 bytes"),
-        (enc[:-1], "damaged: 105 bytes"),
-        (enc[:6] + (0).to_bytes(4, "big") + enc[10:], "limits out of range"),
-        (enc[:6] + (99).to_bytes(4, "big") + enc[10:], "limits out of range"),
-        (enc[:10] + (2**40).to_bytes(8, "big") + enc[18:], "limits out of range"),
+        (b"XXXX\x02\x00" + plain[6:], "not a hailing key file"),
+        (b"HLID\x03\x00" + plain[6:], "unsupported key file version 3"),
+        (b"HLID\x02\x07" + plain[6:], "unknown key protection mode 7"),
+        (plain[:-1], "damaged: 53 bytes"), (plain + b"x", "damaged: 55 bytes"),
+        (enc[:-1], "damaged: 121 bytes"),
+        (_v1(plain)[:-1], "damaged: 37 bytes"), (_v1(enc) + b"x", "damaged: 107 bytes"),
+        (plain[:-17] + bytes([plain[-17] ^ 1]) + plain[-16:], "checksum does not match"),
+        (enc[:30] + bytes([enc[30] ^ 0x80]) + enc[31:], "checksum does not match"),
+        (_rechecked(enc[:6] + (0).to_bytes(4, "big") + enc[10:]), "limits out of range"),
+        (_v1(enc)[:6] + (99).to_bytes(4, "big") + _v1(enc)[10:], "limits out of range"),
+        (_rechecked(enc[:10] + (2**40).to_bytes(8, "big") + enc[18:]), "limits out of range"),
     ]
 
 
@@ -305,16 +319,59 @@ def test_keystore_damaged_files(tmp_path: Path, fast_kdf: None) -> None:
 
 def test_keystore_tampered_encrypted_header_is_a_wrong_key(tmp_path: Path,
                                                            fast_kdf: None) -> None:
-    enc = bytearray(keystore.encode_key_file(Identity.generate(), "pw"))
-    enc[20] ^= 1  # a salt byte
+    enc = bytearray(_v1(keystore.encode_key_file(Identity.generate(), "pw")))
+    enc[20] ^= 1  # a salt byte (a version 2 file: "checksum does not match", below)
     with pytest.raises(LocalProtocolError, match="wrong passphrase"):
         keystore.decode_key_file(bytes(enc), "pw", tmp_path / KEY_FILE)
+
+
+def test_keystore_every_changed_bit_of_a_plain_key_is_an_error(tmp_path: Path) -> None:
+    """A flipped bit in an unencrypted key file never becomes another identity: the
+    checksum (or the header checks) refuse it with one line naming the file."""
+    data = keystore.encode_key_file(Identity.generate(), None)
+    path = tmp_path / KEY_FILE
+    for bit in range(len(data) * 8):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(StorageError) as info:
+            keystore.decode_key_file(bytes(flipped), None, path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+    path.write_bytes(data[:20] + bytes([data[20] ^ 4]) + data[21:])
+    os.chmod(path, 0o600)
+    with pytest.raises(StorageError, match="checksum does not match.*restore it from a backup"):
+        load_identity(tmp_path)
+
+
+def test_keystore_changed_encrypted_key_is_damaged_not_a_wrong_passphrase(
+        tmp_path: Path, fast_kdf: None) -> None:
+    data = keystore.encode_key_file(Identity.generate(), "pw")
+    for i in (6, 20, 40, 80, 105):  # KDF limits, salt, nonce, MAC, seed
+        flipped = data[:i] + bytes([data[i] ^ 1]) + data[i + 1:]
+        with pytest.raises(StorageError, match="checksum does not match"):
+            keystore.decode_key_file(flipped, "pw", tmp_path / KEY_FILE)
+
+
+def test_keystore_reads_version_1_files(tmp_path: Path, fast_kdf: None) -> None:
+    ident = Identity.generate()
+    for passphrase in (None, "pw"):
+        old = _v1(keystore.encode_key_file(ident, passphrase))
+        assert len(old) == (38 if passphrase is None else 106)
+        assert keystore.decode_key_file(old, passphrase, tmp_path / KEY_FILE) == ident
+    # a version 1 file keeps its format until its passphrase changes; then it is version 2
+    d = tmp_path / "old"
+    d.mkdir(mode=0o700)
+    (d / KEY_FILE).write_bytes(_v1(keystore.encode_key_file(ident, None)))
+    os.chmod(d / KEY_FILE, 0o600)
+    assert load_or_create_identity(d) == ident
+    assert keystore.change_passphrase(d, None, "pw") == ident
+    assert (d / KEY_FILE).read_bytes()[:6] == b"HLID\x02\x01"
 
 
 @settings(max_examples=200)
 @given(st.binary(max_size=130) | st.binary(min_size=100, max_size=100).map(
     lambda b: b"HLID\x01\x01" + b) | st.binary(min_size=32, max_size=32).map(
-    lambda b: b"HLID\x01\x00" + b))
+    lambda b: b"HLID\x01\x00" + b) | st.binary(min_size=48, max_size=48).map(
+    lambda b: b"HLID\x02\x00" + b))
 def test_keystore_garbage(data: bytes) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(keystore, "MAX_MEMLIMIT", 64 * 1024)  # garbage must not cost a GiB
@@ -324,7 +381,7 @@ def test_keystore_garbage(data: bytes) -> None:
             except (StorageError, LocalProtocolError) as exc:
                 assert "\n" not in str(exc)
             else:
-                assert data[:6] in (b"HLID\x01\x00", b"HLID\x01\x01")
+                assert data[:6] in (b"HLID\x01\x00", b"HLID\x01\x01")  # only unchecked
                 assert isinstance(ident, Identity)
 
 

@@ -2,10 +2,20 @@
 
 File format (all integers big-endian)::
 
-    plain      b"HLID" | version=1 | mode=0 | seed (32)                            38 bytes
-    encrypted  b"HLID" | version=1 | mode=1 | opslimit u32 | memlimit u64 | salt (16)
-               | SecretBox(key, seed): nonce (24) | MAC (16) | seed (32)         106 bytes
+    plain      b"HLID" | version=2 | mode=0 | seed (32) | check (16)              54 bytes
+    encrypted  b"HLID" | version=2 | mode=1 | opslimit u32 | memlimit u64 | salt (16)
+               | SecretBox(key, seed): nonce (24) | MAC (16) | seed (32)
+               | check (16)                                                      122 bytes
                key = argon2id(passphrase, salt, opslimit, memlimit), 32 bytes
+               check = BLAKE2b-128(every byte before it, person="hailing key file")
+
+Version 1 files (written before the checksum, without ``check``: 38 and 106 bytes) are
+still read; every file written is version 2. The checksum is what keeps a flipped bit in
+an unencrypted key from silently becoming another identity (issue 9 item 10): any change
+to a version 2 file is :class:`StorageError` ("... is damaged: its checksum does not
+match"), checked before the key derivation runs. In an encrypted file the SecretBox MAC
+protects the seed as well, but without the checksum a damaged file would read as a wrong
+passphrase.
 
 The KDF limits are stored so that a file stays readable when the defaults change; a file
 asking for more than :data:`MAX_MEMLIMIT` / :data:`MAX_OPSLIMIT` is refused rather than
@@ -37,6 +47,7 @@ Policy:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from pathlib import Path
@@ -65,7 +76,9 @@ PASSPHRASE_ENV = "HAILING_PASSPHRASE"
 _RESTORE = ("restore it from a backup: the key cannot be rebuilt, and without it this "
             "identity (its contact id) is lost")
 MAGIC = b"HLID"
-VERSION = 1
+#: The version written; :data:`VERSION_UNCHECKED` files are still read.
+VERSION = 2
+VERSION_UNCHECKED = 1
 MODE_PLAIN = 0
 MODE_ENCRYPTED = 1
 
@@ -76,9 +89,23 @@ MAX_MEMLIMIT = 2 * 1024**3
 
 _HEADER = struct.Struct(">4sBB")
 _KDF = struct.Struct(">IQ16s")
-_PLAIN_SIZE = _HEADER.size + SEED_SIZE
+_CHECK_SIZE = 16
+_CHECK_PERSON = b"hailing key file"
+_PLAIN_BODY = _HEADER.size + SEED_SIZE
 _SEALED_SIZE = nacl.secret.SecretBox.NONCE_SIZE + nacl.secret.SecretBox.MACBYTES + SEED_SIZE
-_ENCRYPTED_SIZE = _HEADER.size + _KDF.size + _SEALED_SIZE
+_ENCRYPTED_BODY = _HEADER.size + _KDF.size + _SEALED_SIZE
+#: File sizes by (version, mode).
+_SIZES = {
+    (VERSION_UNCHECKED, MODE_PLAIN): _PLAIN_BODY,
+    (VERSION_UNCHECKED, MODE_ENCRYPTED): _ENCRYPTED_BODY,
+    (VERSION, MODE_PLAIN): _PLAIN_BODY + _CHECK_SIZE,
+    (VERSION, MODE_ENCRYPTED): _ENCRYPTED_BODY + _CHECK_SIZE,
+}
+_MAX_SIZE = max(_SIZES.values())
+
+
+def _checksum(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=_CHECK_SIZE, person=_CHECK_PERSON).digest()
 
 
 def _check_passphrase(passphrase: str | None) -> None:
@@ -98,12 +125,14 @@ def encode_key_file(identity: Identity, passphrase: str | None) -> bytes:
     """The bytes of a key file holding ``identity`` (encrypted when a passphrase is given)."""
     _check_passphrase(passphrase)
     if passphrase is None:
-        return _HEADER.pack(MAGIC, VERSION, MODE_PLAIN) + identity.seed
-    salt = nacl.utils.random(argon2id.SALTBYTES)
-    key = _derive(passphrase, salt, KDF_OPSLIMIT, KDF_MEMLIMIT)
-    sealed = bytes(nacl.secret.SecretBox(key).encrypt(identity.seed))
-    return (_HEADER.pack(MAGIC, VERSION, MODE_ENCRYPTED)
-            + _KDF.pack(KDF_OPSLIMIT, KDF_MEMLIMIT, salt) + sealed)
+        body = _HEADER.pack(MAGIC, VERSION, MODE_PLAIN) + identity.seed
+    else:
+        salt = nacl.utils.random(argon2id.SALTBYTES)
+        key = _derive(passphrase, salt, KDF_OPSLIMIT, KDF_MEMLIMIT)
+        sealed = bytes(nacl.secret.SecretBox(key).encrypt(identity.seed))
+        body = (_HEADER.pack(MAGIC, VERSION, MODE_ENCRYPTED)
+                + _KDF.pack(KDF_OPSLIMIT, KDF_MEMLIMIT, salt) + sealed)
+    return body + _checksum(body)
 
 
 def decode_key_file(data: bytes, passphrase: str | None, path: Path) -> Identity:
@@ -115,23 +144,26 @@ def decode_key_file(data: bytes, passphrase: str | None, path: Path) -> Identity
     magic, version, mode = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise StorageError(f"{path} is not a hailing key file; {_RESTORE}")
-    if version != VERSION:
+    if version not in (VERSION_UNCHECKED, VERSION):
         raise StorageError(f"{path}: unsupported key file version {version} (made by a newer "
                            f"hailing?); upgrade hailing, or {_RESTORE}")
+    if mode not in (MODE_PLAIN, MODE_ENCRYPTED):
+        raise StorageError(f"{path}: unknown key protection mode {mode}; {_RESTORE}")
+    size = _SIZES[version, mode]
+    if len(data) != size:
+        raise StorageError(f"{path} is damaged: {len(data)} bytes, expected {size}; "
+                           f"{_RESTORE}")
+    if version == VERSION:
+        data, check = data[:-_CHECK_SIZE], data[-_CHECK_SIZE:]
+        if _checksum(data) != check:
+            raise StorageError(f"{path} is damaged: its checksum does not match (a changed "
+                               f"byte); {_RESTORE}")
     if mode == MODE_PLAIN:
-        if len(data) != _PLAIN_SIZE:
-            raise StorageError(f"{path} is damaged: {len(data)} bytes, expected {_PLAIN_SIZE}; "
-                               f"{_RESTORE}")
         if passphrase is not None:
             raise LocalProtocolError(
                 f"{path} is not encrypted, but a passphrase was given: unset {PASSPHRASE_ENV}, "
                 "or encrypt the key with 'hailing id passphrase'")
         return Identity.from_seed(data[_HEADER.size:])
-    if mode != MODE_ENCRYPTED:
-        raise StorageError(f"{path}: unknown key protection mode {mode}; {_RESTORE}")
-    if len(data) != _ENCRYPTED_SIZE:
-        raise StorageError(f"{path} is damaged: {len(data)} bytes, expected {_ENCRYPTED_SIZE}; "
-                           f"{_RESTORE}")
     if passphrase is None:
         raise LocalProtocolError(f"{path} is encrypted: a passphrase is needed (set "
                                  f"{PASSPHRASE_ENV})")
@@ -154,7 +186,7 @@ def _key_path(data_dir: str | os.PathLike[str]) -> Path:
 
 
 def _read_bytes(path: Path) -> bytes:
-    data = read_secret(path, limit=_ENCRYPTED_SIZE, missing_ok=True)
+    data = read_secret(path, limit=_MAX_SIZE, missing_ok=True)
     if data is None:
         raise StorageError(f"no identity in {path.parent}: {path} does not exist (create one "
                            "with 'hailing id new', or give the data directory that holds "
