@@ -338,7 +338,7 @@ def test_keystore_every_changed_bit_of_a_plain_key_is_an_error(tmp_path: Path) -
         assert str(path) in str(info.value) and "\n" not in str(info.value)
     path.write_bytes(data[:20] + bytes([data[20] ^ 4]) + data[21:])
     os.chmod(path, 0o600)
-    with pytest.raises(StorageError, match="checksum does not match.*restore it from a backup"):
+    with pytest.raises(StorageError, match=r"checksum does not match.*restore it from a backup"):
         load_identity(tmp_path)
 
 
