@@ -1,7 +1,13 @@
 """The one way hailing opens its SQLite files: every failure is a one-line StorageError
 naming the file (:class:`~hailing.errors.CorruptStorageError` when the file is damaged,
 not a database, or has another schema), and nothing is ever deleted. A rebuildable
-cache may be moved aside (:func:`set_aside`) and created again."""
+cache may be moved aside (:func:`set_aside`) and created again.
+
+These files are read and written on the event loop, so a statement waits at most
+:data:`BUSY_TIMEOUT` for a lock another process holds (a CLI command writing the contact
+book while the daemon runs holds it for milliseconds; a stuck ``sqlite3`` shell holds it
+forever): a locked file costs the loop that long and becomes a one-line StorageError,
+never a 10-second stall per statement (issue 9 item 10)."""
 
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ from .errors import CorruptStorageError, StorageError
 #: (no such table or column: another schema), SQLITE_CORRUPT, SQLITE_MISMATCH (a value
 #: of the wrong type), SQLITE_FORMAT, SQLITE_NOTADB.
 _CORRUPT_CODES = frozenset({1, 11, 20, 24, 26})
+#: Seconds a statement waits for another process's lock before failing (StorageError).
+BUSY_TIMEOUT = 0.25
 #: Files SQLite keeps beside a database; moved with it.
 _SIDE_FILES = ("-journal", "-wal", "-shm")
 
@@ -67,7 +75,8 @@ class SqliteFile:
     """
 
     def __init__(
-        self, path: Path, schema: str, version: int | None = None, *, timeout: float = 10.0
+        self, path: Path, schema: str, version: int | None = None, *,
+        timeout: float = BUSY_TIMEOUT,
     ) -> None:
         self.path = path
         self._version = version

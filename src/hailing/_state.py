@@ -15,6 +15,7 @@ run, so nothing about it may stop a node (:func:`load_node_state`):
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import sqlite3
@@ -69,11 +70,13 @@ class NodeState(SqliteFile):
         self._write("INSERT OR REPLACE INTO meta VALUES ('node_id', ?)", (node_id,))
 
     def routing_nodes(self) -> list[Saved]:
-        """The saved routing table: (id, (host, port), last_seen); bad rows are skipped."""
+        """The saved routing table: (id, (host, port), last_seen); bad rows are skipped
+        (a host must be an IP address: a name would cost a blocking DNS lookup on the
+        event loop at each send)."""
         out = []
         rows = self._query("SELECT id, host, port, last_seen FROM routing")
         for nid, host, port, seen in rows:
-            if isinstance(nid, bytes) and len(nid) == 20 and isinstance(host, str) \
+            if isinstance(nid, bytes) and len(nid) == 20 and _is_ip(host) \
                     and type(port) is int and 0 < port < 65536 \
                     and type(seen) in (int, float):
                 out.append((nid, (host, port), float(seen)))
@@ -87,6 +90,16 @@ class NodeState(SqliteFile):
                 self._db.executemany("INSERT OR REPLACE INTO routing VALUES (?, ?, ?, ?)", rows)
         except sqlite3.Error as exc:
             raise storage_error(f"cannot write {self.path}", exc) from None
+
+
+def _is_ip(host: object) -> bool:
+    if not isinstance(host, str):
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def load_node_state(

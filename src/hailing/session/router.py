@@ -43,6 +43,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..errors import StorageError
 from ..identity import Identity
 from ..rtc.connection import Connection
 from ..signaling import envelope
@@ -146,6 +147,19 @@ class SignalRouter:
             self.stats["receive_errors"] += 1
             log.exception("handling a signaling envelope from %s failed", source.name)
 
+    def _first_handling(self, opened: envelope.Opened, now: float) -> bool:
+        """The on-disk record (see :meth:`on`). A file that cannot be written (locked by
+        another process, full, read-only) does not stop the envelope: the in-memory
+        replay cache still refuses it twice in this run; counted, warned about once."""
+        try:
+            return self.store.first_handling(opened.nonce, opened.expires, now)
+        except StorageError as exc:
+            self.stats["handled_record_errors"] += 1
+            if self.stats["handled_record_errors"] == 1:
+                log.warning("hailing: %s; handling the envelope anyway (counted in "
+                            "handled_record_errors, not repeated)", exc)
+            return True
+
     async def _handle(self, blob: bytes, source: Source) -> None:
         digest = hashlib.sha256(blob).digest()
         now = self._clock()
@@ -173,7 +187,7 @@ class SignalRouter:
             self.stats["unknown_kind"] += 1
             return
         handler, strict, name, once_ever = entry
-        if once_ever and not self.store.first_handling(opened.nonce, opened.expires, now):
+        if once_ever and not self._first_handling(opened, now):
             self.stats["already_handled"] += 1  # handled before a restart: never twice
             return
         if strict and now > opened.expires:
