@@ -4,6 +4,7 @@ testnet, persistence in a data directory, and garbage from a raw socket."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import socket
@@ -24,6 +25,8 @@ from hailing.errors import (
 )
 from hailing.node import DhtNode
 from hailing.testnet import testnet as running_testnet
+from hailing.transport import _ingress
+from hailing.transport._ingress import SourceRateLimiter
 from hailing.transport.udp import RECV_BUFFER
 
 LOCAL = ("127.0.0.1", 0)
@@ -349,4 +352,60 @@ async def test_large_junk_datagrams_do_not_crowd_out_good_queries() -> None:
                 assert (await peer.reply_to(b"p%02d" % i))[b"y"] == b"r"
             assert node.stats["dropped_malformed"] == len(junk)
     finally:
+        peer.close()
+
+
+# -- a per-source datagram budget (the flood benchmark) ----------------------------------------
+
+
+def _no_loopback_exemption(monkeypatch: pytest.MonkeyPatch, **kw: float) -> DhtConfig:
+    config = DhtConfig(**kw)  # type: ignore[arg-type]
+    if hasattr(config, "exempt_loopback"):
+        return dataclasses.replace(config, exempt_loopback=False)
+    monkeypatch.setattr(_ingress, "is_loopback", lambda host: False)
+    return config
+
+
+def test_the_source_budget_is_per_address_and_per_ipv6_64() -> None:
+    limiter = SourceRateLimiter(10.0, 5.0)
+    assert [limiter.allow("10.0.0.1", 0.0) for _ in range(7)] == [True] * 5 + [False] * 2
+    assert limiter.allow("10.0.0.2", 0.0)  # another source: its own budget
+    assert limiter.allow("10.0.0.1", 0.1)  # refilled at 10/s
+    assert not limiter.allow("10.0.0.1", 0.1)
+    for i in range(5):  # one /64, any interface id
+        assert limiter.allow(f"2001:db8:1:2::{i + 1}", 0.0)
+    assert not limiter.allow("2001:db8:1:2:ffff::1", 0.0)
+    assert limiter.allow("2001:db8:1:3::1", 0.0)
+    exempt = SourceRateLimiter(1.0, 1.0, exempt_loopback=True)
+    assert all(exempt.allow("127.0.0.1", 0.0) for _ in range(10)) and len(exempt) == 0
+
+
+def test_the_source_budget_holds_a_bounded_number_of_sources() -> None:
+    limiter = SourceRateLimiter(1.0, 2.0, max_sources=100)
+    for i in range(1000):
+        limiter.allow(f"10.0.{i // 250}.{i % 250}", float(i))
+        assert len(limiter) <= 100
+
+
+async def test_a_flooding_source_does_not_reach_the_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,000 pings at once from 127.0.0.2: the node decodes its budget's worth (the burst)
+    and drops the rest unread, counted; a client at 127.0.0.1 is answered throughout."""
+    config = _no_loopback_exemption(monkeypatch, source_datagram_rate=50.0,
+                                    source_datagram_burst=100.0)
+    flooder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    flooder.bind(("127.0.0.2", 0))
+    peer = RawPeer()
+    try:
+        async with DhtNode(LOCAL, config=config) as node:
+            ping = query(b"fl", b"ping", {b"id": RAW_ID})
+            for i in range(2000):
+                flooder.sendto(ping, node.address)
+                if i % 100 == 0:
+                    peer.send(query(b"g%03d" % i, b"ping", {b"id": RAW_ID}), node.address)
+            for i in range(0, 2000, 100):
+                assert (await peer.reply_to(b"g%03d" % i))[b"y"] == b"r"
+            assert node.stats["q_ping"] <= 100 + 20 + 5  # the burst, the client, a refill
+            assert node.stats["udp_rate_limited"] >= 2000 - 105
+    finally:
+        flooder.close()
         peer.close()

@@ -41,6 +41,7 @@ from .dht import (
 from .dht.bep44 import MutableItem
 from .errors import CorruptStorageError, HailingError, LocalProtocolError, StorageError
 from .transport import UdpEndpoint
+from .transport._ingress import SourceRateLimiter
 
 Addr = tuple[str, int]
 
@@ -77,6 +78,14 @@ def parse_hostport(text: str, default_host: str | None = None) -> Addr:
 def format_hostport(addr: Addr) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _limiter(config: DhtConfig) -> SourceRateLimiter | None:
+    """The per-source datagram budget of ``config`` (None when it is turned off)."""
+    if config.source_datagram_rate <= 0:
+        return None
+    return SourceRateLimiter(config.source_datagram_rate, config.source_datagram_burst,
+                             exempt_loopback=getattr(config, "exempt_loopback", True))
 
 
 class DhtNode:
@@ -145,7 +154,8 @@ class DhtNode:
             except StorageError as exc:
                 self._save_failed(exc)
         try:
-            self._transport = UdpEndpoint(self._loop, self.bind, self._on_datagram, self._pump)
+            self._transport = UdpEndpoint(self._loop, self.bind, self._on_datagram, self._pump,
+                                          _limiter(self.config))
         except LocalProtocolError:
             if self._state is not None:
                 self._state.close()
@@ -301,14 +311,16 @@ class DhtNode:
 
     @property
     def stats(self) -> dict[str, int]:
-        """The core's counters plus the socket's (send/receive errors, drops, and
-        ``udp_rcvbuf``: the receive buffer the OS granted, in bytes)."""
+        """The core's counters plus the socket's (send/receive errors, drops,
+        ``udp_rcvbuf``: the receive buffer the OS granted, in bytes, and
+        ``udp_rate_limited``: datagrams dropped unread, their source over its budget)."""
         out = dict(self.core.stats)
         out.update(self._driver_stats)
         if self._transport is not None:
             out["socket_errors"] = self._transport.errors
             out["send_dropped"] = self._transport.dropped
             out["udp_rcvbuf"] = self._transport.rcvbuf
+            out["udp_rate_limited"] = self._transport.limited
         return out
 
     def routing_table(self) -> list[NodeInfo]:

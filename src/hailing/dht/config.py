@@ -53,6 +53,13 @@ class DhtConfig:
     max_items: int = 10_000
     max_torrents: int = 10_000
     max_peers_per_torrent: int = 200
+    #: Datagrams per second one source (an IPv4 address, an IPv6 /64) may send to a
+    #: node on UDP, and the burst it may send at once; the rest are dropped unread and
+    #: counted (``udp_rate_limited``). Checked by the UDP driver before decoding
+    #: (transport/_ingress.py, harden); 0 turns it off. Loopback sources follow
+    #: ``exempt_loopback`` where that field exists (else they are exempt).
+    source_datagram_rate: float = 100.0
+    source_datagram_burst: float = 400.0
     #: BEP42: refuse routing-table entries whose id does not match their IP.
     enforce_node_id: bool = False
     #: BEP43: read-only node: answers nothing, flags its queries with ``ro``.

@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import LocalProtocolError
+from ._ingress import SourceRateLimiter
 
 Addr = tuple[str, int]
 
@@ -40,6 +42,8 @@ class UdpEndpoint:
 
     ``on_batch_end`` is called once after each batch of received datagrams, so the owner
     can flush replies and re-arm timers once per batch rather than once per datagram.
+    With a ``limiter``, datagrams beyond their source's budget are dropped before
+    ``on_datagram`` sees them and counted in :attr:`limited`.
     """
 
     def __init__(
@@ -48,13 +52,17 @@ class UdpEndpoint:
         bind: Addr,
         on_datagram: Callable[[bytes, Addr], None],
         on_batch_end: Callable[[], None],
+        limiter: SourceRateLimiter | None = None,
     ) -> None:
         self._loop = loop
+        self._limiter = limiter
         self._on_datagram = on_datagram
         self._on_batch_end = on_batch_end
         self._queue: collections.deque[tuple[bytes, Any]] = collections.deque()
         self.errors = 0
         self.dropped = 0
+        #: Datagrams dropped unread because their source was over its budget.
+        self.limited = 0
         host, port = bind
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
@@ -134,6 +142,8 @@ class UdpEndpoint:
             return
         recv = sock.recvfrom
         on_datagram = self._on_datagram
+        limiter = self._limiter
+        now = time.monotonic()
         try:
             for _ in range(RECV_BATCH):
                 try:
@@ -143,6 +153,9 @@ class UdpEndpoint:
                 except OSError:
                     # ICMP errors (port unreachable) surface here on Linux; count them.
                     self.errors += 1
+                    continue
+                if limiter is not None and not limiter.allow(addr[0], now):
+                    self.limited += 1
                     continue
                 on_datagram(data, (addr[0], addr[1]))
         finally:
