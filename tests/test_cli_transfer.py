@@ -103,8 +103,8 @@ def test_ctrl_c_on_the_receiver(bootstrap: str, tmp_path: Path) -> None:
         events = bob.events()
         assert events[-2:] == [
             {"event": "file-aborted", "from": ids["alice"], "name": "big.bin",
-             "reason": "the connection closed: listen stopped"},
-            {"event": "closed", "from": ids["alice"], "reason": "listen stopped"},
+             "reason": "the connection closed: listen stopped", "contact": "alice"},
+            {"event": "closed", "from": ids["alice"], "reason": "listen stopped", "contact": "alice"},
         ], events
         assert exit_of(sender) == 1
         assert sender.err.lines == ["hailing: error: the file was not delivered: the peer hung up"]
