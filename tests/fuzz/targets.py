@@ -14,6 +14,7 @@ documents. Anything else escaping ``run`` is a bug.
 | envelope | ``signaling.envelope.open_envelope`` | EnvelopeError |
 | sdp | ``signaling.sdp.unpack`` / ``decode_sdp`` (accepted input re-packs to itself) | SdpError |
 | control | ``rtc.connection.Connection._on_message``: data-channel control frames (JSON text) and file data (binary), through the file receiver | none |
+| endpoint | ``signaling.endpoint.decode_record`` (accepted records round-trip) | EndpointError |
 | card | ``identity.parse_card`` (on text) | LocalProtocolError |
 """
 
@@ -35,6 +36,7 @@ from hailing.dht import DhtConfig, DhtProtocol
 from hailing.dht.bep44 import MutableItem
 from hailing.errors import (
     BencodeError,
+    EndpointError,
     EnvelopeError,
     LocalProtocolError,
     RemoteProtocolError,
@@ -50,6 +52,7 @@ from hailing.krpc import (
 )
 from hailing.rtc.connection import Connection
 from hailing.signaling import envelope, sdp
+from hailing.signaling.endpoint import decode_record, encode_record
 
 from .generators import KRPC_METHODS, Mutator, random_value, retype, structured
 
@@ -415,6 +418,10 @@ class ControlTarget(Target):
 
     def structured(self) -> bytes:
         rng = self.rng
+        if rng.random() < 0.02:  # deep nesting, within the frame size limit
+            depth = rng.choice((10, 1000, 5000, 60_000))
+            opener, closer = rng.choice((("[", "]"), ('{"t":', "}")))
+            return b"T" + (opener * depth + "1" + closer * rng.choice((0, depth))).encode()
         frame = dict(rng.choice(self.frames))
         for _ in range(rng.randrange(1, 3)):
             key = rng.choice(["t", "id", "text", "name", "size", "sha256", "blob", "proof",
@@ -441,6 +448,36 @@ class ControlTarget(Target):
         shutil.rmtree(self.downloads, ignore_errors=True)
 
 
+# -- endpoint records -----------------------------------------------------------------------------
+
+
+class EndpointTarget(Target):
+    name = "endpoint"
+    allowed = (EndpointError,)
+
+    def corpus(self) -> list[bytes]:
+        return [
+            b'{"e":"sip:alice@192.0.2.1:5060","k":"sip","x":{}}',
+            b'{"e":"192.0.2.7:51820","k":"wireguard","x":{"address":"10.8.0.2/32",'
+            b'"public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}',
+        ]
+
+    def structured(self) -> bytes:
+        rng = self.rng
+        obj: dict[str, Any] = {"e": "x", "k": "sip", "x": {}}
+        key = rng.choice(["e", "k", "x", "y"])
+        obj[key] = rng.choice([None, 1, "", "sip:" + "a" * rng.randrange(400), [], {"a": 1},
+                               {"a": "b" * 300}, "wireguard", "\u0000", 1e308])
+        if rng.random() < 0.05:
+            return b"[" * rng.randrange(1, 400)
+        return json.dumps(obj).encode()
+
+    def run(self, data: bytes) -> None:
+        record = decode_record(data)
+        if decode_record(encode_record(record)) != record:
+            raise AssertionError("an endpoint record changed in a round trip")
+
+
 # -- the contact card ----------------------------------------------------------------------------
 
 
@@ -461,7 +498,7 @@ class CardTarget(Target):
 
 TARGETS: dict[str, type[Target]] = {
     t.name: t for t in (BencodeTarget, KrpcTarget, CompactTarget, CoreTarget, EnvelopeTarget,
-                        SdpTarget, ControlTarget, CardTarget)
+                        SdpTarget, ControlTarget, EndpointTarget, CardTarget)
 }
 
 

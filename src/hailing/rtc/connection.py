@@ -519,7 +519,7 @@ class Connection:
             raise _Garbage("oversized")
         try:
             msg = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting ("[[[[..."): found by fuzzing
             raise _Garbage("json") from None
         if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
             raise _Garbage("shape")
