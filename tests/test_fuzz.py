@@ -4,6 +4,7 @@ see tests/fuzz/targets.py for each target's input and allowed errors."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 
@@ -40,10 +41,8 @@ def test_inputs_found_by_fuzzing_are_refused_quietly(name: str, data: bytes) -> 
     def replay() -> None:
         target = TARGETS[name](random.Random(0))
         try:
-            try:
+            with contextlib.suppress(*target.allowed):
                 target.run(data)
-            except target.allowed:
-                pass
         finally:
             target.close()
 
