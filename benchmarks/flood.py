@@ -20,10 +20,14 @@ Modes (``--modes``, comma-separated):
 
 ``one-port``     find_node, get, announce_peer and hailing_post, in turn, from one port
 ``many-ports``   the same from ``--ports`` (1,000) ports, round-robin
-``fill``         the store-filling attack: announce_peer, put (immutable) and
-                 hailing_post with a fresh key every time, from ``--ports`` ports, for
+``fill``         the store-filling attack: announce_peer and put (immutable) with a
+                 fresh key every time, hailing_post of 1,000-byte values 16 to a fresh
+                 key (an inbox's most), from ``--ports`` ports, for
                  ``--fill-duration`` seconds (600 by default); the node's RSS is sampled
                  every 10 s and the sizes of its stores reported at the end
+
+``--attack-ips N`` spreads the attack over N source addresses (127.1.x.y, each with its
+own token): what an attacker with many addresses does, past the per-source budgets.
 
 Reported per mode: the good client's results, the attack's send rate (datagrams/s) and
 how many the node processed (its counters), the node's CPU use (share of one core) and
@@ -279,58 +283,77 @@ class GoodClient(threading.Thread):
 # -- the attacker ----------------------------------------------------------------------------------
 
 
-def attack(server: tuple[str, int], mode: str, ports: int, duration: float, core: int | None,
-           out: Any) -> None:
+def attack_ips(n: int) -> list[str]:
+    """The attacker's source addresses: 127.0.0.2, or ``n`` addresses in 127.1.0.0/16."""
+    return [ATTACK_IP] if n <= 1 else [f"127.1.{i // 250}.{i % 250 + 1}" for i in range(n)]
+
+
+def attack(server: tuple[str, int], mode: str, ports: int, ips: int, duration: float,
+           core: int | None, out: Any) -> None:
     """The attacking process: floods for ``duration`` seconds, then puts its counts."""
     _pdeathsig()
     if core is not None:
         os.sched_setaffinity(0, {core})
     os.nice(10)
+    addrs = attack_ips(ips)
     socks = []
-    for _ in range(ports if mode != "one-port" else 1):
+    for i in range(max(ports if mode != "one-port" else 1, len(addrs))):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # replies are not read
-        s.bind((ATTACK_IP, 0))
+        s.bind((addrs[i % len(addrs)], 0))
         socks.append(s)
     ids = [os.urandom(20) for _ in socks]
-    tid = b"tk00"
-    got = ask(socks[0], server, query(tid, b"get", {b"id": ids[0], b"target": os.urandom(20)}),
-              tid, 2.0)
-    token = got[b"r"][b"token"] if got and b"token" in got.get(b"r", {}) else b"no token"
+    tokens: list[bytes] = []  # a token is bound to the IP: one per address
+    for i in range(len(addrs)):
+        tid = b"tk%02x" % (i % 256)
+        got = ask(socks[i], server, query(tid, b"get", {b"id": ids[i],
+                                                         b"target": os.urandom(20)}), tid, 2.0)
+        tokens.append(got[b"r"][b"token"] if got and b"token" in got.get(b"r", {})
+                      else b"no token")
     for s in socks:
         s.setblocking(False)
-    # One template per (kind, socket): the sender id is fixed per port.
-    value = b"x" * 200
-    kinds: list[tuple[bytes, dict[bytes, Any], bytes]] = []
-    if mode == "fill":
-        kinds = [
-            (b"announce_peer", {b"port": 6881, b"token": token}, b"info_hash"),
-            (b"hailing_post", {b"token": token, b"v": value}, b"key"),
-            (b"put", {b"token": token}, b"v"),
-        ]
-    else:
-        kinds = [
-            (b"find_node", {}, b"target"),
-            (b"get", {}, b"target"),
-            (b"announce_peer", {b"port": 6881, b"token": token}, b"info_hash"),
-            (b"hailing_post", {b"token": token, b"v": value}, b"key"),
-        ]
-    templates = [[Template(m, {**a, b"id": nid}, f) for m, a, f in kinds] for nid in ids]
     fresh = mode == "fill"
+    # fill: posts of the largest value, 16 to a key (an inbox's most); elsewhere 200 bytes
+    value = b"x" * (1000 if fresh else 200)
+
+    def kinds(token: bytes) -> list[tuple[bytes, dict[bytes, Any], bytes]]:
+        if fresh:
+            return [(b"announce_peer", {b"port": 6881, b"token": token}, b"info_hash"),
+                    (b"hailing_post", {b"token": token, b"v": value}, b"key"),
+                    (b"put", {b"token": token}, b"v")]
+        return [(b"find_node", {}, b"target"), (b"get", {}, b"target"),
+                (b"announce_peer", {b"port": 6881, b"token": token}, b"info_hash"),
+                (b"hailing_post", {b"token": token, b"v": value}, b"key")]
+
+    # One template per (kind, socket): the sender id is fixed per port.
+    templates = [[Template(m, {**a, b"id": nid}, f) for m, a, f in kinds(tokens[i % len(addrs)])]
+                 for i, nid in enumerate(ids)]
+    names = [k[0] for k in kinds(b"")]
+    post = names.index(b"hailing_post")
     pool = [os.urandom(20) for _ in range(4096)]
-    sent = errors = 0
+    post_key = pool[0]
+    sent = errors = posts = 0
     n = 0
     start = time.monotonic()
     stop_at = start + duration
     urandom = os.urandom
     nsocks = len(socks)
-    nkinds = len(kinds)
+    nkinds = len(names)
     while True:
         if n % 256 == 0 and time.monotonic() >= stop_at:
             break
         i = n % nsocks
-        key = urandom(20) if fresh else pool[n & 4095]
-        data = templates[i][n % nkinds].make(key, (n & 0xFFFFFFFF).to_bytes(4, "big"))
+        kind = n % nkinds
+        if not fresh:
+            key = pool[n & 4095]
+        elif kind == post:
+            if posts % 16 == 0:
+                post_key = urandom(20)
+            posts += 1
+            key = post_key
+        else:
+            key = urandom(20)
+        data = templates[i][kind].make(key, (n & 0xFFFFFFFF).to_bytes(4, "big"))
         try:
             socks[i].sendto(data, server)
             sent += 1
@@ -341,8 +364,9 @@ def attack(server: tuple[str, int], mode: str, ports: int, duration: float, core
     for s in socks:
         s.close()
     out.put({"sent": sent, "send_errors": errors, "seconds": round(elapsed, 2),
-             "rate_per_s": round(sent / elapsed), "ports": nsocks,
-             "kinds": [k[0].decode() for k in kinds], "had_token": token != b"no token"})
+             "rate_per_s": round(sent / elapsed), "ports": nsocks, "source_ips": len(addrs),
+             "kinds": [k.decode() for k in names],
+             "had_tokens": sum(t != b"no token" for t in tokens)})
 
 
 # -- one run -----------------------------------------------------------------------------------------
@@ -363,8 +387,9 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         cpu0 = server.cpu_seconds()
         ctx = mp.get_context("fork")
         box = ctx.Queue()
-        attacker = ctx.Process(target=attack, args=(server.addr, mode, args.ports, duration,
-                                                    args.attack_core, box), daemon=True)
+        attacker = ctx.Process(target=attack, args=(server.addr, mode, args.ports,
+                                                    args.attack_ips, duration, args.attack_core,
+                                                    box), daemon=True)
         good.stop_at = time.monotonic() + duration + 1.0
         t0 = time.monotonic()
         attacker.start()
@@ -405,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fill-duration", type=float, default=600.0,
                     help="seconds of the store-filling attack")
     ap.add_argument("--ports", type=int, default=1000)
+    ap.add_argument("--attack-ips", type=int, default=1,
+                    help="source addresses of the attack (1: 127.0.0.2; more: 127.1.x.y)")
     ap.add_argument("--pause", type=float, default=0.05,
                     help="seconds between the good client's rounds")
     ap.add_argument("--timeout", type=float, default=1.0,
