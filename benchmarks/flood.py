@@ -37,6 +37,9 @@ answered, p95 <= 10 ms; RSS bounded.
     python benchmarks/flood.py --out flood.json                      # both 30 s floods
     python benchmarks/flood.py --modes fill --fill-duration 600       # the 10-minute fill
 
+``--no-budget`` runs the node without its per-source datagram budget
+(``source_datagram_rate=0``), for a side-by-side comparison.
+
 Linux only (``/proc``). Everything binds 127.0.0.x with OS-chosen ports; every child
 process dies with this one (``PR_SET_PDEATHSIG``) and is stopped at the end.
 """
@@ -91,6 +94,8 @@ async def main():
     else:  # a checkout without the field: loopback is exempt from the datagram budget
         from hailing.transport import _ingress
         _ingress.is_loopback = lambda host: False
+    if "--no-budget" in sys.argv and hasattr(config, "source_datagram_rate"):
+        config = dataclasses.replace(config, source_datagram_rate=0.0)
     node = DhtNode(("127.0.0.1", 0), config=config)
     await node.start()
     print(json.dumps({"port": node.address[1], "exempt_loopback_field": exempt is not None}),
@@ -118,7 +123,7 @@ def _pdeathsig() -> None:
 
 
 class Server:
-    def __init__(self, core: int | None) -> None:
+    def __init__(self, core: int | None, budget: bool = True) -> None:
         env = {**os.environ, "PYTHONPATH": str(SRC)}
 
         def pre() -> None:
@@ -126,7 +131,8 @@ class Server:
             if core is not None:
                 os.sched_setaffinity(0, {core})
 
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
+        argv = [sys.executable, "-c", SERVER] + ([] if budget else ["--no-budget"])
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env,
                                      preexec_fn=pre)
         first = json.loads(self._line())
@@ -378,7 +384,7 @@ def _queries(stats: dict[str, int]) -> int:
 
 def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     duration = args.fill_duration if mode == "fill" else args.duration
-    server = Server(args.server_core)
+    server = Server(args.server_core, budget=not args.no_budget)
     try:
         good = GoodClient(server.addr, args.pause, args.timeout)
         time.sleep(0.5)
@@ -409,7 +415,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         counters = {k: v - before["stats"].get(k, 0) for k, v in after["stats"].items()
                     if v != before["stats"].get(k, 0)}
         return {
-            "mode": mode, "duration_s": duration,
+            "mode": mode, "duration_s": duration, "datagram_budget": not args.no_budget,
             "exempt_loopback_off": server.exempt_loopback_field,
             "good_client": good.summary(),
             "flood": {**flood, "processed_by_node": processed,
@@ -439,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
     ap.add_argument("--server-core", type=int, default=0)
     ap.add_argument("--attack-core", type=int, default=1)
+    ap.add_argument("--no-budget", action="store_true",
+                    help="turn the node's per-source datagram budget off (a comparison)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     if os.cpu_count() == 1:

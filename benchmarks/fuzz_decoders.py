@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown targets: {', '.join(unknown)}")
     results: list[dict[str, Any]] = []
     started = time.time()
+    head = _git_head()  # the code that runs is the code at the start
     for name in names:
         report = fuzz(name, args.inputs, seed=args.seed, time_limit=args.time_limit).to_json()
         results.append(report)
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_seconds": round(time.time() - started, 1),
         "unexpected_exceptions": sum(r["unexpected_exceptions"] for r in results),
         "environment": {"python": platform.python_version(), "machine": platform.machine(),
-                        "git_head": _git_head()},
+                        "git_head": head},
     }
     text = json.dumps(doc, indent=1)
     print(text)
