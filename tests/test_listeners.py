@@ -33,7 +33,8 @@ def _token(net: MemoryNet, node: object, src: tuple[str, int]) -> bytes:
 def _listen(net: MemoryNet, node: object, src: tuple[str, int], key: bytes = KEY,
             ttl: int = 300) -> dict[bytes, object]:
     t = _token(net, node, src)
-    return ask(net, node, src, krpc_query(b"hailing_listen", {b"key": key, b"token": t, b"ttl": ttl}))
+    return ask(net, node, src, krpc_query(b"hailing_listen", {b"key": key, b"token": t, b"ttl": ttl,
+                                                                b"ptoken": b"p" * 8}))
 
 
 # -- the table alone ------------------------------------------------------------------------
@@ -224,7 +225,8 @@ async def test_unlistens_for_unknown_keys_over_udp_are_answered_and_leak_nothing
                 assert r == {b"id": node.node_id, b"ttl": 0}
             table = node.core.responder.inbox.listener_table
             assert len(table) == 0 and table.keys_held == 0
-            r = await ask(b"hailing_listen", {b"key": KEY, b"token": token, b"ttl": 60}, b"l1")
+            r = await ask(b"hailing_listen", {b"key": KEY, b"token": token, b"ttl": 60,
+                                              b"ptoken": b"p" * 8}, b"l1")
             assert r[b"ttl"] == 60
         finally:
             sock.close()
