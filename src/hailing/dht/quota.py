@@ -92,13 +92,15 @@ def exempt(codec: AddressCodec, addr: Hashable, exempt_loopback: bool) -> bool:
 
 
 class _CountIndex:
-    """Sources by weight, the heaviest found in O(1); among equals, the least recently
-    active first (:meth:`touch` moves a source to the young end of its weight group)."""
+    """Sources by weight, the heaviest found in O(1). Within a weight, a source that
+    gains an entry or renews one goes to the young end, one that loses an entry to the
+    old end (first in line among its new equals): with single-entry sources the first
+    in line is the one renewed longest ago."""
 
     __slots__ = ("_by_count", "_max")
 
     def __init__(self) -> None:
-        self._by_count: dict[int, dict[bytes, None]] = {}
+        self._by_count: dict[int, OrderedDict[bytes, None]] = {}
         self._max = 0
 
     def change(self, source: bytes, old: int, new: int) -> None:
@@ -109,15 +111,18 @@ class _CountIndex:
             if not group:
                 del by[old]
         if new:
-            by.setdefault(new, {})[source] = None
+            joined = by.get(new)
+            if joined is None:
+                joined = by[new] = OrderedDict()
+            joined[source] = None
+            if new < old:
+                joined.move_to_end(source, last=False)
             self._max = max(self._max, new)
         while self._max and self._max not in by:  # counts move by one: one step at most
             self._max -= 1
 
     def touch(self, source: bytes, count: int) -> None:
-        group = self._by_count[count]
-        del group[source]
-        group[source] = None
+        self._by_count[count].move_to_end(source)
 
     def heaviest(self) -> bytes | None:
         return next(iter(self._by_count[self._max])) if self._max else None
