@@ -53,9 +53,10 @@ def test_loopback_is_per_socket_while_exempt_and_one_source_without_the_exemptio
 # -- tables ---------------------------------------------------------------------------------
 
 
-def table(**kw: int) -> SourceTable[None]:
-    bounds = {"per_key": 100, "source_per_key": 100, "per_source": 100, "total": 100} | kw
-    return SourceTable(**bounds)
+def table(per_key: int = 100, source_per_key: int = 100, per_source: int = 100,
+          total: int = 100, max_keys: int | None = None) -> SourceTable[None]:
+    return SourceTable(per_key=per_key, source_per_key=source_per_key, per_source=per_source,
+                       total=total, max_keys=max_keys)
 
 
 def test_a_full_table_evicts_the_heaviest_sources_oldest_entry() -> None:
@@ -243,12 +244,14 @@ def filled(kind: str, size: int, stats: Counter[str]) -> Callable[[int], object]
         peers = PeerStore(DhtConfig(max_torrents=size, max_peer_entries=size), stats)
 
         def insert(i: int) -> object:
-            return peers.add(i.to_bytes(20, "big"), i, b"s%d" % i, 0.0)
+            peers.add(i.to_bytes(20, "big"), i, b"s%d" % i, 0.0)
+            return None
     elif kind == "items":
         items = ItemStore(DhtConfig(max_items=size), stats)
 
         def insert(i: int) -> object:
-            return items.put(i.to_bytes(20, "big"), ib_item(i), b"s%d" % i, 0.0)
+            items.put(i.to_bytes(20, "big"), ib_item(i), b"s%d" % i, 0.0)
+            return None
     elif kind == "inbox":
         inbox = ib.InboxStore(stats)
         inbox.values_table.total = size
