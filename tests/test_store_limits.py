@@ -204,30 +204,26 @@ async def test_a_listener_registers_and_gets_every_value_of_a_full_inbox_over_ud
 
 
 async def test_a_push_without_the_listeners_token_is_refused_over_udp() -> None:
-    async with DhtNode(("127.0.0.1", 0)) as node, sockets(1) as (attacker,):
-        async with DhtNode(("127.0.0.1", 0), bootstrap=[node.address]) as client:
-            await client.bootstrap()
-            assert await client.listen(KEY) == 1
-            push = {b"key": KEY, b"v": b"forged offer"}
-            assert await attacker.ask(client.address, b"hailing_push", push) == {b"error": 203}
-            bad = {**push, b"ptoken": b"12345678"}
-            assert await attacker.ask(client.address, b"hailing_push", bad) == {b"error": 203}
-            # a token issued to the storing node's IP is no use from another IP
-            stolen = client.core.inboxes.push_token(("127.0.0.9", 1))
-            assert await attacker.ask(client.address, b"hailing_push", {**push, b"ptoken": stolen}) \
-                == {b"error": 203}
-            assert client.stats["push_bad_token"] == 3
-            # the storing node's pushes carry the token and arrive
-            poster = Udp()
-            try:
-                r = await poster.ask(node.address, b"hailing_post",
-                                     {b"key": KEY, b"token": await poster.token(node.address),
-                                      b"v": b"real offer"})
-                assert r == {b"id": node.node_id}
-            finally:
-                poster.close()
-            msg = await asyncio.wait_for(client.inbox(), 5)
-            assert msg.value == b"real offer" and client._inbox.empty()
+    async with DhtNode(("127.0.0.1", 0)) as node, sockets(2) as (attacker, poster), \
+            DhtNode(("127.0.0.1", 0), bootstrap=[node.address]) as client:
+        await client.bootstrap()
+        assert await client.listen(KEY) == 1
+        push = {b"key": KEY, b"v": b"forged offer"}
+        assert await attacker.ask(client.address, b"hailing_push", push) == {b"error": 203}
+        bad = {**push, b"ptoken": b"12345678"}
+        assert await attacker.ask(client.address, b"hailing_push", bad) == {b"error": 203}
+        # a token issued to the storing node's IP is no use from another IP
+        stolen = client.core.inboxes.push_token(("127.0.0.9", 1))
+        assert await attacker.ask(client.address, b"hailing_push", {**push, b"ptoken": stolen}) \
+            == {b"error": 203}
+        assert client.stats["push_bad_token"] == 3
+        # the storing node's pushes carry the token and arrive
+        r = await poster.ask(node.address, b"hailing_post",
+                             {b"key": KEY, b"token": await poster.token(node.address),
+                              b"v": b"real offer"})
+        assert r == {b"id": node.node_id}
+        msg = await asyncio.wait_for(client.inbox(), 5)
+        assert msg.value == b"real offer" and client._inbox.empty()
 
 
 def test_a_listen_without_a_push_token_is_refused() -> None:
