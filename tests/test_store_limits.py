@@ -260,3 +260,33 @@ def test_a_renewed_listen_carries_a_fresh_push_token() -> None:
     net.run(duration=1.0)
     got = [e.value for e in net.events[net.addr_of(callee)] if isinstance(e, InboxMessage)]
     assert got == [b"late"] and callee.stats["push_bad_token"] == 0
+
+
+def test_waiting_values_that_do_not_fit_are_pushed_to_a_new_listener_only() -> None:
+    net = MemoryNet()
+    node = net.add()
+    for i in range(ib.MAX_VALUES_PER_KEY):
+        src = (f"10.6.0.{i}", 1000)
+        token = ask(net, node, src, krpc_query(b"get", {b"target": KEY}))[b"token"]
+        v = bytes([65 + i]) * ib.MAX_VALUE
+        assert ask(net, node, src, krpc_query(b"hailing_post", {b"key": KEY, b"token": token,
+                                                               b"v": v})) == {b"id": node.node_id}
+    src = ("10.6.1.1", 1000)
+    out = net.listen(src)
+    token = ask(net, node, src, krpc_query(b"get", {b"target": KEY}))[b"token"]
+    listen = krpc_query(b"hailing_listen", {b"key": KEY, b"token": token, b"ttl": 60,
+                                            b"ptoken": b"p" * 8})
+    out.clear()
+    net.inject(listen, src, net.addr_of(node))
+    net.run(duration=0.1)
+    first = [decode_message(d) for d, _ in out]
+    reply = next(m for m in first if isinstance(m, Response))
+    assert len(reply.values[b"values"]) == 3 and reply.values[b"more"] == 13
+    pushes = [m for m in first if not isinstance(m, Response | Error)]
+    assert [m.args[b"v"] for m in pushes] == [bytes([65 + i]) * ib.MAX_VALUE for i in range(3, 16)]  # type: ignore[attr-defined]
+    assert all(m.args[b"ptoken"] == b"p" * 8 for m in pushes)  # type: ignore[attr-defined]
+    out.clear()
+    net.inject(listen, src, net.addr_of(node))  # a renewal: every value was pushed already
+    net.run(duration=0.1)
+    again = [decode_message(d) for d, _ in out]
+    assert len(again) == 1 and again[0].values[b"more"] == 13  # type: ignore[union-attr]
