@@ -376,6 +376,7 @@ def test_the_source_budget_is_per_address_and_per_ipv6_64() -> None:
         assert limiter.allow(f"2001:db8:1:2::{i + 1}", 0.0)
     assert not limiter.allow("2001:db8:1:2:ffff::1", 0.0)
     assert limiter.allow("2001:db8:1:3::1", 0.0)
+    assert not limiter.allow("::ffff:10.0.0.1", 0.1)  # an IPv4-mapped address is the IPv4
     exempt = SourceRateLimiter(1.0, 1.0, exempt_loopback=True)
     assert all(exempt.allow("127.0.0.1", 0.0) for _ in range(10)) and len(exempt) == 0
 

@@ -85,7 +85,7 @@ def _limiter(config: DhtConfig) -> SourceRateLimiter | None:
     if config.source_datagram_rate <= 0:
         return None
     return SourceRateLimiter(config.source_datagram_rate, config.source_datagram_burst,
-                             exempt_loopback=getattr(config, "exempt_loopback", True))
+                             exempt_loopback=config.exempt_loopback)
 
 
 class DhtNode:

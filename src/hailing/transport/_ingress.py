@@ -20,9 +20,13 @@ __all__ = ["SourceRateLimiter", "is_loopback", "source_key"]
 
 
 def source_key(host: str) -> str | bytes:
-    """The source a datagram from ``host`` is accounted to."""
+    """The source a datagram from ``host`` is accounted to: its IPv4 address, its IPv6
+    /64 (an IPv4-mapped address counts as its IPv4 address), as ``dht.quota.source_of``
+    counts (which works on the core's compact addresses; this on the socket's text)."""
     if ":" not in host:
         return host
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
     try:
         return socket.inet_pton(socket.AF_INET6, host.partition("%")[0])[:8]
     except OSError:
@@ -30,7 +34,7 @@ def source_key(host: str) -> str | bytes:
 
 
 def is_loopback(host: str) -> bool:
-    return host.startswith("127.") or host == "::1" or host.startswith("::ffff:127.")
+    return host.startswith(("127.", "::ffff:127.")) or host == "::1"
 
 
 class SourceRateLimiter:
