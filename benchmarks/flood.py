@@ -106,10 +106,14 @@ async def main():
     while await reader.readline():
         core = node.core
         inbox = core.responder.inbox
+        values = getattr(inbox, "values_table", None)  # per-source accounting (quota.py)
         stores = {"routing_table": size(core.table), "torrents": size(core.peers),
+                  "peer_entries": size(getattr(core.peers, "table", ())) or None,
                   "items": size(core.items),
-                  "inbox_keys": size(getattr(inbox, "_values", ())),
-                  "inbox_sources": size(getattr(inbox, "_buckets", ()))}
+                  "inbox_values": size(values) if values is not None else None,
+                  "inbox_keys": getattr(values, "keys_held", None)
+                  if values is not None else size(getattr(inbox, "_values", ())),
+                  "datagram_budget_sources": size(getattr(node._transport, "_limiter", None))}
         print(json.dumps({"stats": node.stats, "stores": stores}), flush=True)
     await node.stop()
 
