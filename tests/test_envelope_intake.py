@@ -252,3 +252,17 @@ def test_records_of_the_first_schema_are_kept(tmp_path: Path) -> None:
     with SignalStore(tmp_path) as store:
         assert record(store, b"old" * 10, os.urandom(32), NOW) == "already_handled"
         assert store._query("SELECT count(*) FROM handled_envelopes") == [(0,)]
+
+
+def test_a_legacy_row_that_is_not_a_number_is_left_behind(tmp_path: Path) -> None:
+    """Garbage in the first schema's table (edited by hand, say) is not migrated into
+    the bounded records (their CHECKs refuse it) and fails nothing."""
+    with SignalStore(tmp_path):
+        pass
+    with contextlib.closing(sqlite3.connect(tmp_path / "peer.sqlite3")) as db, db:
+        db.execute("INSERT INTO handled_envelopes VALUES (?, ?)", (b"bad" * 10, "soon"))
+        db.execute("INSERT INTO handled_envelopes VALUES (?, ?)", (b"good" * 8, NOW + 9))
+    with SignalStore(tmp_path) as store:
+        assert store.handled_rows() == 1
+        assert record(store, b"bad" * 10, os.urandom(32), NOW) is None
+        assert record(store, b"good" * 8, os.urandom(32), NOW) == "already_handled"

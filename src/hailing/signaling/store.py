@@ -88,17 +88,17 @@ CREATE TABLE IF NOT EXISTS handled_envelopes (
 CREATE TABLE IF NOT EXISTS replay_seen (
     nonce BLOB PRIMARY KEY,
     sender BLOB NOT NULL,
-    stranger INTEGER NOT NULL,
-    timestamp REAL NOT NULL,
-    expires REAL NOT NULL
+    stranger INTEGER NOT NULL CHECK (stranger IN (0, 1)),
+    timestamp REAL NOT NULL CHECK (typeof(timestamp) = 'real'),
+    expires REAL NOT NULL CHECK (typeof(expires) = 'real')
 );
 CREATE INDEX IF NOT EXISTS replay_seen_expires ON replay_seen (expires);
 CREATE INDEX IF NOT EXISTS replay_seen_sender ON replay_seen (sender, stranger);
 CREATE INDEX IF NOT EXISTS replay_seen_stranger ON replay_seen (stranger);
 CREATE TABLE IF NOT EXISTS replay_floor (
     scope BLOB PRIMARY KEY,
-    floor REAL NOT NULL,
-    until REAL NOT NULL
+    floor REAL NOT NULL CHECK (typeof(floor) = 'real'),
+    until REAL NOT NULL CHECK (typeof(until) = 'real')
 );
 -- rows of the first version (nonce and expiry only): kept, as strangers' rows whose
 -- timestamp is taken to be their expiry (the most cautious floor if one is evicted)
@@ -251,9 +251,8 @@ class SignalStore(SqliteFile):
                 if db.execute("SELECT 1 FROM replay_seen WHERE nonce=?",
                               (bytes(nonce),)).fetchone():
                     return "already_handled"
-                row = db.execute("SELECT floor FROM replay_floor WHERE scope=?",
-                                 (scope,)).fetchone()
-                if row is not None and ts <= row[0]:
+                if db.execute("SELECT 1 FROM replay_floor WHERE scope=? AND floor >= ?",
+                              (scope, ts)).fetchone():
                     return "below_replay_floor"
                 db.execute("INSERT INTO replay_seen VALUES (?, ?, ?, ?, ?)",
                            (bytes(nonce), bytes(sender), int(not contact), ts, float(expires)))
