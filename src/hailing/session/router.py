@@ -48,6 +48,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..errors import StorageError
 from ..identity import Identity
 from ..rtc.connection import Connection
 from ..signaling import envelope
@@ -185,11 +186,23 @@ class SignalRouter:
         if strict and now > opened.expires:
             self.stats[f"stale_{name}s"] += 1  # its sender gave up: do not act on it
             return
-        if once_ever:
-            refused = self.store.record_handling(
+        if once_ever and (refused := self._record_handling(opened, now)) is not None:
+            self.stats[refused] += 1  # handled before a restart: never twice
+            return
+        handler(opened, source)
+
+    def _record_handling(self, opened: envelope.Opened, now: float) -> str | None:
+        """The on-disk record (see :meth:`on`): None, or why not to handle it again. A
+        file that cannot be written (locked by another process, full, read-only) does
+        not stop the envelope: the in-memory replay cache still refuses it twice in this
+        run; counted (``handled_record_errors``), warned about once."""
+        try:
+            return self.store.record_handling(
                 opened.nonce, opened.expires, now, sender=opened.sender,
                 timestamp=opened.timestamp, contact=self.is_contact(opened.sender))
-            if refused is not None:
-                self.stats[refused] += 1  # handled before a restart: never twice
-                return
-        handler(opened, source)
+        except StorageError as exc:
+            self.stats["handled_record_errors"] += 1
+            if self.stats["handled_record_errors"] == 1:
+                log.warning("hailing: %s; handling the envelope anyway (counted in "
+                            "handled_record_errors, not repeated)", exc)
+            return None
