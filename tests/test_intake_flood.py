@@ -19,7 +19,7 @@ import pytest
 from pytest_helpers import loopback_ice, recording_pcs
 from session_doubles import Switchboard
 
-from hailing.errors import HailingError
+from hailing.errors import HailingError, StorageError
 from hailing.identity import Identity, load_or_create_identity
 from hailing.node import DhtNode
 from hailing.peer import CallEvent, Peer
@@ -27,7 +27,7 @@ from hailing.rtc.connection import MAX_EVENTS, TextMessage
 from hailing.rtc.ice import rtc_configuration
 from hailing.session import Source
 from hailing.session.connections import MAX_CALLS_PER_CALLER, MAX_STRANGER_CALLS
-from hailing.signaling.envelope import KIND_OFFER, MAX_ENVELOPE, seal
+from hailing.signaling.envelope import KIND_ANSWER, KIND_OFFER, MAX_ENVELOPE, seal
 from hailing.signaling.replay import STRANGER_ENTRIES
 from hailing.signaling.sdp import encode_sdp
 from hailing.signaling.store import HANDLED_STRANGERS
@@ -219,3 +219,24 @@ async def test_a_reader_that_falls_behind_makes_the_sender_wait_not_the_memory_g
     assert inc._events.qsize() == MAX_EVENTS
     assert await inc.recv() == TextMessage("message 0")  # nothing taken was lost
     await conn.send_text("room again")
+
+
+async def test_a_locked_contact_book_makes_a_sender_a_stranger_not_a_traceback(
+        tmp_path: Path, started: list[Peer], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Who is a contact is asked of the contact book for every envelope; a book locked
+    by another process (a StorageError) must not escape the router."""
+    board = Switchboard()
+    bob_id = load_or_create_identity(tmp_path / "bob")
+    bob = await start(started, Peer(tmp_path / "bob",
+                                    couplers=[board.coupler(bob_id.public_key)]))
+    assert bob.router is not None and bob.contacts is not None
+
+    def locked(*args: object) -> None:
+        raise StorageError("peer.sqlite3 is locked")
+
+    monkeypatch.setattr(bob.contacts, "state", locked)
+    carol = Identity.from_seed(os.urandom(32))
+    blob = seal(carol, bob_id.public_key, KIND_ANSWER, b"\0" * 8 + b"x", now=time.time())
+    await bob.router.handle(blob, Source(coupler=bob.coupler("pipe")))
+    assert bob.stats["receive_errors"] == 0 and bob.stats["unexpected_answers"] == 1
+    assert bob.stats["contact_lookup_errors"] >= 1

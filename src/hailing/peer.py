@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from .dht import DhtConfig
-from .errors import HailingError, LocalProtocolError, QueryTimeout
+from .errors import HailingError, LocalProtocolError, QueryTimeout, StorageError
 from .identity import Identity, load_or_create_identity, parse_contact_id
 from .node import Addr, DhtNode
 from .rtc.connection import Connection
@@ -456,7 +456,13 @@ class Peer:
     def _is_contact(self, sender: bytes) -> bool:
         """In the contact book and not blocked: whose replay state and calls never yield
         to strangers'."""
-        return self.contacts is not None and self.contacts.state(sender) == "allowed"
+        if self.contacts is None:
+            return False
+        try:
+            return self.contacts.state(sender) == "allowed"
+        except StorageError:  # the book locked by another process: a stranger, this once
+            self.stats["contact_lookup_errors"] += 1
+            return False
 
     def _identity(self) -> Identity:
         if self.identity is None:

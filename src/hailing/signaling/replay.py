@@ -179,9 +179,10 @@ class ReplayCache:
             sender, win = next(iter(self._strangers.items()))
             if sender == newest:  # never the window just written (per_sender <= budget)
                 break
+            contact = self.is_contact(sender)  # before any change: it may raise
             del self._strangers[sender]
             self._stranger_count -= len(win.seen)
-            if self.is_contact(sender):  # became a contact since last heard: kept
+            if contact:  # became a contact since last heard: kept
                 self._contacts[sender] = win
                 continue
             self.stats["stranger_evictions"] += 1
