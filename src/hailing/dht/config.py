@@ -53,6 +53,26 @@ class DhtConfig:
     max_items: int = 10_000
     max_torrents: int = 10_000
     max_peers_per_torrent: int = 200
+    # -- per-source accounting (dht/quota.py; docs/protocol.md "Storage", issue 9) --------
+    #: A source is an IPv4 address or an IPv6 /64; a full store evicts the heaviest
+    #: source's oldest entry, and a source over its own quota its own oldest entry.
+    #: Peer entries held in all info-hashes together (memory: about 200 bytes each).
+    max_peer_entries: int = 100_000
+    #: Peer entries one source holds in all, and in one info-hash (several BitTorrent
+    #: clients behind one NAT).
+    max_peers_per_source: int = 10_000
+    max_peers_per_source_torrent: int = 8
+    #: BEP44 items one source holds (a tenth of max_items).
+    max_items_per_source: int = 1_000
+    #: Work budget per source for announce_peer, put and hailing_listen: a token bucket
+    #: of source_burst requests refilled at source_rate a second; past it error 202
+    #: (BEP5 methods) or 241 (hailing methods). hailing_post has its own, stricter one.
+    source_rate: float = 10.0
+    source_burst: float = 100.0
+    #: Loopback senders are exempt from rate limits and each loopback socket is its own
+    #: source (every process of a loopback testnet is 127.0.0.1). False: 127.0.0.1 is one
+    #: source like any address, so tests can exercise the real limits.
+    exempt_loopback: bool = True
     #: BEP42: refuse routing-table entries whose id does not match their IP.
     enforce_node_id: bool = False
     #: BEP43: read-only node: answers nothing, flags its queries with ``ro``.

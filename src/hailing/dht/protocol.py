@@ -106,13 +106,14 @@ class DhtProtocol:
             node_id, cfg.k, cfg.replacement_cache, cfg.max_fail_count, cfg.questionable_after
         )
         self.tokens = TokenManager(self._randbytes(16))
-        self.peers = PeerStore(cfg.max_torrents, cfg.max_peers_per_torrent, cfg.peer_ttl)
-        self.items = ItemStore(cfg.max_items, cfg.item_ttl)
-        self.responder = Responder(
-            node_id, self.table, self.tokens, self.peers, self.items, self.codec, cfg.k
-        )
         #: Counters: queries by method, garbage dropped, errors sent, timeouts, ...
         self.stats: Counter[str] = Counter()
+        self.peers = PeerStore(cfg, self.stats)
+        self.items = ItemStore(cfg, self.stats)
+        self.responder = Responder(
+            node_id, self.table, self.tokens, self.peers, self.items, self.codec, cfg.k,
+            config=cfg, stats=self.stats,
+        )
         #: BEP42: the external IP (compact) most peers report in their ``ip`` field.
         self.external_ip: bytes | None = None
         self._ip_votes: Counter[bytes] = Counter()
@@ -129,7 +130,8 @@ class DhtProtocol:
         self._next_refresh = now + cfg.bucket_refresh
         #: The inboxes we listen on (hailing extension).
         self.inboxes = InboxClient(
-            node_id, start=self._lookup, send=self._request, emit=self._emit
+            node_id, start=self._lookup, send=self._request, emit=self._emit,
+            tokens=self.tokens, codec=self.codec, stats=self.stats,
         )
         self.responder.handlers[b"hailing_push"] = self.inboxes.on_push
         #: Lookups and store phases (and the republishing of our stores).
@@ -302,11 +304,11 @@ class DhtProtocol:
         self.inboxes.unlisten_all(now)
 
     def _send_pushes(self, now: float) -> None:
-        pushes = self.responder.pushes
-        while pushes:
-            addr, key, v = pushes.pop()
+        pushes, self.responder.pushes = self.responder.pushes, []
+        for addr, key, v, ptoken in pushes:  # in order: a new listener's waiting values
             self.stats["pushes_sent"] += 1
-            self._request(addr, b"hailing_push", {b"key": key, b"v": v}, now, on_reply=_noop)
+            args = {b"key": key, b"v": v, b"ptoken": ptoken}
+            self._request(addr, b"hailing_push", args, now, on_reply=_noop)
 
     def cancel_republish(self, target: bytes) -> None:
         """Stop repeating our put (of this target) or announce (of this info-hash)."""
@@ -422,6 +424,8 @@ class DhtProtocol:
         p.on_stall = on_stall
         self._pending[tid] = p
         args[b"id"] = self.node_id
+        if method == b"hailing_listen" and args.get(b"ttl"):
+            args[b"ptoken"] = self.inboxes.push_token(addr)  # what its pushes must carry
         q = Query(tid, method, args, self.config.version, self.config.read_only)
         self._out.append((encode_message(q), addr))
         self.stats["queries_sent"] += 1
