@@ -31,8 +31,10 @@ __all__ = [
     "SUFFIX_LEN",
     "V4_MASK",
     "V6_MASK",
+    "compliant_id",
     "generate_node_id",
     "is_exempt",
+    "is_local_raw",
     "node_id_prefix_ok",
     "secure_node_id",
 ]
@@ -159,3 +161,41 @@ def generate_node_id(ip: str, randbytes: Callable[[int], bytes]) -> bytes:
     if len(rand_byte) != 1:
         raise ValueError("randbytes(1) did not return exactly 1 byte")
     return secure_node_id(ip, rand_byte[0], randbytes(SUFFIX_LEN))
+
+
+def is_local_raw(raw: bytes) -> bool:
+    """:func:`is_exempt` for a packed address (4 or 16 bytes), without parsing text:
+    the hot path of the routing table's per-IP limits. Any other length is not local."""
+    if len(raw) == 4:
+        a, b = raw[0], raw[1]
+        return (
+            a in (10, 127)
+            or (a == 172 and 16 <= b < 32)
+            or (a == 192 and b == 168)
+            or (a == 169 and b == 254)
+        )
+    if len(raw) == 16:
+        if raw[:12] == bytes(10) + b"\xff\xff":  # IPv4-mapped: judged as IPv4
+            return is_local_raw(raw[12:])
+        a, b = raw[0], raw[1]
+        return (
+            raw == bytes(15) + b"\x01"
+            or (a == 0xFE and b & 0xC0 in (0x80, 0xC0))  # fe80::/10 and fec0::/10
+            or a & 0xFE == 0xFC  # fc00::/7
+        )
+    return False
+
+
+def compliant_id(node_id: bytes, ip: str) -> bytes:
+    """``node_id`` if it satisfies BEP42 for ``ip`` (or ``ip`` is exempt), else the
+    compliant id derived from it: its last byte (``rand``) and its bytes 2..18 (the
+    suffix) are kept, so the same old id and address always give the same new id (a
+    node that restarts with its saved id lands on the same compliant id).
+
+    Raises :class:`ValueError` if ``node_id`` is not 20 bytes or ``ip`` is invalid.
+    """
+    if len(node_id) != NODE_ID_LEN:
+        raise ValueError("a node id is 20 bytes")
+    if is_exempt(ip) or node_id_prefix_ok(node_id, ip):
+        return node_id
+    return secure_node_id(ip, node_id[-1], node_id[2:19])

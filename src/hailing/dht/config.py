@@ -53,8 +53,26 @@ class DhtConfig:
     max_items: int = 10_000
     max_torrents: int = 10_000
     max_peers_per_torrent: int = 200
-    #: BEP42: refuse routing-table entries whose id does not match their IP.
-    enforce_node_id: bool = False
+    #: BEP42: refuse routing-table entries whose id does not match their public IP
+    #: (local addresses are exempt, as BEP42 says); our own id is made compliant once
+    #: the ``ip`` votes of our peers agree on a public address (issue 9, item 6).
+    enforce_node_id: bool = True
+    #: Per-IP limits of the routing table (issue 9, item 6; libtorrent's
+    #: restrict_routing_ips): entries per IPv4 address / IPv6 /64 in the whole table,
+    #: and per IPv4 /24 / IPv6 /64 in one bucket (replacement caches included).
+    routing_max_per_ip: int = 1
+    routing_max_per_net: int = 1
+    #: Loopback and private addresses (BEP42's exempt blocks) are exempt from the per-IP
+    #: limits (testnets run many nodes on one host); False to exercise the real limits
+    #: on 127.0.0.1 (tests). Shared with the per-source quotas of the stores.
+    exempt_loopback: bool = True
+    #: A node that only queried us enters the table after it answered a ping of ours:
+    #: at most ``verify_rate`` such pings a second (bursts of ``verify_burst``), and
+    #: ``verify_pending`` awaited at once, so that queries (from spoofed sources, say)
+    #: cannot make us send more than that.
+    verify_rate: float = 20.0
+    verify_burst: int = 40
+    verify_pending: int = 256
     #: BEP43: read-only node: answers nothing, flags its queries with ``ro``.
     read_only: bool = False
     #: Lookup algorithm: "hailing" (no rounds, RTT-adapted soft timeouts) or "lockstep"
