@@ -36,6 +36,8 @@ from .config import DhtConfig
 #: few peers (or liars) cannot move our id.
 OWN_ID_VOTES = 8
 
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
 
 class Admission:
     """The BEP42 check and the budget of verification pings (module docstring)."""
@@ -48,6 +50,7 @@ class Admission:
         self._pending: dict[Hashable, float] = {}
         self._tokens = float(config.verify_burst)
         self._refilled = now
+        self._checked: tuple[bytes, bytes] | None = None
 
     def acceptable(self, node_id: bytes, addr: Hashable) -> bool:
         """BEP42 (when enforced): may ``node_id`` at ``addr`` enter the table?"""
@@ -57,9 +60,9 @@ class Admission:
         if packed is None:
             return True
         raw = packed[:-2]
-        if bep42.is_local_raw(raw):
-            return True
-        if bep42.node_id_prefix_ok(node_id, str(ipaddress.ip_address(raw))):
+        if raw[:12] == _V4_MAPPED:
+            raw = raw[12:]
+        if bep42.is_local_raw(raw) or bep42.node_id_ok_raw(node_id, raw):
             return True
         self.stats["rejected_node_id"] += 1
         return False
@@ -99,6 +102,11 @@ class Admission:
         if not self.config.enforce_node_id or not votes:
             return node_id
         ip, count = votes.most_common(1)[0]
-        if count < OWN_ID_VOTES or len(ip) not in (4, 16) or bep42.is_local_raw(ip):
+        if count < OWN_ID_VOTES or self._checked == (ip, node_id):
             return node_id
-        return bep42.compliant_id(node_id, str(ipaddress.ip_address(ip)))
+        self._checked = (ip, node_id)  # checked once per address (and id)
+        if len(ip) not in (4, 16) or bep42.is_local_raw(ip) or bep42.node_id_ok_raw(node_id, ip):
+            return node_id
+        new = bep42.compliant_id(node_id, str(ipaddress.ip_address(ip)))
+        self._checked = (ip, new)
+        return new

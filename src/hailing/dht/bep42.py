@@ -35,6 +35,7 @@ __all__ = [
     "generate_node_id",
     "is_exempt",
     "is_local_raw",
+    "node_id_ok_raw",
     "node_id_prefix_ok",
     "secure_node_id",
 ]
@@ -77,11 +78,15 @@ def _parse(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 def _crc(ip: str, r: int) -> int:
     """Return BEP42's ``crc32c((ip & mask) | (r << 29 or 61))`` for ``ip`` and ``r``."""
-    addr = _parse(ip)
-    if isinstance(addr, ipaddress.IPv4Address):
-        octets, mask = addr.packed, V4_MASK
+    return _crc_raw(_parse(ip).packed, r)
+
+
+def _crc_raw(packed: bytes, r: int) -> int:
+    """:func:`_crc` of a packed address (4 bytes, or 16 of which the high 8 count)."""
+    if len(packed) == 4:
+        octets, mask = packed, V4_MASK
     else:
-        octets, mask = addr.packed[:8], V6_MASK  # BEP42: the high 64 bits only
+        octets, mask = packed[:8], V6_MASK  # BEP42: the high 64 bits only
     masked = bytearray(o & m for o, m in zip(octets, mask, strict=True))
     masked[0] |= (r & R_MASK) << R_SHIFT_IN_FIRST_OCTET
     return crc32c(bytes(masked))
@@ -126,7 +131,15 @@ def node_id_prefix_ok(node_id: bytes, ip: str) -> bool:
     """
     if len(node_id) != NODE_ID_LEN:
         return False
-    crc = _crc(ip, node_id[-1])
+    return node_id_ok_raw(node_id, _parse(ip).packed)
+
+
+def node_id_ok_raw(node_id: bytes, packed: bytes) -> bool:
+    """:func:`node_id_prefix_ok` for a packed address (4 or 16 bytes; an IPv4-mapped
+    IPv6 address is not unwrapped here): the routing table's hot path, no text parsing."""
+    if len(node_id) != NODE_ID_LEN:
+        return False
+    crc = _crc_raw(packed, node_id[-1])
     return (
         node_id[0] == (crc >> 24) & 0xFF
         and node_id[1] == (crc >> 16) & 0xFF

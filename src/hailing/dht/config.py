@@ -39,6 +39,13 @@ class DhtConfig:
     put_copies: int = 16
     #: Candidates a lookup keeps (closest first); bounds memory against poisoning.
     max_lookup_candidates: int = 96
+    #: Disjoint paths of a get (S/Kademlia, issue 9): each path asks only the nodes it
+    #: learned itself, so liars that name only each other capture one path, not the
+    #: get. Measured in the simulator (docs/benchmarks.md, adversaries).
+    lookup_paths: int = 3
+    #: Candidates a lookup takes from one IPv4 /24 (IPv6 /64) (libtorrent's
+    #: restrict_search_ips); local addresses are exempt with ``exempt_loopback``.
+    lookup_max_per_net: int = 1
     #: Token secret rotation (BEP5: tokens accepted for up to ten minutes -> rotate at 5).
     token_rotation: float = 5 * 60.0
     #: Stored peers expire after this long without re-announce (libtorrent: 30 min).
@@ -70,6 +77,7 @@ class DhtConfig:
     #: at most ``verify_rate`` such pings a second (bursts of ``verify_burst``), and
     #: ``verify_pending`` awaited at once, so that queries (from spoofed sources, say)
     #: cannot make us send more than that.
+    verify_senders: bool = True
     verify_rate: float = 20.0
     verify_burst: int = 40
     verify_pending: int = 256

@@ -342,8 +342,8 @@ class DhtProtocol:
         once it has answered a ping of ours (see admission.py), and only if it would
         get a place in a bucket (not merely in a replacement cache)."""
         entry = self.table.get(sid)
-        if entry is not None:
-            if entry.addr == addr:
+        if entry is not None or not self.config.verify_senders:
+            if entry is None or entry.addr == addr:
                 self._saw_node(sid, addr, now, None)
             return
         if (self.table.would_take(sid, addr) and self.admission.acceptable(sid, addr)
@@ -408,7 +408,8 @@ class DhtProtocol:
         self.stats["node_id_changes"] += 1
 
     def _saw_node(self, node_id: bytes, addr: Hashable, now: float, rtt: float | None) -> None:
-        if not self.admission.acceptable(node_id, addr):
+        known = self.table.get(node_id)
+        if (known is None or known.addr != addr) and not self.admission.acceptable(node_id, addr):
             return
         stale = self.table.add(node_id, addr, now, rtt)
         if stale is not None and stale.id not in self._evicting:
