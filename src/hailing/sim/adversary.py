@@ -24,8 +24,8 @@ generator chooses everything, so an adversarial run is as reproducible as any ot
 from __future__ import annotations
 
 import bisect
-from dataclasses import replace
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from typing import Any
 
 from ..dht import DhtProtocol

@@ -25,8 +25,7 @@ import struct
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ..dht import DhtConfig, DhtProtocol
-from ..dht import bep42
+from ..dht import DhtConfig, DhtProtocol, bep42
 from ..krpc import IPAddressCodec
 from .network import NetworkModel
 
