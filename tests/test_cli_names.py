@@ -285,6 +285,7 @@ def test_send_bob_hi_needs_no_other_flag(tmp_path: Path) -> None:
             out, _ = _stop(listener)
         events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         assert any(e.get("event") == "message" and e.get("from") == ids["alice"]
-                   and e.get("text") == "hi" for e in events), events
+                   and e.get("contact") == "alice" and e.get("text") == "hi"
+                   for e in events), events
     finally:
         _stop(testnet)

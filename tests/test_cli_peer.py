@@ -359,7 +359,8 @@ def test_send_text(bootstrap: str, pair: tuple[Path, dict[str, str], Daemon]) ->
     assert kinds == ["call", "connected", "message"], events
     assert events[0]["accepted"] is True and events[0]["from"] == ids["alice"]
     assert events[1]["from"] == ids["alice"]
-    assert events[2] == {"event": "message", "from": ids["alice"], "text": "hello"}
+    assert events[2] == {"event": "message", "from": ids["alice"], "text": "hello",
+                         "contact": "alice"}  # the book's name for the sender
 
 
 def test_send_file(bootstrap: str, pair: tuple[Path, dict[str, str], Daemon], tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ def test_ctrl_c_on_the_sender(bootstrap: str, tmp_path: Path) -> None:
         assert sender.out.lines == []
         i = bob.wait_event(event="file-aborted", timeout=WAIT)
         assert bob.events(i)[0] == {"event": "file-aborted", "from": ids["alice"], "name": "big.bin",
-                                    "reason": "cancelled by the sender"}
+                                    "reason": "cancelled by the sender", "contact": "alice"}
         bob.wait_event(i, event="closed", reason="the peer hung up", timeout=WAIT)
         assert not any(e["event"] == "file" for e in bob.events())
         assert partials(tmp_path / "bob") == []
@@ -103,8 +103,8 @@ def test_ctrl_c_on_the_receiver(bootstrap: str, tmp_path: Path) -> None:
         events = bob.events()
         assert events[-2:] == [
             {"event": "file-aborted", "from": ids["alice"], "name": "big.bin",
-             "reason": "the connection closed: listen stopped"},
-            {"event": "closed", "from": ids["alice"], "reason": "listen stopped"},
+             "reason": "the connection closed: listen stopped", "contact": "alice"},
+            {"event": "closed", "from": ids["alice"], "reason": "listen stopped", "contact": "alice"},
         ], events
         assert exit_of(sender) == 1
         assert sender.err.lines == ["hailing: error: the file was not delivered: the peer hung up"]

@@ -21,7 +21,7 @@ from hailing.daemon._files import (
 )
 from hailing.daemon.events import EventBus, item_event
 from hailing.daemon.history import History
-from hailing.errors import DaemonError
+from hailing.errors import DaemonError, LocalProtocolError
 from hailing.rtc.connection import FileAborted, FileReceived, FileStarted, TextMessage
 
 ALICE, BOB = bytes(range(32)), bytes(range(1, 33))
@@ -86,6 +86,29 @@ def test_history_pages_back_by_id(tmp_path: Path) -> None:
         assert h.count() == 8
     with History(tmp_path) as again:  # kept on disk
         assert again.count() == 8
+
+
+def test_events_name_the_contact_when_the_book_has_a_name() -> None:
+    """``contact``: the book's name for the id in ``from``/``to``; none for a stranger, a
+    nameless contact, or an id the book cannot parse (which must not fail the event)."""
+    alice, stranger = "hl" + "a" * 58, "hl" + "c" * 58
+    names = {alice: "alice"}
+
+    def name_of(cid: str) -> str | None:
+        if cid == "garbage":
+            raise LocalProtocolError("not a contact id")
+        return names.get(cid)
+
+    bus = EventBus(name_of)
+    seen: list[dict[str, object]] = []
+    bus.add_sink(seen.append)
+    bus.emit({"event": "message", "from": alice, "text": "hi"})
+    bus.emit({"event": "sent", "to": alice, "text": "yo"})
+    bus.emit({"event": "message", "from": stranger, "text": "?"})
+    bus.emit({"event": "message", "from": "garbage", "text": "?"})
+    bus.emit({"event": "chain", "up": True})
+    assert [e.get("contact") for e in seen] == ["alice", "alice", None, None, None]
+    assert all("at" in e for e in seen)
 
 
 def test_connection_items_become_listen_shaped_events() -> None:

@@ -106,7 +106,8 @@ def test_storing_node_bounds() -> None:
     for i in range(ib.MAX_LISTENERS_PER_KEY + 2):
         s = (f"10.9.{i}.1", 1000)
         t = _token(net, node, s)
-        g = ask(net, node, s, krpc_query(b"hailing_listen", {b"key": KEY, b"token": t, b"ttl": 60}))
+        g = ask(net, node, s, krpc_query(b"hailing_listen", {b"key": KEY, b"token": t, b"ttl": 60,
+                                                         b"ptoken": b"p" * 8}))
         assert g[b"ttl"] == 60
     assert len(node.responder.inbox.listeners(KEY, net.now)) == ib.MAX_LISTENERS_PER_KEY
     assert node.stats["errors_sent"] >= 5

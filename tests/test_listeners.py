@@ -13,7 +13,7 @@ import socket
 import pytest
 from netsim import MemoryNet, ask, build_network, join, krpc_query
 
-from hailing.dht import CommandFailed, DhtProtocol, Listening
+from hailing.dht import CommandFailed, DhtConfig, DhtProtocol, Listening
 from hailing.dht import inbox as ib
 from hailing.dht.listeners import ListenerTable
 from hailing.krpc import Error, decode_message
@@ -33,7 +33,8 @@ def _token(net: MemoryNet, node: object, src: tuple[str, int]) -> bytes:
 def _listen(net: MemoryNet, node: object, src: tuple[str, int], key: bytes = KEY,
             ttl: int = 300) -> dict[bytes, object]:
     t = _token(net, node, src)
-    return ask(net, node, src, krpc_query(b"hailing_listen", {b"key": key, b"token": t, b"ttl": ttl}))
+    return ask(net, node, src, krpc_query(b"hailing_listen", {b"key": key, b"token": t, b"ttl": ttl,
+                                                                b"ptoken": b"p" * 8}))
 
 
 # -- the table alone ------------------------------------------------------------------------
@@ -224,7 +225,51 @@ async def test_unlistens_for_unknown_keys_over_udp_are_answered_and_leak_nothing
                 assert r == {b"id": node.node_id, b"ttl": 0}
             table = node.core.responder.inbox.listener_table
             assert len(table) == 0 and table.keys_held == 0
-            r = await ask(b"hailing_listen", {b"key": KEY, b"token": token, b"ttl": 60}, b"l1")
+            r = await ask(b"hailing_listen", {b"key": KEY, b"token": token, b"ttl": 60,
+                                              b"ptoken": b"p" * 8}, b"l1")
             assert r[b"ttl"] == 60
         finally:
             sock.close()
+
+
+async def test_one_socket_cannot_take_a_nodes_listener_slots_over_udp() -> None:
+    # issue 9 items 3 and 4 on the wire: one socket could take all 10,000 listener slots
+    # (everyone else then got 242), and each refused listen left an empty per-key entry.
+    # Without the loopback exemption 127.0.0.1 is one source, 127.0.0.2 another.
+    cfg = DhtConfig(exempt_loopback=False, source_burst=100_000)
+    loop = asyncio.get_running_loop()
+    async with DhtNode(("127.0.0.1", 0), config=cfg) as node:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(("127.0.0.1", 0))
+        try:
+
+            async def ask(args: dict[bytes, object], tid: bytes) -> dict[bytes, object]:
+                sock.sendto(krpc_query(b"hailing_listen", args, tid), node.address)
+                async with asyncio.timeout(5):
+                    while True:
+                        msg = decode_message((await loop.sock_recvfrom(sock, 65535))[0])
+                        if msg.tid == tid:
+                            if isinstance(msg, Error):
+                                return {b"error": msg.code}
+                            return msg.values  # type: ignore[union-attr]
+
+            sock.sendto(krpc_query(b"get", {b"target": KEY}, b"g0"), node.address)
+            token = decode_message((await loop.sock_recvfrom(sock, 65535))[0]).values[b"token"]  # type: ignore[union-attr]
+            quota = ib.MAX_LISTENS_PER_SOURCE
+            codes = []
+            for i in range(quota + 50):
+                r = await ask({b"key": i.to_bytes(20, "big"), b"token": token, b"ttl": 600,
+                               b"ptoken": b"p" * 8}, i.to_bytes(4, "big"))
+                codes.append(r.get(b"error", r.get(b"ttl")))
+            assert codes[:quota] == [600] * quota and set(codes[quota:]) == {242}
+            table = node.core.responder.inbox.listener_table
+            assert len(table) == quota and table.keys_held == quota  # refused: nothing kept
+            assert node.stats["listeners_refused"] == 50
+        finally:
+            sock.close()
+        # a listener from another source still gets in, on one of the flooded keys too
+        async with DhtNode(("127.0.0.2", 0), bootstrap=[node.address]) as client:
+            await client.bootstrap()
+            assert await client.listen(KEY) == 1
+            assert await client.listen((7).to_bytes(20, "big")) == 1

@@ -27,7 +27,7 @@ from hailing.peer import CallEvent, Peer
 from hailing.rtc.connection import TextMessage
 from hailing.rtc.ice import rtc_configuration
 from hailing.services.contacts import ContactBook
-from hailing.signaling import envelope
+from hailing.signaling import envelope, sdp_text
 from hailing.signaling.envelope import KIND_ANSWER, KIND_OFFER
 from hailing.signaling.sdp import encode_sdp
 from hailing.testnet import testnet as local_testnet
@@ -227,8 +227,10 @@ async def test_media_tracks_and_a_custom_peer_connection_factory(
     conn = await alice.connect(bob.contact_id, timeout=10, tracks=[AudioStreamTrack()])
     inc = await bob.accept(10)
     assert [pc for pc in made] == [conn.pc]
-    assert board.sent[0][2] and b"m=audio" in envelope.open_envelope(
+    body = envelope.open_envelope(
         b_id, board.sent[0][2], now=time.time(), replay=envelope.ReplayCache()).body
+    assert body[0] == sdp_text.FORMAT  # a media offer travels deflated (docs/envelope.md)
+    assert "m=audio" in sdp_text.unpack_sdp_text(body)
     kinds = {t.receiver.track.kind for t in inc.pc.getTransceivers() if t.receiver.track}
     assert kinds == {"audio"}
     assert {t.kind for t in conn.pc.getTransceivers()} == {"audio"}
@@ -261,6 +263,31 @@ async def test_a_contact_added_by_another_process_can_call_at_once(
     inc = await bob.accept(10)
     assert conn.coupler == "dht" and inc.peer == alice.public_key
     assert bob.stats["contact_refreshes"] >= 1
+
+
+async def test_a_call_with_audio_and_video_goes_through_the_dht(
+        tmp_path: Path, started: list[Peer], nodes: list[DhtNode]) -> None:
+    """A media description is kilobytes of SDP text; deflated with the SDP dictionary
+    (format 2) its envelope fits a DHT value, so media calls need no relay."""
+    from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+
+    boot = [nodes[0].address]
+    alice = await start(started, Peer(tmp_path / "alice", bootstrap=boot))
+    bob = await start(started, Peer(
+        tmp_path / "bob", bootstrap=boot,
+        answer_tracks=lambda caller: [AudioStreamTrack(), VideoStreamTrack()]))
+    assert alice.contacts is not None and bob.contacts is not None
+    alice.contacts.add(bob.contact_id, "bob")
+    bob.contacts.add(alice.contact_id, "alice")
+    await bob.refresh()
+    conn = await alice.connect(bob.contact_id, timeout=10,
+                               tracks=[AudioStreamTrack(), VideoStreamTrack()])
+    inc = await bob.accept(10)
+    assert conn.coupler == "dht"
+    kinds = {t.receiver.track.kind for t in inc.pc.getTransceivers() if t.receiver.track}
+    assert kinds == {"audio", "video"}
+    await conn.send_text("with media")
+    assert await inc.recv() == TextMessage("with media")
 
 
 async def test_a_restarted_listener_does_not_ring_an_offer_whose_caller_gave_up(

@@ -76,6 +76,7 @@ LISTEN_STOPPED = "listen stopped"
 
 
 async def cmd_listen(args: argparse.Namespace) -> int:
+    from ..daemon.events import add_contact_name
     from ..rtc.connection import FileAborted, FileReceived, FileStarted, TextMessage, clean_partials
 
     stop = await _stop_event()
@@ -85,30 +86,37 @@ async def cmd_listen(args: argparse.Namespace) -> int:
         print(_out_line, flush=True)
         serving: dict[Any, asyncio.Task[None]] = {}
 
+        def name_of(contact_id: str) -> str | None:
+            entry = peer.contacts.get(contact_id)
+            return entry.name if entry is not None else None
+
+        def _emit(event: dict[str, Any]) -> None:
+            _out(add_contact_name(event, name_of))  # "contact": the book's name, if any
+
         async def report_calls() -> None:
             while True:
                 ev = await peer.calls.get()
                 if ev.failed:
-                    _out({"event": "failed", "from": format_contact_id(ev.peer),
-                          "reason": ev.reason})
+                    _emit({"event": "failed", "from": format_contact_id(ev.peer),
+                           "reason": ev.reason})
                     continue
-                _out({"event": "call", "from": format_contact_id(ev.peer),
-                      "accepted": ev.accepted, "reason": ev.reason})
+                _emit({"event": "call", "from": format_contact_id(ev.peer),
+                       "accepted": ev.accepted, "reason": ev.reason})
 
         async def serve(conn: Any) -> None:
             who = conn.contact_id
-            _out({"event": "connected", "from": who})
+            _emit({"event": "connected", "from": who})
             async for item in conn:
                 if isinstance(item, TextMessage):
-                    _out({"event": "message", "from": who, "text": item.text})
+                    _emit({"event": "message", "from": who, "text": item.text})
                 elif isinstance(item, FileStarted):
-                    _out({"event": "file-started", "from": who, "name": item.name, "size": item.size})
+                    _emit({"event": "file-started", "from": who, "name": item.name, "size": item.size})
                 elif isinstance(item, FileAborted):
-                    _out({"event": "file-aborted", "from": who, "name": item.name, "reason": item.reason})
+                    _emit({"event": "file-aborted", "from": who, "name": item.name, "reason": item.reason})
                 elif isinstance(item, FileReceived):
-                    _out({"event": "file", "from": who, "name": item.name, "path": str(item.path),
-                          "size": item.size, "sha256": item.sha256})
-            _out({"event": "closed", "from": who, "reason": conn.close_reason})
+                    _emit({"event": "file", "from": who, "name": item.name, "path": str(item.path),
+                           "size": item.size, "sha256": item.sha256})
+            _emit({"event": "closed", "from": who, "reason": conn.close_reason})
 
         async def accept_all() -> None:
             async for conn in peer.incoming():

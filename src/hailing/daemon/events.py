@@ -9,7 +9,8 @@ links it opened, ``sent`` and ``file-sent`` for what it delivered, ``file-progre
 while a file goes out, ``contact`` and ``presence`` when they were changed through the
 API, and ``error`` when one of its own tasks failed. An event about
 something that came in names the contact in ``from``; one about something that went out,
-in ``to``. Every event has ``at`` (Unix time).
+in ``to``. Every event has ``at`` (Unix time), and one that names a contact in the book
+by a name has ``contact`` (that name) too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from ..errors import HailingError
 
 Event = dict[str, Any]
 #: Events a subscriber may have waiting before it is cut off as too slow.
@@ -45,19 +48,36 @@ class Subscription:
         return await self.queue.get()
 
 
+def add_contact_name(event: Event, name_of: Callable[[str], str | None]) -> Event:
+    """Add ``contact``: the book's name for the contact id in ``from`` or ``to``, if any."""
+    who = event.get("from", event.get("to"))
+    if isinstance(who, str) and "contact" not in event:
+        try:
+            name = name_of(who)
+        except (HailingError, ValueError):  # a malformed id: no name, and no failure
+            name = None
+        if name:
+            event["contact"] = name
+    return event
+
+
 class EventBus:
     """Fan-out of events to sinks (called at once, e.g. the stdout printer) and to
-    subscribers (queues, e.g. the WebSocket clients)."""
+    subscribers (queues, e.g. the WebSocket clients). ``name_of`` maps a contact id to
+    its name in the book (or None), for :func:`add_contact_name`."""
 
-    def __init__(self) -> None:
+    def __init__(self, name_of: Callable[[str], str | None] | None = None) -> None:
         self._sinks: list[Callable[[Event], None]] = []
         self._subs: set[Subscription] = set()
+        self._name_of = name_of
 
     def add_sink(self, sink: Callable[[Event], None]) -> None:
         self._sinks.append(sink)
 
     def emit(self, event: Event) -> None:
         event.setdefault("at", round(time.time(), 3))
+        if self._name_of is not None:
+            add_contact_name(event, self._name_of)
         for sink in self._sinks:
             sink(event)
         for sub in self._subs:

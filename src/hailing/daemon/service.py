@@ -77,7 +77,7 @@ class Daemon:
         self._make_peer = make_peer
         self.dht = dht
         self.api_bind = api_bind
-        self.events = EventBus()
+        self.events = EventBus(self._contact_name)
         self.failed = asyncio.Event()
         self.node: Any = None
         self.peer: Any = None
@@ -206,6 +206,13 @@ class Daemon:
         return await self.peer.connect(peer, timeout=timeout)
 
     # -- contacts ------------------------------------------------------------------------
+
+    def _contact_name(self, contact_id: str) -> str | None:
+        """The book's name for ``contact_id`` (events carry it as ``contact``)."""
+        if self.peer is None:
+            return None
+        entry = self.peer.contacts.get(contact_id)
+        return entry.name if entry is not None else None
 
     def _book(self) -> Any:
         book = self.peer.contacts

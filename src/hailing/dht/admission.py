@@ -51,6 +51,8 @@ class Admission:
         self._tokens = float(config.verify_burst)
         self._refilled = now
         self._checked: tuple[bytes, bytes] | None = None
+        #: Our address as our peers' answers name it (BEP42 ``ip``): address -> answers.
+        self.votes: Counter[bytes] = Counter()
 
     def acceptable(self, node_id: bytes, addr: Hashable) -> bool:
         """BEP42 (when enforced): may ``node_id`` at ``addr`` enter the table?"""
@@ -96,9 +98,19 @@ class Admission:
         """The verification ping to ``addr`` was answered or failed."""
         self._pending.pop(addr, None)
 
-    def own_id(self, node_id: bytes, votes: Counter[bytes]) -> bytes:
+    def vote(self, ip: bytes) -> bytes:
+        """An answer says our address is ``ip`` (compact, BEP42's ``ip`` field): count it;
+        returns the address most answers name (our external IP)."""
+        votes = self.votes
+        votes[ip[:-2]] += 1
+        if sum(votes.values()) > 1000:
+            self.votes = votes = Counter(dict(votes.most_common(10)))
+        return votes.most_common(1)[0][0]
+
+    def own_id(self, node_id: bytes) -> bytes:
         """Our id, or the BEP42 id derived from it (:func:`bep42.compliant_id`) once
         OWN_ID_VOTES answers agree on one public address of ours."""
+        votes = self.votes
         if not self.config.enforce_node_id or not votes:
             return node_id
         ip, count = votes.most_common(1)[0]

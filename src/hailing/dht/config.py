@@ -60,6 +60,28 @@ class DhtConfig:
     max_items: int = 10_000
     max_torrents: int = 10_000
     max_peers_per_torrent: int = 200
+    # -- per-source accounting (dht/quota.py; docs/protocol.md "Storage", issue 9) --------
+    #: A source is an IPv4 address or an IPv6 /64; a full store evicts the heaviest
+    #: source's oldest entry, and a source over its own quota its own oldest entry.
+    #: Peer entries held in all info-hashes together (memory: about 200 bytes each).
+    max_peer_entries: int = 100_000
+    #: Peer entries one source holds in all, and in one info-hash (several BitTorrent
+    #: clients behind one NAT).
+    max_peers_per_source: int = 10_000
+    max_peers_per_source_torrent: int = 8
+    #: BEP44 items one source holds (a tenth of max_items).
+    max_items_per_source: int = 1_000
+    #: Work budget per source for announce_peer, put and hailing_listen: a token bucket
+    #: of source_burst requests refilled at source_rate a second; past it error 202
+    #: (BEP5 methods) or 241 (hailing methods). hailing_post has its own, stricter one.
+    source_rate: float = 10.0
+    source_burst: float = 100.0
+    #: Loopback senders are exempt from rate limits and each loopback socket is its own
+    #: source (every process of a loopback testnet is 127.0.0.1). False: 127.0.0.1 is one
+    #: source like any address, so tests can exercise the real limits. The routing
+    #: table's and lookups' per-IP limits exempt all of BEP42's local blocks (loopback,
+    #: private, link-local: LAN testnets share one /24) unless this is False.
+    exempt_loopback: bool = True
     #: BEP42: refuse routing-table entries whose id does not match their public IP
     #: (local addresses are exempt, as BEP42 says); our own id is made compliant once
     #: the ``ip`` votes of our peers agree on a public address (issue 9, item 6).
@@ -69,10 +91,6 @@ class DhtConfig:
     #: and per IPv4 /24 / IPv6 /64 in one bucket (replacement caches included).
     routing_max_per_ip: int = 1
     routing_max_per_net: int = 1
-    #: Loopback and private addresses (BEP42's exempt blocks) are exempt from the per-IP
-    #: limits (testnets run many nodes on one host); False to exercise the real limits
-    #: on 127.0.0.1 (tests). Shared with the per-source quotas of the stores.
-    exempt_loopback: bool = True
     #: A node that only queried us enters the table after it answered a ping of ours:
     #: at most ``verify_rate`` such pings a second (bursts of ``verify_burst``), and
     #: ``verify_pending`` awaited at once, so that queries (from spoofed sources, say)

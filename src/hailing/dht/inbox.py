@@ -5,11 +5,19 @@ token may post small opaque values (sealed envelopes); many writers, one reader.
 that stores an inbox pushes each new value at once to the nodes listening on that key,
 so a listener never polls. Everything is bounded, and every limit is per storing node:
 
-- a value is at most :data:`MAX_VALUE` bytes; an inbox holds :data:`MAX_VALUES_PER_KEY`
-  values (the oldest goes first) for :data:`VALUE_TTL` seconds;
-- one source IP may post :data:`POSTS_PER_MINUTE` values a minute (token bucket), so a
-  flood from one host cannot push real messages out of an inbox (loopback sources are
-  exempt: on a loopback testnet every node is 127.0.0.1);
+- a value is at most :data:`MAX_VALUE` bytes and lives :data:`VALUE_TTL` seconds;
+- the values are a :class:`~hailing.dht.quota.SourceTable`, each value charged to the
+  source that posted it: an inbox holds :data:`MAX_VALUES_PER_KEY` values, of which
+  :data:`MAX_SOURCE_VALUES_PER_KEY` from one source; a source holds
+  :data:`MAX_VALUES_PER_SOURCE` values in all, the node :data:`MAX_VALUES`. At each
+  bound the heaviest source's oldest value makes room, so a flood of posts to a key
+  pushes out the flooder's own values first, not a real message;
+- one source may post :data:`POSTS_PER_MINUTE` values a minute (a token bucket of
+  :data:`POST_BURST`, keyed by IPv4 address or IPv6 /64; loopback sockets are exempt
+  while ``DhtConfig.exempt_loopback`` holds): every post costs a push per listener;
+- a listen reply carries the waiting values that fit in :data:`LISTEN_VALUES_BUDGET`
+  bytes (:func:`fit_values`) and says how many more wait (``more``); those are pushed
+  to a new listener right after, so a reply never exceeds the datagram limit;
 - listeners live in a :class:`~hailing.dht.listeners.ListenerTable`: a key has at most
   :data:`MAX_LISTENERS_PER_KEY`, each for at most :data:`MAX_LISTEN_TTL` seconds,
   renewed by listening again and removed by a listen with ttl 0. A full key never
@@ -20,9 +28,10 @@ so a listener never polls. Everything is bounded, and every limit is per storing
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Hashable
 
+from ..krpc._codec import MAX_DATAGRAM
 from .listeners import (
     MAX_LISTEN_TTL,
     MAX_LISTENERS,
@@ -31,72 +40,85 @@ from .listeners import (
     MAX_SOURCE_PER_KEY,
     ListenerTable,
 )
+from .quota import SourceBudget, SourceTable
 
 MAX_VALUE = 1000
 MAX_VALUES_PER_KEY = 16
+MAX_SOURCE_VALUES_PER_KEY = 8
 VALUE_TTL = 300.0
-MAX_KEYS = 10_000
+#: Values one storing node holds (at most MAX_VALUE bytes each: 20 MB).
+MAX_VALUES = 20_000
+#: Values one source holds on a storing node (a tenth).
+MAX_VALUES_PER_SOURCE = 2_000
 POSTS_PER_MINUTE = 60.0
 POST_BURST = 20.0
 MAX_SOURCES = 10_000
+#: Bytes of bencoded values a listen reply carries at most. The rest of the datagram
+#: (the KRPC envelope with a 16-byte ``t``, an 18-byte ``ip``, ``v``, ``id``, ``ttl`` and
+#: ``more``) takes under 200 bytes; the margin covers a ``v`` of up to 300 bytes.
+LISTEN_VALUES_BUDGET = MAX_DATAGRAM - 512
+
+
+def fit_values(values: list[bytes], budget: int = LISTEN_VALUES_BUDGET) -> tuple[list[bytes], int]:
+    """The first ``values`` whose bencoded list fits in ``budget`` bytes, and how many
+    did not fit."""
+    size = 2  # "l" ... "e"
+    for i, v in enumerate(values):
+        size += len(v) + len(str(len(v))) + 1
+        if size > budget:
+            return values[:i], len(values) - i
+    return values, 0
 
 
 class InboxStore:
-    """key -> values (with expiry), the per-source rate limiter, and the listeners."""
+    """key -> values (with expiry), the per-source post budget, and the listeners."""
 
-    def __init__(self) -> None:
-        self._values: OrderedDict[bytes, list[tuple[bytes, float]]] = OrderedDict()
-        self._buckets: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
-        self.listener_table = ListenerTable()
+    def __init__(self, stats: Counter[str] | None = None) -> None:
+        self.values_table: SourceTable[bytes] = SourceTable(
+            per_key=MAX_VALUES_PER_KEY,
+            source_per_key=MAX_SOURCE_VALUES_PER_KEY,
+            per_source=MAX_VALUES_PER_SOURCE,
+            total=MAX_VALUES,
+            name="inbox_values",
+            stats=stats,
+        )
+        self.post_budget = SourceBudget(POSTS_PER_MINUTE / 60.0, POST_BURST, MAX_SOURCES)
+        self.listener_table = ListenerTable(stats=stats)
 
     # -- values ------------------------------------------------------------------------
 
     def allow_post(self, source: bytes, now: float) -> bool:
-        """Token bucket per source IP: POST_BURST posts, refilled at POSTS_PER_MINUTE."""
-        tokens, last = self._buckets.pop(source, (POST_BURST, now))
-        tokens = min(POST_BURST, tokens + (now - last) * POSTS_PER_MINUTE / 60.0)
-        ok = tokens >= 1.0
-        self._buckets[source] = (tokens - 1.0 if ok else tokens, now)
-        if len(self._buckets) > MAX_SOURCES:
-            self._buckets.popitem(last=False)
-        return ok
+        """Token bucket per source: POST_BURST posts, refilled at POSTS_PER_MINUTE."""
+        return self.post_budget.allow(source, now)
 
-    def post(self, key: bytes, value: bytes, now: float) -> bool:
-        """Store ``value``; False if it was already there (nothing to push)."""
-        values = self._values.get(key)
-        if values is None:
-            if len(self._values) >= MAX_KEYS:
-                self._values.popitem(last=False)
-            values = self._values[key] = []
-        else:
-            self._values.move_to_end(key)
-        live = [(v, exp) for v, exp in values if exp > now]
-        if any(v == value for v, _ in live):
-            values[:] = live
+    def post(self, key: bytes, value: bytes, source: bytes, now: float) -> bool:
+        """Store ``value`` for ``source``; False if it was already there (nothing to push)."""
+        if self.values_table.get(key, value, now) is not None:
             return False
-        live.append((value, now + VALUE_TTL))
-        values[:] = live[-MAX_VALUES_PER_KEY:]
+        self.values_table.put(key, value, source, value, now + VALUE_TTL, now)
         return True
 
     def values(self, key: bytes, now: float) -> list[bytes]:
-        return [v for v, exp in self._values.get(key, ()) if exp > now]
+        """The key's live values, oldest first."""
+        return [e.value for e in self.values_table.live(key, now)]
 
     # -- listeners ---------------------------------------------------------------------
 
-    def listen(self, key: bytes, addr: Hashable, source: bytes, ttl: float, now: float) -> float:
+    def listen(
+        self, key: bytes, addr: Hashable, source: bytes, ttl: float, now: float,
+        ptoken: bytes = b"",
+    ) -> float:
         """Register (ttl > 0) or remove (ttl 0) ``addr`` on ``key``; see ListenerTable."""
-        return self.listener_table.listen(key, addr, source, ttl, now)
+        return self.listener_table.listen(key, addr, source, ttl, now, ptoken)
 
     def listeners(self, key: bytes, now: float) -> list[Hashable]:
         return self.listener_table.listeners(key, now)
 
+    def push_targets(self, key: bytes, now: float) -> list[tuple[Hashable, bytes]]:
+        return self.listener_table.push_targets(key, now)
+
     def expire(self, now: float) -> None:
-        for key in list(self._values):
-            live = [(v, exp) for v, exp in self._values[key] if exp > now]
-            if live:
-                self._values[key] = live
-            else:
-                del self._values[key]
+        self.values_table.expire(now)
         self.listener_table.expire(now)
 
 
@@ -125,4 +147,5 @@ __all__ = [
     "MAX_SOURCE_PER_KEY",
     "InboxStore",
     "SeenValues",
+    "fit_values",
 ]

@@ -18,18 +18,23 @@ back the same way. Nothing waits for the answers.
 
 Pushes (``hailing_push``, :meth:`~InboxClient.on_push`) for keys we listen on become
 :class:`~hailing.dht.events.InboxMessage` events, each value once whichever storing node
-pushed it.
+pushed it. A push must carry the push token (``ptoken``) that our listen gave that
+storing node (:meth:`~InboxClient.push_token`, issued from our token secrets for the
+storing node's IP, as a write token is): anyone else's push is refused with 203 and
+counted (``push_bad_token``), so nobody but a node we listen at can push to us.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import Any
 
 from ..errors import RemoteProtocolError
-from ..krpc import Query, Response
+from ..krpc import AddressCodec, Query, Response
 from .events import Event, InboxMessage
 from .inbox import MAX_LISTEN_TTL, MAX_VALUE, MAX_VALUES_PER_KEY, SeenValues
+from .tokens import TokenManager
 from .transactions import Pending, SendQuery
 
 #: Shortest listen ttl a client asks for (renewals at half of it).
@@ -53,12 +58,23 @@ class InboxClient:
     """The keys one node listens on. See the module docstring."""
 
     def __init__(
-        self, node_id: bytes, *, start: StartLookup, send: SendQuery, emit: Callable[[Event], None]
+        self,
+        node_id: bytes,
+        *,
+        start: StartLookup,
+        send: SendQuery,
+        emit: Callable[[Event], None],
+        tokens: TokenManager,
+        codec: AddressCodec,
+        stats: Counter[str],
     ) -> None:
         self.node_id = node_id
         self._start = start
         self._send = send
         self._emit = emit
+        self._tokens = tokens
+        self._codec = codec
+        self._stats = stats
         self._listens: dict[bytes, _Listen] = {}
         self._seen = SeenValues()
 
@@ -105,6 +121,10 @@ class InboxClient:
 
     # -- what the protocol calls -------------------------------------------------------
 
+    def push_token(self, addr: Hashable) -> bytes:
+        """The push token a listen to the storing node at ``addr`` carries (``ptoken``)."""
+        return self._tokens.issue_push(self._codec.ip_key(addr))
+
     def renew_due(self, now: float) -> None:
         for key, entry in list(self._listens.items()):
             if entry.due <= now:
@@ -134,6 +154,9 @@ class InboxClient:
             raise RemoteProtocolError("hailing_push needs 'key' and 'v'")
         if key not in self._listens:
             raise RemoteProtocolError("not listening on this key")
+        if not self._tokens.check_push(q.args.get(b"ptoken"), self._codec.ip_key(addr)):
+            self._stats["push_bad_token"] += 1
+            raise RemoteProtocolError("invalid token")
         self.deliver(key, [v])
         return {b"id": self.node_id}
 

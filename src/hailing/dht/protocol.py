@@ -66,7 +66,7 @@ from .events import (
 from .inbox_client import InboxClient
 from .lookup import Candidate, Lookup
 from .responder import Responder
-from .routing import RoutingTable, SourceKeys
+from .routing import RoutingTable
 from .storage import ItemStore, PeerStore
 from .tokens import TokenManager
 from .transactions import OnReply, OnStall, Pending, Rng
@@ -109,14 +109,14 @@ class DhtProtocol:
         #: Who may enter the table: BEP42, and query senders verified by a ping first.
         self.admission = Admission(cfg, self.codec, self.stats, now)
         self.tokens = TokenManager(self._randbytes(16))
-        self.peers = PeerStore(cfg.max_torrents, cfg.max_peers_per_torrent, cfg.peer_ttl)
-        self.items = ItemStore(cfg.max_items, cfg.item_ttl)
+        self.peers = PeerStore(cfg, self.stats)
+        self.items = ItemStore(cfg, self.stats)
         self.responder = Responder(
-            node_id, self.table, self.tokens, self.peers, self.items, self.codec, cfg.k
+            node_id, self.table, self.tokens, self.peers, self.items, self.codec, cfg.k,
+            config=cfg, stats=self.stats,
         )
         #: BEP42: the external IP (compact) most peers report in their ``ip`` field.
         self.external_ip: bytes | None = None
-        self._ip_votes: Counter[bytes] = Counter()
         self._out: list[tuple[bytes, Hashable]] = []
         self._events: deque[Event] = deque()
         self._pending: dict[bytes, Pending] = {}
@@ -130,7 +130,8 @@ class DhtProtocol:
         self._next_refresh = now + cfg.bucket_refresh
         #: The inboxes we listen on (hailing extension).
         self.inboxes = InboxClient(
-            node_id, start=self._lookup, send=self._request, emit=self._emit
+            node_id, start=self._lookup, send=self._request, emit=self._emit,
+            tokens=self.tokens, codec=self.codec, stats=self.stats,
         )
         self.responder.handlers[b"hailing_push"] = self.inboxes.on_push
         #: Lookups and store phases (and the republishing of our stores).
@@ -303,11 +304,11 @@ class DhtProtocol:
         self.inboxes.unlisten_all(now)
 
     def _send_pushes(self, now: float) -> None:
-        pushes = self.responder.pushes
-        while pushes:
-            addr, key, v = pushes.pop()
+        pushes, self.responder.pushes = self.responder.pushes, []
+        for addr, key, v, ptoken in pushes:  # in order: a new listener's waiting values
             self.stats["pushes_sent"] += 1
-            self._request(addr, b"hailing_push", {b"key": key, b"v": v}, now, on_reply=_noop)
+            args = {b"key": key, b"v": v, b"ptoken": ptoken}
+            self._request(addr, b"hailing_push", args, now, on_reply=_noop)
 
     def cancel_republish(self, target: bytes) -> None:
         """Stop repeating our put (of this target) or announce (of this info-hash)."""
@@ -388,12 +389,7 @@ class DhtProtocol:
         self._finish_request(p, msg, now)
 
     def _new_table(self, node_id: bytes) -> RoutingTable:
-        cfg = self.config
-        return RoutingTable(
-            node_id, cfg.k, cfg.replacement_cache, cfg.max_fail_count, cfg.questionable_after,
-            keys=SourceKeys(self.codec, cfg.exempt_loopback), max_per_ip=cfg.routing_max_per_ip,
-            max_per_net=cfg.routing_max_per_net, stats=self.stats,
-        )
+        return RoutingTable.configured(node_id, self.config, self.codec, self.stats)
 
     def _change_node_id(self, node_id: bytes) -> None:
         """Take a new id (BEP42: one derived from our public address): the table is
@@ -451,6 +447,8 @@ class DhtProtocol:
         p.on_stall = on_stall
         self._pending[tid] = p
         args[b"id"] = self.node_id
+        if method == b"hailing_listen" and args.get(b"ttl"):
+            args[b"ptoken"] = self.inboxes.push_token(addr)  # what its pushes must carry
         q = Query(tid, method, args, self.config.version, self.config.read_only)
         self._out.append((encode_message(q), addr))
         self.stats["queries_sent"] += 1
@@ -581,12 +579,8 @@ class DhtProtocol:
         return b"put", args
 
     def _vote_ip(self, ip: bytes) -> None:
-        votes = self._ip_votes
-        votes[ip[:-2]] += 1
-        if sum(votes.values()) > 1000:
-            self._ip_votes = Counter(dict(votes.most_common(10)))
-        self.external_ip = self._ip_votes.most_common(1)[0][0]
-        new_id = self.admission.own_id(self.node_id, self._ip_votes)
+        self.external_ip = self.admission.vote(ip)
+        new_id = self.admission.own_id(self.node_id)
         if new_id != self.node_id:
             self._change_node_id(new_id)
 

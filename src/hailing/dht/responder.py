@@ -4,10 +4,19 @@ Pure functions of the node's state: :meth:`Responder.answer` takes a decoded que
 returns the ``r`` dictionary, or raises :class:`~hailing.errors.RemoteProtocolError` with
 the KRPC error code to send (203 malformed arguments or bad token, 204 unknown method,
 BEP44's 205-207 and 301-302). It never touches the routing table.
+
+Every method that stores something or costs work (``announce_peer``, ``put``,
+``hailing_post``, ``hailing_listen``) is charged to its source
+(:func:`~hailing.dht.quota.source_of`): once its token checks out (so a spoofed sender
+cannot spend someone else's budget), a per-source token bucket must allow it (else
+error 202 for the BEP methods, 241 for hailing's, counted as ``rate_limited_<method>``),
+and what it stores is charged to the source in the store's
+:class:`~hailing.dht.quota.SourceTable`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -15,13 +24,16 @@ from .. import bencode
 from ..errors import (
     METHOD_UNKNOWN,
     PROTOCOL_ERROR,
+    SERVER_ERROR,
     BencodeError,
     LocalProtocolError,
     RemoteProtocolError,
 )
 from ..krpc import AddressCodec, Query, encode_nodes
 from . import bep44
-from .inbox import MAX_VALUE, InboxStore
+from .config import DhtConfig
+from .inbox import MAX_VALUE, InboxStore, fit_values
+from .quota import SourceBudget, exempt, source_of
 from .routing import RoutingTable
 from .storage import ItemStore, PeerStore
 from .tokens import TokenManager
@@ -49,7 +61,11 @@ class Responder:
         codec: AddressCodec,
         k: int,
         inbox: InboxStore | None = None,
+        *,
+        config: DhtConfig | None = None,
+        stats: Counter[str] | None = None,
     ) -> None:
+        cfg = config or DhtConfig()
         self.own_id = own_id
         self.table = table
         self.tokens = tokens
@@ -57,9 +73,15 @@ class Responder:
         self.items = items
         self.codec = codec
         self.k = k
-        self.inbox = inbox or InboxStore()
-        #: Pushes owed to listeners after a post: (listener address, key, value).
-        self.pushes: list[tuple[Hashable, bytes, bytes]] = []
+        #: Counters of refusals (the protocol's stats when it owns us).
+        self.stats: Counter[str] = stats if stats is not None else Counter()
+        self.inbox = inbox or InboxStore(self.stats)
+        self.exempt_loopback = cfg.exempt_loopback
+        #: The work budget of announce_peer, put and hailing_listen, per source.
+        self.work = SourceBudget(cfg.source_rate, cfg.source_burst)
+        #: Pushes owed to listeners after a post or a new listen:
+        #: (listener address, key, value, the listener's push token).
+        self.pushes: list[tuple[Hashable, bytes, bytes, bytes]] = []
         self.handlers: dict[bytes, Handler] = {
             b"ping": self._ping,
             b"find_node": self._find_node,
@@ -76,6 +98,17 @@ class Responder:
         if handler is None:
             raise RemoteProtocolError("Method Unknown", METHOD_UNKNOWN)
         return handler(q, addr, now)
+
+    def source(self, addr: Hashable) -> bytes:
+        """The source ``addr`` is charged to (:func:`~hailing.dht.quota.source_of`)."""
+        return source_of(self.codec, addr, self.exempt_loopback)
+
+    def _charge(self, q: Query, addr: Hashable, source: bytes, now: float, code: int) -> None:
+        """Spend one unit of the work budget of ``source`` or refuse with ``code``."""
+        if exempt(self.codec, addr, self.exempt_loopback) or self.work.allow(source, now):
+            return
+        self.stats["rate_limited_" + q.method.decode()] += 1
+        raise RemoteProtocolError("rate limited", code)
 
     # -- BEP5 --------------------------------------------------------------------------
 
@@ -130,6 +163,8 @@ class Responder:
         info_hash = _need_id20(a, b"info_hash")
         if not self.tokens.check(a.get(b"token"), self.codec.ip_key(addr)):
             raise RemoteProtocolError("invalid token")
+        source = self.source(addr)
+        self._charge(q, addr, source, now, SERVER_ERROR)
         packed = self.codec.pack(addr)
         if packed is None:
             raise RemoteProtocolError("address cannot be announced")
@@ -140,7 +175,7 @@ class Responder:
             if type(port) is not int or not 0 < port < 65536:
                 raise RemoteProtocolError("argument 'port' must be 1..65535")
             peer = packed[:-2] + port.to_bytes(2, "big")
-        self.peers.add(info_hash, peer, now)
+        self.peers.add(info_hash, peer, source, now)
         return {b"id": self.own_id}
 
     # -- BEP44 -------------------------------------------------------------------------
@@ -168,6 +203,8 @@ class Responder:
         a = q.args
         if not self.tokens.check(a.get(b"token"), self.codec.ip_key(addr)):
             raise RemoteProtocolError("invalid token")
+        source = self.source(addr)
+        self._charge(q, addr, source, now, SERVER_ERROR)
         if b"v" not in a:
             raise RemoteProtocolError("argument 'v' missing")
         try:
@@ -184,7 +221,7 @@ class Responder:
             t = a.get(b"target")
             if t is not None and t != target:
                 raise RemoteProtocolError("target does not match value")
-            self.items.put(target, imm, now)
+            self.items.put(target, imm, source, now)
             return {b"id": self.own_id}
         salt = a.get(b"salt", b"")
         seq = a.get(b"seq")
@@ -208,7 +245,7 @@ class Responder:
         if not isinstance(existing, bep44.MutableItem):
             existing = None
         bep44.check_put(existing, item, cas)  # raises PutRejected (a RemoteProtocolError)
-        self.items.put(target, item, now)
+        self.items.put(target, item, source, now)
         return {b"id": self.own_id}
 
 
@@ -224,14 +261,17 @@ class Responder:
             raise RemoteProtocolError("argument 'v' must be a non-empty string")
         if len(v) > MAX_VALUE:
             raise RemoteProtocolError("message (v field) too big", bep44.ERR_VALUE_TOO_BIG)
-        source = self.codec.ip_key(addr)
-        # Loopback sources are exempt (as BEP42 exempts local addresses): on a loopback
-        # testnet every node shares 127.0.0.1, and a per-IP limit would throttle them all.
-        if not _loopback(source) and not self.inbox.allow_post(source, now):
+        source = self.source(addr)
+        # Loopback sources are exempt by default (as BEP42 exempts local addresses): on a
+        # loopback testnet every node shares 127.0.0.1 (DhtConfig.exempt_loopback).
+        if not exempt(self.codec, addr, self.exempt_loopback) and not self.inbox.allow_post(
+            source, now
+        ):
+            self.stats["rate_limited_hailing_post"] += 1
             raise RemoteProtocolError("rate limited", ERR_RATE_LIMITED)
-        if self.inbox.post(key, v, now):
-            for listener in self.inbox.listeners(key, now):
-                self.pushes.append((listener, key, v))
+        if self.inbox.post(key, v, source, now):
+            for listener, ptoken in self.inbox.push_targets(key, now):
+                self.pushes.append((listener, key, v, ptoken))
         return {b"id": self.own_id}
 
     def _hailing_listen(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
@@ -242,31 +282,35 @@ class Responder:
         ttl = a.get(b"ttl", 300)
         if type(ttl) is not int or ttl < 0:
             raise RemoteProtocolError("argument 'ttl' must be a non-negative integer")
-        granted = self.inbox.listen(key, addr, listener_source(self.codec, addr), float(ttl), now)
+        source = self.source(addr)
         if not ttl:  # an unlisten: removing a listener that does not exist is a no-op
+            self.inbox.listen(key, addr, source, 0.0, now)
             return {b"id": self.own_id, b"ttl": 0}
+        ptoken = a.get(b"ptoken")
+        if type(ptoken) is not bytes or not 0 < len(ptoken) <= MAX_PTOKEN:
+            raise RemoteProtocolError("argument 'ptoken' (the listener's push token) missing")
+        self._charge(q, addr, source, now, ERR_RATE_LIMITED)
+        new = not self.inbox.listener_table.holds(key, addr, now)
+        granted = self.inbox.listen(key, addr, source, float(ttl), now, ptoken)
         if not granted:  # only when this source holds its whole quota of listeners
             raise RemoteProtocolError("too many listeners", ERR_LISTENERS_FULL)
-        return {b"id": self.own_id, b"ttl": int(granted), b"values": self.inbox.values(key, now)}
-
-
-def listener_source(codec: AddressCodec, addr: Hashable) -> bytes:
-    """Who a listener is accounted to: its IPv4 address, its IPv6 /64, or on loopback
-    (where every process shares one address) its full address."""
-    ip = codec.ip_key(addr)
-    if _loopback(ip):
-        return codec.pack(addr) or ip
-    if len(ip) == 16:
-        return ip[:8]
-    return ip
-
-
-def _loopback(ip: bytes) -> bool:
-    return (len(ip) == 4 and ip[0] == 127) or ip == bytes(15) + b"\x01"
+        # The reply stays under the datagram limit by construction: the values that do
+        # not fit are counted in `more` and, for a new listener, pushed right after.
+        values, more = fit_values(self.inbox.values(key, now))
+        r: dict[bytes, Any] = {b"id": self.own_id, b"ttl": int(granted), b"values": values}
+        if more:
+            r[b"more"] = more
+            if new:
+                for v in self.inbox.values(key, now)[len(values):]:
+                    self.pushes.append((addr, key, v, ptoken))
+        return r
 
 
 #: Most nodes an answer carries when a hailing node asks for more (``hailing_k``).
 MAX_WIDE_NODES = 32
+
+#: Longest push token a listener may hand us (ours are TOKEN_BYTES; BEP5 allows any).
+MAX_PTOKEN = 20
 
 #: hailing extension error codes (docs/protocol.md).
 ERR_RATE_LIMITED = 241

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from ..krpc import AddressCodec
 from .bep42 import is_local_raw
+from .config import DhtConfig
 from .ids import ID_BITS, NodeInfo, id_to_int
 
 Keys = tuple[bytes, bytes] | None
@@ -114,6 +115,17 @@ class RoutingTable:
         #: Entries (bucket nodes and replacements) per host key.
         self._ips: Counter[bytes] = Counter()
         self.stats: Counter[str] = stats if stats is not None else Counter()
+
+    @classmethod
+    def configured(
+        cls, own_id: bytes, cfg: DhtConfig, codec: AddressCodec, stats: Counter[str]
+    ) -> RoutingTable:
+        """A table with the parameters and per-IP limits of ``cfg``."""
+        return cls(
+            own_id, cfg.k, cfg.replacement_cache, cfg.max_fail_count, cfg.questionable_after,
+            keys=SourceKeys(codec, cfg.exempt_loopback), max_per_ip=cfg.routing_max_per_ip,
+            max_per_net=cfg.routing_max_per_net, stats=stats,
+        )
 
     # -- queries -----------------------------------------------------------------------
 

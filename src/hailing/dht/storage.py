@@ -1,85 +1,93 @@
 """What a node stores for others: announced peers (BEP5) and BEP44 items, bounded.
 
-Every entry carries its own expiry time, set from ``now`` by the caller; ``expire(now)``
-removes what is due. Bounds (items, info-hashes, peers per info-hash) keep a flood from
-growing memory: when full, the entry closest to expiry is evicted first.
+Every entry carries its own expiry time, set from ``now`` by the caller, and is charged
+to the source that stored it (:func:`~hailing.dht.quota.source_of`). Both stores are
+:class:`~hailing.dht.quota.SourceTable` s, so a full store makes room by evicting the
+heaviest source's oldest entry, and an insert or an eviction costs O(1) however full
+the store is (expiry O(log n) per entry). The bounds come from :class:`DhtConfig`:
+
+- peers: ``max_peers_per_torrent`` per info-hash (of which ``max_peers_per_source_torrent``
+  from one source), ``max_peer_entries`` in all, ``max_peers_per_source`` per source,
+  ``max_torrents`` info-hashes (a new one drops the oldest info-hash of the source that
+  created most);
+- items: ``max_items`` in all, ``max_items_per_source`` per source.
+
+A source over its own quota makes room with its own oldest entry: a flood from one
+source only churns that source's entries.
 """
 
 from __future__ import annotations
 
-import heapq
+from collections import Counter
 from collections.abc import Hashable
 
 from .bep44 import ImmutableItem, MutableItem
+from .config import DhtConfig
+from .quota import SourceTable
 
 Item = ImmutableItem | MutableItem
 
 
 class PeerStore:
-    """info-hash -> {peer address: expiry}."""
+    """info-hash -> announced peer addresses (compact), with expiry."""
 
-    def __init__(self, max_torrents: int, max_peers: int, ttl: float) -> None:
-        self._max_torrents = max_torrents
-        self._max_peers = max_peers
-        self._ttl = ttl
-        self._swarms: dict[bytes, dict[Hashable, float]] = {}
+    def __init__(
+        self, config: DhtConfig | None = None, stats: Counter[str] | None = None
+    ) -> None:
+        cfg = config or DhtConfig()
+        self._ttl = cfg.peer_ttl
+        self.table: SourceTable[None] = SourceTable(
+            per_key=cfg.max_peers_per_torrent,
+            source_per_key=cfg.max_peers_per_source_torrent,
+            per_source=cfg.max_peers_per_source,
+            total=cfg.max_peer_entries,
+            max_keys=cfg.max_torrents,
+            name="peers",
+            stats=stats,
+        )
 
     def __len__(self) -> int:
-        return len(self._swarms)
+        """Info-hashes held."""
+        return self.table.keys_held
 
-    def add(self, info_hash: bytes, peer: Hashable, now: float) -> None:
-        swarm = self._swarms.get(info_hash)
-        if swarm is None:
-            if len(self._swarms) >= self._max_torrents:
-                self.expire(now)
-                if len(self._swarms) >= self._max_torrents:
-                    oldest = min(self._swarms, key=lambda h: max(self._swarms[h].values()))
-                    del self._swarms[oldest]
-            swarm = self._swarms[info_hash] = {}
-        if peer not in swarm and len(swarm) >= self._max_peers:
-            del swarm[min(swarm, key=swarm.__getitem__)]
-        swarm[peer] = now + self._ttl
+    def add(self, info_hash: bytes, peer: Hashable, source: bytes, now: float) -> None:
+        self.table.put(info_hash, peer, source, None, now + self._ttl, now)
 
     def get(self, info_hash: bytes, now: float, limit: int = 50) -> list[Hashable]:
-        swarm = self._swarms.get(info_hash)
-        if not swarm:
-            return []
-        return [p for p, exp in swarm.items() if exp > now][:limit]
+        """Up to ``limit`` live peers, the most recently announced first."""
+        return [e.sub for e in self.table.newest(info_hash, now, limit)]
 
     def expire(self, now: float) -> None:
-        for h in list(self._swarms):
-            swarm = self._swarms[h]
-            for p in [p for p, exp in swarm.items() if exp <= now]:
-                del swarm[p]
-            if not swarm:
-                del self._swarms[h]
+        self.table.expire(now)
 
 
 class ItemStore:
-    """target -> BEP44 item with its expiry."""
+    """target -> BEP44 item, with expiry. A put of a stored target renews it (it stays
+    charged to the source that stored it first)."""
 
-    def __init__(self, max_items: int, ttl: float) -> None:
-        self._max = max_items
-        self._ttl = ttl
-        self._items: dict[bytes, tuple[Item, float]] = {}
+    def __init__(
+        self, config: DhtConfig | None = None, stats: Counter[str] | None = None
+    ) -> None:
+        cfg = config or DhtConfig()
+        self._ttl = cfg.item_ttl
+        self.table: SourceTable[Item] = SourceTable(
+            per_key=1,
+            source_per_key=1,
+            per_source=cfg.max_items_per_source,
+            total=cfg.max_items,
+            name="items",
+            stats=stats,
+        )
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.table)
 
     def get(self, target: bytes, now: float) -> Item | None:
-        entry = self._items.get(target)
-        if entry is None or entry[1] <= now:
-            return None
-        return entry[0]
+        entry = self.table.get(target, None, now)
+        return entry.value if entry is not None else None
 
-    def put(self, target: bytes, item: Item, now: float) -> None:
-        if target not in self._items and len(self._items) >= self._max:
-            self.expire(now)
-            if len(self._items) >= self._max:
-                (victim,) = heapq.nsmallest(1, self._items, key=lambda t: self._items[t][1])
-                del self._items[victim]
-        self._items[target] = (item, now + self._ttl)
+    def put(self, target: bytes, item: Item, source: bytes, now: float) -> None:
+        self.table.put(target, None, source, item, now + self._ttl, now)
 
     def expire(self, now: float) -> None:
-        for t in [t for t, (_, exp) in self._items.items() if exp <= now]:
-            del self._items[t]
+        self.table.expire(now)

@@ -3,6 +3,12 @@
 A token is a hash of the requester's IP and a secret that rotates every
 :attr:`DhtConfig.token_rotation` seconds; the current and the previous secret are accepted,
 so a token stays valid between one and two rotation periods (BEP5: up to 10 minutes).
+
+Push tokens (hailing extension, docs/protocol.md "Inboxes") come from the same secrets
+under another label: a listener hands the storing node a push token for the storing
+node's IP in its ``hailing_listen``, and accepts a ``hailing_push`` only with it. They
+are accepted for one generation longer (10 to 15 minutes), so that a listen renewed at
+half its ttl (at most 5 minutes) always replaces its push token before it lapses.
 """
 
 from __future__ import annotations
@@ -10,28 +16,49 @@ from __future__ import annotations
 import hashlib
 
 TOKEN_BYTES = 8
+#: Secret generations a write token is accepted from (current and previous: BEP5).
+WRITE_GENERATIONS = 2
+#: Secret generations a push token is accepted from.
+PUSH_GENERATIONS = 3
+_PUSH_LABEL = b"hailing push token"
 
 
 class TokenManager:
     """Issues and checks tokens. ``rotate(new_secret)`` is called by the protocol's timer."""
 
-    __slots__ = ("_current", "_previous")
+    __slots__ = ("_push", "_secrets")
 
     def __init__(self, secret: bytes) -> None:
-        self._current = secret
-        self._previous = secret
+        self._secrets = [secret] * PUSH_GENERATIONS  # newest first
+        self._push = [_push_secret(secret)] * PUSH_GENERATIONS
 
     def rotate(self, new_secret: bytes) -> None:
-        self._previous = self._current
-        self._current = new_secret
+        self._secrets = [new_secret, *self._secrets[:-1]]
+        self._push = [_push_secret(new_secret), *self._push[:-1]]
 
     def issue(self, ip_key: bytes) -> bytes:
-        return hashlib.sha1(self._current + ip_key).digest()[:TOKEN_BYTES]
+        return _token(self._secrets[0], ip_key)
 
     def check(self, token: object, ip_key: bytes) -> bool:
-        if type(token) is not bytes or len(token) != TOKEN_BYTES:
-            return False
-        return token in (
-            hashlib.sha1(self._current + ip_key).digest()[:TOKEN_BYTES],
-            hashlib.sha1(self._previous + ip_key).digest()[:TOKEN_BYTES],
-        )
+        return _check(token, ip_key, self._secrets[:WRITE_GENERATIONS])
+
+    def issue_push(self, ip_key: bytes) -> bytes:
+        """A push token for the storing node at ``ip_key`` (sent in our listens)."""
+        return _token(self._push[0], ip_key)
+
+    def check_push(self, token: object, ip_key: bytes) -> bool:
+        return _check(token, ip_key, self._push)
+
+
+def _push_secret(secret: bytes) -> bytes:
+    return hashlib.sha1(_PUSH_LABEL + secret).digest()
+
+
+def _token(secret: bytes, ip_key: bytes) -> bytes:
+    return hashlib.sha1(secret + ip_key).digest()[:TOKEN_BYTES]
+
+
+def _check(token: object, ip_key: bytes, secrets: list[bytes]) -> bool:
+    if type(token) is not bytes or len(token) != TOKEN_BYTES:
+        return False
+    return any(token == _token(s, ip_key) for s in secrets)
