@@ -94,6 +94,11 @@ class Admission:
         self.stats["verify_pings"] += 1
         return True
 
+    @property
+    def pending(self) -> int:
+        """Verification pings awaited now."""
+        return len(self._pending)
+
     def done(self, addr: Hashable) -> None:
         """The verification ping to ``addr`` was answered or failed."""
         self._pending.pop(addr, None)
