@@ -148,8 +148,10 @@ def ask(net: MemoryNet, node: object, src: Addr, data: bytes) -> dict[bytes, obj
     out.clear()
     net.inject(data, src, net.addr_of(node))  # type: ignore[arg-type]
     net.run(duration=0.1)
-    assert out, "no answer"
-    msg = decode_message(out[-1][0])
+    # The node may also ping us (to verify a new query sender): keep the answer only.
+    answers = [m for m in (decode_message(d) for d, _ in out) if not isinstance(m, Query)]
+    assert answers, "no answer"
+    msg = answers[-1]
     if isinstance(msg, Error):
         return {b"error": msg.code}
     return msg.values  # type: ignore[union-attr]

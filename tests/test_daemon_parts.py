@@ -130,6 +130,7 @@ async def test_a_slow_subscriber_is_marked_lagged_not_blocking() -> None:
         for i in range(3):
             bus.emit({"event": f"e{i}"})
         assert slow.lagged and not fast.lagged
+        assert slow.dropped == 1 and bus.dropped == 1  # bounded, and counted
         assert (await slow.get())["event"] == "e0"
         assert fast.queue.qsize() == 3
         assert bus.subscribers == 2

@@ -326,8 +326,8 @@ def test_replay() -> None:
     assert replay.stats == {"opened": 2, "replayed": 1}
 
 
-def test_replay_cache_is_bounded_and_entries_expire() -> None:
-    replay = ReplayCache(max_entries=3)
+def test_replay_cache_is_bounded_per_sender_and_entries_expire() -> None:
+    replay = ReplayCache(per_sender=3)
     blobs = [seal(ALICE, BOB.public_key, 1, b"%d" % i, now=NOW + i, ttl=10) for i in range(5)]
     for i, blob in enumerate(blobs[:3]):
         _open(blob, now=NOW + i, replay=replay)
@@ -336,12 +336,13 @@ def test_replay_cache_is_bounded_and_entries_expire() -> None:
     assert len(replay) == 3
     with pytest.raises(ReplayedEnvelope, match="replay window"):
         _open(blobs[0], now=NOW + 4, replay=replay)  # evicted, still refused
+    assert replay.stats["below_floor"] == 1
     # much later every entry has expired (ttl + skew): they are dropped, not evicted
     late = NOW + 10 + CLOCK_SKEW + 10
     _open(seal(ALICE, BOB.public_key, 1, b"late", now=late), now=late, replay=replay)
     assert len(replay) == 1
     with pytest.raises(LocalProtocolError):
-        ReplayCache(max_entries=0)
+        ReplayCache(per_sender=0)
 
 
 def test_replay_cache_counts_each_reason() -> None:

@@ -90,7 +90,7 @@ def test_a_wide_find_node_answer_includes_replacements() -> None:
                             b"q": b"find_node", b"t": b"zz", b"y": b"q"})
         net.inject(q, ("10.2.0.1", 7), net.addr_of(p))
         net.run(duration=0.1)
-        raw = bencode.decode(out[-1][0])[b"r"][b"nodes"]
+        raw = [m for m in (bencode.decode(d) for d, _ in out) if m[b"y"] == b"r"][-1][b"r"][b"nodes"]
         return {raw[i : i + 20] for i in range(0, len(raw), 26)}
 
     assert not ask({}) & waiting  # a plain answer: the k closest of the table only

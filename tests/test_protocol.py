@@ -72,7 +72,8 @@ def ask(
     """Send one query to ``p`` from ``addr``; return its single reply."""
     a = {b"id": sender, **(args or {})}
     p.receive_datagram(encode_message(Query(tid, method, a, None, ro)), addr, now)
-    out = sent(p, now)
+    # A new sender also gets a ping (verification before it enters the table): skipped.
+    out = [(m, to) for m, to in sent(p, now) if not (isinstance(m, Query) and m.method == b"ping")]
     assert len(out) == 1, out
     msg, to = out[0]
     assert to == addr
@@ -187,7 +188,7 @@ def test_find_node_returns_the_closest_nodes_compact() -> None:
     p = make()
     rng = random.Random(3)
     for i in range(40):
-        p.add_node(rand_id(rng), (f"198.51.100.{i + 1}", 1000 + i), 0.0)
+        p.add_node(rand_id(rng), (f"10.51.100.{i + 1}", 1000 + i), 0.0)  # local: no per-IP limit
     target = rand_id(rng)
     expected = [(e.id, e.addr) for e in p.table.closest(target)]
     assert len(expected) == 8
@@ -575,7 +576,7 @@ def test_lookup_ignores_an_answer_from_a_different_node_id() -> None:
     # The node we knew at an address is gone; another one answers there. Its answer must
     # not be reported under the old id.
     p = make()
-    honest, stale = ("198.51.100.1", 1), ("198.51.100.2", 2)
+    honest, stale = ("10.51.100.1", 1), ("10.51.100.2", 2)  # local: no BEP42, no per-IP limit
     p.add_node(b"\x10" * 20, honest, 0.0)
     p.add_node(b"\x11" * 20, stale, 0.0)
     qid = p.find_node(b"\x12" * 20, 1.0)
@@ -986,7 +987,7 @@ def test_forged_mutable_value_is_ignored(forge: dict[str, Any]) -> None:
 
 def test_mutable_get_keeps_the_highest_seq() -> None:
     p = make()
-    fakes = [((f"198.51.100.{i}", 1), bytes([i]) * 20) for i in (1, 2, 3)]
+    fakes = [((f"10.51.100.{i}", 1), bytes([i]) * 20) for i in (1, 2, 3)]  # local: no per-IP limit
     for addr, nid in fakes:
         p.add_node(nid, addr, 0.0)
     items = [bep44.MutableItem.create(SEED, b"v%d" % s, seq=s) for s in (3, 7, 5)]
@@ -1010,6 +1011,14 @@ def _insecure_id(ip: str) -> bytes:
     return nid
 
 
+def _query_and_verify(p: DhtProtocol, addr: Hashable, nid: bytes) -> None:
+    """``nid`` at ``addr`` pings ``p`` and answers the verification ping, if any."""
+    p.receive_datagram(encode_message(Query(b"tt", b"ping", {b"id": nid})), addr, 0.0)
+    for m, to in sent(p):
+        if isinstance(m, Query) and m.method == b"ping" and to == addr:
+            p.receive_datagram(encode_message(Response(m.tid, {b"id": nid})), addr, 0.05)
+
+
 @pytest.mark.parametrize(
     ("ip", "secure", "accepted"),
     [
@@ -1025,18 +1034,18 @@ def _insecure_id(ip: str) -> bytes:
 )
 def test_bep42_enforcement_on_queries(ip: str, secure: bool, accepted: bool) -> None:
     nid = _secure_id(ip) if secure else _insecure_id(ip)
-    p = make(DhtConfig(enforce_node_id=True))
-    ok(ask(p, b"ping", addr=(ip, 6881), sender=nid))  # still answered
+    p = make()  # enforced by default
+    _query_and_verify(p, (ip, 6881), nid)
     assert (p.table.get(nid) is not None) is accepted
     assert p.stats["rejected_node_id"] == (0 if accepted else 1)
     # without enforcement everyone is accepted
-    lax = make()
-    ok(ask(lax, b"ping", addr=(ip, 6881), sender=nid))
+    lax = make(DhtConfig(enforce_node_id=False))
+    _query_and_verify(lax, (ip, 6881), nid)
     assert lax.table.get(nid) is not None
 
 
 def test_bep42_enforcement_on_responses() -> None:
-    p = make(DhtConfig(enforce_node_id=True))
+    p = make()
     addr = ("1.2.3.4", 6881)
     qid = p.ping(addr, 0.0)
     (q, _), = sent(p)

@@ -73,7 +73,7 @@ def test_book_version_ignores_the_signaling_tables(tmp_path: Path) -> None:
 
     with ContactBook(tmp_path) as book, SignalStore(tmp_path) as store:
         v0 = book.version()
-        assert store.first_handling(b"n" * 32, 2000.0, 1000.0)
+        assert store.record_handling(b"n" * 32, 2000.0, 1000.0) is None
         store.set_cursor("x", 5)
         assert book.version() == v0
         book.set_status("busy")

@@ -322,13 +322,16 @@ def test_handled_records_are_kept_until_expiry_plus_clock_skew(tmp_path: Path) -
     """Issue 8 item 2: the record of a handled envelope was dropped at its expiry,
     although the envelope opens up to CLOCK_SKEW later: a restart then handled it again."""
     with SignalStore(tmp_path) as store:
-        assert store.first_handling(b"n" * 32, expires=1000.0, now=900.0)
+        assert store.record_handling(b"n" * 32, expires=1000.0, now=900.0) is None
         # Any later handling prunes old records; this one is CLOCK_SKEW - 1 s past expiry.
-        assert store.first_handling(b"m" * 32, expires=2000.0, now=1000.0 + CLOCK_SKEW - 1)
-        assert not store.first_handling(b"n" * 32, expires=1000.0, now=1000.0 + CLOCK_SKEW - 1)
+        assert store.record_handling(b"m" * 32, expires=2000.0,
+                                     now=1000.0 + CLOCK_SKEW - 1) is None
+        assert store.record_handling(b"n" * 32, expires=1000.0,
+                                     now=1000.0 + CLOCK_SKEW - 1) == "already_handled"
         # Past expiry + skew the envelope no longer opens; its record may go.
-        assert store.first_handling(b"o" * 32, expires=3000.0, now=1000.0 + CLOCK_SKEW + 1)
-        rows = store._query("SELECT nonce FROM handled_envelopes ORDER BY nonce")
+        assert store.record_handling(b"o" * 32, expires=3000.0,
+                                     now=1000.0 + CLOCK_SKEW + 1) is None
+        rows = store._query("SELECT nonce FROM replay_seen ORDER BY nonce")
         assert [r[0] for r in rows] == [b"m" * 32, b"o" * 32]
 
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from hailing.dht import Event, Pong
+from hailing.dht import DhtConfig, Event, Pong
 from hailing.dht.protocol import DhtProtocol
 from hailing.sim import (
     NetworkModel,
@@ -44,7 +44,9 @@ MACHINE_FIELDS = {"wall_s", "peak_rss_mb"}
 def small_sim(n: int = 2, *, jitter: float = 0.02, loss: float = 0.0, seed: int = 5) -> Simulator:
     """A simulator with ``n`` cores that know nothing of each other (no bootstrap)."""
     net = NetworkModel(random.Random(seed), loss=loss, jitter=jitter, seed=seed)
-    sim = Simulator(seed, net)
+    # These tests count packets of the network model: a queried core does not ping its
+    # querier back to verify it (issue 9's admission; tested in test_routing_capture.py).
+    sim = Simulator(seed, net, DhtConfig(verify_senders=False))
     for _ in range(n):
         sim.add_node()
     return sim

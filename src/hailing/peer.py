@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from .dht import DhtConfig
-from .errors import HailingError, LocalProtocolError, QueryTimeout
+from .errors import HailingError, LocalProtocolError, QueryTimeout, StorageError
 from .identity import Identity, load_or_create_identity, parse_contact_id
 from .node import Addr, DhtNode
 from .rtc.connection import Connection
@@ -163,7 +163,7 @@ class Peer:
         self.store: SignalStore | None = None
         self.node: DhtNode | None = None
         self.stats: Counter[str] = Counter()
-        self.replay = ReplayCache()
+        self.replay = ReplayCache(is_contact=self._is_contact)
         self.calls: asyncio.Queue[CallEvent] = asyncio.Queue(maxsize=MAX_CALL_EVENTS)
         self.supervisor = Supervisor(self.stats)
         self.router: SignalRouter | None = None
@@ -210,7 +210,8 @@ class Peer:
         self._contacts_seen = self.contacts.version()
         self.supervisor.reopen()
         self.router = SignalRouter(identity, self.store, supervisor=self.supervisor,
-                                   stats=self.stats, clock=self._clock, replay=self.replay)
+                                   stats=self.stats, clock=self._clock, replay=self.replay,
+                                   is_contact=self._is_contact)
         self.manager = ConnectionManager(
             identity, downloads=self.downloads, supervisor=self.supervisor,
             stats=self.stats, emit=self._emit, clock=self._clock,
@@ -368,14 +369,15 @@ class Peer:
         if not bound(opened):  # garbage inside a good envelope: no call at all
             self.stats["unbound_offers"] += 1
             return
-        verdict = self._policy().admit(opened.sender)
+        verdict: str = self._policy().admit(opened.sender)
+        if verdict == "accepted":  # unless too many calls are being answered (counted)
+            verdict = self._manager().answer(
+                opened, self._reply(source, opened.sender, "answer"), source.name,
+                stranger=not self._is_contact(opened.sender)) or verdict
+        else:
+            self.stats["refused_" + verdict] += 1
         self._emit(CallEvent(opened.sender, verdict == "accepted", verdict,
                              coupler=source.name))
-        if verdict != "accepted":
-            self.stats["refused_" + verdict] += 1
-            return
-        self._manager().answer(opened, self._reply(source, opened.sender, "answer"),
-                               source.name)
 
     def _on_answer(self, opened: envelope.Opened, source: Source) -> None:
         self._manager().answer_received(opened)
@@ -451,6 +453,17 @@ class Peer:
 
     # -- helpers -------------------------------------------------------------------------
 
+    def _is_contact(self, sender: bytes) -> bool:
+        """In the contact book and not blocked: whose replay state and calls never yield
+        to strangers'."""
+        if self.contacts is None:
+            return False
+        try:
+            return self.contacts.state(sender) == "allowed"
+        except StorageError:  # the book locked by another process: a stranger, this once
+            self.stats["contact_lookup_errors"] += 1
+            return False
+
     def _identity(self) -> Identity:
         if self.identity is None:
             raise LocalProtocolError("the peer is not started")
@@ -491,7 +504,8 @@ def _sender(coupler: Coupler, peer: bytes, kind: SignalKind) -> Callable[[bytes]
     """Send through ``coupler``, refusing at once an envelope larger than it carries."""
 
     async def send(blob: bytes) -> int:
-        limit = coupler.capabilities.max_blob
+        # a coupler may carry more, but no receiver opens an envelope over MAX_ENVELOPE
+        limit = min(coupler.capabilities.max_blob, envelope.MAX_ENVELOPE)
         if len(blob) > limit:
             raise LocalProtocolError(f"a {len(blob)}-byte {kind} does not fit {coupler.name} "
                                      f"(at most {limit} bytes)")

@@ -39,6 +39,15 @@ async def start_testnet(
             await asyncio.gather(*(nd.bootstrap() for nd in nodes[i : i + 16]))
         if n > 1:
             await first.bootstrap([nodes[1].address])
+        # A node that only queried another enters its table once it answered a ping
+        # (issue 9), so nodes that joined at once did not see each other: once those
+        # pings have landed, every node looks itself up again (a second wave).
+        for _ in range(200):
+            if not any(nd.core.admission.pending for nd in nodes):
+                break
+            await asyncio.sleep(0.01)
+        for i in range(1, n, 16):
+            await asyncio.gather(*(nd.bootstrap() for nd in nodes[i : i + 16]))
     except BaseException:
         await asyncio.gather(*(nd.stop() for nd in nodes))
         raise

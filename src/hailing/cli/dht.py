@@ -306,8 +306,9 @@ def add_dht_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> N
                        help="node to join through (repeatable)")
     serve.add_argument("--data-dir", default=None, metavar="DIR",
                        help="keep the node id and routing table here across restarts")
-    serve.add_argument("--enforce-node-id", action="store_true",
-                       help="BEP42: keep only nodes whose id matches their IP (public networks)")
+    serve.add_argument("--enforce-node-id", action=argparse.BooleanOptionalAction, default=True,
+                       help="BEP42: keep only nodes whose id matches their public IP (local "
+                       "addresses are exempt; default: on)")
     serve.set_defaults(func=cmd_serve)
 
     c = client("put", "store VALUE (UTF-8 text) as an immutable item; print its 40-hex target", cmd_put)

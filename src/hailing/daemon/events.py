@@ -32,17 +32,22 @@ SUBSCRIBER_QUEUE = 1000
 
 
 class Subscription:
-    """A subscriber's queue. ``lagged`` once events had to be dropped for it."""
+    """A subscriber's queue, bounded: once full, events are dropped for it (counted in
+    ``dropped``) and it is ``lagged``, which the API answers by closing the client."""
 
     def __init__(self, size: int) -> None:
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=size)
         self.lagged = False
+        self.dropped = 0
 
-    def put(self, event: Event) -> None:
+    def put(self, event: Event) -> bool:
+        """Queue ``event``; False (and counted) if the subscriber is too far behind."""
         if self.queue.full():
             self.lagged = True
-            return
+            self.dropped += 1
+            return False
         self.queue.put_nowait(event)
+        return True
 
     async def get(self) -> Event:
         return await self.queue.get()
@@ -70,6 +75,8 @@ class EventBus:
         self._sinks: list[Callable[[Event], None]] = []
         self._subs: set[Subscription] = set()
         self._name_of = name_of
+        #: Events dropped for subscribers that fell behind (each is then closed).
+        self.dropped = 0
 
     def add_sink(self, sink: Callable[[Event], None]) -> None:
         self._sinks.append(sink)
@@ -81,7 +88,8 @@ class EventBus:
         for sink in self._sinks:
             sink(event)
         for sub in self._subs:
-            sub.put(event)
+            if not sub.put(event):
+                self.dropped += 1
 
     @contextlib.contextmanager
     def subscribe(self, size: int = SUBSCRIBER_QUEUE) -> Iterator[Subscription]:

@@ -319,7 +319,7 @@ class Daemon:
             "uptime_s": round(time.time() - self.started, 1) if self.started else 0.0,
             "links": [link.to_json() for link in self.links.list()],
             "contacts": len(book.list()), "subscribers": self.events.subscribers,
-            "stats": dict(stats),
+            "events_dropped": self.events.dropped, "stats": dict(stats),
         }
 
     # -- sending -------------------------------------------------------------------------

@@ -49,11 +49,16 @@ from .events import (
 from .ids import NodeInfo, id_to_int
 from .lookup import ANSWERED, FAILED, FRESH, STALLED, Candidate, Lookup
 from .responder import MAX_WIDE_NODES
-from .routing import RoutingTable
+from .routing import RoutingTable, SourceKeys
 from .transactions import Pending, Rng, SendQuery
 
 #: Told that a storing node accepted a listen: (key, addr, node id, token, answer, now).
 Granted = Callable[[bytes, Hashable, "bytes | None", bytes, Response, float], None]
+
+#: Lookups that run on disjoint paths (DhtConfig.lookup_paths): those for a value and
+#: those that choose where a value is stored. Node lookups (joins, refreshes) and the
+#: inbox methods (latency first; their values are sealed and pushed) take one path.
+_MULTIPATH = frozenset(("get", "get_mutable", "get_peers", "put", "announce"))
 
 #: How many times a starved lookup takes further nodes from the routing table.
 MAX_REFILLS = 3
@@ -107,6 +112,7 @@ class LookupEngine:
         self._acceptable = acceptable
         self._granted = granted
         self._lockstep = config.lookup_strategy == "lockstep"
+        self._keys = SourceKeys(codec, config.exempt_loopback)
         #: Our own puts/announces, repeated every republish_interval: key -> (due, action).
         self.republish: dict[bytes, tuple[float, tuple[str, bytes, Any]]] = {}
         #: Recent storing nodes of inbox keys: key -> (expiry, [(addr, id, token)]).
@@ -135,7 +141,9 @@ class LookupEngine:
         alpha = min(cfg.alpha, 3) if kind == "refresh" else cfg.alpha
         # A put's closest set is the put_copies nodes it stores on (2k by default).
         k = max(cfg.put_copies, cfg.k) if kind == "put" else cfg.k
-        lk = Lookup(qid, kind, target, self.node_id, k, alpha, cfg.max_lookup_candidates, now)
+        lk = Lookup(qid, kind, target, self.node_id, k, alpha, cfg.max_lookup_candidates, now,
+                    paths=cfg.lookup_paths if kind in _MULTIPATH and not self._lockstep else 1,
+                    keys=self._keys, max_per_net=cfg.lookup_max_per_net)
         lk.store = store
         lk.salt = salt
         lk.lockstep = self._lockstep
@@ -301,11 +309,12 @@ class LookupEngine:
             lk.add_answered_seed(c)
         codec = self.codec
         depth = c.depth + 1
+        path = c.path
         for nid, addr in decode_nodes(vals.get(b"nodes"), codec):
-            lk.add(nid, addr, depth)
+            lk.add(nid, addr, depth, path)
         if b"nodes6" in vals:
             for nid, addr in decode_nodes(vals.get(b"nodes6"), codec, ipv6=True):
-                lk.add(nid, addr, depth)
+                lk.add(nid, addr, depth, path)
         if lk.kind == "refresh":
             # A refresh only has to fill the target's bucket. Nodes the answer names go
             # straight into that bucket while it has room, as questionable entries (as
@@ -371,6 +380,8 @@ class LookupEngine:
             lk.result, lk.result_depth = mitem, depth
 
     def _complete(self, lk: Lookup, now: float) -> None:
+        if lk.refused_net:
+            self.stats["lookup_refused_net"] += lk.refused_net
         if lk.qid < 0 and lk.kind not in ("put", "announce", "listen", "post"):
             if lk.kind == "bootstrap":  # a rejoin: fill the far buckets as a join does
                 self.refresh_far_buckets(now)

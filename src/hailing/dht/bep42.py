@@ -31,8 +31,11 @@ __all__ = [
     "SUFFIX_LEN",
     "V4_MASK",
     "V6_MASK",
+    "compliant_id",
     "generate_node_id",
     "is_exempt",
+    "is_local_raw",
+    "node_id_ok_raw",
     "node_id_prefix_ok",
     "secure_node_id",
 ]
@@ -75,11 +78,15 @@ def _parse(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 def _crc(ip: str, r: int) -> int:
     """Return BEP42's ``crc32c((ip & mask) | (r << 29 or 61))`` for ``ip`` and ``r``."""
-    addr = _parse(ip)
-    if isinstance(addr, ipaddress.IPv4Address):
-        octets, mask = addr.packed, V4_MASK
+    return _crc_raw(_parse(ip).packed, r)
+
+
+def _crc_raw(packed: bytes, r: int) -> int:
+    """:func:`_crc` of a packed address (4 bytes, or 16 of which the high 8 count)."""
+    if len(packed) == 4:
+        octets, mask = packed, V4_MASK
     else:
-        octets, mask = addr.packed[:8], V6_MASK  # BEP42: the high 64 bits only
+        octets, mask = packed[:8], V6_MASK  # BEP42: the high 64 bits only
     masked = bytearray(o & m for o, m in zip(octets, mask, strict=True))
     masked[0] |= (r & R_MASK) << R_SHIFT_IN_FIRST_OCTET
     return crc32c(bytes(masked))
@@ -124,7 +131,15 @@ def node_id_prefix_ok(node_id: bytes, ip: str) -> bool:
     """
     if len(node_id) != NODE_ID_LEN:
         return False
-    crc = _crc(ip, node_id[-1])
+    return node_id_ok_raw(node_id, _parse(ip).packed)
+
+
+def node_id_ok_raw(node_id: bytes, packed: bytes) -> bool:
+    """:func:`node_id_prefix_ok` for a packed address (4 or 16 bytes; an IPv4-mapped
+    IPv6 address is not unwrapped here): the routing table's hot path, no text parsing."""
+    if len(node_id) != NODE_ID_LEN:
+        return False
+    crc = _crc_raw(packed, node_id[-1])
     return (
         node_id[0] == (crc >> 24) & 0xFF
         and node_id[1] == (crc >> 16) & 0xFF
@@ -159,3 +174,41 @@ def generate_node_id(ip: str, randbytes: Callable[[int], bytes]) -> bytes:
     if len(rand_byte) != 1:
         raise ValueError("randbytes(1) did not return exactly 1 byte")
     return secure_node_id(ip, rand_byte[0], randbytes(SUFFIX_LEN))
+
+
+def is_local_raw(raw: bytes) -> bool:
+    """:func:`is_exempt` for a packed address (4 or 16 bytes), without parsing text:
+    the hot path of the routing table's per-IP limits. Any other length is not local."""
+    if len(raw) == 4:
+        a, b = raw[0], raw[1]
+        return (
+            a in (10, 127)
+            or (a == 172 and 16 <= b < 32)
+            or (a == 192 and b == 168)
+            or (a == 169 and b == 254)
+        )
+    if len(raw) == 16:
+        if raw[:12] == bytes(10) + b"\xff\xff":  # IPv4-mapped: judged as IPv4
+            return is_local_raw(raw[12:])
+        a, b = raw[0], raw[1]
+        return (
+            raw == bytes(15) + b"\x01"
+            or (a == 0xFE and b & 0xC0 in (0x80, 0xC0))  # fe80::/10 and fec0::/10
+            or a & 0xFE == 0xFC  # fc00::/7
+        )
+    return False
+
+
+def compliant_id(node_id: bytes, ip: str) -> bytes:
+    """``node_id`` if it satisfies BEP42 for ``ip`` (or ``ip`` is exempt), else the
+    compliant id derived from it: its last byte (``rand``) and its bytes 2..18 (the
+    suffix) are kept, so the same old id and address always give the same new id (a
+    node that restarts with its saved id lands on the same compliant id).
+
+    Raises :class:`ValueError` if ``node_id`` is not 20 bytes or ``ip`` is invalid.
+    """
+    if len(node_id) != NODE_ID_LEN:
+        raise ValueError("a node id is 20 bytes")
+    if is_exempt(ip) or node_id_prefix_ok(node_id, ip):
+        return node_id
+    return secure_node_id(ip, node_id[-1], node_id[2:19])

@@ -39,6 +39,13 @@ class DhtConfig:
     put_copies: int = 16
     #: Candidates a lookup keeps (closest first); bounds memory against poisoning.
     max_lookup_candidates: int = 96
+    #: Disjoint paths of a get (S/Kademlia, issue 9): each path asks only the nodes it
+    #: learned itself, so liars that name only each other capture one path, not the
+    #: get. Measured in the simulator (docs/benchmarks.md, adversaries).
+    lookup_paths: int = 3
+    #: Candidates a lookup takes from one IPv4 /24 (IPv6 /64) (libtorrent's
+    #: restrict_search_ips); local addresses are exempt with ``exempt_loopback``.
+    lookup_max_per_net: int = 1
     #: Token secret rotation (BEP5: tokens accepted for up to ten minutes -> rotate at 5).
     token_rotation: float = 5 * 60.0
     #: Stored peers expire after this long without re-announce (libtorrent: 30 min).
@@ -71,7 +78,9 @@ class DhtConfig:
     source_burst: float = 100.0
     #: Loopback senders are exempt from rate limits and each loopback socket is its own
     #: source (every process of a loopback testnet is 127.0.0.1). False: 127.0.0.1 is one
-    #: source like any address, so tests can exercise the real limits.
+    #: source like any address, so tests can exercise the real limits. The routing
+    #: table's and lookups' per-IP limits exempt all of BEP42's local blocks (loopback,
+    #: private, link-local: LAN testnets share one /24) unless this is False.
     exempt_loopback: bool = True
     #: Datagrams per second one source (an IPv4 address, an IPv6 /64) may send to a
     #: node on UDP, and the burst it may send at once; the rest are dropped unread and
@@ -80,8 +89,23 @@ class DhtConfig:
     #: ``exempt_loopback``.
     source_datagram_rate: float = 100.0
     source_datagram_burst: float = 400.0
-    #: BEP42: refuse routing-table entries whose id does not match their IP.
-    enforce_node_id: bool = False
+    #: BEP42: refuse routing-table entries whose id does not match their public IP
+    #: (local addresses are exempt, as BEP42 says); our own id is made compliant once
+    #: the ``ip`` votes of our peers agree on a public address (issue 9, item 6).
+    enforce_node_id: bool = True
+    #: Per-IP limits of the routing table (issue 9, item 6; libtorrent's
+    #: restrict_routing_ips): entries per IPv4 address / IPv6 /64 in the whole table,
+    #: and per IPv4 /24 / IPv6 /64 in one bucket (replacement caches included).
+    routing_max_per_ip: int = 1
+    routing_max_per_net: int = 1
+    #: A node that only queried us enters the table after it answered a ping of ours:
+    #: at most ``verify_rate`` such pings a second (bursts of ``verify_burst``), and
+    #: ``verify_pending`` awaited at once, so that queries (from spoofed sources, say)
+    #: cannot make us send more than that.
+    verify_senders: bool = True
+    verify_rate: float = 20.0
+    verify_burst: int = 40
+    verify_pending: int = 256
     #: BEP43: read-only node: answers nothing, flags its queries with ``ro``.
     read_only: bool = False
     #: Lookup algorithm: "hailing" (no rounds, RTT-adapted soft timeouts) or "lockstep"

@@ -13,12 +13,28 @@ longer holds up termination, but a late answer is still used.
 The lookup is done when the ``k`` closest candidates that did not fail or stall have all
 answered (the closest-set rule), or nothing is left to ask but stalled requests. A ``get`` for an immutable
 item also ends as soon as a valid value arrives.
+
+**Disjoint paths** (S/Kademlia; issue 9: lookups that tolerate lying nodes): with
+``paths`` d > 1 the starting candidates are dealt round-robin to d paths, and a node an
+answer names joins the path of the node that named it, unless another path knows it
+already (every node belongs to one path only). Each path runs the rules above on its
+own candidates, with ceil(alpha / d) requests in flight, and the lookup is done when
+every path is. Colluding liars that name only each other take over the path that first
+asks one of them; the nodes they name are then known, so the other paths ignore them
+and go on through honest nodes. The result (the closest answered nodes) is taken over
+all paths.
+
+**One network, one candidate** (libtorrent's ``restrict_search_ips``): with ``keys``
+(:class:`~hailing.dht.routing.SourceKeys`), at most ``max_per_net`` candidates come from
+one IPv4 /24 (IPv6 /64); ``refused_net`` counts the others. A host with many ids (many
+ports) cannot fill a lookup.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Hashable
+from collections import Counter
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from .ids import id_to_int
@@ -36,10 +52,11 @@ FAILED = 4
 class Candidate:
     """A node the lookup may ask. ``token`` and ``extra`` hold what its answer carried."""
 
-    __slots__ = ("addr", "depth", "dist", "extra", "id", "retries", "state", "token")
+    __slots__ = ("addr", "depth", "dist", "extra", "id", "path", "retries", "state", "token")
 
-    def __init__(self, node_id: bytes | None, addr: Hashable, dist: int, depth: int) -> None:
+    def __init__(self, node_id: bytes | None, addr: Hashable, dist: int, depth: int, path: int = 0) -> None:
         self.id = node_id
+        self.path = path
         self.addr = addr
         self.dist = dist
         self.depth = depth
@@ -66,6 +83,10 @@ class Lookup:
         alpha: int,
         max_candidates: int,
         started: float,
+        *,
+        paths: int = 1,
+        keys: Callable[[Hashable], tuple[bytes, bytes] | None] | None = None,
+        max_per_net: int = 1,
     ) -> None:
         self.qid = qid
         self.kind = kind
@@ -104,6 +125,17 @@ class Lookup:
         #: How many times the owner added further routing-table nodes (see LookupEngine._refill).
         self.refills = 0
         self._last_round: tuple[int, ...] = ()
+        #: Disjoint paths (module docstring): requests in flight per path, next path to deal.
+        self.paths = max(1, paths)
+        self._path_alpha = -(-alpha // self.paths)
+        self._path_inflight = [0] * self.paths
+        self._deal = 0
+        self._max *= self.paths
+        self._keys = keys
+        self._max_net = max_per_net
+        self._nets: Counter[bytes] = Counter()
+        #: Candidates refused because their network had max_per_net already.
+        self.refused_net = 0
 
     # -- filling ---------------------------------------------------------------------
 
@@ -111,19 +143,32 @@ class Lookup:
         """A bootstrap address whose id we do not know: asked first, never in the result."""
         if addr not in self._seen:
             self._seen.add(addr)
-            self.seeds.append(Candidate(None, addr, 0, 0))
+            self.seeds.append(Candidate(None, addr, 0, 0, self._next_path()))
 
-    def add(self, node_id: bytes, addr: Hashable, depth: int) -> bool:
-        """Add a candidate; False if it was known already or is too far to keep."""
+    def _next_path(self) -> int:
+        p = self._deal
+        self._deal = (p + 1) % self.paths
+        return p
+
+    def add(self, node_id: bytes, addr: Hashable, depth: int, path: int = -1) -> bool:
+        """Add a candidate (to ``path``, default: dealt round-robin); False if it was
+        known already, is too far to keep, or its network has its share."""
         if addr in self._seen or node_id in self._seen_ids:
             return False
         dist = id_to_int(node_id) ^ self._t
         cands = self.cands
         if len(cands) >= self._max and dist >= cands[-1].dist:
             return False
+        if self._keys is not None:
+            keys = self._keys(addr)
+            if keys is not None:
+                if self._nets[keys[1]] >= self._max_net:
+                    self.refused_net += 1
+                    return False
+                self._nets[keys[1]] += 1
         self._seen.add(addr)
         self._seen_ids.add(node_id)
-        self._insert(Candidate(node_id, addr, dist, depth))
+        self._insert(Candidate(node_id, addr, dist, depth, self._next_path() if path < 0 else path))
         return True
 
     def _insert(self, c: Candidate) -> None:
@@ -157,7 +202,11 @@ class Lookup:
             if s.state == FRESH:
                 s.state = INFLIGHT
                 self.inflight += 1
+                if self.paths > 1:
+                    self._path_inflight[s.path] += 1
                 out.append(s)
+        if self.paths > 1:
+            return self._next_on_paths(out)
         answered = 0
         for c in self.cands:
             if self.inflight >= self.alpha:
@@ -173,6 +222,32 @@ class Lookup:
                 out.append(c)
         self.messages += len(out)
         return out
+
+    def _next_on_paths(self, out: list[Candidate]) -> list[Candidate]:
+        """next_requests with disjoint paths: each path by itself, within its alpha."""
+        k = self.k
+        answered = [0] * self.paths
+        inflight = self._path_inflight
+        limit = self._path_alpha
+        for c in self.cands:
+            p = c.path
+            if answered[p] >= k:
+                continue
+            st = c.state
+            if st == ANSWERED:
+                answered[p] += 1
+            elif st == FRESH and inflight[p] < limit:
+                c.state = INFLIGHT
+                inflight[p] += 1
+                self.inflight += 1
+                out.append(c)
+        self.messages += len(out)
+        return out
+
+    def _leave_flight(self, c: Candidate) -> None:
+        self.inflight -= 1
+        if self.paths > 1:
+            self._path_inflight[c.path] -= 1
 
     def _next_round(self) -> list[Candidate]:
         """Textbook Kademlia (the ``kademlia`` package's spider crawl): a round of alpha
@@ -195,13 +270,13 @@ class Lookup:
 
     def answered(self, c: Candidate) -> None:
         if c.state == INFLIGHT:
-            self.inflight -= 1
+            self._leave_flight(c)
         c.state = ANSWERED
         self.responses += 1
 
     def stalled(self, c: Candidate) -> None:
         if c.state == INFLIGHT:
-            self.inflight -= 1
+            self._leave_flight(c)
             c.state = STALLED
             if c.id is None and c.retries < SEED_RETRIES:
                 # A bootstrap address is the only way in: ask it again (the packet may
@@ -211,7 +286,7 @@ class Lookup:
 
     def failed(self, c: Candidate) -> None:
         if c.state == INFLIGHT:
-            self.inflight -= 1
+            self._leave_flight(c)
         if c.state in (INFLIGHT, STALLED):
             c.state = FAILED
             self.timeouts += 1
@@ -225,6 +300,8 @@ class Lookup:
             return self.inflight == 0 and self._round_exhausted()
         if any(s.state == INFLIGHT for s in self.seeds):
             return False
+        if self.paths > 1:
+            return self._paths_done()
         answered = 0
         for c in self.cands:
             st = c.state
@@ -237,6 +314,21 @@ class Lookup:
         # Fewer than k answered and nothing left to ask: done. Stalled requests are not
         # waited for (in a small network a dead node would hold every lookup up to the
         # hard timeout); their late answers are simply ignored.
+        return True
+
+    def _paths_done(self) -> bool:
+        """Every path done by the closest-set rule on its own candidates."""
+        answered = [0] * self.paths
+        k = self.k
+        for c in self.cands:
+            p = c.path
+            if answered[p] >= k:
+                continue
+            st = c.state
+            if st == ANSWERED:
+                answered[p] += 1
+            elif st in (FRESH, INFLIGHT):
+                return False
         return True
 
     def _round_exhausted(self) -> bool:

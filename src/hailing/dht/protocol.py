@@ -54,8 +54,9 @@ from ..krpc import (
     decode_message,
     encode_message,
 )
-from . import bep42, bep44, inbox
+from . import bep44, inbox
 from ._lookup_engine import LookupEngine
+from .admission import Admission
 from .config import DhtConfig
 from .events import (
     CommandFailed,
@@ -102,12 +103,12 @@ class DhtProtocol:
             raise LocalProtocolError("node id must be 20 bytes")
         self.node_id = node_id
         self.codec: AddressCodec = codec or IPAddressCodec()
-        self.table = RoutingTable(
-            node_id, cfg.k, cfg.replacement_cache, cfg.max_fail_count, cfg.questionable_after
-        )
-        self.tokens = TokenManager(self._randbytes(16))
         #: Counters: queries by method, garbage dropped, errors sent, timeouts, ...
         self.stats: Counter[str] = Counter()
+        self.table = self._new_table(node_id)
+        #: Who may enter the table: BEP42, and query senders verified by a ping first.
+        self.admission = Admission(cfg, self.codec, self.stats, now)
+        self.tokens = TokenManager(self._randbytes(16))
         self.peers = PeerStore(cfg, self.stats)
         self.items = ItemStore(cfg, self.stats)
         self.responder = Responder(
@@ -116,7 +117,6 @@ class DhtProtocol:
         )
         #: BEP42: the external IP (compact) most peers report in their ``ip`` field.
         self.external_ip: bytes | None = None
-        self._ip_votes: Counter[bytes] = Counter()
         self._out: list[tuple[bytes, Hashable]] = []
         self._events: deque[Event] = deque()
         self._pending: dict[bytes, Pending] = {}
@@ -137,7 +137,7 @@ class DhtProtocol:
         #: Lookups and store phases (and the republishing of our stores).
         self.lookups = LookupEngine(
             node_id, cfg, self.table, self.stats, self.codec, rng,
-            send=self._request, emit=self._emit, acceptable=self._acceptable,
+            send=self._request, emit=self._emit, acceptable=self.admission.acceptable,
             granted=self.inboxes.granted,
         )
         #: Nodes pinged before a possible eviction (one ping each at a time).
@@ -336,7 +336,25 @@ class DhtProtocol:
         if self.responder.pushes:
             self._send_pushes(now)
         if not q.ro:
-            self._saw_node(q.sender_id, addr, now, None)
+            self._query_sender(q.sender_id, addr, now)
+
+    def _query_sender(self, sid: bytes, addr: Hashable, now: float) -> None:
+        """A node queried us: one we know is alive again; a new one enters the table only
+        once it has answered a ping of ours (see admission.py), and only if it would
+        get a place in a bucket (not merely in a replacement cache)."""
+        entry = self.table.get(sid)
+        if entry is not None or not self.config.verify_senders:
+            if entry is None or entry.addr == addr:
+                self._saw_node(sid, addr, now, None)
+            return
+        if (self.table.would_take(sid, addr) and self.admission.acceptable(sid, addr)
+                and self.admission.may_verify(addr, now)):
+            self._request(addr, b"ping", {}, now, node_id=sid,
+                          on_reply=partial(self._verify_done, addr))
+
+    def _verify_done(self, addr: Hashable, reply: object, p: Pending, now: float) -> None:
+        # The answer itself (if any) put the node in the table, in _on_reply.
+        self.admission.done(addr)
 
     def _on_reply(self, msg: Response | Error, addr: Hashable, now: float) -> None:
         p = self._pending.get(msg.tid)
@@ -370,19 +388,24 @@ class DhtProtocol:
         self.stats["responses"] += 1
         self._finish_request(p, msg, now)
 
-    def _acceptable(self, node_id: bytes, addr: Hashable) -> bool:
-        """BEP42 (when enforced): may this id at this address enter the table?"""
-        if self.config.enforce_node_id:
-            packed = self.codec.pack(addr)
-            if packed is not None:
-                ip = _ip_text(packed[:-2])
-                if not bep42.is_exempt(ip) and not bep42.node_id_prefix_ok(node_id, ip):
-                    self.stats["rejected_node_id"] += 1
-                    return False
-        return True
+    def _new_table(self, node_id: bytes) -> RoutingTable:
+        return RoutingTable.configured(node_id, self.config, self.codec, self.stats)
+
+    def _change_node_id(self, node_id: bytes) -> None:
+        """Take a new id (BEP42: one derived from our public address): the table is
+        rebuilt around it from the nodes we know; stores and lookups carry on."""
+        old = self.table
+        self.node_id = node_id
+        self.table = table = self._new_table(node_id)
+        for e in old:
+            table.add(e.id, e.addr, e.last_seen, e.rtt)
+        self.responder.own_id = self.lookups.node_id = self.inboxes.node_id = node_id
+        self.responder.table = self.lookups.table = table
+        self.stats["node_id_changes"] += 1
 
     def _saw_node(self, node_id: bytes, addr: Hashable, now: float, rtt: float | None) -> None:
-        if not self._acceptable(node_id, addr):
+        known = self.table.get(node_id)
+        if (known is None or known.addr != addr) and not self.admission.acceptable(node_id, addr):
             return
         stale = self.table.add(node_id, addr, now, rtt)
         if stale is not None and stale.id not in self._evicting:
@@ -556,11 +579,10 @@ class DhtProtocol:
         return b"put", args
 
     def _vote_ip(self, ip: bytes) -> None:
-        votes = self._ip_votes
-        votes[ip[:-2]] += 1
-        if sum(votes.values()) > 1000:
-            self._ip_votes = Counter(dict(votes.most_common(10)))
-        self.external_ip = self._ip_votes.most_common(1)[0][0]
+        self.external_ip = self.admission.vote(ip)
+        new_id = self.admission.own_id(self.node_id)
+        if new_id != self.node_id:
+            self._change_node_id(new_id)
 
     def _push_timer(self, when: float, kind: int, obj: Any) -> None:
         self._seq += 1
@@ -580,12 +602,6 @@ def _failure(reply: Error | None, message: str) -> HailingError:
     if isinstance(reply, Error):
         return KrpcError(f"{reply.message} ({reply.code})", reply.code)
     return QueryTimeout(message)
-
-
-def _ip_text(raw: bytes) -> str:
-    if len(raw) == 4:
-        return ".".join(str(b) for b in raw)
-    return ":".join(raw[i : i + 2].hex() for i in range(0, 16, 2))
 
 
 def _noop(reply: object, p: object, now: float) -> None:

@@ -32,7 +32,12 @@ files, partial files and :func:`clean_partials` live in :mod:`hailing.rtc.files`
 Users see it all in ``docs/connection.md``.
 
 The sender keeps at most :data:`HIGH_WATER` bytes queued in the channel (SCTP flow
-control), so no file is ever held in memory. Anything else on the channel (bad JSON, an
+control), so no file is ever held in memory. The receiver keeps at most
+:data:`MAX_EVENTS` messages and file announcements waiting to be read (plus the end of
+the one file being received): beyond that a message or file is refused with
+``{"t": "ack", "id": n, "ok": false}`` (counted ``refused_full``), and the sender's
+:meth:`Connection.send_text` or :meth:`~Connection.send_file` raises: backpressure,
+nothing is acknowledged and then dropped. Anything else on the channel (bad JSON, an
 unknown ``t``, a binary frame outside a file, a file larger than announced) is dropped
 and counted in :attr:`Connection.stats`.
 
@@ -76,39 +81,20 @@ from .files import (
     sha256_file,
 )
 
-__all__ = [
-    "ACK_TIMEOUT",
-    "BYE_TIMEOUT",
-    "CHUNK",
-    "CLOSED_HERE",
-    "HIGH_WATER",
-    "KEEPALIVE_INTERVAL",
-    "KEEPALIVE_TIMEOUT",
-    "LOST",
-    "MAX_FILE",
-    "MAX_SIGNAL",
-    "MAX_TEXT",
-    "PEER_HUNG_UP",
-    "PEER_REPLACED",
-    "AuthenticationError",
-    "Connection",
-    "ConnectionClosed",
-    "Event",
-    "FileAborted",
-    "FileReceived",
-    "FileStarted",
-    "ProgressCallback",
-    "TextMessage",
-    "check_file",
-    "check_text",
-    "clean_partials",
-]
+__all__ = ["ACK_TIMEOUT", "BYE_TIMEOUT", "CHUNK", "CLOSED_HERE", "HIGH_WATER",
+           "KEEPALIVE_INTERVAL", "KEEPALIVE_TIMEOUT", "LOST", "MAX_EVENTS", "MAX_FILE",
+           "MAX_SIGNAL", "MAX_TEXT", "PEER_HUNG_UP", "PEER_REPLACED",
+           "AuthenticationError", "Connection", "ConnectionClosed", "Event", "FileAborted",
+           "FileReceived", "FileStarted", "ProgressCallback", "TextMessage", "check_file",
+           "check_text", "clean_partials"]
 
 BYE_TIMEOUT = 2.0
 HIGH_WATER = 256 * 1024
 ACK_TIMEOUT = 30.0
 MAX_TEXT = 64 * 1024
 MAX_SIGNAL = 4096  # bytes of one signaling envelope carried over the channel
+#: Messages and file announcements waiting to be read; more are refused (backpressure).
+MAX_EVENTS = 256
 #: Seconds between two pings.
 KEEPALIVE_INTERVAL = 1.0
 #: Seconds of silence (no frame at all) after which the peer is taken for gone.
@@ -271,7 +257,9 @@ class Connection:
         except BaseException:
             self._drop_ack(fid)
             raise
-        await self._wait_ack(fid, ack)
+        if (await self._wait_ack(fid, ack)).get("ok") is False:
+            raise HailingError("the peer did not take the message: it is not reading "
+                               "(too many messages waiting)")
 
     async def send_file(self, path: str | os.PathLike[str],
                         progress: ProgressCallback | None = None) -> str:
@@ -556,6 +544,8 @@ class Connection:
             if fut is None or fut.done():
                 raise _Garbage("unexpected_ack")
             fut.set_result(msg)
+        elif t in ("msg", "file") and self._events.qsize() >= MAX_EVENTS:
+            self._files.refuse(fid, "too many messages waiting", file=t == "file")
         elif t == "msg":
             body: object = msg.get("text")
             if not isinstance(body, str):

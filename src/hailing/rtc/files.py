@@ -226,6 +226,15 @@ class FileReceiver:
             self._discarding = True
             self._reply({"t": "ack", "id": fid, "ok": False, "error": "the receiver cannot store it"})
 
+    def refuse(self, fid: int, why: str, *, file: bool) -> None:
+        """Refuse a message or (``file``) a file ``fid`` unread (the reader is behind):
+        the sender is told at once (``ok: false``); a file's data is dropped."""
+        if file:
+            self.abort("a new file started")
+            self._discarding = True
+        self.stats["refused_full"] += 1
+        self._reply({"t": "ack", "id": fid, "ok": False, "error": why})
+
     def chunk(self, data: bytes) -> None:
         inc = self._incoming
         if inc is None and self._discarding:

@@ -16,6 +16,14 @@ both sides prove their identity over the channel.
 offer): a supervised task applies the offer, makes the answer, replies by the way the
 offer came and waits (:data:`CHANNEL_TIMEOUT`) for the caller's channel and its proof.
 
+**Bounded.** Each answered call costs an ``RTCPeerConnection`` (ICE, DTLS, SCTP) from
+the moment it is answered until its channel closes, so answering is refused (the caller
+hears nothing, as from an offline callee; counted ``refused_<reason>``) when
+:data:`MAX_CALLS_PER_CALLER` calls of that caller, or :data:`MAX_STRANGER_CALLS` calls of
+callers not in the contact book, are being answered or open, or when
+:data:`MAX_INCOMING` accepted connections wait to be taken. Contacts' calls never count
+against the strangers' limit: a flood of accepted strangers cannot keep a contact out.
+
 **Remote input never escapes.** Whatever the other side's description makes aiortc
 raise (``InvalidStateError``, ``OperationError``, ``ValueError``, ...) is caught where
 it is applied: the peer connection is closed, a caller gets one
@@ -48,7 +56,8 @@ from .dialer import nobody_answered
 from .events import CallEvent
 from .supervisor import Supervisor
 
-__all__ = ["ANSWER_REF", "CHANNEL_TIMEOUT", "ConnectionManager", "offer_ref"]
+__all__ = ["ANSWER_REF", "CHANNEL_TIMEOUT", "MAX_CALLS_PER_CALLER", "MAX_INCOMING",
+           "MAX_STRANGER_CALLS", "ConnectionManager", "offer_ref"]
 
 log = logging.getLogger("hailing.session")
 
@@ -56,6 +65,12 @@ log = logging.getLogger("hailing.session")
 ANSWER_REF = 8
 #: How long an answering callee waits for the caller's data channel once the answer left.
 CHANNEL_TIMEOUT = 30.0
+#: Calls (peer connections being answered, or open) from one caller at once.
+MAX_CALLS_PER_CALLER = 4
+#: Calls (being answered, or open) from all callers not in the contact book together.
+MAX_STRANGER_CALLS = 16
+#: Accepted connections waiting to be taken (``Peer.accept`` / ``incoming``).
+MAX_INCOMING = 64
 
 Send = Callable[[bytes], Awaitable[object]]
 PeerConnectionFactory = Callable[[], Any]
@@ -114,14 +129,16 @@ class ConnectionManager:
         self._configuration = rtc_configuration
         self._factory = pc_factory
         self._answer_tracks = answer_tracks
-        #: Accepted, authenticated incoming connections.
-        self.incoming: asyncio.Queue[Connection] = asyncio.Queue()
+        #: Accepted, authenticated incoming connections (at most MAX_INCOMING wait).
+        self.incoming: asyncio.Queue[Connection] = asyncio.Queue(maxsize=MAX_INCOMING)
         #: Open connections (both directions) until their channel closes.
         self.connections: set[Connection] = set()
         #: Called with (connection, envelope) for envelopes arriving over a channel.
         self.on_signal: Callable[[Connection, bytes], None] | None = None
         self._waiting: dict[bytes, tuple[bytes, asyncio.Future[envelope.Opened]]] = {}
         self._pcs: set[Any] = set()  # peer connections not yet handed to a Connection
+        self._answering: list[tuple[bytes, bool]] = []  # (caller, stranger) being answered
+        self._answered: dict[Connection, bool] = {}  # open answered calls: stranger or not
 
     def new_peer_connection(self) -> Any:
         if self._factory is not None:
@@ -190,12 +207,53 @@ class ConnectionManager:
 
     # -- answering ---------------------------------------------------------------------
 
-    def answer(self, offer: envelope.Opened, reply: Send, coupler: str | None = None) -> None:
-        """Answer an accepted offer in a supervised task; ``reply`` sends the answer back
-        the way the offer came."""
-        self._supervisor.spawn(self._answer(offer, reply, coupler), name="answer")
+    def room_for(self, caller: bytes, stranger: bool) -> str | None:
+        """None if a call from ``caller`` (``stranger``: not in the contact book) may be
+        answered now; else why not (see the module docstring)."""
+        calls = [*self._answering, *((c.peer, s) for c, s in self._answered.items())]
+        if sum(1 for peer, _ in calls if peer == caller) >= MAX_CALLS_PER_CALLER:
+            return "too-many-calls"
+        if stranger and sum(1 for _, s in calls if s) >= MAX_STRANGER_CALLS:
+            return "too-many-strangers"
+        if self.incoming.full():
+            return "incoming-full"
+        return None
 
-    async def _answer(self, offer: envelope.Opened, reply: Send, coupler: str | None) -> None:
+    def answer(self, offer: envelope.Opened, reply: Send, coupler: str | None = None, *,
+               stranger: bool = False) -> str | None:
+        """Answer an accepted offer in a supervised task; ``reply`` sends the answer back
+        the way the offer came. Returns None, or why it is not answered at all
+        (:meth:`room_for`; counted ``refused_<reason>``)."""
+        refused = self.room_for(offer.sender, stranger)
+        if refused is not None:
+            self.stats["refused_" + refused] += 1
+            return refused
+        slot = (offer.sender, stranger)
+        self._answering.append(slot)
+        self._supervisor.spawn(self._answer(offer, reply, coupler, slot), name="answer")
+        return None
+
+    async def _answer(self, offer: envelope.Opened, reply: Send, coupler: str | None,
+                      slot: tuple[bytes, bool]) -> None:
+        conn: Connection | None = None
+        try:
+            conn = await self._answer_call(offer, reply, coupler)
+            if conn is not None:
+                self._answered[conn] = slot[1]
+        finally:
+            self._answering.remove(slot)
+        if conn is None:
+            return
+        conn.coupler = coupler
+        self.track(conn)
+        if self.incoming.full():  # only if a burst got past room_for: never queued unbounded
+            self.stats["dropped_incoming"] += 1
+            await conn.close("the callee has too many calls waiting")
+            return
+        self.incoming.put_nowait(conn)
+
+    async def _answer_call(self, offer: envelope.Opened, reply: Send,
+                           coupler: str | None) -> Connection | None:
         pc = self.new_peer_connection()
         self._pcs.add(pc)
         opened: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
@@ -242,11 +300,9 @@ class ConnectionManager:
             self._emit(CallEvent(offer.sender, True, str(exc) or type(exc).__name__,
                                  failed=True, coupler=coupler))
             await self._close_pc(pc)
-            return
+            return None
         self._pcs.discard(pc)
-        conn.coupler = coupler
-        self.track(conn)
-        self.incoming.put_nowait(conn)
+        return conn
 
     async def _close_pc(self, pc: Any) -> None:
         self._pcs.discard(pc)
@@ -259,7 +315,12 @@ class ConnectionManager:
         """Keep ``conn`` until its channel closes; envelopes on it go to ``on_signal``."""
         self.connections.add(conn)
         conn.on_signal = self.on_signal
-        conn.channel.on("close", lambda: self.connections.discard(conn))
+
+        def closed() -> None:
+            self.connections.discard(conn)
+            self._answered.pop(conn, None)
+
+        conn.channel.on("close", closed)
 
     async def aclose(self) -> None:
         """Close every connection and every peer connection still being set up."""
@@ -267,5 +328,6 @@ class ConnectionManager:
             with contextlib.suppress(Exception):
                 await conn.close()
         self.connections.clear()
+        self._answered.clear()
         for pc in list(self._pcs):
             await self._close_pc(pc)

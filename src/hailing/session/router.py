@@ -6,25 +6,30 @@ Envelopes come from each coupler's :class:`~hailing.session.coupler.Inlet` (one 
 task per coupler, supervised) and from open data channels (:meth:`SignalRouter.from_channel`).
 For each, in order (the counter in ``stats`` that a refusal bumps is in brackets):
 
-1. **open** it (:func:`~hailing.signaling.envelope.open_envelope`): sealed to us, by the
-   sender it names, fresh, not replayed. A second delivery of bytes already opened (an
-   offer posted to both our pair and public inbox) is a ``duplicates``; anything else
-   refused is a ``bad_envelopes`` (the reasons are in :attr:`replay`.stats);
+1. **open** it (:func:`~hailing.signaling.envelope.open_envelope`): at most
+   :data:`~hailing.signaling.envelope.MAX_ENVELOPE` bytes, sealed to us, by the sender
+   it names, fresh, not replayed (the replay cache keeps a window per sender and never
+   evicts a contact's for a stranger's: :mod:`hailing.signaling.replay`). A second
+   delivery of bytes already opened (an offer posted to both our pair and public inbox)
+   is a ``duplicates``; anything else refused is a ``bad_envelopes`` (the reasons are in
+   :attr:`replay`.stats);
 2. **origin**: an envelope that came over a data channel must be from that channel's
    peer (``misrouted_signals``);
 3. **the coupler's own check** (:meth:`~hailing.session.coupler.Coupler.admit`, e.g.
    the contract's wallet check) for an envelope a coupler brought (``refused_<reason>``);
-4. **once ever**: for a kind registered ``once_ever`` (offers and endpoint records: what
-   rings or is kept), the nonce is recorded on disk (:meth:`SignalStore.first_handling`,
-   kept until the envelope's expiry plus the clock skew), so an inbox or a chain that
-   hands the same envelope to a restarted node does not get it handled twice
-   (``already_handled``). Answers are not: an answer only matters to the process that
-   holds the matching offer, and two processes of one identity (a daemon and a one-shot
-   ``send --no-daemon`` on the same data directory) both hear it; the one that did not
-   call must not record it as handled for the one that did;
-5. **deadline**: a kind registered ``strict_expiry`` (offers) is dropped once past its
+4. **deadline**: a kind registered ``strict_expiry`` (offers) is dropped once past its
    own expiry, even within the clock-skew allowance the envelope gives
    (``stale_<kind>s``): a caller that has given up must not ring anyone;
+5. **once ever**: for a kind registered ``once_ever`` (offers and endpoint records: what
+   rings or is kept), the nonce is recorded on disk (:meth:`SignalStore.record_handling`,
+   kept until the envelope's expiry plus the clock skew, bounded per contact and for
+   all strangers together), so an inbox or a chain that hands the same envelope to a
+   restarted node does not get it handled twice (``already_handled``, or
+   ``below_replay_floor`` for one older than a record that had to go). Answers are
+   not: an answer only matters to the process that holds the matching offer, and two
+   processes of one identity (a daemon and a one-shot ``send --no-daemon`` on the same
+   data directory) both hear it; the one that did not call must not record it as
+   handled for the one that did;
 6. **dispatch** by kind to the registered handler (``unknown_kind`` if none).
 
 A handler is a plain function of (opened envelope, :class:`Source`); it must not block
@@ -82,11 +87,15 @@ class SignalRouter:
 
     def __init__(self, identity: Identity, store: SignalStore, *, supervisor: Supervisor,
                  stats: Counter[str], clock: Callable[[], float] = time.time,
-                 replay: ReplayCache | None = None) -> None:
+                 replay: ReplayCache | None = None,
+                 is_contact: Callable[[bytes], bool] | None = None) -> None:
         self.identity = identity
         self.store = store
         self.stats = stats
-        self.replay = replay if replay is not None else ReplayCache()
+        #: Whose envelopes are a contact's (their replay state is never evicted for a
+        #: stranger's); by default the replay cache's own.
+        self.replay = replay if replay is not None else ReplayCache(is_contact=is_contact)
+        self.is_contact = is_contact or self.replay.is_contact
         self._supervisor = supervisor
         self._clock = clock
         self._handlers: dict[int, tuple[Handler, bool, str, bool]] = {}
@@ -147,31 +156,18 @@ class SignalRouter:
             self.stats["receive_errors"] += 1
             log.exception("handling a signaling envelope from %s failed", source.name)
 
-    def _first_handling(self, opened: envelope.Opened, now: float) -> bool:
-        """The on-disk record (see :meth:`on`). A file that cannot be written (locked by
-        another process, full, read-only) does not stop the envelope: the in-memory
-        replay cache still refuses it twice in this run; counted, warned about once."""
-        try:
-            return self.store.first_handling(opened.nonce, opened.expires, now)
-        except StorageError as exc:
-            self.stats["handled_record_errors"] += 1
-            if self.stats["handled_record_errors"] == 1:
-                log.warning("hailing: %s; handling the envelope anyway (counted in "
-                            "handled_record_errors, not repeated)", exc)
-            return True
-
     async def _handle(self, blob: bytes, source: Source) -> None:
-        digest = hashlib.sha256(blob).digest()
         now = self._clock()
         try:
             opened = envelope.open_envelope(self.identity, blob, now=now, replay=self.replay)
         except ReplayedEnvelope:
+            digest = hashlib.sha256(blob).digest()  # opened once: at most MAX_ENVELOPE
             self.stats["duplicates" if digest in self._opened else "bad_envelopes"] += 1
             return
         except EnvelopeError:
             self.stats["bad_envelopes"] += 1
             return
-        self._opened[digest] = None
+        self._opened[hashlib.sha256(blob).digest()] = None
         if len(self._opened) > OPENED_MEMORY:
             self._opened.popitem(last=False)
         if source.channel is not None and source.channel.peer != opened.sender:
@@ -187,10 +183,26 @@ class SignalRouter:
             self.stats["unknown_kind"] += 1
             return
         handler, strict, name, once_ever = entry
-        if once_ever and not self._first_handling(opened, now):
-            self.stats["already_handled"] += 1  # handled before a restart: never twice
-            return
         if strict and now > opened.expires:
             self.stats[f"stale_{name}s"] += 1  # its sender gave up: do not act on it
             return
+        if once_ever and (refused := self._record_handling(opened, now)) is not None:
+            self.stats[refused] += 1  # handled before a restart: never twice
+            return
         handler(opened, source)
+
+    def _record_handling(self, opened: envelope.Opened, now: float) -> str | None:
+        """The on-disk record (see :meth:`on`): None, or why not to handle it again. A
+        file that cannot be written (locked by another process, full, read-only) does
+        not stop the envelope: the in-memory replay cache still refuses it twice in this
+        run; counted (``handled_record_errors``), warned about once."""
+        try:
+            return self.store.record_handling(
+                opened.nonce, opened.expires, now, sender=opened.sender,
+                timestamp=opened.timestamp, contact=self.is_contact(opened.sender))
+        except StorageError as exc:
+            self.stats["handled_record_errors"] += 1
+            if self.stats["handled_record_errors"] == 1:
+                log.warning("hailing: %s; handling the envelope anyway (counted in "
+                            "handled_record_errors, not repeated)", exc)
+            return None

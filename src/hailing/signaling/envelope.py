@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,11 +50,13 @@ from ..errors import (
     WrongRecipient,
 )
 from ..identity import Identity, verify_signature, x25519_public_key
+from .replay import CLOCK_SKEW, ReplayCache
 
 __all__ = [
     "CLOCK_SKEW",
     "KIND_ANSWER",
     "KIND_OFFER",
+    "MAX_ENVELOPE",
     "OVERHEAD",
     "VERSION",
     "EnvelopeError",
@@ -77,7 +78,6 @@ __all__ = [
 ]
 
 VERSION = 1
-CLOCK_SKEW = 60.0  # seconds of clock difference tolerated either way
 MAX_TTL = 0xFFFF  # seconds: the ttl field is a uint16
 KIND_OFFER = 1
 KIND_ANSWER = 2
@@ -90,54 +90,11 @@ _INNER_NONCE_TAG = b"hailing-env-in"
 _TRANSCRIPT_TAG = b"hailing transcript v1\x00"
 MIN_SIZE = 1 + _KEY + _MAC + _KEY + _MAC + _FIELDS.size
 OVERHEAD = MIN_SIZE  # bytes added to the body, fingerprint aside: 105
-
-
-# -- errors ----------------------------------------------------------------------------
-
-
-# -- replay cache ----------------------------------------------------------------------
-
-
-class ReplayCache:
-    """The (sender, nonce) pairs of envelopes opened recently, and counters of refusals.
-
-    Bounded: at most ``max_entries`` pairs, each kept until its envelope expires (plus the
-    clock skew), oldest first out. When a pair must go before it expired, the cache
-    refuses from then on every envelope timestamped at or before the evicted one, so an
-    eviction never lets a replay through (it may refuse an old, late envelope instead).
-    Holds no clock: every call takes ``now``.
-    """
-
-    def __init__(self, max_entries: int = 4096) -> None:
-        if max_entries < 1:
-            raise LocalProtocolError("a replay cache holds at least one entry")
-        self.max_entries = max_entries
-        self.stats: Counter[str] = Counter()
-        self._seen: OrderedDict[tuple[bytes, bytes], tuple[float, int]] = OrderedDict()
-        self._floor = -1  # envelopes timestamped at or before this are refused
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def check_and_add(self, sender: bytes, nonce: bytes, timestamp: int, expires: int,
-                      now: float) -> None:
-        """Record a pair; :class:`ReplayedEnvelope` if it was seen (or may have been)."""
-        key = (sender, nonce)
-        entry = self._seen.get(key)
-        if entry is not None and entry[0] >= now:
-            raise ReplayedEnvelope("envelope replayed: this sender's nonce was seen before")
-        if timestamp <= self._floor:
-            raise ReplayedEnvelope("envelope older than the replay window: refused")
-        while self._seen:  # drop expired entries from the old end
-            old_key, (keep_until, _) = next(iter(self._seen.items()))
-            if keep_until >= now:
-                break
-            del self._seen[old_key]
-        while len(self._seen) >= self.max_entries:
-            _, (keep_until, ts) = self._seen.popitem(last=False)
-            if keep_until >= now:
-                self._floor = max(self._floor, ts)
-        self._seen[key] = (expires + CLOCK_SKEW, timestamp)
+#: The largest envelope :func:`open_envelope` looks at: the largest any coupler carries
+#: (the WebSocket relay's 64 KiB payload; a DHT inbox value is 1000 bytes, a contract
+#: event 512, a data-channel signal 4096). Larger ones are refused before any copy,
+#: crypto or parsing (docs/envelope.md).
+MAX_ENVELOPE = 64 * 1024
 
 
 # -- sealing and opening ---------------------------------------------------------------
@@ -213,6 +170,11 @@ def seal(
 def _open(recipient: Identity, blob: bytes, now: float, replay: ReplayCache) -> Opened:
     if not isinstance(blob, bytes | bytearray | memoryview):
         raise MalformedEnvelope(f"an envelope is bytes, not {type(blob).__name__}")
+    size = blob.nbytes if isinstance(blob, memoryview) else len(blob)
+    if size > MAX_ENVELOPE:  # before any copy, crypto or parsing
+        exc = MalformedEnvelope(f"envelope of {size} bytes refused: at most {MAX_ENVELOPE}")
+        exc.reason = "oversized"
+        raise exc
     blob = bytes(blob)
     if not blob:
         raise MalformedEnvelope("empty envelope")

@@ -12,6 +12,10 @@ tables and schema version are not touched), and one small JSON file:
 - ``chain_cursor``: per chain, contract and scope, the next block a watcher reads. Saved
   after each poll, so offers sent while a node was down are read once after a restart:
   never lost, never twice.
+- ``replay_seen`` and ``replay_floor``: the envelopes already handled (offers and
+  endpoint records), so that a restarted node acts on none of them again; bounded per
+  contact and for all strangers together, like the replay cache in memory
+  (:mod:`hailing.signaling.replay`): see :meth:`SignalStore.record_handling`.
 - ``endpoint_records``: the latest verified connection-info record (SIP server, WireGuard
   peer) of each contact and kind, whichever backend brought it.
 - ``chain.json`` (mode 0600): the node's chain configuration, the RPC URL and the contract
@@ -26,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -33,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._secrets import read_secret, write_secret
-from .._sqlite import SqliteFile
+from .._sqlite import SqliteFile, storage_error
 from .._sqlite import data_dir as _data_dir
 from ..errors import LocalProtocolError, StorageError
 from ..identity import format_contact_id, parse_contact_id
@@ -42,13 +47,19 @@ from .envelope import CLOCK_SKEW
 if TYPE_CHECKING:  # the wallet module imports eth_keys: only when rotation is used
     from ..chain.wallet import RotationSecret
 
-__all__ = ["CHAIN_CONFIG", "PEER_DB", "PEER_DB_VERSION", "ChainConfig", "SignalStore",
-           "StoredEndpoint", "load_chain_config", "save_chain_config"]
+__all__ = ["CHAIN_CONFIG", "HANDLED_PER_CONTACT", "HANDLED_STRANGERS", "PEER_DB",
+           "PEER_DB_VERSION", "ChainConfig", "SignalStore", "StoredEndpoint",
+           "load_chain_config", "save_chain_config"]
 
 #: The node's own database file, shared with the contact book
 #: (:mod:`hailing.services.contacts`); one schema version for the whole file.
 PEER_DB = "peer.sqlite3"
 PEER_DB_VERSION = 1
+
+#: Handled-envelope records kept per contact, and for all strangers together (see
+#: :meth:`SignalStore.record_handling`): about 100 bytes each.
+HANDLED_PER_CONTACT = 256
+HANDLED_STRANGERS = 4096
 
 CHAIN_CONFIG = "chain.json"
 _CONFIG_VERSION = 1
@@ -74,6 +85,26 @@ CREATE TABLE IF NOT EXISTS handled_envelopes (
     nonce BLOB PRIMARY KEY,
     expires REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS replay_seen (
+    nonce BLOB PRIMARY KEY,
+    sender BLOB NOT NULL,
+    stranger INTEGER NOT NULL CHECK (stranger IN (0, 1)),
+    timestamp REAL NOT NULL CHECK (typeof(timestamp) = 'real'),
+    expires REAL NOT NULL CHECK (typeof(expires) = 'real')
+);
+CREATE INDEX IF NOT EXISTS replay_seen_expires ON replay_seen (expires);
+CREATE INDEX IF NOT EXISTS replay_seen_sender ON replay_seen (sender, stranger);
+CREATE INDEX IF NOT EXISTS replay_seen_stranger ON replay_seen (stranger);
+CREATE TABLE IF NOT EXISTS replay_floor (
+    scope BLOB PRIMARY KEY,
+    floor REAL NOT NULL CHECK (typeof(floor) = 'real'),
+    until REAL NOT NULL CHECK (typeof(until) = 'real')
+);
+-- rows of the first version (nonce and expiry only): kept, as strangers' rows whose
+-- timestamp is taken to be their expiry (the most cautious floor if one is evicted)
+INSERT OR IGNORE INTO replay_seen
+    SELECT nonce, x'', 1, expires, expires FROM handled_envelopes;
+DELETE FROM handled_envelopes;
 CREATE TABLE IF NOT EXISTS endpoint_records (
     pubkey BLOB NOT NULL CHECK (length(pubkey) = 32),
     kind TEXT NOT NULL,
@@ -192,20 +223,69 @@ class SignalStore(SqliteFile):
 
     # -- envelopes already handled -------------------------------------------------------
 
-    def first_handling(self, nonce: bytes, expires: float, now: float) -> bool:
-        """Record that the envelope with this nonce is being handled; False if it already
-        was, in this run or an earlier one (the in-memory replay cache forgets on a
-        restart, and inboxes and chains hand the same envelope to a restarted node).
+    def record_handling(self, nonce: bytes, expires: float, now: float, *,
+                        sender: bytes = b"", timestamp: float | None = None,
+                        contact: bool = False) -> str | None:
+        """Record that the envelope with this nonce (from ``sender``, a contact or not,
+        sealed at ``timestamp``) is being handled: None if it is the first time, in this
+        run or an earlier one (the replay cache in memory forgets on a restart, and
+        inboxes and chains hand the same envelope to a restarted node); else why it must
+        not be handled: ``already_handled``, or ``below_replay_floor`` (older than a
+        record that had to go, below).
 
         A record is kept as long as the envelope could still be opened: until its expiry
         plus the clock-skew allowance (:data:`~hailing.signaling.envelope.CLOCK_SKEW`),
-        or a restart in that window would handle it again."""
-        _, inserted = self._write_all([
-            ("DELETE FROM handled_envelopes WHERE expires < ?", (now - CLOCK_SKEW,)),
-            ("INSERT OR IGNORE INTO handled_envelopes VALUES (?, ?)",
-             (bytes(nonce), float(expires))),
-        ])
-        return inserted == 1
+        or a restart in that window would handle it again. Rows are bounded: at most
+        :data:`HANDLED_PER_CONTACT` per contact and :data:`HANDLED_STRANGERS` for all
+        strangers together. When a bound is passed the oldest rows go and the floor of
+        their scope (that contact, or all strangers) rises to their newest timestamp:
+        envelopes of that scope timestamped at or before it are refused until the
+        evicted ones would have expired. Strangers therefore never push out a
+        contact's records, and no eviction lets an envelope be handled twice."""
+        ts = float(expires if timestamp is None else timestamp)
+        scope = bytes(sender) if contact else b""
+        try:
+            with self._db as db:
+                db.execute("DELETE FROM replay_seen WHERE expires < ?", (now - CLOCK_SKEW,))
+                db.execute("DELETE FROM replay_floor WHERE until < ?", (now,))
+                if db.execute("SELECT 1 FROM replay_seen WHERE nonce=?",
+                              (bytes(nonce),)).fetchone():
+                    return "already_handled"
+                if db.execute("SELECT 1 FROM replay_floor WHERE scope=? AND floor >= ?",
+                              (scope, ts)).fetchone():
+                    return "below_replay_floor"
+                db.execute("INSERT INTO replay_seen VALUES (?, ?, ?, ?, ?)",
+                           (bytes(nonce), bytes(sender), int(not contact), ts, float(expires)))
+                args: tuple[object, ...]
+                if contact:
+                    where, args, limit = ("sender=? AND stranger=0", (bytes(sender),),
+                                          HANDLED_PER_CONTACT)
+                else:
+                    where, args, limit = "stranger=1", (), HANDLED_STRANGERS
+                (count,) = db.execute(f"SELECT count(*) FROM replay_seen WHERE {where}",
+                                      args).fetchone()
+                if count > limit:
+                    self._evict(db, scope, where, args, count - limit)
+        except sqlite3.Error as exc:
+            raise storage_error(f"cannot write {self.path}", exc) from None
+        return None
+
+    @staticmethod
+    def _evict(db: sqlite3.Connection, scope: bytes, where: str, args: tuple[object, ...],
+               excess: int) -> None:
+        """Drop the ``excess`` oldest rows of a scope, raising its floor over them."""
+        victims = db.execute(f"SELECT rowid, timestamp, expires FROM replay_seen WHERE "
+                             f"{where} ORDER BY rowid LIMIT ?", (*args, excess)).fetchall()
+        db.executemany("DELETE FROM replay_seen WHERE rowid=?", [(v[0],) for v in victims])
+        floor = max(v[1] for v in victims)
+        until = max(v[2] for v in victims) + CLOCK_SKEW
+        db.execute("INSERT INTO replay_floor VALUES (?, ?, ?) ON CONFLICT (scope) DO UPDATE "
+                   "SET floor=max(floor, excluded.floor), until=max(until, excluded.until)",
+                   (scope, floor, until))
+
+    def handled_rows(self) -> int:
+        """How many handled-envelope records are kept (for stats and tests)."""
+        return int(self._query("SELECT count(*) FROM replay_seen")[0][0])
 
     # -- endpoint records ------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import NoReturn
 
-from .scenario import SimParams, run_lookup_benchmark
+from .scenario import DEFENCES, SimParams, run_lookup_benchmark
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,12 +35,24 @@ def main(argv: list[str] | None = None) -> int:
                     help="fraction of the items that are mutable (BEP44 signed)")
     ap.add_argument("--duration", type=float, default=3600.0,
                     help="continuous churn: virtual seconds the gets are spread over")
+    ap.add_argument("--liars", type=float, default=0.0,
+                    help="fraction of the nodes that are colluding liars (docs/simulator.md)")
+    ap.add_argument("--liar-mode", choices=("route", "drop"), default="route",
+                    help="route: answers name only fellow liars, values dropped; drop: values dropped")
+    ap.add_argument("--sybil", type=int, default=0, metavar="IDS",
+                    help="a Sybil attacker with IDS ids near the first item's key (every get asks for it)")
+    ap.add_argument("--sybil-ips", type=int, default=10, help="addresses the Sybil ids use")
+    ap.add_argument("--defences", choices=DEFENCES, default="all",
+                    help="issue 9's routing defences the nodes run: all (the default "
+                    "configuration), none (as before), no-bep42 (all but BEP42)")
     ap.add_argument("--json", action="store_true", help="print one JSON object, no progress")
     args = ap.parse_args(argv)
     params = SimParams(
         nodes=args.nodes, lookups=args.lookups, churn=args.churn, churn_mode=args.churn_mode,
         loss=args.loss, seed=args.seed, strategy=args.strategy, items=args.items,
-        mutable_fraction=args.mutable_fraction, duration=args.duration,
+        mutable_fraction=args.mutable_fraction, duration=args.duration, liars=args.liars,
+        liar_mode=args.liar_mode, sybil_ids=args.sybil, sybil_ips=args.sybil_ips,
+        defences=args.defences,
     )
     try:
         params.validate()

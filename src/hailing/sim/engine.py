@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ..dht import DhtConfig, DhtProtocol
+from ..dht import DhtConfig, DhtProtocol, bep42
 from ..krpc import IPAddressCodec
 from .network import NetworkModel
 
@@ -61,9 +61,21 @@ class SimNode:
         self.left_at: float | None = None
 
 
-def host_address(index: int) -> tuple[str, int]:
-    """The (fake, never used on a real network) IPv4 address of simulated host ``index``."""
-    return (f"10.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}", 6881 + (index >> 24))
+#: Public /8 blocks the simulated hosts' addresses are spread over: 11.0.0.0 to
+#: 126.255.255.255 (no private, loopback or multicast block among them).
+_FIRST_OCTET, _OCTETS = 11, 116
+_NETS = _OCTETS << 16  # /24 networks in that range
+_SPREAD = 0x9E3779B1 % _NETS | 1  # odd and not a multiple of 29: a bijection mod _NETS
+
+
+def host_address(index: int, port: int = 6881) -> tuple[str, int]:
+    """The (fake, never used on a real network) public IPv4 address of simulated host
+    ``index``: each host up to 7.6 million gets its own /24 (the routing table's per-IP
+    limits see every host as a different network), spread over the range as real hosts
+    are, so that BEP42 ids derived from them are spread over the id space too."""
+    net = index * _SPREAD % _NETS
+    a = _FIRST_OCTET + (net >> 16)
+    return (f"{a}.{(net >> 8) & 255}.{net & 255}.{1 + index % 254}", port)
 
 
 class Simulator:
@@ -97,16 +109,25 @@ class Simulator:
 
     # -- population ----------------------------------------------------------------------
 
-    def add_node(self, config: DhtConfig | None = None) -> SimNode:
+    def add_node(
+        self,
+        config: DhtConfig | None = None,
+        *,
+        addr: tuple[str, int] | None = None,
+        node_id: bytes | None = None,
+    ) -> SimNode:
+        """A new host (at ``addr``, default :func:`host_address` of its index) whose
+        core has ``node_id`` (default: a BEP42 id for its address, as a node that knows
+        its public address picks)."""
         index = self._next_index
         self._next_index += 1
-        addr = host_address(index)
-        proto = DhtProtocol(
-            config or self.config,
-            rng=random.Random(self.rng.getrandbits(64)),
-            now=self.now,
-            codec=self.codec,
-        )
+        if addr is None:
+            addr = host_address(index)
+        rng = random.Random(self.rng.getrandbits(64))
+        if node_id is None:
+            node_id = bep42.generate_node_id(addr[0], rng.randbytes)
+        proto = DhtProtocol(config or self.config, rng=rng, now=self.now, node_id=node_id,
+                            codec=self.codec)
         node = SimNode(index, addr, proto, self.now)
         self.nodes[addr] = node
         self._index[addr] = index

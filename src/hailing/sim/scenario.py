@@ -35,6 +35,7 @@ from typing import Any, TextIO
 from .. import bencode
 from ..dht import DhtConfig, DhtProtocol, Event, ItemFound, NodesFound, StoreDone
 from ..dht.bep44 import ImmutableItem, MutableItem
+from .adversary import make_liars, sybil_attack
 from .engine import HostLeft, SimNode, Simulator
 from .network import NetworkModel
 
@@ -55,6 +56,17 @@ class SimParams:
     churn_period: float = 600.0
     duration: float = 3600.0  # continuous churn: how long the gets are spread over
     republish_interval: float = 600.0
+    #: Adversaries (docs/simulator.md): this fraction of the nodes are colluding liars...
+    liars: float = 0.0
+    #: ... that lie in routing answers and drop values ("route") or only drop ("drop");
+    liar_mode: str = "route"
+    #: a Sybil attacker with this many ids near the first item's key (all gets ask for
+    #: that key), on ``sybil_ips`` addresses;
+    sybil_ids: int = 0
+    sybil_ips: int = 10
+    #: and which of issue 9's routing defences the nodes run: "all" (the default
+    #: configuration), "none" (the core as it was before) or "no-bep42" (all but BEP42).
+    defences: str = "all"
 
     def item_count(self) -> int:
         return self.items or max(10, self.lookups // 10)
@@ -74,6 +86,16 @@ class SimParams:
             raise ValueError("--strategy must be hailing or lockstep")
         if self.item_count() >= self.nodes:
             raise ValueError("more items than nodes")
+        if not 0.0 <= self.liars < 0.5:
+            raise ValueError("--liars must be in [0, 0.5)")
+        if self.liar_mode not in ("route", "drop"):
+            raise ValueError("--liar-mode must be route or drop")
+        if self.sybil_ids < 0 or (self.sybil_ids and self.sybil_ips < 1):
+            raise ValueError("--sybil needs at least one address")
+        if self.defences not in DEFENCES:
+            raise ValueError(f"--defences must be one of {', '.join(DEFENCES)}")
+        if (self.liars or self.sybil_ids) and (self.churn or self.strategy != "hailing"):
+            raise ValueError("adversaries run without churn, with the hailing strategy")
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -109,6 +131,9 @@ class _Run:
     aborted: int = 0
     #: Why the failed gets failed (see _failure_kind).
     failure_kinds: Counter[str] = field(default_factory=Counter)
+    #: Adversarial hosts: never owners, never requesters.
+    adversaries: set[Any] = field(default_factory=set)
+    sybils: list[SimNode] = field(default_factory=list)
 
 
 def run_lookup_benchmark(params: SimParams, progress: TextIO | None = None) -> dict[str, Any]:
@@ -117,6 +142,8 @@ def run_lookup_benchmark(params: SimParams, progress: TextIO | None = None) -> d
     wall0 = time.perf_counter()
     run = _joined_run(params, progress)
     t_joined = run.sim.now
+    if params.liars:
+        _liar_phase(run)
     _put_phase(run)
     if params.churn_mode == "once" and params.churn > 0:
         _churn_once(run)
@@ -164,6 +191,7 @@ def _joined_run(params: SimParams, progress: TextIO | None) -> _Run:
         # The lock-step strategy is the kademlia package's algorithm with its alpha (3).
         alpha=3 if params.strategy == "lockstep" else DhtConfig().alpha,
     )
+    config = defended(config, params.defences)
     net_rng_seed = params.seed * 7919 + 17
     network = NetworkModel(random.Random(net_rng_seed), loss=params.loss, seed=params.seed)
     sim = Simulator(params.seed, network, config)
@@ -247,26 +275,83 @@ def _put_phase(run: _Run) -> None:
     owners: list[SimNode] = []
     while len(owners) < n_items:
         node = sim.random_live()
-        if not node.protected:
+        if not node.protected and node.addr not in run.adversaries:
             node.protected = True
             owners.append(node)
 
     def stored(ev: Any) -> None:
         run.stored.append(ev.stored if isinstance(ev, StoreDone) else 0)
 
+    puts: list[Callable[[DhtProtocol, float], int]] = []
     for i, owner in enumerate(owners):
         value = b"hailing sim item %d " % i + bytes(sim.rng.getrandbits(8) for _ in range(64))
         if i < n_mutable:
             seed = sim.rng.getrandbits(256).to_bytes(32, "big")
             mitem = MutableItem.create(seed, value, salt=b"sim", seq=1)
-            sim.command(owner, functools.partial(_put_mutable, mitem), stored)
+            puts.append(functools.partial(_put_mutable, mitem))
             item: ImmutableItem | MutableItem = mitem
         else:
             item = ImmutableItem(bencode.encode(value))
-            sim.command(owner, functools.partial(_put_immutable, value), stored)
+            puts.append(functools.partial(_put_immutable, value))
         run.items.append((owner, item))
+    if p.sybil_ids:
+        # The attacker knows the key in advance (as anyone knows a public inbox key) and
+        # takes its place near it before the value is put.
+        _sybil_phase(run)
+    for (owner, _), put in zip(run.items, puts, strict=True):
+        sim.command(owner, put, stored)
     run.progress(f"put: {n_items} items ({n_mutable} mutable) from {n_items} owners")
     sim.run(stop=lambda: len(run.stored) >= n_items)
+
+
+DEFENCES = ("all", "none", "no-bep42")
+
+
+def defended(config: DhtConfig, defences: str) -> DhtConfig:
+    """``config`` with issue 9's routing defences: "all" as configured; "none": no BEP42
+    enforcement, no per-IP limits, query senders straight into the table, one lookup
+    path, no per-network limit in lookups; "no-bep42": all but BEP42."""
+    if defences == "all":
+        return config
+    if defences == "no-bep42":
+        return replace(config, enforce_node_id=False)
+    unlimited = 1 << 30
+    return replace(config, enforce_node_id=False, routing_max_per_ip=unlimited,
+                   routing_max_per_net=unlimited, verify_senders=False, lookup_paths=1,
+                   lookup_max_per_net=unlimited)
+
+
+def _liar_phase(run: _Run) -> None:
+    sim, p = run.sim, run.params
+    liars = make_liars(sim, p.liars, p.liar_mode, list(sim.live))
+    run.adversaries.update(n.addr for n in liars)
+    run.progress(f"liars: {len(liars)} of {len(sim.live)} nodes ({p.liar_mode})")
+
+
+def _sybil_phase(run: _Run) -> None:
+    sim, p = run.sim, run.params
+    honest = [n for n in sim.live if n.addr not in run.adversaries]
+
+    def bootstrap(node: SimNode, seed: SimNode) -> None:
+        sim.command(node, _bootstrap_from(seed), _ignore)
+
+    target = run.items[0][1].target
+    run.sybils = sybil_attack(sim, target, p.sybil_ids, p.sybil_ips, honest, bootstrap)
+    run.adversaries.update(n.addr for n in run.sybils)
+    run.progress(f"sybil: {p.sybil_ids} ids on {p.sybil_ips} addresses near {target.hex()[:8]}")
+    sim.run(until=sim.now + 60.0)  # the joins and pings settle
+
+
+def _sybil_reach(run: _Run) -> dict[str, float]:
+    """How far the Sybil ids got into the honest routing tables."""
+    sybils = {n.proto.node_id for n in run.sybils}
+    honest = [n for n in run.sim.live if n.addr not in run.adversaries]
+    counts = [sum(1 for e in n.proto.table if e.id in sybils) for n in honest]
+    return {
+        "tables_with_sybils": sum(1 for c in counts if c) / max(1, len(counts)),
+        "sybil_entries_mean": sum(counts) / max(1, len(counts)),
+        "sybil_entries_max": max(counts, default=0),
+    }
 
 
 def _churn_once(run: _Run) -> None:
@@ -316,8 +401,10 @@ def _get_phase(run: _Run) -> None:
     step = max(1, n // 10)
 
     def start_get() -> None:
-        owner, item = run.items[sim.rng.randrange(len(run.items))]
+        owner, item = run.items[0 if p.sybil_ids else sim.rng.randrange(len(run.items))]
         node = sim.random_live(exclude=owner)
+        while node.addr in run.adversaries:
+            node = sim.random_live(exclude=owner)
         t0 = sim.now
 
         def done(ev: Any) -> None:
@@ -398,6 +485,11 @@ def _result(run: _Run, wall: float, t_joined: float) -> dict[str, Any]:
         "virtual_s": {"joined": round(t_joined, 1), "end": round(sim.now, 1)},
         "packets": {"sent": sim.network.sent, "dropped": sim.network.dropped},
         "network_rtt_ms": {k: round(v, 1) for k, v in sim.network.stats(5000).items()},
+        "adversaries": {
+            "liars": round(p.liars * p.nodes), "liar_mode": p.liar_mode, "sybil_ids": p.sybil_ids,
+            "sybil_ips": p.sybil_ips, "defences": p.defences,
+            **(_sybil_reach(run) if run.sybils else {}),
+        },
         "trace_sha256": sim.trace,
         "python": sys.version.split()[0],
     }
