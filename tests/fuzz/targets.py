@@ -13,6 +13,7 @@ documents. Anything else escaping ``run`` is a bug.
 | core | ``DhtProtocol.receive_datagram``: queries from many addresses, and replies to the core's own pending queries (the right tid from the right address) | none |
 | envelope | ``signaling.envelope.open_envelope`` | EnvelopeError |
 | sdp | ``signaling.sdp.unpack`` / ``decode_sdp`` (accepted input re-packs to itself) | SdpError |
+| description | ``session.descriptions.description_fingerprint``: an envelope body as compact SDP, deflated SDP text (``signaling.sdp_text``, bombs included) or SDP text | SdpError |
 | control | ``rtc.connection.Connection._on_message``: data-channel control frames (JSON text) and file data (binary), through the file receiver | none |
 | endpoint | ``signaling.endpoint.decode_record`` (accepted records round-trip) | EndpointError |
 | card | ``identity.parse_card`` (on text) | LocalProtocolError |
@@ -51,7 +52,8 @@ from hailing.krpc import (
     encode_message,
 )
 from hailing.rtc.connection import Connection
-from hailing.signaling import envelope, sdp
+from hailing.session.descriptions import description_fingerprint
+from hailing.signaling import envelope, sdp, sdp_text
 from hailing.signaling.endpoint import decode_record, encode_record
 
 from .generators import KRPC_METHODS, Mutator, random_value, retype, structured
@@ -362,6 +364,29 @@ class SdpTarget(Target):
             raise AssertionError("fingerprint_of disagrees with unpack")
 
 
+class DescriptionTarget(Target):
+    """An offer's or answer's body as the session layer reads it: compact SDP (format 1),
+    deflated SDP text (format 2, :mod:`hailing.signaling.sdp_text`) or plain SDP text."""
+
+    name = "description"
+    allowed = (SdpError,)
+
+    def corpus(self) -> list[bytes]:
+        samples = sorted((Path(__file__).parent.parent / "data" / "sdp").glob("*.sdp"))
+        texts = [p.read_bytes().decode() for p in samples]
+        return ([sdp_text.pack_sdp_text(t) for t in texts] + [t.encode() for t in texts[:1]]
+                + SdpTarget(self.rng).corpus())
+
+    def run(self, data: bytes) -> None:
+        fp = description_fingerprint(data)
+        if len(fp) != 32:
+            raise AssertionError("a fingerprint that is not 32 bytes")
+        if data[:1] == bytes([sdp_text.FORMAT]):
+            text = sdp_text.unpack_sdp_text(data)
+            if not text.startswith("v=0") or len(text.encode()) > sdp_text.MAX_TEXT:
+                raise AssertionError("an accepted deflated text out of bounds")
+
+
 # -- the data channel ----------------------------------------------------------------------------
 
 
@@ -498,7 +523,8 @@ class CardTarget(Target):
 
 TARGETS: dict[str, type[Target]] = {
     t.name: t for t in (BencodeTarget, KrpcTarget, CompactTarget, CoreTarget, EnvelopeTarget,
-                        SdpTarget, ControlTarget, EndpointTarget, CardTarget)
+                        SdpTarget, DescriptionTarget, ControlTarget, EndpointTarget,
+                        CardTarget)
 }
 
 
