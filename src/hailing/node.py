@@ -338,7 +338,10 @@ class DhtNode:
         self._futures[qid] = fut
         self._pump()
         try:
-            ev = await asyncio.wait_for(fut, COMMAND_TIMEOUT)
+            # asyncio.timeout, not wait_for: 3.11's wait_for wakes this task through a
+            # second future, one more turn of the loop on every command's result.
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                ev = await fut
         finally:
             self._futures.pop(qid, None)
         if isinstance(ev, CommandFailed):

@@ -330,10 +330,14 @@ class DhtProtocol:
             st["errors_sent"] += 1
             self._send_error(q.tid, exc.code, str(exc), addr)
             return
-        self._out.append(
-            (encode_message(Response(q.tid, r, self.config.version, self.codec.pack(addr))), addr)
-        )
-        if self.responder.pushes:
+        reply = (encode_message(Response(q.tid, r, self.config.version, self.codec.pack(addr))),
+                 addr)
+        if self.responder.pushes and q.method == b"hailing_post":
+            # A new value's pushes leave before the poster's reply: the listeners are
+            # who waits for it (a call's offer or answer), the poster only counts copies.
+            self._send_pushes(now)
+        self._out.append(reply)
+        if self.responder.pushes:  # a new listener's waiting values: after its reply
             self._send_pushes(now)
         if not q.ro:
             self._query_sender(q.sender_id, addr, now)

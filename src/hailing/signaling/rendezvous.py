@@ -183,7 +183,18 @@ class DhtRendezvous:
         ``public``). Returns how many storing nodes took it. ``kind`` (offer, answer,
         endpoint) does not matter here: the envelope carries it."""
         d = day_of(self._clock())
-        posts = [self.node.post(pair_key(self.secret(peer_pub), peer_pub, d), blob)]
+        key = pair_key(self.secret(peer_pub), peer_pub, d)
+        if not public:  # awaited directly: a task would send it a turn of the loop later
+            try:
+                stored = await self.node.post(key, blob)
+            except HailingError:
+                raise
+            except Exception as exc:  # a timeout, say: reported as below
+                raise HailingError("no DHT node stored the message") from exc
+            if stored == 0:
+                raise HailingError("no DHT node stored the message")
+            return stored
+        posts = [self.node.post(key, blob)]
         if public:
             posts.append(self.node.post(public_key_inbox(peer_pub, d), blob))
         results = await asyncio.gather(*posts, return_exceptions=True)
