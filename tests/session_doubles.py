@@ -3,6 +3,9 @@ identity's coupler straight to another's inlet (no DHT, no chain, no relay)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hailing.errors import HailingError
@@ -62,3 +65,28 @@ class PipeCoupler:
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+async def eventually(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait (polling every 20 ms) until ``cond()``; AssertionError naming ``what`` after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def offer_body() -> bytes:
+    """A real compact offer (a throwaway peer connection's)."""
+    import aiortc
+
+    from hailing.rtc.ice import rtc_configuration
+    from hailing.signaling.sdp import encode_sdp
+
+    pc = aiortc.RTCPeerConnection(rtc_configuration())
+    pc.createDataChannel("x")
+    await pc.setLocalDescription(await pc.createOffer())
+    body = encode_sdp(pc.localDescription)
+    await pc.close()
+    return body

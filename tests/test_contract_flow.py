@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -21,6 +21,7 @@ import aiortc
 import pytest
 from conftest_chain import Anvil
 from pytest_helpers import anvil_or_skip, loopback_ice, recording_pcs
+from session_doubles import eventually
 from test_envelope import build, fields
 from web3 import Web3
 
@@ -189,13 +190,6 @@ def rdv(p: Peer) -> ContractRendezvous:
     assert isinstance(rendezvous, ContractRendezvous)
     return rendezvous
 
-
-async def eventually(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def txs(*peers: Peer) -> int:

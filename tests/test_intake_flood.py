@@ -8,28 +8,25 @@ and per caller), and a connection's event queue is bounded with backpressure.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiortc
 import pytest
 from pytest_helpers import loopback_ice, recording_pcs
-from session_doubles import Switchboard
+from session_doubles import Switchboard, eventually, offer_body
 
 from hailing.errors import HailingError, StorageError
 from hailing.identity import Identity, load_or_create_identity
 from hailing.node import DhtNode
 from hailing.peer import CallEvent, Peer
 from hailing.rtc.connection import MAX_EVENTS, TextMessage
-from hailing.rtc.ice import rtc_configuration
 from hailing.session import Source
 from hailing.session.connections import MAX_CALLS_PER_CALLER, MAX_STRANGER_CALLS
 from hailing.signaling.envelope import KIND_ANSWER, KIND_OFFER, MAX_ENVELOPE, seal
 from hailing.signaling.replay import STRANGER_ENTRIES
-from hailing.signaling.sdp import encode_sdp
 from hailing.signaling.store import HANDLED_STRANGERS
 from hailing.testnet import testnet as local_testnet
 
@@ -65,22 +62,6 @@ async def start(started: list[Peer], peer: Peer) -> Peer:
     return peer
 
 
-async def eventually(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-async def offer_body() -> bytes:
-    """A real compact offer (a throwaway peer connection's)."""
-    pc = aiortc.RTCPeerConnection(rtc_configuration())
-    pc.createDataChannel("x")
-    await pc.setLocalDescription(await pc.createOffer())
-    body = encode_sdp(pc.localDescription)
-    await pc.close()
-    return body
 
 
 def garbage(bob: Identity, body: bytes) -> list[bytes]:

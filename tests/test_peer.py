@@ -12,7 +12,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import aiortc
 import pytest
 from pytest_helpers import loopback_ice, recording_pcs
+from session_doubles import eventually
 
 import hailing.rtc.connection as connection_mod
 from hailing.errors import HailingError, QueryTimeout
@@ -80,13 +81,6 @@ def drain_calls(p: Peer) -> list[CallEvent]:
         out.append(p.calls.get_nowait())
     return out
 
-
-async def eventually(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def call(caller: Peer, callee: Peer) -> tuple[Connection, Connection]:

@@ -12,13 +12,13 @@ import asyncio
 import math
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiortc
 import pytest
 from pytest_helpers import loopback_ice, recording_pcs
-from session_doubles import Switchboard
+from session_doubles import Switchboard, eventually, offer_body
 
 from hailing.errors import HailingError, QueryTimeout, RemoteProtocolError
 from hailing.identity import Identity, load_or_create_identity
@@ -65,22 +65,6 @@ def drain(p: Peer) -> list[CallEvent]:
     return out
 
 
-async def eventually(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-async def offer_body() -> bytes:
-    """A real compact offer (a throwaway peer connection's)."""
-    pc = aiortc.RTCPeerConnection(rtc_configuration())
-    pc.createDataChannel("x")
-    await pc.setLocalDescription(await pc.createOffer())
-    body = encode_sdp(pc.localDescription)
-    await pc.close()
-    return body
 
 
 async def answer_body() -> bytes:
