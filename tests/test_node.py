@@ -410,39 +410,3 @@ async def test_a_flooding_source_does_not_reach_the_core(monkeypatch: pytest.Mon
     finally:
         flooder.close()
         peer.close()
-
-
-async def test_the_endpoint_hands_an_application_event_over_before_the_rest_of_a_burst() -> None:
-    """A datagram that gives the application something to do (``on_datagram`` returns
-    True) ends the batch at once, and the next YIELD_TURNS readiness events read one
-    datagram each, so the application's reaction is not queued behind a burst (the same
-    value pushed by the other storing nodes of its key)."""
-    from hailing.transport import udp
-
-    loop = asyncio.get_running_loop()
-    seen: list[bytes] = []
-    batches: list[int] = []
-
-    def on_datagram(data: bytes, addr: tuple[str, int]) -> bool:
-        seen.append(data)
-        return data == b"event"
-
-    def on_batch_end() -> None:
-        batches.append(len(seen))
-
-    ep = udp.UdpEndpoint(loop, ("127.0.0.1", 0), on_datagram, on_batch_end)
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for data in [b"a", b"event"] + [b"dup"] * 20:
-                s.sendto(data, ep.address)
-            for _ in range(200):
-                if len(seen) == 22:
-                    break
-                await asyncio.sleep(0.005)
-        assert len(seen) == 22
-        sizes = [b - a for a, b in zip([0, *batches], batches, strict=False) if b - a]
-        assert sizes[0] == 2  # "a", "event": the batch ends with the event
-        assert sizes[1 : 1 + udp.YIELD_TURNS] == [1] * udp.YIELD_TURNS
-        assert sum(sizes) == 22
-    finally:
-        ep.close()

@@ -348,12 +348,9 @@ class DhtNode:
             raise ev.error
         return ev
 
-    def _on_datagram(self, data: bytes, addr: Addr) -> bool:
-        """Feed the core; True when it has something for the application (the
-        endpoint then ends its batch so that it is handed over at once)."""
+    def _on_datagram(self, data: bytes, addr: Addr) -> None:
         assert self._core is not None
         self._core.receive_datagram(data, addr, self._loop.time())
-        return self._core.has_events()
 
     def _pump(self) -> None:
         core = self._core

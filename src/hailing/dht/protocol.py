@@ -202,10 +202,6 @@ class DhtProtocol:
         """Pop the next event, or None."""
         return self._events.popleft() if self._events else None
 
-    def has_events(self) -> bool:
-        """Whether :meth:`next_event` has one (a driver may hand it over at once)."""
-        return bool(self._events)
-
     # == commands ======================================================================
 
     def add_node(self, node_id: bytes, addr: Hashable, now: float) -> None:

@@ -29,13 +29,6 @@ Addr = tuple[str, int]
 
 #: Datagrams read per readiness event before yielding to the loop.
 RECV_BATCH = 64
-#: After a datagram that gave the application something to do (``on_datagram`` returned
-#: True: a pushed inbox value, a command's result), the batch ends so that it is handed
-#: over at once, and this many following readiness events read one datagram each: the
-#: application's reaction (several turns of the loop: a task wakes, the next, ...) is
-#: not queued behind the rest of a burst, e.g. the same value pushed by the other storing
-#: nodes of its key.
-YIELD_TURNS = 8
 #: Largest datagram read (KRPC messages are well under this).
 MAX_DATAGRAM = 65535
 #: Datagrams queued while the socket's send buffer is full; beyond this they are dropped.
@@ -57,14 +50,13 @@ class UdpEndpoint:
         self,
         loop: asyncio.AbstractEventLoop,
         bind: Addr,
-        on_datagram: Callable[[bytes, Addr], bool | None],
+        on_datagram: Callable[[bytes, Addr], None],
         on_batch_end: Callable[[], None],
         limiter: SourceRateLimiter | None = None,
     ) -> None:
         self._loop = loop
         self._limiter = limiter
         self._on_datagram = on_datagram
-        self._yield_turns = 0
         self._on_batch_end = on_batch_end
         self._queue: collections.deque[tuple[bytes, Any]] = collections.deque()
         self.errors = 0
@@ -152,12 +144,8 @@ class UdpEndpoint:
         on_datagram = self._on_datagram
         limiter = self._limiter
         now = time.monotonic()
-        batch = RECV_BATCH
-        if self._yield_turns:
-            self._yield_turns -= 1
-            batch = 1
         try:
-            for _ in range(batch):
+            for _ in range(RECV_BATCH):
                 try:
                     data, addr = recv(MAX_DATAGRAM)
                 except (BlockingIOError, InterruptedError):
@@ -169,9 +157,7 @@ class UdpEndpoint:
                 if limiter is not None and not limiter.allow(addr[0], now):
                     self.limited += 1
                     continue
-                if on_datagram(data, (addr[0], addr[1])):
-                    self._yield_turns = YIELD_TURNS
-                    break
+                on_datagram(data, (addr[0], addr[1]))
         finally:
             self._on_batch_end()
 
