@@ -1,5 +1,8 @@
 """Suite-wide fixtures.
 
+``pcs``: every RTCPeerConnection the test's peers create (``recording_pcs``).
+``started``: a list of Peers the test started; stopped, newest first, at teardown.
+
 Every test fails (at teardown) when asyncio reports an exception nobody retrieved
 ("Task exception was never retrieved", "Future exception was never retrieved"): such an
 exception is a failure that vanished, which the session's supervision must never allow.
@@ -9,10 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    import aiortc
+
+    from hailing.peer import Peer
 
 _UNRETRIEVED = "exception was never retrieved"
 
@@ -37,3 +45,19 @@ def unretrieved_exceptions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str
     if seen:
         pytest.fail("asyncio reported exceptions nobody retrieved:\n" + "\n".join(seen),
                     pytrace=False)
+
+
+@pytest.fixture
+def pcs(monkeypatch: pytest.MonkeyPatch) -> list[aiortc.RTCPeerConnection]:
+    """Every RTCPeerConnection the peers create."""
+    from pytest_helpers import recording_pcs
+
+    return recording_pcs(monkeypatch)
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[list[Peer]]:
+    peers: list[Peer] = []
+    yield peers
+    for p in reversed(peers):
+        await p.stop()

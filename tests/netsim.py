@@ -9,13 +9,16 @@ collected, and :meth:`MemoryNet.inject` sends from it.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import random
-from collections.abc import Callable, Hashable
+import socket
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from hailing.dht import DhtConfig, DhtProtocol, Event
-from hailing.krpc import Error, Query, decode_message, encode_message
+from hailing.krpc import Error, Query, Response, decode_message, encode_message
 
 Addr = tuple[str, int]
 
@@ -155,3 +158,48 @@ def ask(net: MemoryNet, node: object, src: Addr, data: bytes) -> dict[bytes, obj
     if isinstance(msg, Error):
         return {b"error": msg.code}
     return msg.values  # type: ignore[union-attr]
+
+
+class Udp:
+    """A hand-driven KRPC client socket (the adversary, or a peer played by the test)."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.sock.bind((host, 0))
+        self._tid = 0
+
+    async def ask(self, dst: tuple[str, int], method: bytes, args: dict[bytes, object]
+                  ) -> dict[bytes, object]:
+        """The values of the answer, or ``{b"error": code}``."""
+        loop = asyncio.get_running_loop()
+        self._tid += 1
+        tid = self._tid.to_bytes(4, "big")
+        self.sock.sendto(krpc_query(method, args, tid), dst)
+        async with asyncio.timeout(5):
+            while True:
+                msg = decode_message((await loop.sock_recvfrom(self.sock, 65535))[0])
+                if msg.tid == tid:
+                    if isinstance(msg, Error):
+                        return {b"error": msg.code}
+                    assert isinstance(msg, Response)
+                    return msg.values
+
+    async def token(self, dst: tuple[str, int], target: bytes = b"K" * 20) -> bytes:
+        """A write token of ``dst`` (from a BEP44 get)."""
+        token = (await self.ask(dst, b"get", {b"target": target}))[b"token"]
+        assert isinstance(token, bytes)
+        return token
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@asynccontextmanager
+async def sockets(n: int, host: str = "127.0.0.1") -> AsyncIterator[list[Udp]]:
+    socks = [Udp(host) for _ in range(n)]
+    try:
+        yield socks
+    finally:
+        for s in socks:
+            s.close()

@@ -20,7 +20,7 @@ from typing import Any
 import aiortc
 import pytest
 from conftest_chain import Anvil
-from pytest_helpers import anvil_or_skip, loopback_ice, recording_pcs
+from pytest_helpers import anvil_or_skip, loopback_ice
 from session_doubles import eventually
 from test_envelope import build, fields
 from web3 import Web3
@@ -147,11 +147,6 @@ def assert_no_leak(logs: list[Any], secrets: set[bytes]) -> None:
             for secret in secrets:
                 assert secret not in blob and secret.hex().encode() not in text, (secret, log)
 
-
-@pytest.fixture
-def pcs(monkeypatch: pytest.MonkeyPatch) -> list[aiortc.RTCPeerConnection]:
-    """Every RTCPeerConnection the peers create."""
-    return recording_pcs(monkeypatch)
 
 
 async def _running(n: Net) -> AsyncIterator[Net]:

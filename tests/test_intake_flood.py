@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiortc
 import pytest
-from pytest_helpers import loopback_ice, recording_pcs
+from pytest_helpers import loopback_ice
 from session_doubles import Switchboard, eventually, offer_body
 
 from hailing.errors import HailingError, StorageError
@@ -37,17 +37,6 @@ _loopback_ice = pytest.fixture(autouse=True)(loopback_ice)
 FLOOD = STRANGER_ENTRIES + 200
 
 
-@pytest.fixture
-def pcs(monkeypatch: pytest.MonkeyPatch) -> list[aiortc.RTCPeerConnection]:
-    return recording_pcs(monkeypatch)
-
-
-@pytest.fixture
-async def started() -> AsyncIterator[list[Peer]]:
-    peers: list[Peer] = []
-    yield peers
-    for p in reversed(peers):
-        await p.stop()
 
 
 @pytest.fixture

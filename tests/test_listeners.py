@@ -7,16 +7,12 @@ raised KeyError and leaked the count; refused listens left empty per-key entries
 
 from __future__ import annotations
 
-import asyncio
-import socket
-
 import pytest
-from netsim import MemoryNet, ask, build_network, join, krpc_query
+from netsim import MemoryNet, ask, build_network, join, krpc_query, sockets
 
 from hailing.dht import CommandFailed, DhtConfig, DhtProtocol, Listening
 from hailing.dht import inbox as ib
 from hailing.dht.listeners import ListenerTable
-from hailing.krpc import Error, decode_message
 from hailing.node import DhtNode
 from hailing.testnet import testnet as local_testnet
 
@@ -201,35 +197,17 @@ async def test_one_shot_nodes_over_udp_never_lock_their_answer_key(
 async def test_unlistens_for_unknown_keys_over_udp_are_answered_and_leak_nothing() -> None:
     # issue 9 item 1 on the wire: each used to raise KeyError inside receive_datagram
     # after counting a listener, until every listen on the node failed with 242
-    loop = asyncio.get_running_loop()
-    async with DhtNode(("127.0.0.1", 0)) as node:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        sock.bind(("127.0.0.1", 0))
-        try:
-
-            async def ask(method: bytes, args: dict[bytes, object], tid: bytes) -> dict[bytes, object]:
-                sock.sendto(krpc_query(method, args, tid), node.address)
-                async with asyncio.timeout(5):
-                    while True:
-                        msg = decode_message((await loop.sock_recvfrom(sock, 65535))[0])
-                        if msg.tid == tid:
-                            if isinstance(msg, Error):
-                                return {b"error": msg.code}
-                            return msg.values  # type: ignore[union-attr]
-
-            token = (await ask(b"get", {b"target": KEY}, b"g0"))[b"token"]
-            for i in range(300):
-                r = await ask(b"hailing_listen", {b"key": i.to_bytes(20, "big"), b"token": token,
-                                                  b"ttl": 0}, i.to_bytes(2, "big"))
-                assert r == {b"id": node.node_id, b"ttl": 0}
-            table = node.core.responder.inbox.listener_table
-            assert len(table) == 0 and table.keys_held == 0
-            r = await ask(b"hailing_listen", {b"key": KEY, b"token": token, b"ttl": 60,
-                                              b"ptoken": b"p" * 8}, b"l1")
-            assert r[b"ttl"] == 60
-        finally:
-            sock.close()
+    async with DhtNode(("127.0.0.1", 0)) as node, sockets(1) as (udp,):
+        token = await udp.token(node.address, KEY)
+        for i in range(300):
+            r = await udp.ask(node.address, b"hailing_listen",
+                                 {b"key": i.to_bytes(20, "big"), b"token": token, b"ttl": 0})
+            assert r == {b"id": node.node_id, b"ttl": 0}
+        table = node.core.responder.inbox.listener_table
+        assert len(table) == 0 and table.keys_held == 0
+        r = await udp.ask(node.address, b"hailing_listen",
+                             {b"key": KEY, b"token": token, b"ttl": 60, b"ptoken": b"p" * 8})
+        assert r[b"ttl"] == 60
 
 
 async def test_one_socket_cannot_take_a_nodes_listener_slots_over_udp() -> None:
@@ -238,37 +216,20 @@ async def test_one_socket_cannot_take_a_nodes_listener_slots_over_udp() -> None:
     # Without the loopback exemption 127.0.0.1 is one source, 127.0.0.2 another.
     # (the UDP driver's datagram budget off too: this test is about the listener quota)
     cfg = DhtConfig(exempt_loopback=False, source_burst=100_000, source_datagram_rate=0)
-    loop = asyncio.get_running_loop()
     async with DhtNode(("127.0.0.1", 0), config=cfg) as node:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        sock.bind(("127.0.0.1", 0))
-        try:
-
-            async def ask(args: dict[bytes, object], tid: bytes) -> dict[bytes, object]:
-                sock.sendto(krpc_query(b"hailing_listen", args, tid), node.address)
-                async with asyncio.timeout(5):
-                    while True:
-                        msg = decode_message((await loop.sock_recvfrom(sock, 65535))[0])
-                        if msg.tid == tid:
-                            if isinstance(msg, Error):
-                                return {b"error": msg.code}
-                            return msg.values  # type: ignore[union-attr]
-
-            sock.sendto(krpc_query(b"get", {b"target": KEY}, b"g0"), node.address)
-            token = decode_message((await loop.sock_recvfrom(sock, 65535))[0]).values[b"token"]  # type: ignore[union-attr]
+        async with sockets(1) as (udp,):
+            token = await udp.token(node.address, KEY)
             quota = ib.MAX_LISTENS_PER_SOURCE
             codes = []
             for i in range(quota + 50):
-                r = await ask({b"key": i.to_bytes(20, "big"), b"token": token, b"ttl": 600,
-                               b"ptoken": b"p" * 8}, i.to_bytes(4, "big"))
+                r = await udp.ask(node.address, b"hailing_listen",
+                                     {b"key": i.to_bytes(20, "big"), b"token": token,
+                                      b"ttl": 600, b"ptoken": b"p" * 8})
                 codes.append(r.get(b"error", r.get(b"ttl")))
             assert codes[:quota] == [600] * quota and set(codes[quota:]) == {242}
             table = node.core.responder.inbox.listener_table
             assert len(table) == quota and table.keys_held == quota  # refused: nothing kept
             assert node.stats["listeners_refused"] == 50
-        finally:
-            sock.close()
         # a listener from another source still gets in, on one of the flooded keys too
         async with DhtNode(("127.0.0.2", 0), bootstrap=[node.address]) as client:
             await client.bootstrap()

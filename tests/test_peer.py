@@ -19,7 +19,7 @@ from typing import Any
 
 import aiortc
 import pytest
-from pytest_helpers import loopback_ice, recording_pcs
+from pytest_helpers import loopback_ice
 from session_doubles import eventually
 
 import hailing.rtc.connection as connection_mod
@@ -62,11 +62,6 @@ async def net(tmp_path: Path) -> AsyncIterator[Net]:
             for p in reversed(n.started):
                 await p.stop()
 
-
-@pytest.fixture
-def pcs(monkeypatch: pytest.MonkeyPatch) -> list[aiortc.RTCPeerConnection]:
-    """Every RTCPeerConnection the peers create."""
-    return recording_pcs(monkeypatch)
 
 
 async def allow(callee: Peer, caller: Peer) -> None:

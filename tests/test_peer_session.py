@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiortc
 import pytest
-from pytest_helpers import loopback_ice, recording_pcs
+from pytest_helpers import loopback_ice
 from session_doubles import Switchboard, eventually, offer_body
 
 from hailing.errors import HailingError, QueryTimeout, RemoteProtocolError
@@ -35,17 +35,6 @@ from hailing.testnet import testnet as local_testnet
 _loopback_ice = pytest.fixture(autouse=True)(loopback_ice)
 
 
-@pytest.fixture
-def pcs(monkeypatch: pytest.MonkeyPatch) -> list[aiortc.RTCPeerConnection]:
-    return recording_pcs(monkeypatch)
-
-
-@pytest.fixture
-async def started() -> AsyncIterator[list[Peer]]:
-    peers: list[Peer] = []
-    yield peers
-    for p in reversed(peers):
-        await p.stop()
 
 
 def identity(tmp: Path, name: str) -> Identity:

@@ -9,11 +9,8 @@ limits are exercised: then 127.0.0.1 is one source and 127.0.0.2 another."""
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-from netsim import MemoryNet, ask, build_network, krpc_query
+from netsim import MemoryNet, Udp, ask, build_network, krpc_query, sockets
 
 from hailing.dht import DhtConfig, InboxMessage, Listening, StoreDone
 from hailing.dht import inbox as ib
@@ -25,50 +22,6 @@ from hailing.node import DhtNode
 
 KEY = b"K" * 20
 STRICT = DhtConfig(exempt_loopback=False)
-
-
-class Udp:
-    """A hand-driven KRPC client socket (the adversary, or a peer played by the test)."""
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setblocking(False)
-        self.sock.bind((host, 0))
-        self._tid = 0
-
-    async def ask(self, dst: tuple[str, int], method: bytes, args: dict[bytes, object]
-                  ) -> dict[bytes, object]:
-        """The values of the answer, or ``{b"error": code}``."""
-        loop = asyncio.get_running_loop()
-        self._tid += 1
-        tid = self._tid.to_bytes(4, "big")
-        self.sock.sendto(krpc_query(method, args, tid), dst)
-        async with asyncio.timeout(5):
-            while True:
-                msg = decode_message((await loop.sock_recvfrom(self.sock, 65535))[0])
-                if msg.tid == tid:
-                    if isinstance(msg, Error):
-                        return {b"error": msg.code}
-                    assert isinstance(msg, Response)
-                    return msg.values
-
-    async def token(self, dst: tuple[str, int]) -> bytes:
-        token = (await self.ask(dst, b"get", {b"target": KEY}))[b"token"]
-        assert isinstance(token, bytes)
-        return token
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@asynccontextmanager
-async def sockets(n: int, host: str = "127.0.0.1") -> AsyncIterator[list[Udp]]:
-    socks = [Udp(host) for _ in range(n)]
-    try:
-        yield socks
-    finally:
-        for s in socks:
-            s.close()
 
 
 # -- item 2: a store flood from one source ------------------------------------------------
