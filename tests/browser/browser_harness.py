@@ -426,10 +426,12 @@ class Up:
 
 @contextlib.contextmanager
 def daemons(base: Path, names: tuple[str, ...], net: list[str], *extra: str,
+            offline: tuple[str, ...] = (),
             per_name: dict[str, list[str]] | None = None) -> Iterator[dict[str, Up]]:
-    """``hailing up`` for each of ``names`` (friends of each other, data dirs under
-    ``base``), joined through ``net`` (``--bootstrap ADDR`` or ``--relay URL``)."""
-    make_friends(base, *names)
+    """``hailing up`` for each of ``names``, joined through ``net`` (``--bootstrap ADDR``
+    or ``--relay URL``). They and the ``offline`` identities (made, not started) are all
+    friends of each other, with data directories under ``base``."""
+    make_friends(base, *names, *offline)
     running: dict[str, Up] = {}
     try:
         for n in names:
@@ -516,3 +518,97 @@ def wait_frames_increase(page: Any, above: int = 0, *, timeout_s: float = 60.0) 
         time.sleep(0.25)
         n = frames_decoded(page)
     return n
+
+
+# -- calls, as a person makes them in the app ------------------------------------------------
+
+#: JS: true once every RTCPeerConnection the page made is closed (or it made none).
+ALL_CLOSED = """
+() => (window.__pcs || []).every(
+  (pc) => pc.connectionState === "closed" || pc.signalingState === "closed")
+"""
+
+#: JS: how many RTCPeerConnections the page made, and answers it created.
+PC_COUNTS = """
+() => ({ pcs: (window.__pcs || []).length, answers: window.__answers || 0,
+         calls: window.hailingCalls === undefined ? null : window.hailingCalls })
+"""
+
+
+def start_call(page: Any, name: str, media: str = "video") -> None:
+    """Click the contact's call button (``media``: "audio" or "video")."""
+    button = contact_row(page, name).locator(f'[data-testid="call-{media}"]')
+    button.click()
+
+
+def accept_call(page: Any, timeout_ms: float = 60_000) -> None:
+    """Wait for the incoming-call panel and accept."""
+    panel = page.locator('[data-testid="incoming-call"]')
+    panel.wait_for(state="visible", timeout=timeout_ms)
+    panel.locator('[data-testid="accept"]').click()
+
+
+def hang_up(page: Any) -> None:
+    page.locator('[data-testid="hang-up"]').click()
+
+
+def wait_call_over(page: Any, timeout_s: float = 60.0) -> None:
+    """The page shows no call any more: no hang-up button, every connection closed."""
+    page.locator('[data-testid="hang-up"]').wait_for(state="hidden",
+                                                      timeout=timeout_s * 1000)
+    wait_js(page, ALL_CLOSED, timeout_s=timeout_s)
+
+
+def make_clip(path: Path, seconds: float = 6.0, size: tuple[int, int] = (320, 240),
+              fps: int = 15) -> Path:
+    """A small MP4 (H.264 moving bars + AAC tone) for ``--play``; written with PyAV."""
+    import array
+    import math
+
+    import av
+
+    w, h = size
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height = size
+        video.pix_fmt = "yuv420p"
+        audio = out.add_stream("aac", rate=48000)
+        for i in range(int(seconds * fps)):
+            frame = av.VideoFrame(w, h, "gray")
+            stride = frame.planes[0].line_size
+            row = bytes(((x + 4 * i) % 256) for x in range(w)) + bytes(stride - w)
+            frame.planes[0].update(row * h)
+            frame = frame.reformat(format="yuv420p")
+            frame.pts = i
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        n = 1024
+        for i in range(int(seconds * 48000 / n)):
+            tone = array.array("h", (int(6000 * math.sin(2 * math.pi * 440 * (k + i * n) / 48000))
+                                     for k in range(n)))
+            aframe = av.AudioFrame(format="s16", layout="mono", samples=n)
+            aframe.planes[0].update(tone.tobytes())
+            aframe.sample_rate = 48000
+            aframe.pts = i * n
+            for packet in audio.encode(aframe):
+                out.mux(packet)
+        for packet in audio.encode():
+            out.mux(packet)
+    return path
+
+
+def count_frames(path: Path) -> dict[str, int]:
+    """Decoded frames per stream kind of a recording (PyAV)."""
+    import av
+
+    counts = {"video": 0, "audio": 0}
+    with av.open(str(path)) as f:
+        for stream in f.streams:
+            if stream.type not in counts:
+                continue
+            for _ in f.decode(stream):
+                counts[stream.type] += 1
+            f.seek(0)
+    return counts

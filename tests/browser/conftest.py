@@ -6,9 +6,9 @@ ICE candidates on every interface): ``tests/test_browser.py`` starts it that way
 (``unshare --net``), so ``bash scripts/test.sh`` runs it. Collected anywhere else (the main
 run, in the host's namespace), every test here is skipped with that reason.
 
-Fixtures: ``browser`` (one Chromium for the session), ``net`` (one testnet per module),
-``trio`` (alice, bob and carol, ``hailing up`` each, friends of each other; one set per
-module) and ``app(up)`` (a signed-in page of that daemon's web app in its own context).
+Fixtures: ``browser`` (one Chromium for the session), ``net`` (one testnet for the session),
+``trio`` (alice, bob and carol, ``hailing up`` each, friends of each other and of the
+offline dave and bot; one set per module) and ``app(up)`` (a signed-in page of that daemon's web app in its own context).
 """
 
 from __future__ import annotations
@@ -55,18 +55,20 @@ def browser() -> Iterator[Any]:
         yield b
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def net() -> Iterator[str]:
-    """The bootstrap address of this module's testnet."""
+    """The bootstrap address of the suite's testnet."""
     with testnet(8) as bootstrap:
         yield bootstrap
 
 
 @pytest.fixture(scope="module")
 def trio(net: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Up]]:
-    """alice, bob and carol: ``hailing up`` each, all friends of each other."""
+    """alice, bob and carol: ``hailing up`` each, all friends of each other and of dave
+    (never online) and bot (a Python peer a test may start, data dir beside theirs)."""
     base = tmp_path_factory.mktemp("trio")
-    with daemons(base, ("alice", "bob", "carol"), ["--bootstrap", net]) as ups:
+    with daemons(base, ("alice", "bob", "carol"), ["--bootstrap", net],
+                 offline=("dave", "bot")) as ups:
         yield ups
 
 
