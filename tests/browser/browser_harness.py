@@ -379,6 +379,11 @@ class Up:
         assert 200 <= status < 300, (method, path, status, answer)
         return answer
 
+    def history(self, contact: str | None = None) -> list[dict[str, Any]]:
+        query = f"?limit=500&contact={contact}" if contact else "?limit=500"
+        messages: list[dict[str, Any]] = self.ok("GET", "/api/history" + query)["messages"]
+        return messages
+
     # -- the web app ---------------------------------------------------------------------
 
     def login_url(self) -> str:
@@ -498,6 +503,18 @@ def wait_js(page: Any, expression: str, arg: Any = None, *, timeout_s: float = 6
         if time.monotonic() > deadline:
             raise AssertionError(f"{expression.strip()[:200]} stayed {last!r}")
         time.sleep(interval_s)
+
+
+def wait_until(pred: Callable[[], Any], timeout_s: float = 60.0, what: str = "") -> Any:
+    """Call ``pred`` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not in {timeout_s:.0f} s: {what or pred}")
+        time.sleep(0.25)
 
 
 def frames_decoded(page: Any) -> int:

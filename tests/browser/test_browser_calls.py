@@ -27,6 +27,7 @@ from browser_harness import (
     wait_call_over,
     wait_frames_increase,
     wait_js,
+    wait_until,
 )
 
 #: How long a call may take to give up on a callee that does not answer (the page's
@@ -50,18 +51,6 @@ def wait_logged(up: Up, state: str, direction: str, timeout_s: float = 60.0) -> 
         return None
 
     return wait_until(done, timeout_s, f"{up.name}'s newest call {direction} {state}")
-
-
-def wait_until(pred: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not in time: {what}"
-        time.sleep(0.25)
 
 
 def video_senders(page: Any) -> int:
