@@ -629,3 +629,47 @@ def count_frames(path: Path) -> dict[str, int]:
                 counts[stream.type] += 1
             f.seek(0)
     return counts
+
+
+def run_in_loopback_netns() -> None:
+    """Make sure this process runs in a network namespace with only ``lo``: if it does not,
+    re-run it (same argv) under ``unshare --net`` (root only) and exit with its code."""
+    bring_lo_up()
+    if only_loopback():
+        return
+    if os.environ.get("HAILING_IN_NETNS"):
+        raise SystemExit("error: still not in a loopback-only network namespace after unshare")
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        raise SystemExit("error: Chromium must run in a network namespace with only lo: run "
+                         "as root (unshare --net), or inside such a namespace already")
+    env = dict(os.environ, HAILING_IN_NETNS="1")
+    argv = ["unshare", "--net", "--", sys.executable, *sys.argv]
+    raise SystemExit(subprocess.call(argv, env=env))
+
+
+@contextlib.contextmanager
+def static_page(html: bytes = b"<!doctype html><title>hailing</title>",
+                host: str = "127.0.0.1") -> Iterator[str]:
+    """An HTTP server on ``host`` serving ``html`` at every path; yields its origin.
+    (http://127.0.0.1 is a secure context: getUserMedia works there.)"""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(html)))
+            self.end_headers()
+            self.wfile.write(html)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

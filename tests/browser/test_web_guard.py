@@ -4,13 +4,10 @@ DNS-rebinding name that resolves to 127.0.0.1)."""
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
-from browser_harness import REBIND_HOST, Up, new_context
+from browser_harness import REBIND_HOST, Up, new_context, static_page
 
 PAGE = b"<!doctype html><title>another site</title><p>another site"
 
@@ -39,31 +36,6 @@ async (api) => {
 """
 
 
-@contextlib.contextmanager
-def foreign_site(host: str = "127.0.0.2") -> Iterator[str]:
-    """A web server of another origin (another loopback address); yields its origin."""
-
-    class Page(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(PAGE)))
-            self.end_headers()
-            self.wfile.write(PAGE)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer((host, 0), Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{host}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def daemon_responses(page: Any, up: Up) -> list[tuple[str, int]]:
     """(url, status) of every response the page gets from ``up``'s port, as they come."""
     seen: list[tuple[str, int]] = []
@@ -77,7 +49,7 @@ def test_a_page_of_another_origin_cannot_drive_the_daemon(
     alice = trio["alice"]
     page = app(alice)  # signed in: this context holds the session cookie
     before = alice.ok("GET", "/api/status")["status"]
-    with foreign_site() as origin:
+    with static_page(PAGE, host="127.0.0.2") as origin:
         other = page.context.new_page()
         other.goto(origin + "/")
         seen = daemon_responses(other, alice)
