@@ -57,6 +57,7 @@ from browser_harness import (  # noqa: E402
     testnet,
     wait_call_over,
     wait_js,
+    wait_ready,
 )
 
 PATHS = ("dht", "relay")
@@ -135,8 +136,7 @@ class Side:
     def reload(self) -> None:
         for page in (self.caller_page, self.callee_page):
             page.reload()
-            page.locator('[data-testid="my-card"]').first.wait_for(state="attached",
-                                                                   timeout=60_000)
+            wait_ready(page)
 
     def close(self) -> None:
         self.caller_ctx.close()

@@ -478,12 +478,20 @@ def new_context(browser: Any, up: Up, *, viewport: tuple[int, int] = (1100, 720)
 
 
 def open_app(ctx: Any, up: Up, timeout_ms: float = 60_000) -> Any:
-    """A page of ``ctx`` signed in to ``up``'s app, once its own card is shown."""
+    """A page of ``ctx`` signed in to ``up``'s app, once its event stream is open (so no
+    event is missed from then on) and the call module is loaded."""
     page = ctx.new_page()
     page.goto(up.login_url())
     page.wait_for_url(up.url + "/**", timeout=timeout_ms)
-    page.locator('[data-testid="my-card"]').first.wait_for(state="attached", timeout=timeout_ms)
+    wait_ready(page, timeout_ms)
     return page
+
+
+def wait_ready(page: Any, timeout_ms: float = 60_000) -> None:
+    """The app is signed in, its event stream open and its call module loaded."""
+    page.locator('[data-testid="conn-state"][data-state="open"]').wait_for(
+        state="attached", timeout=timeout_ms)
+    page.wait_for_function("() => window.hailingCalls !== undefined", timeout=timeout_ms)
 
 
 def contact_row(page: Any, name: str) -> Any:
