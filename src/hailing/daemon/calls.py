@@ -45,7 +45,6 @@ from .._sqlite import SqliteFile
 from .._sqlite import data_dir as _data_dir
 from ..errors import DaemonError, HailingError, LocalProtocolError, NotFoundError, QueryTimeout
 from ..identity import format_contact_id
-from ..rtc.ice import current_host_addresses
 from ..session.external import ExternalCall, IncomingCall, media_kinds, pack_external_sdp
 from .events import EventBus
 
@@ -403,7 +402,7 @@ class Calls:
 
     async def accept(self, call_id: str, sdp: object) -> dict[str, Any]:
         call = self._incoming(call_id)
-        proof = await call.answer(sdp, current_host_addresses())
+        proof = await call.answer(sdp)
         self.stats["accepted"] += 1
         return {"call": call_id, "proof": proof}
 

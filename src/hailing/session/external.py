@@ -36,6 +36,7 @@ from typing import Literal
 
 from ..errors import DaemonError, HailingError, LocalProtocolError, RemoteProtocolError
 from ..identity import Identity
+from ..rtc.ice import current_host_addresses
 from ..signaling import envelope, sdp_text
 from ..signaling.envelope import transcript_proof, verify_transcript
 from .coupler import Coupler
@@ -206,16 +207,17 @@ class IncomingCall:
     def ringing(self) -> bool:
         return self.state == "ringing"
 
-    async def answer(self, sdp: object, hosts: Sequence[str] | None = None) -> str:
-        """Seal the page's answer ``sdp`` (host candidates filtered to ``hosts``) to the
-        caller, naming the offer, and send it back the way the offer came. Returns our
-        hello proof (hex). DaemonError when the call no longer rings (answered,
-        declined, cancelled, expired); LocalProtocolError for an SDP that is not one."""
+    async def answer(self, sdp: object) -> str:
+        """Seal the page's answer ``sdp`` (host candidates filtered to the configured ICE
+        hosts) to the caller, naming the offer, and send it back the way the offer
+        came. Returns our hello proof (hex). DaemonError when the call no longer rings
+        (answered, declined, cancelled, expired); LocalProtocolError for an SDP that is
+        not one."""
         self._check_ringing()
         if self._clock() > self.expires:
             self._finish("expired", "expired")
             self._check_ringing()
-        body, fp = pack_external_sdp(sdp, hosts)
+        body, fp = pack_external_sdp(sdp, current_host_addresses())
         blob = envelope.seal(self._identity, self.sender, envelope.KIND_ANSWER,
                              self.offer_ref + body, now=self._clock())
         self._busy = True  # one answer at a time: a second accept waits for no one
