@@ -54,7 +54,10 @@ export function initCalls({ request, events, contactName } = {}) {
   state.ringer = new Ringer();
   const root = el("div", { class: "hl-calls" });
   state.stack = el("div", { class: "hl-incoming-stack", "aria-live": "assertive" });
-  state.view = new CallView({ onClose: () => closeView() });
+  state.view = new CallView({
+    onClose: () => closeView(),
+    onRedial: (call) => startCall(call.contact, call.media, call.name),
+  });
   root.append(state.stack, state.view.root, notificationChip());
   document.body.append(root);
   document.addEventListener("click", onDocumentClick);

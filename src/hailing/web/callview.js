@@ -76,7 +76,7 @@ function control(testid, iconName, label, extra = {}) {
 }
 
 export class CallView {
-  constructor({ onClose }) {
+  constructor({ onClose, onRedial }) {
     this.call = null;
     this.lingerMs = 8000; // how long an ended call stays on screen
     this._unbind = [];
@@ -86,11 +86,8 @@ export class CallView {
     this.name = el("div", { class: "hl-call-name", "data-testid": "call-name" });
     this.stateLine = el("div", { class: "hl-call-state", "data-testid": "call-state", role: "status" });
     this.duration = el("div", { class: "hl-call-duration", "data-testid": "call-duration" });
-    this.close = el("button", { class: "hl-close", type: "button", "data-testid": "call-close", title: "Close", "aria-label": "Close" }, icon("close"));
-    this.close.addEventListener("click", () => onClose());
     const head = el("header", { class: "hl-call-head" },
-      el("div", { class: "hl-call-who" }, this.name, el("div", { class: "hl-call-sub" }, this.stateLine, this.duration)),
-      this.close);
+      el("div", { class: "hl-call-who" }, this.name, el("div", { class: "hl-call-sub" }, this.stateLine, this.duration)));
 
     this.remote = el("video", { class: "hl-remote", "data-testid": "remote-video", autoplay: true, playsinline: true });
     this.local = el("video", { class: "hl-local hl-mirror", "data-testid": "local-video", autoplay: true, playsinline: true, muted: true });
@@ -107,7 +104,13 @@ export class CallView {
     this.statsToggle = control("stats-toggle", "stats", "Stats", { "aria-pressed": "true" });
     this.hangUp = control("hang-up", "hangup", "Hang up");
     this.hangUp.classList.add("hl-ctl-hangup");
-    const bar = el("footer", { class: "hl-controls" }, this.mute, this.camera, this.addVideo, this.share, this.statsToggle, this.hangUp);
+    this.redial = control("call-again", "phone", "Call again");
+    this.redial.classList.add("hl-ctl-redial");
+    this.redial.addEventListener("click", () => this.call && onRedial(this.call));
+    this.done = control("call-close", "close", "Close");
+    this.done.addEventListener("click", () => onClose());
+    const bar = el("footer", { class: "hl-controls" }, this.mute, this.camera, this.addVideo, this.share,
+      this.statsToggle, this.hangUp, this.redial, this.done);
 
     this.root = el("section", { class: "hl-call", "data-testid": "call-view", "aria-label": "Call", hidden: true }, head, stage, bar);
     this._wire();
@@ -219,21 +222,25 @@ export class CallView {
     if (st === "ended") this.remote.pause?.(); else this.remote.play().catch(() => {});
 
     setPressed(this.mute, c.muted, c.muted ? "Unmute" : "Mute", "mic");
-    this.mute.disabled = st === "ended";
-    this.camera.hidden = !c.hasLocalVideo || !!c.screenTrack;
+    const ended = st === "ended";
+    this.mute.hidden = ended;
+    this.camera.hidden = ended || !c.hasLocalVideo || !!c.screenTrack;
     setPressed(this.camera, c.cameraOff, c.cameraOff ? "Camera on" : "Camera off", "video");
-    this.camera.disabled = st === "ended";
-    this.addVideo.hidden = c.hasLocalVideo || st === "ended";
+    this.addVideo.hidden = c.hasLocalVideo || ended;
     this.addVideo.disabled = !c.canRenegotiate;
     this.addVideo.title = c.canRenegotiate ? "Start video"
       : live ? "The other side cannot add video during a call" : "Once connected";
     const canShare = live && (c.canRenegotiate || !!c._videoSender()?.track || !!c.screenTrack);
     this.share.disabled = !canShare;
+    this.share.hidden = ended;
+    this.statsToggle.hidden = ended;
+    this.root.classList.toggle("hl-ended", ended);
+    this.redial.hidden = !ended;
+    this.done.hidden = !ended;
     setPressed(this.share, !!c.screenTrack, c.screenTrack ? "Stop sharing" : "Share screen", "screen", false);
-    this.hangUp.hidden = st === "ended";
+    this.hangUp.hidden = ended;
     this.hangUp.querySelector(".hl-ctl-label").textContent = st === "calling" ? "Cancel" : "Hang up";
-    this.close.hidden = st !== "ended";
-    if (st === "ended") {
+    if (ended) {
       clearTimeout(this._closeTimer);
       this._closeTimer = setTimeout(() => { if (this.call === c) this.hide(); }, this.lingerMs);
     }
