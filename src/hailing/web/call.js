@@ -259,7 +259,7 @@ export class Call extends EventTarget {
         }, { signal: this._abort.signal });
       } catch (err) {
         if (!this.active) return; // cancelled meanwhile
-        if (err instanceof ApiError && err.status === 504) return this._end("no answer");
+        if (err && err.status === 504) return this._end("no answer");
         throw err;
       }
       if (!this.active) return;
@@ -306,7 +306,7 @@ export class Call extends EventTarget {
       this._armConnectTimeout();
       this._maybeHello();
     } catch (err) {
-      if (err instanceof ApiError && (err.status === 404 || err.status === 409)) {
+      if (err && (err.status === 404 || err.status === 409)) {
         return this._end("the call is over (cancelled or answered elsewhere)");
       }
       this._fail(err);

@@ -1,15 +1,18 @@
-// The call part of the web app: call buttons, the incoming-call panel (ring tone, system
-// notification when the tab is hidden), the in-call view (videos, controls, live stats).
+// The call part of the web app: the incoming-call panel (ring tone, system notification
+// when the tab is hidden), the in-call view (videos, controls, live stats), started from
+// the contact list's call buttons.
 //
-// Hook: app.js calls initCalls({request, events, contactName}) once (every argument is
-// optional). Clicks on [data-testid="call-audio"] / [data-testid="call-video"] inside a
-// [data-testid="contact"] row (data-name, or data-contact / data-id) start a call, whoever
-// rendered the row. `events` delivers the daemon's /api/events objects (see subscribe());
-// without it this module opens its own WebSocket. Everything is built with DOM calls and
-// classes from call.css (CSP: no inline script or style attribute).
+// Hook: app.js imports this module once the page is signed in; it initializes itself with
+// api.js (requests, the daemon's events). A call button dispatches
+//   document.dispatchEvent(new CustomEvent("hailing:call", {detail: {contact, name, media}}))
+// (contact: a contact id or name; media: "audio" | "video"). The in-call view goes into
+// #call-area and the incoming-call panels into #incoming-area when index.html has them.
+// Everything is built with DOM calls and classes from call.css (CSP: no inline script or
+// style attribute).
 //
 // window.hailingCalls exposes the state for tests and benchmarks (see docs/ui.md).
 
+import { api, events as apiEvents } from "./api.js";
 import { Call, defaultRequest, now, shortId } from "./call.js";
 import { Ringer } from "./ringtone.js";
 import { CallView, el, icon, initials } from "./callview.js";
@@ -45,6 +48,7 @@ export const hailingCalls = {
   hangUp: () => (state.current ? state.current.hangUp() : undefined),
 };
 
+// Set up once (called at import with api.js; the arguments are for other pages and tests).
 export function initCalls({ request, events, contactName } = {}) {
   if (state.view) return hailingCalls;
   if (typeof request === "function") state.request = request;
@@ -52,15 +56,17 @@ export function initCalls({ request, events, contactName } = {}) {
   state.baseTitle = document.title;
   addStylesheet();
   state.ringer = new Ringer();
-  const root = el("div", { class: "hl-calls" });
-  state.stack = el("div", { class: "hl-incoming-stack", "aria-live": "assertive" });
+  state.stack = el("div", { class: "hl-incoming-stack hl-calls", "aria-live": "assertive" });
   state.view = new CallView({
     onClose: () => closeView(),
     onRedial: (call) => startCall(call.contact, call.media, call.name),
   });
-  root.append(state.stack, state.view.root, notificationChip());
-  document.body.append(root);
-  document.addEventListener("click", onDocumentClick);
+  state.view.root.classList.add("hl-calls");
+  state.area = document.getElementById("call-area");
+  (document.getElementById("incoming-area") || document.body).append(state.stack);
+  (state.area || document.body).append(state.view.root);
+  document.body.append(el("div", { class: "hl-calls" }, notificationChip()));
+  document.addEventListener("hailing:call", onCallRequest);
   document.addEventListener("visibilitychange", onVisibility);
   subscribe(events, onDaemonEvent);
   recoverRings();
@@ -85,6 +91,7 @@ function subscribe(events, listener) {
   if (events && typeof events.on === "function") return events.on(listener);
   if (events && typeof events.addEventListener === "function") {
     for (const kind of RING_EVENTS) events.addEventListener(kind, (e) => listener(e.detail));
+    events.addEventListener("ws", (e) => { if (e.detail && e.detail.state === "open") recoverRings(); });
     return undefined;
   }
   return ownSocket(listener);
@@ -130,17 +137,12 @@ async function recoverRings() {
 
 // -- outgoing ------------------------------------------------------------------------------
 
-function onDocumentClick(e) {
-  const button = e.target.closest?.('[data-testid="call-audio"], [data-testid="call-video"]');
-  if (!button) return;
-  e.preventDefault();
-  const row = button.closest('[data-testid="contact"]');
-  const contact = button.dataset.contact || row?.dataset.contact || row?.dataset.id || row?.dataset.name;
-  const name = row?.dataset.name || contact;
-  if (!contact) return;
-  const media = button.dataset.testid === "call-video" ? "video" : "audio";
+// A call button was clicked: {detail: {contact, name, media}}.
+function onCallRequest(e) {
+  const d = (e && e.detail) || {};
+  if (typeof d.contact !== "string" || !d.contact) return;
   askNotificationPermission();
-  startCall(contact, media, name);
+  startCall(d.contact, d.media === "video" ? "video" : "audio", d.name);
 }
 
 export function startCall(contact, media = "audio", name = undefined) {
@@ -165,12 +167,18 @@ function adopt(call) {
     if (s === "calling" && call.direction === "out") state.ringer.ringback();
     else if (s !== "calling") state.ringer.stopRingback();
   });
+  showView(true);
   state.view.show(call);
+}
+
+function showView(on) {
+  if (state.area) state.area.hidden = !on;
 }
 
 function closeView() {
   if (state.current && state.current.active) return;
   state.view.hide();
+  showView(false);
 }
 
 // -- incoming ------------------------------------------------------------------------------
@@ -310,3 +318,5 @@ function notificationChip() {
 function updateChip() {
   if (chip) chip.hidden = !("Notification" in window) || Notification.permission !== "default";
 }
+
+initCalls({ request: api, events: apiEvents });

@@ -77,6 +77,7 @@ function control(testid, iconName, label, extra = {}) {
 
 export class CallView {
   constructor({ onClose, onRedial }) {
+    this._onClose = onClose;
     this.call = null;
     this.lingerMs = 8000; // how long an ended call stays on screen
     this._unbind = [];
@@ -242,7 +243,7 @@ export class CallView {
     this.hangUp.querySelector(".hl-ctl-label").textContent = st === "calling" ? "Cancel" : "Hang up";
     if (ended) {
       clearTimeout(this._closeTimer);
-      this._closeTimer = setTimeout(() => { if (this.call === c) this.hide(); }, this.lingerMs);
+      this._closeTimer = setTimeout(() => { if (this.call === c) this._onClose(); }, this.lingerMs);
     }
   }
 
