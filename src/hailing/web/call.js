@@ -690,7 +690,8 @@ export class Call extends EventTarget {
     if (closePc) this._closePc();
     this._setState("ended", reason);
     if (this._answered) {
-      this.request("POST", `/api/calls/${encodeURIComponent(this.id)}/end`, { reason }).catch(() => {});
+      this.request("POST", `/api/calls/${encodeURIComponent(this.id)}/end`, { reason: reason.slice(0, 200) })
+        .catch(() => {});
     }
   }
 
