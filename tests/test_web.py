@@ -456,3 +456,51 @@ async def test_contacts_show_presence_from_history(node: Daemon, tmp_path: Path)
     node.history.add_text(friend.public_key, "in", "hi")
     (c,) = node.contacts()
     assert c["online"] is False and c["last_seen"] >= before
+
+
+# -- the command line: `hailing up`'s web line and `hailing open` ----------------------------
+
+
+@pytest.fixture(scope="module")
+def bootstrap() -> Any:
+    from pytest_helpers import run_testnet
+
+    yield from run_testnet(4)
+
+
+def test_up_prints_a_sign_in_link_and_open_prints_a_fresh_one(bootstrap: str,
+                                                                tmp_path: Path) -> None:
+    from test_cli_peer import daemon, new_ids, ok, one_error_line, run
+
+    ids = new_ids(tmp_path, "bob")
+    d_dir = tmp_path / "bob"
+    assert "no daemon runs" in one_error_line(run("open", "--print", "--data-dir", d_dir), 1)
+    with daemon("up", "--data-dir", d_dir, "--bootstrap", bootstrap) as d:
+        first = d.first_line()
+        assert first.startswith(f"up {ids['bob']} dht "), d.out.lines
+        port = int(first.rsplit(":", 1)[1])
+        d.out.wait_for(lambda _: True, 1)
+        web_line = d.out.lines[1]
+        m = re.fullmatch(rf"web http://127\.0\.0\.1:{port}/open\?code=([A-Za-z0-9_-]{{20,}})",
+                         web_line)
+        assert m, d.out.lines
+
+        def get(path: str) -> tuple[int, dict[str, str]]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            resp.read()
+            conn.close()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+
+        status, h = get(f"/open?code={m.group(1)}")
+        assert status == 303 and "httponly" in h["set-cookie"].lower()
+        assert get(f"/open?code={m.group(1)}")[0] == 403  # once only
+
+        (url,) = ok(run("open", "--print", "--data-dir", d_dir))
+        code = re.fullmatch(rf"http://127\.0\.0\.1:{port}/open\?code=([A-Za-z0-9_-]+)", url)
+        assert code and code.group(1) != m.group(1)
+        assert get(f"/open?code={code.group(1)}")[0] == 303
+        # The events that follow are JSON lines, as before.
+        assert all(line.startswith("{") for line in d.out.lines[2:])
+        assert d.stop() == 0
