@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,17 @@ def _seconds(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected seconds (0 or more), got {text!r}")
     return value
+
+
+def _command(text: str) -> list[str]:
+    """``--on-call CMD``: split as a shell would (no shell runs it)."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"cannot split the command {text!r}: {exc}") from None
+    if not argv:
+        raise argparse.ArgumentTypeError("--on-call needs a command")
+    return argv
 
 
 def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -120,7 +132,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
     stop = _stop_on_signal()  # before the first line: a signal right after it is a clean stop
     make_peer, dht = _daemon_parts(args)
     daemon = Daemon(args.data_dir, make_peer, dht=dht, api_bind=args.api,
-                    idle_close=args.idle_close)
+                    idle_close=args.idle_close, on_call=args.on_call)
     daemon.events.add_sink(_printer())
     try:
         await daemon.start()
@@ -179,6 +191,10 @@ def add_up_command(sub: Any) -> None:
     p.add_argument("--idle-close", type=_seconds, default=DEFAULT_IDLE_CLOSE, metavar="S",
                    help="hang up a link to a contact unused for S seconds (0: never; "
                    f"default {DEFAULT_IDLE_CLOSE:.0f})")
+    p.add_argument("--on-call", type=_command, default=None, metavar="CMD",
+                   help="run CMD (split like a shell command, but no shell) for each "
+                   "incoming call that rings, with the ring event as one JSON line on its "
+                   "stdin (e.g. a notify-send wrapper); at most 10 s, 4 at once")
     add_contract_options(p)
     # The data directory's config.toml fills the network options not given (cli._shared.prepare).
     p.set_defaults(func=cmd_up, _default_data_dir=True, _settings=NETWORK_SETTINGS)
