@@ -40,6 +40,7 @@ export const hailingCalls = {
   get firstRemoteFrameAt() { return state.current ? state.current.firstRemoteFrameAt ?? null : null; },
   get remoteFramesRendered() { return state.current ? state.current.remoteFrames || 0 : 0; },
   get stats() { return state.current ? state.current.stats : null; },
+  get view() { return state.view; }, // view.lingerMs: how long an ended call stays shown
   // Fresh numbers from getStats (frames decoded, bitrates, path...).
   async refreshStats() { return state.current ? state.current.refreshStats() : null; },
   start: (contact, media, name) => startCall(contact, media, name),
