@@ -2,8 +2,10 @@
 
 Output contract (scripts and tests rely on it): the first stdout line is exactly
 ``up <contact id> dht HOST:PORT api http://127.0.0.1:PORT`` (``dht -`` when the daemon
-signals through a relay or the contract only), printed once everything listens; then one
-JSON object per line per event, as ``hailing listen`` prints them (see
+signals through a relay or the contract only), printed once everything listens; the second
+is ``web http://127.0.0.1:PORT/open?code=CODE``, a one-time sign-in link for the web app
+(valid 10 minutes; ``hailing open`` makes a fresh one); then one JSON object per line per
+event, as ``hailing listen`` prints them (see
 :mod:`hailing.daemon.events`). SIGINT or SIGTERM stops it cleanly with exit 0; a second
 ``hailing up`` on the same data directory fails with one line (exit 1).
 """
@@ -141,6 +143,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)
         print(f"up {daemon.peer.contact_id} dht {daemon.dht_address or '-'} "
               f"api {daemon.api_info.url}", flush=True)
+        print(f"web {daemon.login_url()}", flush=True)
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(daemon.failed.wait())]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -159,7 +162,8 @@ def add_up_command(sub: Any) -> None:
         description="Run this identity's node in the foreground until SIGINT/SIGTERM: its DHT "
         "node, listening for calls, links kept open to contacts, and a control API on "
         "127.0.0.1 (token in DATA_DIR/api.json). First line: 'up <contact id> dht HOST:PORT "
-        "api http://127.0.0.1:PORT'; then one JSON object per line per event. While it "
+        "api http://127.0.0.1:PORT'; second: 'web URL', a one-time sign-in link for the web "
+        "app; then one JSON object per line per event. While it "
         "runs, send/chat/contact/status/endpoint on the same data directory go through it.")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help=f"the identity's directory (default ${DATA_DIR_ENV}, else "

@@ -44,6 +44,7 @@ from .calls import Calls
 from .events import Event, EventBus
 from .history import History
 from .links import REPLACED, Link, Links
+from .webapp import clean_uploads
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class Daemon:
             for coupler in getattr(self.peer, "couplers", []):
                 if hasattr(coupler, "status_events"):
                     self._spawn(self._pump_chain(coupler.status_events), "chain")
+            clean_uploads(self.data_dir)  # what a killed daemon was uploading
             self._api = ApiServer(self)
             url, port, token = await self._api.start(self.api_bind)
             self.api_info = ApiInfo(pid=os.getpid(), url=url, port=port, token=token,
@@ -256,7 +258,24 @@ class Daemon:
         return pubkey
 
     def contacts(self) -> list[dict[str, Any]]:
-        return [_contact_json(c) for c in self._book().list()]
+        """The contact book, each with what is known of their presence: ``online`` (a
+        link to them is open) and ``last_seen`` (when they last sent something, or now
+        when online; None when never)."""
+        seen = self._history().last_seen() if self.history is not None else {}
+        now = time.time()
+        out = []
+        for c in self._book().list():
+            online = self.links.open_link(c.pubkey) is not None
+            last = now if online else seen.get(c.pubkey)
+            out.append({**_contact_json(c), "online": online, "last_seen": last})
+        return out
+
+    def login_url(self) -> str:
+        """A one-time sign-in link for the web app (``hailing up`` prints one)."""
+        if self._api is None:
+            raise LocalProtocolError("the daemon is not started")
+        url: str = self._api.login_url()
+        return url
 
     def contact(self, ref: str) -> dict[str, Any]:
         c = self._book().get(self.resolve(ref))
