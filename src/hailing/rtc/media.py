@@ -49,7 +49,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,18 +259,20 @@ def receive_only(playback: Playback | None, audio_only: bool = False) -> list[st
 # -- recording --------------------------------------------------------------------------
 
 
-def recording_path(template: str | os.PathLike[str], who: str, when: float | None = None) -> Path:
+def recording_path(template: str | os.PathLike[str], who: str, when: float | None = None,
+                   taken: Container[Path] = ()) -> Path:
     """The file of one call recorded by a daemon given ``--record template``:
     ``STEM-WHO-YYYYmmdd-HHMMSS.EXT`` beside the template (``WHO``: the contact's name,
     else the first 12 characters of its contact id; UTC time), with ``-2``, ``-3``, ...
-    added when that name is taken. ``calls.mkv`` -> ``calls-alice-20261129-061502.mkv``."""
+    added when a file has that name or ``taken`` has it (recordings not written yet).
+    ``calls.mkv`` -> ``calls-alice-20261129-061502.mkv``."""
     t = Path(template)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", who).strip("._")[:40] or "peer"
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if when is None else when))
     base = f"{t.stem}-{safe}-{stamp}"
     candidate = t.with_name(base + t.suffix)
     n = 2
-    while candidate.exists():
+    while candidate.exists() or candidate in taken:
         candidate = t.with_name(f"{base}-{n}{t.suffix}")
         n += 1
     return candidate
