@@ -60,6 +60,7 @@ def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from ..daemon.service import DhtSettings
     from ..rtc import set_host_addresses
 
+    media = _media_options(args)  # wrong media arguments first, before the network ones
     if args.ice_host:
         set_host_addresses(args.ice_host)
     common: dict[str, Any] = {
@@ -79,7 +80,6 @@ def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         bind = args.bind or (("127.0.0.1", 0) if loopback else ("0.0.0.0", 0))
         dht = DhtSettings(bind, tuple(args.bootstrap), args.read_only)
 
-    media = _media_options(args)
     if media is not None:
         common["answer_tracks"] = media.answer_tracks
 
