@@ -101,5 +101,8 @@ def test_browser_suite_in_a_loopback_only_network_namespace() -> None:
         pytest.fail("the browser suite collected no test (pytest exit 5):\n" + "".join(lines),
                     pytrace=False)
     if code != 0:
-        pytest.fail(f"the browser suite failed (pytest exit {code}):\n" + "".join(lines[-400:]),
+        # The whole output is in the captured stdout above; the summary here.
+        start = next((i for i in range(len(lines) - 1, -1, -1)
+                      if "short test summary info" in lines[i]), max(0, len(lines) - 60))
+        pytest.fail(f"the browser suite failed (pytest exit {code}):\n" + "".join(lines[start:]),
                     pytrace=False)
