@@ -64,6 +64,7 @@ def test_video_call_between_two_browsers_through_the_dht(
     pa, pb = app(alice), app(bob)
     start_call(pa, "bob", "video")
     accept_call(pb)
+    assert pb.evaluate("() => window.__notifications") == []  # the tab is visible
     for page in (pa, pb):
         first = wait_frames_increase(page, 0)
         wait_frames_increase(page, first)  # still coming
