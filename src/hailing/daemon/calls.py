@@ -241,8 +241,10 @@ class Calls:
         self._on_call = OnCallCommand(on_call, self.stats) if on_call else None
         self._in: dict[str, IncomingCall] = {}
         self._out: dict[str, _Outgoing] = {}
+        self._closed = False
 
     async def aclose(self) -> None:
+        self._closed = True
         for task in [o.task for o in self._out.values() if o.task is not None]:
             task.cancel()
         if self._on_call is not None:
@@ -256,6 +258,9 @@ class Calls:
 
     def ring(self, call: IncomingCall) -> None:
         """A ringing call from the Peer (its ``on_media_offer``)."""
+        if self._closed:  # the daemon is stopping: nobody would hear it
+            call.decline()
+            return
         call_id = _new_id()
         self._in[call_id] = call
         who = format_contact_id(call.sender)
@@ -271,6 +276,8 @@ class Calls:
 
     def refused(self, peer: bytes, reason: str, media: Sequence[str]) -> None:
         """A media offer the policy (or the call caps) refused: logged, for us only."""
+        if self._closed:
+            return
         self.log.add(_new_id(), "in", peer, _media_word(media), "refused", reason)
         self.stats["refused"] += 1
 
@@ -321,9 +328,9 @@ class Calls:
         if call_id in self._in or call_id in self._out or self.log.has(call_id):
             raise DaemonError(f"the call id {call_id!r} is already used")
         self._make_room()
+        self.log.add(call_id, "out", peer, str(media), "ringing")
         out = _Outgoing(peer)
         self._out[call_id] = out
-        self.log.add(call_id, "out", peer, str(media), "ringing")
         task = out.task = asyncio.ensure_future(self.peer.call_external(peer, sdp, timeout))
         try:
             result = await task
