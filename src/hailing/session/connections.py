@@ -45,7 +45,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import HailingError, LocalProtocolError, QueryTimeout, RemoteProtocolError
+from ..errors import (
+    CallCancelled,
+    HailingError,
+    LocalProtocolError,
+    QueryTimeout,
+    RemoteProtocolError,
+)
 from ..identity import Identity
 from ..rtc.connection import Connection
 from ..rtc.ice import rtc_configuration as default_configuration
@@ -423,7 +429,7 @@ class ConnectionManager:
 
             pc.on("datachannel", on_channel)
             if cancelled.done():
-                raise QueryTimeout(HUNG_UP)
+                raise CallCancelled(HUNG_UP)
             blob = envelope.seal(self.identity, offer.sender, KIND_ANSWER,
                                  offer.nonce[:ANSWER_REF] + body, now=self._clock())
             await reply(blob)
@@ -432,7 +438,7 @@ class ConnectionManager:
                                return_when=asyncio.FIRST_COMPLETED)
             if not opened.done():
                 if cancelled.done():
-                    raise QueryTimeout(HUNG_UP)
+                    raise CallCancelled(HUNG_UP)
                 raise QueryTimeout("the caller's channel did not open")
             conn = opened.result()
             await conn.authenticate()
