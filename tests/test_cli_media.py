@@ -136,3 +136,67 @@ def test_ctrl_c_during_a_call_hangs_up_and_finalizes_the_recording(
         assert bd.events()[i - 1]["reason"] == "the peer hung up"
         assert bd.stop() == 0
         no_traceback("\n".join(bd.err.lines))
+
+
+def test_a_daemon_finalizes_its_recording_when_the_caller_vanishes_and_when_it_stops(
+        bootstrap: str, tmp_path: Path, clip: Path) -> None:
+    """The recordings are .mp4 files, readable only once finalized. First call: the
+    caller is killed (-9) mid-call; the daemon notices within its keepalive and finalizes
+    the file. Second call: the daemon itself is stopped mid-call; it hangs up (the
+    caller's call ends, exit 0) and finalizes the file before it exits."""
+    friends(tmp_path, "alice", "bob")
+    a_dir, b_dir = tmp_path / "alice", tmp_path / "bob"
+    template = tmp_path / "calls.mp4"
+    with up(b_dir, "--bootstrap", bootstrap, "--auto-answer", "--record", str(template)) as bd:
+        Up(bd, b_dir)
+        recordings = []
+        for how in ("caller killed", "daemon stopped"):
+            start = len(bd.out)
+            call = Daemon(spawn("call", "bob", "--data-dir", a_dir, "--bootstrap", bootstrap,
+                                "--play", clip, "--loop", "--audio-only"))
+            try:
+                i = bd.wait_event(start, event="connected", timeout=CALL_TIMEOUT)
+                recording = Path(bd.events()[i - 1]["recording"])
+                assert recording.parent == tmp_path and recording.suffix == ".mp4"
+                assert bd.events()[i - 1]["media"] == ["audio"]
+                call.out.wait_for(lambda _, r=recording: r.exists(), timeout=30)
+                if how == "caller killed":
+                    call.proc.kill()
+                    bd.wait_event(start, event="closed", timeout=30)
+                else:
+                    assert bd.stop(signal.SIGTERM) == 0
+                    assert collect_call(call) == 0
+                    ended = json.loads(call.out.lines[-1])
+                    assert ended["reason"] == "the peer hung up", ended
+            finally:
+                if call.proc.poll() is None:
+                    call.proc.kill()
+            closed = [e for e in bd.events(start) if e["event"] == "closed"]
+            assert len(closed) == 1, closed
+            reason = closed[0]["reason"]
+            if how == "caller killed":
+                assert "stopped answering" in reason, closed
+            else:
+                assert reason == "the daemon stopped", closed
+            assert closed[0]["recording"] == str(recording) and "error" not in closed[0], closed
+            assert closed[0]["frames"]["audio"] > 0
+            assert decoded_frames(recording).get("audio", 0) >= 1
+            recordings.append(recording)
+        assert recordings[0] != recordings[1]
+
+
+def collect_call(call: Daemon) -> int:
+    code = call.proc.wait(timeout=30)
+    call.out.thread.join(5)
+    call.err.thread.join(5)
+    no_traceback("\n".join(call.out.lines), "\n".join(call.err.lines))
+    return code
+
+
+def test_a_call_nobody_answers_is_one_line_and_the_player_does_not_hold_the_process(
+        bootstrap: str, tmp_path: Path, clip: Path) -> None:
+    ids = new_ids(tmp_path, "alice", "nobody")
+    proc = run("call", ids["nobody"], "--data-dir", tmp_path / "alice", "--bootstrap",
+               bootstrap, "--play", clip, "--loop", "--timeout", "2", timeout=CALL_TIMEOUT)
+    assert "nobody answered" in one_error_line(proc, 1)
+    assert proc.stdout == b""

@@ -11,11 +11,13 @@ open to contacts, the message :class:`~hailing.daemon.history.History`, the
 (:mod:`hailing.daemon.api`) whose address and token it writes to ``api.json``.
 
 A daemon given :class:`~hailing.rtc.media.MediaOptions` (``hailing up --auto-answer``)
-answers media calls itself: the Peer's ``answer_tracks`` play the file, and each
-accepted connection with media becomes a *media call* instead of a link: its received
-tracks are recorded (one file per call, :func:`~hailing.rtc.media.recording_path`) or
-dropped, ``connected`` and ``closed`` (with ``media`` and ``duration_s``) are emitted, and
-the recording is finalized when the call ends, however it ends.
+answers media calls itself: the Peer's ``answer_tracks`` play the file. Each accepted
+connection with media is a *media call*, never a link (it would replace the contact's
+link, and be hung up as idle): its received tracks are recorded (one file per call,
+:func:`~hailing.rtc.media.recording_path`) or read and dropped (without
+``--auto-answer`` too, should one reach the aiortc path), ``connected`` and ``closed``
+(with ``media`` and ``duration_s``) are emitted, and the recording is finalized when the
+call ends, however it ends.
 
 Its own tasks (the Peer's call events, accepted incoming connections, chain status) are
 supervised: one that fails emits an ``error`` event and sets :attr:`Daemon.failed`, and
@@ -211,7 +213,7 @@ class Daemon:
     async def _pump_incoming(self) -> None:
         async for conn in self.peer.incoming():
             tracks = getattr(conn, "tracks", None)
-            if self.media is not None and tracks is not None and tracks.kinds:
+            if tracks is not None and tracks.kinds:  # never a link, even not auto-answered
                 task = asyncio.ensure_future(self._media_call(conn))
                 self._media_calls.add(task)
                 task.add_done_callback(self._media_calls.discard)
@@ -222,10 +224,9 @@ class Daemon:
         """One answered media call (see the module docstring); never raises."""
         from ..rtc.media import CallMedia, recording_path
 
-        assert self.media is not None
         who = format_contact_id(conn.peer)
         record: Path | None = None
-        if self.media.record is not None:
+        if self.media is not None and self.media.record is not None:
             record = recording_path(self.media.record, self._contact_name(who) or who[:12],
                                     taken=self._recordings)
             self._recordings.add(record)
