@@ -4,8 +4,10 @@ Output contract (scripts and tests rely on it): the first stdout line is exactly
 ``up <contact id> dht HOST:PORT api http://127.0.0.1:PORT`` (``dht -`` when the daemon
 signals through a relay or the contract only), printed once everything listens; then one
 JSON object per line per event, as ``hailing listen`` prints them (see
-:mod:`hailing.daemon.events`). SIGINT or SIGTERM stops it cleanly with exit 0; a second
-``hailing up`` on the same data directory fails with one line (exit 1).
+:mod:`hailing.daemon.events`). SIGINT or SIGTERM stops it cleanly with exit 0 (a call's
+recording is finalized first); a second ``hailing up`` on the same data directory fails
+with one line (exit 1). ``--auto-answer`` (``--play``, ``--loop``, ``--record``): the daemon
+answers media calls itself (docs/connection.md, "Media").
 """
 
 from __future__ import annotations
