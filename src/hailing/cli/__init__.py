@@ -46,6 +46,7 @@ from .media import add_media_commands  # noqa: E402
 from .remote import route_through_daemon  # noqa: E402
 from .up import add_up_command  # noqa: E402
 from .wallet import add_wallet_commands  # noqa: E402
+from .web import add_open_command  # noqa: E402
 
 if _SIGINT_AT_IMPORT is signal.default_int_handler:
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_chain_commands(sub, _Parser)
     add_config_commands(sub, _Parser)
     add_up_command(sub)
+    add_open_command(sub)
     route_through_daemon(p)  # last: wraps the commands a running daemon serves
     return p
 

@@ -2,8 +2,10 @@
 
 Output contract (scripts and tests rely on it): the first stdout line is exactly
 ``up <contact id> dht HOST:PORT api http://127.0.0.1:PORT`` (``dht -`` when the daemon
-signals through a relay or the contract only), printed once everything listens; then one
-JSON object per line per event, as ``hailing listen`` prints them (see
+signals through a relay or the contract only), printed once everything listens; the second
+is ``web http://127.0.0.1:PORT/open?code=CODE``, a one-time sign-in link for the web app
+(valid 10 minutes; ``hailing open`` makes a fresh one); then one JSON object per line per
+event, as ``hailing listen`` prints them (see
 :mod:`hailing.daemon.events`). SIGINT or SIGTERM stops it cleanly with exit 0 (a call's
 recording is finalized first); a second ``hailing up`` on the same data directory fails
 with one line (exit 1). ``--auto-answer`` (``--play``, ``--loop``, ``--record``): the daemon
@@ -16,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +57,17 @@ def _seconds(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected seconds (0 or more), got {text!r}")
     return value
+
+
+def _command(text: str) -> list[str]:
+    """``--on-call CMD``: split as a shell would (no shell runs it)."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"cannot split the command {text!r}: {exc}") from None
+    if not argv:
+        raise argparse.ArgumentTypeError("--on-call needs a command")
+    return argv
 
 
 def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -145,7 +159,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
     stop = _stop_on_signal()  # before the first line: a signal right after it is a clean stop
     make_peer, dht, media = _daemon_parts(args)
     daemon = Daemon(args.data_dir, make_peer, dht=dht, api_bind=args.api,
-                    idle_close=args.idle_close, media=media)
+                    idle_close=args.idle_close, on_call=args.on_call, media=media)
     daemon.events.add_sink(_printer())
     try:
         await daemon.start()
@@ -156,6 +170,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)
         print(f"up {daemon.peer.contact_id} dht {daemon.dht_address or '-'} "
               f"api {daemon.api_info.url}", flush=True)
+        print(f"web {daemon.login_url()}", flush=True)
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(daemon.failed.wait())]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -174,7 +189,8 @@ def add_up_command(sub: Any) -> None:
         description="Run this identity's node in the foreground until SIGINT/SIGTERM: its DHT "
         "node, listening for calls, links kept open to contacts, and a control API on "
         "127.0.0.1 (token in DATA_DIR/api.json). First line: 'up <contact id> dht HOST:PORT "
-        "api http://127.0.0.1:PORT'; then one JSON object per line per event. While it "
+        "api http://127.0.0.1:PORT'; second: 'web URL', a one-time sign-in link for the web "
+        "app; then one JSON object per line per event. While it "
         "runs, send/chat/contact/status/endpoint on the same data directory go through it.")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help=f"the identity's directory (default ${DATA_DIR_ENV}, else "
@@ -202,6 +218,10 @@ def add_up_command(sub: Any) -> None:
     p.add_argument("--idle-close", type=_seconds, default=DEFAULT_IDLE_CLOSE, metavar="S",
                    help="hang up a link to a contact unused for S seconds (0: never; "
                    f"default {DEFAULT_IDLE_CLOSE:.0f})")
+    p.add_argument("--on-call", type=_command, default=None, metavar="CMD",
+                   help="run CMD (split like a shell command, but no shell) for each "
+                   "incoming call that rings, with the ring event as one JSON line on its "
+                   "stdin (e.g. a notify-send wrapper); at most 10 s, 4 at once")
     p.add_argument("--auto-answer", action="store_true",
                    help="answer media calls here (aiortc) instead of ringing the web app: "
                    "play --play FILE to the caller, record the caller to --record FILE")

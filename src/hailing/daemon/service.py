@@ -38,7 +38,7 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,9 +49,11 @@ from ..errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeo
 from ..identity import format_contact_id, parse_contact_id
 from ..node import Addr, format_hostport
 from ._files import ApiInfo, DaemonLock, remove_api_info, write_api_info
+from .calls import Calls
 from .events import Event, EventBus, item_event
 from .history import History
 from .links import REPLACED, Link, Links
+from .webapp import clean_uploads
 
 if TYPE_CHECKING:
     from ..rtc.media import MediaOptions
@@ -86,7 +88,8 @@ class Daemon:
 
     def __init__(self, data_dir: str | os.PathLike[str], make_peer: Callable[[Any], Any], *,
                  dht: DhtSettings | None = None, api_bind: Addr = ("127.0.0.1", 0),
-                 idle_close: float = 600.0, media: MediaOptions | None = None) -> None:
+                 idle_close: float = 600.0, on_call: Sequence[str] | None = None,
+                 ring_calls: bool = True, media: MediaOptions | None = None) -> None:
         self.data_dir = Path(data_dir)
         self._make_peer = make_peer
         self.dht = dht
@@ -96,6 +99,11 @@ class Daemon:
         self.node: Any = None
         self.peer: Any = None
         self.history: History | None = None
+        #: Browser calls and the call log (:mod:`hailing.daemon.calls`), once started.
+        self.calls: Calls | None = None
+        self._on_call = list(on_call) if on_call else None
+        #: Media offers ring for a page (False: the Peer answers them itself).
+        self.ring_calls = ring_calls
         self.links = Links(self._dial, self.events, idle_close=idle_close)
         self.api_info: ApiInfo | None = None
         self.started = 0.0
@@ -118,9 +126,16 @@ class Daemon:
         try:
             self.history = History(self.data_dir)
             self.links.history = self.history
+            self.calls = Calls(self.data_dir, self.events, name_of=self._contact_name,
+                               on_call=self._on_call)
             if self.dht is not None:
                 self.node = await open_dht_node(self.data_dir, self.dht)
             self.peer = self._make_peer(self.node)
+            self.calls.peer = self.peer
+            # A daemon that auto-answers (media) takes media calls itself: nothing rings.
+            if (self.ring_calls and self.media is None
+                    and getattr(self.peer, "on_media_offer", False) is None):
+                self.peer.on_media_offer = self.calls.ring
             await self.peer.start()
             downloads = getattr(self.peer, "downloads", None)
             if isinstance(downloads, str | os.PathLike):
@@ -133,6 +148,7 @@ class Daemon:
             for coupler in getattr(self.peer, "couplers", []):
                 if hasattr(coupler, "status_events"):
                     self._spawn(self._pump_chain(coupler.status_events), "chain")
+            clean_uploads(self.data_dir)  # what a killed daemon was uploading
             self._api = ApiServer(self)
             url, port, token = await self._api.start(self.api_bind)
             self.api_info = ApiInfo(pid=os.getpid(), url=url, port=port, token=token,
@@ -157,12 +173,15 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.links.aclose()
+        if self.calls is not None:
+            await self.calls.aclose()
         if self.peer is not None:
             with contextlib.suppress(HailingError):
                 await self.peer.stop()
         if self.node is not None:
             await self.node.stop()
             self.node = None
+        self.calls = None
         if self.history is not None:
             self.links.history = None
             self.history.close()
@@ -207,6 +226,9 @@ class Daemon:
             if ev.failed:
                 self.events.emit({"event": "failed", "from": who, "reason": ev.reason})
             else:
+                media = getattr(ev, "media", ())
+                if not ev.accepted and media and self.calls is not None:
+                    self.calls.refused(ev.peer, ev.reason, media)
                 self.events.emit({"event": "call", "from": who, "accepted": ev.accepted,
                                   "reason": ev.reason})
 
@@ -296,7 +318,24 @@ class Daemon:
         return pubkey
 
     def contacts(self) -> list[dict[str, Any]]:
-        return [_contact_json(c) for c in self._book().list()]
+        """The contact book, each with what is known of their presence: ``online`` (a
+        link to them is open) and ``last_seen`` (when they last sent something, or now
+        when online; None when never)."""
+        seen = self._history().last_seen() if self.history is not None else {}
+        now = time.time()
+        out = []
+        for c in self._book().list():
+            online = self.links.open_link(c.pubkey) is not None
+            last = now if online else seen.get(c.pubkey)
+            out.append({**_contact_json(c), "online": online, "last_seen": last})
+        return out
+
+    def login_url(self) -> str:
+        """A one-time sign-in link for the web app (``hailing up`` prints one)."""
+        if self._api is None:
+            raise LocalProtocolError("the daemon is not started")
+        url: str = self._api.login_url()
+        return url
 
     def contact(self, ref: str) -> dict[str, Any]:
         c = self._book().get(self.resolve(ref))
@@ -378,6 +417,7 @@ class Daemon:
             "links": [link.to_json() for link in self.links.list()],
             "contacts": len(book.list()), "subscribers": self.events.subscribers,
             "events_dropped": self.events.dropped, "stats": dict(stats),
+            "calls": dict(self.calls.stats) if self.calls is not None else {},
         }
 
     # -- sending -------------------------------------------------------------------------
