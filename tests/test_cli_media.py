@@ -30,6 +30,12 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", seconds=2.0)
 
 
+def event(d: Daemon, index: int) -> dict[str, Any]:
+    """The JSON event on line ``index`` of ``d``'s stdout (as ``wait_event`` returns it)."""
+    ev: dict[str, Any] = json.loads(d.out.lines[index])
+    return ev
+
+
 def lines(proc_out: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in proc_out.decode().splitlines()]
 
@@ -91,7 +97,7 @@ def test_a_call_plays_a_file_to_a_daemon_that_records_it_and_plays_back(
         assert frames.get("video", 0) >= 5 and frames.get("audio", 0) >= 5, frames
 
         i = bd.wait_event(event="closed", timeout=20)
-        closed = bd.events()[i - 1]
+        closed = event(bd, i)
         assert closed["from"] == ids["alice"] and closed["contact"] == "alice"
         assert closed["reason"] == "the peer hung up" and closed["media"] == ["audio", "video"]
         assert closed["duration_s"] > 0 and "error" not in closed
@@ -133,7 +139,7 @@ def test_ctrl_c_during_a_call_hangs_up_and_finalizes_the_recording(
         frames = decoded_frames(tmp_path / "alice.mp4")
         assert frames.get("video", 0) >= 1 and frames.get("audio", 0) >= 1, frames
         i = bd.wait_event(event="closed", timeout=20)
-        assert bd.events()[i - 1]["reason"] == "the peer hung up"
+        assert event(bd, i)["reason"] == "the peer hung up"
         assert bd.stop() == 0
         no_traceback("\n".join(bd.err.lines))
 
@@ -156,9 +162,9 @@ def test_a_daemon_finalizes_its_recording_when_the_caller_vanishes_and_when_it_s
                                 "--play", clip, "--loop", "--audio-only"))
             try:
                 i = bd.wait_event(start, event="connected", timeout=CALL_TIMEOUT)
-                recording = Path(bd.events()[i - 1]["recording"])
+                recording = Path(event(bd, i)["recording"])
                 assert recording.parent == tmp_path and recording.suffix == ".mp4"
-                assert bd.events()[i - 1]["media"] == ["audio"]
+                assert event(bd, i)["media"] == ["audio"]
                 call.out.wait_for(lambda _, r=recording: r.exists(), timeout=30)
                 if how == "caller killed":
                     call.proc.kill()
