@@ -206,3 +206,26 @@ def test_a_call_nobody_answers_is_one_line_and_the_player_does_not_hold_the_proc
                bootstrap, "--play", clip, "--loop", "--timeout", "2", timeout=CALL_TIMEOUT)
     assert "nobody answered" in one_error_line(proc, 1)
     assert proc.stdout == b""
+
+
+def test_without_auto_answer_a_call_rings_and_ctrl_c_while_ringing_cancels_it(
+        bootstrap: str, tmp_path: Path, clip: Path) -> None:
+    """A daemon without --auto-answer rings (for the web app) instead of answering;
+    Ctrl-C on the caller while it rings sends the sealed CANCEL: the ring ends as
+    cancelled, and the caller says it cancelled (not "hung up")."""
+    ids = friends(tmp_path, "alice", "bob")
+    with up(tmp_path / "bob", "--bootstrap", bootstrap) as bd:
+        Up(bd, tmp_path / "bob")
+        call = Daemon(spawn("call", "bob", "--data-dir", tmp_path / "alice", "--bootstrap",
+                            bootstrap, "--play", clip))
+        try:
+            i = bd.wait_event(event="ring", timeout=CALL_TIMEOUT)
+            ring = event(bd, i)
+            assert ring["from"] == ids["alice"] and ring["media"] == "video"
+        finally:
+            code = call.stop(signal.SIGINT)
+        assert code == 130 and call.out.lines == []
+        assert call.err.lines == ["hailing: interrupted; the call to bob was cancelled"]
+        j = bd.wait_event(i, event="ring-ended", timeout=20)
+        assert event(bd, j)["reason"] == "cancelled" and event(bd, j)["call"] == ring["call"]
+        assert bd.stop() == 0
