@@ -108,6 +108,16 @@ def test_a_call_plays_a_file_to_a_daemon_that_records_it_and_plays_back(
         assert frames.get("video", 0) >= 5 and frames.get("audio", 0) >= 5, frames
         connected_ev = [e for e in bd.events() if e["event"] == "connected"]
         assert connected_ev and connected_ev[-1]["recording"] == str(recording)
+        # in the call log, as a page's calls are, and ended there with its duration
+        assert closed["call"] == connected_ev[-1]["call"]
+        j = bd.wait_event(event="call-ended", timeout=20)
+        assert event(bd, j)["call"] == closed["call"] and event(bd, j)["duration_s"] >= 0
+        status, body = bob.request("GET", "/api/calls?limit=5")
+        assert status == 200, body
+        logged = body["calls"][0]
+        assert logged["call"] == closed["call"] and logged["direction"] == "in"
+        assert logged["state"] == "ended" and logged["media"] == "video"
+        assert logged["from"] == ids["alice"] and "duration_s" in logged
         assert bd.stop() == 0
 
 

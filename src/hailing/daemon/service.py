@@ -256,9 +256,12 @@ class Daemon:
         kinds = {"media": conn.tracks.kinds, "sent": [t.kind for t in conn.tracks.sent],
                  "received": [t.kind for t in conn.tracks.received]}
         started = time.monotonic()
+        call_id = None
         try:
+            if self.calls is not None:  # in the call log, as a page's calls are
+                call_id = self.calls.answered_here(conn.peer, conn.tracks.kinds)
             await media.start()
-            self.events.emit({"event": "connected", "from": who, **kinds,
+            self.events.emit({"event": "connected", "from": who, "call": call_id, **kinds,
                               "recording": str(record) if media.recorded_kinds else None})
             async for item in conn:
                 self.events.emit(item_event(item, who))
@@ -273,9 +276,12 @@ class Daemon:
             if conn.close_reason is None:
                 with contextlib.suppress(Exception):
                     await conn.close("the daemon stopped")
-            self.events.emit({"event": "closed", "from": who, "reason": conn.close_reason,
-                              "media": kinds["media"],
+            self.events.emit({"event": "closed", "from": who, "call": call_id,
+                              "reason": conn.close_reason, "media": kinds["media"],
                               "duration_s": round(time.monotonic() - started, 1), **summary})
+            if call_id is not None and self.calls is not None:
+                with contextlib.suppress(HailingError):  # the log is closing with the daemon
+                    self.calls.ended_here(call_id, conn.peer, str(conn.close_reason))
 
     async def _pump_chain(self, queue: asyncio.Queue[Any]) -> None:
         while True:
