@@ -281,6 +281,24 @@ class Calls:
         self.log.add(_new_id(), "in", peer, _media_word(media), "refused", reason)
         self.stats["refused"] += 1
 
+    def answered_here(self, peer: bytes, media: Sequence[str]) -> str:
+        """A media call the daemon answered itself (``--auto-answer``): logged as
+        answered; returns its call id (for :meth:`ended_here`)."""
+        call_id = _new_id()
+        now = time.time()
+        self.log.add(call_id, "in", peer, _media_word(media), "answered", at=now)
+        self.log.update(call_id, "answered", answered_at=now)
+        self.stats["answered_here"] += 1
+        return call_id
+
+    def ended_here(self, call_id: str, peer: bytes, reason: str) -> dict[str, Any]:
+        """That call ended: logged, ``call-ended`` emitted; its duration (or {})."""
+        self.log.update(call_id, "ended", reason, ended_at=time.time())
+        duration = _duration(self.log.get(call_id))
+        self.events.emit({"event": "call-ended", "call": call_id,
+                          "from": format_contact_id(peer), **duration, "reason": reason})
+        return duration
+
     def _changed(self, call_id: str, call: IncomingCall) -> None:
         who = format_contact_id(call.sender)
         now = time.time()
