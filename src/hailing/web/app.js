@@ -21,6 +21,7 @@ const state = {
   unread: new Map(),        // contact_id -> count
   transfers: new Map(),     // key -> {row, progress}
   callsRoute: true,         // GET /api/calls exists (false after a 404)
+  callSeen: new Map(),      // contact_id -> when the call log last saw them
 };
 
 // -- contacts ------------------------------------------------------------------------------
@@ -35,7 +36,8 @@ function displayName(id, fallback) {
 function presenceText(c) {
   if (c.state === "blocked") return "blocked";
   if (c.online) return "connected";
-  if (c.last_seen) return `last seen ${ago(c.last_seen)}`;
+  const seen = Math.max(c.last_seen || 0, state.callSeen.get(c.contact_id) || 0);
+  if (seen) return `last seen ${ago(seen)}`;
   return "not seen yet";
 }
 
@@ -511,11 +513,24 @@ async function loadCalls() {
     }
     calls = [];
   }
+  seenInCalls(calls);
   const list = $("#call-log-list");
   clear(list);
   for (const c of calls) list.append(callItem(c));
   $("#call-log-empty").hidden = calls.length > 0;
   $("#call-log").hidden = false;
+}
+
+function seenInCalls(calls) {
+  // A call they made (rung, refused or missed) or answered says they were there then.
+  for (const call of calls) {
+    const there = call.direction === "in" || ["answered", "ended"].includes(call.state);
+    const who = call.direction === "in" ? call.from : call.to;
+    const at = call.ended_at || call.at;
+    if (there && who && at && !(state.callSeen.get(who) >= at)) state.callSeen.set(who, at);
+  }
+  renderContacts();
+  if (state.selected) renderChatHead();
 }
 
 function callItem(c) {
@@ -629,6 +644,10 @@ async function main() {
   } catch (err) {
     console.warn("calls are not available:", err);
   }
+  // The calls' own floating buttons (e.g. "allow call notifications") go in the sidebar,
+  // where they cover nothing.
+  const chip = document.querySelector('[data-testid="enable-notifications"]');
+  if (chip) $("#notify-slot").append(chip.closest(".hl-calls") || chip);
 }
 
 main();
