@@ -57,6 +57,12 @@ function renderContacts() {
   clear(list);
   for (const c of sorted) list.append(contactRow(c));
   $("#contacts-empty").hidden = sorted.length > 0;
+  showUnread();
+}
+
+function showUnread() {
+  const total = [...state.unread.values()].reduce((a, b) => a + b, 0);
+  document.title = total ? `(${total}) hailing` : "hailing";
 }
 
 function contactRow(c) {
@@ -215,6 +221,11 @@ function messageItem(m) {
     body = el("div", { class: "bubble" }, m.text || "");
   }
   const meta = el("span", { class: "meta" }, m.failed ? `not sent: ${m.failed}` : m.pending ? "sending…" : clock(m.at));
+  if (m.failed && m.kind === "text") {
+    const retry = el("button", { type: "button", class: "link", "data-testid": "retry" }, "Retry");
+    retry.addEventListener("click", () => resend(state.selected, m));
+    meta.append(" · ", retry);
+  }
   return el("li", attrs, body, meta);
 }
 
@@ -244,6 +255,19 @@ async function sendText(event) {
   autosize();
   const m = { direction: "out", kind: "text", text, at: Date.now() / 1000, pending: true };
   addMessage(contact, m);
+  await deliver(contact, m);
+}
+
+async function resend(contact, m) {
+  m.failed = null;
+  m.pending = true;
+  m.at = Date.now() / 1000;
+  if (state.selected === contact) renderMessages();
+  await deliver(contact, m);
+}
+
+async function deliver(contact, m) {
+  const text = m.text;
   try {
     await api("POST", "/api/send", { contact, text });
     m.pending = false;
@@ -599,6 +623,13 @@ function wire() {
   $("#back").addEventListener("click", () => selectContact(null));
   $("#chat-call-audio").addEventListener("click", () => startCall(state.selected, "audio"));
   $("#chat-call-video").addEventListener("click", () => startCall(state.selected, "video"));
+  document.addEventListener("click", (e) => {
+    const menu = $("#contact-menu");
+    if (menu.open && !menu.contains(e.target)) menu.open = false;
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") $("#contact-menu").open = false;
+  });
   for (const action of ["rename", "block", "allow", "remove"]) {
     $(`#contact-${action}`).addEventListener("click", () => contactAction(action));
   }
