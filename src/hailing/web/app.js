@@ -158,6 +158,8 @@ function renderChatHead() {
   $("#contact-allow").hidden = !blocked;
   $("#chat-call-audio").disabled = blocked;
   $("#chat-call-video").disabled = blocked;
+  for (const sel of ["#chat-input", "#chat-send", "#file-input"]) $(sel).disabled = blocked;
+  $("#chat-input").placeholder = blocked ? `${c.name} is blocked: allow them (⋮) to chat` : "Message";
 }
 
 async function loadHistory(id, before = null) {
@@ -608,6 +610,7 @@ function connState(s) {
 
 function wire() {
   $("#add-contact-form").addEventListener("submit", addContact);
+  $("#add-contact-input").addEventListener("input", () => hideError("#add-contact-error"));
   $("#composer").addEventListener("submit", sendText);
   $("#chat-input").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
