@@ -138,6 +138,21 @@ def test_the_app_files_ship_in_the_package() -> None:
         assert f'data-testid="{hook}"' in index, hook
 
 
+def test_the_app_talks_to_no_other_host_and_builds_no_html_from_strings() -> None:
+    files = web_files()
+    for entry in files.iterdir():
+        if not entry.name.endswith((".js", ".html", ".css")):
+            continue
+        text = entry.read_text()
+        for url in re.findall(r"\b(?:https?|wss?):/+[^\s\"'`)]*", text):
+            assert url.startswith("http://www.w3.org/"), (entry.name, url)  # namespaces only
+        if entry.name.endswith(".js"):
+            code = re.sub(r"//[^\n]*", "", text)  # comments may name what is not done
+            for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write",
+                         "eval(", "new Function", "setAttribute(\"style\""):
+                assert sink not in code, (entry.name, sink)
+
+
 def test_pyproject_ships_the_web_files() -> None:
     text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert '"web/*"' in text.split("[tool.setuptools.package-data]")[1].split("\n")[1]
