@@ -49,6 +49,7 @@ from .web import AUTH_KEY, UP_CODE_TTL, WebAuth, open_handler, security_headers,
 from .webapp import WebRoutes
 
 if TYPE_CHECKING:
+    from .calls import Calls
     from .service import Daemon
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,14 @@ class ApiServer:
         r.add_get("/api/links", self.get_links)
         r.add_post("/api/refresh", self.refresh)
         r.add_get("/api/events", self.events)
+        r.add_post("/api/calls", self.place_call)
+        r.add_get("/api/calls", self.get_calls)
+        r.add_get("/api/calls/{call}", self.get_call)
+        r.add_delete("/api/calls/{call}", self.cancel_call)
+        r.add_post("/api/calls/{call}/accept", self.accept_call)
+        r.add_post("/api/calls/{call}/decline", self.decline_call)
+        r.add_post("/api/calls/{call}/verify", self.verify_call)
+        r.add_post("/api/calls/{call}/end", self.end_call)
         self.web.add_to(app)
         # The web app: /open (sign-in link), then its files (last: anything else is 404).
         r.add_get("/open", open_handler(self.auth))
@@ -297,6 +306,52 @@ class ApiServer:
     async def refresh(self, request: web.Request) -> web.Response:
         await self.daemon.refresh()
         return web.json_response({"refreshed": True})
+
+    # -- browser calls (hailing.daemon.calls) ----------------------------------------------
+
+    def _calls(self) -> Calls:
+        if self.daemon.calls is None:
+            raise DaemonError("the daemon is not started")
+        return self.daemon.calls
+
+    async def place_call(self, request: web.Request) -> web.Response:
+        """The page's offer, dialed; answered when the callee's page accepted. Aborting
+        the request (or ``DELETE /api/calls/{id}``) cancels the call."""
+        body = await _body(request)
+        calls = self._calls()
+        peer = self.daemon.resolve(_req(body, "contact", str))
+        result = await calls.place(peer, _req(body, "sdp", str), _req(body, "media", str),
+                                   _opt(body, "call", str), _timeout(body))
+        return web.json_response(result)
+
+    async def get_calls(self, request: web.Request) -> web.Response:
+        limit = _query_int(request.query.get("limit"), "limit", 50)
+        return web.json_response({"calls": self._calls().list(limit)})
+
+    async def get_call(self, request: web.Request) -> web.Response:
+        return web.json_response(self._calls().get(request.match_info["call"]))
+
+    async def cancel_call(self, request: web.Request) -> web.Response:
+        return web.json_response(self._calls().cancel(request.match_info["call"]))
+
+    async def accept_call(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        result = await self._calls().accept(request.match_info["call"], _req(body, "sdp", str))
+        return web.json_response(result)
+
+    async def decline_call(self, request: web.Request) -> web.Response:
+        await _body(request, empty_ok=True)
+        return web.json_response(self._calls().decline(request.match_info["call"]))
+
+    async def verify_call(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        ok = self._calls().verify(request.match_info["call"], _req(body, "proof", str))
+        return web.json_response({"ok": ok})
+
+    async def end_call(self, request: web.Request) -> web.Response:
+        body = await _body(request, empty_ok=True)
+        return web.json_response(
+            self._calls().end(request.match_info["call"], _opt(body, "reason", str)))
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """The event stream: one JSON text frame per event, from the moment the handshake
