@@ -348,12 +348,17 @@ function endTransfer(contact, name) {
   t.row.remove();
 }
 
-async function sendFile() {
+async function pickedFiles() {
   const input = $("#file-input");
-  const file = input.files && input.files[0];
-  const contact = state.selected;
+  const files = [...(input.files || [])];
   input.value = "";
-  if (!file || !contact) return;
+  for (const file of files) sendFile(file);
+}
+
+async function sendFile(file) {
+  const contact = state.selected;
+  const c = contactById(contact);
+  if (!file || !c || c.state === "blocked") return;
   const t = transfer(contact, file.name, file.size, "uploading…");
   t.row.dataset.phase = "upload";
   const form = new FormData();
@@ -619,7 +624,23 @@ function wire() {
     }
   });
   $("#chat-input").addEventListener("input", autosize);
-  $("#file-input").addEventListener("change", sendFile);
+  $("#file-input").addEventListener("change", pickedFiles);
+  // Files dropped on the conversation are sent too.
+  const chat = $("#chat");
+  chat.addEventListener("dragover", (e) => {
+    if (![...e.dataTransfer.types].includes("Files")) return;
+    e.preventDefault();
+    chat.dataset.drop = "true";
+  });
+  chat.addEventListener("dragleave", (e) => {
+    if (!chat.contains(e.relatedTarget)) delete chat.dataset.drop;
+  });
+  chat.addEventListener("drop", (e) => {
+    delete chat.dataset.drop;
+    if (!e.dataTransfer.files.length) return;
+    e.preventDefault();
+    for (const file of e.dataTransfer.files) sendFile(file);
+  });
   $("#status-select").addEventListener("change", setStatus);
   $("#show-card").addEventListener("click", showCard);
   $("#copy-card").addEventListener("click", copyCard);
