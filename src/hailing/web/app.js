@@ -579,7 +579,19 @@ function callItem(c) {
     el("span", { class: "call-who" }, name || "someone unknown"),
     el("span", { class: "call-what" }, `${c.media === "video" ? "video · " : ""}${what}`),
     el("time", { class: "call-when" }, ago(c.at)));
-  if (who && contactById(who)) item.addEventListener("click", () => selectContact(who));
+  const known = who ? contactById(who) : null;
+  if (known) {
+    item.classList.add("known");
+    item.addEventListener("click", () => selectContact(who));
+    if (known.state !== "blocked") {
+      const media = c.media === "video" ? "video" : "audio";
+      const back = el("button", { type: "button", class: "icon-btn call-back", "data-testid": "call-back",
+                                  title: `Call ${known.name}`, "aria-label": `Call ${known.name}` },
+                      svgIcon(media === "video" ? ICONS.video : ICONS.phone));
+      back.addEventListener("click", (e) => { e.stopPropagation(); startCall(who, media); });
+      item.append(back);
+    }
+  }
   return item;
 }
 
