@@ -239,6 +239,8 @@ async def test_open_swaps_a_code_for_a_cookie_once(node: Daemon) -> None:
     for bad in ("", "nope", "x" * 200):
         status, h, _ = await c.request("GET", f"/open?code={bad}")
         assert status == 403 and "set-cookie" not in h
+    web = _json((await c.request("GET", "/api/status", bearer=True))[2])["web"]
+    assert web["sessions"] == 1 and web["codes_refused"] == 3  # "" is not even tried
 
 
 def test_a_code_expires_and_codes_are_bounded() -> None:
@@ -418,6 +420,8 @@ async def test_upload_sends_the_file_then_removes_it(node: Daemon, tmp_path: Pat
                                    headers={"Content-Type": ctype}, bearer=True)
     assert status == 404
     assert len(sent) == 1 and not any(p.is_file() for p in (node.data_dir / "uploads").rglob("*"))
+    status, _, body = await c.request("GET", "/api/status", bearer=True)
+    assert _json(body)["web"]["uploads_refused"] == 1 + len(garbage)  # counted
 
 
 async def test_download_serves_received_files_only(node: Daemon, tmp_path: Path) -> None:
