@@ -26,7 +26,8 @@ from hailing.identity import load_or_create_identity, make_card, parse_card
 from hailing.services.contacts import ContactBook
 from hailing.signaling.store import SignalStore
 
-WEB_FILES = ("index.html", "app.js", "api.js", "ui.js", "style.css", "icon.svg", "signin.html")
+WEB_FILES = ("index.html", "app.js", "api.js", "ui.js", "state.js", "files.js", "calllog.js",
+             "style.css", "icon.svg", "signin.html")
 
 
 class FakePeer:

@@ -9,29 +9,13 @@
 // and refreshes the call log on the daemon's call events. Everything comes from the
 // daemon's API (api.js): no other host is ever contacted.
 
-import { api, upload, events, startEvents, ApiError } from "./api.js";
-import { $, el, clear, initials, ago, bytes, clock, day, toast, ask, confirmBox } from "./ui.js";
-
-const state = {
-  me: null,                 // GET /api/status
-  contacts: new Map(),      // contact_id -> {contact_id, name, state, online, last_seen}
-  selected: null,           // contact_id
-  messages: new Map(),      // contact_id -> [entry] (history entries and pending sends)
-  oldest: new Map(),        // contact_id -> smallest history id loaded (paging back)
-  unread: new Map(),        // contact_id -> count
-  transfers: new Map(),     // key -> {row, progress}
-  callsRoute: true,         // GET /api/calls exists (false after a 404)
-  callSeen: new Map(),      // contact_id -> when the call log last saw them
-};
+import { api, events, startEvents, ApiError } from "./api.js";
+import { $, el, clear, initials, ago, bytes, clock, day, toast, ask, confirmBox, hue, svgIcon, ICONS } from "./ui.js";
+import { state, hooks, contactById, displayName } from "./state.js";
+import { renderTransfers, pickedFiles, sendFile, onFileProgress, onFileSent, onFileStarted, onFileEnded } from "./files.js";
+import { loadCalls } from "./calllog.js";
 
 // -- contacts ------------------------------------------------------------------------------
-
-function contactById(id) { return state.contacts.get(id) || null; }
-
-function displayName(id, fallback) {
-  const c = contactById(id);
-  return c ? c.name : (fallback || `${id.slice(0, 10)}…`);
-}
 
 function presenceText(c) {
   if (c.state === "blocked") return "blocked";
@@ -89,29 +73,6 @@ function contactRow(c) {
     "data-state": c.state, "data-online": c.online ? "true" : "false",
   }, open, el("span", { class: "contact-calls" },
     callButton("audio", "Audio", ICONS.phone), callButton("video", "Video", ICONS.video)));
-}
-
-function hue(id) {
-  let h = 0;
-  for (const ch of id) h = (h * 31 + ch.charCodeAt(0)) % 12;
-  return String(h);
-}
-
-const ICONS = {
-  phone: "M6.6 10.8a15 15 0 006.6 6.6l2.2-2.2a1 1 0 011-.25 11.4 11.4 0 003.6.57 1 1 0 011 1V20a1 1 0 01-1 1A17 17 0 013 4a1 1 0 011-1h3.5a1 1 0 011 1c0 1.25.2 2.45.57 3.57a1 1 0 01-.25 1z",
-  video: "M17 10.5V7a1 1 0 00-1-1H4a1 1 0 00-1 1v10a1 1 0 001 1h12a1 1 0 001-1v-3.5l4 4v-11z",
-  file: "M14 2H6a2 2 0 00-2 2v16a2 2 0 002 2h12a2 2 0 002-2V8zM14 2v6h6",
-};
-
-function svgIcon(d) {
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", "0 0 24 24");
-  svg.setAttribute("aria-hidden", "true");
-  const path = document.createElementNS(ns, "path");
-  path.setAttribute("d", d);
-  svg.append(path);
-  return svg;
 }
 
 function startCall(contact, media) {
@@ -313,100 +274,6 @@ function onIncoming(ev) {
   }
 }
 
-// -- files ---------------------------------------------------------------------------------
-
-function transferKey(contact, name) { return `${contact}\n${name}`; }
-
-function renderTransfers() {
-  const box = $("#transfers");
-  clear(box);
-  for (const [key, t] of state.transfers) {
-    if (key.startsWith(`${state.selected}\n`)) box.append(t.row);
-  }
-}
-
-function transfer(contact, name, size, label) {
-  const key = transferKey(contact, name);
-  let t = state.transfers.get(key);
-  if (!t) {
-    const progress = el("progress", { "data-testid": "file-progress", max: String(Math.max(size, 1)), value: "0" });
-    const status = el("span", { class: "transfer-status" }, label);
-    const row = el("div", { class: "transfer", "data-testid": "file-transfer", "data-name": name },
-      svgIcon(ICONS.file), el("span", { class: "transfer-name" }, name), progress, status);
-    t = { row, progress, status };
-    state.transfers.set(key, t);
-    renderTransfers();
-  }
-  return t;
-}
-
-function endTransfer(contact, name) {
-  const key = transferKey(contact, name);
-  const t = state.transfers.get(key);
-  if (!t) return;
-  state.transfers.delete(key);
-  t.row.remove();
-}
-
-async function pickedFiles() {
-  const input = $("#file-input");
-  const files = [...(input.files || [])];
-  input.value = "";
-  for (const file of files) sendFile(file);
-}
-
-async function sendFile(file) {
-  const contact = state.selected;
-  const c = contactById(contact);
-  if (!file || !c || c.state === "blocked") return;
-  const t = transfer(contact, file.name, file.size, "uploading…");
-  t.row.dataset.phase = "upload";
-  const form = new FormData();
-  form.append("file", file, file.name);
-  try {
-    await upload(`/api/upload?contact=${encodeURIComponent(contact)}`, form, (loaded, total) => {
-      t.progress.max = total;
-      t.progress.value = loaded;
-      if (loaded >= total) {
-        t.status.textContent = "calling…";
-        t.progress.removeAttribute("value");  // indeterminate until the first file-progress
-      }
-    });
-    t.row.dataset.phase = "done";
-    endTransfer(contact, file.name);
-  } catch (err) {
-    t.row.dataset.phase = "failed";
-    t.status.textContent = `not sent: ${err.message}`;
-    const dismiss = el("button", { type: "button", class: "link", "data-testid": "dismiss-transfer" }, "Dismiss");
-    dismiss.addEventListener("click", () => endTransfer(contact, file.name));
-    t.row.append(dismiss);
-  }
-}
-
-function onFileProgress(ev) {
-  const t = transfer(ev.to, ev.name, ev.size, "");
-  t.row.dataset.phase = "send";
-  t.progress.max = Math.max(ev.size, 1);
-  t.progress.value = ev.sent;
-  const pct = ev.size ? Math.floor((100 * ev.sent) / ev.size) : 100;
-  t.status.textContent = `${pct}% · ${bytes(ev.sent)} of ${bytes(ev.size)}`;
-}
-
-function onFileSent(ev) {
-  endTransfer(ev.to, ev.name);
-  addMessage(ev.to, { id: ev.id, direction: "out", kind: "file", name: ev.name, size: ev.size, at: ev.at });
-}
-
-function onFileStarted(ev) {
-  const t = transfer(ev.from, ev.name, ev.size, `receiving ${bytes(ev.size)}…`);
-  t.row.dataset.phase = "receive";
-  t.progress.removeAttribute("value");
-}
-
-function onFileEnded(ev) {
-  endTransfer(ev.from, ev.name);
-}
-
 // -- me: status and card -------------------------------------------------------------------
 
 async function loadMe() {
@@ -524,82 +391,6 @@ async function contactAction(action) {
   }
 }
 
-// -- the call log --------------------------------------------------------------------------
-
-const CALL_WORDS = {
-  missed: "Missed", declined: "Declined", refused: "Refused", cancelled: "Cancelled",
-  failed: "Failed", answered: "Answered", ended: "", ringing: "Ringing",
-};
-
-async function loadCalls() {
-  if (!state.callsRoute) return;
-  let calls;
-  try {
-    calls = (await api("GET", "/api/calls?limit=20")).calls || [];
-  } catch (err) {
-    if (err instanceof ApiError && (err.status === 404 || err.status === 405)) {
-      state.callsRoute = false;
-      $("#call-log").hidden = true;
-      return;
-    }
-    calls = [];
-  }
-  seenInCalls(calls);
-  const list = $("#call-log-list");
-  clear(list);
-  for (const c of calls) list.append(callItem(c));
-  $("#call-log-empty").hidden = calls.length > 0;
-  $("#call-log").hidden = false;
-}
-
-function seenInCalls(calls) {
-  // A call they made (rung, refused or missed) or answered says they were there then.
-  for (const call of calls) {
-    const there = call.direction === "in" || ["answered", "ended"].includes(call.state);
-    const who = call.direction === "in" ? call.from : call.to;
-    const at = call.ended_at || call.at;
-    if (there && who && at && !(state.callSeen.get(who) >= at)) state.callSeen.set(who, at);
-  }
-  renderContacts();
-  if (state.selected) renderChatHead();
-}
-
-function callItem(c) {
-  const who = c.direction === "in" ? c.from : c.to;
-  const name = c.contact || displayName(who || "", "");
-  const missed = c.direction === "in" && (c.state === "missed" || c.state === "refused");
-  let what = CALL_WORDS[c.state] ?? c.state;
-  if (c.state === "refused" && c.reason) what = `Refused (${c.reason})`;
-  if ((c.state === "ended" || c.state === "answered") && c.duration_s != null) what = duration(c.duration_s);
-  const attrs = { class: `call-entry ${c.direction}${missed ? " missed" : ""}`, "data-testid": missed ? "missed-call" : "call-entry",
-                  "data-state": c.state, "data-direction": c.direction, "data-call": c.call || "" };
-  const arrow = c.direction === "in" ? "↙" : "↗";
-  const item = el("li", attrs,
-    el("span", { class: "call-dir", "aria-label": c.direction === "in" ? "incoming" : "outgoing" }, arrow),
-    el("span", { class: "call-who" }, name || "someone unknown"),
-    el("span", { class: "call-what" }, `${c.media === "video" ? "video · " : ""}${what}`),
-    el("time", { class: "call-when" }, ago(c.at)));
-  const known = who ? contactById(who) : null;
-  if (known) {
-    item.classList.add("known");
-    item.addEventListener("click", () => selectContact(who));
-    if (known.state !== "blocked") {
-      const media = c.media === "video" ? "video" : "audio";
-      const back = el("button", { type: "button", class: "icon-btn call-back", "data-testid": "call-back",
-                                  title: `Call ${known.name}`, "aria-label": `Call ${known.name}` },
-                      svgIcon(media === "video" ? ICONS.video : ICONS.phone));
-      back.addEventListener("click", (e) => { e.stopPropagation(); startCall(who, media); });
-      item.append(back);
-    }
-  }
-  return item;
-}
-
-function duration(s) {
-  const m = Math.floor(s / 60);
-  return m ? `${m} min ${Math.round(s % 60)} s` : `${Math.round(s)} s`;
-}
-
 // -- small helpers -------------------------------------------------------------------------
 
 function showError(sel, err) {
@@ -626,6 +417,10 @@ function connState(s) {
 // -- wiring --------------------------------------------------------------------------------
 
 function wire() {
+  hooks.refresh = () => { renderContacts(); if (state.selected) renderChatHead(); };
+  hooks.open = (id) => selectContact(id);
+  hooks.call = (id, media) => startCall(id, media);
+  hooks.addMessage = (contact, m) => addMessage(contact, m);
   $("#add-contact-form").addEventListener("submit", addContact);
   $("#add-contact-input").addEventListener("input", () => hideError("#add-contact-error"));
   $("#composer").addEventListener("submit", sendText);
