@@ -154,6 +154,33 @@ def test_the_app_talks_to_no_other_host_and_builds_no_html_from_strings() -> Non
                 assert sink not in code, (entry.name, sink)
 
 
+def test_the_app_modules_import_what_exists() -> None:
+    """Every ``import {a, b as c} from "./x.js"`` (and ``import("./x.js")``) of the app's
+    modules names a file of the app that exports those names: a renamed or moved function
+    breaks this test, not the page."""
+    files = web_files()
+    sources = {e.name: e.read_text() for e in files.iterdir() if e.name.endswith(".js")}
+    exported: dict[str, set[str]] = {}
+    for name, text in sources.items():
+        names = set(re.findall(r"^export (?:async )?(?:function\*?|class|const|let|var) "
+                               r"([A-Za-z_$][\w$]*)", text, re.M))
+        for group in re.findall(r"^export \{([^}]*)\}", text, re.M):
+            names |= {n.split(" as ")[-1].strip() for n in group.split(",") if n.strip()}
+        exported[name] = names
+    for name, text in sources.items():
+        for spec, target in re.findall(r"^import \{([^}]*)\} from \"\./([\w.-]+)\";", text, re.M):
+            assert target in sources, (name, target)
+            for item in spec.split(","):
+                wanted = item.split(" as ")[0].strip()
+                if wanted:
+                    assert wanted in exported[target], (name, target, wanted)
+        for target in re.findall(r"import\(\"\./([\w.-]+)\"\)", text):
+            assert target in sources, (name, target)
+    index = files.joinpath("index.html").read_text()
+    for src in re.findall(r'<script[^>]*src="/([\w.-]+)"', index):
+        assert src in sources, src
+
+
 def test_pyproject_ships_the_web_files() -> None:
     text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert '"web/*"' in text.split("[tool.setuptools.package-data]")[1].split("\n")[1]
