@@ -231,6 +231,15 @@ async def test_no_path_leads_out_of_the_app(node: Daemon, path: str) -> None:
     assert node.api_info.token.encode() not in body
 
 
+@pytest.mark.parametrize("path", ["/%61pi/status", "/./api/status", "//api/status",
+                                  "/api/../api/status", "/API/status", "/api/%2e%2e/api/status",
+                                  "/x/../api/status", "/api/status/", "/api/status?x=/open"])
+async def test_no_spelling_of_an_api_path_skips_the_token(node: Daemon, path: str) -> None:
+    status, _, body = await Client(node).request("GET", path)
+    assert status in (400, 401, 404), (path, status, body)
+    assert node.peer.contact_id.encode() not in body
+
+
 async def test_static_files_keep_the_host_check(node: Daemon) -> None:
     c = Client(node)
     for host in ("evil.example", f"evil.example:{c.port}", f"127.0.0.1:{c.port + 1}"):
