@@ -262,15 +262,37 @@ function onIncoming(ev) {
   const m = ev.event === "file"
     ? { id: ev.id, direction: "in", kind: "file", name: ev.name, size: ev.size, sha256: ev.sha256, at: ev.at }
     : { id: ev.id, direction: "in", kind: "text", text: ev.text, at: ev.at };
+  const what = ev.event === "file" ? `sent a file: ${ev.name}` : ev.text;
+  if (!contactById(from)) {
+    // Someone not in the book (the daemon accepts anyone not blocked): offer to add them.
+    toast(`Someone not in your contacts (${from.slice(0, 12)}…): ${what}`, () => {
+      $("#add-contact-input").value = from;
+      $("#add-contact-name").hidden = false;
+      $("#add-contact-name").focus();
+    });
+    return;
+  }
   updateContact(from, { online: true, last_seen: ev.at });
+  const who = displayName(from, ev.contact);
   if (state.selected === from) {
     addMessage(from, m);
   } else {
     state.unread.set(from, (state.unread.get(from) || 0) + 1);
     renderContacts();
-    const who = displayName(from, ev.contact);
-    toast(ev.event === "file" ? `${who} sent a file: ${ev.name}` : `${who}: ${ev.text}`,
-          () => selectContact(from));
+    toast(ev.event === "file" ? `${who} ${what}` : `${who}: ${what}`, () => selectContact(from));
+  }
+  if (document.hidden) notify(who, what, from);
+}
+
+function notify(title, body, from) {
+  // A system notification when the tab is in the background (if the user allowed them,
+  // e.g. with the calls' "allow call notifications" button).
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  try {
+    const n = new Notification(title, { body, tag: `hailing-message-${from}` });
+    n.onclick = () => { window.focus(); selectContact(from); n.close(); };
+  } catch {
+    // some browsers only allow notifications from a service worker: the toast stays
   }
 }
 
@@ -281,12 +303,31 @@ async function loadMe() {
   $("#me-name").textContent = state.me.name || "Me";
   $("#me-avatar").textContent = initials(state.me.name || "Me");
   $("#me-avatar").dataset.hue = hue(state.me.contact_id);
-  showStatus(state.me.status);
+  showStatus(state.me.status, state.me.accept_any);
 }
 
-function showStatus(status) {
+function showStatus(status, acceptAny = undefined) {
   $("#status-select").value = status;
   $("#status-dot").dataset.status = status;
+  if (state.me) {
+    state.me.status = status;
+    if (acceptAny !== undefined) state.me.accept_any = acceptAny;
+  }
+  if (acceptAny !== undefined) {
+    $("#reach-anyone").checked = acceptAny;
+    $("#reach-contacts").checked = !acceptAny;
+  }
+}
+
+async function setReach() {
+  const acceptAny = $("#reach-anyone").checked;
+  try {
+    const now = await api("POST", "/api/status", { accept_any: acceptAny });
+    showStatus(now.status, now.accept_any);
+  } catch (err) {
+    toast(`not changed: ${err.message}`);
+    if (state.me) showStatus(state.me.status, state.me.accept_any);
+  }
 }
 
 async function setStatus() {
@@ -450,6 +491,8 @@ function wire() {
   });
   $("#status-select").addEventListener("change", setStatus);
   $("#show-card").addEventListener("click", showCard);
+  $("#show-settings").addEventListener("click", () => $("#settings-dialog").showModal());
+  for (const radio of ["#reach-contacts", "#reach-anyone"]) $(radio).addEventListener("change", setReach);
   $("#copy-card").addEventListener("click", copyCard);
   $("#back").addEventListener("click", () => selectContact(null));
   $("#chat-call-audio").addEventListener("click", () => startCall(state.selected, "audio"));
@@ -485,7 +528,7 @@ function wire() {
     if (!e.detail.links) updateContact(e.detail.from || e.detail.to, { online: false, last_seen: e.detail.at });
   });
   events.addEventListener("contact", () => loadContacts());
-  events.addEventListener("presence", (e) => showStatus(e.detail.status));
+  events.addEventListener("presence", (e) => showStatus(e.detail.status, e.detail.accept_any));
   for (const kind of ["call", "missed", "call-ended", "ring-ended", "ring"]) {
     events.addEventListener(kind, () => loadCalls());
   }
