@@ -456,8 +456,8 @@ async function addContact(event) {
     toast(`${c.name} added`);
   } catch (err) {
     showError("#add-contact-error", err);
-    if (err instanceof ApiError && err.kind === "NameTaken") {
-      nameInput.hidden = false;
+    if (err instanceof ApiError && err.status === 400 && /name/.test(err.message)) {
+      nameInput.hidden = false;  // no name on the card, or one already taken: ask for one
       nameInput.focus();
     }
   }
@@ -560,7 +560,8 @@ function autosize() {
 function connState(s) {
   const e = $("#conn-state");
   e.dataset.state = s;
-  e.textContent = { open: "online", closed: "reconnecting…", unauthorized: "signed out", connecting: "connecting…" }[s] || s;
+  e.textContent = { open: "", closed: "reconnecting to your node…", unauthorized: "signed out",
+                    connecting: "connecting…" }[s] ?? s;
   $("#signin").hidden = s !== "unauthorized";
 }
 

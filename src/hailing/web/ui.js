@@ -22,8 +22,9 @@ export function clear(node) {
 
 export function initials(name) {
   const parts = String(name || "?").trim().split(/\s+/).filter(Boolean);
-  const letters = parts.length > 1 ? parts[0][0] + parts[parts.length - 1][0] : (parts[0] || "?").slice(0, 2);
-  return letters.toUpperCase();
+  const first = [...(parts[0] || "?")][0];
+  const last = parts.length > 1 ? [...parts[parts.length - 1]][0] : "";
+  return (first + last).toUpperCase();
 }
 
 /** "just now", "5 min ago", "3 h ago", "yesterday", "12 Mar" */
