@@ -23,7 +23,8 @@
 //
 // A Call is an EventTarget: "state" (detail {state, reason}), "tracks" (local or remote
 // media changed), "stats" (detail: summarizeStats' object), "message" (a text a Python
-// peer sent on the channel). It never touches the DOM.
+// peer sent on the channel), "notice" (something to tell the user, e.g. no camera). It
+// never touches the DOM. abandon() is for a page going away (pagehide).
 
 export const GATHER_TIMEOUT_MS = 4000;
 export const PING_INTERVAL_MS = 1000;
@@ -422,12 +423,21 @@ export class Call extends EventTarget {
 
   // -- internals ---------------------------------------------------------------------------
 
+  // The microphone (and camera). A video call without a usable camera goes on with sound
+  // only (this side still receives the other's video); no microphone at all fails.
   async _openMedia(video) {
     let stream;
     try {
       stream = await navigator.mediaDevices.getUserMedia({ audio: true, video });
     } catch (err) {
-      throw new Error(mediaError(err));
+      if (!video || err.name === "NotAllowedError" || err.name === "AbortError") throw new Error(mediaError(err));
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      } catch {
+        throw new Error(mediaError(err));
+      }
+      this.noCamera = mediaError(err).replace("microphone or camera", "camera");
+      this._emit("notice", { text: `${this.noCamera}: sound only from this side` });
     }
     if (!this.active) {
       stream.getTracks().forEach((t) => t.stop());
@@ -451,6 +461,34 @@ export class Call extends EventTarget {
     for (const track of this.localStream.getTracks()) {
       this.pc.addTrack(track, this.localStream);
     }
+    // A video call whose camera failed still receives the other side's video.
+    if (this.direction === "out" && this.media === "video" && !this.hasLocalVideo) {
+      this.pc.addTransceiver("video", { direction: "recvonly" });
+    }
+  }
+
+  // The page is going away (closed, reloaded): hang up without waiting for anything.
+  // Requests use keepalive so that they outlive the page.
+  abandon() {
+    if (!this.active) return;
+    const path = `/api/calls/${encodeURIComponent(this.id)}`;
+    const send = (method, suffix, body) => {
+      try {
+        fetch(path + suffix, { method, credentials: "same-origin", keepalive: true,
+          headers: { "Content-Type": "application/json" }, body: body && JSON.stringify(body) });
+      } catch {
+        /* nothing more can be done from a closing page */
+      }
+    };
+    if (this.state === "ringing") return;
+    if (!this._answered) {
+      if (this.direction === "out") send("DELETE", "");
+    } else {
+      this._send({ t: "bye" });
+      send("POST", "/end", { reason: "the page was closed" });
+    }
+    this._answered = false; // _end must not post /end again
+    this._end("the page was closed");
   }
 
   _videoSender() {
@@ -510,15 +548,20 @@ export class Call extends EventTarget {
   }
 
   _startKeepalive() {
-    this._every(PING_INTERVAL_MS, () => {
-      const silent = now() - this._lastHeard;
+    let lastPing = 0;
+    this._every(250, () => {
+      const t = now();
+      const silent = t - this._lastHeard;
       const limit = this.verified ? SILENCE_MS : HELLO_TIMEOUT_MS;
       if (silent >= limit) {
-        this._end(this.verified ? `${this.name} stopped answering (nothing for ${Math.round(silent / 1000)} s)`
+        this._end(this.verified ? `${this.name} stopped answering (nothing for ${Math.floor(silent / 1000)} s)`
           : `${this.name} did not prove their identity in time`);
         return;
       }
-      if (this.verified) this._send({ t: "ping" });
+      if (this.verified && t - lastPing >= PING_INTERVAL_MS) {
+        lastPing = t;
+        this._send({ t: "ping" });
+      }
     });
   }
 

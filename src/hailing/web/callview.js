@@ -152,6 +152,7 @@ export class CallView {
     on("tracks", () => this.render());
     on("stats", () => this.renderStats());
     on("message", (e) => this.flash(`${call.name}: ${e.detail.text}`));
+    on("notice", (e) => this.flash(e.detail.text));
     this.name.textContent = call.name;
     this.avatar.textContent = initials(call.name);
     this.statsBox.replaceChildren();
