@@ -62,6 +62,7 @@ def test_media_kinds_and_bad_page_sdps() -> None:
     assert body[0] == sdp_text.FORMAT and sdp_text.unpack_sdp_text(body) == OFFER
     assert len(fp) == 32
     for bad in [None, 5, b"v=0", "", "hello", "v=0\r\n", "v=0\r\n" + "a=x\r\n" * 4000,
+                OFFER * 2, OFFER + "garbage\r\n", "v=0\x00" + OFFER,
                 OFFER.replace("a=fingerprint:sha-256", "a=fingerprint:sha-1"),
                 OFFER + "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\n"]:
         with pytest.raises(LocalProtocolError):

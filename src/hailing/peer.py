@@ -99,7 +99,8 @@ class Peer:
     ``(name, timeout)`` pairs) sets the fallback order; ``couplers`` adds ready-made
     :class:`~hailing.session.coupler.Coupler` objects (by default the ladder is theirs).
     ``rtc_configuration`` or ``pc_factory`` replace the default peer connection (no ICE
-    server); ``answer_tracks(caller)`` gives media tracks to add when answering.
+    server); ``answer_tracks(caller)`` gives media tracks to add when answering a call
+    that has media (fresh ones each time: they are stopped when that call ends).
     ``node`` shares a running :class:`DhtNode` (then the Peer neither starts nor stops
     it); else ``dht_config`` configures the node it starts (a short-lived client, such as
     a one-shot ``hailing send``, should pass ``DhtConfig(read_only=True)``: a BEP43
@@ -329,7 +330,8 @@ class Peer:
         if named); ``conn.coupler`` says which one carried the call. With ``via`` (an
         open connection to the same contact) the offer and the answer travel over that
         data channel: no DHT, no chain, no relay. ``tracks`` are media tracks added
-        before the offer. Raises :class:`QueryTimeout` with one clear line when nobody
+        before the offer (or a kind, ``"audio"`` / ``"video"``, to receive that media
+        without sending any); the peer's tracks are in ``conn.tracks.received``. Raises :class:`QueryTimeout` with one clear line when nobody
         answered: the callee is offline, refused, or blocked us (on purpose, these look
         the same)."""
         peer = parse_contact_id(contact) if isinstance(contact, str) else contact

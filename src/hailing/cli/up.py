@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LocalProtocolError
+from ..errors import LocalProtocolError, UsageError
 from ._common import _hostport, _ice_ip, _stop_on_signal
 from ._config import DATA_DIR_ENV, default_data_dir
 from ._shared import NETWORK_SETTINGS, add_contract_options, contract_peer_kwargs
@@ -68,11 +68,13 @@ def _command(text: str) -> list[str]:
     return argv
 
 
-def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any]:
-    """What ``args`` describe: (make_peer(node) -> Peer, DhtSettings or None)."""
+def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """What ``args`` describe: (make_peer(node) -> Peer, DhtSettings or None,
+    MediaOptions or None)."""
     from ..daemon.service import DhtSettings
     from ..rtc import set_host_addresses
 
+    media = _media_options(args)  # wrong media arguments first, before the network ones
     if args.ice_host:
         set_host_addresses(args.ice_host)
     common: dict[str, Any] = {
@@ -92,12 +94,35 @@ def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any]:
         bind = args.bind or (("127.0.0.1", 0) if loopback else ("0.0.0.0", 0))
         dht = DhtSettings(bind, tuple(args.bootstrap), args.read_only)
 
+    if media is not None:
+        common["answer_tracks"] = media.answer_tracks
+
     def make_peer(node: Any) -> Any:
         from ..peer import Peer
 
         return Peer(args.data_dir, node=node, **common)
 
-    return make_peer, dht
+    return make_peer, dht, media
+
+
+def _media_options(args: argparse.Namespace) -> Any:
+    """``--auto-answer`` and its media files, checked now: MediaOptions, or None."""
+    if not args.auto_answer:
+        for flag, value in (("--play", args.play), ("--record", args.record),
+                            ("--loop", args.loop)):
+            if value:
+                raise UsageError(f"{flag} needs --auto-answer (without it, media calls "
+                                 "are for the web app to answer)")
+        return None
+    if args.loop and args.play is None:
+        raise UsageError("--loop needs --play FILE")
+    from ..rtc.media import MediaOptions
+
+    media = MediaOptions(play=Path(args.play) if args.play else None,
+                         record=Path(args.record).absolute() if args.record else None,
+                         loop=args.loop)
+    media.check()
+    return media
 
 
 def _printer() -> Any:
@@ -130,9 +155,9 @@ async def cmd_up(args: argparse.Namespace) -> int:
     # service manager would otherwise quietly become somebody new).
     new_identity = not (Path(args.data_dir) / KEY_FILE).exists()
     stop = _stop_on_signal()  # before the first line: a signal right after it is a clean stop
-    make_peer, dht = _daemon_parts(args)
+    make_peer, dht, media = _daemon_parts(args)
     daemon = Daemon(args.data_dir, make_peer, dht=dht, api_bind=args.api,
-                    idle_close=args.idle_close, on_call=args.on_call)
+                    idle_close=args.idle_close, on_call=args.on_call, media=media)
     daemon.events.add_sink(_printer())
     try:
         await daemon.start()
@@ -195,6 +220,18 @@ def add_up_command(sub: Any) -> None:
                    help="run CMD (split like a shell command, but no shell) for each "
                    "incoming call that rings, with the ring event as one JSON line on its "
                    "stdin (e.g. a notify-send wrapper); at most 10 s, 4 at once")
+    p.add_argument("--auto-answer", action="store_true",
+                   help="answer media calls here (aiortc) instead of ringing the web app: "
+                   "play --play FILE to the caller, record the caller to --record FILE")
+    p.add_argument("--play", default=None, metavar="FILE",
+                   help="(--auto-answer) send this file's audio and video to each caller "
+                   "(default: send nothing)")
+    p.add_argument("--loop", action="store_true",
+                   help="(--auto-answer) play the file again and again")
+    p.add_argument("--record", default=None, metavar="FILE",
+                   help="(--auto-answer) record each call: FILE's name with the caller and "
+                   "the time added (calls.mkv -> calls-NAME-YYYYmmdd-HHMMSS.mkv; the "
+                   "container is the extension's: .mp4 .mov .mkv .webm .wav .ogg .mp3)")
     add_contract_options(p)
     # The data directory's config.toml fills the network options not given (cli._shared.prepare).
     p.set_defaults(func=cmd_up, _default_data_dir=True, _settings=NETWORK_SETTINGS)

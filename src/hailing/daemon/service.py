@@ -10,6 +10,13 @@ open to contacts, the message :class:`~hailing.daemon.history.History`, the
 :class:`~hailing.daemon.events.EventBus`, and the local control API
 (:mod:`hailing.daemon.api`) whose address and token it writes to ``api.json``.
 
+A daemon given :class:`~hailing.rtc.media.MediaOptions` (``hailing up --auto-answer``)
+answers media calls itself: the Peer's ``answer_tracks`` play the file, and each
+accepted connection with media becomes a *media call* instead of a link: its received
+tracks are recorded (one file per call, :func:`~hailing.rtc.media.recording_path`) or
+dropped, ``connected`` and ``closed`` (with ``media`` and ``duration_s``) are emitted, and
+the recording is finalized when the call ends, however it ends.
+
 Its own tasks (the Peer's call events, accepted incoming connections, chain status) are
 supervised: one that fails emits an ``error`` event and sets :attr:`Daemon.failed`, and
 ``hailing up`` then stops with exit 1 instead of running on half broken.
@@ -32,7 +39,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from .._sqlite import data_dir as _make_data_dir
@@ -41,10 +48,13 @@ from ..identity import format_contact_id, parse_contact_id
 from ..node import Addr, format_hostport
 from ._files import ApiInfo, DaemonLock, remove_api_info, write_api_info
 from .calls import Calls
-from .events import Event, EventBus
+from .events import Event, EventBus, item_event
 from .history import History
 from .links import REPLACED, Link, Links
 from .webapp import clean_uploads
+
+if TYPE_CHECKING:
+    from ..rtc.media import MediaOptions
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +80,14 @@ class Daemon:
 
     ``make_peer(node)`` builds the (not yet started) Peer; ``node`` is the daemon's own
     started DHT node when ``dht`` is given (the daemon owns it: one node, shared with
-    the Peer), else None (a Peer signaling through a relay or the contract only)."""
+    the Peer), else None (a Peer signaling through a relay or the contract only).
+    ``media``: the daemon answers media calls itself (the Peer must have been given
+    ``answer_tracks=media.answer_tracks``), see the module docstring."""
 
     def __init__(self, data_dir: str | os.PathLike[str], make_peer: Callable[[Any], Any], *,
                  dht: DhtSettings | None = None, api_bind: Addr = ("127.0.0.1", 0),
                  idle_close: float = 600.0, on_call: Sequence[str] | None = None,
-                 ring_calls: bool = True) -> None:
+                 ring_calls: bool = True, media: MediaOptions | None = None) -> None:
         self.data_dir = Path(data_dir)
         self._make_peer = make_peer
         self.dht = dht
@@ -97,6 +109,9 @@ class Daemon:
         self._locked = False
         self._api: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.media = media
+        self._media_calls: set[asyncio.Task[None]] = set()
+        self._recordings: set[Path] = set()  # files of calls in progress (not written yet)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -115,7 +130,9 @@ class Daemon:
                 self.node = await open_dht_node(self.data_dir, self.dht)
             self.peer = self._make_peer(self.node)
             self.calls.peer = self.peer
-            if self.ring_calls and getattr(self.peer, "on_media_offer", False) is None:
+            # A daemon that auto-answers (media) takes media calls itself: nothing rings.
+            if (self.ring_calls and self.media is None
+                    and getattr(self.peer, "on_media_offer", False) is None):
                 self.peer.on_media_offer = self.calls.ring
             await self.peer.start()
             downloads = getattr(self.peer, "downloads", None)
@@ -149,7 +166,7 @@ class Daemon:
         if self._api is not None:
             await self._api.aclose()
             self._api = None
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self._media_calls]  # a media call finalizes its recording
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -215,7 +232,49 @@ class Daemon:
 
     async def _pump_incoming(self) -> None:
         async for conn in self.peer.incoming():
-            self.links.adopt(conn, outgoing=False)
+            tracks = getattr(conn, "tracks", None)
+            if self.media is not None and tracks is not None and tracks.kinds:
+                task = asyncio.ensure_future(self._media_call(conn))
+                self._media_calls.add(task)
+                task.add_done_callback(self._media_calls.discard)
+            else:
+                self.links.adopt(conn, outgoing=False)
+
+    async def _media_call(self, conn: Any) -> None:
+        """One answered media call (see the module docstring); never raises."""
+        from ..rtc.media import CallMedia, recording_path
+
+        assert self.media is not None
+        who = format_contact_id(conn.peer)
+        record: Path | None = None
+        if self.media.record is not None:
+            record = recording_path(self.media.record, self._contact_name(who) or who[:12],
+                                    taken=self._recordings)
+            self._recordings.add(record)
+        media = CallMedia(conn.tracks.received, record=record)
+        kinds = {"media": conn.tracks.kinds, "sent": [t.kind for t in conn.tracks.sent],
+                 "received": [t.kind for t in conn.tracks.received]}
+        started = time.monotonic()
+        try:
+            await media.start()
+            self.events.emit({"event": "connected", "from": who, **kinds,
+                              "recording": str(record) if media.recorded_kinds else None})
+            async for item in conn:
+                self.events.emit(item_event(item, who))
+        except Exception as exc:
+            log.warning("media call from %s failed: %r", who[:16], exc)
+            with contextlib.suppress(Exception):
+                await conn.close(f"failed: {exc}")
+        finally:
+            summary = await media.stop()  # finalized first, whatever else happens
+            if record is not None:
+                self._recordings.discard(record)
+            if conn.close_reason is None:
+                with contextlib.suppress(Exception):
+                    await conn.close("the daemon stopped")
+            self.events.emit({"event": "closed", "from": who, "reason": conn.close_reason,
+                              "media": kinds["media"],
+                              "duration_s": round(time.monotonic() - started, 1), **summary})
 
     async def _pump_chain(self, queue: asyncio.Queue[Any]) -> None:
         while True:

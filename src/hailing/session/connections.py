@@ -49,6 +49,7 @@ from ..errors import HailingError, LocalProtocolError, QueryTimeout, RemoteProto
 from ..identity import Identity
 from ..rtc.connection import Connection
 from ..rtc.ice import rtc_configuration as default_configuration
+from ..rtc.tracks import add_answer_tracks, media_kinds
 from ..signaling import envelope
 from ..signaling.envelope import KIND_ANSWER, KIND_CANCEL, KIND_OFFER
 from .descriptions import decode_description, description_fingerprint, encode_description
@@ -121,7 +122,11 @@ class ConnectionManager:
     ``supervisor`` are shared with the session. ``rtc_configuration`` or
     ``pc_factory`` (a callable returning a new ``RTCPeerConnection``) replace the default
     peer connection; ``answer_tracks(caller)`` gives the media tracks to add when
-    answering."""
+    answering a call with media (never called for a data-only one): each goes on a media
+    section of its kind the offer has, the others are stopped, and they are stopped when
+    the call's peer connection closes (:func:`~hailing.rtc.tracks.add_answer_tracks`).
+    ``tracks`` given to :meth:`offer` are tracks to send, or a kind (``"audio"``,
+    ``"video"``) to receive without sending."""
 
     def __init__(self, identity: Identity, *, downloads: Path, supervisor: Supervisor,
                  stats: Counter[str], emit: Callable[[CallEvent], None],
@@ -177,8 +182,11 @@ class ConnectionManager:
         self._pcs.add(pc)
         try:
             channel = pc.createDataChannel("hailing")
-            for track in tracks:
-                pc.addTrack(track)
+            for track in tracks:  # a kind alone ("audio"): receive that media, send none
+                if isinstance(track, str):
+                    pc.addTransceiver(track, direction="recvonly")
+                else:
+                    pc.addTrack(track)
             await pc.setLocalDescription(await pc.createOffer())
             body = encode_description(pc.localDescription)
             local_fp = description_fingerprint(body)
@@ -386,8 +394,8 @@ class ConnectionManager:
         try:
             remote_fp = description_fingerprint(offer.body)
             await _apply(pc, offer.body, "offer", "caller")
-            for track in self._answer_tracks(offer.sender) if self._answer_tracks else ():
-                pc.addTrack(track)
+            if self._answer_tracks is not None and media_kinds(pc):  # not for data-only calls
+                add_answer_tracks(pc, self._answer_tracks(offer.sender))
             await pc.setLocalDescription(await pc.createAnswer())
             body = encode_description(pc.localDescription)
             local_fp = description_fingerprint(body)

@@ -55,6 +55,7 @@ log = logging.getLogger("hailing.session")
 #: (connections.ANSWER_REF, which imports this module).
 _REF = 8
 _MEDIA = re.compile(r"^m=(audio|video) ", re.MULTILINE)
+_SDP_LINE = re.compile(r"[a-z]=[^\x00]*")
 _LINES = re.compile(r"[^\n]*\n|[^\n]+")
 
 
@@ -95,14 +96,22 @@ def pack_external_sdp(sdp: object, hosts: Sequence[str] | None) -> tuple[bytes, 
         raise LocalProtocolError("the SDP must be text")
     if len(sdp.encode("utf-8", "replace")) > sdp_text.MAX_TEXT:
         raise LocalProtocolError(f"the SDP is longer than {sdp_text.MAX_TEXT} bytes")
-    if not sdp.startswith("v=0"):
-        raise LocalProtocolError("not an SDP text (it must start with 'v=0')")
+    if not sdp.startswith("v=0") or not _is_sdp(sdp):
+        raise LocalProtocolError("not an SDP text (one 'v=0' line first, then only "
+                                 "'x=value' lines)")
     try:
         body = sdp_text.pack_sdp_text(filter_candidates(sdp, hosts))
         fp = description_fingerprint(body)
     except (HailingError, UnicodeError, ValueError) as exc:
         raise LocalProtocolError(f"not a usable SDP: {exc}") from None
     return body, fp
+
+
+def _is_sdp(sdp: str) -> bool:
+    """RFC 8866's shape: ``<type>=<value>`` lines, one ``v=`` line (the first)."""
+    lines = sdp.splitlines()
+    return (all(_SDP_LINE.fullmatch(line) for line in lines if line)
+            and sum(1 for line in lines if line.startswith("v=")) == 1)
 
 
 def sdp_of_body(body: bytes, kind: Literal["offer", "answer"]) -> str:
