@@ -1,6 +1,7 @@
 """The in-call controls of the web app and the call channel between two browsers: mute,
 camera off, live stats, video added to an audio call and a screen share (both
-renegotiated over the call's data channel), cancel while ringing, decline.
+renegotiated over the call's data channel, also when both sides add video at once), cancel
+while ringing, decline, and the stats summary.
 
 Nothing here is timed: media is checked by counters that must grow, every wait has a
 generous deadline.
@@ -139,6 +140,25 @@ def test_video_added_to_an_audio_call_and_a_screen_share_by_renegotiation(
     hang_up(pa)
     wait_call_over(pa)
     wait_call_over(pc)
+
+
+def test_both_sides_add_video_at_once(trio: dict[str, Up], app: Callable[[Up], Any]) -> None:
+    """Two offers cross on the channel: perfect negotiation (the callee polite) settles it."""
+    alice, bob = trio["alice"], trio["bob"]
+    pa, pb = app(alice), app(bob)
+    start_call(pa, "bob", "audio")
+    accept_call(pb)
+    wait_connected(pa, pb)
+    for page in (pa, pb):
+        page.evaluate("() => { window.hailingCalls.current.addVideo(); }")
+    for page in (pa, pb):
+        first = wait_frames_increase(page, 0)
+        wait_frames_increase(page, first)
+        wait_js(page, "() => window.hailingCalls.pc.signalingState === 'stable'")
+    assert call_state(pa) == call_state(pb) == "connected"
+    hang_up(pb)
+    wait_call_over(pa)
+    wait_call_over(pb)
 
 
 def test_a_screen_share_in_a_video_call_replaces_the_camera(
