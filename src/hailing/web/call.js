@@ -181,14 +181,20 @@ export class Call extends EventTarget {
   async start() {
     try {
       this._setState("calling");
-      await this._openMedia(this.media === "video");
-      if (!this.active) return;
+      // The camera and microphone start while the offer is made and the candidates are
+      // gathered: the transceivers exist first, the tracks go in when they are ready.
+      const media = this._openMedia(this.media === "video");
+      media.catch(() => {}); // awaited below
       await this._newPeerConnection();
-      this._addLocalTracks();
+      const init = { direction: "sendrecv", streams: [this.localStream] };
+      this.pc.addTransceiver("audio", init);
+      if (this.media === "video") this.pc.addTransceiver("video", init);
       this._useChannel(this.pc.createDataChannel("hailing"));
       await this.pc.setLocalDescription(await this.pc.createOffer());
-      await waitForGathering(this.pc);
+      this.timeline.offer = now();
+      await Promise.all([waitForGathering(this.pc), media]);
       if (!this.active) return;
+      await this._attachLocalTracks();
       this.timeline.offerReady = now();
       let answer;
       try {
@@ -223,20 +229,31 @@ export class Call extends EventTarget {
     try {
       this._setState("connecting");
       this.timeline.accepted = now();
+      // The camera and microphone start at once (the ring said which), while the offer is
+      // fetched and answered.
+      const media = this._openMedia(this.media === "video");
+      media.catch(() => {}); // awaited below
       const ring = await this.request("GET", `/api/calls/${encodeURIComponent(this.id)}`);
-      if (!this.active) return;
-      this.media = ring.media === "video" ? "video" : this.media;
-      await this._openMedia(this.media === "video");
       if (!this.active) return;
       await this._newPeerConnection();
       this.pc.addEventListener("datachannel", (e) => {
         if (e.channel.label === "hailing" && !this.channel) this._useChannel(e.channel);
       });
       await this.pc.setRemoteDescription({ type: "offer", sdp: ring.sdp });
-      this._addLocalTracks();
+      const sends = new Set(this.media === "video" ? ["audio", "video"] : ["audio"]);
+      for (const tr of this.pc.getTransceivers()) {
+        const kind = tr.receiver.track.kind;
+        if (sends.has(kind) && !this._transceiverOf(kind, tr)) {
+          tr.direction = "sendrecv";
+          tr.sender.setStreams(this.localStream);
+        }
+      }
       await this.pc.setLocalDescription(await this.pc.createAnswer());
-      await waitForGathering(this.pc);
+      this.timeline.answer = now();
+      await Promise.all([waitForGathering(this.pc), media]);
+      this.timeline.answerReady = now();
       if (!this.active) return;
+      await this._attachLocalTracks();
       const res = await this.request("POST", `/api/calls/${encodeURIComponent(this.id)}/accept`,
         { sdp: this.pc.localDescription.sdp });
       this._answered = true;
@@ -378,6 +395,7 @@ export class Call extends EventTarget {
       return;
     }
     for (const t of stream.getTracks()) this.localStream.addTrack(t);
+    this.timeline.media = now();
     this._emit("tracks");
   }
 
@@ -391,13 +409,17 @@ export class Call extends EventTarget {
     });
   }
 
-  _addLocalTracks() {
+  // The first sending transceiver of `kind` (other than `except`), or undefined.
+  _transceiverOf(kind, except = null) {
+    return this.pc.getTransceivers().find((t) => t !== except && t.receiver.track.kind === kind
+      && (t.direction === "sendrecv" || t.direction === "sendonly"));
+  }
+
+  // Put the camera and microphone tracks on the transceivers made for them.
+  async _attachLocalTracks() {
     for (const track of this.localStream.getTracks()) {
-      this.pc.addTrack(track, this.localStream);
-    }
-    // A video call whose camera failed still receives the other side's video.
-    if (this.direction === "out" && this.media === "video" && !this.hasLocalVideo) {
-      this.pc.addTransceiver("video", { direction: "recvonly" });
+      const tr = this._transceiverOf(track.kind);
+      if (tr && !tr.sender.track) await tr.sender.replaceTrack(track);
     }
   }
 
