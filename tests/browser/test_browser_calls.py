@@ -184,12 +184,13 @@ def test_a_hidden_tab_shows_a_system_notification(
 
 def test_a_browser_calls_a_python_peer_that_plays_a_file_and_records(
         trio: dict[str, Up], app: Callable[[Up], Any], net: str, tmp_path: Path) -> None:
-    """bot runs ``hailing up --auto-answer --play clip.mp4 --record rec.mp4``: the
-    browser sees the clip's frames, and the bot's recording of the browser holds frames."""
+    """bot runs ``hailing up --auto-answer --play clip.mp4 --record recording.mp4``: the
+    browser sees the clip's frames and hears its sound, the bot logs the call, and its
+    recording of the browser (one file per call) holds video and audio frames."""
     alice = trio["alice"]
     clip = make_clip(tmp_path / "clip.mp4")
     bot = Up("bot", alice.data_dir.parent / "bot", ["--bootstrap", net], "--auto-answer",
-             "--play", str(clip), "--loop", "--record", str(tmp_path / "rec.mp4"))
+             "--play", str(clip), "--loop", "--record", str(tmp_path / "recording.mp4"))
     try:
         pa = app(alice)
         start_call(pa, "bot", "video")
@@ -198,14 +199,16 @@ def test_a_browser_calls_a_python_peer_that_plays_a_file_and_records(
         wait_until(lambda: audio_packets(pa), 60, "audio packets")
         connected = bot.wait_event(event="connected", **{"from": alice.contact_id})
         assert sorted(connected.get("media", [])) == ["audio", "video"], connected
+        wait_logged(bot, "answered", "in")
         # Let the bot record a few seconds of the browser's camera.
         wait_until(lambda: frames_decoded(pa) > first + 60, 60, "more frames")
         hang_up(pa)
         wait_call_over(pa)
         bot.wait_event(event="closed", **{"from": alice.contact_id})
+        wait_logged(bot, "ended", "in")
     finally:
         assert bot.stop() == 0, bot.p.output()
     recorded = sorted(tmp_path.glob("recording-alice-*.mp4"))  # one file per call
     assert len(recorded) == 1, sorted(p.name for p in tmp_path.iterdir())
     counts = count_frames(recorded[0])
-    assert counts["video"] > 0, counts
+    assert counts["video"] > 0 and counts["audio"] > 0, counts
