@@ -123,3 +123,19 @@ def test_a_suite_that_collects_nothing_fails(tmp_path: Path) -> None:
     (tmp_path / "test_nothing_here.py").write_text('"""No test in here."""\n')
     with pytest.raises(pytest.fail.Exception, match=r"collected no test \(pytest exit 5\)"):
         run_suite(tmp_path, timeout=120)
+
+
+def test_outside_such_a_namespace_the_browser_tests_are_skipped_with_the_reason() -> None:
+    """The main run collects tests/browser in the host's namespace: skips, never failures
+    (and no Chromium is started)."""
+    if only_loopback():
+        pytest.skip("this run is in a loopback-only namespace: the browser tests run here")
+    env = subprocess_env()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), str(REPO / "tests"),
+                                                    env.get("PYTHONPATH", "")) if p)
+    done = subprocess.run([sys.executable, "-m", "pytest", str(SUITE), "-p", "no:cacheprovider",
+                           "-q", "-rs"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "passed" not in done.stdout and "failed" not in done.stdout, done.stdout
+    assert "network namespace with only lo" in done.stdout, done.stdout
