@@ -255,6 +255,7 @@ class Daemon:
         kinds = {"media": conn.tracks.kinds, "sent": [t.kind for t in conn.tracks.sent],
                  "received": [t.kind for t in conn.tracks.received]}
         started = time.monotonic()
+        logged = self.calls.answered_here(conn.peer, kinds["media"]) if self.calls else None
         try:
             await media.start()
             self.events.emit({"event": "connected", "from": who, **kinds,
@@ -275,6 +276,8 @@ class Daemon:
             self.events.emit({"event": "closed", "from": who, "reason": conn.close_reason,
                               "media": kinds["media"],
                               "duration_s": round(time.monotonic() - started, 1), **summary})
+            if logged is not None and self.calls is not None:
+                self.calls.ended_here(logged, conn.close_reason)
 
     async def _pump_chain(self, queue: asyncio.Queue[Any]) -> None:
         while True:
