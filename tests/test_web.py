@@ -556,6 +556,12 @@ def test_up_prints_a_sign_in_link_and_open_prints_a_fresh_one(bootstrap: str,
         code = re.fullmatch(rf"http://127\.0\.0\.1:{port}/open\?code=([A-Za-z0-9_-]+)", url)
         assert code and code.group(1) != m.group(1)
         assert get(f"/open?code={code.group(1)}")[0] == 303
+        # Without a display (and no $BROWSER), no text browser takes the terminal: the
+        # link is printed with a one-line note.
+        bare = run("open", "--data-dir", d_dir, DISPLAY="", WAYLAND_DISPLAY="", BROWSER="")
+        (printed,) = ok(bare)
+        assert printed.startswith(f"http://127.0.0.1:{port}/open?code=")
+        assert "no browser" in one_error_line(bare, 0)
         # The events that follow are JSON lines, as before.
         assert all(line.startswith("{") for line in d.out.lines[2:])
         assert d.stop() == 0
