@@ -565,3 +565,15 @@ def test_up_prints_a_sign_in_link_and_open_prints_a_fresh_one(bootstrap: str,
         # The events that follow are JSON lines, as before.
         assert all(line.startswith("{") for line in d.out.lines[2:])
         assert d.stop() == 0
+
+
+async def test_a_restart_removes_what_uploads_left(tmp_path: Path) -> None:
+    left = tmp_path / "me" / "uploads" / "0123abcd" / "half.bin"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"x" * 100)  # a daemon killed in the middle of an upload
+    d = Daemon(tmp_path / "me", lambda _node: FakePeer(tmp_path / "me"), idle_close=0)
+    await d.start()
+    try:
+        assert not (tmp_path / "me" / "uploads").exists()
+    finally:
+        await d.stop()
