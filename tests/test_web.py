@@ -276,8 +276,12 @@ async def test_open_swaps_a_code_for_a_cookie_once(node: Daemon) -> None:
     for bad in ("", "nope", "x" * 200):
         status, h, _ = await c.request("GET", f"/open?code={bad}")
         assert status == 403 and "set-cookie" not in h
+    # A browser signed in already that opens a spent link again simply goes on to the app.
+    status, h, _ = await c.request("GET", f"/open?code={answer['code']}",
+                                   headers={"Cookie": session})
+    assert status == 303 and h["location"] == "/" and "set-cookie" not in h
     web = _json((await c.request("GET", "/api/status", bearer=True))[2])["web"]
-    assert web["sessions"] == 1 and web["codes_refused"] == 3  # "" is not even tried
+    assert web["sessions"] == 1 and web["codes_refused"] == 4  # "" is not even tried
 
 
 def test_a_code_expires_and_codes_are_bounded() -> None:
