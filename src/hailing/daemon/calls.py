@@ -281,37 +281,23 @@ class Calls:
         self.log.add(_new_id(), "in", peer, _media_word(media), "refused", reason)
         self.stats["refused"] += 1
 
-    def answered_here(self, peer: bytes, media: Sequence[str]) -> str | None:
+    def answered_here(self, peer: bytes, media: Sequence[str]) -> str:
         """A media call the daemon answered itself (``--auto-answer``): logged as
-        answered; returns its id for :meth:`ended_here` (None if it cannot be logged:
-        the call goes on)."""
-        if self._closed:
-            return None
+        answered; returns its call id (for :meth:`ended_here`)."""
         call_id = _new_id()
         now = time.time()
-        try:
-            self.log.add(call_id, "in", peer, _media_word(media), "answered", at=now)
-            self.log.update(call_id, "answered", answered_at=now)
-        except HailingError as exc:
-            log.warning("cannot log a call: %s", exc)
-            return None
+        self.log.add(call_id, "in", peer, _media_word(media), "answered", at=now)
+        self.log.update(call_id, "answered", answered_at=now)
         self.stats["answered_here"] += 1
         return call_id
 
-    def ended_here(self, call_id: str, reason: str | None) -> None:
-        """The end of a call :meth:`answered_here` logged: ``call-ended``."""
-        if self._closed:
-            return
-        reason = reason or "hung up"
-        try:
-            self.log.update(call_id, "ended", reason, ended_at=time.time())
-            entry = self.log.get(call_id)
-        except HailingError as exc:
-            log.warning("cannot log a call's end: %s", exc)
-            return
-        if entry is not None:
-            self.events.emit({"event": "call-ended", "call": call_id, "from": entry["from"],
-                              **_duration(entry), "reason": reason})
+    def ended_here(self, call_id: str, peer: bytes, reason: str) -> dict[str, Any]:
+        """That call ended: logged, ``call-ended`` emitted; its duration (or {})."""
+        self.log.update(call_id, "ended", reason, ended_at=time.time())
+        duration = _duration(self.log.get(call_id))
+        self.events.emit({"event": "call-ended", "call": call_id,
+                          "from": format_contact_id(peer), **duration, "reason": reason})
+        return duration
 
     def _changed(self, call_id: str, call: IncomingCall) -> None:
         who = format_contact_id(call.sender)
