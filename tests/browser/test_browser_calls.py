@@ -184,13 +184,13 @@ def test_a_hidden_tab_shows_a_system_notification(
 
 def test_a_browser_calls_a_python_peer_that_plays_a_file_and_records(
         trio: dict[str, Up], app: Callable[[Up], Any], net: str, tmp_path: Path) -> None:
-    """bot runs ``hailing up --auto-answer --play clip.mp4 --record recording.mp4``: the
+    """bot runs ``hailing up --auto-answer --play clip.mp4 --record rec.mp4``: the
     browser sees the clip's frames and hears its sound, the bot logs the call, and its
     recording of the browser (one file per call) holds video and audio frames."""
     alice = trio["alice"]
     clip = make_clip(tmp_path / "clip.mp4")
     bot = Up("bot", alice.data_dir.parent / "bot", ["--bootstrap", net], "--auto-answer",
-             "--play", str(clip), "--loop", "--record", str(tmp_path / "recording.mp4"))
+             "--play", str(clip), "--loop", "--record", str(tmp_path / "rec.mp4"))
     try:
         pa = app(alice)
         start_call(pa, "bot", "video")
