@@ -66,7 +66,11 @@ export function initCalls({ request, events, contactName } = {}) {
   state.area = document.getElementById("call-area");
   (document.getElementById("incoming-area") || document.body).append(state.stack);
   (state.area || document.body).append(state.view.root);
-  document.body.append(el("div", { class: "hl-calls" }, notificationChip()));
+  // The notification chip: in the sidebar's flow above the call log, else in a corner.
+  const log = document.getElementById("call-log");
+  const chipBox = el("div", { class: log ? "hl-calls hl-chip-box" : "hl-calls" }, notificationChip());
+  if (log) log.before(chipBox);
+  else document.body.append(chipBox);
   document.addEventListener("hailing:call", onCallRequest);
   document.addEventListener("visibilitychange", onVisibility);
   window.addEventListener("pagehide", () => state.current?.abandon());
