@@ -30,6 +30,12 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", seconds=2.0)
 
 
+def event(d: Daemon, index: int) -> dict[str, Any]:
+    """The JSON event on line ``index`` of ``d``'s stdout (as ``wait_event`` returns it)."""
+    ev: dict[str, Any] = json.loads(d.out.lines[index])
+    return ev
+
+
 def lines(proc_out: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in proc_out.decode().splitlines()]
 
@@ -91,7 +97,7 @@ def test_a_call_plays_a_file_to_a_daemon_that_records_it_and_plays_back(
         assert frames.get("video", 0) >= 5 and frames.get("audio", 0) >= 5, frames
 
         i = bd.wait_event(event="closed", timeout=20)
-        closed = bd.events()[i - 1]
+        closed = bd.event_at(i)
         assert closed["from"] == ids["alice"] and closed["contact"] == "alice"
         assert closed["reason"] == "the peer hung up" and closed["media"] == ["audio", "video"]
         assert closed["duration_s"] > 0 and "error" not in closed
@@ -102,6 +108,16 @@ def test_a_call_plays_a_file_to_a_daemon_that_records_it_and_plays_back(
         assert frames.get("video", 0) >= 5 and frames.get("audio", 0) >= 5, frames
         connected_ev = [e for e in bd.events() if e["event"] == "connected"]
         assert connected_ev and connected_ev[-1]["recording"] == str(recording)
+        # in the call log, as a page's calls are, and ended there with its duration
+        assert closed["call"] == connected_ev[-1]["call"]
+        j = bd.wait_event(event="call-ended", timeout=20)
+        assert event(bd, j)["call"] == closed["call"] and event(bd, j)["duration_s"] >= 0
+        status, body = bob.request("GET", "/api/calls?limit=5")
+        assert status == 200, body
+        logged = body["calls"][0]
+        assert logged["call"] == closed["call"] and logged["direction"] == "in"
+        assert logged["state"] == "ended" and logged["media"] == "video"
+        assert logged["from"] == ids["alice"] and "duration_s" in logged
         assert bd.stop() == 0
 
 
@@ -133,6 +149,93 @@ def test_ctrl_c_during_a_call_hangs_up_and_finalizes_the_recording(
         frames = decoded_frames(tmp_path / "alice.mp4")
         assert frames.get("video", 0) >= 1 and frames.get("audio", 0) >= 1, frames
         i = bd.wait_event(event="closed", timeout=20)
-        assert bd.events()[i - 1]["reason"] == "the peer hung up"
+        assert bd.event_at(i)["reason"] == "the peer hung up"
         assert bd.stop() == 0
         no_traceback("\n".join(bd.err.lines))
+
+
+def test_a_daemon_finalizes_its_recording_when_the_caller_vanishes_and_when_it_stops(
+        bootstrap: str, tmp_path: Path, clip: Path) -> None:
+    """The recordings are .mp4 files, readable only once finalized. First call: the
+    caller is killed (-9) mid-call; the daemon notices within its keepalive and finalizes
+    the file. Second call: the daemon itself is stopped mid-call; it hangs up (the
+    caller's call ends, exit 0) and finalizes the file before it exits."""
+    friends(tmp_path, "alice", "bob")
+    a_dir, b_dir = tmp_path / "alice", tmp_path / "bob"
+    template = tmp_path / "calls.mp4"
+    with up(b_dir, "--bootstrap", bootstrap, "--auto-answer", "--record", str(template)) as bd:
+        Up(bd, b_dir)
+        recordings = []
+        for how in ("caller killed", "daemon stopped"):
+            start = len(bd.out)
+            call = Daemon(spawn("call", "bob", "--data-dir", a_dir, "--bootstrap", bootstrap,
+                                "--play", clip, "--loop", "--audio-only"))
+            try:
+                i = bd.wait_event(start, event="connected", timeout=CALL_TIMEOUT)
+                recording = Path(event(bd, i)["recording"])
+                assert recording.parent == tmp_path and recording.suffix == ".mp4"
+                assert event(bd, i)["media"] == ["audio"]
+                call.out.wait_for(lambda _, r=recording: r.exists(), timeout=30)
+                if how == "caller killed":
+                    call.proc.kill()
+                    bd.wait_event(start, event="closed", timeout=30)
+                else:
+                    assert bd.stop(signal.SIGTERM) == 0
+                    assert collect_call(call) == 0
+                    ended = json.loads(call.out.lines[-1])
+                    assert ended["reason"] == "the peer hung up", ended
+            finally:
+                if call.proc.poll() is None:
+                    call.proc.kill()
+            closed = [e for e in bd.events(start) if e["event"] == "closed"]
+            assert len(closed) == 1, closed
+            reason = closed[0]["reason"]
+            if how == "caller killed":
+                assert "stopped answering" in reason, closed
+            else:
+                assert reason == "the daemon stopped", closed
+            assert closed[0]["recording"] == str(recording) and "error" not in closed[0], closed
+            assert closed[0]["frames"]["audio"] > 0
+            assert decoded_frames(recording).get("audio", 0) >= 1
+            recordings.append(recording)
+        assert recordings[0] != recordings[1]
+
+
+def collect_call(call: Daemon) -> int:
+    code = call.proc.wait(timeout=30)
+    call.out.thread.join(5)
+    call.err.thread.join(5)
+    no_traceback("\n".join(call.out.lines), "\n".join(call.err.lines))
+    return code
+
+
+def test_a_call_nobody_answers_is_one_line_and_the_player_does_not_hold_the_process(
+        bootstrap: str, tmp_path: Path, clip: Path) -> None:
+    ids = new_ids(tmp_path, "alice", "nobody")
+    proc = run("call", ids["nobody"], "--data-dir", tmp_path / "alice", "--bootstrap",
+               bootstrap, "--play", clip, "--loop", "--timeout", "2", timeout=CALL_TIMEOUT)
+    assert "nobody answered" in one_error_line(proc, 1)
+    assert proc.stdout == b""
+
+
+def test_without_auto_answer_a_call_rings_and_ctrl_c_while_ringing_cancels_it(
+        bootstrap: str, tmp_path: Path, clip: Path) -> None:
+    """A daemon without --auto-answer rings (for the web app) instead of answering;
+    Ctrl-C on the caller while it rings sends the sealed CANCEL: the ring ends as
+    cancelled, and the caller says it cancelled (not "hung up")."""
+    ids = friends(tmp_path, "alice", "bob")
+    with up(tmp_path / "bob", "--bootstrap", bootstrap) as bd:
+        Up(bd, tmp_path / "bob")
+        call = Daemon(spawn("call", "bob", "--data-dir", tmp_path / "alice", "--bootstrap",
+                            bootstrap, "--play", clip))
+        try:
+            i = bd.wait_event(event="ring", timeout=CALL_TIMEOUT)
+            ring = event(bd, i)
+            assert ring["from"] == ids["alice"] and ring["media"] == "video"
+        finally:
+            code = call.stop(signal.SIGINT)
+        assert code == 130 and call.out.lines == []
+        assert call.err.lines == ["hailing: interrupted; the call to bob was cancelled"]
+        j = bd.wait_event(i, event="ring-ended", timeout=20)
+        assert event(bd, j)["reason"] == "cancelled" and event(bd, j)["call"] == ring["call"]
+        assert bd.stop() == 0

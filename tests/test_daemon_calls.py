@@ -521,3 +521,16 @@ def test_the_call_log_is_bounded_and_closes_what_a_stop_left_open(
         assert states("live") == ("ended", "daemon stopped")
         assert log.get("live")["duration_s"] == 57.0  # type: ignore[index]
         assert log.get("c7")["from"].startswith("hl")  # type: ignore[index]
+
+
+def test_the_on_call_command_line_is_split_without_a_shell() -> None:
+    import argparse
+
+    from hailing.cli.up import _command
+
+    assert _command("notify-send 'a call' --urgency=critical") == [
+        "notify-send", "a call", "--urgency=critical"]
+    assert _command("echo $HOME; rm -rf x") == ["echo", "$HOME;", "rm", "-rf", "x"]
+    for bad in ["", "   ", "'unclosed"]:
+        with pytest.raises(argparse.ArgumentTypeError):
+            _command(bad)

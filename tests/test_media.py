@@ -25,6 +25,8 @@ from hailing.rtc.media import (
     receive_only,
     recording_path,
 )
+from hailing.session.coupler import SignalKind
+from hailing.session.external import IncomingCall
 
 _loopback_ice = pytest.fixture(autouse=True)(loopback_ice)
 
@@ -176,3 +178,40 @@ def test_recording_names_of_a_daemon_never_collide(tmp_path: Path) -> None:
     third = recording_path(template, "Alice Smith/../x", when, taken={second})
     assert third.name.endswith("-3.mkv") and third.parent == tmp_path
     assert recording_path(template, "...", when).name == "calls-peer-20270115-080000.mkv"
+
+
+async def test_a_cancel_on_its_way_out_is_sent_before_the_caller_stops(
+        tmp_path: Path, started: list[Peer]) -> None:
+    """A one-shot ``hailing call`` interrupted while the callee rings stops its Peer at
+    once: the CANCEL (sent in a supervised task) still gets out, so the callee stops
+    ringing instead of ringing on until the offer expires."""
+    board = Switchboard()
+    a_id = load_or_create_identity(tmp_path / "alice")
+    b_id = load_or_create_identity(tmp_path / "bob")
+    rings: list[IncomingCall] = []
+    bob = Peer(tmp_path / "bob", couplers=[board.coupler(b_id.public_key)],
+               on_media_offer=rings.append)
+    coupler = board.coupler(a_id.public_key)
+    send = coupler.send
+
+    async def slow_cancels(peer: bytes, blob: bytes, kind: SignalKind) -> int:
+        if kind == "cancel":
+            await asyncio.sleep(0.3)  # a relay or a DHT post takes a while
+        return await send(peer, blob, kind)
+
+    coupler.send = slow_cancels  # type: ignore[method-assign]
+    alice = Peer(tmp_path / "alice", couplers=[coupler])
+    await bob.start()
+    started.append(bob)
+    await alice.start()
+    assert bob.contacts is not None
+    bob.contacts.add(alice.contact_id, "alice")
+    calling = asyncio.ensure_future(alice.connect(bob.contact_id, timeout=30, tracks=["audio"]))
+    await eventually(lambda: len(rings) == 1, "bob rings")
+    calling.cancel()  # Ctrl-C
+    with pytest.raises(asyncio.CancelledError):
+        await calling
+    await alice.stop()
+    assert len(rings) == 1 and alice.stats["cancels_sent"] == 1
+    await eventually(lambda: rings[0].state != "ringing", "the ring stopped")
+    assert rings[0].reason == "cancelled"

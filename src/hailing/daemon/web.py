@@ -111,6 +111,10 @@ class WebAuth:
         self.refused = 0  # codes refused (unknown, used or expired)
 
     @property
+    def sessions(self) -> int:
+        return len(self._sessions)
+
+    @property
     def cookie_name(self) -> str:
         return f"hailing-{self.port}"
 
