@@ -224,14 +224,17 @@ export class Call extends EventTarget {
 
   // -- callee ------------------------------------------------------------------------------
 
-  async accept() {
+  // Answer; {video: false} answers a video call with sound only from this side (the
+  // other's video is still received; "Start video" can add the camera later).
+  async accept({ video = true } = {}) {
     if (this.state !== "ringing") return;
     try {
       this._setState("connecting");
       this.timeline.accepted = now();
       // The camera and microphone start at once (the ring said which), while the offer is
       // fetched and answered.
-      const media = this._openMedia(this.media === "video");
+      const sendVideo = this.media === "video" && video;
+      const media = this._openMedia(sendVideo);
       media.catch(() => {}); // awaited below
       const ring = await this.request("GET", `/api/calls/${encodeURIComponent(this.id)}`);
       if (!this.active) return;
@@ -240,7 +243,7 @@ export class Call extends EventTarget {
         if (e.channel.label === "hailing" && !this.channel) this._useChannel(e.channel);
       });
       await this.pc.setRemoteDescription({ type: "offer", sdp: ring.sdp });
-      const sends = new Set(this.media === "video" ? ["audio", "video"] : ["audio"]);
+      const sends = new Set(sendVideo ? ["audio", "video"] : ["audio"]);
       for (const tr of this.pc.getTransceivers()) {
         const kind = tr.receiver.track.kind;
         if (sends.has(kind) && !this._transceiverOf(kind, tr)) {

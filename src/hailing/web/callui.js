@@ -44,7 +44,7 @@ export const hailingCalls = {
   // Fresh numbers from getStats (frames decoded, bitrates, path...).
   async refreshStats() { return state.current ? state.current.refreshStats() : null; },
   start: (contact, media, name) => startCall(contact, media, name),
-  accept: (id) => acceptRing(id),
+  accept: (id, options) => acceptRing(id, options),
   decline: (id) => declineRing(id),
   hangUp: () => (state.current ? state.current.hangUp() : undefined),
 };
@@ -215,6 +215,12 @@ function ringPanel(call) {
     icon("hangup"));
   accept.addEventListener("click", () => acceptRing(call.id));
   decline.addEventListener("click", () => declineRing(call.id));
+  let audioOnly = null;
+  if (call.media === "video") {
+    audioOnly = el("button", { class: "hl-round hl-green-outline", "data-testid": "accept-audio",
+      title: "Answer with sound only", "aria-label": "Answer with sound only" }, icon("phone"));
+    audioOnly.addEventListener("click", () => acceptRing(call.id, { video: false }));
+  }
   return el("div", {
     class: "hl-incoming", role: "alertdialog", "aria-label": `${kind} from ${call.name}`,
     "data-testid": "incoming-call", "data-call": call.id, "data-media": call.media,
@@ -224,10 +230,10 @@ function ringPanel(call) {
   el("div", { class: "hl-incoming-text" },
     el("div", { class: "hl-incoming-name", "data-testid": "incoming-name" }, call.name),
     el("div", { class: "hl-incoming-kind", "data-testid": "incoming-media" }, kind)),
-  el("div", { class: "hl-incoming-actions" }, decline, accept));
+  el("div", { class: "hl-incoming-actions" }, decline, audioOnly, accept));
 }
 
-export async function acceptRing(id) {
+export async function acceptRing(id, options = {}) {
   const entry = state.rings.get(id);
   if (!entry) return null;
   removeRing(id);
@@ -235,7 +241,7 @@ export async function acceptRing(id) {
   const call = entry.call;
   call.timeline.clicked = now();
   adopt(call);
-  call.accept();
+  call.accept(options);
   return call;
 }
 
