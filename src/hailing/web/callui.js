@@ -55,6 +55,8 @@ export function initCalls({ request, events, contactName } = {}) {
   if (typeof request === "function") state.request = request;
   if (typeof contactName === "function") state.contactName = contactName;
   state.baseTitle = document.title;
+  state.ringTitle = "";
+  watchTitle();
   addStylesheet();
   state.ringer = new Ringer();
   state.stack = el("div", { class: "hl-incoming-stack hl-calls", "aria-live": "assertive" });
@@ -272,9 +274,29 @@ function removeRing(id) {
   updateTitle();
 }
 
+// While a call rings the tab's title says who calls, in front of the app's own title
+// (which app.js keeps changing: unread counts), restored when the ringing stops.
 function updateTitle() {
   const first = state.rings.values().next().value;
-  document.title = first ? `\u{1F4DE} ${first.call.name} is calling` : state.baseTitle;
+  state.ringTitle = first ? `\u{1F4DE} ${first.call.name} is calling` : "";
+  applyTitle();
+}
+
+function applyTitle() {
+  const title = state.ringTitle ? `${state.ringTitle} · ${state.baseTitle}` : state.baseTitle;
+  if (document.title !== title) document.title = title;
+}
+
+function watchTitle() {
+  const el_ = document.querySelector("title") || document.head.appendChild(document.createElement("title"));
+  new MutationObserver(() => {
+    const t = document.title;
+    const ours = state.ringTitle && t.startsWith(state.ringTitle);
+    if (!ours) {
+      state.baseTitle = t;
+      applyTitle();
+    }
+  }).observe(el_, { childList: true, characterData: true, subtree: true });
 }
 
 // -- system notifications ----------------------------------------------------------------
