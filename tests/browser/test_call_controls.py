@@ -161,6 +161,27 @@ def test_both_sides_add_video_at_once(trio: dict[str, Up], app: Callable[[Up], A
     wait_call_over(pb)
 
 
+def test_a_video_call_answered_with_sound_only(
+        trio: dict[str, Up], app: Callable[[Up], Any]) -> None:
+    alice, carol = trio["alice"], trio["carol"]
+    pa, pc = app(alice), app(carol)
+    start_call(pa, "carol", "video")
+    panel = pc.locator('[data-testid="incoming-call"]')
+    panel.wait_for(state="visible", timeout=60_000)
+    panel.locator('[data-testid="accept-audio"]').click()
+    wait_connected(pa, pc)
+    first = wait_frames_increase(pc, 0)  # carol sees alice
+    wait_frames_increase(pc, first)
+    assert not [s for s in current(pc)["senders"] if s["kind"] == "video"]
+    assert frames_decoded(pa) == 0
+    pc.locator('[data-testid="add-video"]').click()  # carol's camera after all
+    first = wait_frames_increase(pa, 0)
+    wait_frames_increase(pa, first)
+    hang_up(pc)
+    wait_call_over(pa)
+    wait_call_over(pc)
+
+
 def test_a_screen_share_in_a_video_call_replaces_the_camera(
         trio: dict[str, Up], app: Callable[[Up], Any]) -> None:
     bob, carol = trio["bob"], trio["carol"]
