@@ -115,6 +115,11 @@ export class CallView {
       this.statsToggle, this.hangUp, this.redial, this.done);
 
     this.root = el("section", { class: "hl-call", "data-testid": "call-view", "aria-label": "Call", hidden: true }, head, stage, bar);
+    // On a phone-sized screen the stats start hidden: they would cover the picture.
+    if (window.matchMedia?.("(max-width: 600px)").matches) {
+      this.statsBox.hidden = true;
+      this.statsToggle.setAttribute("aria-pressed", "false");
+    }
     this._wire();
   }
 
