@@ -241,7 +241,7 @@ export class CallView {
       : live ? "The other side cannot add video during a call" : "Once connected";
     const canShare = live && (c.canRenegotiate || !!c._videoSender()?.track || !!c.screenTrack);
     this.share.disabled = !canShare;
-    this.share.hidden = ended;
+    this.share.hidden = ended || typeof navigator.mediaDevices?.getDisplayMedia !== "function";
     this.statsToggle.hidden = ended;
     this.root.classList.toggle("hl-ended", ended);
     this.redial.hidden = !ended;
