@@ -40,6 +40,8 @@ export const hailingCalls = {
   get firstRemoteFrameAt() { return state.current ? state.current.firstRemoteFrameAt ?? null : null; },
   get remoteFramesRendered() { return state.current ? state.current.remoteFrames || 0 : 0; },
   get stats() { return state.current ? state.current.stats : null; },
+  // Remote video frames decoded (getStats, refreshed every second while connected).
+  get framesDecoded() { return state.current && state.current.stats ? state.current.stats.framesDecoded : 0; },
   get view() { return state.view; }, // view.lingerMs: how long an ended call stays shown
   // Fresh numbers from getStats (frames decoded, bitrates, path...).
   async refreshStats() { return state.current ? state.current.refreshStats() : null; },
