@@ -276,8 +276,12 @@ async def test_open_swaps_a_code_for_a_cookie_once(node: Daemon) -> None:
     for bad in ("", "nope", "x" * 200):
         status, h, _ = await c.request("GET", f"/open?code={bad}")
         assert status == 403 and "set-cookie" not in h
+    # A browser signed in already that opens a spent link again simply goes on to the app.
+    status, h, _ = await c.request("GET", f"/open?code={answer['code']}",
+                                   headers={"Cookie": session})
+    assert status == 303 and h["location"] == "/" and "set-cookie" not in h
     web = _json((await c.request("GET", "/api/status", bearer=True))[2])["web"]
-    assert web["sessions"] == 1 and web["codes_refused"] == 3  # "" is not even tried
+    assert web["sessions"] == 1 and web["codes_refused"] == 4  # "" is not even tried
 
 
 def test_a_code_expires_and_codes_are_bounded() -> None:
@@ -556,6 +560,24 @@ def test_up_prints_a_sign_in_link_and_open_prints_a_fresh_one(bootstrap: str,
         code = re.fullmatch(rf"http://127\.0\.0\.1:{port}/open\?code=([A-Za-z0-9_-]+)", url)
         assert code and code.group(1) != m.group(1)
         assert get(f"/open?code={code.group(1)}")[0] == 303
+        # Without a display (and no $BROWSER), no text browser takes the terminal: the
+        # link is printed with a one-line note.
+        bare = run("open", "--data-dir", d_dir, DISPLAY="", WAYLAND_DISPLAY="", BROWSER="")
+        (printed,) = ok(bare)
+        assert printed.startswith(f"http://127.0.0.1:{port}/open?code=")
+        assert "no browser" in one_error_line(bare, 0)
         # The events that follow are JSON lines, as before.
         assert all(line.startswith("{") for line in d.out.lines[2:])
         assert d.stop() == 0
+
+
+async def test_a_restart_removes_what_uploads_left(tmp_path: Path) -> None:
+    left = tmp_path / "me" / "uploads" / "0123abcd" / "half.bin"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"x" * 100)  # a daemon killed in the middle of an upload
+    d = Daemon(tmp_path / "me", lambda _node: FakePeer(tmp_path / "me"), idle_close=0)
+    await d.start()
+    try:
+        assert not (tmp_path / "me" / "uploads").exists()
+    finally:
+        await d.stop()

@@ -204,7 +204,7 @@ def test_a_browser_calls_a_python_peer_that_plays_a_file_and_records(
         bot.wait_event(event="closed", **{"from": alice.contact_id})
     finally:
         assert bot.stop() == 0, bot.p.output()
-    recorded = sorted(tmp_path.glob("recording-alice-*.mp4"))  # one file per call
+    recorded = sorted(tmp_path.glob("rec-alice-*.mp4"))  # one file per call
     assert len(recorded) == 1, sorted(p.name for p in tmp_path.iterdir())
     counts = count_frames(recorded[0])
     assert counts["video"] > 0, counts

@@ -364,8 +364,8 @@ class Calls:
         except QueryTimeout:
             self._failed(call_id, "no answer")
             raise
-        except HailingError as exc:
-            self._failed(call_id, str(exc) or type(exc).__name__)
+        except Exception as exc:  # HailingError, or a bug: logged either way
+            self._failed(call_id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             raise
         out.result = result
         self.log.update(call_id, "answered", answered_at=time.time())
