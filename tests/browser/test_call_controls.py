@@ -80,16 +80,27 @@ def test_mute_camera_and_stats_in_a_video_call(
     wait_js(pa, "() => window.hailingCalls.current.counters.pongs > 1")
     wait_js(pb, "() => window.hailingCalls.current.counters.pings > 1")
 
+    # Mute and camera off: the tracks are disabled, and bob's page is told (a "media"
+    # frame on the channel): it says alice is muted and shows her initials, not black.
+    muted = pb.locator('[data-testid="peer-muted"]')
+    assert muted.is_hidden()
     pa.locator('[data-testid="mute"]').click()
     assert [s["enabled"] for s in current(pa)["senders"] if s["kind"] == "audio"] == [False]
     assert pa.locator('[data-testid="mute"]').get_attribute("aria-pressed") == "true"
+    muted.wait_for(state="visible", timeout=10_000)
     pa.locator('[data-testid="mute"]').click()
     assert [s["enabled"] for s in current(pa)["senders"] if s["kind"] == "audio"] == [True]
+    muted.wait_for(state="hidden", timeout=10_000)
 
+    remote_video_shown = """() => document.querySelector('[data-testid="call-view"]')
+                            .classList.contains("hl-has-remote-video")"""
+    assert pb.evaluate(remote_video_shown)
     pa.locator('[data-testid="camera-off"]').click()
     assert [s["enabled"] for s in current(pa)["senders"] if s["kind"] == "video"] == [False]
+    wait_js(pb, f"() => !({remote_video_shown})()")
     pa.locator('[data-testid="camera-off"]').click()
     assert [s["enabled"] for s in current(pa)["senders"] if s["kind"] == "video"] == [True]
+    wait_js(pb, remote_video_shown)
 
     # Live stats: the ICE path (loopback host candidates here), codecs, numbers.
     stats = pa.locator('[data-testid="call-stats"]')

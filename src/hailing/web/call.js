@@ -79,6 +79,8 @@ export class Call extends EventTarget {
     this.verified = false;
     this.muted = false;
     this.cameraOff = false;
+    this.peerMuted = false; // what the peer's {"t":"media"} said
+    this.peerCameraOff = false;
     this.screenTrack = null;
     this.cameraTrack = null; // the camera track a screen share replaced
     this.stats = null;
@@ -249,6 +251,7 @@ export class Call extends EventTarget {
   setMuted(muted) {
     this.muted = !!muted;
     for (const t of this.localStream.getAudioTracks()) t.enabled = !this.muted;
+    this._tellMedia();
     this._emit("tracks");
   }
 
@@ -256,7 +259,14 @@ export class Call extends EventTarget {
     this.cameraOff = !!off;
     const cam = this.cameraTrack || (this.screenTrack ? null : this.localStream.getVideoTracks()[0]);
     if (cam) cam.enabled = !this.cameraOff;
+    this._tellMedia();
     this._emit("tracks");
+  }
+
+  // Tell a browser peer that our sound or camera is off ({"t":"media"}): it shows that
+  // instead of silence and a black picture. A Python peer is told nothing.
+  _tellMedia() {
+    if (this.canRenegotiate) this.channel.send({ t: "media", muted: this.muted, camera: !this.cameraOff });
   }
 
   // Add the camera to an audio call (renegotiated over the channel).
@@ -435,6 +445,11 @@ export class Call extends EventTarget {
       },
       onSdp: (frame) => this._onRemoteSdp(frame).catch((err) => this._fail(err)),
       onMessage: (text) => this._emit("message", { text }),
+      onMedia: (frame) => {
+        this.peerMuted = frame.muted === true;
+        this.peerCameraOff = frame.camera === false;
+        this._emit("tracks");
+      },
       onClose: (byeHeard) => {
         if (this.active) this._end(byeHeard ? `${this.name} hung up` : "the connection was lost");
       },
@@ -460,6 +475,7 @@ export class Call extends EventTarget {
     this.timeline.verified = now();
     this._listenForNegotiation();
     this._setState("connected");
+    if (this.muted || this.cameraOff) this._tellMedia();
     this._every(1000, () => this.refreshStats());
     this.refreshStats();
   }
