@@ -281,10 +281,17 @@ export class Call extends EventTarget {
     return true;
   }
 
+  // A screen share replaces the camera's picture, or takes the video m-line already
+  // negotiated for sending; else it needs a renegotiation (a browser peer).
+  get canShareScreen() {
+    if (this.state !== "connected") return false;
+    return !!this.screenTrack || this.canRenegotiate || !!this._transceiverOf("video");
+  }
+
   async startScreenShare() {
     if (!this.active || this.screenTrack) return false;
     const videoSender = this._videoSender();
-    if (!(videoSender && videoSender.track) && !this.canRenegotiate) {
+    if (!this.canShareScreen) {
       throw new Error("the other side cannot take a new video track during the call");
     }
     const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });

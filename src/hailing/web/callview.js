@@ -244,8 +244,7 @@ export class CallView {
     this.addVideo.disabled = !c.canRenegotiate;
     this.addVideo.title = c.canRenegotiate ? "Start video"
       : live ? "The other side cannot add video during a call" : "Once connected";
-    const canShare = live && (c.canRenegotiate || !!c._videoSender()?.track || !!c.screenTrack);
-    this.share.disabled = !canShare;
+    this.share.disabled = !c.canShareScreen;
     this.share.hidden = ended || typeof navigator.mediaDevices?.getDisplayMedia !== "function";
     this.statsToggle.hidden = ended;
     this.root.classList.toggle("hl-ended", ended);
