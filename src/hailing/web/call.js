@@ -289,23 +289,32 @@ export class Call extends EventTarget {
   }
 
   async startScreenShare() {
-    if (!this.active || this.screenTrack) return false;
-    const videoSender = this._videoSender();
+    if (!this.active || this.screenTrack || this._sharing) return false;
     if (!this.canShareScreen) {
       throw new Error("the other side cannot take a new video track during the call");
     }
-    const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
-    const track = stream.getVideoTracks()[0];
-    track.addEventListener("ended", () => this.stopScreenShare());
-    this.screenTrack = track;
-    if (videoSender && videoSender.track) {
-      this.cameraTrack = videoSender.track;
-      await videoSender.replaceTrack(track);
-      this.localStream.removeTrack(this.cameraTrack);
-      this.localStream.addTrack(track);
-    } else {
-      this.cameraTrack = null;
-      this._sendVideo(track);
+    this._sharing = true; // getDisplayMedia waits for the user to choose
+    try {
+      const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+      const track = stream.getVideoTracks()[0];
+      if (!this.active) {
+        track.stop();
+        return false;
+      }
+      const videoSender = this._videoSender();
+      if (videoSender && videoSender.track) {
+        this.cameraTrack = videoSender.track;
+        await videoSender.replaceTrack(track);
+        this.localStream.removeTrack(this.cameraTrack);
+        this.localStream.addTrack(track);
+      } else {
+        this.cameraTrack = null;
+        this._sendVideo(track);
+      }
+      this.screenTrack = track; // once it is what the sender sends
+      track.addEventListener("ended", () => this.stopScreenShare());
+    } finally {
+      this._sharing = false;
     }
     this._emit("tracks");
     return true;
