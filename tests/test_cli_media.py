@@ -164,7 +164,7 @@ def test_a_daemon_finalizes_its_recording_when_the_caller_vanishes_and_when_it_s
     a_dir, b_dir = tmp_path / "alice", tmp_path / "bob"
     template = tmp_path / "calls.mp4"
     with up(b_dir, "--bootstrap", bootstrap, "--auto-answer", "--record", str(template)) as bd:
-        Up(bd, b_dir)
+        bob = Up(bd, b_dir)
         recordings = []
         for how in ("caller killed", "daemon stopped"):
             start = len(bd.out)
@@ -176,6 +176,10 @@ def test_a_daemon_finalizes_its_recording_when_the_caller_vanishes_and_when_it_s
                 assert recording.parent == tmp_path and recording.suffix == ".mp4"
                 assert event(bd, i)["media"] == ["audio"]
                 call.out.wait_for(lambda _, r=recording: r.exists(), timeout=30)
+                status = bob.request("GET", "/api/status")[1]
+                live = status["media_calls"]
+                assert len(live) == 1 and live[0]["recording"] == str(recording), status
+                assert live[0]["frames"]["audio"] > 0 and live[0]["call"]
                 if how == "caller killed":
                     call.proc.kill()
                     bd.wait_event(start, event="closed", timeout=30)

@@ -200,6 +200,10 @@ def test_a_browser_calls_a_python_peer_that_plays_a_file_and_records(
         wait_frames_increase(pa, first)
         assert audio_packets(pa) > 0
         wait_logged(bot, "answered", "in")
+        # the browser's video reached the bot's recorder (its status counts the frames)
+        wait_until(lambda: [c for c in bot.ok("GET", "/api/status")["media_calls"]
+                            if c["frames"].get("video", 0) >= 5], 60.0,
+                   "bot receives the browser's video")
         hang_up(pa)
         wait_call_over(pa)
         wait_logged(bot, "ended", "in")
