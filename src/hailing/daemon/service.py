@@ -284,8 +284,7 @@ class Daemon:
                               "reason": conn.close_reason, "media": kinds["media"],
                               "duration_s": round(time.monotonic() - started, 1), **summary})
             if call_id is not None and self.calls is not None:
-                with contextlib.suppress(HailingError):  # the log is closing with the daemon
-                    self.calls.ended_here(call_id, conn.peer, str(conn.close_reason))
+                self.calls.ended_here(call_id, conn.peer, conn.close_reason)
 
     async def _pump_chain(self, queue: asyncio.Queue[Any]) -> None:
         while True:

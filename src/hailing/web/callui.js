@@ -69,6 +69,7 @@ export function initCalls({ request, events, contactName } = {}) {
   document.body.append(el("div", { class: "hl-calls" }, notificationChip()));
   document.addEventListener("hailing:call", onCallRequest);
   document.addEventListener("visibilitychange", onVisibility);
+  window.addEventListener("pagehide", () => state.current?.abandon());
   subscribe(events, onDaemonEvent);
   recoverRings();
   window.hailingCalls = hailingCalls;

@@ -46,7 +46,8 @@ export function el(tag, attrs = {}, ...children) {
 
 export function initials(name) {
   const words = String(name || "?").trim().split(/\s+/).filter(Boolean);
-  return (words.length > 1 ? words[0][0] + words[1][0] : (words[0] || "?").slice(0, 2)).toUpperCase();
+  // as the contact list does: two words give two letters, one word one
+  return (words.length > 1 ? words[0][0] + words[words.length - 1][0] : (words[0] || "?")[0]).toUpperCase();
 }
 
 const STATE_TEXT = {
@@ -152,6 +153,7 @@ export class CallView {
     on("tracks", () => this.render());
     on("stats", () => this.renderStats());
     on("message", (e) => this.flash(`${call.name}: ${e.detail.text}`));
+    on("notice", (e) => this.flash(e.detail.text));
     this.name.textContent = call.name;
     this.avatar.textContent = initials(call.name);
     this.statsBox.replaceChildren();
@@ -220,6 +222,7 @@ export class CallView {
     const localVideo = c.hasLocalVideo && st !== "ended";
     this.root.classList.toggle("hl-has-local-video", localVideo);
     this.local.classList.toggle("hl-mirror", !c.screenTrack);
+    this.root.classList.toggle("hl-camera-off", c.cameraOff && !c.screenTrack);
     if (st === "ended") this.remote.pause?.(); else this.remote.play().catch(() => {});
 
     setPressed(this.mute, c.muted, c.muted ? "Unmute" : "Mute", "mic");
