@@ -14,7 +14,16 @@ from typing import Any
 import pytest
 from media_clips import decoded_frames, make_clip
 from pytest_helpers import run_testnet
-from test_cli_peer import Daemon, new_ids, no_traceback, ok, one_error_line, run, spawn
+from test_cli_peer import (
+    Daemon,
+    listening,
+    new_ids,
+    no_traceback,
+    ok,
+    one_error_line,
+    run,
+    spawn,
+)
 from test_daemon import Up, friends, up
 
 CALL_TIMEOUT = 60.0
@@ -243,3 +252,21 @@ def test_without_auto_answer_a_call_rings_and_ctrl_c_while_ringing_cancels_it(
         j = bd.wait_event(i, event="ring-ended", timeout=20)
         assert event(bd, j)["reason"] == "cancelled" and event(bd, j)["call"] == ring["call"]
         assert bd.stop() == 0
+
+
+def test_listen_takes_a_media_call_and_reads_its_frames(
+        bootstrap: str, tmp_path: Path, clip: Path) -> None:
+    """``hailing listen`` answers a media call with nothing to send and reads (drops) what
+    it receives, so decoded frames never pile up; the caller's call lasts its duration."""
+    ids = friends(tmp_path, "alice", "bob")
+    with listening(tmp_path / "bob", "--bootstrap", bootstrap) as bob:
+        proc = run("call", "bob", "--data-dir", tmp_path / "alice", "--bootstrap", bootstrap,
+                   "--play", clip, "--loop", "--duration", "2", timeout=CALL_TIMEOUT)
+        connected, ended = lines(proc.stdout)
+        assert proc.returncode == 0, proc.stderr
+        assert connected["sent"] == ["audio", "video"] and connected["received"] == []
+        assert ended["reason"] == "the call's duration was reached" and ended["frames"] == {}
+        i = bob.wait_event(event="closed", timeout=20)
+        assert event(bob, i)["from"] == ids["alice"]
+        assert event(bob, i)["reason"] == "the peer hung up"
+        assert bob.stop() == 0
