@@ -381,7 +381,8 @@ class _Recorder:
         self.kinds = tuple(dict.fromkeys(kinds))
         self.error: str | None = None
         self.written = False
-        self.dropped = 0
+        self._behind = 0  # video frames dropped on the loop: the worker was behind
+        self._untimed = 0  # video frames dropped by the worker: untimed or too close
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hailing-recorder")
         self._pending = 0  # frames handed to the worker and not written yet (loop side)
         self._closed = False
@@ -401,12 +402,17 @@ class _Recorder:
         if self.error is not None or self._closed:
             return False
         if kind == "video" and self._pending >= MAX_PENDING:
-            self.dropped += 1
+            self._behind += 1
             return True
         self._pending += 1
         done = asyncio.get_running_loop().run_in_executor(self._pool, self._write, kind, frame)
         done.add_done_callback(self._written)
         return True
+
+    @property
+    def dropped(self) -> int:
+        """Video frames not recorded (each counter has one writer thread)."""
+        return self._behind + self._untimed
 
     def _written(self, _: asyncio.Future[None]) -> None:
         self._pending -= 1
@@ -459,7 +465,7 @@ class _Recorder:
                       if frame.pts is not None and frame.time_base is not None else None)
                 if at is None or (self._last_pts is not None
                                   and at < self._last_pts + MIN_FRAME_GAP):
-                    self.dropped += 1  # untimed, or too close to the previous one
+                    self._untimed += 1  # untimed, or too close to the previous one
                     return
                 self._last_pts = at
                 if kind not in self._started and not self._header:
