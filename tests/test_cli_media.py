@@ -257,9 +257,12 @@ def test_without_auto_answer_a_call_rings_and_ctrl_c_while_ringing_cancels_it(
 def test_listen_takes_a_media_call_and_reads_its_frames(
         bootstrap: str, tmp_path: Path, clip: Path) -> None:
     """``hailing listen`` answers a media call with nothing to send and reads (drops) what
-    it receives, so decoded frames never pile up; the caller's call lasts its duration."""
+    it receives, so decoded frames never pile up; the caller's call lasts its duration.
+    The caller's own daemon runs meanwhile: ``call`` still runs its own node beside it."""
     ids = friends(tmp_path, "alice", "bob")
-    with listening(tmp_path / "bob", "--bootstrap", bootstrap) as bob:
+    with listening(tmp_path / "bob", "--bootstrap", bootstrap) as bob, \
+            up(tmp_path / "alice", "--bootstrap", bootstrap) as ad:
+        Up(ad, tmp_path / "alice")
         proc = run("call", "bob", "--data-dir", tmp_path / "alice", "--bootstrap", bootstrap,
                    "--play", clip, "--loop", "--duration", "2", timeout=CALL_TIMEOUT)
         connected, ended = lines(proc.stdout)
@@ -269,4 +272,4 @@ def test_listen_takes_a_media_call_and_reads_its_frames(
         i = bob.wait_event(event="closed", timeout=20)
         assert event(bob, i)["from"] == ids["alice"]
         assert event(bob, i)["reason"] == "the peer hung up"
-        assert bob.stop() == 0
+        assert bob.stop() == 0 and ad.stop() == 0
