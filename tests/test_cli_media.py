@@ -273,3 +273,30 @@ def test_listen_takes_a_media_call_and_reads_its_frames(
         assert event(bob, i)["from"] == ids["alice"]
         assert event(bob, i)["reason"] == "the peer hung up"
         assert bob.stop() == 0 and ad.stop() == 0
+
+
+def test_a_callee_that_vanishes_ends_the_call_with_one_line_and_exit_1(
+        bootstrap: str, tmp_path: Path, clip: Path) -> None:
+    """kill -9 of the answering daemon mid-call: the caller's keepalive notices it, the
+    recording is finalized, the ended line says why, one error line, exit 1."""
+    friends(tmp_path, "alice", "bob")
+    with up(tmp_path / "bob", "--bootstrap", bootstrap, "--auto-answer", "--play", str(clip),
+            "--loop") as bd:
+        Up(bd, tmp_path / "bob")
+        call = Daemon(spawn("call", "bob", "--data-dir", tmp_path / "alice", "--bootstrap",
+                            bootstrap, "--record", tmp_path / "alice.mkv"))
+        try:
+            call.out.wait_for(lambda line: '"connected"' in line, timeout=CALL_TIMEOUT)
+            call.out.wait_for(lambda _: (tmp_path / "alice.mkv").exists(), timeout=30)
+            bd.proc.kill()
+            code = collect_call(call)
+        finally:
+            if call.proc.poll() is None:
+                call.proc.kill()
+    assert code == 1
+    assert len(call.err.lines) == 1 and "the call with bob ended: the peer stopped answering" \
+        in call.err.lines[0], call.err.lines
+    ended = json.loads(call.out.lines[-1])
+    assert ended["event"] == "ended" and "stopped answering" in ended["reason"]
+    assert ended["recording"] == str(tmp_path / "alice.mkv")
+    assert decoded_frames(tmp_path / "alice.mkv").get("video", 0) >= 1
