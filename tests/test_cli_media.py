@@ -14,7 +14,16 @@ from typing import Any
 import pytest
 from media_clips import decoded_frames, make_clip
 from pytest_helpers import run_testnet
-from test_cli_peer import Daemon, new_ids, no_traceback, ok, one_error_line, run, spawn
+from test_cli_peer import (
+    Daemon,
+    listening,
+    new_ids,
+    no_traceback,
+    ok,
+    one_error_line,
+    run,
+    spawn,
+)
 from test_daemon import Up, friends, up
 
 CALL_TIMEOUT = 60.0
@@ -164,7 +173,7 @@ def test_a_daemon_finalizes_its_recording_when_the_caller_vanishes_and_when_it_s
     a_dir, b_dir = tmp_path / "alice", tmp_path / "bob"
     template = tmp_path / "calls.mp4"
     with up(b_dir, "--bootstrap", bootstrap, "--auto-answer", "--record", str(template)) as bd:
-        Up(bd, b_dir)
+        bob = Up(bd, b_dir)
         recordings = []
         for how in ("caller killed", "daemon stopped"):
             start = len(bd.out)
@@ -176,6 +185,10 @@ def test_a_daemon_finalizes_its_recording_when_the_caller_vanishes_and_when_it_s
                 assert recording.parent == tmp_path and recording.suffix == ".mp4"
                 assert event(bd, i)["media"] == ["audio"]
                 call.out.wait_for(lambda _, r=recording: r.exists(), timeout=30)
+                status = bob.request("GET", "/api/status")[1]
+                live = status["media_calls"]
+                assert len(live) == 1 and live[0]["recording"] == str(recording), status
+                assert live[0]["frames"]["audio"] > 0 and live[0]["call"]
                 if how == "caller killed":
                     call.proc.kill()
                     bd.wait_event(start, event="closed", timeout=30)
@@ -239,3 +252,51 @@ def test_without_auto_answer_a_call_rings_and_ctrl_c_while_ringing_cancels_it(
         j = bd.wait_event(i, event="ring-ended", timeout=20)
         assert event(bd, j)["reason"] == "cancelled" and event(bd, j)["call"] == ring["call"]
         assert bd.stop() == 0
+
+
+def test_listen_takes_a_media_call_and_reads_its_frames(
+        bootstrap: str, tmp_path: Path, clip: Path) -> None:
+    """``hailing listen`` answers a media call with nothing to send and reads (drops) what
+    it receives, so decoded frames never pile up; the caller's call lasts its duration.
+    The caller's own daemon runs meanwhile: ``call`` still runs its own node beside it."""
+    ids = friends(tmp_path, "alice", "bob")
+    with listening(tmp_path / "bob", "--bootstrap", bootstrap) as bob, \
+            up(tmp_path / "alice", "--bootstrap", bootstrap) as ad:
+        Up(ad, tmp_path / "alice")
+        proc = run("call", "bob", "--data-dir", tmp_path / "alice", "--bootstrap", bootstrap,
+                   "--play", clip, "--loop", "--duration", "2", timeout=CALL_TIMEOUT)
+        connected, ended = lines(proc.stdout)
+        assert proc.returncode == 0, proc.stderr
+        assert connected["sent"] == ["audio", "video"] and connected["received"] == []
+        assert ended["reason"] == "the call's duration was reached" and ended["frames"] == {}
+        i = bob.wait_event(event="closed", timeout=20)
+        assert event(bob, i)["from"] == ids["alice"]
+        assert event(bob, i)["reason"] == "the peer hung up"
+        assert bob.stop() == 0 and ad.stop() == 0
+
+
+def test_a_callee_that_vanishes_ends_the_call_with_one_line_and_exit_1(
+        bootstrap: str, tmp_path: Path, clip: Path) -> None:
+    """kill -9 of the answering daemon mid-call: the caller's keepalive notices it, the
+    recording is finalized, the ended line says why, one error line, exit 1."""
+    friends(tmp_path, "alice", "bob")
+    with up(tmp_path / "bob", "--bootstrap", bootstrap, "--auto-answer", "--play", str(clip),
+            "--loop") as bd:
+        Up(bd, tmp_path / "bob")
+        call = Daemon(spawn("call", "bob", "--data-dir", tmp_path / "alice", "--bootstrap",
+                            bootstrap, "--record", tmp_path / "alice.mkv"))
+        try:
+            call.out.wait_for(lambda line: '"connected"' in line, timeout=CALL_TIMEOUT)
+            call.out.wait_for(lambda _: (tmp_path / "alice.mkv").exists(), timeout=30)
+            bd.proc.kill()
+            code = collect_call(call)
+        finally:
+            if call.proc.poll() is None:
+                call.proc.kill()
+    assert code == 1
+    assert len(call.err.lines) == 1 and "the call with bob ended: the peer stopped answering" \
+        in call.err.lines[0], call.err.lines
+    ended = json.loads(call.out.lines[-1])
+    assert ended["event"] == "ended" and "stopped answering" in ended["reason"]
+    assert ended["recording"] == str(tmp_path / "alice.mkv")
+    assert decoded_frames(tmp_path / "alice.mkv").get("video", 0) >= 1

@@ -215,3 +215,49 @@ async def test_a_cancel_on_its_way_out_is_sent_before_the_caller_stops(
     assert len(rings) == 1 and alice.stats["cancels_sent"] == 1
     await eventually(lambda: rings[0].state != "ringing", "the ring stopped")
     assert rings[0].reason == "cancelled"
+
+
+async def test_a_recording_waits_for_the_video_size_and_takes_jittery_timestamps(
+        tmp_path: Path) -> None:
+    """As from a browser: audio starts before the first video frame (whose size the
+    file's header must carry), video timestamps jitter (two frames 5 ms apart at a
+    nominal 30 fps) and the size changes midway (scaled to the first). The frames come
+    faster than real time: the recorder keeps up with what it can and drops the rest."""
+    import fractions
+
+    import av
+    from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
+
+    class BrowserVideo(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+            self.ticks = 0
+
+        async def recv(self) -> av.VideoFrame:
+            if self.n == 0:
+                await asyncio.sleep(0.5)  # the browser's camera starts late
+            if self.n >= 40:
+                self.stop()
+                raise MediaStreamError
+            await asyncio.sleep(0.01)
+            self.n += 1
+            self.ticks += (450, 3000, 5550)[self.n % 3]  # 5 ms, 33 ms, 62 ms
+            big = self.n < 20
+            frame = av.VideoFrame(480 if big else 320, 360 if big else 240, "yuv420p")
+            frame.pts, frame.time_base = self.ticks, fractions.Fraction(1, 90000)
+            return frame
+
+    for name in ("browser.mp4", "browser.webm"):
+        media = CallMedia([AudioStreamTrack(), BrowserVideo()], record=tmp_path / name)
+        await media.start()
+        await eventually(lambda m=media: m.frames["video"] >= 40, "all the video")
+        summary = await media.stop()
+        assert "error" not in summary, summary
+        frames = decoded_frames(tmp_path / name)
+        # an encoder that falls behind (VP8 on a busy machine) drops video, and says so
+        assert frames.get("video", 0) + summary.get("dropped", 0) == 40, (name, frames, summary)
+        assert frames.get("video", 0) >= 5 and frames.get("audio", 0) >= 10, (name, frames)
+        assert video_size(tmp_path / name) == (480, 360)

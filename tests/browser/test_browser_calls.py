@@ -8,6 +8,7 @@ generous deadline, and media is checked by counters that must grow.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 
 import pytest
 from browser_harness import (
+    HAILING,
     PC_COUNTS,
+    Proc,
     Up,
     accept_call,
     audio_packets,
@@ -24,6 +27,7 @@ from browser_harness import (
     hang_up,
     make_clip,
     start_call,
+    subprocess_env,
     wait_call_over,
     wait_frames_increase,
     wait_js,
@@ -202,6 +206,10 @@ def test_a_browser_calls_a_python_peer_that_plays_a_file_and_records(
         wait_logged(bot, "answered", "in")
         # Let the bot record a few seconds of the browser's camera.
         wait_until(lambda: frames_decoded(pa) > first + 60, 60, "more frames")
+        # the browser's video reached the bot's recorder (its status counts the frames)
+        wait_until(lambda: [c for c in bot.ok("GET", "/api/status")["media_calls"]
+                            if c["frames"].get("video", 0) >= 5], 60.0,
+                   "bot receives the browser's video")
         hang_up(pa)
         wait_call_over(pa)
         bot.wait_event(event="closed", **{"from": alice.contact_id})
@@ -211,4 +219,36 @@ def test_a_browser_calls_a_python_peer_that_plays_a_file_and_records(
     recorded = sorted(tmp_path.glob("rec-alice-*.mp4"))  # one file per call
     assert len(recorded) == 1, sorted(p.name for p in tmp_path.iterdir())
     counts = count_frames(recorded[0])
+    assert counts["video"] > 0 and counts["audio"] > 0, counts
+
+
+def test_a_python_peer_calls_a_browser_plays_a_file_and_records_it(
+        trio: dict[str, Up], app: Callable[[Up], Any], net: str, tmp_path: Path) -> None:
+    """bot runs ``hailing call alice --play clip.mp4 --record alice.webm --duration 6``
+    (its own one-shot node): alice's page rings, accepts, shows the clip's frames; the
+    call ends after its duration, seen by both; the bot's recording holds the browser's
+    video and audio."""
+    alice = trio["alice"]
+    clip = make_clip(tmp_path / "clip.mp4")
+    recording = tmp_path / "alice.webm"
+    pa = app(alice)
+    call = Proc([*HAILING, "call", "alice", "--data-dir", str(alice.data_dir.parent / "bot"),
+                 "--bootstrap", net, "--play", str(clip), "--record", str(recording),
+                 "--duration", "6"], subprocess_env())
+    try:
+        accept_call(pa)
+        connected = json.loads(call.line(0))
+        assert connected["event"] == "connected" and connected["coupler"] == "dht"
+        assert sorted(connected["received"]) == ["audio", "video"], connected
+        first = wait_frames_increase(pa, 0)  # the clip, played by the bot
+        wait_frames_increase(pa, first)
+        ended = json.loads(call.line(1, timeout=60))
+        assert call.proc.wait(timeout=30) == 0, call.output()
+    finally:
+        call.stop()
+    assert ended["reason"] == "the call's duration was reached", ended
+    assert ended["recording"] == str(recording) and ended["frames"]["video"] > 0, ended
+    wait_call_over(pa)
+    wait_logged(alice, "ended", "in")
+    counts = count_frames(recording)
     assert counts["video"] > 0 and counts["audio"] > 0, counts

@@ -80,16 +80,27 @@ def test_mute_camera_and_stats_in_a_video_call(
     wait_js(pa, "() => window.hailingCalls.current.counters.pongs > 1")
     wait_js(pb, "() => window.hailingCalls.current.counters.pings > 1")
 
+    # Mute and camera off: the tracks are disabled, and bob's page is told (a "media"
+    # frame on the channel): it says alice is muted and shows her initials, not black.
+    muted = pb.locator('[data-testid="peer-muted"]')
+    assert muted.is_hidden()
     pa.locator('[data-testid="mute"]').click()
     assert [s["enabled"] for s in current(pa)["senders"] if s["kind"] == "audio"] == [False]
     assert pa.locator('[data-testid="mute"]').get_attribute("aria-pressed") == "true"
+    muted.wait_for(state="visible", timeout=10_000)
     pa.locator('[data-testid="mute"]').click()
     assert [s["enabled"] for s in current(pa)["senders"] if s["kind"] == "audio"] == [True]
+    muted.wait_for(state="hidden", timeout=10_000)
 
+    remote_video_shown = """() => document.querySelector('[data-testid="call-view"]')
+                            .classList.contains("hl-has-remote-video")"""
+    assert pb.evaluate(remote_video_shown)
     pa.locator('[data-testid="camera-off"]').click()
     assert [s["enabled"] for s in current(pa)["senders"] if s["kind"] == "video"] == [False]
+    wait_js(pb, f"() => !({remote_video_shown})()")
     pa.locator('[data-testid="camera-off"]').click()
     assert [s["enabled"] for s in current(pa)["senders"] if s["kind"] == "video"] == [True]
+    wait_js(pb, remote_video_shown)
 
     # Live stats: the ICE path (loopback host candidates here), codecs, numbers.
     stats = pa.locator('[data-testid="call-stats"]')
@@ -159,6 +170,27 @@ def test_both_sides_add_video_at_once(trio: dict[str, Up], app: Callable[[Up], A
     hang_up(pb)
     wait_call_over(pa)
     wait_call_over(pb)
+
+
+def test_a_video_call_answered_with_sound_only(
+        trio: dict[str, Up], app: Callable[[Up], Any]) -> None:
+    alice, carol = trio["alice"], trio["carol"]
+    pa, pc = app(alice), app(carol)
+    start_call(pa, "carol", "video")
+    panel = pc.locator('[data-testid="incoming-call"]')
+    panel.wait_for(state="visible", timeout=60_000)
+    panel.locator('[data-testid="accept-audio"]').click()
+    wait_connected(pa, pc)
+    first = wait_frames_increase(pc, 0)  # carol sees alice
+    wait_frames_increase(pc, first)
+    assert not [s for s in current(pc)["senders"] if s["kind"] == "video"]
+    assert frames_decoded(pa) == 0
+    pc.locator('[data-testid="add-video"]').click()  # carol's camera after all
+    first = wait_frames_increase(pa, 0)
+    wait_frames_increase(pa, first)
+    hang_up(pc)
+    wait_call_over(pa)
+    wait_call_over(pc)
 
 
 def test_a_screen_share_in_a_video_call_replaces_the_camera(

@@ -281,23 +281,37 @@ class Calls:
         self.log.add(_new_id(), "in", peer, _media_word(media), "refused", reason)
         self.stats["refused"] += 1
 
-    def answered_here(self, peer: bytes, media: Sequence[str]) -> str:
+    def answered_here(self, peer: bytes, media: Sequence[str]) -> str | None:
         """A media call the daemon answered itself (``--auto-answer``): logged as
-        answered; returns its call id (for :meth:`ended_here`)."""
+        answered; returns its call id for :meth:`ended_here` (None if it cannot be
+        logged: the call goes on)."""
+        if self._closed:
+            return None
         call_id = _new_id()
         now = time.time()
-        self.log.add(call_id, "in", peer, _media_word(media), "answered", at=now)
-        self.log.update(call_id, "answered", answered_at=now)
+        try:
+            self.log.add(call_id, "in", peer, _media_word(media), "answered", at=now)
+            self.log.update(call_id, "answered", answered_at=now)
+        except HailingError as exc:
+            log.warning("cannot log a call: %s", exc)
+            return None
         self.stats["answered_here"] += 1
         return call_id
 
-    def ended_here(self, call_id: str, peer: bytes, reason: str) -> dict[str, Any]:
-        """That call ended: logged, ``call-ended`` emitted; its duration (or {})."""
-        self.log.update(call_id, "ended", reason, ended_at=time.time())
-        duration = _duration(self.log.get(call_id))
+    def ended_here(self, call_id: str, peer: bytes, reason: str | None) -> None:
+        """That call ended: logged, ``call-ended`` emitted (with its duration)."""
+        if self._closed:
+            return
+        reason = reason or "hung up"
+        try:
+            self.log.update(call_id, "ended", reason, ended_at=time.time())
+            entry = self.log.get(call_id)
+        except HailingError as exc:
+            log.warning("cannot log a call's end: %s", exc)
+            return
         self.events.emit({"event": "call-ended", "call": call_id,
-                          "from": format_contact_id(peer), **duration, "reason": reason})
-        return duration
+                          "from": format_contact_id(peer), **_duration(entry),
+                          "reason": reason})
 
     def _changed(self, call_id: str, call: IncomingCall) -> None:
         who = format_contact_id(call.sender)

@@ -114,6 +114,7 @@ class Daemon:
         self.media = media
         self._media_calls: set[asyncio.Task[None]] = set()
         self._recordings: set[Path] = set()  # files of calls in progress (not written yet)
+        self._media_now: dict[int, dict[str, Any]] = {}  # media calls in progress, for status
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -261,8 +262,10 @@ class Daemon:
             if self.calls is not None:  # in the call log, as a page's calls are
                 call_id = self.calls.answered_here(conn.peer, conn.tracks.kinds)
             await media.start()
-            self.events.emit({"event": "connected", "from": who, "call": call_id, **kinds,
-                              "recording": str(record) if media.recorded_kinds else None})
+            now = {"from": who, "call": call_id, **kinds,
+                   "recording": str(record) if media.recorded_kinds else None}
+            self._media_now[id(media)] = {**now, "frames": media.frames}
+            self.events.emit({"event": "connected", **now})
             async for item in conn:
                 self.events.emit(item_event(item, who))
         except Exception as exc:
@@ -270,6 +273,7 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await conn.close(f"failed: {exc}")
         finally:
+            self._media_now.pop(id(media), None)
             summary = await media.stop()  # finalized first, whatever else happens
             if record is not None:
                 self._recordings.discard(record)
@@ -280,8 +284,7 @@ class Daemon:
                               "reason": conn.close_reason, "media": kinds["media"],
                               "duration_s": round(time.monotonic() - started, 1), **summary})
             if call_id is not None and self.calls is not None:
-                with contextlib.suppress(HailingError):  # the log is closing with the daemon
-                    self.calls.ended_here(call_id, conn.peer, str(conn.close_reason))
+                self.calls.ended_here(call_id, conn.peer, conn.close_reason)
 
     async def _pump_chain(self, queue: asyncio.Queue[Any]) -> None:
         while True:
@@ -424,6 +427,8 @@ class Daemon:
             "contacts": len(book.list()), "subscribers": self.events.subscribers,
             "events_dropped": self.events.dropped, "stats": dict(stats),
             "calls": dict(self.calls.stats) if self.calls is not None else {},
+            "media_calls": [{**c, "frames": dict(sorted(c["frames"].items()))}
+                            for c in self._media_now.values()],
         }
 
     # -- sending -------------------------------------------------------------------------

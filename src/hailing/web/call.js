@@ -26,77 +26,14 @@
 // peer sent on the channel), "notice" (something to tell the user, e.g. no camera). It
 // never touches the DOM. abandon() is for a page going away (pagehide).
 
+import { ApiError, defaultRequest, iceServers, newCallId, waitForGathering } from "./callapi.js";
 import { CallChannel } from "./callchannel.js";
 import { summarizeStats } from "./callstats.js";
 
-export { summarizeStats };
-export const GATHER_TIMEOUT_MS = 4000;
+export { ApiError, defaultRequest, iceServers, newCallId, summarizeStats, waitForGathering };
 export const CONNECT_TIMEOUT_MS = 20000;
 export const RING_TIMEOUT_S = 30;
 export const STATES = ["calling", "ringing", "connecting", "connected", "ended"];
-
-export class ApiError extends Error {
-  constructor(status, message, kind = "") {
-    super(message);
-    this.status = status;
-    this.kind = kind;
-  }
-}
-
-// The default way to reach the daemon: same-origin fetch (the session cookie; the browser
-// sends our own Origin on POST/DELETE). request(method, path, body?, {signal}?) -> JSON.
-export async function defaultRequest(method, path, body, { signal } = {}) {
-  const init = { method, credentials: "same-origin", signal, headers: {} };
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  const res = await fetch(path, init);
-  let data = null;
-  try {
-    data = await res.json();
-  } catch {
-    data = null;
-  }
-  if (!res.ok) {
-    const message = (data && data.error) || `${res.status} ${res.statusText}`;
-    throw new ApiError(res.status, message, (data && data.kind) || "");
-  }
-  return data;
-}
-
-// The ICE servers of a call. None today (hailing configures no STUN/TURN server); the NAT
-// work (STUN answered by DHT nodes, volunteered relays) will ask the daemon here.
-export async function iceServers(_request) {
-  return [];
-}
-
-export function newCallId() {
-  const bytes = crypto.getRandomValues(new Uint8Array(12));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-// Resolve once ICE gathering is complete, or after timeoutMs (what was gathered is used).
-export function waitForGathering(pc, timeoutMs = GATHER_TIMEOUT_MS) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const done = (complete) => {
-      clearTimeout(timer);
-      pc.removeEventListener("icegatheringstatechange", check);
-      pc.removeEventListener("icecandidate", onCandidate);
-      resolve(complete);
-    };
-    const check = () => {
-      if (pc.iceGatheringState === "complete") done(true);
-    };
-    const onCandidate = (e) => {
-      if (!e.candidate) done(true);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    pc.addEventListener("icegatheringstatechange", check);
-    pc.addEventListener("icecandidate", onCandidate);
-  });
-}
 
 function mediaError(err) {
   const what = err && err.name === "NotAllowedError" ? "permission denied"
@@ -142,6 +79,8 @@ export class Call extends EventTarget {
     this.verified = false;
     this.muted = false;
     this.cameraOff = false;
+    this.peerMuted = false; // what the peer's {"t":"media"} said
+    this.peerCameraOff = false;
     this.screenTrack = null;
     this.cameraTrack = null; // the camera track a screen share replaced
     this.stats = null;
@@ -224,14 +163,17 @@ export class Call extends EventTarget {
 
   // -- callee ------------------------------------------------------------------------------
 
-  async accept() {
+  // Answer; {video: false} answers a video call with sound only from this side (the
+  // other's video is still received; "Start video" can add the camera later).
+  async accept({ video = true } = {}) {
     if (this.state !== "ringing") return;
     try {
       this._setState("connecting");
       this.timeline.accepted = now();
       // The camera and microphone start at once (the ring said which), while the offer is
       // fetched and answered.
-      const media = this._openMedia(this.media === "video");
+      const sendVideo = this.media === "video" && video;
+      const media = this._openMedia(sendVideo);
       media.catch(() => {}); // awaited below
       const ring = await this.request("GET", `/api/calls/${encodeURIComponent(this.id)}`);
       if (!this.active) return;
@@ -240,7 +182,7 @@ export class Call extends EventTarget {
         if (e.channel.label === "hailing" && !this.channel) this._useChannel(e.channel);
       });
       await this.pc.setRemoteDescription({ type: "offer", sdp: ring.sdp });
-      const sends = new Set(this.media === "video" ? ["audio", "video"] : ["audio"]);
+      const sends = new Set(sendVideo ? ["audio", "video"] : ["audio"]);
       for (const tr of this.pc.getTransceivers()) {
         const kind = tr.receiver.track.kind;
         if (sends.has(kind) && !this._transceiverOf(kind, tr)) {
@@ -309,6 +251,7 @@ export class Call extends EventTarget {
   setMuted(muted) {
     this.muted = !!muted;
     for (const t of this.localStream.getAudioTracks()) t.enabled = !this.muted;
+    this._tellMedia();
     this._emit("tracks");
   }
 
@@ -316,7 +259,14 @@ export class Call extends EventTarget {
     this.cameraOff = !!off;
     const cam = this.cameraTrack || (this.screenTrack ? null : this.localStream.getVideoTracks()[0]);
     if (cam) cam.enabled = !this.cameraOff;
+    this._tellMedia();
     this._emit("tracks");
+  }
+
+  // Tell a browser peer that our sound or camera is off ({"t":"media"}): it shows that
+  // instead of silence and a black picture. A Python peer is told nothing.
+  _tellMedia() {
+    if (this.canRenegotiate) this.channel.send({ t: "media", muted: this.muted, camera: !this.cameraOff });
   }
 
   // Add the camera to an audio call (renegotiated over the channel).
@@ -331,24 +281,40 @@ export class Call extends EventTarget {
     return true;
   }
 
+  // A screen share replaces the camera's picture, or takes the video m-line already
+  // negotiated for sending; else it needs a renegotiation (a browser peer).
+  get canShareScreen() {
+    if (this.state !== "connected") return false;
+    return !!this.screenTrack || this.canRenegotiate || !!this._transceiverOf("video");
+  }
+
   async startScreenShare() {
-    if (!this.active || this.screenTrack) return false;
-    const videoSender = this._videoSender();
-    if (!(videoSender && videoSender.track) && !this.canRenegotiate) {
+    if (!this.active || this.screenTrack || this._sharing) return false;
+    if (!this.canShareScreen) {
       throw new Error("the other side cannot take a new video track during the call");
     }
-    const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
-    const track = stream.getVideoTracks()[0];
-    track.addEventListener("ended", () => this.stopScreenShare());
-    this.screenTrack = track;
-    if (videoSender && videoSender.track) {
-      this.cameraTrack = videoSender.track;
-      await videoSender.replaceTrack(track);
-      this.localStream.removeTrack(this.cameraTrack);
-      this.localStream.addTrack(track);
-    } else {
-      this.cameraTrack = null;
-      this._sendVideo(track);
+    this._sharing = true; // getDisplayMedia waits for the user to choose
+    try {
+      const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+      const track = stream.getVideoTracks()[0];
+      if (!this.active) {
+        track.stop();
+        return false;
+      }
+      const videoSender = this._videoSender();
+      if (videoSender && videoSender.track) {
+        this.cameraTrack = videoSender.track;
+        await videoSender.replaceTrack(track);
+        this.localStream.removeTrack(this.cameraTrack);
+        this.localStream.addTrack(track);
+      } else {
+        this.cameraTrack = null;
+        this._sendVideo(track);
+      }
+      this.screenTrack = track; // once it is what the sender sends
+      track.addEventListener("ended", () => this.stopScreenShare());
+    } finally {
+      this._sharing = false;
     }
     this._emit("tracks");
     return true;
@@ -495,6 +461,11 @@ export class Call extends EventTarget {
       },
       onSdp: (frame) => this._onRemoteSdp(frame).catch((err) => this._fail(err)),
       onMessage: (text) => this._emit("message", { text }),
+      onMedia: (frame) => {
+        this.peerMuted = frame.muted === true;
+        this.peerCameraOff = frame.camera === false;
+        this._emit("tracks");
+      },
       onClose: (byeHeard) => {
         if (this.active) this._end(byeHeard ? `${this.name} hung up` : "the connection was lost");
       },
@@ -520,6 +491,7 @@ export class Call extends EventTarget {
     this.timeline.verified = now();
     this._listenForNegotiation();
     this._setState("connected");
+    if (this.muted || this.cameraOff) this._tellMedia();
     this._every(1000, () => this.refreshStats());
     this.refreshStats();
   }

@@ -8,7 +8,8 @@
 //   proved itself) calls onSilent(ms).
 // - A peer's bye is answered by bye, then onBye(); bye() sends ours and resolves when the
 //   peer's arrives (or after BYE_WAIT_MS).
-// - {"t":"sdp"} frames go to onSdp(frame). A Python peer's msg is acknowledged and goes
+// - {"t":"sdp"} frames go to onSdp(frame), {"t":"media"} (the peer's sound or camera is
+//   off) to onMedia(frame). A Python peer's msg is acknowledged and goes
 //   to onMessage(text); a file is refused (ok: false). Anything else is counted garbage.
 // - The channel closing goes to onClose(byeHeard).
 
@@ -168,6 +169,9 @@ export class CallChannel {
       }
       case "sdp":
         this.h.onSdp?.(msg);
+        break;
+      case "media":
+        this.h.onMedia?.(msg);
         break;
       case "msg":
         if (typeof msg.text === "string") this.h.onMessage?.(msg.text);

@@ -97,7 +97,9 @@ export class CallView {
     this.avatar = el("div", { class: "hl-avatar hl-avatar-big" });
     this.statsBox = el("dl", { class: "hl-stats", "data-testid": "call-stats" });
     this.toast = el("div", { class: "hl-toast", role: "alert", hidden: true });
-    const stage = el("div", { class: "hl-stage" }, this.remote, this.avatar, this.local, this.statsBox, this.toast);
+    this.peerMuted = el("div", { class: "hl-peer-muted", "data-testid": "peer-muted", hidden: true },
+      icon("mic", { slash: true }), "Muted");
+    const stage = el("div", { class: "hl-stage" }, this.remote, this.avatar, this.local, this.statsBox, this.peerMuted, this.toast);
 
     this.mute = control("mute", "mic", "Mute", { "aria-pressed": "false" });
     this.camera = control("camera-off", "video", "Camera off", { "aria-pressed": "false" });
@@ -115,6 +117,11 @@ export class CallView {
       this.statsToggle, this.hangUp, this.redial, this.done);
 
     this.root = el("section", { class: "hl-call", "data-testid": "call-view", "aria-label": "Call", hidden: true }, head, stage, bar);
+    // On a phone-sized screen the stats start hidden: they would cover the picture.
+    if (window.matchMedia?.("(max-width: 600px)").matches) {
+      this.statsBox.hidden = true;
+      this.statsToggle.setAttribute("aria-pressed", "false");
+    }
     this._wire();
   }
 
@@ -165,6 +172,7 @@ export class CallView {
     this._ticker = setInterval(() => this._tick(), 500);
     this.root.hidden = false;
     this.render();
+    this.hangUp.focus({ preventScroll: true }); // keyboard users land on the controls
   }
 
   hide() {
@@ -217,7 +225,9 @@ export class CallView {
     this.stateLine.textContent = STATE_TEXT[st](c);
     if (st !== "connected") this.duration.textContent = "";
     const live = st === "connected";
-    const remoteVideo = c.remoteStream.getVideoTracks().some((t) => t.readyState === "live" && !t.muted);
+    const remoteVideo = !c.peerCameraOff
+      && c.remoteStream.getVideoTracks().some((t) => t.readyState === "live" && !t.muted);
+    this.peerMuted.hidden = !(c.peerMuted && st === "connected");
     this.root.classList.toggle("hl-has-remote-video", remoteVideo && st !== "ended");
     const localVideo = c.hasLocalVideo && st !== "ended";
     this.root.classList.toggle("hl-has-local-video", localVideo);
@@ -234,9 +244,8 @@ export class CallView {
     this.addVideo.disabled = !c.canRenegotiate;
     this.addVideo.title = c.canRenegotiate ? "Start video"
       : live ? "The other side cannot add video during a call" : "Once connected";
-    const canShare = live && (c.canRenegotiate || !!c._videoSender()?.track || !!c.screenTrack);
-    this.share.disabled = !canShare;
-    this.share.hidden = ended;
+    this.share.disabled = !c.canShareScreen;
+    this.share.hidden = ended || typeof navigator.mediaDevices?.getDisplayMedia !== "function";
     this.statsToggle.hidden = ended;
     this.root.classList.toggle("hl-ended", ended);
     this.redial.hidden = !ended;
