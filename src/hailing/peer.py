@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 from collections import Counter
@@ -48,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from .dht import DhtConfig
-from .errors import HailingError, LocalProtocolError, QueryTimeout, StorageError
+from .errors import HailingError, LocalProtocolError, QueryTimeout, SdpError, StorageError
 from .identity import Identity, load_or_create_identity, parse_contact_id
 from .node import Addr, DhtNode
 from .rtc.connection import Connection
@@ -57,6 +58,7 @@ from .services.contacts import ContactBook
 from .services.policy import CallPolicy
 from .session.connections import ConnectionManager, PeerConnectionFactory, TracksFor, bound
 from .session.coupler import ContractCoupler, Coupler, DhtCoupler, SignalKind, WsCoupler
+from .session.descriptions import split_offer_body
 from .session.dialer import Dialer, Rung, parse_ladder
 from .session.endpoints import EndpointRecords
 from .session.events import CallEvent
@@ -338,7 +340,8 @@ class Peer:
                 async def attempt(c: Coupler, wait: float) -> Connection:
                     await c.expect_from(peer)
                     return await manager.offer(peer, wait=wait, tracks=tracks,
-                                               send=_sender(c, peer, "offer"))
+                                               send=_sender(c, peer, "offer"),
+                                               reply_hint=c.reply_hint(peer))
 
                 conn, used = await self._dialer().dial(timeout, attempt, only=coupler)
                 conn.coupler = used.name
@@ -366,13 +369,18 @@ class Peer:
     # -- receiving -----------------------------------------------------------------------
 
     def _on_offer(self, opened: envelope.Opened, source: Source) -> None:
+        try:  # the reply hint (if any) is the coupler's; the rest is the description
+            description, hint = split_offer_body(opened.body)
+        except SdpError:
+            description, hint = b"", None
+        opened = dataclasses.replace(opened, body=description)
         if not bound(opened):  # garbage inside a good envelope: no call at all
             self.stats["unbound_offers"] += 1
             return
         verdict: str = self._policy().admit(opened.sender)
         if verdict == "accepted":  # unless too many calls are being answered (counted)
             verdict = self._manager().answer(
-                opened, self._reply(source, opened.sender, "answer"), source.name,
+                opened, self._reply(source, opened.sender, "answer", hint), source.name,
                 stranger=not self._is_contact(opened.sender)) or verdict
         else:
             self.stats["refused_" + verdict] += 1
@@ -382,10 +390,21 @@ class Peer:
     def _on_answer(self, opened: envelope.Opened, source: Source) -> None:
         self._manager().answer_received(opened)
 
-    def _reply(self, source: Source, peer: bytes, kind: SignalKind
-               ) -> Callable[[bytes], Awaitable[object]]:
-        if source.coupler is not None:
-            return _sender(source.coupler, peer, kind)
+    def _reply(self, source: Source, peer: bytes, kind: SignalKind,
+               hint: bytes | None = None) -> Callable[[bytes], Awaitable[object]]:
+        """How to answer ``peer``: the way its offer came; with the offer's reply
+        ``hint``, also straight back through the coupler (the answer skips a hop)."""
+        coupler = source.coupler
+        if coupler is not None:
+            send = _sender(coupler, peer, kind)
+            if hint is None:
+                return send
+
+            async def direct_and_post(blob: bytes) -> int:
+                coupler.reply_direct(peer, hint, blob)  # one datagram, counted there
+                return await send(blob)
+
+            return direct_and_post
         channel = source.channel
         assert channel is not None
 

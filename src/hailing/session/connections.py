@@ -51,7 +51,12 @@ from ..rtc.connection import Connection
 from ..rtc.ice import rtc_configuration as default_configuration
 from ..signaling import envelope
 from ..signaling.envelope import KIND_ANSWER, KIND_OFFER
-from .descriptions import decode_description, description_fingerprint, encode_description
+from .descriptions import (
+    decode_description,
+    description_fingerprint,
+    encode_description,
+    offer_body,
+)
 from .dialer import nobody_answered
 from .events import CallEvent
 from .supervisor import Supervisor
@@ -150,9 +155,11 @@ class ConnectionManager:
     # -- calling -----------------------------------------------------------------------
 
     async def offer(self, peer: bytes, *, wait: float, send: Send,
-                    tracks: Sequence[Any] = ()) -> Connection:
-        """Call ``peer``: seal an offer living ``wait`` seconds, ``send`` it, wait that
-        long for the answer, connect and authenticate. Raises :class:`QueryTimeout` when
+                    tracks: Sequence[Any] = (), reply_hint: bytes | None = None
+                    ) -> Connection:
+        """Call ``peer``: seal an offer living ``wait`` seconds (carrying ``reply_hint``,
+        the coupler's, see :meth:`~hailing.session.coupler.Coupler.reply_hint`), ``send``
+        it, wait that long for the answer, connect and authenticate. Raises :class:`QueryTimeout` when
         no answer came, :class:`RemoteProtocolError` for an answer WebRTC refuses,
         :class:`~hailing.rtc.connection.AuthenticationError` for a failed proof."""
         deadline = time.monotonic() + wait
@@ -166,8 +173,8 @@ class ConnectionManager:
             body = encode_description(pc.localDescription)
             local_fp = description_fingerprint(body)
             ttl = min(max(1, math.ceil(deadline - time.monotonic())), envelope.MAX_TTL)
-            blob = envelope.seal(self.identity, peer, KIND_OFFER, body, now=self._clock(),
-                                 ttl=ttl)
+            blob = envelope.seal(self.identity, peer, KIND_OFFER,
+                                 offer_body(body, reply_hint), now=self._clock(), ttl=ttl)
             fut: asyncio.Future[envelope.Opened] = asyncio.get_running_loop().create_future()
             self._waiting[peer] = (offer_ref(blob), fut)
             try:

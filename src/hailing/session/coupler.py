@@ -21,6 +21,15 @@ to hear from a peer we are about to call, :meth:`~Coupler.send` posts an envelop
 (the contract's "paid by the sender's wallet of the day"; a pass elsewhere), and
 :meth:`~Coupler.aclose` stops it.
 
+**Answers that skip a hop.** A coupler may hand the caller a *reply hint*
+(:meth:`~Coupler.reply_hint`): opaque bytes the session seals into the offer (so only
+the callee reads them) and the callee's coupler of the same kind uses, once the
+callee's policy accepted the call, to send the sealed answer straight back
+(:meth:`~Coupler.reply_direct`) while the answer also goes the usual way; the first copy
+wins and the router drops the second. The DHT coupler's hint is a direct push token and
+the caller's node address: its answer reaches the caller's node in one hop instead of
+two (through a storing node). A coupler with nothing faster answers None and False.
+
 The adapters here wrap the signaling backends: :class:`DhtCoupler`
 (:class:`~hailing.signaling.rendezvous.DhtRendezvous`, hailing's DHT inboxes),
 :class:`ContractCoupler` (:class:`~hailing.signaling.contract_rdv.ContractRendezvous`,
@@ -39,8 +48,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..dht.inbox import MAX_VALUE as DHT_MAX_VALUE
+from ..dht.tokens import TOKEN_BYTES
 from ..errors import HailingError, LocalProtocolError
 from ..identity import Identity
+from ..krpc import IPAddressCodec
 from ..signaling.rendezvous import DhtRendezvous
 from .supervisor import Supervisor
 
@@ -67,6 +78,9 @@ CONTRACT_MAX_PAYLOAD = 512
 WS_MAX_PAYLOAD = 64 * 1024
 #: How many envelopes may wait for the router, per coupler; more are dropped and counted.
 INLET_SIZE = 1024
+#: The DHT coupler's reply hint: a direct push token, then a compact IPv4 or IPv6 address.
+_HINT_SIZES = (TOKEN_BYTES + 6, TOKEN_BYTES + 18)
+_ADDRESSES = IPAddressCodec()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +165,18 @@ class Coupler(Protocol):
         ``refused_<reason>``)."""
         ...
 
+    def reply_hint(self, peer: bytes) -> bytes | None:
+        """What our offer to ``peer`` should carry (sealed) so that its coupler can send
+        the answer straight back to us (see the module docstring); None for nothing."""
+        ...
+
+    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
+        """Send an answer ``blob`` to the caller ``peer`` straight through the reply
+        ``hint`` of its offer, besides :meth:`send` (which the session calls too): at most
+        one datagram, never repeated, and never for a call the policy did not accept.
+        False when the hint is not usable here (counted ``reply_hints_bad``)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -230,6 +256,33 @@ class DhtCoupler:
         task = self._inlet.spawn(post(), "public offer")
         self._public[peer] = task
 
+    def reply_hint(self, peer: bytes) -> bytes | None:
+        """A direct push token for our inbox for ``peer`` (today's pair key: where its
+        answer comes) and our node's address (compact, 6 or 18 bytes): with it the
+        callee's node pushes the answer to ours itself, one hop instead of two. None when
+        the node cannot tell its reachable address."""
+        addr = self.node.reachable_address()
+        packed = _ADDRESSES.pack(addr) if addr is not None else None
+        if packed is None:
+            return None
+        return self.node.direct_token(self.rendezvous.inbox_key(peer)) + packed
+
+    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
+        """Push the answer ``blob`` straight to the caller's node named by ``hint`` (see
+        :meth:`reply_hint`), on the key the answer is posted to. The datagram is our
+        node's own push of our sealed answer: nothing in it is the caller's to choose."""
+        addr = _ADDRESSES.unpack(hint[TOKEN_BYTES:]) if len(hint) in _HINT_SIZES else None
+        if not isinstance(addr, tuple) or not 0 < len(blob) <= DHT_MAX_VALUE or not self.node.running:
+            self._count("reply_hints_bad")
+            return False
+        self.node.push(addr, self.rendezvous.outbox_key(peer), blob, hint[:TOKEN_BYTES])
+        self._count("direct_answers_sent")
+        return True
+
+    def _count(self, what: str) -> None:
+        if self._inlet is not None:
+            self._inlet.stats[what] += 1
+
     async def refresh(self) -> int:
         return await self.rendezvous.refresh()
 
@@ -274,6 +327,12 @@ class WsCoupler:
 
     async def admit(self, sender: bytes, blob: bytes) -> str | None:
         return None
+
+    def reply_hint(self, peer: bytes) -> bytes | None:
+        return None  # the relay is one hop already
+
+    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
+        return False
 
     async def aclose(self) -> None:
         await self.rendezvous.aclose()
@@ -340,6 +399,12 @@ class ContractCoupler:
             return "wallet"
         self._stats["wallet_verified"] += 1
         return None
+
+    def reply_hint(self, peer: bytes) -> bytes | None:
+        return None  # a chain event reaches the recipient only through the chain
+
+    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
+        return False
 
     async def aclose(self) -> None:
         await self.rendezvous.aclose()
