@@ -32,7 +32,7 @@ elsewhere.
 
     python benchmarks/connect_dht_peers.py [--calls 30] [--warmup 3] [--nodes 20]
         [--layout process|per-node] [--samples 60] [--data-root DIR] [--two-hops]
-        [--out FILE]
+        [--ack-wait S] [--out FILE]
 """
 
 from __future__ import annotations
@@ -291,11 +291,14 @@ async def calls(callers: dict[str, Peer], callees: dict[str, str], n: int, warmu
 
 
 def make_peers(root: Path, tag: str, where: dict[str, str],
-               hailing_k: tuple[int, ...] = (), two_hops: bool = False) -> dict[str, Peer]:
+               hailing_k: tuple[int, ...] = (), two_hops: bool = False,
+               ack_wait: float | None = None) -> dict[str, Peer]:
     """One Peer per path, data directories ``root/<path>-<tag>``; for each k in
     ``hailing_k`` one more hailing path, ``hailing_k<k>``, whose node uses that k (how many
     storing nodes it posts to and listens on); with ``two_hops`` one more, ``hailing_2hop``,
-    whose caller gives no reply hint (see :func:`no_reply_hint`)."""
+    whose caller gives no reply hint (see :func:`no_reply_hint`); with ``ack_wait`` one
+    more, ``hailing_ack``, whose callee posts its answer to the storing nodes only when
+    the caller's node did not take the direct push within ``ack_wait`` s (:func:`tune`)."""
     h_boot, o_boot = parse_hostport(where["hailing"]), parse_hostport(where["opendht"])
     peers = {
         "hailing": Peer(root / f"hailing-{tag}", bootstrap=[h_boot]),
@@ -307,14 +310,22 @@ def make_peers(root: Path, tag: str, where: dict[str, str],
                                       dht_config=DhtConfig(k=k))
     if two_hops:
         peers["hailing_2hop"] = Peer(root / f"hailing-2hop-{tag}", bootstrap=[h_boot])
+    if ack_wait is not None:
+        peers["hailing_ack"] = Peer(root / f"hailing-ack-{tag}", bootstrap=[h_boot])
     return peers
 
 
-def no_reply_hint(peer: Peer) -> None:
-    """The ``hailing_2hop`` caller: its offers carry no reply hint, so the answer comes
-    only through the storing nodes (two hops), as before the direct answer."""
-    coupler = peer.coupler("dht")
-    coupler.reply_hint = lambda _peer: None  # type: ignore[method-assign]
+def tune(peers: dict[str, Peer], ack_wait: float | None) -> None:
+    """After start: the ``hailing_2hop`` caller's offers carry no reply hint (the answer
+    comes only through the storing nodes, two hops, as before the direct answer); the
+    ``hailing_ack`` callee waits ``ack_wait`` s for the direct push's acknowledgement
+    before posting its answer to the storing nodes."""
+    if "hailing_2hop" in peers:
+        coupler: Any = peers["hailing_2hop"].coupler("dht")
+        coupler.reply_hint = lambda _peer: None
+    if "hailing_ack" in peers:
+        coupler = peers["hailing_ack"].coupler("dht")
+        coupler.direct_ack_wait = ack_wait
 
 
 class NodeMeter:
@@ -377,11 +388,12 @@ async def callee_main() -> int:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     conf = json.loads(await reader.readline())
     peers = make_peers(Path(conf["root"]), "callee", conf["where"], tuple(conf["hailing_k"]),
-                       conf.get("two_hops", False))
+                       conf.get("two_hops", False), conf.get("ack_wait"))
     servers: list[asyncio.Future[None]] = []
     try:
         for p in peers.values():
             await p.start()
+        tune(peers, conf.get("ack_wait"))
         print("callees " + json.dumps({k: p.contact_id for k, p in peers.items()}), flush=True)
         await befriend(peers, json.loads(await reader.readline()), "caller")
         servers = [asyncio.ensure_future(serve(p)) for p in peers.values()]
@@ -544,11 +556,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             children[f"hailing_k{k}"] = children["hailing"]
         if args.two_hops:
             children["hailing_2hop"] = children["hailing"]
+        if args.ack_wait is not None:
+            children["hailing_ack"] = children["hailing"]
         h_boot = parse_hostport(where["hailing"])
         o_boot = parse_hostport(where["opendht"])
         with tempfile.TemporaryDirectory(prefix="hailing-bench-", dir=args.data_root) as tmp:
             root = Path(tmp)
-            callers = make_peers(root, "caller", where, tuple(args.hailing_k), args.two_hops)
+            callers = make_peers(root, "caller", where, tuple(args.hailing_k), args.two_hops,
+                                 args.ack_wait)
             meters = {k: NodeMeter() for k in callers if k.startswith("hailing")}
             raw: list[Any] = [HailingPair(h_boot), OpenDhtPair(o_boot)]
             local: dict[str, Peer] = {}  # the callees, when they run in this process
@@ -560,18 +575,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     callee.launch()
                     callee.send(json.dumps({"root": str(root), "where": where,
                                             "hailing_k": args.hailing_k,
-                                            "two_hops": args.two_hops}))
+                                            "two_hops": args.two_hops,
+                                            "ack_wait": args.ack_wait}))
                     callee_ids = json.loads(callee.wait_line())
                 else:
                     local = make_peers(root, "callee", where, tuple(args.hailing_k),
-                                       args.two_hops)
+                                       args.two_hops, args.ack_wait)
                     for p in local.values():
                         await p.start()
+                    tune(local, args.ack_wait)
                     callee_ids = {k: p.contact_id for k, p in local.items()}
                 for p in callers.values():
                     await p.start()
-                if "hailing_2hop" in callers:
-                    no_reply_hint(callers["hailing_2hop"])
+                tune(callers, args.ack_wait)
                 for name, meter in meters.items():
                     meter.attach(callers[name])
                 for r in raw:
@@ -633,7 +649,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for r in raw:
                     await r.stop()
         paths = [*PATHS, *(f"hailing_k{k}" for k in args.hailing_k),
-                 *(["hailing_2hop"] if args.two_hops else [])]
+                 *(["hailing_2hop"] if args.two_hops else []),
+                 *(["hailing_ack"] if args.ack_wait is not None else [])]
         for name in paths:
             m = made[name]
             done = max(1, len(m["times"]))
@@ -651,7 +668,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ratios = [("hailing", "opendht"), ("hailing", "ws"), ("opendht", "ws"),
                   *((f"hailing_k{k}", "opendht") for k in args.hailing_k),
                   *([("hailing_2hop", "opendht"), ("hailing", "hailing_2hop")]
-                    if args.two_hops else [])]
+                    if args.two_hops else []),
+                  *([("hailing_ack", "opendht"), ("hailing_ack", "hailing")]
+                    if args.ack_wait is not None else [])]
         for a, b in ratios:
             result[f"ratio_p50_{a}_over_{b}"] = p50[a] / p50[b] if p50[a] and p50[b] else None
     finally:
@@ -696,6 +715,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="one more hailing path, hailing_2hop, whose offers carry no reply "
                     "hint: the answer only through the storing nodes (the code before the "
                     "direct answer), in the same run")
+    ap.add_argument("--ack-wait", type=float, default=None, metavar="S",
+                    help="one more hailing path, hailing_ack, whose callee posts its answer "
+                    "to the storing nodes only if the caller's node did not take the direct "
+                    "push within S seconds")
     ap.add_argument("--samples", type=int, default=60,
                     help="raw latency samples per DHT and mode (default 60; 0: none)")
     ap.add_argument("--settle", type=float, default=0.25,

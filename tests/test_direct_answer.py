@@ -321,3 +321,53 @@ async def test_a_hint_the_coupler_cannot_use_is_counted(net: Net) -> None:
     assert not coupler.reply_direct(b"\x00" * 32, b"short", b"answer")
     assert not coupler.reply_direct(b"\x00" * 32, bytes(8) + bytes([127, 0, 0, 1, 0, 0]), b"a")
     assert bob.stats["reply_hints_bad"] == 2
+
+
+# -- posting only when the direct push was not taken (DhtCoupler.direct_ack_wait) -------
+
+
+def count_posts(monkeypatch: pytest.MonkeyPatch, p: Peer) -> list[bytes]:
+    node = node_of(p)
+    posted: list[bytes] = []
+    real = node.post
+
+    async def post(key: bytes, value: bytes) -> int:
+        posted.append(value)
+        return await real(key, value)
+
+    monkeypatch.setattr(node, "post", post)
+    return posted
+
+
+async def test_an_answer_the_callers_node_took_directly_is_not_posted(
+        net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = await pair(net)
+    coupler: Any = bob.coupler("dht")
+    coupler.direct_ack_wait = 10.0  # the push's acknowledgement comes long before
+    posted = count_posts(monkeypatch, bob)
+    conn = await alice.connect(bob.contact_id, timeout=10)
+    inc = await bob.accept(10)
+    assert posted == [] and bob.stats["answers_direct_only"] == 1
+    assert node_of(alice).stats.get("pushes_direct", 0) == 1
+    await conn.close()
+    await inc.close()
+
+
+async def test_an_answer_whose_direct_push_was_not_taken_is_posted_after_the_wait(
+        net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = await pair(net)
+    coupler: Any = bob.coupler("dht")
+    coupler.direct_ack_wait = 0.2
+    posted = count_posts(monkeypatch, bob)
+    victim = udp_sink()  # takes the push and never answers
+    port = victim.getsockname()[1]
+    forge_hint(monkeypatch, alice, lambda h: h[:8] + bytes([127, 0, 0, 1]) + port.to_bytes(2, "big"))
+    try:
+        conn = await alice.connect(bob.contact_id, timeout=10)
+        inc = await bob.accept(10)
+        assert len(posted) == 1 and bob.stats["answers_direct_only"] == 0
+        assert len(drain(victim)) == 1
+        await conn.close()
+        await inc.close()
+    finally:
+        victim.close()

@@ -41,6 +41,7 @@ from .dht import (
 )
 from .dht.bep44 import MutableItem
 from .errors import CorruptStorageError, HailingError, LocalProtocolError, StorageError
+from .krpc import Response
 from .transport import UdpEndpoint
 from .transport._ingress import SourceRateLimiter
 
@@ -326,11 +327,20 @@ class DhtNode:
         meant to (sealed)."""
         return self.core.inboxes.direct_token(key)
 
-    def push(self, addr: Addr, key: bytes, value: bytes, ptoken: bytes) -> None:
+    def push(self, addr: Addr, key: bytes, value: bytes, ptoken: bytes) -> asyncio.Future[bool]:
         """Push ``value`` on ``key`` straight to the listener at ``addr`` with the
-        direct push token it gave us: one datagram, its answer ignored."""
-        self.core.inboxes.push(addr, key, value, ptoken, self._now())
+        direct push token it gave us: one datagram. The future (nobody need await it)
+        says whether the listener took the value: True on its answer, False on an error
+        or no answer within the query timeout."""
+        fut: asyncio.Future[bool] = self._loop.create_future()
+
+        def done(reply: object, p: object, now: float) -> None:
+            if not fut.done():
+                fut.set_result(isinstance(reply, Response))
+
+        self.core.inboxes.push(addr, key, value, ptoken, self._now(), on_reply=done)
         self._pump()
+        return fut
 
     async def inbox(self) -> InboxMessage:
         """The next value posted to an inbox this node listens on."""

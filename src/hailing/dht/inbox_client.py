@@ -41,7 +41,7 @@ from ..krpc import AddressCodec, Query, Response
 from .events import Event, InboxMessage
 from .inbox import MAX_LISTEN_TTL, MAX_VALUE, MAX_VALUES_PER_KEY, SeenValues
 from .tokens import TokenManager
-from .transactions import Pending, SendQuery
+from .transactions import OnReply, Pending, SendQuery
 
 #: Shortest listen ttl a client asks for (renewals at half of it).
 MIN_LISTEN_TTL = 30.0
@@ -125,11 +125,14 @@ class InboxClient:
     def unlisten_all(self, now: float) -> int:
         return sum(self.unlisten(key, now) for key in list(self._listens))
 
-    def push(self, addr: Hashable, key: bytes, value: bytes, ptoken: bytes, now: float) -> None:
+    def push(self, addr: Hashable, key: bytes, value: bytes, ptoken: bytes, now: float,
+             on_reply: OnReply | None = None) -> None:
         """Push ``value`` on ``key`` straight to the listener at ``addr`` with the direct
-        push token it gave us: one ``hailing_push`` datagram, never repeated, its answer
-        ignored (a listener that refuses it, or is not there, costs nothing more), and
-        whoever answers stays out of the routing table. Counted ``direct_pushes_sent``."""
+        push token it gave us: one ``hailing_push`` datagram, never repeated (a listener
+        that refuses it, or is not there, costs nothing more), and whoever answers stays
+        out of the routing table. ``on_reply`` hears its answer (a ``Response`` when the
+        listener took the value, an ``Error``, or None after the hard timeout). Counted
+        ``direct_pushes_sent``."""
         if type(key) is not bytes or len(key) != 20:
             raise LocalProtocolError("an inbox key is 20 bytes")
         if type(value) is not bytes or not 0 < len(value) <= MAX_VALUE:
@@ -138,7 +141,7 @@ class InboxClient:
             raise LocalProtocolError("a push token is 1..20 bytes")
         self._stats["direct_pushes_sent"] += 1
         args: dict[bytes, Any] = {b"key": key, b"v": value, b"ptoken": ptoken}
-        self._send(addr, b"hailing_push", args, now, on_reply=_ignore)
+        self._send(addr, b"hailing_push", args, now, on_reply=on_reply or _ignore)
 
     # -- what the protocol calls -------------------------------------------------------
 

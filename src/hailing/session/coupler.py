@@ -193,12 +193,18 @@ class DhtCoupler:
 
     def __init__(self, node: DhtNode, identity: Identity, allowed: Callable[[], list[bytes]],
                  accept_any: Callable[[], bool], clock: Callable[[], float] = time.time,
-                 public_delay: float = PUBLIC_DELAY) -> None:
+                 public_delay: float = PUBLIC_DELAY,
+                 direct_ack_wait: float | None = None) -> None:
         self.node = node
         self.rendezvous = DhtRendezvous(node, identity, allowed, accept_any, clock)
         self.public_delay = public_delay
         self._inlet: Inlet | None = None
         self._public: dict[bytes, asyncio.Task[Any]] = {}  # peer -> its delayed public post
+        #: None: an answer pushed directly is posted to the storing nodes at once as
+        #: well; a number: only when the caller's node did not take the direct push
+        #: within that many seconds (see :meth:`send`).
+        self.direct_ack_wait = direct_ack_wait
+        self._direct: dict[bytes, tuple[bytes, asyncio.Future[bool]]] = {}
 
     async def start(self, sink: Inlet) -> None:
         self._inlet = sink
@@ -227,6 +233,15 @@ class DhtCoupler:
         answer came meanwhile: a contact answers through the pair key first, so most
         calls cost half the DHT messages and tell the public inbox's storing nodes
         nothing. If no node stores the pair-key post, the public one goes at once."""
+        direct = self._direct.pop(peer, None)
+        if direct is not None and direct[0] == blob and self.direct_ack_wait is not None:
+            try:  # the caller's node took the direct push: the storing nodes need not
+                async with asyncio.timeout(self.direct_ack_wait):
+                    if await asyncio.shield(direct[1]):
+                        self._count("answers_direct_only")
+                        return 1
+            except TimeoutError:
+                pass
         if kind != "offer":
             return await self.rendezvous.send(peer, blob, kind=kind)
         try:
@@ -275,8 +290,10 @@ class DhtCoupler:
         if not isinstance(addr, tuple) or not 0 < len(blob) <= DHT_MAX_VALUE or not self.node.running:
             self._count("reply_hints_bad")
             return False
-        self.node.push(addr, self.rendezvous.outbox_key(peer), blob, hint[:TOKEN_BYTES])
+        acked = self.node.push(addr, self.rendezvous.outbox_key(peer), blob, hint[:TOKEN_BYTES])
         self._count("direct_answers_sent")
+        if self.direct_ack_wait is not None:
+            self._direct[peer] = (blob, acked)
         return True
 
     def _count(self, what: str) -> None:
