@@ -21,6 +21,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "creating .venv with $py" >&2
   "$py" -m venv .venv
 fi
+# Playwright (test extra) drives the system's Chromium (scripts/install-chromium.sh); it must
+# never download a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 stamp=".venv/.installed-${extras}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "installing hailing[$extras] into .venv (first run takes a minute)" >&2

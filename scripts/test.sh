@@ -14,6 +14,14 @@ if command -v npm >/dev/null 2>&1; then
 else
   echo "npm not found: the anvil tests will be skipped (apt-get install npm)" >&2
 fi
+echo "== chromium (Debian package, for the browser tests in tests/browser/)" >&2
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+if HAILING_CHROMIUM="$(bash scripts/install-chromium.sh)"; then
+  export HAILING_CHROMIUM
+else
+  unset HAILING_CHROMIUM
+  echo "no chromium: the browser tests will be skipped (they fail under CI=true)" >&2
+fi
 # The test extra installs opendht (OpenDHT, the connect benchmark's second DHT) where its
 # wheels exist: there its interop tests must run, not be skipped.
 if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then

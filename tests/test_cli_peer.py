@@ -167,8 +167,10 @@ class Daemon:
         return self.out.lines[0]
 
     def events(self, start: int = 0) -> list[dict[str, Any]]:
-        """The JSON event lines (after the first line) from index ``start``."""
-        return [json.loads(line) for line in self.out.lines[max(start, 1):]]
+        """The JSON event lines (after the first line; other lines, such as ``hailing
+        up``'s ``web`` line, skipped) from index ``start``."""
+        return [json.loads(line) for line in self.out.lines[max(start, 1):]
+                if line.startswith("{")]
 
     def wait_event(self, start: int = 0, timeout: float = TIMEOUT, **match: Any) -> int:
         def pred(line: str) -> bool:

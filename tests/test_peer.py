@@ -289,7 +289,10 @@ async def test_a_blocked_caller_cannot_tell_a_block_from_an_offline_callee(
     assert t_blk is t_any is t_off is QueryTimeout
     assert m_blk == m_any == m_off
     assert abs(s_blk - s_off) < 0.5 and abs(s_any - s_off) < 0.5
-    assert [dict(c.stats) for c in callers] == [{}, {}, {}]
+    # (each gave up and sent a CANCEL, in the background: when it left is not the point)
+    cancels = ("cancels_sent", "cancel_errors")
+    assert [{k: v for k, v in c.stats.items() if k not in cancels} for c in callers] == [
+        {}, {}, {}]
     assert [dict(c.replay.stats) for c in callers] == [{}, {}, {}]
     assert len(pcs) == 3 and all(pc.remoteDescription is None for pc in pcs)
     # ... though the blocker that accepts anyone did see (and refuse) the offer.

@@ -97,8 +97,13 @@ async def test_the_ladder_falls_back_and_the_connection_says_which_coupler_carri
         ("pipe", None, False)]
     # The callee heard only the offer that reached it, and answered the way it came.
     assert [(e.accepted, e.coupler) for e in drain(bob)] == [(True, "pipe")]
-    assert [(name, kind) for name, _, _, kind in board.sent] == [
+    assert [(name, kind) for name, _, _, kind in board.sent if kind != "cancel"] == [
         ("void", "offer"), ("broken", "offer"), ("pipe", "offer"), ("pipe", "answer")]
+    # The rung that timed out told its callee it gave up, the way its offer went (the
+    # one that could not send had nothing to cancel).
+    await eventually(lambda: any(k == "cancel" for *_, k in board.sent), "the CANCEL")
+    assert [(name, kind) for name, _, _, kind in board.sent if kind == "cancel"] == [
+        ("void", "cancel")]
     await conn.send_text("over the third rung")
     assert await inc.recv() == TextMessage("over the third rung")
     assert await alice.refresh() == 3  # every coupler refreshed (one key each here)
@@ -114,10 +119,16 @@ async def test_the_offer_lives_as_long_as_the_caller_waits(
         tmp_path / "alice", couplers=[board.coupler(a_id.public_key, deliver=False)]))
     with pytest.raises(QueryTimeout, match=r"^nobody answered within 2 s"):
         await alice.connect(bob.public_key, timeout=2)
-    [(_, to, blob, kind)] = board.sent
-    opened = envelope.open_envelope(bob, blob, now=time.time(), replay=envelope.ReplayCache())
+    await eventually(lambda: len(board.sent) == 2, "the CANCEL")
+    [(_, to, blob, kind), (_, to2, cancel, kind2)] = board.sent
+    replay = envelope.ReplayCache()
+    opened = envelope.open_envelope(bob, blob, now=time.time(), replay=replay)
     assert (to, kind, opened.kind) == (bob.public_key, "offer", KIND_OFFER)
     assert opened.expires - opened.timestamp == math.ceil(2)
+    # Then the sealed CANCEL naming it: the callee stops ringing for a caller gone.
+    gave_up = envelope.open_envelope(bob, cancel, now=time.time(), replay=replay)
+    assert (to2, kind2, gave_up.kind) == (bob.public_key, "cancel", envelope.KIND_CANCEL)
+    assert gave_up.body == opened.nonce[:8] == blob[1:9]
 
 
 # -- remote input WebRTC refuses -----------------------------------------------------------
@@ -342,9 +353,10 @@ async def test_answers_are_not_recorded_as_handled_for_other_processes(
     """A daemon and a one-shot send on one data directory both hear an answer; only
     offers and endpoint records are recorded once-ever (see the router's test)."""
     from hailing.signaling.endpoint import KIND_ENDPOINT
-    from hailing.signaling.envelope import KIND_ANSWER, KIND_OFFER
+    from hailing.signaling.envelope import KIND_ANSWER, KIND_CANCEL, KIND_OFFER
 
     bob = await start(started, Peer(tmp_path / "bob"))
     assert bob.router is not None
     once = {kind: entry[3] for kind, entry in bob.router._handlers.items()}
-    assert once == {KIND_OFFER: True, KIND_ANSWER: False, KIND_ENDPOINT: True}
+    assert once == {KIND_OFFER: True, KIND_ANSWER: False, KIND_ENDPOINT: True,
+                    KIND_CANCEL: False}

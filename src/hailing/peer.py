@@ -54,6 +54,7 @@ from .identity import Identity, load_or_create_identity, parse_contact_id
 from .node import Addr, DhtNode
 from .rtc.connection import Connection
 from .rtc.files import clean_partials
+from .rtc.ice import current_host_addresses
 from .services.contacts import ContactBook
 from .services.policy import CallPolicy
 from .session.connections import ConnectionManager, PeerConnectionFactory, TracksFor, bound
@@ -62,11 +63,23 @@ from .session.descriptions import split_offer_body
 from .session.dialer import Dialer, Rung, parse_ladder
 from .session.endpoints import EndpointRecords
 from .session.events import CallEvent
+from .session.external import (
+    ExternalCall,
+    IncomingCall,
+    dial_external,
+    media_of,
+    pack_external_sdp,
+)
 from .session.router import SignalRouter, Source
 from .session.supervisor import Supervisor
 from .signaling import envelope
 from .signaling.endpoint import KIND_ENDPOINT, EndpointRecord
-from .signaling.envelope import KIND_ANSWER, KIND_OFFER, ReplayCache
+from .signaling.envelope import (
+    KIND_ANSWER,
+    KIND_CANCEL,
+    KIND_OFFER,
+    ReplayCache,
+)
 from .signaling.store import SignalStore
 
 __all__ = ["BACKENDS", "CONTACTS_POLL", "REFRESH_INTERVAL", "CallEvent", "Peer"]
@@ -88,7 +101,8 @@ class Peer:
     ``(name, timeout)`` pairs) sets the fallback order; ``couplers`` adds ready-made
     :class:`~hailing.session.coupler.Coupler` objects (by default the ladder is theirs).
     ``rtc_configuration`` or ``pc_factory`` replace the default peer connection (no ICE
-    server); ``answer_tracks(caller)`` gives media tracks to add when answering.
+    server); ``answer_tracks(caller)`` gives media tracks to add when answering a call
+    that has media (fresh ones each time: they are stopped when that call ends).
     ``node`` shares a running :class:`DhtNode` (then the Peer neither starts nor stops
     it); else ``dht_config`` configures the node it starts (a short-lived client, such as
     a one-shot ``hailing send``, should pass ``DhtConfig(read_only=True)``: a BEP43
@@ -118,6 +132,7 @@ class Peer:
         answer_tracks: TracksFor | None = None,
         node: DhtNode | None = None,
         dht_config: DhtConfig | None = None,
+        on_media_offer: Callable[[IncomingCall], None] | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise LocalProtocolError(f"unknown rendezvous backend {backend!r} (dht, ws or contract)")
@@ -159,6 +174,9 @@ class Peer:
         self._answer_tracks = answer_tracks
         self._custom = custom
         self._shared_node = node
+        #: Where accepted offers with audio or video go, as ringing IncomingCalls for a
+        #: page to answer (None: answered here with aiortc, ``answer_tracks``).
+        self.on_media_offer = on_media_offer
         self.identity: Identity | None = None
         self.contacts: ContactBook | None = None
         self.policy: CallPolicy | None = None
@@ -225,6 +243,7 @@ class Peer:
                                          clock=self._clock)
         self.router.on(KIND_OFFER, self._on_offer, name="offer", strict_expiry=True)
         self.router.on(KIND_ANSWER, self._on_answer, name="answer", once_ever=False)
+        self.router.on(KIND_CANCEL, self._on_cancel, name="cancel", once_ever=False)
         self.router.on(KIND_ENDPOINT, self.endpoints.received, name="endpoint")
         for rung in self.ladder:
             coupler = await self._build(rung.name)
@@ -313,7 +332,8 @@ class Peer:
         if named); ``conn.coupler`` says which one carried the call. With ``via`` (an
         open connection to the same contact) the offer and the answer travel over that
         data channel: no DHT, no chain, no relay. ``tracks`` are media tracks added
-        before the offer. Raises :class:`QueryTimeout` with one clear line when nobody
+        before the offer (or a kind, ``"audio"`` / ``"video"``, to receive that media
+        without sending any); the peer's tracks are in ``conn.tracks.received``. Raises :class:`QueryTimeout` with one clear line when nobody
         answered: the callee is offline, refused, or blocked us (on purpose, these look
         the same)."""
         peer = parse_contact_id(contact) if isinstance(contact, str) else contact
@@ -334,19 +354,45 @@ class Peer:
                     channel.send_signal(blob)
 
                 conn = await manager.offer(peer, wait=timeout, send=over_channel,
-                                           tracks=tracks)
+                                           tracks=tracks, cancel=over_channel)
                 conn.coupler = "channel"
             else:
                 async def attempt(c: Coupler, wait: float) -> Connection:
                     await c.expect_from(peer)
                     return await manager.offer(peer, wait=wait, tracks=tracks,
                                                send=_sender(c, peer, "offer"),
+                                               cancel=_sender(c, peer, "cancel"),
                                                reply_hint=c.reply_hint(peer))
 
                 conn, used = await self._dialer().dial(timeout, attempt, only=coupler)
                 conn.coupler = used.name
             conn.connect_ms = (time.perf_counter() - t0) * 1000
             return conn
+
+    async def call_external(self, contact: str | bytes, sdp: str, timeout: float = 30.0,
+                            coupler: str | None = None) -> ExternalCall:
+        """Call ``contact`` for a page that owns the media: ``sdp`` is its offer (host
+        candidates filtered to the configured ICE hosts, then packed, format 2), dialed
+        through the ladder (only ``coupler``, if named). Returns the answer as an
+        :class:`~hailing.session.external.ExternalCall` (the callee's SDP, our hello
+        proof, ``verify`` for the callee's). LocalProtocolError for an SDP that is not
+        one; QueryTimeout, as :meth:`connect`, when nobody answered. A call cancelled or
+        timed out before the answer sends the callee a sealed CANCEL."""
+        peer = parse_contact_id(contact) if isinstance(contact, str) else contact
+        if peer == self._identity().public_key:
+            raise LocalProtocolError("cannot call yourself")
+        manager, identity = self._manager(), self._identity()
+
+        async def exchange(c: Coupler, wait: float) -> envelope.Opened:
+            await c.expect_from(peer)
+            return await manager.exchange(peer, body, wait=wait,
+                                          send=_sender(c, peer, "offer"),
+                                          cancel=_sender(c, peer, "cancel"),
+                                          reply_hint=c.reply_hint(peer))
+
+        body, local_fp = pack_external_sdp(sdp, current_host_addresses())
+        return await dial_external(self._dialer(), identity, peer, local_fp, exchange,
+                                   timeout, coupler)
 
     async def incoming(self) -> AsyncIterator[Connection]:
         """Accepted, authenticated incoming connections, as they come."""
@@ -377,15 +423,29 @@ class Peer:
         if not bound(opened):  # garbage inside a good envelope: no call at all
             self.stats["unbound_offers"] += 1
             return
+        manager = self._manager()
+        if manager.was_cancelled(opened):  # its CANCEL overtook it
+            self.stats["cancelled_before_offer"] += 1
+            return
+        sdp, media = media_of(opened.body)
         verdict: str = self._policy().admit(opened.sender)
-        if verdict == "accepted":  # unless too many calls are being answered (counted)
-            verdict = self._manager().answer(
-                opened, self._reply(source, opened.sender, "answer", hint), source.name,
-                stranger=not self._is_contact(opened.sender)) or verdict
+        stranger = not self._is_contact(opened.sender)
+        reply = self._reply(source, opened.sender, "answer", hint)
+        on_media = self.on_media_offer
+        if verdict == "accepted" and media and on_media is not None:
+            assert sdp is not None
+            verdict = manager.ring(opened, reply, source.name, sdp, media, on_media,
+                                   stranger=stranger) or verdict
+        elif verdict == "accepted":  # unless too many calls are being answered (counted)
+            verdict = manager.answer(opened, reply, source.name,
+                                     stranger=stranger) or verdict
         else:
             self.stats["refused_" + verdict] += 1
         self._emit(CallEvent(opened.sender, verdict == "accepted", verdict,
-                             coupler=source.name))
+                             coupler=source.name, media=media))
+
+    def _on_cancel(self, opened: envelope.Opened, source: Source) -> None:
+        self._manager().cancel_received(opened)
 
     def _on_answer(self, opened: envelope.Opened, source: Source) -> None:
         self._manager().answer_received(opened)

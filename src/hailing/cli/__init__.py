@@ -42,9 +42,11 @@ from .chain import add_chain_commands  # noqa: E402
 from .config import add_config_commands  # noqa: E402
 from .dht import add_dht_commands  # noqa: E402
 from .identity import add_identity_commands  # noqa: E402
+from .media import add_media_commands  # noqa: E402
 from .remote import route_through_daemon  # noqa: E402
 from .up import add_up_command  # noqa: E402
 from .wallet import add_wallet_commands  # noqa: E402
+from .web import add_open_command  # noqa: E402
 
 if _SIGINT_AT_IMPORT is signal.default_int_handler:
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -62,10 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_dht_commands(sub, _Parser)
     add_identity_commands(sub, _Parser)
     add_call_commands(sub, _Parser)
+    add_media_commands(sub, _Parser)
     add_wallet_commands(sub, _Parser)
     add_chain_commands(sub, _Parser)
     add_config_commands(sub, _Parser)
     add_up_command(sub)
+    add_open_command(sub)
     route_through_daemon(p)  # last: wraps the commands a running daemon serves
     return p
 

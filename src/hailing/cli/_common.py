@@ -11,10 +11,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 from ..errors import LocalProtocolError
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:  # the DHT is imported by the commands that use it, not by every command
     from ..node import Addr
@@ -186,3 +188,33 @@ def stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str | None]:
 
     threading.Thread(target=read, name="hailing-chat-stdin", daemon=True).start()
     return lines
+
+
+async def _interruptible(work: Coroutine[Any, Any, T]) -> tuple[bool, T | None]:
+    """Run ``work``; SIGINT/SIGTERM cancel it (it cleans up: hangs up, says ``abort``).
+    Returns (interrupted, result). A second signal cancels the clean-up too."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        task.cancel()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+    try:
+        try:
+            return False, await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if signals and task.cancelled() and (current is None or not current.cancelling()):
+                return True, None
+            raise
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

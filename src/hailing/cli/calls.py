@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import HailingError, UsageError
 from ..identity import format_contact_id
-from ._common import Progress, _hostport, _positive_seconds, stdin_lines
+from ._common import Progress, _hostport, _interruptible, _positive_seconds, stdin_lines
 from ._shared import (
     _out,
     _peer,
@@ -32,38 +30,6 @@ from ._shared import (
     add_network_options,
     report_chain,
 )
-
-T = TypeVar("T")
-
-
-async def _interruptible(work: Coroutine[Any, Any, T]) -> tuple[bool, T | None]:
-    """Run ``work``; SIGINT/SIGTERM cancel it (it cleans up: hangs up, says ``abort``).
-    Returns (interrupted, result). A second signal cancels the clean-up too."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(work)
-    signals = 0
-
-    def on_signal() -> None:
-        nonlocal signals
-        signals += 1
-        task.cancel()
-
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_signal)
-            installed.append(sig)
-    try:
-        try:
-            return False, await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if signals and task.cancelled() and (current is None or not current.cancelling()):
-                return True, None
-            raise
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
 
 def _downloads(args: argparse.Namespace, peer: Any) -> Path:

@@ -2,8 +2,10 @@
 
 Output contract (scripts and tests rely on it): the first stdout line is exactly
 ``up <contact id> dht HOST:PORT api http://127.0.0.1:PORT`` (``dht -`` when the daemon
-signals through a relay or the contract only), printed once everything listens; then one
-JSON object per line per event, as ``hailing listen`` prints them (see
+signals through a relay or the contract only), printed once everything listens; the second
+is ``web http://127.0.0.1:PORT/open?code=CODE``, a one-time sign-in link for the web app
+(valid 10 minutes; ``hailing open`` makes a fresh one); then one JSON object per line per
+event, as ``hailing listen`` prints them (see
 :mod:`hailing.daemon.events`). SIGINT or SIGTERM stops it cleanly with exit 0; a second
 ``hailing up`` on the same data directory fails with one line (exit 1).
 """
@@ -14,11 +16,12 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LocalProtocolError
+from ..errors import LocalProtocolError, UsageError
 from ._common import _hostport, _ice_ip, _stop_on_signal
 from ._config import DATA_DIR_ENV, default_data_dir
 from ._shared import NETWORK_SETTINGS, add_contract_options, contract_peer_kwargs
@@ -54,11 +57,24 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any]:
-    """What ``args`` describe: (make_peer(node) -> Peer, DhtSettings or None)."""
+def _command(text: str) -> list[str]:
+    """``--on-call CMD``: split as a shell would (no shell runs it)."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"cannot split the command {text!r}: {exc}") from None
+    if not argv:
+        raise argparse.ArgumentTypeError("--on-call needs a command")
+    return argv
+
+
+def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """What ``args`` describe: (make_peer(node) -> Peer, DhtSettings or None,
+    MediaOptions or None)."""
     from ..daemon.service import DhtSettings
     from ..rtc import set_host_addresses
 
+    media = _media_options(args)  # wrong media arguments first, before the network ones
     if args.ice_host:
         set_host_addresses(args.ice_host)
     common: dict[str, Any] = {
@@ -78,12 +94,35 @@ def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any]:
         bind = args.bind or (("127.0.0.1", 0) if loopback else ("0.0.0.0", 0))
         dht = DhtSettings(bind, tuple(args.bootstrap), args.read_only)
 
+    if media is not None:
+        common["answer_tracks"] = media.answer_tracks
+
     def make_peer(node: Any) -> Any:
         from ..peer import Peer
 
         return Peer(args.data_dir, node=node, **common)
 
-    return make_peer, dht
+    return make_peer, dht, media
+
+
+def _media_options(args: argparse.Namespace) -> Any:
+    """``--auto-answer`` and its media files, checked now: MediaOptions, or None."""
+    if not args.auto_answer:
+        for flag, value in (("--play", args.play), ("--record", args.record),
+                            ("--loop", args.loop)):
+            if value:
+                raise UsageError(f"{flag} needs --auto-answer (without it, media calls "
+                                 "are for the web app to answer)")
+        return None
+    if args.loop and args.play is None:
+        raise UsageError("--loop needs --play FILE")
+    from ..rtc.media import MediaOptions
+
+    media = MediaOptions(play=Path(args.play) if args.play else None,
+                         record=Path(args.record).absolute() if args.record else None,
+                         loop=args.loop)
+    media.check()
+    return media
 
 
 def _printer() -> Any:
@@ -116,9 +155,9 @@ async def cmd_up(args: argparse.Namespace) -> int:
     # service manager would otherwise quietly become somebody new).
     new_identity = not (Path(args.data_dir) / KEY_FILE).exists()
     stop = _stop_on_signal()  # before the first line: a signal right after it is a clean stop
-    make_peer, dht = _daemon_parts(args)
+    make_peer, dht, media = _daemon_parts(args)
     daemon = Daemon(args.data_dir, make_peer, dht=dht, api_bind=args.api,
-                    idle_close=args.idle_close)
+                    idle_close=args.idle_close, on_call=args.on_call, media=media)
     daemon.events.add_sink(_printer())
     try:
         await daemon.start()
@@ -129,6 +168,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)
         print(f"up {daemon.peer.contact_id} dht {daemon.dht_address or '-'} "
               f"api {daemon.api_info.url}", flush=True)
+        print(f"web {daemon.login_url()}", flush=True)
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(daemon.failed.wait())]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -147,7 +187,8 @@ def add_up_command(sub: Any) -> None:
         description="Run this identity's node in the foreground until SIGINT/SIGTERM: its DHT "
         "node, listening for calls, links kept open to contacts, and a control API on "
         "127.0.0.1 (token in DATA_DIR/api.json). First line: 'up <contact id> dht HOST:PORT "
-        "api http://127.0.0.1:PORT'; then one JSON object per line per event. While it "
+        "api http://127.0.0.1:PORT'; second: 'web URL', a one-time sign-in link for the web "
+        "app; then one JSON object per line per event. While it "
         "runs, send/chat/contact/status/endpoint on the same data directory go through it.")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help=f"the identity's directory (default ${DATA_DIR_ENV}, else "
@@ -175,6 +216,22 @@ def add_up_command(sub: Any) -> None:
     p.add_argument("--idle-close", type=_seconds, default=DEFAULT_IDLE_CLOSE, metavar="S",
                    help="hang up a link to a contact unused for S seconds (0: never; "
                    f"default {DEFAULT_IDLE_CLOSE:.0f})")
+    p.add_argument("--on-call", type=_command, default=None, metavar="CMD",
+                   help="run CMD (split like a shell command, but no shell) for each "
+                   "incoming call that rings, with the ring event as one JSON line on its "
+                   "stdin (e.g. a notify-send wrapper); at most 10 s, 4 at once")
+    p.add_argument("--auto-answer", action="store_true",
+                   help="answer media calls here (aiortc) instead of ringing the web app: "
+                   "play --play FILE to the caller, record the caller to --record FILE")
+    p.add_argument("--play", default=None, metavar="FILE",
+                   help="(--auto-answer) send this file's audio and video to each caller "
+                   "(default: send nothing)")
+    p.add_argument("--loop", action="store_true",
+                   help="(--auto-answer) play the file again and again")
+    p.add_argument("--record", default=None, metavar="FILE",
+                   help="(--auto-answer) record each call: FILE's name with the caller and "
+                   "the time added (calls.mkv -> calls-NAME-YYYYmmdd-HHMMSS.mkv; the "
+                   "container is the extension's: .mp4 .mov .mkv .webm .wav .ogg .mp3)")
     add_contract_options(p)
     # The data directory's config.toml fills the network options not given (cli._shared.prepare).
     p.set_defaults(func=cmd_up, _default_data_dir=True, _settings=NETWORK_SETTINGS)

@@ -8,11 +8,16 @@ Every request passes three checks, in this order (see ``docs/daemon.md``):
 2. ``Origin``, when present, is the API's own origin; any other web page is refused
    (403), so no site a browser visits can drive the daemon, not even its WebSocket.
 3. ``Authorization: Bearer TOKEN`` with the token of ``DATA_DIR/api.json`` (mode 600:
-   readable by the user who runs the daemon only). Missing or wrong: 401.
+   readable by the user who runs the daemon only), or the web app's session cookie
+   (:mod:`hailing.daemon.web`); with the cookie, a request that changes something (any
+   method but GET/HEAD, and the WebSocket) must carry the API's own ``Origin`` (403
+   without). Missing or wrong: 401. The app's own files and ``/open`` (the sign-in link)
+   need neither; the Host and Origin checks apply to them too.
 
 Bodies are JSON objects of at most :data:`MAX_BODY` bytes; anything else is a 4xx with
 ``{"error": "..."}`` and the daemon goes on serving. Routes live under ``/api/``; the
-rest of the URL space is left for the web app.
+rest of the URL space is the web app's (:mod:`hailing.daemon.web`). Every response
+carries the security headers of :func:`hailing.daemon.web.security_headers`.
 
 The handlers are thin: they check types and call the :class:`~hailing.daemon.service.Daemon`.
 """
@@ -40,8 +45,11 @@ from ..errors import (
     StorageError,
 )
 from ..node import Addr
+from .web import AUTH_KEY, UP_CODE_TTL, WebAuth, open_handler, security_headers, serve_static
+from .webapp import WebRoutes
 
 if TYPE_CHECKING:
+    from .calls import Calls
     from .service import Daemon
 
 log = logging.getLogger(__name__)
@@ -81,6 +89,8 @@ class ApiServer:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self.auth = WebAuth()
+        self.web = WebRoutes(self)
 
     async def start(self, bind: Addr) -> tuple[str, int, str]:
         host, port = bind
@@ -88,6 +98,7 @@ class ApiServer:
             raise LocalProtocolError("the API listens on 127.0.0.1 only")
         app = web.Application(middlewares=[self._errors, self._guard], client_max_size=MAX_BODY)
         self._routes(app)
+        app.on_response_prepare.append(self._headers)
         # handler_cancellation: a client that goes away (Ctrl-C on `hailing send --file`)
         # cancels what it asked for, as the one-shot command would.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
@@ -102,7 +113,14 @@ class ApiServer:
         sockets: Any = getattr(site._server, "sockets", None)
         assert sockets, "the API's site has no socket"
         self.port = int(sockets[0].getsockname()[1])
+        self.auth.port = self.port
         return f"http://127.0.0.1:{self.port}", self.port, self.token
+
+    def login_url(self, code: str | None = None) -> str:
+        """A sign-in link for the web app (a fresh code, valid :data:`UP_CODE_TTL` s,
+        unless ``code`` is given)."""
+        code = code or self.auth.mint_code(UP_CODE_TTL)
+        return f"http://127.0.0.1:{self.port}/open?code={code}"
 
     async def aclose(self) -> None:
         for ws in list(self._sockets):
@@ -141,14 +159,34 @@ class ApiServer:
         origin = request.headers.get("Origin")
         if origin is not None and origin not in tuple(f"http://{h}" for h in own):
             return _error(403, "requests from other web pages are refused")
-        auth = request.headers.get("Authorization", "")
-        scheme, _, given = auth.partition(" ")
+        if not request.path.startswith("/api/"):
+            return await handler(request)  # the app's files and /open: no secret needed
+        auth = request.headers.get("Authorization")
+        cookie = request.cookies.get(self.auth.cookie_name)
+        if auth is None and cookie is not None:
+            if not self.auth.session_ok(cookie):
+                return _error(401, "this page is signed out (the daemon restarted?): run "
+                              "'hailing open'")
+            acting = request.method not in ("GET", "HEAD") or _is_websocket(request)
+            if acting and origin is None:
+                return _error(403, "a request of the web app must carry its Origin")
+            request[AUTH_KEY] = "cookie"
+            return await handler(request)
+        scheme, _, given = (auth or "").partition(" ")
         if not auth or scheme.lower() != "bearer":
             return _error(401, "missing token: send 'Authorization: Bearer TOKEN' (the "
                           "token is in DATA_DIR/api.json)")
         if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
             return _error(401, "wrong token")
+        request[AUTH_KEY] = "bearer"
         return await handler(request)
+
+    async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        own = request.headers.get("Host", "") in (f"127.0.0.1:{self.port}",
+                                                  f"localhost:{self.port}")
+        ws = f"ws://{request.headers['Host']}" if own else None
+        security_headers(response, ws, request.path.startswith("/api/")
+                         or request.path == "/open")
 
     # -- routes --------------------------------------------------------------------------
 
@@ -171,6 +209,18 @@ class ApiServer:
         r.add_get("/api/links", self.get_links)
         r.add_post("/api/refresh", self.refresh)
         r.add_get("/api/events", self.events)
+        r.add_post("/api/calls", self.place_call)
+        r.add_get("/api/calls", self.get_calls)
+        r.add_get("/api/calls/{call}", self.get_call)
+        r.add_delete("/api/calls/{call}", self.cancel_call)
+        r.add_post("/api/calls/{call}/accept", self.accept_call)
+        r.add_post("/api/calls/{call}/decline", self.decline_call)
+        r.add_post("/api/calls/{call}/verify", self.verify_call)
+        r.add_post("/api/calls/{call}/end", self.end_call)
+        self.web.add_to(app)
+        # The web app: /open (sign-in link), then its files (last: anything else is 404).
+        r.add_get("/open", open_handler(self.auth))
+        r.add_get("/{name:[^/]*}", serve_static)
 
     async def get_status(self, request: web.Request) -> web.Response:
         return web.json_response(self.daemon.status())
@@ -257,6 +307,52 @@ class ApiServer:
         await self.daemon.refresh()
         return web.json_response({"refreshed": True})
 
+    # -- browser calls (hailing.daemon.calls) ----------------------------------------------
+
+    def _calls(self) -> Calls:
+        if self.daemon.calls is None:
+            raise DaemonError("the daemon is not started")
+        return self.daemon.calls
+
+    async def place_call(self, request: web.Request) -> web.Response:
+        """The page's offer, dialed; answered when the callee's page accepted. Aborting
+        the request (or ``DELETE /api/calls/{id}``) cancels the call."""
+        body = await _body(request)
+        calls = self._calls()
+        peer = self.daemon.resolve(_req(body, "contact", str))
+        result = await calls.place(peer, _req(body, "sdp", str), _req(body, "media", str),
+                                   _opt(body, "call", str), _timeout(body))
+        return web.json_response(result)
+
+    async def get_calls(self, request: web.Request) -> web.Response:
+        limit = _query_int(request.query.get("limit"), "limit", 50)
+        return web.json_response({"calls": self._calls().list(limit)})
+
+    async def get_call(self, request: web.Request) -> web.Response:
+        return web.json_response(self._calls().get(request.match_info["call"]))
+
+    async def cancel_call(self, request: web.Request) -> web.Response:
+        return web.json_response(self._calls().cancel(request.match_info["call"]))
+
+    async def accept_call(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        result = await self._calls().accept(request.match_info["call"], _req(body, "sdp", str))
+        return web.json_response(result)
+
+    async def decline_call(self, request: web.Request) -> web.Response:
+        await _body(request, empty_ok=True)
+        return web.json_response(self._calls().decline(request.match_info["call"]))
+
+    async def verify_call(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        ok = self._calls().verify(request.match_info["call"], _req(body, "proof", str))
+        return web.json_response({"ok": ok})
+
+    async def end_call(self, request: web.Request) -> web.Response:
+        body = await _body(request, empty_ok=True)
+        return web.json_response(
+            self._calls().end(request.match_info["call"], _opt(body, "reason", str)))
+
     async def events(self, request: web.Request) -> web.StreamResponse:
         """The event stream: one JSON text frame per event, from the moment the handshake
         completed. A client too slow to keep up is closed (1013, try again later)."""
@@ -284,6 +380,11 @@ class ApiServer:
 
 
 # -- request parsing ---------------------------------------------------------------------
+
+
+def _is_websocket(request: web.Request) -> bool:
+    return (request.headers.get("Upgrade", "").lower() == "websocket"
+            or "upgrade" in request.headers.get("Connection", "").lower())
 
 
 async def _body(request: web.Request, *, empty_ok: bool = False) -> dict[str, Any]:

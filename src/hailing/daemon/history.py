@@ -118,5 +118,16 @@ class History(SqliteFile):
                            (*args, limit))
         return [Entry(*row) for row in reversed(rows)]
 
+    def entry(self, entry_id: int) -> Entry | None:
+        """The entry ``entry_id``, or None."""
+        rows = self._query(f"SELECT {_COLUMNS} FROM messages WHERE id = ?", (entry_id,))
+        return Entry(*rows[0]) if rows else None
+
+    def last_seen(self) -> dict[bytes, float]:
+        """When each contact last sent something (a text or a file)."""
+        rows = self._query("SELECT contact, max(at) FROM messages WHERE direction = 'in' "
+                           "GROUP BY contact", ())
+        return {bytes(contact): float(at) for contact, at in rows}
+
     def count(self) -> int:
         return int(self._query("SELECT count(*) FROM messages")[0][0])

@@ -165,8 +165,11 @@ class Links:
         try:
             async for item in link.conn:
                 link.touch()
-                self._record(link.peer, item)
-                self._events.emit(item_event(item, who))
+                entry = self._record(link.peer, item)
+                event = item_event(item, who)
+                if entry is not None:
+                    event["id"] = entry  # the history entry (the web app's file download)
+                self._events.emit(event)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a link's failure ends that link, never the daemon
@@ -187,19 +190,22 @@ class Links:
             closed["links"] = self.open_count(link.peer)  # links to them still open
             self._events.emit(closed)
 
-    def _record(self, peer: bytes, item: object) -> None:
+    def _record(self, peer: bytes, item: object) -> int | None:
+        """Keep a received text or file in the history; its entry id."""
         if self.history is None:
-            return
+            return None
         try:
             text = getattr(item, "text", None)
             if isinstance(text, str):
-                self.history.add_text(peer, "in", text)
-            elif type(item).__name__ == "FileReceived":
+                return self.history.add_text(peer, "in", text)
+            if type(item).__name__ == "FileReceived":
                 item_any: Any = item
-                self.history.add_file(peer, "in", name=item_any.name, path=str(item_any.path),
-                                       size=item_any.size, sha256=item_any.sha256)
+                return self.history.add_file(peer, "in", name=item_any.name,
+                                              path=str(item_any.path), size=item_any.size,
+                                              sha256=item_any.sha256)
         except HailingError as exc:  # a full disk must not stop the link
             log.warning("history: %s", exc)
+        return None
 
     # -- idle links ----------------------------------------------------------------------
 

@@ -10,6 +10,13 @@ open to contacts, the message :class:`~hailing.daemon.history.History`, the
 :class:`~hailing.daemon.events.EventBus`, and the local control API
 (:mod:`hailing.daemon.api`) whose address and token it writes to ``api.json``.
 
+A daemon given :class:`~hailing.rtc.media.MediaOptions` (``hailing up --auto-answer``)
+answers media calls itself: the Peer's ``answer_tracks`` play the file, and each
+accepted connection with media becomes a *media call* instead of a link: its received
+tracks are recorded (one file per call, :func:`~hailing.rtc.media.recording_path`) or
+dropped, ``connected`` and ``closed`` (with ``media`` and ``duration_s``) are emitted, and
+the recording is finalized when the call ends, however it ends.
+
 Its own tasks (the Peer's call events, accepted incoming connections, chain status) are
 supervised: one that fails emits an ``error`` event and sets :attr:`Daemon.failed`, and
 ``hailing up`` then stops with exit 1 instead of running on half broken.
@@ -29,10 +36,10 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from .._sqlite import data_dir as _make_data_dir
@@ -40,9 +47,14 @@ from ..errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeo
 from ..identity import format_contact_id, parse_contact_id
 from ..node import Addr, format_hostport
 from ._files import ApiInfo, DaemonLock, remove_api_info, write_api_info
-from .events import Event, EventBus
+from .calls import Calls
+from .events import Event, EventBus, item_event
 from .history import History
 from .links import REPLACED, Link, Links
+from .webapp import clean_uploads
+
+if TYPE_CHECKING:
+    from ..rtc.media import MediaOptions
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +80,14 @@ class Daemon:
 
     ``make_peer(node)`` builds the (not yet started) Peer; ``node`` is the daemon's own
     started DHT node when ``dht`` is given (the daemon owns it: one node, shared with
-    the Peer), else None (a Peer signaling through a relay or the contract only)."""
+    the Peer), else None (a Peer signaling through a relay or the contract only).
+    ``media``: the daemon answers media calls itself (the Peer must have been given
+    ``answer_tracks=media.answer_tracks``), see the module docstring."""
 
     def __init__(self, data_dir: str | os.PathLike[str], make_peer: Callable[[Any], Any], *,
                  dht: DhtSettings | None = None, api_bind: Addr = ("127.0.0.1", 0),
-                 idle_close: float = 600.0) -> None:
+                 idle_close: float = 600.0, on_call: Sequence[str] | None = None,
+                 ring_calls: bool = True, media: MediaOptions | None = None) -> None:
         self.data_dir = Path(data_dir)
         self._make_peer = make_peer
         self.dht = dht
@@ -82,6 +97,11 @@ class Daemon:
         self.node: Any = None
         self.peer: Any = None
         self.history: History | None = None
+        #: Browser calls and the call log (:mod:`hailing.daemon.calls`), once started.
+        self.calls: Calls | None = None
+        self._on_call = list(on_call) if on_call else None
+        #: Media offers ring for a page (False: the Peer answers them itself).
+        self.ring_calls = ring_calls
         self.links = Links(self._dial, self.events, idle_close=idle_close)
         self.api_info: ApiInfo | None = None
         self.started = 0.0
@@ -89,6 +109,9 @@ class Daemon:
         self._locked = False
         self._api: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.media = media
+        self._media_calls: set[asyncio.Task[None]] = set()
+        self._recordings: set[Path] = set()  # files of calls in progress (not written yet)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -101,9 +124,16 @@ class Daemon:
         try:
             self.history = History(self.data_dir)
             self.links.history = self.history
+            self.calls = Calls(self.data_dir, self.events, name_of=self._contact_name,
+                               on_call=self._on_call)
             if self.dht is not None:
                 self.node = await open_dht_node(self.data_dir, self.dht)
             self.peer = self._make_peer(self.node)
+            self.calls.peer = self.peer
+            # A daemon that auto-answers (media) takes media calls itself: nothing rings.
+            if (self.ring_calls and self.media is None
+                    and getattr(self.peer, "on_media_offer", False) is None):
+                self.peer.on_media_offer = self.calls.ring
             await self.peer.start()
             downloads = getattr(self.peer, "downloads", None)
             if isinstance(downloads, str | os.PathLike):
@@ -116,6 +146,7 @@ class Daemon:
             for coupler in getattr(self.peer, "couplers", []):
                 if hasattr(coupler, "status_events"):
                     self._spawn(self._pump_chain(coupler.status_events), "chain")
+            clean_uploads(self.data_dir)  # what a killed daemon was uploading
             self._api = ApiServer(self)
             url, port, token = await self._api.start(self.api_bind)
             self.api_info = ApiInfo(pid=os.getpid(), url=url, port=port, token=token,
@@ -135,17 +166,20 @@ class Daemon:
         if self._api is not None:
             await self._api.aclose()
             self._api = None
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self._media_calls]  # a media call finalizes its recording
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.links.aclose()
+        if self.calls is not None:
+            await self.calls.aclose()
         if self.peer is not None:
             with contextlib.suppress(HailingError):
                 await self.peer.stop()
         if self.node is not None:
             await self.node.stop()
             self.node = None
+        self.calls = None
         if self.history is not None:
             self.links.history = None
             self.history.close()
@@ -190,12 +224,57 @@ class Daemon:
             if ev.failed:
                 self.events.emit({"event": "failed", "from": who, "reason": ev.reason})
             else:
+                media = getattr(ev, "media", ())
+                if not ev.accepted and media and self.calls is not None:
+                    self.calls.refused(ev.peer, ev.reason, media)
                 self.events.emit({"event": "call", "from": who, "accepted": ev.accepted,
                                   "reason": ev.reason})
 
     async def _pump_incoming(self) -> None:
         async for conn in self.peer.incoming():
-            self.links.adopt(conn, outgoing=False)
+            tracks = getattr(conn, "tracks", None)
+            if self.media is not None and tracks is not None and tracks.kinds:
+                task = asyncio.ensure_future(self._media_call(conn))
+                self._media_calls.add(task)
+                task.add_done_callback(self._media_calls.discard)
+            else:
+                self.links.adopt(conn, outgoing=False)
+
+    async def _media_call(self, conn: Any) -> None:
+        """One answered media call (see the module docstring); never raises."""
+        from ..rtc.media import CallMedia, recording_path
+
+        assert self.media is not None
+        who = format_contact_id(conn.peer)
+        record: Path | None = None
+        if self.media.record is not None:
+            record = recording_path(self.media.record, self._contact_name(who) or who[:12],
+                                    taken=self._recordings)
+            self._recordings.add(record)
+        media = CallMedia(conn.tracks.received, record=record)
+        kinds = {"media": conn.tracks.kinds, "sent": [t.kind for t in conn.tracks.sent],
+                 "received": [t.kind for t in conn.tracks.received]}
+        started = time.monotonic()
+        try:
+            await media.start()
+            self.events.emit({"event": "connected", "from": who, **kinds,
+                              "recording": str(record) if media.recorded_kinds else None})
+            async for item in conn:
+                self.events.emit(item_event(item, who))
+        except Exception as exc:
+            log.warning("media call from %s failed: %r", who[:16], exc)
+            with contextlib.suppress(Exception):
+                await conn.close(f"failed: {exc}")
+        finally:
+            summary = await media.stop()  # finalized first, whatever else happens
+            if record is not None:
+                self._recordings.discard(record)
+            if conn.close_reason is None:
+                with contextlib.suppress(Exception):
+                    await conn.close("the daemon stopped")
+            self.events.emit({"event": "closed", "from": who, "reason": conn.close_reason,
+                              "media": kinds["media"],
+                              "duration_s": round(time.monotonic() - started, 1), **summary})
 
     async def _pump_chain(self, queue: asyncio.Queue[Any]) -> None:
         while True:
@@ -238,7 +317,24 @@ class Daemon:
         return pubkey
 
     def contacts(self) -> list[dict[str, Any]]:
-        return [_contact_json(c) for c in self._book().list()]
+        """The contact book, each with what is known of their presence: ``online`` (a
+        link to them is open) and ``last_seen`` (when they last sent something, or now
+        when online; None when never)."""
+        seen = self._history().last_seen() if self.history is not None else {}
+        now = time.time()
+        out = []
+        for c in self._book().list():
+            online = self.links.open_link(c.pubkey) is not None
+            last = now if online else seen.get(c.pubkey)
+            out.append({**_contact_json(c), "online": online, "last_seen": last})
+        return out
+
+    def login_url(self) -> str:
+        """A one-time sign-in link for the web app (``hailing up`` prints one)."""
+        if self._api is None:
+            raise LocalProtocolError("the daemon is not started")
+        url: str = self._api.login_url()
+        return url
 
     def contact(self, ref: str) -> dict[str, Any]:
         c = self._book().get(self.resolve(ref))
@@ -320,6 +416,7 @@ class Daemon:
             "links": [link.to_json() for link in self.links.list()],
             "contacts": len(book.list()), "subscribers": self.events.subscribers,
             "events_dropped": self.events.dropped, "stats": dict(stats),
+            "calls": dict(self.calls.stats) if self.calls is not None else {},
         }
 
     # -- sending -------------------------------------------------------------------------

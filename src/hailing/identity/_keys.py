@@ -212,14 +212,20 @@ def contact_qr(contact_id: str, *, dark_terminal: bool = True) -> str:
     return text_qr(format_contact_id(pubkey).upper(), dark_terminal=dark_terminal)
 
 
+def qr_matrix(text: str, *, border: int = 2) -> list[list[bool]]:
+    """The modules of a QR code of ``text`` (error correction M), quiet zone included:
+    rows of booleans, True for a dark module."""
+    qrcode = _load_qrcode()
+    qr = qrcode.QRCode(border=border, error_correction=qrcode.constants.ERROR_CORRECT_M)
+    qr.add_data(text)
+    qr.make(fit=True)
+    return [[bool(m) for m in row] for row in qr.get_matrix()]
+
+
 def text_qr(text: str, *, dark_terminal: bool = True) -> str:
     """A terminal QR code of ``text`` (see :func:`contact_qr`; a contact card is passed
     upper-case, as contact ids are, for QR's compact alphanumeric mode)."""
-    qrcode = _load_qrcode()
-    qr = qrcode.QRCode(border=2, error_correction=qrcode.constants.ERROR_CORRECT_M)
-    qr.add_data(text)
-    qr.make(fit=True)
-    matrix: list[list[bool]] = [[bool(m) for m in row] for row in qr.get_matrix()]
+    matrix = qr_matrix(text)
     if len(matrix) % 2:
         matrix.append([False] * len(matrix[0]))
     glyph = {(True, True): "\u2588", (True, False): "\u2580", (False, True): "\u2584",

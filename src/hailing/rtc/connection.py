@@ -80,6 +80,7 @@ from .files import (
     clean_partials,
     sha256_file,
 )
+from .tracks import Tracks
 
 __all__ = ["ACK_TIMEOUT", "BYE_TIMEOUT", "CHUNK", "CLOSED_HERE", "HIGH_WATER",
            "KEEPALIVE_INTERVAL", "KEEPALIVE_TIMEOUT", "LOST", "MAX_EVENTS", "MAX_FILE",
@@ -174,6 +175,8 @@ class Connection:
         self.closed_here = False
         #: Called with (this connection, envelope bytes) for each ``sig`` frame received.
         self.on_signal: Callable[[Connection, bytes], None] | None = None
+        #: The media tracks: ``tracks.received`` (the peer's), ``tracks.sent``, ``tracks.next()``.
+        self.tracks = Tracks(pc)
         loop = asyncio.get_running_loop()
         self._authenticated = loop.create_future()
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
@@ -483,6 +486,7 @@ class Connection:
             self._authenticated.exception()
         self._low.set()
         self._events.put_nowait(None)
+        self.tracks.end(reason)
 
     def _on_message(self, data: str | bytes) -> None:
         self._last_heard = asyncio.get_running_loop().time()

@@ -40,7 +40,7 @@ import contextlib
 import logging
 import math
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -49,8 +49,9 @@ from ..errors import HailingError, LocalProtocolError, QueryTimeout, RemoteProto
 from ..identity import Identity
 from ..rtc.connection import Connection
 from ..rtc.ice import rtc_configuration as default_configuration
+from ..rtc.tracks import add_answer_tracks, media_kinds
 from ..signaling import envelope
-from ..signaling.envelope import KIND_ANSWER, KIND_OFFER
+from ..signaling.envelope import KIND_ANSWER, KIND_CANCEL, KIND_OFFER
 from .descriptions import (
     decode_description,
     description_fingerprint,
@@ -59,10 +60,12 @@ from .descriptions import (
 )
 from .dialer import nobody_answered
 from .events import CallEvent
+from .external import IncomingCall
 from .supervisor import Supervisor
 
-__all__ = ["ANSWER_REF", "CHANNEL_TIMEOUT", "MAX_CALLS_PER_CALLER", "MAX_INCOMING",
-           "MAX_STRANGER_CALLS", "ConnectionManager", "offer_ref"]
+__all__ = ["ANSWER_REF", "CANCELLED_MEMORY", "CANCEL_TTL", "CHANNEL_TIMEOUT",
+           "MAX_CALLS_PER_CALLER", "MAX_INCOMING", "MAX_STRANGER_CALLS", "ConnectionManager",
+           "offer_ref"]
 
 log = logging.getLogger("hailing.session")
 
@@ -76,10 +79,18 @@ MAX_CALLS_PER_CALLER = 4
 MAX_STRANGER_CALLS = 16
 #: Accepted connections waiting to be taken (``Peer.accept`` / ``incoming``).
 MAX_INCOMING = 64
+#: Lifetime of a sealed CANCEL (seconds): the callee acts on it while the offer rings.
+CANCEL_TTL = 60
+#: CANCELs for offers not (yet) seen, remembered in case the offer comes later.
+CANCELLED_MEMORY = 256
 
 Send = Callable[[bytes], Awaitable[object]]
 PeerConnectionFactory = Callable[[], Any]
 TracksFor = Callable[[bytes], Sequence[Any]]
+
+
+class _Cancelled(QueryTimeout):
+    """The caller sent a CANCEL for the offer being answered."""
 
 
 def offer_ref(sealed_offer: bytes) -> bytes:
@@ -116,7 +127,11 @@ class ConnectionManager:
     ``supervisor`` are shared with the session. ``rtc_configuration`` or
     ``pc_factory`` (a callable returning a new ``RTCPeerConnection``) replace the default
     peer connection; ``answer_tracks(caller)`` gives the media tracks to add when
-    answering."""
+    answering a call with media (never called for a data-only one): each goes on a media
+    section of its kind the offer has, the others are stopped, and they are stopped when
+    the call's peer connection closes (:func:`~hailing.rtc.tracks.add_answer_tracks`).
+    ``tracks`` given to :meth:`offer` are tracks to send, or a kind (``"audio"``,
+    ``"video"``) to receive without sending."""
 
     def __init__(self, identity: Identity, *, downloads: Path, supervisor: Supervisor,
                  stats: Counter[str], emit: Callable[[CallEvent], None],
@@ -140,10 +155,15 @@ class ConnectionManager:
         self.connections: set[Connection] = set()
         #: Called with (connection, envelope) for envelopes arriving over a channel.
         self.on_signal: Callable[[Connection, bytes], None] | None = None
-        self._waiting: dict[bytes, tuple[bytes, asyncio.Future[envelope.Opened]]] = {}
+        self._waiting: dict[tuple[bytes, bytes], asyncio.Future[envelope.Opened]] = {}
         self._pcs: set[Any] = set()  # peer connections not yet handed to a Connection
         self._answering: list[tuple[bytes, bool]] = []  # (caller, stranger) being answered
         self._answered: dict[Connection, bool] = {}  # open answered calls: stranger or not
+        # calls handed to a page (ringing, or answered and not ended): stranger or not
+        self._external: dict[IncomingCall, bool] = {}
+        self._ringing: dict[tuple[bytes, bytes], IncomingCall] = {}  # (caller, offer ref)
+        self._cancel_answer: dict[tuple[bytes, bytes], asyncio.Future[None]] = {}
+        self._cancelled: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
 
     def new_peer_connection(self) -> Any:
         if self._factory is not None:
@@ -155,39 +175,31 @@ class ConnectionManager:
     # -- calling -----------------------------------------------------------------------
 
     async def offer(self, peer: bytes, *, wait: float, send: Send,
-                    tracks: Sequence[Any] = (), reply_hint: bytes | None = None
-                    ) -> Connection:
+                    tracks: Sequence[Any] = (), cancel: Send | None = None,
+                    reply_hint: bytes | None = None) -> Connection:
         """Call ``peer``: seal an offer living ``wait`` seconds (carrying ``reply_hint``,
-        the coupler's, see :meth:`~hailing.session.coupler.Coupler.reply_hint`), ``send``
-        it, wait that long for the answer, connect and authenticate. Raises :class:`QueryTimeout` when
+        the coupler's: :meth:`~hailing.session.coupler.Coupler.reply_hint`), ``send`` it,
+        wait that long for the answer, connect and authenticate. Raises :class:`QueryTimeout` when
         no answer came, :class:`RemoteProtocolError` for an answer WebRTC refuses,
-        :class:`~hailing.rtc.connection.AuthenticationError` for a failed proof."""
+        :class:`~hailing.rtc.connection.AuthenticationError` for a failed proof.
+        ``cancel`` sends the sealed CANCEL when the call gives up before an answer
+        (:meth:`exchange`)."""
         deadline = time.monotonic() + wait
         pc = self.new_peer_connection()
         self._pcs.add(pc)
         try:
             channel = pc.createDataChannel("hailing")
-            for track in tracks:
-                pc.addTrack(track)
+            for track in tracks:  # a kind alone ("audio"): receive that media, send none
+                if isinstance(track, str):
+                    pc.addTransceiver(track, direction="recvonly")
+                else:
+                    pc.addTrack(track)
             await pc.setLocalDescription(await pc.createOffer())
             body = encode_description(pc.localDescription)
             local_fp = description_fingerprint(body)
-            ttl = min(max(1, math.ceil(deadline - time.monotonic())), envelope.MAX_TTL)
-            blob = envelope.seal(self.identity, peer, KIND_OFFER,
-                                 offer_body(body, reply_hint), now=self._clock(), ttl=ttl)
-            fut: asyncio.Future[envelope.Opened] = asyncio.get_running_loop().create_future()
-            self._waiting[peer] = (offer_ref(blob), fut)
-            try:
-                await send(blob)
-                # asyncio.timeout, not 3.11's wait_for: that one drops a cancellation
-                # (Ctrl-C) arriving in the same step as the answer (docs/connection.md)
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    answer = await fut
-            except TimeoutError:
-                raise QueryTimeout(nobody_answered(wait)) from None
-            finally:
-                if self._waiting.get(peer, (b"", None))[1] is fut:
-                    del self._waiting[peer]
+            answer = await self.exchange(peer, body, wait=deadline - time.monotonic(),
+                                         send=send, cancel=cancel, total=wait,
+                                         reply_hint=reply_hint)
             sdp = answer.body[ANSWER_REF:]
             conn = Connection(pc, channel, self.identity, peer, initiator=True,
                               local_fp=local_fp, remote_fp=description_fingerprint(sdp),
@@ -203,21 +215,103 @@ class ConnectionManager:
         self.track(conn)
         return conn
 
+    async def exchange(self, peer: bytes, body: bytes, *, wait: float, send: Send,
+                       cancel: Send | None = None, total: float | None = None,
+                       reply_hint: bytes | None = None) -> envelope.Opened:
+        """Seal the offer ``body`` (a description) to ``peer`` with a lifetime of ``wait``
+        seconds, ``send`` it and wait that long for the answer that names it; returns
+        the opened answer (its body: :data:`ANSWER_REF` bytes of the offer's reference,
+        then the callee's description). Raises :class:`QueryTimeout` (``total``: the
+        call's whole timeout, for its message) when none came. A call that gives up
+        before the answer (timeout, cancellation) has ``cancel`` send a sealed CANCEL
+        naming the offer: best effort, in the background, never in the way of the
+        caller's error. ``reply_hint`` (the coupler's) travels before the description
+        (:func:`~hailing.session.descriptions.offer_body`)."""
+        deadline = time.monotonic() + wait
+        ttl = min(max(1, math.ceil(wait)), envelope.MAX_TTL)
+        blob = envelope.seal(self.identity, peer, KIND_OFFER, offer_body(body, reply_hint),
+                             now=self._clock(), ttl=ttl)
+        ref = offer_ref(blob)
+        fut: asyncio.Future[envelope.Opened] = asyncio.get_running_loop().create_future()
+        self._waiting[(peer, ref)] = fut
+        try:
+            try:
+                await send(blob)
+            except Exception:
+                cancel = None  # it did not go: nothing to cancel
+                raise
+            # asyncio.timeout, not 3.11's wait_for: that one drops a cancellation
+            # (Ctrl-C) arriving in the same step as the answer (docs/connection.md)
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                return await fut
+        except TimeoutError:
+            raise QueryTimeout(nobody_answered(wait if total is None else total)) from None
+        finally:
+            self._waiting.pop((peer, ref), None)
+            if cancel is not None and not (fut.done() and not fut.cancelled()):
+                self._send_cancel(peer, ref, cancel)
+
+    def _send_cancel(self, peer: bytes, ref: bytes, cancel: Send) -> None:
+        """Seal and send a CANCEL for the offer ``ref`` in a supervised task (counted
+        ``cancels_sent`` / ``cancel_errors``)."""
+        blob = envelope.seal(self.identity, peer, KIND_CANCEL, ref, now=self._clock(),
+                             ttl=CANCEL_TTL)
+
+        async def go() -> None:
+            try:
+                await cancel(blob)
+                self.stats["cancels_sent"] += 1
+            except (HailingError, OSError, TimeoutError):
+                self.stats["cancel_errors"] += 1
+
+        try:
+            self._supervisor.spawn(go(), name="cancel")
+        except RuntimeError:  # the session is stopping: nobody will send it
+            self.stats["cancel_errors"] += 1
+
     def answer_received(self, opened: envelope.Opened) -> None:
         """An opened answer (from the router): completes the call that waits for it."""
-        pending = self._waiting.get(opened.sender)
-        if (pending is not None and not pending[1].done()
-                and opened.body[:ANSWER_REF] == pending[0] and bound(opened, ANSWER_REF)):
-            pending[1].set_result(opened)
+        fut = self._waiting.get((opened.sender, opened.body[:ANSWER_REF]))
+        if fut is not None and not fut.done() and bound(opened, ANSWER_REF):
+            fut.set_result(opened)
         else:
             self.stats["unexpected_answers"] += 1
+
+    def cancel_received(self, opened: envelope.Opened) -> None:
+        """An opened CANCEL (from the router): the offer it names stops ringing, or its
+        answering gives up the peer connection. One for nothing we know is remembered
+        (:data:`CANCELLED_MEMORY`) in case its offer comes later."""
+        key = (opened.sender, opened.body)
+        if len(opened.body) != ANSWER_REF:
+            self.stats["bad_cancels"] += 1
+            return
+        call = self._ringing.get(key)
+        if call is not None:
+            self.stats["cancelled_calls"] += 1
+            call.cancel("cancelled")
+            return
+        answering = self._cancel_answer.get(key)
+        if answering is not None:
+            self.stats["cancelled_answers"] += 1
+            if not answering.done():
+                answering.set_result(None)
+            return
+        self.stats["unmatched_cancels"] += 1
+        self._cancelled[key] = None
+        while len(self._cancelled) > CANCELLED_MEMORY:
+            self._cancelled.popitem(last=False)
+
+    def was_cancelled(self, opened: envelope.Opened) -> bool:
+        """Whether the offer ``opened`` was cancelled before it arrived."""
+        return (opened.sender, opened.nonce[:ANSWER_REF]) in self._cancelled
 
     # -- answering ---------------------------------------------------------------------
 
     def room_for(self, caller: bytes, stranger: bool) -> str | None:
         """None if a call from ``caller`` (``stranger``: not in the contact book) may be
         answered now; else why not (see the module docstring)."""
-        calls = [*self._answering, *((c.peer, s) for c, s in self._answered.items())]
+        calls = [*self._answering, *((c.peer, s) for c, s in self._answered.items()),
+                 *((c.sender, s) for c, s in self._external.items())]
         if sum(1 for peer, _ in calls if peer == caller) >= MAX_CALLS_PER_CALLER:
             return "too-many-calls"
         if stranger and sum(1 for _, s in calls if s) >= MAX_STRANGER_CALLS:
@@ -239,6 +333,43 @@ class ConnectionManager:
         self._answering.append(slot)
         self._supervisor.spawn(self._answer(offer, reply, coupler, slot), name="answer")
         return None
+
+    def ring(self, offer: envelope.Opened, reply: Send, coupler: str, sdp: str,
+             media: tuple[str, ...], on_call: Callable[[IncomingCall], None], *,
+             stranger: bool = False) -> str | None:
+        """Hand an accepted media offer to ``on_call`` as a ringing :class:`IncomingCall`
+        (a page answers it); ``reply`` sends the answer back the way the offer came.
+        Returns None, or why it is not rung at all (:meth:`room_for`, counted
+        ``refused_<reason>``). It counts in the call caps until it stops ringing
+        without an answer, or its answered call ends."""
+        refused = self.room_for(offer.sender, stranger)
+        if refused is not None:
+            self.stats["refused_" + refused] += 1
+            return refused
+        key = (offer.sender, offer.nonce[:ANSWER_REF])
+        call = IncomingCall(offer.sender, sdp, media, offer.expires, coupler, key[1],
+                            description_fingerprint(offer.body), self.identity, reply,
+                            self._release, self._clock)
+        self._external[call] = stranger
+        self._ringing[key] = call
+        self.stats["rung_calls"] += 1
+
+        async def expire() -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, call.expires - self._clock())):
+                    await call.finished.wait()
+            if call.cancel("expired"):
+                self.stats["expired_calls"] += 1
+
+        self._supervisor.spawn(expire(), name="ringing")
+        on_call(call)
+        return None
+
+    def _release(self, call: IncomingCall) -> None:
+        self._external.pop(call, None)
+        key = (call.sender, call.offer_ref)
+        if self._ringing.get(key) is call:
+            del self._ringing[key]
 
     async def _answer(self, offer: envelope.Opened, reply: Send, coupler: str | None,
                       slot: tuple[bytes, bool]) -> None:
@@ -263,13 +394,17 @@ class ConnectionManager:
                            coupler: str | None) -> Connection | None:
         pc = self.new_peer_connection()
         self._pcs.add(pc)
-        opened: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[Connection] = loop.create_future()
+        cancelled: asyncio.Future[None] = loop.create_future()
+        key = (offer.sender, offer.nonce[:ANSWER_REF])
+        self._cancel_answer[key] = cancelled
         conn: Connection | None = None
         try:
             remote_fp = description_fingerprint(offer.body)
             await _apply(pc, offer.body, "offer", "caller")
-            for track in self._answer_tracks(offer.sender) if self._answer_tracks else ():
-                pc.addTrack(track)
+            if self._answer_tracks is not None and media_kinds(pc):  # not for data-only calls
+                add_answer_tracks(pc, self._answer_tracks(offer.sender))
             await pc.setLocalDescription(await pc.createAnswer())
             body = encode_description(pc.localDescription)
             local_fp = description_fingerprint(body)
@@ -286,14 +421,19 @@ class ConnectionManager:
                     local_fp=local_fp, remote_fp=remote_fp, downloads=self.downloads))
 
             pc.on("datachannel", on_channel)
+            if cancelled.done():
+                raise _Cancelled("the caller hung up")
             blob = envelope.seal(self.identity, offer.sender, KIND_ANSWER,
                                  offer.nonce[:ANSWER_REF] + body, now=self._clock())
             await reply(blob)
-            try:
-                async with asyncio.timeout(CHANNEL_TIMEOUT):
-                    conn = await asyncio.shield(opened)
-            except TimeoutError:
-                raise QueryTimeout("the caller's channel did not open") from None
+            waiting: list[asyncio.Future[Any]] = [opened, cancelled]
+            await asyncio.wait(waiting, timeout=CHANNEL_TIMEOUT,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not opened.done():
+                if cancelled.done():
+                    raise _Cancelled("the caller hung up")
+                raise QueryTimeout("the caller's channel did not open")
+            conn = opened.result()
             await conn.authenticate()
         except asyncio.CancelledError:
             await self._close_pc(pc)
@@ -308,6 +448,8 @@ class ConnectionManager:
                                  failed=True, coupler=coupler))
             await self._close_pc(pc)
             return None
+        finally:
+            self._cancel_answer.pop(key, None)
         self._pcs.discard(pc)
         return conn
 
@@ -336,5 +478,9 @@ class ConnectionManager:
                 await conn.close()
         self.connections.clear()
         self._answered.clear()
+        for call in list(self._external):
+            call.cancel("stopped")
+        self._external.clear()
+        self._ringing.clear()
         for pc in list(self._pcs):
             await self._close_pc(pc)

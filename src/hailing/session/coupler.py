@@ -64,7 +64,9 @@ if TYPE_CHECKING:
 __all__ = ["Capabilities", "ContractCoupler", "Coupler", "DhtCoupler", "Inlet", "Reach",
            "SignalKind", "WsCoupler"]
 
-SignalKind = Literal["offer", "answer", "endpoint"]
+#: What an envelope is, for a coupler that routes by it (``cancel``: a caller's CANCEL,
+#: which travels the way its offer went).
+SignalKind = Literal["offer", "answer", "endpoint", "cancel"]
 #: Seconds after which an unanswered offer also goes to the callee's public inbox (see
 #: :meth:`DhtCoupler.send`).
 PUBLIC_DELAY = 1.0
@@ -233,7 +235,7 @@ class DhtCoupler:
         answer came meanwhile: a contact answers through the pair key first, so most
         calls cost half the DHT messages and tell the public inbox's storing nodes
         nothing. If no node stores the pair-key post, the public one goes at once."""
-        direct = self._direct.pop(peer, None)
+        direct = self._direct.pop(peer, None) if kind == "answer" else None
         if direct is not None and direct[0] == blob and self.direct_ack_wait is not None:
             try:  # the caller's node took the direct push: the storing nodes need not
                 async with asyncio.timeout(self.direct_ack_wait):
@@ -242,6 +244,14 @@ class DhtCoupler:
                         return 1
             except TimeoutError:
                 pass
+        if kind == "cancel":
+            # where the offer went: the pair key, and the public inbox unless its delayed
+            # post is still waiting (then it never goes)
+            pending = self._public.pop(peer, None)
+            if pending is not None and not pending.done():
+                pending.cancel()
+                return await self.rendezvous.send(peer, blob, kind=kind)
+            return await self.rendezvous.send(peer, blob, public=True, kind=kind)
         if kind != "offer":
             return await self.rendezvous.send(peer, blob, kind=kind)
         try:
@@ -402,7 +412,9 @@ class ContractCoupler:
         if len(blob) > self.capabilities.max_blob:
             raise LocalProtocolError(f"a {len(blob)}-byte envelope does not fit a contract "
                                      f"event (at most {self.capabilities.max_blob})")
-        return await self.rendezvous.send(peer, blob, kind=kind)
+        # a CANCEL goes where its offer went: an Offer event to the callee's address
+        return await self.rendezvous.send(peer, blob,
+                                          kind="offer" if kind == "cancel" else kind)
 
     async def refresh(self) -> int:
         return await self.rendezvous.refresh()

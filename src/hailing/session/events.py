@@ -12,7 +12,8 @@ __all__ = ["CallEvent"]
 class CallEvent:
     """An offer arrived: accepted or refused (and why); or an accepted call whose
     connection then failed (``failed``, with the reason). ``coupler`` names the way the
-    offer came (``dht``, ``contract``, ``ws``, ``channel``) when known."""
+    offer came (``dht``, ``contract``, ``ws``, ``channel``) when known; ``media`` the
+    kinds of media the offer has (``audio``, ``video``; empty for a data link)."""
 
     peer: bytes
     accepted: bool
@@ -20,3 +21,4 @@ class CallEvent:
     at: float = field(default_factory=time.time)
     failed: bool = False
     coupler: str | None = None
+    media: tuple[str, ...] = ()

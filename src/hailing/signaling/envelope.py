@@ -55,6 +55,7 @@ from .replay import CLOCK_SKEW, ReplayCache
 __all__ = [
     "CLOCK_SKEW",
     "KIND_ANSWER",
+    "KIND_CANCEL",
     "KIND_OFFER",
     "MAX_ENVELOPE",
     "OVERHEAD",
@@ -81,6 +82,9 @@ VERSION = 1
 MAX_TTL = 0xFFFF  # seconds: the ttl field is a uint16
 KIND_OFFER = 1
 KIND_ANSWER = 2
+#: A caller gave up before an answer; the body is the offer's reference (its first
+#: 8 bytes of ephemeral key, as an answer names it). KIND_ENDPOINT is 3.
+KIND_CANCEL = 4
 
 _KEY = 32
 _MAC = nacl.bindings.crypto_secretbox_MACBYTES  # 16: crypto_box is a secretbox (Poly1305)
