@@ -32,7 +32,7 @@ elsewhere.
 
     python benchmarks/connect_dht_peers.py [--calls 30] [--warmup 3] [--nodes 20]
         [--layout process|per-node] [--samples 60] [--data-root DIR] [--two-hops]
-        [--ack-wait S] [--out FILE]
+        [--ack-wait S] [--parallel-answer] [--out FILE]
 """
 
 from __future__ import annotations
@@ -292,13 +292,15 @@ async def calls(callers: dict[str, Peer], callees: dict[str, str], n: int, warmu
 
 def make_peers(root: Path, tag: str, where: dict[str, str],
                hailing_k: tuple[int, ...] = (), two_hops: bool = False,
-               ack_wait: float | None = None) -> dict[str, Peer]:
+               ack_wait: float | None = None, parallel: bool = False) -> dict[str, Peer]:
     """One Peer per path, data directories ``root/<path>-<tag>``; for each k in
     ``hailing_k`` one more hailing path, ``hailing_k<k>``, whose node uses that k (how many
     storing nodes it posts to and listens on); with ``two_hops`` one more, ``hailing_2hop``,
     whose caller gives no reply hint (see :func:`no_reply_hint`); with ``ack_wait`` one
     more, ``hailing_ack``, whose callee posts its answer to the storing nodes only when
-    the caller's node did not take the direct push within ``ack_wait`` s (:func:`tune`)."""
+    the caller's node did not take the direct push within ``ack_wait`` s; with
+    ``parallel`` one more, ``hailing_par``, whose callee always posts at once as well
+    (:func:`tune`)."""
     h_boot, o_boot = parse_hostport(where["hailing"]), parse_hostport(where["opendht"])
     peers = {
         "hailing": Peer(root / f"hailing-{tag}", bootstrap=[h_boot]),
@@ -312,6 +314,8 @@ def make_peers(root: Path, tag: str, where: dict[str, str],
         peers["hailing_2hop"] = Peer(root / f"hailing-2hop-{tag}", bootstrap=[h_boot])
     if ack_wait is not None:
         peers["hailing_ack"] = Peer(root / f"hailing-ack-{tag}", bootstrap=[h_boot])
+    if parallel:
+        peers["hailing_par"] = Peer(root / f"hailing-par-{tag}", bootstrap=[h_boot])
     return peers
 
 
@@ -326,6 +330,9 @@ def tune(peers: dict[str, Peer], ack_wait: float | None) -> None:
     if "hailing_ack" in peers:
         coupler = peers["hailing_ack"].coupler("dht")
         coupler.direct_ack_wait = ack_wait
+    if "hailing_par" in peers:
+        coupler = peers["hailing_par"].coupler("dht")
+        coupler.direct_ack_wait = None
 
 
 class NodeMeter:
@@ -388,7 +395,8 @@ async def callee_main() -> int:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     conf = json.loads(await reader.readline())
     peers = make_peers(Path(conf["root"]), "callee", conf["where"], tuple(conf["hailing_k"]),
-                       conf.get("two_hops", False), conf.get("ack_wait"))
+                       conf.get("two_hops", False), conf.get("ack_wait"),
+                       conf.get("parallel", False))
     servers: list[asyncio.Future[None]] = []
     try:
         for p in peers.values():
@@ -558,12 +566,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             children["hailing_2hop"] = children["hailing"]
         if args.ack_wait is not None:
             children["hailing_ack"] = children["hailing"]
+        if args.parallel_answer:
+            children["hailing_par"] = children["hailing"]
         h_boot = parse_hostport(where["hailing"])
         o_boot = parse_hostport(where["opendht"])
         with tempfile.TemporaryDirectory(prefix="hailing-bench-", dir=args.data_root) as tmp:
             root = Path(tmp)
             callers = make_peers(root, "caller", where, tuple(args.hailing_k), args.two_hops,
-                                 args.ack_wait)
+                                 args.ack_wait, args.parallel_answer)
             meters = {k: NodeMeter() for k in callers if k.startswith("hailing")}
             raw: list[Any] = [HailingPair(h_boot), OpenDhtPair(o_boot)]
             local: dict[str, Peer] = {}  # the callees, when they run in this process
@@ -576,11 +586,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     callee.send(json.dumps({"root": str(root), "where": where,
                                             "hailing_k": args.hailing_k,
                                             "two_hops": args.two_hops,
-                                            "ack_wait": args.ack_wait}))
+                                            "ack_wait": args.ack_wait,
+                                            "parallel": args.parallel_answer}))
                     callee_ids = json.loads(callee.wait_line())
                 else:
                     local = make_peers(root, "callee", where, tuple(args.hailing_k),
-                                       args.two_hops, args.ack_wait)
+                                       args.two_hops, args.ack_wait, args.parallel_answer)
                     for p in local.values():
                         await p.start()
                     tune(local, args.ack_wait)
@@ -650,7 +661,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await r.stop()
         paths = [*PATHS, *(f"hailing_k{k}" for k in args.hailing_k),
                  *(["hailing_2hop"] if args.two_hops else []),
-                 *(["hailing_ack"] if args.ack_wait is not None else [])]
+                 *(["hailing_ack"] if args.ack_wait is not None else []),
+                 *(["hailing_par"] if args.parallel_answer else [])]
         for name in paths:
             m = made[name]
             done = max(1, len(m["times"]))
@@ -670,7 +682,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                   *([("hailing_2hop", "opendht"), ("hailing", "hailing_2hop")]
                     if args.two_hops else []),
                   *([("hailing_ack", "opendht"), ("hailing_ack", "hailing")]
-                    if args.ack_wait is not None else [])]
+                    if args.ack_wait is not None else []),
+                  *([("hailing_par", "opendht"), ("hailing", "hailing_par")]
+                    if args.parallel_answer else [])]
         for a, b in ratios:
             result[f"ratio_p50_{a}_over_{b}"] = p50[a] / p50[b] if p50[a] and p50[b] else None
     finally:
@@ -719,6 +733,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="one more hailing path, hailing_ack, whose callee posts its answer "
                     "to the storing nodes only if the caller's node did not take the direct "
                     "push within S seconds")
+    ap.add_argument("--parallel-answer", action="store_true",
+                    help="one more hailing path, hailing_par, whose callee posts every "
+                    "answer to the storing nodes at once besides the direct push")
     ap.add_argument("--samples", type=int, default=60,
                     help="raw latency samples per DHT and mode (default 60; 0: none)")
     ap.add_argument("--settle", type=float, default=0.25,

@@ -371,3 +371,37 @@ async def test_an_answer_whose_direct_push_was_not_taken_is_posted_after_the_wai
         await inc.close()
     finally:
         victim.close()
+
+
+async def test_auto_posts_only_until_the_callers_node_took_a_direct_answer(
+        net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default (``auto``): the first answer to a caller goes both ways; once its node
+    took one directly, the next go only directly (posted after a few round trips if not
+    taken); one that was not taken puts the caller back to both ways at once."""
+    alice, bob = await pair(net)
+    coupler: Any = bob.coupler("dht")
+    assert coupler.direct_ack_wait == "auto"
+    posted = count_posts(monkeypatch, bob)
+
+    async def call() -> None:
+        conn = await alice.connect(bob.contact_id, timeout=10)
+        inc = await bob.accept(10)
+        await conn.close()
+        await inc.close()
+
+    await call()
+    assert len(posted) == 1 and bob.stats["answers_direct_only"] == 0
+    await eventually(lambda: alice.public_key in coupler._took, "the push taken")
+    await call()
+    assert len(posted) == 1 and bob.stats["answers_direct_only"] == 1
+    victim = udp_sink()  # the caller's node moved: its hint names a silent address
+    port = victim.getsockname()[1]
+    forge_hint(monkeypatch, alice, lambda h: h[:8] + bytes([127, 0, 0, 1]) + port.to_bytes(2, "big"))
+    try:
+        await call()  # posted after the wait
+        assert len(posted) == 2 and bob.stats["direct_answers_late"] == 1
+        assert alice.public_key not in coupler._took
+        await call()  # both ways at once again: no wait
+        assert len(posted) == 3 and bob.stats["direct_answers_late"] == 1
+    finally:
+        victim.close()

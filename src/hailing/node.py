@@ -40,6 +40,7 @@ from .dht import (
     StoreDone,
 )
 from .dht.bep44 import MutableItem
+from .dht.transactions import Pending
 from .errors import CorruptStorageError, HailingError, LocalProtocolError, StorageError
 from .krpc import Response
 from .transport import UdpEndpoint
@@ -327,16 +328,17 @@ class DhtNode:
         meant to (sealed)."""
         return self.core.inboxes.direct_token(key)
 
-    def push(self, addr: Addr, key: bytes, value: bytes, ptoken: bytes) -> asyncio.Future[bool]:
+    def push(self, addr: Addr, key: bytes, value: bytes, ptoken: bytes
+             ) -> asyncio.Future[float | None]:
         """Push ``value`` on ``key`` straight to the listener at ``addr`` with the
         direct push token it gave us: one datagram. The future (nobody need await it)
-        says whether the listener took the value: True on its answer, False on an error
-        or no answer within the query timeout."""
-        fut: asyncio.Future[bool] = self._loop.create_future()
+        says whether the listener took the value: the round trip in seconds on its
+        answer, None on an error or no answer within the query timeout."""
+        fut: asyncio.Future[float | None] = self._loop.create_future()
 
-        def done(reply: object, p: object, now: float) -> None:
+        def done(reply: object, p: Pending, now: float) -> None:
             if not fut.done():
-                fut.set_result(isinstance(reply, Response))
+                fut.set_result(p.rtt if isinstance(reply, Response) else None)
 
         self.core.inboxes.push(addr, key, value, ptoken, self._now(), on_reply=done)
         self._pump()

@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -80,6 +80,13 @@ CONTRACT_MAX_PAYLOAD = 512
 WS_MAX_PAYLOAD = 64 * 1024
 #: How many envelopes may wait for the router, per coupler; more are dropped and counted.
 INLET_SIZE = 1024
+#: ``DhtCoupler.direct_ack_wait="auto"``: how long an answer waits for the caller's node
+#: to take its direct push before it goes to the storing nodes, in round trips of the
+#: last direct push it took, and the bounds (seconds); how many callers are remembered.
+ACK_WAIT_RTTS = 4.0
+ACK_WAIT_MIN = 0.05
+ACK_WAIT_MAX = 0.5
+ACK_MEMORY = 1024
 #: The DHT coupler's reply hint: a direct push token, then a compact IPv4 or IPv6 address.
 _HINT_SIZES = (TOKEN_BYTES + 6, TOKEN_BYTES + 18)
 _ADDRESSES = IPAddressCodec()
@@ -196,17 +203,23 @@ class DhtCoupler:
     def __init__(self, node: DhtNode, identity: Identity, allowed: Callable[[], list[bytes]],
                  accept_any: Callable[[], bool], clock: Callable[[], float] = time.time,
                  public_delay: float = PUBLIC_DELAY,
-                 direct_ack_wait: float | None = None) -> None:
+                 direct_ack_wait: float | Literal["auto"] | None = "auto") -> None:
         self.node = node
         self.rendezvous = DhtRendezvous(node, identity, allowed, accept_any, clock)
         self.public_delay = public_delay
         self._inlet: Inlet | None = None
         self._public: dict[bytes, asyncio.Task[Any]] = {}  # peer -> its delayed public post
-        #: None: an answer pushed directly is posted to the storing nodes at once as
-        #: well; a number: only when the caller's node did not take the direct push
-        #: within that many seconds (see :meth:`send`).
+        #: When an answer pushed directly also goes to the storing nodes (see
+        #: :meth:`send`): None, at once; a number, only if the caller's node did not
+        #: take the direct push within that many seconds; ``auto``, as None for a
+        #: caller whose node has not taken our last direct answer, else as a number:
+        #: :data:`ACK_WAIT_RTTS` times that push's round trip, within
+        #: [:data:`ACK_WAIT_MIN`, :data:`ACK_WAIT_MAX`].
         self.direct_ack_wait = direct_ack_wait
-        self._direct: dict[bytes, tuple[bytes, asyncio.Future[bool]]] = {}
+        self._direct: dict[bytes, tuple[bytes, asyncio.Future[float | None]]] = {}
+        #: Callers whose node took our last direct answer -> that push's round trip.
+        self._took: OrderedDict[bytes, float] = OrderedDict()
+        self._last_push: dict[bytes, asyncio.Future[float | None]] = {}
 
     async def start(self, sink: Inlet) -> None:
         self._inlet = sink
@@ -236,14 +249,17 @@ class DhtCoupler:
         calls cost half the DHT messages and tell the public inbox's storing nodes
         nothing. If no node stores the pair-key post, the public one goes at once."""
         direct = self._direct.pop(peer, None) if kind == "answer" else None
-        if direct is not None and direct[0] == blob and self.direct_ack_wait is not None:
-            try:  # the caller's node took the direct push: the storing nodes need not
-                async with asyncio.timeout(self.direct_ack_wait):
-                    if await asyncio.shield(direct[1]):
-                        self._count("answers_direct_only")
-                        return 1
-            except TimeoutError:
-                pass
+        if direct is not None and direct[0] == blob:
+            wait = self._ack_wait(peer)
+            if wait is not None:
+                try:  # the caller's node took the direct push: the storing nodes need not
+                    async with asyncio.timeout(wait):
+                        if await asyncio.shield(direct[1]) is not None:
+                            self._count("answers_direct_only")
+                            return 1
+                except TimeoutError:
+                    self._count("direct_answers_late")
+                    self._took.pop(peer, None)  # both ways at once until one is taken
         if kind == "cancel":
             # where the offer went: the pair key, and the public inbox unless its delayed
             # post is still waiting (then it never goes)
@@ -300,11 +316,33 @@ class DhtCoupler:
         if not isinstance(addr, tuple) or not 0 < len(blob) <= DHT_MAX_VALUE or not self.node.running:
             self._count("reply_hints_bad")
             return False
-        acked = self.node.push(addr, self.rendezvous.outbox_key(peer), blob, hint[:TOKEN_BYTES])
+        taken = self.node.push(addr, self.rendezvous.outbox_key(peer), blob, hint[:TOKEN_BYTES])
         self._count("direct_answers_sent")
+        self._last_push[peer] = taken
+        taken.add_done_callback(lambda f: self._taken(peer, f))
         if self.direct_ack_wait is not None:
-            self._direct[peer] = (blob, acked)
+            self._direct[peer] = (blob, taken)
         return True
+
+    def _taken(self, peer: bytes, push: asyncio.Future[float | None]) -> None:
+        """Remember whether ``peer``'s node took our last direct answer (see ``auto``)."""
+        if self._last_push.get(peer) is not push:
+            return  # a later push decides
+        del self._last_push[peer]
+        self._took.pop(peer, None)
+        rtt = push.result()
+        if rtt is not None:
+            self._took[peer] = rtt
+            if len(self._took) > ACK_MEMORY:
+                self._took.popitem(last=False)
+
+    def _ack_wait(self, peer: bytes) -> float | None:
+        if self.direct_ack_wait != "auto":
+            return self.direct_ack_wait
+        rtt = self._took.get(peer)
+        if rtt is None:
+            return None
+        return min(ACK_WAIT_MAX, max(ACK_WAIT_MIN, ACK_WAIT_RTTS * rtt))
 
     def _count(self, what: str) -> None:
         if self._inlet is not None:
