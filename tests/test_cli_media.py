@@ -91,7 +91,7 @@ def test_a_call_plays_a_file_to_a_daemon_that_records_it_and_plays_back(
         assert frames.get("video", 0) >= 5 and frames.get("audio", 0) >= 5, frames
 
         i = bd.wait_event(event="closed", timeout=20)
-        closed = bd.events()[i - 1]
+        closed = bd.event_at(i)
         assert closed["from"] == ids["alice"] and closed["contact"] == "alice"
         assert closed["reason"] == "the peer hung up" and closed["media"] == ["audio", "video"]
         assert closed["duration_s"] > 0 and "error" not in closed
@@ -133,6 +133,6 @@ def test_ctrl_c_during_a_call_hangs_up_and_finalizes_the_recording(
         frames = decoded_frames(tmp_path / "alice.mp4")
         assert frames.get("video", 0) >= 1 and frames.get("audio", 0) >= 1, frames
         i = bd.wait_event(event="closed", timeout=20)
-        assert bd.events()[i - 1]["reason"] == "the peer hung up"
+        assert bd.event_at(i)["reason"] == "the peer hung up"
         assert bd.stop() == 0
         no_traceback("\n".join(bd.err.lines))

@@ -172,6 +172,11 @@ class Daemon:
         return [json.loads(line) for line in self.out.lines[max(start, 1):]
                 if line.startswith("{")]
 
+    def event_at(self, index: int) -> dict[str, Any]:
+        """The event on output line ``index`` (as :meth:`wait_event` returns)."""
+        event: dict[str, Any] = json.loads(self.out.lines[index])
+        return event
+
     def wait_event(self, start: int = 0, timeout: float = TIMEOUT, **match: Any) -> int:
         def pred(line: str) -> bool:
             if not line.startswith("{"):

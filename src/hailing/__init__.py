@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         AuthenticationError,
         BadRpcAnswer,
         BencodeError,
+        CallCancelled,
         ChainError,
         ChainUnavailable,
         ConnectionClosed,
@@ -78,8 +79,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _ERRORS = (
-    "AuthenticationError BadRpcAnswer BencodeError ChainError ChainUnavailable ConnectionClosed"
-    " CorruptStorageError DaemonError DaemonGone EndpointError"
+    "AuthenticationError BadRpcAnswer BencodeError CallCancelled ChainError ChainUnavailable"
+    " ConnectionClosed CorruptStorageError DaemonError DaemonGone EndpointError"
     " EnvelopeError ExpiredEnvelope ForgedEnvelope FutureEnvelope HailingError KrpcError"
     " LocalProtocolError MalformedEnvelope MalformedLog MalformedMessage NotFoundError"
     " PutRejected QueryTimeout RecipientOffline RelayError RemoteProtocolError"
@@ -110,6 +111,7 @@ __all__ = [
     "AuthenticationError",
     "BadRpcAnswer",
     "BencodeError",
+    "CallCancelled",
     "CallEvent",
     "ChainError",
     "ChainUnavailable",

@@ -26,6 +26,8 @@
      |    +-- EndpointError          an endpoint record that is not valid (signaling.endpoint)
      |    +-- MalformedLog           a contract event log that is not a signaling event
      +-- QueryTimeout                a request got no answer in time
+     |    +-- CallCancelled          the caller gave up (a sealed CANCEL) before the
+     |                               call was answered (session.connections)
      +-- NotFoundError               a lookup finished without finding the value
      +-- StorageError                the data directory or a file in it is unusable or corrupt
      |    +-- CorruptStorageError    a damaged file, or not the database expected there
@@ -63,6 +65,7 @@ __all__ = [
     "AuthenticationError",
     "BadRpcAnswer",
     "BencodeError",
+    "CallCancelled",
     "ChainError",
     "ChainUnavailable",
     "ConnectionClosed",
@@ -247,6 +250,10 @@ class MalformedLog(RemoteProtocolError):
 
 class QueryTimeout(HailingError):
     """No answer arrived before the deadline."""
+
+
+class CallCancelled(QueryTimeout):
+    """The caller sent a CANCEL for the offer being answered: it hung up first."""
 
 
 class NotFoundError(HailingError):

@@ -45,7 +45,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import HailingError, LocalProtocolError, QueryTimeout, RemoteProtocolError
+from ..errors import (
+    CallCancelled,
+    HailingError,
+    LocalProtocolError,
+    QueryTimeout,
+    RemoteProtocolError,
+)
 from ..identity import Identity
 from ..rtc.connection import Connection
 from ..rtc.ice import rtc_configuration as default_configuration
@@ -87,10 +93,6 @@ CANCELLED_MEMORY = 256
 Send = Callable[[bytes], Awaitable[object]]
 PeerConnectionFactory = Callable[[], Any]
 TracksFor = Callable[[bytes], Sequence[Any]]
-
-
-class _Cancelled(QueryTimeout):
-    """The caller sent a CANCEL for the offer being answered."""
 
 
 def offer_ref(sealed_offer: bytes) -> bytes:
@@ -422,7 +424,7 @@ class ConnectionManager:
 
             pc.on("datachannel", on_channel)
             if cancelled.done():
-                raise _Cancelled("the caller hung up")
+                raise CallCancelled("the caller hung up")
             blob = envelope.seal(self.identity, offer.sender, KIND_ANSWER,
                                  offer.nonce[:ANSWER_REF] + body, now=self._clock())
             await reply(blob)
@@ -431,7 +433,7 @@ class ConnectionManager:
                                return_when=asyncio.FIRST_COMPLETED)
             if not opened.done():
                 if cancelled.done():
-                    raise _Cancelled("the caller hung up")
+                    raise CallCancelled("the caller hung up")
                 raise QueryTimeout("the caller's channel did not open")
             conn = opened.result()
             await conn.authenticate()
