@@ -25,10 +25,13 @@ to hear from a peer we are about to call, :meth:`~Coupler.send` posts an envelop
 (:meth:`~Coupler.reply_hint`): opaque bytes the session seals into the offer (so only
 the callee reads them) and the callee's coupler of the same kind uses, once the
 callee's policy accepted the call, to send the sealed answer straight back
-(:meth:`~Coupler.reply_direct`) while the answer also goes the usual way; the first copy
-wins and the router drops the second. The DHT coupler's hint is a direct push token and
-the caller's node address: its answer reaches the caller's node in one hop instead of
-two (through a storing node). A coupler with nothing faster answers None and False.
+(:meth:`~Coupler.reply_direct`) besides the usual way (the first copy wins; a second is
+a duplicate the router or the DHT node drops). The DHT coupler's hint is a direct push
+token and the caller's node address: its answer reaches the caller's node in one hop
+instead of two (through a storing node), and once a caller's node has taken one, the
+next answers to it go to the storing nodes only if their push is not taken in time
+(:attr:`DhtCoupler.direct_ack_wait`). A coupler with nothing faster answers None and
+False.
 
 The adapters here wrap the signaling backends: :class:`DhtCoupler`
 (:class:`~hailing.signaling.rendezvous.DhtRendezvous`, hailing's DHT inboxes),
