@@ -128,7 +128,7 @@ class Side:
         close_ended(self.callee_page)
         if ok:
             tl = seen["timeline"]
-            seen["ms"] = seen["first"] - tl["clicked"]
+            seen["ms"] = round(seen["first"] - tl["clicked"], 1)
             seen["marks_ms"] = {k: round(v - tl["clicked"], 1) for k, v in tl.items()
                                 if isinstance(v, int | float)}
         return seen
@@ -199,7 +199,7 @@ def main() -> int:
     run_in_loopback_netns()
 
     samples: dict[str, list[dict[str, Any]]] = {p: [] for p in PATHS}
-    started = time.time()
+    started, load_before = time.time(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="hailing-browser-calls-") as tmp, \
             testnet(args.nodes) as bootstrap, relay() as relay_url, \
             daemons(Path(tmp) / "dht", ("alice", "bob"), ["--bootstrap", bootstrap]) as dht, \
@@ -233,7 +233,7 @@ def main() -> int:
         "paths": {p: summary(samples[p]) for p in PATHS},
         "samples": samples,
         "duration_s": round(time.time() - started, 1),
-        "environment": env,
+        "environment": {**env, "loadavg_at_start": load_before},
     }
     dht_p50, relay_p50 = result["paths"]["dht"]["p50_ms"], result["paths"]["relay"]["p50_ms"]
     if dht_p50 and relay_p50:

@@ -16,10 +16,10 @@ a second interface's udp and tcp host, relay; documentation and private addresse
 port of its own per section as Chromium picks them). 1 candidate is what a browser
 sends once the daemon filtered its host candidates to its ICE host (``--ice-host``).
 
-Each description is sealed as the session seals it (``session/connections.py``): the
-body is ``encode_description`` (SDP text deflated with the preset dictionary, format 2),
-the offer an envelope of kind OFFER, the answer of kind ANSWER with the offer's
-reference first. Reported per case: SDP text bytes, body bytes, sealed bytes and whether
+Each description is sealed as the daemon seals a page's SDP (``session/external.py``,
+``session/connections.py``): the body is ``pack_external_sdp`` (SDP text deflated with
+the preset dictionary, format 2; no candidate filtering here), the offer an envelope of
+kind OFFER, the answer of kind ANSWER with the offer's reference first. Reported per case: SDP text bytes, body bytes, sealed bytes and whether
 the sealed envelope fits a DHT inbox value (``dht.inbox.MAX_VALUE``).
 
     python benchmarks/sdp_sizes.py [--out FILE] [--save-sdp DIR]
@@ -136,14 +136,15 @@ def sealed_sizes(offer_sdp: str, answer_sdp: str) -> dict[str, Any]:
     from hailing.dht.inbox import MAX_VALUE
     from hailing.identity import Identity
     from hailing.session.connections import ANSWER_REF
-    from hailing.session.descriptions import decode_description, encode_description
+    from hailing.session.descriptions import decode_description
+    from hailing.session.external import pack_external_sdp
     from hailing.signaling import envelope
     from hailing.signaling.replay import ReplayCache
 
     alice, bob = Identity.generate(), Identity.generate()
     now = time.time()
-    offer_body = encode_description(_description("offer", offer_sdp))
-    answer_body = encode_description(_description("answer", answer_sdp))
+    offer_body, _ = pack_external_sdp(offer_sdp, None)
+    answer_body, _ = pack_external_sdp(answer_sdp, None)
     offer = envelope.seal(alice, bob.public_key, envelope.KIND_OFFER, offer_body, now=now,
                           ttl=30)
     opened = envelope.open_envelope(bob, offer, now=now, replay=ReplayCache())
@@ -159,12 +160,6 @@ def sealed_sizes(offer_sdp: str, answer_sdp: str) -> dict[str, Any]:
         "answer": {"sdp_text": len(answer_sdp.encode()), "body": len(answer_body),
                    "sealed": len(answer), "fits_dht_value": len(answer) <= MAX_VALUE},
     }
-
-
-def _description(kind: str, sdp: str) -> Any:
-    from aiortc import RTCSessionDescription
-
-    return RTCSessionDescription(sdp=sdp, type=kind)
 
 
 def _same(decoded: str, sdp: str) -> bool:

@@ -10,7 +10,8 @@ Chromium context each, in a network namespace with only ``lo`` (re-run under
 - ``card.png``: alice's contact card with its QR code (the add-contact dialog's partner);
 - ``incoming-call.png``: bob's page while alice calls him with video;
 - ``in-call.png``: alice in the video call, with the live stats;
-- ``call-log.png``: bob's recent calls once carol called and gave up (a missed call).
+- ``call-log.png``: bob's recent calls: alice's video call, carol's missed call, bob's
+  own call to dave (offline) given up, carol's call refused while bob was busy.
 
     python scripts/screenshots.py [--out docs/ui] [--width 1100 --height 700]
 """
@@ -43,6 +44,8 @@ from browser_harness import (  # noqa: E402
     wait_call_over,
     wait_frames_increase,
     wait_js,
+    wait_ready,
+    wait_until,
 )
 
 
@@ -54,6 +57,13 @@ def shoot(page: Any, out: Path, name: str) -> None:
     page.screenshot(path=str(path), type="png")
     print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path} "
           f"({path.stat().st_size // 1024} KB)", file=sys.stderr)
+
+
+def close_view(page: Any) -> None:
+    """Dismiss an ended call's view, if it still shows."""
+    close = page.locator('[data-testid="call-close"]')
+    if close.count() and close.first.is_visible():
+        close.first.click()
 
 
 def open_chat(page: Any, name: str) -> None:
@@ -90,7 +100,7 @@ def main() -> int:
             daemons(Path(tmp), ("alice", "bob", "carol"), ["--bootstrap", bootstrap],
                     offline=("dave",)) as ups, \
             chromium() as browser:
-        alice, bob, carol = ups["alice"], ups["bob"], ups["carol"]
+        bob = ups["bob"]
         pages = {}
         for name, up in ups.items():
             pages[name] = open_app(new_context(browser, up, viewport=view), up)
@@ -140,13 +150,30 @@ def main() -> int:
         hang_up(pa)
         wait_call_over(pa)
         wait_call_over(pb)
-        close = pb.locator('[data-testid="call-close"]')
-        if close.count() and close.first.is_visible():
-            close.first.click()
+        close_view(pb)
+        # More for the log: bob gives up calling dave (offline); carol calls while bob is
+        # busy (refused: logged on bob's side only) and gives up.
+        start_call(pb, "dave", "audio")
+        wait_js(pb, "() => document.querySelector('[data-testid=\"call-state\"]')"
+                    "?.dataset.state === 'calling'")
+        time.sleep(1.0)
+        hang_up(pb)
+        wait_call_over(pb)
+        close_view(pb)
+        bob.ok("POST", "/api/status", {"status": "busy"})
+        start_call(pc, "bob", "video")
+        wait_until(lambda: any(c["state"] == "refused"
+                               for c in bob.ok("GET", "/api/calls?limit=3")["calls"]),
+                   60, "bob's log of carol's refused call")
+        hang_up(pc)
+        wait_call_over(pc)
+        bob.ok("POST", "/api/status", {"status": "available"})
+        pb.reload()
+        wait_ready(pb)
+        open_chat(pb, "alice")
         pb.locator('[data-testid="call-log"]').scroll_into_view_if_needed()
         pb.locator('[data-testid="missed-call"]').first.wait_for(timeout=30_000)
         shoot(pb, out, "call-log.png")
-        del alice, bob, carol
     return 0
 
 

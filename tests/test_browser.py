@@ -6,6 +6,9 @@ testnet can use. This test starts ``python -m pytest tests/browser`` there as a
 subprocess, prints its output, and fails when it fails, including when it collects no
 test at all (pytest's exit code 5).
 
+A run that is in such a namespace already (a container with only ``lo``) runs
+``tests/browser`` directly; this test then skips, so the suite does not run twice.
+
 Required under ``CI=true`` (or ``HAILING_REQUIRE_BROWSER=1``): a missing ``unshare``
 (or no right to use it), Chromium or Playwright is then a failure, not a skip. Elsewhere
 the test is skipped with the reason.
@@ -28,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 SUITE = REPO / "tests" / "browser"
 sys.path.insert(0, str(SUITE))
 
-from browser_harness import chromium_path, subprocess_env  # noqa: E402
+from browser_harness import chromium_path, only_loopback, subprocess_env  # noqa: E402
 
 #: The whole browser suite's budget (it takes a few minutes on 2 busy cores).
 SUITE_TIMEOUT = 1500.0
@@ -62,6 +65,9 @@ def _check_prerequisites() -> None:
 
 @pytest.mark.timeout(SUITE_TIMEOUT + 60)
 def test_browser_suite_in_a_loopback_only_network_namespace() -> None:
+    if only_loopback():
+        pytest.skip("this run is in a loopback-only network namespace already: the tests "
+                    "of tests/browser run in it directly")
     _check_prerequisites()
     argv = ["unshare", "--net", "--", sys.executable, "-m", "pytest", str(SUITE),
             "-p", "no:cacheprovider", "-q", "-rA", "--timeout", "600"]

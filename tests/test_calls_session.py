@@ -245,3 +245,21 @@ async def test_an_aiortc_callee_gives_up_the_peer_connection_when_the_caller_han
     assert [e.reason for e in failed] == ["the caller hung up"]
     assert bob.stats["cancelled_answers"] == 1
     assert len(pcs) == 2 and all(pc.connectionState == "closed" for pc in pcs)
+
+
+async def test_an_answered_call_a_page_never_ends_gives_its_place_back_at_last(
+        tmp_path: Path, started: list[Peer], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connections, "EXTERNAL_HOLD", 0.5)
+    board = Switchboard()
+    rings: list[IncomingCall] = []
+    alice, bob = await pair(tmp_path, started, board, rings=rings)
+    assert alice.identity is not None
+    body, _ = pack_external_sdp(OFFER, None)
+    board.inlets[("pipe", bob.public_key)].put_nowait(envelope.seal(
+        alice.identity, bob.public_key, KIND_OFFER, body, now=time.time(), ttl=30))
+    await eventually(lambda: bool(rings), "the ring")
+    await rings[0].answer(ANSWER)
+    assert bob.manager is not None and bob.manager._external
+    await eventually(lambda: rings[0].state == "ended", "the hold's end")
+    assert rings[0].reason == "not ended by its page" and not bob.manager._external
+    assert bob.stats["calls_never_ended"] == 1

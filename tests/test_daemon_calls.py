@@ -77,11 +77,12 @@ class World:
     session: aiohttp.ClientSession
     running: list[Daemon] = field(default_factory=list)
 
-    async def daemon(self, name: str, **kw: Any) -> Node:
+    async def daemon(self, name: str, peer_kw: dict[str, Any] | None = None,
+                     **kw: Any) -> Node:
         data_dir = self.tmp / name
 
         def make_peer(node: Any) -> Peer:
-            return Peer(data_dir, node=node)
+            return Peer(data_dir, node=node, **(peer_kw or {}))
 
         d = Daemon(data_dir, make_peer, dht=DhtSettings(
             ("127.0.0.1", 0), (self.nodes[0].address,)), **kw)
@@ -264,6 +265,41 @@ async def test_a_video_call_between_two_pages_through_two_daemons(world: World) 
     finally:
         await page_a.close()
         await page_b.close()
+
+
+async def test_a_page_calls_a_daemon_that_answers_by_itself(world: World) -> None:
+    """``hailing up --auto-answer``: aiortc answers the page's offer (nothing rings); the
+    page's proof, signed by its daemon, passes the Python side's check and the Python
+    side's passes the page's; the callee's call log has the call, answered then ended."""
+    from hailing.rtc.media import MediaOptions
+
+    ids = friends(world.tmp, "alice", "bot")
+    media = MediaOptions()  # sends nothing, keeps nothing
+    alice = await world.daemon("alice")
+    bot = await world.daemon("bot", {"answer_tracks": media.answer_tracks}, media=media)
+    page = Page()
+    try:
+        status, answer = await alice.req("POST", "/api/calls", {
+            "contact": "bot", "sdp": await page.offer(), "media": "video", "call": "to-bot",
+            "timeout": 20})
+        assert status == 200, answer
+        await page.answered(answer["sdp"], answer["proof"])
+        hello = await asyncio.wait_for(page.peer_hello, 20)
+        assert await alice.req("POST", "/api/calls/to-bot/verify",
+                               {"proof": hello["proof"]}) == (200, {"ok": True})
+        connected = await bot.event(event="connected")  # only once the page's proof passed
+        assert connected["from"] == ids["alice"] and "video" in connected["media"]
+        assert not any(e["event"] == "ring" for e in bot.events)
+        _, log = await bot.req("GET", "/api/calls")
+        assert [(c["direction"], c["state"], c["media"], c["from"]) for c in log["calls"]] == [
+            ("in", "answered", "video", ids["alice"])]
+        await page.close()  # the page hangs up
+        ended = await bot.event(event="call-ended")
+        assert ended["from"] == ids["alice"] and ended["duration_s"] >= 0
+        _, log = await bot.req("GET", "/api/calls")
+        assert log["calls"][0]["state"] == "ended" and "duration_s" in log["calls"][0]
+    finally:
+        await page.close()
 
 
 # -- refusals look like absence ------------------------------------------------------------------
@@ -521,3 +557,16 @@ def test_the_call_log_is_bounded_and_closes_what_a_stop_left_open(
         assert states("live") == ("ended", "daemon stopped")
         assert log.get("live")["duration_s"] == 57.0  # type: ignore[index]
         assert log.get("c7")["from"].startswith("hl")  # type: ignore[index]
+
+
+def test_the_on_call_command_line_is_split_without_a_shell() -> None:
+    import argparse
+
+    from hailing.cli.up import _command
+
+    assert _command("notify-send 'a call' --urgency=critical") == [
+        "notify-send", "a call", "--urgency=critical"]
+    assert _command("echo $HOME; rm -rf x") == ["echo", "$HOME;", "rm", "-rf", "x"]
+    for bad in ["", "   ", "'unclosed"]:
+        with pytest.raises(argparse.ArgumentTypeError):
+            _command(bad)

@@ -25,6 +25,8 @@ from hailing.rtc.media import (
     receive_only,
     recording_path,
 )
+from hailing.session.coupler import SignalKind
+from hailing.session.external import IncomingCall
 
 _loopback_ice = pytest.fixture(autouse=True)(loopback_ice)
 
@@ -176,3 +178,86 @@ def test_recording_names_of_a_daemon_never_collide(tmp_path: Path) -> None:
     third = recording_path(template, "Alice Smith/../x", when, taken={second})
     assert third.name.endswith("-3.mkv") and third.parent == tmp_path
     assert recording_path(template, "...", when).name == "calls-peer-20270115-080000.mkv"
+
+
+async def test_a_cancel_on_its_way_out_is_sent_before_the_caller_stops(
+        tmp_path: Path, started: list[Peer]) -> None:
+    """A one-shot ``hailing call`` interrupted while the callee rings stops its Peer at
+    once: the CANCEL (sent in a supervised task) still gets out, so the callee stops
+    ringing instead of ringing on until the offer expires."""
+    board = Switchboard()
+    a_id = load_or_create_identity(tmp_path / "alice")
+    b_id = load_or_create_identity(tmp_path / "bob")
+    rings: list[IncomingCall] = []
+    bob = Peer(tmp_path / "bob", couplers=[board.coupler(b_id.public_key)],
+               on_media_offer=rings.append)
+    coupler = board.coupler(a_id.public_key)
+    send = coupler.send
+
+    async def slow_cancels(peer: bytes, blob: bytes, kind: SignalKind) -> int:
+        if kind == "cancel":
+            await asyncio.sleep(0.3)  # a relay or a DHT post takes a while
+        return await send(peer, blob, kind)
+
+    coupler.send = slow_cancels  # type: ignore[method-assign]
+    alice = Peer(tmp_path / "alice", couplers=[coupler])
+    await bob.start()
+    started.append(bob)
+    await alice.start()
+    assert bob.contacts is not None
+    bob.contacts.add(alice.contact_id, "alice")
+    calling = asyncio.ensure_future(alice.connect(bob.contact_id, timeout=30, tracks=["audio"]))
+    await eventually(lambda: len(rings) == 1, "bob rings")
+    calling.cancel()  # Ctrl-C
+    with pytest.raises(asyncio.CancelledError):
+        await calling
+    await alice.stop()
+    assert len(rings) == 1 and alice.stats["cancels_sent"] == 1
+    await eventually(lambda: rings[0].state != "ringing", "the ring stopped")
+    assert rings[0].reason == "cancelled"
+
+
+async def test_a_recording_waits_for_the_video_size_and_takes_jittery_timestamps(
+        tmp_path: Path) -> None:
+    """As from a browser: audio starts before the first video frame (whose size the
+    file's header must carry), video timestamps jitter (two frames 5 ms apart at a
+    nominal 30 fps) and the size changes midway (scaled to the first). The frames come
+    faster than real time: the recorder keeps up with what it can and drops the rest."""
+    import fractions
+
+    import av
+    from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
+
+    class BrowserVideo(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+            self.ticks = 0
+
+        async def recv(self) -> av.VideoFrame:
+            if self.n == 0:
+                await asyncio.sleep(0.5)  # the browser's camera starts late
+            if self.n >= 40:
+                self.stop()
+                raise MediaStreamError
+            await asyncio.sleep(0.01)
+            self.n += 1
+            self.ticks += (450, 3000, 5550)[self.n % 3]  # 5 ms, 33 ms, 62 ms
+            big = self.n < 20
+            frame = av.VideoFrame(480 if big else 320, 360 if big else 240, "yuv420p")
+            frame.pts, frame.time_base = self.ticks, fractions.Fraction(1, 90000)
+            return frame
+
+    for name in ("browser.mp4", "browser.webm"):
+        media = CallMedia([AudioStreamTrack(), BrowserVideo()], record=tmp_path / name)
+        await media.start()
+        await eventually(lambda m=media: m.frames["video"] >= 40, "all the video")
+        summary = await media.stop()
+        assert "error" not in summary, summary
+        frames = decoded_frames(tmp_path / name)
+        # an encoder that falls behind (VP8 on a busy machine) drops video, and says so
+        assert frames.get("video", 0) + summary.get("dropped", 0) == 40, (name, frames, summary)
+        assert frames.get("video", 0) >= 5 and frames.get("audio", 0) >= 10, (name, frames)
+        assert video_size(tmp_path / name) == (480, 360)

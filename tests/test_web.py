@@ -26,7 +26,8 @@ from hailing.identity import load_or_create_identity, make_card, parse_card
 from hailing.services.contacts import ContactBook
 from hailing.signaling.store import SignalStore
 
-WEB_FILES = ("index.html", "app.js", "api.js", "ui.js", "style.css", "icon.svg", "signin.html")
+WEB_FILES = ("index.html", "app.js", "api.js", "ui.js", "state.js", "files.js", "calllog.js",
+             "style.css", "icon.svg", "signin.html")
 
 
 class FakePeer:
@@ -138,10 +139,51 @@ def test_the_app_files_ship_in_the_package() -> None:
         assert f'data-testid="{hook}"' in index, hook
 
 
+def test_the_app_talks_to_no_other_host_and_builds_no_html_from_strings() -> None:
+    files = web_files()
+    for entry in files.iterdir():
+        if not entry.name.endswith((".js", ".html", ".css")):
+            continue
+        text = entry.read_text()
+        for url in re.findall(r"\b(?:https?|wss?):/+[^\s\"'`)]*", text):
+            assert url.startswith("http://www.w3.org/"), (entry.name, url)  # namespaces only
+        if entry.name.endswith(".js"):
+            code = re.sub(r"//[^\n]*", "", text)  # comments may name what is not done
+            for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write",
+                         "eval(", "new Function", "setAttribute(\"style\""):
+                assert sink not in code, (entry.name, sink)
+
+
+def test_the_app_modules_import_what_exists() -> None:
+    """Every ``import {a, b as c} from "./x.js"`` (and ``import("./x.js")``) of the app's
+    modules names a file of the app that exports those names: a renamed or moved function
+    breaks this test, not the page."""
+    files = web_files()
+    sources = {e.name: e.read_text() for e in files.iterdir() if e.name.endswith(".js")}
+    exported: dict[str, set[str]] = {}
+    for name, text in sources.items():
+        names = set(re.findall(r"^export (?:async )?(?:function\*?|class|const|let|var) "
+                               r"([A-Za-z_$][\w$]*)", text, re.M))
+        for group in re.findall(r"^export \{([^}]*)\}", text, re.M):
+            names |= {n.split(" as ")[-1].strip() for n in group.split(",") if n.strip()}
+        exported[name] = names
+    for name, text in sources.items():
+        for spec, target in re.findall(r"^import \{([^}]*)\} from \"\./([\w.-]+)\";", text, re.M):
+            assert target in sources, (name, target)
+            for item in spec.split(","):
+                wanted = item.split(" as ")[0].strip()
+                if wanted:
+                    assert wanted in exported[target], (name, target, wanted)
+        for target in re.findall(r"import\(\"\./([\w.-]+)\"\)", text):
+            assert target in sources, (name, target)
+    index = files.joinpath("index.html").read_text()
+    for src in re.findall(r'<script[^>]*src="/([\w.-]+)"', index):
+        assert src in sources, src
+
+
 def test_pyproject_ships_the_web_files() -> None:
     text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
-    for pattern in ('"web/*.html"', '"web/*.js"', '"web/*.css"', '"web/*.svg"'):
-        assert pattern in text
+    assert '"web/*"' in text.split("[tool.setuptools.package-data]")[1].split("\n")[1]
     deps = text.split("[project.optional-dependencies]")[0]
     assert '"qrcode>=8"' in deps  # a core dependency: the app's QR code needs it
 
@@ -189,6 +231,15 @@ async def test_no_path_leads_out_of_the_app(node: Daemon, path: str) -> None:
     assert node.api_info.token.encode() not in body
 
 
+@pytest.mark.parametrize("path", ["/%61pi/status", "/./api/status", "//api/status",
+                                  "/api/../api/status", "/API/status", "/api/%2e%2e/api/status",
+                                  "/x/../api/status", "/api/status/", "/api/status?x=/open"])
+async def test_no_spelling_of_an_api_path_skips_the_token(node: Daemon, path: str) -> None:
+    status, _, body = await Client(node).request("GET", path)
+    assert status in (400, 401, 404), (path, status, body)
+    assert node.peer.contact_id.encode() not in body
+
+
 async def test_static_files_keep_the_host_check(node: Daemon) -> None:
     c = Client(node)
     for host in ("evil.example", f"evil.example:{c.port}", f"127.0.0.1:{c.port + 1}"):
@@ -225,6 +276,12 @@ async def test_open_swaps_a_code_for_a_cookie_once(node: Daemon) -> None:
     for bad in ("", "nope", "x" * 200):
         status, h, _ = await c.request("GET", f"/open?code={bad}")
         assert status == 403 and "set-cookie" not in h
+    # A browser signed in already that opens a spent link again simply goes on to the app.
+    status, h, _ = await c.request("GET", f"/open?code={answer['code']}",
+                                   headers={"Cookie": session})
+    assert status == 303 and h["location"] == "/" and "set-cookie" not in h
+    web = _json((await c.request("GET", "/api/status", bearer=True))[2])["web"]
+    assert web["sessions"] == 1 and web["codes_refused"] == 4  # "" is not even tried
 
 
 def test_a_code_expires_and_codes_are_bounded() -> None:
@@ -404,6 +461,8 @@ async def test_upload_sends_the_file_then_removes_it(node: Daemon, tmp_path: Pat
                                    headers={"Content-Type": ctype}, bearer=True)
     assert status == 404
     assert len(sent) == 1 and not any(p.is_file() for p in (node.data_dir / "uploads").rglob("*"))
+    status, _, body = await c.request("GET", "/api/status", bearer=True)
+    assert _json(body)["web"]["uploads_refused"] == 1 + len(garbage)  # counted
 
 
 async def test_download_serves_received_files_only(node: Daemon, tmp_path: Path) -> None:
@@ -501,6 +560,24 @@ def test_up_prints_a_sign_in_link_and_open_prints_a_fresh_one(bootstrap: str,
         code = re.fullmatch(rf"http://127\.0\.0\.1:{port}/open\?code=([A-Za-z0-9_-]+)", url)
         assert code and code.group(1) != m.group(1)
         assert get(f"/open?code={code.group(1)}")[0] == 303
+        # Without a display (and no $BROWSER), no text browser takes the terminal: the
+        # link is printed with a one-line note.
+        bare = run("open", "--data-dir", d_dir, DISPLAY="", WAYLAND_DISPLAY="", BROWSER="")
+        (printed,) = ok(bare)
+        assert printed.startswith(f"http://127.0.0.1:{port}/open?code=")
+        assert "no browser" in one_error_line(bare, 0)
         # The events that follow are JSON lines, as before.
         assert all(line.startswith("{") for line in d.out.lines[2:])
         assert d.stop() == 0
+
+
+async def test_a_restart_removes_what_uploads_left(tmp_path: Path) -> None:
+    left = tmp_path / "me" / "uploads" / "0123abcd" / "half.bin"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"x" * 100)  # a daemon killed in the middle of an upload
+    d = Daemon(tmp_path / "me", lambda _node: FakePeer(tmp_path / "me"), idle_close=0)
+    await d.start()
+    try:
+        assert not (tmp_path / "me" / "uploads").exists()
+    finally:
+        await d.stop()

@@ -15,6 +15,8 @@ WebRTC stack, ``hailing.DhtNode`` only the DHT.
 - Peers and connections: :class:`Peer`, :class:`Connection`, and the events they produce
   (:class:`CallEvent`, :class:`TextMessage`, :class:`FileStarted`, :class:`FileReceived`,
   :class:`FileAborted`).
+- Media for Python peers: :class:`Playback` (a file's tracks for ``connect(tracks=...)``)
+  and :class:`CallMedia` (records or drops a connection's received ``conn.tracks``).
 - Identity: :class:`Identity` (an ed25519 key and its contact id).
 - The DHT: :class:`DhtNode` (asyncio UDP node), :class:`DhtProtocol` (the sans-IO core),
   :class:`DhtConfig`, :class:`NodeInfo`, BEP44 :class:`ImmutableItem` / :class:`MutableItem`.
@@ -75,6 +77,7 @@ if TYPE_CHECKING:
     from .node import DhtNode
     from .peer import CallEvent, Peer
     from .rtc.connection import Connection, FileAborted, FileReceived, FileStarted, TextMessage
+    from .rtc.media import CallMedia, Playback
 
 __version__ = "0.1.0"
 
@@ -91,6 +94,7 @@ _ERRORS = (
 #: Where each public name lives (module, relative to this package).
 _WHERE: dict[str, str] = {
     "CallEvent": ".peer",
+    "CallMedia": ".rtc.media",
     "Connection": ".rtc.connection",
     "DhtConfig": ".dht",
     "DhtNode": ".node",
@@ -103,6 +107,7 @@ _WHERE: dict[str, str] = {
     "MutableItem": ".dht.bep44",
     "NodeInfo": ".dht",
     "Peer": ".peer",
+    "Playback": ".rtc.media",
     "TextMessage": ".rtc.connection",
     **dict.fromkeys(_ERRORS.split(), ".errors"),
 }
@@ -113,6 +118,7 @@ __all__ = [
     "BencodeError",
     "CallCancelled",
     "CallEvent",
+    "CallMedia",
     "ChainError",
     "ChainUnavailable",
     "Connection",
@@ -143,6 +149,7 @@ __all__ = [
     "NodeInfo",
     "NotFoundError",
     "Peer",
+    "Playback",
     "PutRejected",
     "QueryTimeout",
     "RecipientOffline",

@@ -90,6 +90,8 @@ BACKENDS = ("dht", "ws", "contract")
 REFRESH_INTERVAL = 60.0
 #: How often the contact book is checked for changes made by anyone (seconds).
 CONTACTS_POLL = 0.5
+#: Seconds a CANCEL being sent may delay :meth:`Peer.stop` (the callee stops ringing).
+CANCEL_GRACE = 1.0
 #: Most CallEvents kept for a reader that does not keep up (the oldest go first).
 MAX_CALL_EVENTS = 1000
 
@@ -285,7 +287,10 @@ class Peer:
         return node
 
     async def stop(self) -> None:
-        """Stop every task, close every connection and coupler; idempotent."""
+        """Stop every task, close every connection and coupler; idempotent. A CANCEL on
+        its way out (a call given up just before, e.g. Ctrl-C on a one-shot ``hailing
+        call``) gets up to :data:`CANCEL_GRACE` seconds to leave first."""
+        await self.supervisor.settle("cancel", CANCEL_GRACE)
         await self.supervisor.aclose()
         if self.manager is not None:
             await self.manager.aclose()

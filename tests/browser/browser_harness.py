@@ -14,7 +14,8 @@ Each page gets :data:`INIT_SCRIPT` before any of the app's code: it records ever
 ``RTCPeerConnection`` (``window.__pcs``) and every ``createAnswer``
 (``window.__answers``), every ``Notification`` built (``window.__notifications``), and
 lets a test hide the tab (``window.__setHidden(true)``: ``document.hidden`` and
-``visibilityState`` follow, and ``visibilitychange`` fires).
+``visibilityState`` follow, and ``visibilitychange`` fires). It also records every text
+the call's state line (``[data-testid="call-state"]``) shows (``window.__callStates``).
 """
 
 from __future__ import annotations
@@ -109,6 +110,18 @@ INIT_SCRIPT = """
     Recording.requestPermission = (...a) => N.requestPermission(...a);
     window.Notification = Recording;
   }
+  // Every text the call's state line shows, in order (repeats collapsed).
+  window.__callStates = [];
+  const watchStates = () => {
+    new MutationObserver(() => {
+      const line = document.querySelector('[data-testid="call-state"]');
+      const text = line ? line.textContent.trim() : "";
+      const seen = window.__callStates;
+      if (text && seen[seen.length - 1] !== text) seen.push(text);
+    }).observe(document.documentElement, { childList: true, subtree: true, characterData: true });
+  };
+  if (document.documentElement) watchStates();
+  else document.addEventListener("DOMContentLoaded", watchStates);
   let hidden = false;
   Object.defineProperty(Document.prototype, "hidden", { configurable: true, get: () => hidden });
   Object.defineProperty(Document.prototype, "visibilityState", {
@@ -269,7 +282,11 @@ class Proc:
         self.err = Lines(self.proc.stderr)
 
     def line(self, index: int, timeout: float = 60.0) -> str:
-        self.out.wait_for(lambda _: True, index, timeout)
+        try:
+            self.out.wait_for(lambda _: True, index, timeout)
+        except AssertionError:
+            raise AssertionError(f"no line {index} in {timeout:.0f} s (exit code "
+                                 f"{self.proc.poll()}):\n{self.output()}") from None
         return self.out.lines[index]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:

@@ -8,6 +8,7 @@ generous deadline, and media is checked by counters that must grow.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 
 import pytest
 from browser_harness import (
+    HAILING,
     PC_COUNTS,
+    Proc,
     Up,
     accept_call,
     audio_packets,
@@ -24,6 +27,7 @@ from browser_harness import (
     hang_up,
     make_clip,
     start_call,
+    subprocess_env,
     wait_call_over,
     wait_frames_increase,
     wait_js,
@@ -84,8 +88,8 @@ def test_audio_only_call(trio: dict[str, Up], app: Callable[[Up], Any]) -> None:
     start_call(pb, "carol", "audio")
     accept_call(pc)
     for page in (pb, pc):
-        first = wait_js(page, "async () => " + _audio_js())
-        wait_js(page, f"async () => ({_audio_js()}) > {first}")
+        first = wait_until(lambda p=page: audio_packets(p), 60, "audio packets")
+        wait_until(lambda p=page, n=first: audio_packets(p) > n, 60, "more audio packets")
         assert video_senders(page) == 0
         assert frames_decoded(page) == 0
     assert wait_logged(bob, "answered", "out")["media"] == "audio"
@@ -95,25 +99,20 @@ def test_audio_only_call(trio: dict[str, Up], app: Callable[[Up], Any]) -> None:
     assert wait_logged(bob, "ended", "out")["media"] == "audio"
 
 
-def _audio_js() -> str:
-    from browser_harness import AUDIO_RECEIVED
-
-    return f"({AUDIO_RECEIVED.strip()})()"
-
-
 # -- refused callers see what an offline callee shows ----------------------------------------
 
 
 def caller_outcome(page: Any, callee: str) -> dict[str, Any]:
-    """What the caller's page shows once its call gave up, the callee's name taken out."""
-    texts = page.evaluate("""() => Array.from(document.querySelectorAll(
-        '[data-testid="call-state"], [data-testid="call-error"], [data-testid="toasts"]'))
-        .filter((e) => e.offsetParent !== null).map((e) => e.innerText.trim())""")
-    state = page.evaluate("""() => {
-        const e = document.querySelector('[data-testid="call-state"]');
-        return e ? (e.dataset.state || null) : null; }""")
-    return {"texts": [re.sub(rf"\b{re.escape(callee)}\b", "NAME", t) for t in texts],
-            "state": state, "in_call": page.locator('[data-testid="hang-up"]').is_visible()}
+    """What the caller's page showed of its call from the click to the end (the texts of
+    its state line, the callee's name taken out) and how its call object ended."""
+    seen = page.evaluate("""() => {
+        const calls = (window.hailingCalls && window.hailingCalls.calls) || [];
+        const c = calls[calls.length - 1];
+        return { texts: window.__callStates,
+                 call: c ? { state: c.state, reason: c.reason || null, media: c.media } : null };
+    }""")
+    name = re.compile(rf"\b{re.escape(callee)}\b", re.IGNORECASE)
+    return {"texts": [name.sub("NAME", t) for t in seen["texts"]], "call": seen["call"]}
 
 
 def without_who(call: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +177,7 @@ def test_a_hidden_tab_shows_a_system_notification(
     assert any("alice" in (n["title"] + " " + n["body"]) for n in shown), shown
     pb.evaluate("() => window.__setHidden(false)")
     accept_call(pb)
-    wait_js(pb, "async () => " + _audio_js())
+    wait_until(lambda: audio_packets(pb), 60, "audio packets")
     hang_up(pa)
     wait_call_over(pb)
 
@@ -188,22 +187,64 @@ def test_a_hidden_tab_shows_a_system_notification(
 
 def test_a_browser_calls_a_python_peer_that_plays_a_file_and_records(
         trio: dict[str, Up], app: Callable[[Up], Any], net: str, tmp_path: Path) -> None:
+    """bot runs ``hailing up --auto-answer --play clip.mp4 --record rec.mp4``: the
+    browser sees the clip's frames, and the bot's recording of the browser holds frames."""
     alice = trio["alice"]
     clip = make_clip(tmp_path / "clip.mp4")
-    recording = tmp_path / "recording.mp4"
     bot = Up("bot", alice.data_dir.parent / "bot", ["--bootstrap", net], "--auto-answer",
-             "--play", str(clip), "--record", str(recording))
+             "--play", str(clip), "--loop", "--record", str(tmp_path / "rec.mp4"))
     try:
         pa = app(alice)
         start_call(pa, "bot", "video")
         first = wait_frames_increase(pa, 0)  # the clip, played by the bot
         wait_frames_increase(pa, first)
-        assert audio_packets(pa) > 0
-        wait_logged(bot, "answered", "in")
+        wait_until(lambda: audio_packets(pa), 60, "audio packets")
+        connected = bot.wait_event(event="connected", **{"from": alice.contact_id})
+        assert sorted(connected.get("media", [])) == ["audio", "video"], connected
+        # Let the bot record a few seconds of the browser's camera.
+        wait_until(lambda: frames_decoded(pa) > first + 60, 60, "more frames")
+        # the browser's video reached the bot's recorder (its status counts the frames)
+        wait_until(lambda: [c for c in bot.ok("GET", "/api/status")["media_calls"]
+                            if c["frames"].get("video", 0) >= 5], 60.0,
+                   "bot receives the browser's video")
         hang_up(pa)
         wait_call_over(pa)
-        wait_logged(bot, "ended", "in")
+        bot.wait_event(event="closed", **{"from": alice.contact_id})
     finally:
         assert bot.stop() == 0, bot.p.output()
-    counts = count_frames(recording)
+    recorded = sorted(tmp_path.glob("rec-alice-*.mp4"))  # one file per call
+    assert len(recorded) == 1, sorted(p.name for p in tmp_path.iterdir())
+    counts = count_frames(recorded[0])
     assert counts["video"] > 0, counts
+
+
+def test_a_python_peer_calls_a_browser_plays_a_file_and_records_it(
+        trio: dict[str, Up], app: Callable[[Up], Any], net: str, tmp_path: Path) -> None:
+    """bot runs ``hailing call alice --play clip.mp4 --record alice.webm --duration 6``
+    (its own one-shot node): alice's page rings, accepts, shows the clip's frames; the
+    call ends after its duration, seen by both; the bot's recording holds the browser's
+    video and audio."""
+    alice = trio["alice"]
+    clip = make_clip(tmp_path / "clip.mp4")
+    recording = tmp_path / "alice.webm"
+    pa = app(alice)
+    call = Proc([*HAILING, "call", "alice", "--data-dir", str(alice.data_dir.parent / "bot"),
+                 "--bootstrap", net, "--play", str(clip), "--record", str(recording),
+                 "--duration", "6"], subprocess_env())
+    try:
+        accept_call(pa)
+        connected = json.loads(call.line(0))
+        assert connected["event"] == "connected" and connected["coupler"] == "dht"
+        assert sorted(connected["received"]) == ["audio", "video"], connected
+        first = wait_frames_increase(pa, 0)  # the clip, played by the bot
+        wait_frames_increase(pa, first)
+        ended = json.loads(call.line(1, timeout=60))
+        assert call.proc.wait(timeout=30) == 0, call.output()
+    finally:
+        call.stop()
+    assert ended["reason"] == "the call's duration was reached", ended
+    assert ended["recording"] == str(recording) and ended["frames"]["video"] > 0, ended
+    wait_call_over(pa)
+    wait_logged(alice, "ended", "in")
+    counts = count_frames(recording)
+    assert counts["video"] > 0 and counts["audio"] > 0, counts

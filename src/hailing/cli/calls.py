@@ -72,17 +72,27 @@ async def cmd_listen(args: argparse.Namespace) -> int:
         async def serve(conn: Any) -> None:
             who = conn.contact_id
             _emit({"event": "connected", "from": who})
-            async for item in conn:
-                if isinstance(item, TextMessage):
-                    _emit({"event": "message", "from": who, "text": item.text})
-                elif isinstance(item, FileStarted):
-                    _emit({"event": "file-started", "from": who, "name": item.name, "size": item.size})
-                elif isinstance(item, FileAborted):
-                    _emit({"event": "file-aborted", "from": who, "name": item.name, "reason": item.reason})
-                elif isinstance(item, FileReceived):
-                    _emit({"event": "file", "from": who, "name": item.name, "path": str(item.path),
-                           "size": item.size, "sha256": item.sha256})
-            _emit({"event": "closed", "from": who, "reason": conn.close_reason})
+            media = None
+            if conn.tracks.received:  # a media call: its frames are read and dropped
+                from ..rtc.media import CallMedia
+
+                media = CallMedia(conn.tracks.received)
+                await media.start()
+            try:
+                async for item in conn:
+                    if isinstance(item, TextMessage):
+                        _emit({"event": "message", "from": who, "text": item.text})
+                    elif isinstance(item, FileStarted):
+                        _emit({"event": "file-started", "from": who, "name": item.name, "size": item.size})
+                    elif isinstance(item, FileAborted):
+                        _emit({"event": "file-aborted", "from": who, "name": item.name, "reason": item.reason})
+                    elif isinstance(item, FileReceived):
+                        _emit({"event": "file", "from": who, "name": item.name, "path": str(item.path),
+                               "size": item.size, "sha256": item.sha256})
+                _emit({"event": "closed", "from": who, "reason": conn.close_reason})
+            finally:
+                if media is not None:
+                    await media.stop()
 
         async def accept_all() -> None:
             async for conn in peer.incoming():

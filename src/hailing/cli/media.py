@@ -57,9 +57,11 @@ async def cmd_call(args: argparse.Namespace) -> int:
     if args.record is not None:
         check_record(args.record)
     name = _name(args)
-    interrupted, result = await _interruptible(_call(args, name))
+    connected: list[bool] = []
+    interrupted, result = await _interruptible(_call(args, name, connected))
     if interrupted or result is None:
-        print(f"hailing: interrupted; hung up on {name}", file=sys.stderr, flush=True)
+        what = f"hung up on {name}" if connected else f"the call to {name} was cancelled"
+        print(f"hailing: interrupted; {what}", file=sys.stderr, flush=True)
         return 130
     if result.get("error"):
         raise HailingError(result["error"])
@@ -68,7 +70,8 @@ async def cmd_call(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _call(args: argparse.Namespace, name: str) -> dict[str, Any]:
+async def _call(args: argparse.Namespace, name: str, connected: list[bool]) -> dict[str, Any]:
+    """The call; ``connected`` gets an item once it connected."""
     from ..rtc.connection import LOST
     from ..rtc.media import CallMedia, open_playback, receive_only
 
@@ -85,6 +88,7 @@ async def _call(args: argparse.Namespace, name: str) -> dict[str, Any]:
                 conn = await peer.connect(args.contact, timeout=args.timeout, tracks=tracks)
             finally:
                 progress.done()
+            connected.append(True)
             media = CallMedia(conn.tracks.received, record=args.record)
             await media.start()
             started = time.monotonic()

@@ -6,8 +6,10 @@ signals through a relay or the contract only), printed once everything listens; 
 is ``web http://127.0.0.1:PORT/open?code=CODE``, a one-time sign-in link for the web app
 (valid 10 minutes; ``hailing open`` makes a fresh one); then one JSON object per line per
 event, as ``hailing listen`` prints them (see
-:mod:`hailing.daemon.events`). SIGINT or SIGTERM stops it cleanly with exit 0; a second
-``hailing up`` on the same data directory fails with one line (exit 1).
+:mod:`hailing.daemon.events`). SIGINT or SIGTERM stops it cleanly with exit 0 (a call's
+recording is finalized first); a second ``hailing up`` on the same data directory fails
+with one line (exit 1). ``--auto-answer`` (``--play``, ``--loop``, ``--record``): the daemon
+answers media calls itself (docs/connection.md, "Media").
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ one line. Standard library only on this path, as for the other commands through 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -29,17 +30,28 @@ async def cmd_open(args: argparse.Namespace) -> int:
     if args.print:
         print(url, flush=True)
         return 0
-    import webbrowser
+    opened = False
+    if _graphical():
+        import webbrowser
 
-    try:
-        opened = webbrowser.open(url, new=2)
-    except webbrowser.Error:
-        opened = False
+        try:
+            opened = webbrowser.open(url, new=2)
+        except webbrowser.Error:
+            opened = False
     if not opened:
-        print("hailing: no browser could be started; open this link (valid one minute, "
+        print("hailing: no browser could be started here; open this link (valid one minute, "
               "once):", file=sys.stderr)
         print(url, flush=True)
     return 0
+
+
+def _graphical() -> bool:
+    """Whether a graphical browser can be started: not on a bare terminal, where Python's
+    webbrowser would fall back to a text browser (lynx, w3m) that runs no JavaScript.
+    ``$BROWSER`` set means the user chose one."""
+    if sys.platform in ("darwin", "win32") or os.environ.get("BROWSER"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def add_open_command(sub: Any) -> None:

@@ -223,7 +223,13 @@ class ApiServer:
         r.add_get("/{name:[^/]*}", serve_static)
 
     async def get_status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.daemon.status())
+        return web.json_response({**self.daemon.status(), "web": self.web_stats()})
+
+    def web_stats(self) -> dict[str, int]:
+        """The web app's counters: signed-in sessions, refused sign-in codes, refused
+        uploads."""
+        return {"sessions": self.auth.sessions, "codes_refused": self.auth.refused,
+                "uploads_refused": self.web.refused}
 
     async def post_status(self, request: web.Request) -> web.Response:
         body = await _body(request)

@@ -241,8 +241,10 @@ class Calls:
         self._on_call = OnCallCommand(on_call, self.stats) if on_call else None
         self._in: dict[str, IncomingCall] = {}
         self._out: dict[str, _Outgoing] = {}
+        self._closed = False
 
     async def aclose(self) -> None:
+        self._closed = True
         for task in [o.task for o in self._out.values() if o.task is not None]:
             task.cancel()
         if self._on_call is not None:
@@ -256,6 +258,9 @@ class Calls:
 
     def ring(self, call: IncomingCall) -> None:
         """A ringing call from the Peer (its ``on_media_offer``)."""
+        if self._closed:  # the daemon is stopping: nobody would hear it
+            call.decline()
+            return
         call_id = _new_id()
         self._in[call_id] = call
         who = format_contact_id(call.sender)
@@ -271,8 +276,42 @@ class Calls:
 
     def refused(self, peer: bytes, reason: str, media: Sequence[str]) -> None:
         """A media offer the policy (or the call caps) refused: logged, for us only."""
+        if self._closed:
+            return
         self.log.add(_new_id(), "in", peer, _media_word(media), "refused", reason)
         self.stats["refused"] += 1
+
+    def answered_here(self, peer: bytes, media: Sequence[str]) -> str | None:
+        """A media call the daemon answered itself (``--auto-answer``): logged as
+        answered; returns its call id for :meth:`ended_here` (None if it cannot be
+        logged: the call goes on)."""
+        if self._closed:
+            return None
+        call_id = _new_id()
+        now = time.time()
+        try:
+            self.log.add(call_id, "in", peer, _media_word(media), "answered", at=now)
+            self.log.update(call_id, "answered", answered_at=now)
+        except HailingError as exc:
+            log.warning("cannot log a call: %s", exc)
+            return None
+        self.stats["answered_here"] += 1
+        return call_id
+
+    def ended_here(self, call_id: str, peer: bytes, reason: str | None) -> None:
+        """That call ended: logged, ``call-ended`` emitted (with its duration)."""
+        if self._closed:
+            return
+        reason = reason or "hung up"
+        try:
+            self.log.update(call_id, "ended", reason, ended_at=time.time())
+            entry = self.log.get(call_id)
+        except HailingError as exc:
+            log.warning("cannot log a call's end: %s", exc)
+            return
+        self.events.emit({"event": "call-ended", "call": call_id,
+                          "from": format_contact_id(peer), **_duration(entry),
+                          "reason": reason})
 
     def _changed(self, call_id: str, call: IncomingCall) -> None:
         who = format_contact_id(call.sender)
@@ -321,9 +360,9 @@ class Calls:
         if call_id in self._in or call_id in self._out or self.log.has(call_id):
             raise DaemonError(f"the call id {call_id!r} is already used")
         self._make_room()
+        self.log.add(call_id, "out", peer, str(media), "ringing")
         out = _Outgoing(peer)
         self._out[call_id] = out
-        self.log.add(call_id, "out", peer, str(media), "ringing")
         task = out.task = asyncio.ensure_future(self.peer.call_external(peer, sdp, timeout))
         try:
             result = await task
@@ -339,8 +378,8 @@ class Calls:
         except QueryTimeout:
             self._failed(call_id, "no answer")
             raise
-        except HailingError as exc:
-            self._failed(call_id, str(exc) or type(exc).__name__)
+        except Exception as exc:  # HailingError, or a bug: logged either way
+            self._failed(call_id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             raise
         out.result = result
         self.log.update(call_id, "answered", answered_at=time.time())

@@ -7,7 +7,8 @@ beyond text and files (e.g. ``FileStarted``) becomes ``file-started`` with its f
 The daemon adds events for what it does itself: ``connected``/``closed`` with ``to`` for
 links it opened, ``sent`` and ``file-sent`` for what it delivered, ``file-progress``
 while a file goes out, ``contact`` and ``presence`` when they were changed through the
-API, and ``error`` when one of its own tasks failed. An event about
+API, ``ring``, ``ring-ended``, ``missed`` and ``call-ended`` for browser calls
+(:mod:`hailing.daemon.calls`), and ``error`` when one of its own tasks failed. An event about
 something that came in names the contact in ``from``; one about something that went out,
 in ``to``. Every event has ``at`` (Unix time), and one that names a contact in the book
 by a name has ``contact`` (that name) too.

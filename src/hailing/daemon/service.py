@@ -11,11 +11,13 @@ open to contacts, the message :class:`~hailing.daemon.history.History`, the
 (:mod:`hailing.daemon.api`) whose address and token it writes to ``api.json``.
 
 A daemon given :class:`~hailing.rtc.media.MediaOptions` (``hailing up --auto-answer``)
-answers media calls itself: the Peer's ``answer_tracks`` play the file, and each
-accepted connection with media becomes a *media call* instead of a link: its received
-tracks are recorded (one file per call, :func:`~hailing.rtc.media.recording_path`) or
-dropped, ``connected`` and ``closed`` (with ``media`` and ``duration_s``) are emitted, and
-the recording is finalized when the call ends, however it ends.
+answers media calls itself: the Peer's ``answer_tracks`` play the file. Each accepted
+connection with media is a *media call*, never a link (it would replace the contact's
+link, and be hung up as idle): its received tracks are recorded (one file per call,
+:func:`~hailing.rtc.media.recording_path`) or read and dropped (without
+``--auto-answer`` too, should one reach the aiortc path), ``connected`` and ``closed``
+(with ``media`` and ``duration_s``) are emitted, and the recording is finalized when the
+call ends, however it ends.
 
 Its own tasks (the Peer's call events, accepted incoming connections, chain status) are
 supervised: one that fails emits an ``error`` event and sets :attr:`Daemon.failed`, and
@@ -112,6 +114,7 @@ class Daemon:
         self.media = media
         self._media_calls: set[asyncio.Task[None]] = set()
         self._recordings: set[Path] = set()  # files of calls in progress (not written yet)
+        self._media_now: dict[int, dict[str, Any]] = {}  # media calls in progress, for status
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -233,7 +236,7 @@ class Daemon:
     async def _pump_incoming(self) -> None:
         async for conn in self.peer.incoming():
             tracks = getattr(conn, "tracks", None)
-            if self.media is not None and tracks is not None and tracks.kinds:
+            if tracks is not None and tracks.kinds:  # never a link, even not auto-answered
                 task = asyncio.ensure_future(self._media_call(conn))
                 self._media_calls.add(task)
                 task.add_done_callback(self._media_calls.discard)
@@ -244,10 +247,9 @@ class Daemon:
         """One answered media call (see the module docstring); never raises."""
         from ..rtc.media import CallMedia, recording_path
 
-        assert self.media is not None
         who = format_contact_id(conn.peer)
         record: Path | None = None
-        if self.media.record is not None:
+        if self.media is not None and self.media.record is not None:
             record = recording_path(self.media.record, self._contact_name(who) or who[:12],
                                     taken=self._recordings)
             self._recordings.add(record)
@@ -255,10 +257,15 @@ class Daemon:
         kinds = {"media": conn.tracks.kinds, "sent": [t.kind for t in conn.tracks.sent],
                  "received": [t.kind for t in conn.tracks.received]}
         started = time.monotonic()
+        call_id = None
         try:
+            if self.calls is not None:  # in the call log, as a page's calls are
+                call_id = self.calls.answered_here(conn.peer, conn.tracks.kinds)
             await media.start()
-            self.events.emit({"event": "connected", "from": who, **kinds,
-                              "recording": str(record) if media.recorded_kinds else None})
+            now = {"from": who, "call": call_id, **kinds,
+                   "recording": str(record) if media.recorded_kinds else None}
+            self._media_now[id(media)] = {**now, "frames": media.frames}
+            self.events.emit({"event": "connected", **now})
             async for item in conn:
                 self.events.emit(item_event(item, who))
         except Exception as exc:
@@ -266,15 +273,18 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await conn.close(f"failed: {exc}")
         finally:
+            self._media_now.pop(id(media), None)
             summary = await media.stop()  # finalized first, whatever else happens
             if record is not None:
                 self._recordings.discard(record)
             if conn.close_reason is None:
                 with contextlib.suppress(Exception):
                     await conn.close("the daemon stopped")
-            self.events.emit({"event": "closed", "from": who, "reason": conn.close_reason,
-                              "media": kinds["media"],
+            self.events.emit({"event": "closed", "from": who, "call": call_id,
+                              "reason": conn.close_reason, "media": kinds["media"],
                               "duration_s": round(time.monotonic() - started, 1), **summary})
+            if call_id is not None and self.calls is not None:
+                self.calls.ended_here(call_id, conn.peer, conn.close_reason)
 
     async def _pump_chain(self, queue: asyncio.Queue[Any]) -> None:
         while True:
@@ -417,6 +427,8 @@ class Daemon:
             "contacts": len(book.list()), "subscribers": self.events.subscribers,
             "events_dropped": self.events.dropped, "stats": dict(stats),
             "calls": dict(self.calls.stats) if self.calls is not None else {},
+            "media_calls": [{**c, "frames": dict(sorted(c["frames"].items()))}
+                            for c in self._media_now.values()],
         }
 
     # -- sending -------------------------------------------------------------------------

@@ -111,6 +111,10 @@ class WebAuth:
         self.refused = 0  # codes refused (unknown, used or expired)
 
     @property
+    def sessions(self) -> int:
+        return len(self._sessions)
+
+    @property
     def cookie_name(self) -> str:
         return f"hailing-{self.port}"
 
@@ -205,6 +209,10 @@ def open_handler(auth: WebAuth) -> Callable[[web.Request], Awaitable[web.Respons
         code = request.query.get("code", "")
         session = auth.redeem(code) if code else None
         if session is None:
+            held = request.cookies.get(auth.cookie_name)
+            if held is not None and auth.session_ok(held):  # signed in already: go on
+                return web.Response(status=303, headers={"Location": "/",
+                                                         "Cache-Control": "no-store"})
             return expired_page()
         resp = web.Response(status=303, headers={"Location": "/"})
         resp.set_cookie(auth.cookie_name, session, path="/", httponly=True,

@@ -84,6 +84,7 @@ class WebRoutes:
         self.server = server  # ApiServer: .daemon, .auth, .port
         self.max_upload = MAX_UPLOAD
         self._uploads = asyncio.Semaphore(MAX_UPLOADS)
+        self.refused = 0  # uploads refused: not multipart, damaged, too large
 
     @property
     def daemon(self) -> Daemon:
@@ -183,7 +184,11 @@ class WebRoutes:
         async with self._uploads:
             folder = self.daemon.data_dir / UPLOADS_DIR / secrets.token_hex(8)
             try:
-                path = await self._receive(request, folder)
+                try:
+                    path = await self._receive(request, folder)
+                except (LocalProtocolError, web.HTTPException):
+                    self.refused += 1
+                    raise
                 result = await self.daemon.send_file(contact, str(path), timeout)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)

@@ -29,7 +29,8 @@ nobody reads piles its decoded frames up in memory), frames are counted per kind
 written to one file when ``record`` is given. The container is the extension's
 (:data:`RECORD_FORMATS`): H.264 + AAC in .mp4/.mov/.mkv, VP8 + Opus in .webm, audio only
 in .wav (PCM), .ogg (Opus) and .mp3 (a video track is then counted, not recorded). The
-encoders run on the event loop, tuned for speed (x264 ``ultrafast``, VP8 realtime).
+encoders run in a thread of the recording's own, tuned for speed (x264 ``ultrafast``, VP8
+realtime); video frames it cannot keep up with are dropped and counted, never audio.
 :meth:`CallMedia.stop` flushes the encoders and writes the container's index: an .mp4
 is only readable once that happened, while a .mkv or .webm cut short by ``kill -9``
 still plays up to where it stopped. A call that received no frame at all leaves no
@@ -50,6 +51,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Container, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,8 +69,19 @@ RECORD_FORMATS: dict[str, tuple[str, ...]] = {
     ".mp4": MEDIA_KINDS, ".mov": MEDIA_KINDS, ".mkv": MEDIA_KINDS, ".webm": MEDIA_KINDS,
     ".wav": ("audio",), ".ogg": ("audio",), ".mp3": ("audio",),
 }
-#: Video frames per second the recording's time base assumes (frames keep their own times).
+#: The frame rate a recording's video encoder is told (frames keep their own times).
 RECORD_FPS = 30
+#: The time base of recorded video: RTP's 90 kHz video clock, which the frames carry.
+VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
+#: Seconds a recording holds its first packets for a kind that has sent nothing yet.
+HOLD = 3.0
+#: The video size of a recording whose video had not started after HOLD (later frames
+#: are scaled to it).
+DEFAULT_SIZE = (640, 480)
+#: Least time between two recorded video frames (the muxers count in milliseconds).
+MIN_FRAME_GAP = 0.002
+#: Video frames waiting for the recorder's encoder before more are dropped (1 s at 30/s).
+MAX_PENDING = 30
 
 
 # -- checks, before any network ---------------------------------------------------------
@@ -330,7 +343,7 @@ class CallMedia:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             if self._recorder is not None:
-                self._recorder.close()
+                await self._recorder.close()
                 self.error = self.error or self._recorder.error
         return self.summary()
 
@@ -338,22 +351,83 @@ class CallMedia:
         written = self._recorder is not None and self._recorder.written
         out: dict[str, Any] = {"frames": dict(sorted(self.frames.items())),
                                "recording": str(self.record) if written else None}
+        if self._recorder is not None and self._recorder.dropped:
+            out["dropped"] = self._recorder.dropped  # video frames not recorded
         if self.error:
             out["error"] = self.error
         return out
 
 
 class _Recorder:
-    """One output file: a stream per recorded kind, encoded on the event loop."""
+    """One output file: a stream per recorded kind, encoded in a thread of its own.
+
+    The encoders (x264, and VP8 above all: tens of milliseconds a frame on a busy
+    machine) run in one worker thread, in the order the frames came, so the event loop
+    (the call's keepalive, the other calls) never waits for them; PyAV lets go of the
+    GIL while it encodes. When the worker falls more than :data:`MAX_PENDING` video
+    frames behind, video frames are dropped (counted in :attr:`dropped`), never audio.
+
+    A container's header (written with its first packet) fixes every stream, the video
+    size included, so packets are held until each recorded kind has had its first frame,
+    or :data:`HOLD` seconds after the first frame of any (then a missing video stream
+    gets :data:`DEFAULT_SIZE`, and frames of another size are scaled to the size the
+    stream has). Video is timed in 1/90000 s, the RTP clock of its frames: at the
+    stream's 1/30 s two frames a few milliseconds apart would get the same timestamp,
+    which the muxer refuses; a frame too close to the previous one
+    (:data:`MIN_FRAME_GAP`) is dropped for the same reason."""
 
     def __init__(self, path: Path, kinds: Sequence[str]) -> None:
         self.path = path
         self.kinds = tuple(dict.fromkeys(kinds))
         self.error: str | None = None
         self.written = False
+        self._behind = 0  # video frames dropped on the loop: the worker was behind
+        self._untimed = 0  # video frames dropped by the worker: untimed or too close
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hailing-recorder")
+        self._pending = 0  # frames handed to the worker and not written yet (loop side)
+        self._closed = False
+        # the worker's state
         self._container: Any = None
         self._streams: dict[str, Any] = {}
         self._started: set[str] = set()
+        self._held: list[Any] = []  # packets before the header can be written
+        self._header = False
+        self._first_at: float | None = None
+        self._last_pts: float | None = None  # of the last video frame, in seconds
+
+    # -- on the event loop ----------------------------------------------------------------
+
+    def write(self, kind: str, frame: Any) -> bool:
+        """Hand one frame to the worker; False once writing failed (see :attr:`error`)."""
+        if self.error is not None or self._closed:
+            return False
+        if kind == "video" and self._pending >= MAX_PENDING:
+            self._behind += 1
+            return True
+        self._pending += 1
+        done = asyncio.get_running_loop().run_in_executor(self._pool, self._write, kind, frame)
+        done.add_done_callback(self._written)
+        return True
+
+    @property
+    def dropped(self) -> int:
+        """Video frames not recorded (each counter has one writer thread)."""
+        return self._behind + self._untimed
+
+    def _written(self, _: asyncio.Future[None]) -> None:
+        self._pending -= 1
+
+    async def close(self) -> None:
+        """Write what is pending, flush the encoders, finalize the file."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._finish)
+        finally:
+            self._pool.shutdown(wait=False)
+
+    # -- in the worker thread -----------------------------------------------------------
 
     def _open(self) -> None:
         import av
@@ -369,47 +443,73 @@ class _Recorder:
                 webm = fmt == "webm"
                 stream = container.add_stream("libvpx" if webm else "libx264", rate=RECORD_FPS)
                 stream.pix_fmt = "yuv420p"
-                stream.options = ({"deadline": "realtime", "cpu-used": "8"} if webm
+                stream.width, stream.height = DEFAULT_SIZE
+                stream.codec_context.time_base = VIDEO_TIME_BASE
+                stream.options = ({"deadline": "realtime", "cpu-used": "16"} if webm
                                   else {"preset": "ultrafast", "tune": "zerolatency"})
                 self._streams[kind] = stream
         self._container = container
 
-    def write(self, kind: str, frame: Any) -> bool:
-        """Encode and write one frame; False once writing failed (see :attr:`error`)."""
+    def _write(self, kind: str, frame: Any) -> None:
         if self.error is not None:
-            return False
+            return
         try:
             if self._container is None:
                 self._open()
+            now = time.monotonic()
+            if self._first_at is None:
+                self._first_at = now
             stream = self._streams[kind]
-            if kind not in self._started:
-                if kind == "video":
+            if kind == "video":
+                at = (float(frame.pts * frame.time_base)
+                      if frame.pts is not None and frame.time_base is not None else None)
+                if at is None or (self._last_pts is not None
+                                  and at < self._last_pts + MIN_FRAME_GAP):
+                    self._untimed += 1  # untimed, or too close to the previous one
+                    return
+                self._last_pts = at
+                if kind not in self._started and not self._header:
                     stream.width, stream.height = frame.width, frame.height
-                self._started.add(kind)
-            if kind == "video" and frame.time_base is None:
-                frame.time_base = fractions.Fraction(1, 90000)
-            for packet in stream.encode(frame):
-                self._container.mux(packet)
-                self.written = True
+            self._started.add(kind)
+            packets = list(stream.encode(frame))
+            if not self._header and (self._started == set(self.kinds)
+                                     or now - self._first_at >= HOLD):
+                self._write_header()
+            if self._header:
+                self._mux(packets)
+            else:
+                self._held.extend(packets)
         except Exception as exc:  # FFmpeg's: disk full, a frame the encoder refuses
             self.error = f"recording to {self.path} stopped: {type(exc).__name__}: {exc}"
             log.warning("%s", self.error)
-            return False
-        return True
 
-    def close(self) -> None:
+    def _write_header(self) -> None:
+        self._header = True
+        held, self._held = self._held, []
+        self._mux(held)
+
+    def _mux(self, packets: Sequence[Any]) -> None:
+        for packet in packets:
+            self._container.mux(packet)
+            self.written = True
+
+    def _finish(self) -> None:
         if self._container is None:
             return
-        container, self._container = self._container, None
+        container = self._container
         try:
             if self.error is None:
+                if not self._header and self._held:
+                    self._write_header()
                 for kind in self._started:
-                    for packet in self._streams[kind].encode(None):
-                        container.mux(packet)
-                        self.written = True
+                    packets = list(self._streams[kind].encode(None))
+                    if not self._header and packets:
+                        self._write_header()
+                    self._mux(packets)
         except Exception as exc:
             self.error = f"recording to {self.path} was not finished: {type(exc).__name__}: {exc}"
         finally:
+            self._container = None
             with contextlib.suppress(Exception):
                 container.close()
 

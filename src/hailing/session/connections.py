@@ -85,6 +85,11 @@ MAX_CALLS_PER_CALLER = 4
 MAX_STRANGER_CALLS = 16
 #: Accepted connections waiting to be taken (``Peer.accept`` / ``incoming``).
 MAX_INCOMING = 64
+#: Longest an answered call for a page holds its place in the call caps when the page
+#: never ends it (seconds).
+EXTERNAL_HOLD = 6 * 3600.0
+#: Why an answer in progress stopped: the caller's CANCEL (a ``failed`` CallEvent).
+HUNG_UP = "the caller hung up"
 #: Lifetime of a sealed CANCEL (seconds): the callee acts on it while the offer rings.
 CANCEL_TTL = 60
 #: CANCELs for offers not (yet) seen, remembered in case the offer comes later.
@@ -356,14 +361,23 @@ class ConnectionManager:
         self._ringing[key] = call
         self.stats["rung_calls"] += 1
 
-        async def expire() -> None:
+        async def watch() -> None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, call.expires - self._clock())):
                     await call.finished.wait()
             if call.cancel("expired"):
                 self.stats["expired_calls"] += 1
+                return
+            # answered: its place is held until it ends, or a page that went away
+            # without saying so has held it for EXTERNAL_HOLD
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(EXTERNAL_HOLD):
+                    await call.closed.wait()
+            if call.state == "answered":
+                self.stats["calls_never_ended"] += 1
+                call.end("not ended by its page")
 
-        self._supervisor.spawn(expire(), name="ringing")
+        self._supervisor.spawn(watch(), name="ringing")
         on_call(call)
         return None
 
@@ -424,7 +438,7 @@ class ConnectionManager:
 
             pc.on("datachannel", on_channel)
             if cancelled.done():
-                raise CallCancelled("the caller hung up")
+                raise CallCancelled(HUNG_UP)
             blob = envelope.seal(self.identity, offer.sender, KIND_ANSWER,
                                  offer.nonce[:ANSWER_REF] + body, now=self._clock())
             await reply(blob)
@@ -433,7 +447,7 @@ class ConnectionManager:
                                return_when=asyncio.FIRST_COMPLETED)
             if not opened.done():
                 if cancelled.done():
-                    raise CallCancelled("the caller hung up")
+                    raise CallCancelled(HUNG_UP)
                 raise QueryTimeout("the caller's channel did not open")
             conn = opened.result()
             await conn.authenticate()

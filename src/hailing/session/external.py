@@ -210,6 +210,8 @@ class IncomingCall:
     #: Called (with the call) after every change of :attr:`state`.
     on_state: Callable[[IncomingCall], None] | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    #: Set when it gave its place in the call caps back (not answered, or ended).
+    closed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _busy: bool = field(default=False, repr=False)
 
     @property
@@ -274,6 +276,7 @@ class IncomingCall:
             self.state = "ended"
             self.reason = reason
             self._release(self)
+            self.closed.set()
             self._notify()
         elif self.state == "ringing":
             self.decline()
@@ -290,6 +293,7 @@ class IncomingCall:
         self.finished.set()
         if release:
             self._release(self)
+            self.closed.set()
         self._notify()
 
     def _notify(self) -> None:

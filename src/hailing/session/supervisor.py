@@ -64,6 +64,13 @@ class Supervisor:
         task.add_done_callback(lambda t: self._done(t, name, on_error))
         return task
 
+    async def settle(self, name: str, timeout: float) -> None:
+        """Give the tasks spawned as ``name`` up to ``timeout`` seconds to end by
+        themselves (e.g. a message on its way out before :meth:`aclose`)."""
+        tasks = [t for t in self._tasks if t.get_name() == name]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
     def loop(self, make: Callable[[], Coroutine[Any, Any, Any]], *, name: str,
              on_error: ErrorHook | None = None) -> asyncio.Task[Any]:
         """Run ``make()`` and start it again (after :data:`RESTART_DELAYS`) whenever it

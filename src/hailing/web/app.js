@@ -9,33 +9,19 @@
 // and refreshes the call log on the daemon's call events. Everything comes from the
 // daemon's API (api.js): no other host is ever contacted.
 
-import { api, upload, events, startEvents, ApiError } from "./api.js";
-import { $, el, clear, initials, ago, bytes, clock, day, toast, ask, confirmBox } from "./ui.js";
-
-const state = {
-  me: null,                 // GET /api/status
-  contacts: new Map(),      // contact_id -> {contact_id, name, state, online, last_seen}
-  selected: null,           // contact_id
-  messages: new Map(),      // contact_id -> [entry] (history entries and pending sends)
-  oldest: new Map(),        // contact_id -> smallest history id loaded (paging back)
-  unread: new Map(),        // contact_id -> count
-  transfers: new Map(),     // key -> {row, progress}
-  callsRoute: true,         // GET /api/calls exists (false after a 404)
-};
+import { api, events, startEvents, ApiError } from "./api.js";
+import { $, el, clear, initials, ago, bytes, clock, day, toast, ask, confirmBox, hue, svgIcon, ICONS } from "./ui.js";
+import { state, hooks, contactById, displayName } from "./state.js";
+import { renderTransfers, pickedFiles, sendFile, onFileProgress, onFileSent, onFileStarted, onFileEnded } from "./files.js";
+import { loadCalls } from "./calllog.js";
 
 // -- contacts ------------------------------------------------------------------------------
-
-function contactById(id) { return state.contacts.get(id) || null; }
-
-function displayName(id, fallback) {
-  const c = contactById(id);
-  return c ? c.name : (fallback || `${id.slice(0, 10)}…`);
-}
 
 function presenceText(c) {
   if (c.state === "blocked") return "blocked";
   if (c.online) return "connected";
-  if (c.last_seen) return `last seen ${ago(c.last_seen)}`;
+  const seen = Math.max(c.last_seen || 0, state.callSeen.get(c.contact_id) || 0);
+  if (seen) return `last seen ${ago(seen)}`;
   return "not seen yet";
 }
 
@@ -55,6 +41,12 @@ function renderContacts() {
   clear(list);
   for (const c of sorted) list.append(contactRow(c));
   $("#contacts-empty").hidden = sorted.length > 0;
+  showUnread();
+}
+
+function showUnread() {
+  const total = [...state.unread.values()].reduce((a, b) => a + b, 0);
+  document.title = total ? `(${total}) hailing` : "hailing";
 }
 
 function contactRow(c) {
@@ -81,29 +73,6 @@ function contactRow(c) {
     "data-state": c.state, "data-online": c.online ? "true" : "false",
   }, open, el("span", { class: "contact-calls" },
     callButton("audio", "Audio", ICONS.phone), callButton("video", "Video", ICONS.video)));
-}
-
-function hue(id) {
-  let h = 0;
-  for (const ch of id) h = (h * 31 + ch.charCodeAt(0)) % 12;
-  return String(h);
-}
-
-const ICONS = {
-  phone: "M6.6 10.8a15 15 0 006.6 6.6l2.2-2.2a1 1 0 011-.25 11.4 11.4 0 003.6.57 1 1 0 011 1V20a1 1 0 01-1 1A17 17 0 013 4a1 1 0 011-1h3.5a1 1 0 011 1c0 1.25.2 2.45.57 3.57a1 1 0 01-.25 1z",
-  video: "M17 10.5V7a1 1 0 00-1-1H4a1 1 0 00-1 1v10a1 1 0 001 1h12a1 1 0 001-1v-3.5l4 4v-11z",
-  file: "M14 2H6a2 2 0 00-2 2v16a2 2 0 002 2h12a2 2 0 002-2V8zM14 2v6h6",
-};
-
-function svgIcon(d) {
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", "0 0 24 24");
-  svg.setAttribute("aria-hidden", "true");
-  const path = document.createElementNS(ns, "path");
-  path.setAttribute("d", d);
-  svg.append(path);
-  return svg;
 }
 
 function startCall(contact, media) {
@@ -150,6 +119,8 @@ function renderChatHead() {
   $("#contact-allow").hidden = !blocked;
   $("#chat-call-audio").disabled = blocked;
   $("#chat-call-video").disabled = blocked;
+  for (const sel of ["#chat-input", "#chat-send", "#file-input"]) $(sel).disabled = blocked;
+  $("#chat-input").placeholder = blocked ? `${c.name} is blocked: allow them (⋮) to chat` : "Message";
 }
 
 async function loadHistory(id, before = null) {
@@ -213,6 +184,11 @@ function messageItem(m) {
     body = el("div", { class: "bubble" }, m.text || "");
   }
   const meta = el("span", { class: "meta" }, m.failed ? `not sent: ${m.failed}` : m.pending ? "sending…" : clock(m.at));
+  if (m.failed && m.kind === "text") {
+    const retry = el("button", { type: "button", class: "link", "data-testid": "retry" }, "Retry");
+    retry.addEventListener("click", () => resend(state.selected, m));
+    meta.append(" · ", retry);
+  }
   return el("li", attrs, body, meta);
 }
 
@@ -242,6 +218,19 @@ async function sendText(event) {
   autosize();
   const m = { direction: "out", kind: "text", text, at: Date.now() / 1000, pending: true };
   addMessage(contact, m);
+  await deliver(contact, m);
+}
+
+async function resend(contact, m) {
+  m.failed = null;
+  m.pending = true;
+  m.at = Date.now() / 1000;
+  if (state.selected === contact) renderMessages();
+  await deliver(contact, m);
+}
+
+async function deliver(contact, m) {
+  const text = m.text;
   try {
     await api("POST", "/api/send", { contact, text });
     m.pending = false;
@@ -273,105 +262,38 @@ function onIncoming(ev) {
   const m = ev.event === "file"
     ? { id: ev.id, direction: "in", kind: "file", name: ev.name, size: ev.size, sha256: ev.sha256, at: ev.at }
     : { id: ev.id, direction: "in", kind: "text", text: ev.text, at: ev.at };
+  const what = ev.event === "file" ? `sent a file: ${ev.name}` : ev.text;
+  if (!contactById(from)) {
+    // Someone not in the book (the daemon accepts anyone not blocked): offer to add them.
+    toast(`Someone not in your contacts (${from.slice(0, 12)}…): ${what}`, () => {
+      $("#add-contact-input").value = from;
+      $("#add-contact-name").hidden = false;
+      $("#add-contact-name").focus();
+    });
+    return;
+  }
   updateContact(from, { online: true, last_seen: ev.at });
+  const who = displayName(from, ev.contact);
   if (state.selected === from) {
     addMessage(from, m);
   } else {
     state.unread.set(from, (state.unread.get(from) || 0) + 1);
     renderContacts();
-    const who = displayName(from, ev.contact);
-    toast(ev.event === "file" ? `${who} sent a file: ${ev.name}` : `${who}: ${ev.text}`,
-          () => selectContact(from));
+    toast(ev.event === "file" ? `${who} ${what}` : `${who}: ${what}`, () => selectContact(from));
   }
+  if (document.hidden) notify(who, what, from);
 }
 
-// -- files ---------------------------------------------------------------------------------
-
-function transferKey(contact, name) { return `${contact}\n${name}`; }
-
-function renderTransfers() {
-  const box = $("#transfers");
-  clear(box);
-  for (const [key, t] of state.transfers) {
-    if (key.startsWith(`${state.selected}\n`)) box.append(t.row);
-  }
-}
-
-function transfer(contact, name, size, label) {
-  const key = transferKey(contact, name);
-  let t = state.transfers.get(key);
-  if (!t) {
-    const progress = el("progress", { "data-testid": "file-progress", max: String(Math.max(size, 1)), value: "0" });
-    const status = el("span", { class: "transfer-status" }, label);
-    const row = el("div", { class: "transfer", "data-testid": "file-transfer", "data-name": name },
-      svgIcon(ICONS.file), el("span", { class: "transfer-name" }, name), progress, status);
-    t = { row, progress, status };
-    state.transfers.set(key, t);
-    renderTransfers();
-  }
-  return t;
-}
-
-function endTransfer(contact, name) {
-  const key = transferKey(contact, name);
-  const t = state.transfers.get(key);
-  if (!t) return;
-  state.transfers.delete(key);
-  t.row.remove();
-}
-
-async function sendFile() {
-  const input = $("#file-input");
-  const file = input.files && input.files[0];
-  const contact = state.selected;
-  input.value = "";
-  if (!file || !contact) return;
-  const t = transfer(contact, file.name, file.size, "uploading…");
-  t.row.dataset.phase = "upload";
-  const form = new FormData();
-  form.append("file", file, file.name);
+function notify(title, body, from) {
+  // A system notification when the tab is in the background (if the user allowed them,
+  // e.g. with the calls' "allow call notifications" button).
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
   try {
-    await upload(`/api/upload?contact=${encodeURIComponent(contact)}`, form, (loaded, total) => {
-      t.progress.max = total;
-      t.progress.value = loaded;
-      if (loaded >= total) {
-        t.status.textContent = "calling…";
-        t.progress.removeAttribute("value");  // indeterminate until the first file-progress
-      }
-    });
-    t.row.dataset.phase = "done";
-    endTransfer(contact, file.name);
-  } catch (err) {
-    t.row.dataset.phase = "failed";
-    t.status.textContent = `not sent: ${err.message}`;
-    const dismiss = el("button", { type: "button", class: "link", "data-testid": "dismiss-transfer" }, "Dismiss");
-    dismiss.addEventListener("click", () => endTransfer(contact, file.name));
-    t.row.append(dismiss);
+    const n = new Notification(title, { body, tag: `hailing-message-${from}` });
+    n.onclick = () => { window.focus(); selectContact(from); n.close(); };
+  } catch {
+    // some browsers only allow notifications from a service worker: the toast stays
   }
-}
-
-function onFileProgress(ev) {
-  const t = transfer(ev.to, ev.name, ev.size, "");
-  t.row.dataset.phase = "send";
-  t.progress.max = Math.max(ev.size, 1);
-  t.progress.value = ev.sent;
-  const pct = ev.size ? Math.floor((100 * ev.sent) / ev.size) : 100;
-  t.status.textContent = `${pct}% · ${bytes(ev.sent)} of ${bytes(ev.size)}`;
-}
-
-function onFileSent(ev) {
-  endTransfer(ev.to, ev.name);
-  addMessage(ev.to, { id: ev.id, direction: "out", kind: "file", name: ev.name, size: ev.size, at: ev.at });
-}
-
-function onFileStarted(ev) {
-  const t = transfer(ev.from, ev.name, ev.size, `receiving ${bytes(ev.size)}…`);
-  t.row.dataset.phase = "receive";
-  t.progress.removeAttribute("value");
-}
-
-function onFileEnded(ev) {
-  endTransfer(ev.from, ev.name);
 }
 
 // -- me: status and card -------------------------------------------------------------------
@@ -381,12 +303,31 @@ async function loadMe() {
   $("#me-name").textContent = state.me.name || "Me";
   $("#me-avatar").textContent = initials(state.me.name || "Me");
   $("#me-avatar").dataset.hue = hue(state.me.contact_id);
-  showStatus(state.me.status);
+  showStatus(state.me.status, state.me.accept_any);
 }
 
-function showStatus(status) {
+function showStatus(status, acceptAny = undefined) {
   $("#status-select").value = status;
   $("#status-dot").dataset.status = status;
+  if (state.me) {
+    state.me.status = status;
+    if (acceptAny !== undefined) state.me.accept_any = acceptAny;
+  }
+  if (acceptAny !== undefined) {
+    $("#reach-anyone").checked = acceptAny;
+    $("#reach-contacts").checked = !acceptAny;
+  }
+}
+
+async function setReach() {
+  const acceptAny = $("#reach-anyone").checked;
+  try {
+    const now = await api("POST", "/api/status", { accept_any: acceptAny });
+    showStatus(now.status, now.accept_any);
+  } catch (err) {
+    toast(`not changed: ${err.message}`);
+    if (state.me) showStatus(state.me.status, state.me.accept_any);
+  }
 }
 
 async function setStatus() {
@@ -491,57 +432,6 @@ async function contactAction(action) {
   }
 }
 
-// -- the call log --------------------------------------------------------------------------
-
-const CALL_WORDS = {
-  missed: "Missed", declined: "Declined", refused: "Refused", cancelled: "Cancelled",
-  failed: "Failed", answered: "Answered", ended: "", ringing: "Ringing",
-};
-
-async function loadCalls() {
-  if (!state.callsRoute) return;
-  let calls;
-  try {
-    calls = (await api("GET", "/api/calls?limit=20")).calls || [];
-  } catch (err) {
-    if (err instanceof ApiError && (err.status === 404 || err.status === 405)) {
-      state.callsRoute = false;
-      $("#call-log").hidden = true;
-      return;
-    }
-    calls = [];
-  }
-  const list = $("#call-log-list");
-  clear(list);
-  for (const c of calls) list.append(callItem(c));
-  $("#call-log-empty").hidden = calls.length > 0;
-  $("#call-log").hidden = false;
-}
-
-function callItem(c) {
-  const who = c.direction === "in" ? c.from : c.to;
-  const name = c.contact || displayName(who || "", "");
-  const missed = c.direction === "in" && (c.state === "missed" || c.state === "refused");
-  let what = CALL_WORDS[c.state] ?? c.state;
-  if (c.state === "refused" && c.reason) what = `Refused (${c.reason})`;
-  if ((c.state === "ended" || c.state === "answered") && c.duration_s != null) what = duration(c.duration_s);
-  const attrs = { class: `call-entry ${c.direction}${missed ? " missed" : ""}`, "data-testid": missed ? "missed-call" : "call-entry",
-                  "data-state": c.state, "data-direction": c.direction, "data-call": c.call || "" };
-  const arrow = c.direction === "in" ? "↙" : "↗";
-  const item = el("li", attrs,
-    el("span", { class: "call-dir", "aria-label": c.direction === "in" ? "incoming" : "outgoing" }, arrow),
-    el("span", { class: "call-who" }, name || "someone unknown"),
-    el("span", { class: "call-what" }, `${c.media === "video" ? "video · " : ""}${what}`),
-    el("time", { class: "call-when" }, ago(c.at)));
-  if (who && contactById(who)) item.addEventListener("click", () => selectContact(who));
-  return item;
-}
-
-function duration(s) {
-  const m = Math.floor(s / 60);
-  return m ? `${m} min ${Math.round(s % 60)} s` : `${Math.round(s)} s`;
-}
-
 // -- small helpers -------------------------------------------------------------------------
 
 function showError(sel, err) {
@@ -568,7 +458,12 @@ function connState(s) {
 // -- wiring --------------------------------------------------------------------------------
 
 function wire() {
+  hooks.refresh = () => { renderContacts(); if (state.selected) renderChatHead(); };
+  hooks.open = (id) => selectContact(id);
+  hooks.call = (id, media) => startCall(id, media);
+  hooks.addMessage = (contact, m) => addMessage(contact, m);
   $("#add-contact-form").addEventListener("submit", addContact);
+  $("#add-contact-input").addEventListener("input", () => hideError("#add-contact-error"));
   $("#composer").addEventListener("submit", sendText);
   $("#chat-input").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
@@ -577,13 +472,38 @@ function wire() {
     }
   });
   $("#chat-input").addEventListener("input", autosize);
-  $("#file-input").addEventListener("change", sendFile);
+  $("#file-input").addEventListener("change", pickedFiles);
+  // Files dropped on the conversation are sent too.
+  const chat = $("#chat");
+  chat.addEventListener("dragover", (e) => {
+    if (![...e.dataTransfer.types].includes("Files")) return;
+    e.preventDefault();
+    chat.dataset.drop = "true";
+  });
+  chat.addEventListener("dragleave", (e) => {
+    if (!chat.contains(e.relatedTarget)) delete chat.dataset.drop;
+  });
+  chat.addEventListener("drop", (e) => {
+    delete chat.dataset.drop;
+    if (!e.dataTransfer.files.length) return;
+    e.preventDefault();
+    for (const file of e.dataTransfer.files) sendFile(file);
+  });
   $("#status-select").addEventListener("change", setStatus);
   $("#show-card").addEventListener("click", showCard);
+  $("#show-settings").addEventListener("click", () => $("#settings-dialog").showModal());
+  for (const radio of ["#reach-contacts", "#reach-anyone"]) $(radio).addEventListener("change", setReach);
   $("#copy-card").addEventListener("click", copyCard);
   $("#back").addEventListener("click", () => selectContact(null));
   $("#chat-call-audio").addEventListener("click", () => startCall(state.selected, "audio"));
   $("#chat-call-video").addEventListener("click", () => startCall(state.selected, "video"));
+  document.addEventListener("click", (e) => {
+    const menu = $("#contact-menu");
+    if (menu.open && !menu.contains(e.target)) menu.open = false;
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") $("#contact-menu").open = false;
+  });
   for (const action of ["rename", "block", "allow", "remove"]) {
     $(`#contact-${action}`).addEventListener("click", () => contactAction(action));
   }
@@ -608,7 +528,7 @@ function wire() {
     if (!e.detail.links) updateContact(e.detail.from || e.detail.to, { online: false, last_seen: e.detail.at });
   });
   events.addEventListener("contact", () => loadContacts());
-  events.addEventListener("presence", (e) => showStatus(e.detail.status));
+  events.addEventListener("presence", (e) => showStatus(e.detail.status, e.detail.accept_any));
   for (const kind of ["call", "missed", "call-ended", "ring-ended", "ring"]) {
     events.addEventListener(kind, () => loadCalls());
   }
@@ -629,6 +549,10 @@ async function main() {
   } catch (err) {
     console.warn("calls are not available:", err);
   }
+  // The calls' own floating buttons (e.g. "allow call notifications") go in the sidebar,
+  // where they cover nothing.
+  const chip = document.querySelector('[data-testid="enable-notifications"]');
+  if (chip) $("#notify-slot").append(chip.closest(".hl-calls") || chip);
 }
 
 main();

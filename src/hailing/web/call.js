@@ -23,148 +23,17 @@
 //
 // A Call is an EventTarget: "state" (detail {state, reason}), "tracks" (local or remote
 // media changed), "stats" (detail: summarizeStats' object), "message" (a text a Python
-// peer sent on the channel). It never touches the DOM.
+// peer sent on the channel), "notice" (something to tell the user, e.g. no camera). It
+// never touches the DOM. abandon() is for a page going away (pagehide).
 
-export const GATHER_TIMEOUT_MS = 4000;
-export const PING_INTERVAL_MS = 1000;
-export const SILENCE_MS = 5000;
-export const HELLO_TIMEOUT_MS = 15000;
+import { ApiError, defaultRequest, iceServers, newCallId, waitForGathering } from "./callapi.js";
+import { CallChannel } from "./callchannel.js";
+import { summarizeStats } from "./callstats.js";
+
+export { ApiError, defaultRequest, iceServers, newCallId, summarizeStats, waitForGathering };
 export const CONNECT_TIMEOUT_MS = 20000;
-export const BYE_WAIT_MS = 2000;
 export const RING_TIMEOUT_S = 30;
 export const STATES = ["calling", "ringing", "connecting", "connected", "ended"];
-
-export class ApiError extends Error {
-  constructor(status, message, kind = "") {
-    super(message);
-    this.status = status;
-    this.kind = kind;
-  }
-}
-
-// The default way to reach the daemon: same-origin fetch (the session cookie; the browser
-// sends our own Origin on POST/DELETE). request(method, path, body?, {signal}?) -> JSON.
-export async function defaultRequest(method, path, body, { signal } = {}) {
-  const init = { method, credentials: "same-origin", signal, headers: {} };
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  const res = await fetch(path, init);
-  let data = null;
-  try {
-    data = await res.json();
-  } catch {
-    data = null;
-  }
-  if (!res.ok) {
-    const message = (data && data.error) || `${res.status} ${res.statusText}`;
-    throw new ApiError(res.status, message, (data && data.kind) || "");
-  }
-  return data;
-}
-
-// The ICE servers of a call. None today (hailing configures no STUN/TURN server); the NAT
-// work (STUN answered by DHT nodes, volunteered relays) will ask the daemon here.
-export async function iceServers(_request) {
-  return [];
-}
-
-export function newCallId() {
-  const bytes = crypto.getRandomValues(new Uint8Array(12));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-// Resolve once ICE gathering is complete, or after timeoutMs (what was gathered is used).
-export function waitForGathering(pc, timeoutMs = GATHER_TIMEOUT_MS) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const done = (complete) => {
-      clearTimeout(timer);
-      pc.removeEventListener("icegatheringstatechange", check);
-      pc.removeEventListener("icecandidate", onCandidate);
-      resolve(complete);
-    };
-    const check = () => {
-      if (pc.iceGatheringState === "complete") done(true);
-    };
-    const onCandidate = (e) => {
-      if (!e.candidate) done(true);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    pc.addEventListener("icegatheringstatechange", check);
-    pc.addEventListener("icecandidate", onCandidate);
-  });
-}
-
-// A compact summary of an RTCStatsReport; `prev` is the previous summary (for bitrates).
-export function summarizeStats(report, prev = null, now = performance.now()) {
-  const byId = new Map();
-  report.forEach((s) => byId.set(s.id, s));
-  const out = {
-    at: now, rttMs: null, sendKbps: null, recvKbps: null, lossPct: null,
-    codecs: {}, path: null, framesDecoded: 0, framesPerSecond: null, resolution: null,
-    bytesSent: 0, bytesReceived: 0, packetsReceived: 0, packetsLost: 0,
-  };
-  let pair = null;
-  report.forEach((s) => {
-    if (s.type === "transport" && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId);
-  });
-  if (!pair) {
-    report.forEach((s) => {
-      if (s.type === "candidate-pair" && s.state === "succeeded" && (s.nominated || s.selected)) pair = pair || s;
-    });
-  }
-  if (pair) {
-    const local = byId.get(pair.localCandidateId) || {};
-    const remote = byId.get(pair.remoteCandidateId) || {};
-    out.path = {
-      local: local.candidateType || "?", remote: remote.candidateType || "?",
-      protocol: local.protocol || "", relayProtocol: local.relayProtocol || "",
-      localAddress: local.address ? `${local.address}:${local.port}` : "",
-      remoteAddress: remote.address ? `${remote.address}:${remote.port}` : "",
-    };
-    if (typeof pair.currentRoundTripTime === "number") out.rttMs = pair.currentRoundTripTime * 1000;
-  }
-  let remoteRtt = null;
-  report.forEach((s) => {
-    if (s.type === "outbound-rtp" && !s.isRemote) {
-      out.bytesSent += s.bytesSent || 0;
-      const codec = byId.get(s.codecId);
-      if (codec && s.kind) out.codecs[`send ${s.kind}`] = codecName(codec);
-    } else if (s.type === "inbound-rtp" && !s.isRemote) {
-      out.bytesReceived += s.bytesReceived || 0;
-      out.packetsReceived += s.packetsReceived || 0;
-      out.packetsLost += Math.max(0, s.packetsLost || 0);
-      const codec = byId.get(s.codecId);
-      if (codec && s.kind) out.codecs[`recv ${s.kind}`] = codecName(codec);
-      if (s.kind === "video") {
-        out.framesDecoded += s.framesDecoded || 0;
-        if (typeof s.framesPerSecond === "number") out.framesPerSecond = s.framesPerSecond;
-        if (s.frameWidth) out.resolution = `${s.frameWidth}×${s.frameHeight}`;
-      }
-    } else if (s.type === "remote-inbound-rtp" && typeof s.roundTripTime === "number") {
-      remoteRtt = s.roundTripTime * 1000;
-    }
-  });
-  if (out.rttMs === null && remoteRtt !== null) out.rttMs = remoteRtt;
-  const total = out.packetsReceived + out.packetsLost;
-  out.lossPct = total > 0 ? (100 * out.packetsLost) / total : 0;
-  if (prev && now > prev.at) {
-    const secs = (now - prev.at) / 1000;
-    out.sendKbps = Math.max(0, (8 * (out.bytesSent - prev.bytesSent)) / 1000 / secs);
-    out.recvKbps = Math.max(0, (8 * (out.bytesReceived - prev.bytesReceived)) / 1000 / secs);
-    const dLost = out.packetsLost - prev.packetsLost;
-    const dAll = dLost + out.packetsReceived - prev.packetsReceived;
-    if (dAll > 0) out.lossPct = (100 * Math.max(0, dLost)) / dAll;
-  }
-  return out;
-}
-
-function codecName(codec) {
-  const name = (codec.mimeType || "").split("/").pop();
-  return codec.clockRate && name ? `${name}/${codec.clockRate}` : name || "?";
-}
 
 function mediaError(err) {
   const what = err && err.name === "NotAllowedError" ? "permission denied"
@@ -202,26 +71,25 @@ export class Call extends EventTarget {
     this.state = direction === "out" ? "calling" : "ringing";
     this.reason = "";
     this.pc = null;
-    this.channel = null;
+    this.channel = null; // a CallChannel (callchannel.js)
     this.localStream = new MediaStream();
     this.remoteStream = new MediaStream();
     this.proof = null; // ours, from the daemon
-    this.peerHello = null; // the peer's hello frame
     this.peerReneg = false;
     this.verified = false;
     this.muted = false;
     this.cameraOff = false;
+    this.peerMuted = false; // what the peer's {"t":"media"} said
+    this.peerCameraOff = false;
     this.screenTrack = null;
     this.cameraTrack = null; // the camera track a screen share replaced
     this.stats = null;
-    this.counters = { framesIn: 0, garbage: 0, pings: 0, pongs: 0, renegotiations: 0 };
+    this.renegotiations = 0;
     this.timeline = { created: now() };
     this._abort = new AbortController();
     this._timers = [];
-    this._lastHeard = 0;
     this._makingOffer = false;
     this._ignoreOffer = false;
-    this._byeHeard = null;
     this._answered = false; // the daemon logged an answered call: /end when it ends
   }
 
@@ -233,6 +101,16 @@ export class Call extends EventTarget {
     return this.localStream.getVideoTracks().length > 0;
   }
 
+  // Frames, pings, pongs and garbage seen on the channel; renegotiations done.
+  get counters() {
+    const c = this.channel ? this.channel.counters : { framesIn: 0, garbage: 0, pings: 0, pongs: 0 };
+    return { ...c, renegotiations: this.renegotiations };
+  }
+
+  get peerHello() {
+    return this.channel ? this.channel.peerHello : null;
+  }
+
   get canRenegotiate() {
     return this.state === "connected" && this.peerReneg;
   }
@@ -242,14 +120,20 @@ export class Call extends EventTarget {
   async start() {
     try {
       this._setState("calling");
-      await this._openMedia(this.media === "video");
-      if (!this.active) return;
+      // The camera and microphone start while the offer is made and the candidates are
+      // gathered: the transceivers exist first, the tracks go in when they are ready.
+      const media = this._openMedia(this.media === "video");
+      media.catch(() => {}); // awaited below
       await this._newPeerConnection();
-      this._addLocalTracks();
+      const init = { direction: "sendrecv", streams: [this.localStream] };
+      this.pc.addTransceiver("audio", init);
+      if (this.media === "video") this.pc.addTransceiver("video", init);
       this._useChannel(this.pc.createDataChannel("hailing"));
       await this.pc.setLocalDescription(await this.pc.createOffer());
-      await waitForGathering(this.pc);
+      this.timeline.offer = now();
+      await Promise.all([waitForGathering(this.pc), media]);
       if (!this.active) return;
+      await this._attachLocalTracks();
       this.timeline.offerReady = now();
       let answer;
       try {
@@ -271,7 +155,7 @@ export class Call extends EventTarget {
       this._setState("connecting");
       this._armConnectTimeout();
       await this.pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
-      this._maybeHello();
+      this.channel.hello(this.proof);
     } catch (err) {
       this._fail(err);
     }
@@ -279,32 +163,46 @@ export class Call extends EventTarget {
 
   // -- callee ------------------------------------------------------------------------------
 
-  async accept() {
+  // Answer; {video: false} answers a video call with sound only from this side (the
+  // other's video is still received; "Start video" can add the camera later).
+  async accept({ video = true } = {}) {
     if (this.state !== "ringing") return;
     try {
       this._setState("connecting");
       this.timeline.accepted = now();
+      // The camera and microphone start at once (the ring said which), while the offer is
+      // fetched and answered.
+      const sendVideo = this.media === "video" && video;
+      const media = this._openMedia(sendVideo);
+      media.catch(() => {}); // awaited below
       const ring = await this.request("GET", `/api/calls/${encodeURIComponent(this.id)}`);
-      if (!this.active) return;
-      this.media = ring.media === "video" ? "video" : this.media;
-      await this._openMedia(this.media === "video");
       if (!this.active) return;
       await this._newPeerConnection();
       this.pc.addEventListener("datachannel", (e) => {
         if (e.channel.label === "hailing" && !this.channel) this._useChannel(e.channel);
       });
       await this.pc.setRemoteDescription({ type: "offer", sdp: ring.sdp });
-      this._addLocalTracks();
+      const sends = new Set(sendVideo ? ["audio", "video"] : ["audio"]);
+      for (const tr of this.pc.getTransceivers()) {
+        const kind = tr.receiver.track.kind;
+        if (sends.has(kind) && !this._transceiverOf(kind, tr)) {
+          tr.direction = "sendrecv";
+          tr.sender.setStreams(this.localStream);
+        }
+      }
       await this.pc.setLocalDescription(await this.pc.createAnswer());
-      await waitForGathering(this.pc);
+      this.timeline.answer = now();
+      await Promise.all([waitForGathering(this.pc), media]);
+      this.timeline.answerReady = now();
       if (!this.active) return;
+      await this._attachLocalTracks();
       const res = await this.request("POST", `/api/calls/${encodeURIComponent(this.id)}/accept`,
         { sdp: this.pc.localDescription.sdp });
       this._answered = true;
       this.timeline.answered = now();
       this.proof = res.proof;
       this._armConnectTimeout();
-      this._maybeHello();
+      this.channel?.hello(this.proof);
     } catch (err) {
       if (err && (err.status === 404 || err.status === 409)) {
         return this._end("the call is over (cancelled or answered elsewhere)");
@@ -344,19 +242,16 @@ export class Call extends EventTarget {
       }
       return;
     }
-    const channel = this.channel;
-    const open = channel && channel.readyState === "open";
-    if (open) this._send({ t: "bye" });
+    const answered = this.channel ? this.channel.bye() : Promise.resolve(false);
     this._end(reason, { closePc: false });
-    if (open) {
-      await Promise.race([this._byeHeardPromise(), sleep(BYE_WAIT_MS)]);
-    }
+    await answered;
     this._closePc();
   }
 
   setMuted(muted) {
     this.muted = !!muted;
     for (const t of this.localStream.getAudioTracks()) t.enabled = !this.muted;
+    this._tellMedia();
     this._emit("tracks");
   }
 
@@ -364,7 +259,14 @@ export class Call extends EventTarget {
     this.cameraOff = !!off;
     const cam = this.cameraTrack || (this.screenTrack ? null : this.localStream.getVideoTracks()[0]);
     if (cam) cam.enabled = !this.cameraOff;
+    this._tellMedia();
     this._emit("tracks");
+  }
+
+  // Tell a browser peer that our sound or camera is off ({"t":"media"}): it shows that
+  // instead of silence and a black picture. A Python peer is told nothing.
+  _tellMedia() {
+    if (this.canRenegotiate) this.channel.send({ t: "media", muted: this.muted, camera: !this.cameraOff });
   }
 
   // Add the camera to an audio call (renegotiated over the channel).
@@ -379,24 +281,40 @@ export class Call extends EventTarget {
     return true;
   }
 
+  // A screen share replaces the camera's picture, or takes the video m-line already
+  // negotiated for sending; else it needs a renegotiation (a browser peer).
+  get canShareScreen() {
+    if (this.state !== "connected") return false;
+    return !!this.screenTrack || this.canRenegotiate || !!this._transceiverOf("video");
+  }
+
   async startScreenShare() {
-    if (!this.active || this.screenTrack) return false;
-    const videoSender = this._videoSender();
-    if (!(videoSender && videoSender.track) && !this.canRenegotiate) {
+    if (!this.active || this.screenTrack || this._sharing) return false;
+    if (!this.canShareScreen) {
       throw new Error("the other side cannot take a new video track during the call");
     }
-    const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
-    const track = stream.getVideoTracks()[0];
-    track.addEventListener("ended", () => this.stopScreenShare());
-    this.screenTrack = track;
-    if (videoSender && videoSender.track) {
-      this.cameraTrack = videoSender.track;
-      await videoSender.replaceTrack(track);
-      this.localStream.removeTrack(this.cameraTrack);
-      this.localStream.addTrack(track);
-    } else {
-      this.cameraTrack = null;
-      this._sendVideo(track);
+    this._sharing = true; // getDisplayMedia waits for the user to choose
+    try {
+      const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+      const track = stream.getVideoTracks()[0];
+      if (!this.active) {
+        track.stop();
+        return false;
+      }
+      const videoSender = this._videoSender();
+      if (videoSender && videoSender.track) {
+        this.cameraTrack = videoSender.track;
+        await videoSender.replaceTrack(track);
+        this.localStream.removeTrack(this.cameraTrack);
+        this.localStream.addTrack(track);
+      } else {
+        this.cameraTrack = null;
+        this._sendVideo(track);
+      }
+      this.screenTrack = track; // once it is what the sender sends
+      track.addEventListener("ended", () => this.stopScreenShare());
+    } finally {
+      this._sharing = false;
     }
     this._emit("tracks");
     return true;
@@ -422,18 +340,28 @@ export class Call extends EventTarget {
 
   // -- internals ---------------------------------------------------------------------------
 
+  // The microphone (and camera). A video call without a usable camera goes on with sound
+  // only (this side still receives the other's video); no microphone at all fails.
   async _openMedia(video) {
     let stream;
     try {
       stream = await navigator.mediaDevices.getUserMedia({ audio: true, video });
     } catch (err) {
-      throw new Error(mediaError(err));
+      if (!video || err.name === "NotAllowedError" || err.name === "AbortError") throw new Error(mediaError(err));
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      } catch {
+        throw new Error(mediaError(err));
+      }
+      this.noCamera = mediaError(err).replace("microphone or camera", "camera");
+      this._emit("notice", { text: `${this.noCamera}: sound only from this side` });
     }
     if (!this.active) {
       stream.getTracks().forEach((t) => t.stop());
       return;
     }
     for (const t of stream.getTracks()) this.localStream.addTrack(t);
+    this.timeline.media = now();
     this._emit("tracks");
   }
 
@@ -447,10 +375,42 @@ export class Call extends EventTarget {
     });
   }
 
-  _addLocalTracks() {
+  // The first sending transceiver of `kind` (other than `except`), or undefined.
+  _transceiverOf(kind, except = null) {
+    return this.pc.getTransceivers().find((t) => t !== except && t.receiver.track.kind === kind
+      && (t.direction === "sendrecv" || t.direction === "sendonly"));
+  }
+
+  // Put the camera and microphone tracks on the transceivers made for them.
+  async _attachLocalTracks() {
     for (const track of this.localStream.getTracks()) {
-      this.pc.addTrack(track, this.localStream);
+      const tr = this._transceiverOf(track.kind);
+      if (tr && !tr.sender.track) await tr.sender.replaceTrack(track);
     }
+  }
+
+  // The page is going away (closed, reloaded): hang up without waiting for anything.
+  // Requests use keepalive so that they outlive the page.
+  abandon() {
+    if (!this.active) return;
+    const path = `/api/calls/${encodeURIComponent(this.id)}`;
+    const send = (method, suffix, body) => {
+      try {
+        fetch(path + suffix, { method, credentials: "same-origin", keepalive: true,
+          headers: { "Content-Type": "application/json" }, body: body && JSON.stringify(body) });
+      } catch {
+        /* nothing more can be done from a closing page */
+      }
+    };
+    if (this.state === "ringing") return;
+    if (!this._answered) {
+      if (this.direction === "out") send("DELETE", "");
+    } else {
+      this.channel?.bye();
+      send("POST", "/end", { reason: "the page was closed" });
+    }
+    this._answered = false; // _end must not post /end again
+    this._end("the page was closed");
   }
 
   _videoSender() {
@@ -487,102 +447,30 @@ export class Call extends EventTarget {
     this._emit("tracks");
   }
 
-  _useChannel(channel) {
-    this.channel = channel;
-    channel.addEventListener("open", () => {
-      this.timeline.channelOpen = now();
-      this._lastHeard = now();
-      this._maybeHello();
-      this._startKeepalive();
+  _useChannel(dc) {
+    this.channel = new CallChannel(dc, {
+      onOpen: () => { this.timeline.channelOpen = now(); },
+      onHello: (hello) => this._verify(hello),
+      onSilent: (ms, verified) => this._end(verified
+        ? `${this.name} stopped answering (nothing for ${Math.floor(ms / 1000)} s)`
+        : `${this.name} did not prove their identity in time`),
+      onBye: () => {
+        if (!this.active) return;
+        this._end(`${this.name} hung up`, { closePc: false });
+        setTimeout(() => this._closePc(), 500); // let our answering bye leave first
+      },
+      onSdp: (frame) => this._onRemoteSdp(frame).catch((err) => this._fail(err)),
+      onMessage: (text) => this._emit("message", { text }),
+      onMedia: (frame) => {
+        this.peerMuted = frame.muted === true;
+        this.peerCameraOff = frame.camera === false;
+        this._emit("tracks");
+      },
+      onClose: (byeHeard) => {
+        if (this.active) this._end(byeHeard ? `${this.name} hung up` : "the connection was lost");
+      },
     });
-    channel.addEventListener("message", (e) => this._onFrame(e.data));
-    channel.addEventListener("close", () => {
-      if (this.active) this._end(this._byeHeard ? `${this.name} hung up` : "the connection was lost");
-    });
-    if (channel.readyState === "open") channel.dispatchEvent(new Event("open"));
-  }
-
-  _maybeHello() {
-    if (this._helloSent || !this.proof || !this.channel || this.channel.readyState !== "open") return;
-    this._helloSent = true;
-    this._send({ t: "hello", proof: this.proof, reneg: true });
-    if (this.peerHello) this._verify(this.peerHello);
-  }
-
-  _startKeepalive() {
-    this._every(PING_INTERVAL_MS, () => {
-      const silent = now() - this._lastHeard;
-      const limit = this.verified ? SILENCE_MS : HELLO_TIMEOUT_MS;
-      if (silent >= limit) {
-        this._end(this.verified ? `${this.name} stopped answering (nothing for ${Math.round(silent / 1000)} s)`
-          : `${this.name} did not prove their identity in time`);
-        return;
-      }
-      if (this.verified) this._send({ t: "ping" });
-    });
-  }
-
-  _send(frame) {
-    const ch = this.channel;
-    if (!ch || ch.readyState !== "open") return false;
-    try {
-      ch.send(JSON.stringify(frame));
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
-  _onFrame(data) {
-    this._lastHeard = now();
-    this.counters.framesIn += 1;
-    let msg;
-    try {
-      msg = typeof data === "string" ? JSON.parse(data) : null;
-    } catch {
-      msg = null;
-    }
-    if (!msg || typeof msg !== "object" || typeof msg.t !== "string") {
-      this.counters.garbage += 1;
-      return;
-    }
-    if (msg.t === "hello") {
-      if (this.peerHello) return;
-      this.peerHello = msg;
-      this.peerReneg = msg.reneg === true;
-      if (this._helloSent) this._verify(msg);
-      return;
-    }
-    switch (msg.t) {
-      case "ping":
-        this.counters.pings += 1;
-        this._send({ t: "pong" });
-        break;
-      case "pong":
-        this.counters.pongs += 1;
-        break;
-      case "bye":
-        this._byeHeard = true;
-        this._byeResolve?.();
-        if (this.active) {
-          this._send({ t: "bye" });
-          this._end(`${this.name} hung up`, { closePc: false });
-          setTimeout(() => this._closePc(), 500); // let our answering bye leave first
-        }
-        break;
-      case "sdp":
-        this._onRemoteSdp(msg).catch((err) => this._fail(err));
-        break;
-      case "msg":
-        if (typeof msg.text === "string") this._emit("message", { text: msg.text });
-        if (Number.isInteger(msg.id)) this._send({ t: "ack", id: msg.id });
-        break;
-      case "file":
-        if (Number.isInteger(msg.id)) this._send({ t: "ack", id: msg.id, ok: false });
-        break;
-      default:
-        this.counters.garbage += 1;
-    }
+    if (this.proof) this.channel.hello(this.proof); // the callee's may come before its channel
   }
 
   async _verify(hello) {
@@ -598,10 +486,12 @@ export class Call extends EventTarget {
     if (!this.active) return;
     if (!ok) return this.hangUp(`${this.name}'s identity proof did not verify`);
     this.verified = true;
-    this._lastHeard = now();
+    this.peerReneg = hello.reneg === true;
+    this.channel.setVerified();
     this.timeline.verified = now();
     this._listenForNegotiation();
     this._setState("connected");
+    if (this.muted || this.cameraOff) this._tellMedia();
     this._every(1000, () => this.refreshStats());
     this.refreshStats();
   }
@@ -612,8 +502,8 @@ export class Call extends EventTarget {
       try {
         this._makingOffer = true;
         await this.pc.setLocalDescription();
-        this.counters.renegotiations += 1;
-        this._send({ t: "sdp", type: this.pc.localDescription.type, sdp: this.pc.localDescription.sdp });
+        this.renegotiations += 1;
+        this.channel.send({ t: "sdp", type: this.pc.localDescription.type, sdp: this.pc.localDescription.sdp });
       } catch (err) {
         this._fail(err);
       } finally {
@@ -624,7 +514,7 @@ export class Call extends EventTarget {
 
   async _onRemoteSdp(msg) {
     if (!this.pc || !this.active || (msg.type !== "offer" && msg.type !== "answer") || typeof msg.sdp !== "string") {
-      this.counters.garbage += 1;
+      this.channel.counters.garbage += 1;
       return;
     }
     const collision = msg.type === "offer" && (this._makingOffer || this.pc.signalingState !== "stable");
@@ -633,9 +523,9 @@ export class Call extends EventTarget {
     await this.pc.setRemoteDescription({ type: msg.type, sdp: msg.sdp }); // rolls back if polite
     if (msg.type === "offer") {
       await this.pc.setLocalDescription();
-      this._send({ t: "sdp", type: "answer", sdp: this.pc.localDescription.sdp });
+      this.channel.send({ t: "sdp", type: "answer", sdp: this.pc.localDescription.sdp });
     }
-    this.counters.renegotiations += 1;
+    this.renegotiations += 1;
     this._emit("tracks");
   }
 
@@ -663,17 +553,10 @@ export class Call extends EventTarget {
     this._timers.push(() => clearInterval(t));
   }
 
-  _byeHeardPromise() {
-    if (this._byeHeard) return Promise.resolve();
-    return new Promise((resolve) => {
-      this._byeResolve = resolve;
-    });
-  }
-
   _fail(err) {
     if (!this.active) return;
     const text = (err && err.message) || String(err);
-    if (this._answered && this.channel && this.channel.readyState === "open") this._send({ t: "bye" });
+    if (this._answered) this.channel?.bye();
     this._end(`failed: ${text}`);
   }
 
@@ -683,6 +566,7 @@ export class Call extends EventTarget {
     this.timeline.ended = now();
     for (const stop of this._timers) stop();
     this._timers = [];
+    this.channel?.stop();
     this._abort.abort();
     for (const t of this.localStream.getTracks()) t.stop();
     if (this.screenTrack) this.screenTrack.stop();
@@ -696,11 +580,7 @@ export class Call extends EventTarget {
   }
 
   _closePc() {
-    try {
-      if (this.channel && this.channel.readyState === "open") this.channel.close();
-    } catch {
-      /* already closing */
-    }
+    this.channel?.close();
     if (this.pc && this.pc.signalingState !== "closed") this.pc.close();
   }
 
@@ -722,8 +602,4 @@ export function shortId(id) {
 // Milliseconds since the epoch with sub-millisecond precision (comparable across pages).
 export function now() {
   return performance.timeOrigin + performance.now();
-}
-
-function sleep(ms) {
-  return new Promise((r) => setTimeout(r, ms));
 }

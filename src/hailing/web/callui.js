@@ -40,11 +40,13 @@ export const hailingCalls = {
   get firstRemoteFrameAt() { return state.current ? state.current.firstRemoteFrameAt ?? null : null; },
   get remoteFramesRendered() { return state.current ? state.current.remoteFrames || 0 : 0; },
   get stats() { return state.current ? state.current.stats : null; },
+  // Remote video frames decoded (getStats, refreshed every second while connected).
+  get framesDecoded() { return state.current && state.current.stats ? state.current.stats.framesDecoded : 0; },
   get view() { return state.view; }, // view.lingerMs: how long an ended call stays shown
   // Fresh numbers from getStats (frames decoded, bitrates, path...).
   async refreshStats() { return state.current ? state.current.refreshStats() : null; },
   start: (contact, media, name) => startCall(contact, media, name),
-  accept: (id) => acceptRing(id),
+  accept: (id, options) => acceptRing(id, options),
   decline: (id) => declineRing(id),
   hangUp: () => (state.current ? state.current.hangUp() : undefined),
 };
@@ -55,6 +57,8 @@ export function initCalls({ request, events, contactName } = {}) {
   if (typeof request === "function") state.request = request;
   if (typeof contactName === "function") state.contactName = contactName;
   state.baseTitle = document.title;
+  state.ringTitle = "";
+  watchTitle();
   addStylesheet();
   state.ringer = new Ringer();
   state.stack = el("div", { class: "hl-incoming-stack hl-calls", "aria-live": "assertive" });
@@ -66,9 +70,14 @@ export function initCalls({ request, events, contactName } = {}) {
   state.area = document.getElementById("call-area");
   (document.getElementById("incoming-area") || document.body).append(state.stack);
   (state.area || document.body).append(state.view.root);
-  document.body.append(el("div", { class: "hl-calls" }, notificationChip()));
+  // The notification chip: in the sidebar's flow above the call log, else in a corner.
+  const log = document.getElementById("call-log");
+  const chipBox = el("div", { class: log ? "hl-calls hl-chip-box" : "hl-calls" }, notificationChip());
+  if (log) log.before(chipBox);
+  else document.body.append(chipBox);
   document.addEventListener("hailing:call", onCallRequest);
   document.addEventListener("visibilitychange", onVisibility);
+  window.addEventListener("pagehide", () => state.current?.abandon());
   subscribe(events, onDaemonEvent);
   recoverRings();
   window.hailingCalls = hailingCalls;
@@ -210,6 +219,12 @@ function ringPanel(call) {
     icon("hangup"));
   accept.addEventListener("click", () => acceptRing(call.id));
   decline.addEventListener("click", () => declineRing(call.id));
+  let audioOnly = null;
+  if (call.media === "video") {
+    audioOnly = el("button", { class: "hl-round hl-green-outline", "data-testid": "accept-audio",
+      title: "Answer with sound only", "aria-label": "Answer with sound only" }, icon("phone"));
+    audioOnly.addEventListener("click", () => acceptRing(call.id, { video: false }));
+  }
   return el("div", {
     class: "hl-incoming", role: "alertdialog", "aria-label": `${kind} from ${call.name}`,
     "data-testid": "incoming-call", "data-call": call.id, "data-media": call.media,
@@ -219,10 +234,10 @@ function ringPanel(call) {
   el("div", { class: "hl-incoming-text" },
     el("div", { class: "hl-incoming-name", "data-testid": "incoming-name" }, call.name),
     el("div", { class: "hl-incoming-kind", "data-testid": "incoming-media" }, kind)),
-  el("div", { class: "hl-incoming-actions" }, decline, accept));
+  el("div", { class: "hl-incoming-actions" }, decline, audioOnly, accept));
 }
 
-export async function acceptRing(id) {
+export async function acceptRing(id, options = {}) {
   const entry = state.rings.get(id);
   if (!entry) return null;
   removeRing(id);
@@ -230,7 +245,7 @@ export async function acceptRing(id) {
   const call = entry.call;
   call.timeline.clicked = now();
   adopt(call);
-  call.accept();
+  call.accept(options);
   return call;
 }
 
@@ -261,9 +276,29 @@ function removeRing(id) {
   updateTitle();
 }
 
+// While a call rings the tab's title says who calls, in front of the app's own title
+// (which app.js keeps changing: unread counts), restored when the ringing stops.
 function updateTitle() {
   const first = state.rings.values().next().value;
-  document.title = first ? `\u{1F4DE} ${first.call.name} is calling` : state.baseTitle;
+  state.ringTitle = first ? `\u{1F4DE} ${first.call.name} is calling` : "";
+  applyTitle();
+}
+
+function applyTitle() {
+  const title = state.ringTitle ? `${state.ringTitle} · ${state.baseTitle}` : state.baseTitle;
+  if (document.title !== title) document.title = title;
+}
+
+function watchTitle() {
+  const el_ = document.querySelector("title") || document.head.appendChild(document.createElement("title"));
+  new MutationObserver(() => {
+    const t = document.title;
+    const ours = state.ringTitle && t.startsWith(state.ringTitle);
+    if (!ours) {
+      state.baseTitle = t;
+      applyTitle();
+    }
+  }).observe(el_, { childList: true, characterData: true, subtree: true });
 }
 
 // -- system notifications ----------------------------------------------------------------

@@ -46,7 +46,8 @@ export function el(tag, attrs = {}, ...children) {
 
 export function initials(name) {
   const words = String(name || "?").trim().split(/\s+/).filter(Boolean);
-  return (words.length > 1 ? words[0][0] + words[1][0] : (words[0] || "?").slice(0, 2)).toUpperCase();
+  // as the contact list does: two words give two letters, one word one
+  return (words.length > 1 ? words[0][0] + words[words.length - 1][0] : (words[0] || "?")[0]).toUpperCase();
 }
 
 const STATE_TEXT = {
@@ -96,7 +97,9 @@ export class CallView {
     this.avatar = el("div", { class: "hl-avatar hl-avatar-big" });
     this.statsBox = el("dl", { class: "hl-stats", "data-testid": "call-stats" });
     this.toast = el("div", { class: "hl-toast", role: "alert", hidden: true });
-    const stage = el("div", { class: "hl-stage" }, this.remote, this.avatar, this.local, this.statsBox, this.toast);
+    this.peerMuted = el("div", { class: "hl-peer-muted", "data-testid": "peer-muted", hidden: true },
+      icon("mic", { slash: true }), "Muted");
+    const stage = el("div", { class: "hl-stage" }, this.remote, this.avatar, this.local, this.statsBox, this.peerMuted, this.toast);
 
     this.mute = control("mute", "mic", "Mute", { "aria-pressed": "false" });
     this.camera = control("camera-off", "video", "Camera off", { "aria-pressed": "false" });
@@ -114,6 +117,11 @@ export class CallView {
       this.statsToggle, this.hangUp, this.redial, this.done);
 
     this.root = el("section", { class: "hl-call", "data-testid": "call-view", "aria-label": "Call", hidden: true }, head, stage, bar);
+    // On a phone-sized screen the stats start hidden: they would cover the picture.
+    if (window.matchMedia?.("(max-width: 600px)").matches) {
+      this.statsBox.hidden = true;
+      this.statsToggle.setAttribute("aria-pressed", "false");
+    }
     this._wire();
   }
 
@@ -152,6 +160,7 @@ export class CallView {
     on("tracks", () => this.render());
     on("stats", () => this.renderStats());
     on("message", (e) => this.flash(`${call.name}: ${e.detail.text}`));
+    on("notice", (e) => this.flash(e.detail.text));
     this.name.textContent = call.name;
     this.avatar.textContent = initials(call.name);
     this.statsBox.replaceChildren();
@@ -163,6 +172,7 @@ export class CallView {
     this._ticker = setInterval(() => this._tick(), 500);
     this.root.hidden = false;
     this.render();
+    this.hangUp.focus({ preventScroll: true }); // keyboard users land on the controls
   }
 
   hide() {
@@ -215,11 +225,14 @@ export class CallView {
     this.stateLine.textContent = STATE_TEXT[st](c);
     if (st !== "connected") this.duration.textContent = "";
     const live = st === "connected";
-    const remoteVideo = c.remoteStream.getVideoTracks().some((t) => t.readyState === "live" && !t.muted);
+    const remoteVideo = !c.peerCameraOff
+      && c.remoteStream.getVideoTracks().some((t) => t.readyState === "live" && !t.muted);
+    this.peerMuted.hidden = !(c.peerMuted && st === "connected");
     this.root.classList.toggle("hl-has-remote-video", remoteVideo && st !== "ended");
     const localVideo = c.hasLocalVideo && st !== "ended";
     this.root.classList.toggle("hl-has-local-video", localVideo);
     this.local.classList.toggle("hl-mirror", !c.screenTrack);
+    this.root.classList.toggle("hl-camera-off", c.cameraOff && !c.screenTrack);
     if (st === "ended") this.remote.pause?.(); else this.remote.play().catch(() => {});
 
     setPressed(this.mute, c.muted, c.muted ? "Unmute" : "Mute", "mic");
@@ -231,9 +244,8 @@ export class CallView {
     this.addVideo.disabled = !c.canRenegotiate;
     this.addVideo.title = c.canRenegotiate ? "Start video"
       : live ? "The other side cannot add video during a call" : "Once connected";
-    const canShare = live && (c.canRenegotiate || !!c._videoSender()?.track || !!c.screenTrack);
-    this.share.disabled = !canShare;
-    this.share.hidden = ended;
+    this.share.disabled = !c.canShareScreen;
+    this.share.hidden = ended || typeof navigator.mediaDevices?.getDisplayMedia !== "function";
     this.statsToggle.hidden = ended;
     this.root.classList.toggle("hl-ended", ended);
     this.redial.hidden = !ended;
