@@ -19,7 +19,9 @@ sends once the daemon filtered its host candidates to its ICE host (``--ice-host
 Each description is sealed as the daemon seals a page's SDP (``session/external.py``,
 ``session/connections.py``): the body is ``pack_external_sdp`` (SDP text deflated with
 the preset dictionary, format 2; no candidate filtering here), the offer an envelope of
-kind OFFER, the answer of kind ANSWER with the offer's reference first. Reported per case: SDP text bytes, body bytes, sealed bytes and whether
+kind OFFER (after the reply hint a DHT caller's offer carries, when the session has
+one: a direct push token and the caller node's address), the answer of kind ANSWER with
+the offer's reference first. Reported per case: SDP text bytes, body bytes, sealed bytes and whether
 the sealed envelope fits a DHT inbox value (``dht.inbox.MAX_VALUE``).
 
     python benchmarks/sdp_sizes.py [--out FILE] [--save-sdp DIR]
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import subprocess
@@ -145,7 +148,9 @@ def sealed_sizes(offer_sdp: str, answer_sdp: str) -> dict[str, Any]:
     now = time.time()
     offer_body, _ = pack_external_sdp(offer_sdp, None)
     answer_body, _ = pack_external_sdp(answer_sdp, None)
-    offer = envelope.seal(alice, bob.public_key, envelope.KIND_OFFER, offer_body, now=now,
+    hint = reply_hint()
+    sealed_body = offer_body if hint is None else _offer_body()(offer_body, hint)
+    offer = envelope.seal(alice, bob.public_key, envelope.KIND_OFFER, sealed_body, now=now,
                           ttl=30)
     opened = envelope.open_envelope(bob, offer, now=now, replay=ReplayCache())
     answer = envelope.seal(bob, alice.public_key, envelope.KIND_ANSWER,
@@ -155,11 +160,27 @@ def sealed_sizes(offer_sdp: str, answer_sdp: str) -> dict[str, Any]:
         decoded = decode_description(body, kind)  # type: ignore[arg-type]
         assert _same(decoded.sdp, sdp), f"the {kind} body does not round-trip"
     return {
-        "offer": {"sdp_text": len(offer_sdp.encode()), "body": len(offer_body),
+        "offer": {"sdp_text": len(offer_sdp.encode()), "body": len(sealed_body),
                   "sealed": len(offer), "fits_dht_value": len(offer) <= MAX_VALUE},
         "answer": {"sdp_text": len(answer_sdp.encode()), "body": len(answer_body),
                    "sealed": len(answer), "fits_dht_value": len(answer) <= MAX_VALUE},
     }
+
+
+def _offer_body() -> Any:
+    from hailing.session import descriptions
+
+    return getattr(descriptions, "offer_body", None)
+
+
+def reply_hint() -> bytes | None:
+    """A reply hint as a DHT caller's offer carries it (a direct push token and an IPv4
+    address and port), when this version of the session seals one; else None."""
+    if _offer_body() is None:
+        return None
+    from hailing.dht import tokens
+
+    return os.urandom(getattr(tokens, "TOKEN_BYTES", 8)) + bytes([192, 0, 2, 20, 0x1a, 0xe1])
 
 
 def _same(decoded: str, sdp: str) -> bool:
@@ -208,9 +229,11 @@ def main() -> int:
         for n in COUNTS:
             cases[label][f"{n}_candidates"] = sealed_sizes(
                 with_candidates(pair["offer"], n), with_candidates(pair["answer"], n))
+    hint = reply_hint()
     result = {
         "benchmark": "sdp_sizes",
         "dht_value_limit": MAX_VALUE,
+        "offer_reply_hint_bytes": None if hint is None else len(hint),
         "cases": cases,
         "environment": {"chromium": version, "python": platform.python_version(),
                         "aiortc": metadata.version("aiortc"), "git_head": git_head()},

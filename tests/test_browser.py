@@ -63,13 +63,10 @@ def _check_prerequisites() -> None:
                      + (probe.stderr.strip().splitlines() or ["no output"])[-1])
 
 
-@pytest.mark.timeout(SUITE_TIMEOUT + 60)
-def test_browser_suite_in_a_loopback_only_network_namespace() -> None:
-    if only_loopback():
-        pytest.skip("this run is in a loopback-only network namespace already: the tests "
-                    "of tests/browser run in it directly")
-    _check_prerequisites()
-    argv = ["unshare", "--net", "--", sys.executable, "-m", "pytest", str(SUITE),
+def run_suite(suite: Path, timeout: float = SUITE_TIMEOUT) -> None:
+    """``python -m pytest SUITE`` in a new network namespace (lo only); pytest.fail with
+    its summary when it does not exit 0 (exit 5, no test collected, included)."""
+    argv = ["unshare", "--net", "--", sys.executable, "-m", "pytest", str(suite),
             "-p", "no:cacheprovider", "-q", "-rA", "--timeout", "600"]
     env = subprocess_env()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), str(REPO / "tests"),
@@ -86,14 +83,14 @@ def test_browser_suite_in_a_loopback_only_network_namespace() -> None:
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    deadline = time.monotonic() + SUITE_TIMEOUT
+    deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
     if proc.poll() is None:
         proc.kill()
         proc.wait(30)
         reader.join(10)
-        pytest.fail(f"the browser suite ran past {SUITE_TIMEOUT:.0f} s:\n" + "".join(lines[-200:]),
+        pytest.fail(f"the browser suite ran past {timeout:.0f} s:\n" + "".join(lines[-200:]),
                     pytrace=False)
     reader.join(30)
     code = proc.returncode
@@ -101,5 +98,44 @@ def test_browser_suite_in_a_loopback_only_network_namespace() -> None:
         pytest.fail("the browser suite collected no test (pytest exit 5):\n" + "".join(lines),
                     pytrace=False)
     if code != 0:
-        pytest.fail(f"the browser suite failed (pytest exit {code}):\n" + "".join(lines[-400:]),
+        # The whole output is in the captured stdout above; the summary here.
+        start = next((i for i in range(len(lines) - 1, -1, -1)
+                      if "short test summary info" in lines[i]), max(0, len(lines) - 60))
+        pytest.fail(f"the browser suite failed (pytest exit {code}):\n" + "".join(lines[start:]),
                     pytrace=False)
+
+
+@pytest.mark.timeout(SUITE_TIMEOUT + 60)
+def test_browser_suite_in_a_loopback_only_network_namespace() -> None:
+    if only_loopback():
+        pytest.skip("this run is in a loopback-only network namespace already: the tests "
+                    "of tests/browser run in it directly")
+    _check_prerequisites()
+    run_suite(SUITE)
+
+
+def test_a_suite_that_collects_nothing_fails(tmp_path: Path) -> None:
+    """pytest's exit 5 (no test collected: a renamed folder, a bad -k) is a failure of
+    the runner, not a pass."""
+    if only_loopback():
+        pytest.skip("in a loopback-only namespace the runner is not used")
+    _check_prerequisites()
+    (tmp_path / "test_nothing_here.py").write_text('"""No test in here."""\n')
+    with pytest.raises(pytest.fail.Exception, match=r"collected no test \(pytest exit 5\)"):
+        run_suite(tmp_path, timeout=120)
+
+
+def test_outside_such_a_namespace_the_browser_tests_are_skipped_with_the_reason() -> None:
+    """The main run collects tests/browser in the host's namespace: skips, never failures
+    (and no Chromium is started)."""
+    if only_loopback():
+        pytest.skip("this run is in a loopback-only namespace: the browser tests run here")
+    env = subprocess_env()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), str(REPO / "tests"),
+                                                    env.get("PYTHONPATH", "")) if p)
+    done = subprocess.run([sys.executable, "-m", "pytest", str(SUITE), "-p", "no:cacheprovider",
+                           "-q", "-rs"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "passed" not in done.stdout and "failed" not in done.stdout, done.stdout
+    assert "network namespace with only lo" in done.stdout, done.stdout

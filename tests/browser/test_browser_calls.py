@@ -68,6 +68,7 @@ def test_video_call_between_two_browsers_through_the_dht(
     pa, pb = app(alice), app(bob)
     start_call(pa, "bob", "video")
     accept_call(pb)
+    assert pb.evaluate("() => window.__notifications") == []  # the tab is visible
     for page in (pa, pb):
         first = wait_frames_increase(page, 0)
         wait_frames_increase(page, first)  # still coming
@@ -188,7 +189,8 @@ def test_a_hidden_tab_shows_a_system_notification(
 def test_a_browser_calls_a_python_peer_that_plays_a_file_and_records(
         trio: dict[str, Up], app: Callable[[Up], Any], net: str, tmp_path: Path) -> None:
     """bot runs ``hailing up --auto-answer --play clip.mp4 --record rec.mp4``: the
-    browser sees the clip's frames, and the bot's recording of the browser holds frames."""
+    browser sees the clip's frames and hears its sound, the bot logs the call, and its
+    recording of the browser (one file per call) holds video and audio frames."""
     alice = trio["alice"]
     clip = make_clip(tmp_path / "clip.mp4")
     bot = Up("bot", alice.data_dir.parent / "bot", ["--bootstrap", net], "--auto-answer",
@@ -201,6 +203,7 @@ def test_a_browser_calls_a_python_peer_that_plays_a_file_and_records(
         wait_until(lambda: audio_packets(pa), 60, "audio packets")
         connected = bot.wait_event(event="connected", **{"from": alice.contact_id})
         assert sorted(connected.get("media", [])) == ["audio", "video"], connected
+        wait_logged(bot, "answered", "in")
         # Let the bot record a few seconds of the browser's camera.
         wait_until(lambda: frames_decoded(pa) > first + 60, 60, "more frames")
         # the browser's video reached the bot's recorder (its status counts the frames)
@@ -210,12 +213,13 @@ def test_a_browser_calls_a_python_peer_that_plays_a_file_and_records(
         hang_up(pa)
         wait_call_over(pa)
         bot.wait_event(event="closed", **{"from": alice.contact_id})
+        wait_logged(bot, "ended", "in")
     finally:
         assert bot.stop() == 0, bot.p.output()
     recorded = sorted(tmp_path.glob("rec-alice-*.mp4"))  # one file per call
     assert len(recorded) == 1, sorted(p.name for p in tmp_path.iterdir())
     counts = count_frames(recorded[0])
-    assert counts["video"] > 0, counts
+    assert counts["video"] > 0 and counts["audio"] > 0, counts
 
 
 def test_a_python_peer_calls_a_browser_plays_a_file_and_records_it(
