@@ -31,7 +31,8 @@ the run checks with ``ss -unap`` that no UDP socket of it or its children is bou
 elsewhere.
 
     python benchmarks/connect_dht_peers.py [--calls 30] [--warmup 3] [--nodes 20]
-        [--layout process|per-node] [--samples 60] [--data-root DIR] [--out FILE]
+        [--layout process|per-node] [--samples 60] [--data-root DIR] [--two-hops]
+        [--ack-wait S] [--parallel-answer] [--out FILE]
 """
 
 from __future__ import annotations
@@ -290,10 +291,16 @@ async def calls(callers: dict[str, Peer], callees: dict[str, str], n: int, warmu
 
 
 def make_peers(root: Path, tag: str, where: dict[str, str],
-               hailing_k: tuple[int, ...] = ()) -> dict[str, Peer]:
+               hailing_k: tuple[int, ...] = (), two_hops: bool = False,
+               ack_wait: float | None = None, parallel: bool = False) -> dict[str, Peer]:
     """One Peer per path, data directories ``root/<path>-<tag>``; for each k in
     ``hailing_k`` one more hailing path, ``hailing_k<k>``, whose node uses that k (how many
-    storing nodes it posts to and listens on)."""
+    storing nodes it posts to and listens on); with ``two_hops`` one more, ``hailing_2hop``,
+    whose caller gives no reply hint (see :func:`no_reply_hint`); with ``ack_wait`` one
+    more, ``hailing_ack``, whose callee posts its answer to the storing nodes only when
+    the caller's node did not take the direct push within ``ack_wait`` s; with
+    ``parallel`` one more, ``hailing_par``, whose callee always posts at once as well
+    (:func:`tune`)."""
     h_boot, o_boot = parse_hostport(where["hailing"]), parse_hostport(where["opendht"])
     peers = {
         "hailing": Peer(root / f"hailing-{tag}", bootstrap=[h_boot]),
@@ -303,7 +310,29 @@ def make_peers(root: Path, tag: str, where: dict[str, str],
     for k in hailing_k:
         peers[f"hailing_k{k}"] = Peer(root / f"hailing-k{k}-{tag}", bootstrap=[h_boot],
                                       dht_config=DhtConfig(k=k))
+    if two_hops:
+        peers["hailing_2hop"] = Peer(root / f"hailing-2hop-{tag}", bootstrap=[h_boot])
+    if ack_wait is not None:
+        peers["hailing_ack"] = Peer(root / f"hailing-ack-{tag}", bootstrap=[h_boot])
+    if parallel:
+        peers["hailing_par"] = Peer(root / f"hailing-par-{tag}", bootstrap=[h_boot])
     return peers
+
+
+def tune(peers: dict[str, Peer], ack_wait: float | None) -> None:
+    """After start: the ``hailing_2hop`` caller's offers carry no reply hint (the answer
+    comes only through the storing nodes, two hops, as before the direct answer); the
+    ``hailing_ack`` callee waits ``ack_wait`` s for the direct push's acknowledgement
+    before posting its answer to the storing nodes."""
+    if "hailing_2hop" in peers:
+        coupler: Any = peers["hailing_2hop"].coupler("dht")
+        coupler.reply_hint = lambda _peer: None
+    if "hailing_ack" in peers:
+        coupler = peers["hailing_ack"].coupler("dht")
+        coupler.direct_ack_wait = ack_wait
+    if "hailing_par" in peers:
+        coupler = peers["hailing_par"].coupler("dht")
+        coupler.direct_ack_wait = None
 
 
 class NodeMeter:
@@ -365,11 +394,14 @@ async def callee_main() -> int:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     conf = json.loads(await reader.readline())
-    peers = make_peers(Path(conf["root"]), "callee", conf["where"], tuple(conf["hailing_k"]))
+    peers = make_peers(Path(conf["root"]), "callee", conf["where"], tuple(conf["hailing_k"]),
+                       conf.get("two_hops", False), conf.get("ack_wait"),
+                       conf.get("parallel", False))
     servers: list[asyncio.Future[None]] = []
     try:
         for p in peers.values():
             await p.start()
+        tune(peers, conf.get("ack_wait"))
         print("callees " + json.dumps({k: p.contact_id for k, p in peers.items()}), flush=True)
         await befriend(peers, json.loads(await reader.readline()), "caller")
         servers = [asyncio.ensure_future(serve(p)) for p in peers.values()]
@@ -530,11 +562,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             where[kind], children[kind] = start_infra(kind, args.nodes, args.layout)
         for k in args.hailing_k:
             children[f"hailing_k{k}"] = children["hailing"]
+        if args.two_hops:
+            children["hailing_2hop"] = children["hailing"]
+        if args.ack_wait is not None:
+            children["hailing_ack"] = children["hailing"]
+        if args.parallel_answer:
+            children["hailing_par"] = children["hailing"]
         h_boot = parse_hostport(where["hailing"])
         o_boot = parse_hostport(where["opendht"])
         with tempfile.TemporaryDirectory(prefix="hailing-bench-", dir=args.data_root) as tmp:
             root = Path(tmp)
-            callers = make_peers(root, "caller", where, tuple(args.hailing_k))
+            callers = make_peers(root, "caller", where, tuple(args.hailing_k), args.two_hops,
+                                 args.ack_wait, args.parallel_answer)
             meters = {k: NodeMeter() for k in callers if k.startswith("hailing")}
             raw: list[Any] = [HailingPair(h_boot), OpenDhtPair(o_boot)]
             local: dict[str, Peer] = {}  # the callees, when they run in this process
@@ -545,15 +584,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if args.callee_process:
                     callee.launch()
                     callee.send(json.dumps({"root": str(root), "where": where,
-                                            "hailing_k": args.hailing_k}))
+                                            "hailing_k": args.hailing_k,
+                                            "two_hops": args.two_hops,
+                                            "ack_wait": args.ack_wait,
+                                            "parallel": args.parallel_answer}))
                     callee_ids = json.loads(callee.wait_line())
                 else:
-                    local = make_peers(root, "callee", where, tuple(args.hailing_k))
+                    local = make_peers(root, "callee", where, tuple(args.hailing_k),
+                                       args.two_hops, args.ack_wait, args.parallel_answer)
                     for p in local.values():
                         await p.start()
+                    tune(local, args.ack_wait)
                     callee_ids = {k: p.contact_id for k, p in local.items()}
                 for p in callers.values():
                     await p.start()
+                tune(callers, args.ack_wait)
                 for name, meter in meters.items():
                     meter.attach(callers[name])
                 for r in raw:
@@ -579,6 +624,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     [os.getpid(), *([callee.pid] if callee.pid else []),
                      *(c.pid for cs in children.values() for c in cs if c.pid)])
                 stats: dict[str, Any] = {k: {"caller": dict(p.stats)} for k, p in callers.items()}
+                for k, p in callers.items():
+                    if p.node is not None:  # the direct answers the caller's node took
+                        stats[k]["caller_node"] = {
+                            c: p.node.stats.get(c, 0) for c in (
+                                "pushes_direct", "push_bad_token", "queries_sent",
+                                "q_hailing_push")}
                 if args.callee_process:
                     line = callee.finish("stats ")
                     for k, st in (json.loads(line) if line else {}).items():
@@ -608,7 +659,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await p.stop()
                 for r in raw:
                     await r.stop()
-        paths = [*PATHS, *(f"hailing_k{k}" for k in args.hailing_k)]
+        paths = [*PATHS, *(f"hailing_k{k}" for k in args.hailing_k),
+                 *(["hailing_2hop"] if args.two_hops else []),
+                 *(["hailing_ack"] if args.ack_wait is not None else []),
+                 *(["hailing_par"] if args.parallel_answer else [])]
         for name in paths:
             m = made[name]
             done = max(1, len(m["times"]))
@@ -624,7 +678,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "cpu_ms_handling_datagrams": m["node"][2] * 1000 / done}
         p50 = {name: result[name]["connect_ms"]["p50"] for name in paths}
         ratios = [("hailing", "opendht"), ("hailing", "ws"), ("opendht", "ws"),
-                  *((f"hailing_k{k}", "opendht") for k in args.hailing_k)]
+                  *((f"hailing_k{k}", "opendht") for k in args.hailing_k),
+                  *([("hailing_2hop", "opendht"), ("hailing", "hailing_2hop")]
+                    if args.two_hops else []),
+                  *([("hailing_ack", "opendht"), ("hailing_ack", "hailing")]
+                    if args.ack_wait is not None else []),
+                  *([("hailing_par", "opendht"), ("hailing", "hailing_par")]
+                    if args.parallel_answer else [])]
         for a, b in ratios:
             result[f"ratio_p50_{a}_over_{b}"] = p50[a] / p50[b] if p50[a] and p50[b] else None
     finally:
@@ -665,6 +725,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hailing-k", type=int, action="append", default=[], metavar="K",
                     help="one more hailing path whose peers' nodes use k=K (posts and "
                     "listens on K storing nodes); repeatable")
+    ap.add_argument("--two-hops", action="store_true",
+                    help="one more hailing path, hailing_2hop, whose offers carry no reply "
+                    "hint: the answer only through the storing nodes (the code before the "
+                    "direct answer), in the same run")
+    ap.add_argument("--ack-wait", type=float, default=None, metavar="S",
+                    help="one more hailing path, hailing_ack, whose callee posts its answer "
+                    "to the storing nodes only if the caller's node did not take the direct "
+                    "push within S seconds")
+    ap.add_argument("--parallel-answer", action="store_true",
+                    help="one more hailing path, hailing_par, whose callee posts every "
+                    "answer to the storing nodes at once besides the direct push")
     ap.add_argument("--samples", type=int, default=60,
                     help="raw latency samples per DHT and mode (default 60; 0: none)")
     ap.add_argument("--settle", type=float, default=0.25,

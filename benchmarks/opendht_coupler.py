@@ -236,6 +236,12 @@ class OpenDhtCoupler:
     async def admit(self, sender: bytes, blob: bytes) -> str | None:
         return None
 
+    def reply_hint(self, peer: bytes) -> bytes | None:
+        return None
+
+    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
+        return False
+
     async def aclose(self) -> None:
         if self.rendezvous is not None:
             self.rendezvous.close()

@@ -63,6 +63,12 @@ class PipeCoupler:
     async def admit(self, sender: bytes, blob: bytes) -> str | None:
         return self.refuse
 
+    def reply_hint(self, peer: bytes) -> bytes | None:
+        return None
+
+    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
+        return False
+
     async def aclose(self) -> None:
         self.closed = True
 

@@ -29,10 +29,12 @@ from typing import Any
 from .errors import BencodeError, LocalProtocolError
 
 _fast_decode: Callable[[bytes], Any] | None
+_fast_encode: Callable[[Any], bytes] | None
 try:
     from bencode2 import bdecode as _fast_decode
-except ImportError:  # pragma: no cover - a dependency; the pure decoder stands in
-    _fast_decode = None
+    from bencode2 import bencode as _fast_encode
+except ImportError:  # pragma: no cover - a dependency; the pure codec stands in
+    _fast_decode = _fast_encode = None
 
 __all__ = ["MAX_DEPTH", "Raw", "decode", "decode_prefix", "encode"]
 
@@ -65,10 +67,34 @@ class Raw:
 
 
 def encode(obj: Any) -> bytes:
-    """Return the canonical bencoding of ``obj``; raise LocalProtocolError if not encodable."""
+    """Return the canonical bencoding of ``obj``; raise LocalProtocolError if not encodable.
+
+    A dict of the shape most KRPC messages have (:func:`_flat`: bytes keys; bytes,
+    integers within the limit, or such dicts one level down) is encoded by the compiled
+    encoder of ``bencode2``, which gives exactly these bytes for exactly such input (a
+    differential test checks it) about ten times faster; anything else by the pure one."""
+    if _fast_encode is not None and type(obj) is dict and _flat(obj, True):
+        return _fast_encode(obj)
     out: list[bytes] = []
     _encode(obj, out, 0)
     return b"".join(out)
+
+
+def _flat(d: dict[Any, Any], nested: bool) -> bool:
+    for k, v in d.items():
+        if type(k) is not bytes:
+            return False
+        t = type(v)
+        if t is bytes:
+            continue
+        if t is int:
+            if not -_INT_LIMIT < v < _INT_LIMIT:
+                return False
+            continue
+        if t is dict and nested and _flat(v, False):
+            continue
+        return False
+    return True
 
 
 def _encode(obj: Any, out: list[bytes], depth: int) -> None:

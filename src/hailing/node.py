@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import time
@@ -39,7 +40,9 @@ from .dht import (
     StoreDone,
 )
 from .dht.bep44 import MutableItem
+from .dht.transactions import Pending
 from .errors import CorruptStorageError, HailingError, LocalProtocolError, StorageError
+from .krpc import Response
 from .transport import UdpEndpoint
 from .transport._ingress import SourceRateLimiter
 
@@ -304,6 +307,42 @@ class DhtNode:
             return
         self.core.unlisten(key, self._now())
         self._pump()
+
+    def reachable_address(self) -> Addr | None:
+        """The address other nodes reach this one at, as far as it knows: the bound
+        address, or for a socket bound to every interface the external IP most answers
+        name (BEP42) with the bound port; None when it cannot tell (or not started)."""
+        if self._transport is None or self._core is None:
+            return None
+        host, port = self.address[0], self.address[1]
+        if not ipaddress.ip_address(host).is_unspecified:
+            return (host, port)
+        ext = self._core.external_ip
+        if ext is None or len(ext) not in (4, 16):
+            return None
+        return (str(ipaddress.ip_address(ext)), port)
+
+    def direct_token(self, key: bytes) -> bytes:
+        """A push token for the inbox ``key`` that lets whoever holds it push to this
+        node directly (docs/protocol.md, "Direct pushes"); hand it only to the one peer
+        meant to (sealed)."""
+        return self.core.inboxes.direct_token(key)
+
+    def push(self, addr: Addr, key: bytes, value: bytes, ptoken: bytes
+             ) -> asyncio.Future[float | None]:
+        """Push ``value`` on ``key`` straight to the listener at ``addr`` with the
+        direct push token it gave us: one datagram. The future (nobody need await it)
+        says whether the listener took the value: the round trip in seconds on its
+        answer, None on an error or no answer within the query timeout."""
+        fut: asyncio.Future[float | None] = self._loop.create_future()
+
+        def done(reply: object, p: Pending, now: float) -> None:
+            if not fut.done():
+                fut.set_result(p.rtt if isinstance(reply, Response) else None)
+
+        self.core.inboxes.push(addr, key, value, ptoken, self._now(), on_reply=done)
+        self._pump()
+        return fut
 
     async def inbox(self) -> InboxMessage:
         """The next value posted to an inbox this node listens on."""

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 from collections import Counter
@@ -48,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from .dht import DhtConfig
-from .errors import HailingError, LocalProtocolError, QueryTimeout, StorageError
+from .errors import HailingError, LocalProtocolError, QueryTimeout, SdpError, StorageError
 from .identity import Identity, load_or_create_identity, parse_contact_id
 from .node import Addr, DhtNode
 from .rtc.connection import Connection
@@ -58,6 +59,7 @@ from .services.contacts import ContactBook
 from .services.policy import CallPolicy
 from .session.connections import ConnectionManager, PeerConnectionFactory, TracksFor, bound
 from .session.coupler import ContractCoupler, Coupler, DhtCoupler, SignalKind, WsCoupler
+from .session.descriptions import split_offer_body
 from .session.dialer import Dialer, Rung, parse_ladder
 from .session.endpoints import EndpointRecords
 from .session.events import CallEvent
@@ -364,7 +366,8 @@ class Peer:
                     await c.expect_from(peer)
                     return await manager.offer(peer, wait=wait, tracks=tracks,
                                                send=_sender(c, peer, "offer"),
-                                               cancel=_sender(c, peer, "cancel"))
+                                               cancel=_sender(c, peer, "cancel"),
+                                               reply_hint=c.reply_hint(peer))
 
                 conn, used = await self._dialer().dial(timeout, attempt, only=coupler)
                 conn.coupler = used.name
@@ -389,7 +392,8 @@ class Peer:
             await c.expect_from(peer)
             return await manager.exchange(peer, body, wait=wait,
                                           send=_sender(c, peer, "offer"),
-                                          cancel=_sender(c, peer, "cancel"))
+                                          cancel=_sender(c, peer, "cancel"),
+                                          reply_hint=c.reply_hint(peer))
 
         body, local_fp = pack_external_sdp(sdp, current_host_addresses())
         return await dial_external(self._dialer(), identity, peer, local_fp, exchange,
@@ -416,6 +420,11 @@ class Peer:
     # -- receiving -----------------------------------------------------------------------
 
     def _on_offer(self, opened: envelope.Opened, source: Source) -> None:
+        try:  # the reply hint (if any) is the coupler's; the rest is the description
+            description, hint = split_offer_body(opened.body)
+        except SdpError:
+            description, hint = b"", None
+        opened = dataclasses.replace(opened, body=description)
         if not bound(opened):  # garbage inside a good envelope: no call at all
             self.stats["unbound_offers"] += 1
             return
@@ -426,7 +435,7 @@ class Peer:
         sdp, media = media_of(opened.body)
         verdict: str = self._policy().admit(opened.sender)
         stranger = not self._is_contact(opened.sender)
-        reply = self._reply(source, opened.sender, "answer")
+        reply = self._reply(source, opened.sender, "answer", hint)
         on_media = self.on_media_offer
         if verdict == "accepted" and media and on_media is not None:
             assert sdp is not None
@@ -446,10 +455,21 @@ class Peer:
     def _on_answer(self, opened: envelope.Opened, source: Source) -> None:
         self._manager().answer_received(opened)
 
-    def _reply(self, source: Source, peer: bytes, kind: SignalKind
-               ) -> Callable[[bytes], Awaitable[object]]:
-        if source.coupler is not None:
-            return _sender(source.coupler, peer, kind)
+    def _reply(self, source: Source, peer: bytes, kind: SignalKind,
+               hint: bytes | None = None) -> Callable[[bytes], Awaitable[object]]:
+        """How to answer ``peer``: the way its offer came; with the offer's reply
+        ``hint``, also straight back through the coupler (the answer skips a hop)."""
+        coupler = source.coupler
+        if coupler is not None:
+            send = _sender(coupler, peer, kind)
+            if hint is None:
+                return send
+
+            async def direct_and_post(blob: bytes) -> int:
+                coupler.reply_direct(peer, hint, blob)  # one datagram, counted there
+                return await send(blob)
+
+            return direct_and_post
         channel = source.channel
         assert channel is not None
 

@@ -13,7 +13,7 @@ documents. Anything else escaping ``run`` is a bug.
 | core | ``DhtProtocol.receive_datagram``: queries from many addresses, and replies to the core's own pending queries (the right tid from the right address) | none |
 | envelope | ``signaling.envelope.open_envelope`` | EnvelopeError |
 | sdp | ``signaling.sdp.unpack`` / ``decode_sdp`` (accepted input re-packs to itself) | SdpError |
-| description | ``session.descriptions.description_fingerprint``: an envelope body as compact SDP, deflated SDP text (``signaling.sdp_text``, bombs included) or SDP text | SdpError |
+| description | ``session.descriptions.split_offer_body`` then ``description_fingerprint``: an envelope body as compact SDP, deflated SDP text (``signaling.sdp_text``, bombs included) or SDP text, with or without an offer's extensions | SdpError |
 | control | ``rtc.connection.Connection._on_message``: data-channel control frames (JSON text) and file data (binary), through the file receiver | none |
 | endpoint | ``signaling.endpoint.decode_record`` (accepted records round-trip) | EndpointError |
 | card | ``identity.parse_card`` (on text) | LocalProtocolError |
@@ -52,7 +52,7 @@ from hailing.krpc import (
     encode_message,
 )
 from hailing.rtc.connection import Connection
-from hailing.session.descriptions import description_fingerprint
+from hailing.session.descriptions import description_fingerprint, offer_body, split_offer_body
 from hailing.signaling import envelope, sdp, sdp_text
 from hailing.signaling.endpoint import decode_record, encode_record
 
@@ -374,10 +374,15 @@ class DescriptionTarget(Target):
     def corpus(self) -> list[bytes]:
         samples = sorted((Path(__file__).parent.parent / "data" / "sdp").glob("*.sdp"))
         texts = [p.read_bytes().decode() for p in samples]
-        return ([sdp_text.pack_sdp_text(t) for t in texts] + [t.encode() for t in texts[:1]]
-                + SdpTarget(self.rng).corpus())
+        plain = ([sdp_text.pack_sdp_text(t) for t in texts] + [t.encode() for t in texts[:1]]
+                 + SdpTarget(self.rng).corpus())
+        # an offer's body may carry extensions (the reply hint) before its description
+        return plain + [offer_body(d, b"\x07" * 14) for d in plain[:3]]
 
     def run(self, data: bytes) -> None:
+        data, hint = split_offer_body(data)  # as the session reads an offer
+        if hint is not None and not 0 < len(hint) <= 253:
+            raise AssertionError("a reply hint out of bounds")
         fp = description_fingerprint(data)
         if len(fp) != 32:
             raise AssertionError("a fingerprint that is not 32 bytes")

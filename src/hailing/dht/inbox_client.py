@@ -22,6 +22,12 @@ pushed it. A push must carry the push token (``ptoken``) that our listen gave th
 storing node (:meth:`~InboxClient.push_token`, issued from our token secrets for the
 storing node's IP, as a write token is): anyone else's push is refused with 203 and
 counted (``push_bad_token``), so nobody but a node we listen at can push to us.
+
+A *direct* push comes instead from a peer we handed a direct push token for the key
+(:meth:`~InboxClient.direct_token`, bound to the key rather than to an IP; the session
+seals it into a call's offer so that the callee's node can push the answer straight to
+us): it is delivered like any push (counted ``pushes_direct``), and the copies the
+storing nodes push later are the duplicates :class:`SeenValues` drops.
 """
 
 from __future__ import annotations
@@ -30,12 +36,12 @@ from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ..errors import RemoteProtocolError
+from ..errors import LocalProtocolError, RemoteProtocolError
 from ..krpc import AddressCodec, Query, Response
 from .events import Event, InboxMessage
 from .inbox import MAX_LISTEN_TTL, MAX_VALUE, MAX_VALUES_PER_KEY, SeenValues
 from .tokens import TokenManager
-from .transactions import Pending, SendQuery
+from .transactions import OnReply, Pending, SendQuery
 
 #: Shortest listen ttl a client asks for (renewals at half of it).
 MIN_LISTEN_TTL = 30.0
@@ -119,11 +125,33 @@ class InboxClient:
     def unlisten_all(self, now: float) -> int:
         return sum(self.unlisten(key, now) for key in list(self._listens))
 
+    def push(self, addr: Hashable, key: bytes, value: bytes, ptoken: bytes, now: float,
+             on_reply: OnReply | None = None) -> None:
+        """Push ``value`` on ``key`` straight to the listener at ``addr`` with the direct
+        push token it gave us: one ``hailing_push`` datagram, never repeated (a listener
+        that refuses it, or is not there, costs nothing more), and whoever answers stays
+        out of the routing table. ``on_reply`` hears its answer (a ``Response`` when the
+        listener took the value, an ``Error``, or None after the hard timeout). Counted
+        ``direct_pushes_sent``."""
+        if type(key) is not bytes or len(key) != 20:
+            raise LocalProtocolError("an inbox key is 20 bytes")
+        if type(value) is not bytes or not 0 < len(value) <= MAX_VALUE:
+            raise LocalProtocolError(f"an inbox value is 1..{MAX_VALUE} bytes")
+        if type(ptoken) is not bytes or not 0 < len(ptoken) <= 20:
+            raise LocalProtocolError("a push token is 1..20 bytes")
+        self._stats["direct_pushes_sent"] += 1
+        args: dict[bytes, Any] = {b"key": key, b"v": value, b"ptoken": ptoken}
+        self._send(addr, b"hailing_push", args, now, on_reply=on_reply or _ignore)
+
     # -- what the protocol calls -------------------------------------------------------
 
     def push_token(self, addr: Hashable) -> bytes:
         """The push token a listen to the storing node at ``addr`` carries (``ptoken``)."""
         return self._tokens.issue_push(self._codec.ip_key(addr))
+
+    def direct_token(self, key: bytes) -> bytes:
+        """A push token for ``key`` that any pusher may use (see the module docstring)."""
+        return self._tokens.issue_direct(key)
 
     def renew_due(self, now: float) -> None:
         for key, entry in list(self._listens.items()):
@@ -154,9 +182,12 @@ class InboxClient:
             raise RemoteProtocolError("hailing_push needs 'key' and 'v'")
         if key not in self._listens:
             raise RemoteProtocolError("not listening on this key")
-        if not self._tokens.check_push(q.args.get(b"ptoken"), self._codec.ip_key(addr)):
-            self._stats["push_bad_token"] += 1
-            raise RemoteProtocolError("invalid token")
+        ptoken = q.args.get(b"ptoken")
+        if not self._tokens.check_push(ptoken, self._codec.ip_key(addr)):
+            if not self._tokens.check_direct(ptoken, key):
+                self._stats["push_bad_token"] += 1
+                raise RemoteProtocolError("invalid token")
+            self._stats["pushes_direct"] += 1
         self.deliver(key, [v])
         return {b"id": self.node_id}
 

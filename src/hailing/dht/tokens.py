@@ -9,6 +9,12 @@ under another label: a listener hands the storing node a push token for the stor
 node's IP in its ``hailing_listen``, and accepts a ``hailing_push`` only with it. They
 are accepted for one generation longer (10 to 15 minutes), so that a listen renewed at
 half its ttl (at most 5 minutes) always replaces its push token before it lapses.
+
+Direct push tokens (docs/protocol.md, "Direct pushes") come from the push secrets under a
+third label and are bound to an inbox key instead of an IP: a listener hands one, inside
+a sealed envelope, to a single peer it expects a value from (a callee it calls), which
+may then push that value to it straight from wherever its node runs. They are accepted
+as long as push tokens are.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ WRITE_GENERATIONS = 2
 #: Secret generations a push token is accepted from.
 PUSH_GENERATIONS = 3
 _PUSH_LABEL = b"hailing push token"
+_DIRECT_LABEL = b"hailing direct push"
 
 
 class TokenManager:
@@ -48,6 +55,13 @@ class TokenManager:
 
     def check_push(self, token: object, ip_key: bytes) -> bool:
         return _check(token, ip_key, self._push)
+
+    def issue_direct(self, key: bytes) -> bytes:
+        """A direct push token for the inbox ``key``, valid whoever pushes with it."""
+        return _token(self._push[0], _DIRECT_LABEL + key)
+
+    def check_direct(self, token: object, key: bytes) -> bool:
+        return _check(token, _DIRECT_LABEL + key, self._push)
 
 
 def _push_secret(secret: bytes) -> bytes:

@@ -58,7 +58,12 @@ from ..rtc.ice import rtc_configuration as default_configuration
 from ..rtc.tracks import add_answer_tracks, media_kinds
 from ..signaling import envelope
 from ..signaling.envelope import KIND_ANSWER, KIND_CANCEL, KIND_OFFER
-from .descriptions import decode_description, description_fingerprint, encode_description
+from .descriptions import (
+    decode_description,
+    description_fingerprint,
+    encode_description,
+    offer_body,
+)
 from .dialer import nobody_answered
 from .events import CallEvent
 from .external import IncomingCall
@@ -177,9 +182,11 @@ class ConnectionManager:
     # -- calling -----------------------------------------------------------------------
 
     async def offer(self, peer: bytes, *, wait: float, send: Send,
-                    tracks: Sequence[Any] = (), cancel: Send | None = None) -> Connection:
-        """Call ``peer``: seal an offer living ``wait`` seconds, ``send`` it, wait that
-        long for the answer, connect and authenticate. Raises :class:`QueryTimeout` when
+                    tracks: Sequence[Any] = (), cancel: Send | None = None,
+                    reply_hint: bytes | None = None) -> Connection:
+        """Call ``peer``: seal an offer living ``wait`` seconds (carrying ``reply_hint``,
+        the coupler's: :meth:`~hailing.session.coupler.Coupler.reply_hint`), ``send`` it,
+        wait that long for the answer, connect and authenticate. Raises :class:`QueryTimeout` when
         no answer came, :class:`RemoteProtocolError` for an answer WebRTC refuses,
         :class:`~hailing.rtc.connection.AuthenticationError` for a failed proof.
         ``cancel`` sends the sealed CANCEL when the call gives up before an answer
@@ -198,7 +205,8 @@ class ConnectionManager:
             body = encode_description(pc.localDescription)
             local_fp = description_fingerprint(body)
             answer = await self.exchange(peer, body, wait=deadline - time.monotonic(),
-                                         send=send, cancel=cancel, total=wait)
+                                         send=send, cancel=cancel, total=wait,
+                                         reply_hint=reply_hint)
             sdp = answer.body[ANSWER_REF:]
             conn = Connection(pc, channel, self.identity, peer, initiator=True,
                               local_fp=local_fp, remote_fp=description_fingerprint(sdp),
@@ -215,8 +223,8 @@ class ConnectionManager:
         return conn
 
     async def exchange(self, peer: bytes, body: bytes, *, wait: float, send: Send,
-                       cancel: Send | None = None, total: float | None = None
-                       ) -> envelope.Opened:
+                       cancel: Send | None = None, total: float | None = None,
+                       reply_hint: bytes | None = None) -> envelope.Opened:
         """Seal the offer ``body`` (a description) to ``peer`` with a lifetime of ``wait``
         seconds, ``send`` it and wait that long for the answer that names it; returns
         the opened answer (its body: :data:`ANSWER_REF` bytes of the offer's reference,
@@ -224,11 +232,12 @@ class ConnectionManager:
         call's whole timeout, for its message) when none came. A call that gives up
         before the answer (timeout, cancellation) has ``cancel`` send a sealed CANCEL
         naming the offer: best effort, in the background, never in the way of the
-        caller's error."""
+        caller's error. ``reply_hint`` (the coupler's) travels before the description
+        (:func:`~hailing.session.descriptions.offer_body`)."""
         deadline = time.monotonic() + wait
         ttl = min(max(1, math.ceil(wait)), envelope.MAX_TTL)
-        blob = envelope.seal(self.identity, peer, KIND_OFFER, body, now=self._clock(),
-                             ttl=ttl)
+        blob = envelope.seal(self.identity, peer, KIND_OFFER, offer_body(body, reply_hint),
+                             now=self._clock(), ttl=ttl)
         ref = offer_ref(blob)
         fut: asyncio.Future[envelope.Opened] = asyncio.get_running_loop().create_future()
         self._waiting[(peer, ref)] = fut

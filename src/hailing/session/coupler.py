@@ -21,6 +21,18 @@ to hear from a peer we are about to call, :meth:`~Coupler.send` posts an envelop
 (the contract's "paid by the sender's wallet of the day"; a pass elsewhere), and
 :meth:`~Coupler.aclose` stops it.
 
+**Answers that skip a hop.** A coupler may hand the caller a *reply hint*
+(:meth:`~Coupler.reply_hint`): opaque bytes the session seals into the offer (so only
+the callee reads them) and the callee's coupler of the same kind uses, once the
+callee's policy accepted the call, to send the sealed answer straight back
+(:meth:`~Coupler.reply_direct`) besides the usual way (the first copy wins; a second is
+a duplicate the router or the DHT node drops). The DHT coupler's hint is a direct push
+token and the caller's node address: its answer reaches the caller's node in one hop
+instead of two (through a storing node), and once a caller's node has taken one, the
+next answers to it go to the storing nodes only if their push is not taken in time
+(:attr:`DhtCoupler.direct_ack_wait`). A coupler with nothing faster answers None and
+False.
+
 The adapters here wrap the signaling backends: :class:`DhtCoupler`
 (:class:`~hailing.signaling.rendezvous.DhtRendezvous`, hailing's DHT inboxes),
 :class:`ContractCoupler` (:class:`~hailing.signaling.contract_rdv.ContractRendezvous`,
@@ -33,14 +45,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..dht.inbox import MAX_VALUE as DHT_MAX_VALUE
+from ..dht.tokens import TOKEN_BYTES
 from ..errors import HailingError, LocalProtocolError
 from ..identity import Identity
+from ..krpc import IPAddressCodec
 from ..signaling.rendezvous import DhtRendezvous
 from .supervisor import Supervisor
 
@@ -69,6 +83,16 @@ CONTRACT_MAX_PAYLOAD = 512
 WS_MAX_PAYLOAD = 64 * 1024
 #: How many envelopes may wait for the router, per coupler; more are dropped and counted.
 INLET_SIZE = 1024
+#: ``DhtCoupler.direct_ack_wait="auto"``: how long an answer waits for the caller's node
+#: to take its direct push before it goes to the storing nodes, in round trips of the
+#: last direct push it took, and the bounds (seconds); how many callers are remembered.
+ACK_WAIT_RTTS = 4.0
+ACK_WAIT_MIN = 0.05
+ACK_WAIT_MAX = 0.5
+ACK_MEMORY = 1024
+#: The DHT coupler's reply hint: a direct push token, then a compact IPv4 or IPv6 address.
+_HINT_SIZES = (TOKEN_BYTES + 6, TOKEN_BYTES + 18)
+_ADDRESSES = IPAddressCodec()
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +177,18 @@ class Coupler(Protocol):
         ``refused_<reason>``)."""
         ...
 
+    def reply_hint(self, peer: bytes) -> bytes | None:
+        """What our offer to ``peer`` should carry (sealed) so that its coupler can send
+        the answer straight back to us (see the module docstring); None for nothing."""
+        ...
+
+    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
+        """Send an answer ``blob`` to the caller ``peer`` straight through the reply
+        ``hint`` of its offer, besides :meth:`send` (which the session calls too): at most
+        one datagram, never repeated, and never for a call the policy did not accept.
+        False when the hint is not usable here (counted ``reply_hints_bad``)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -169,12 +205,24 @@ class DhtCoupler:
 
     def __init__(self, node: DhtNode, identity: Identity, allowed: Callable[[], list[bytes]],
                  accept_any: Callable[[], bool], clock: Callable[[], float] = time.time,
-                 public_delay: float = PUBLIC_DELAY) -> None:
+                 public_delay: float = PUBLIC_DELAY,
+                 direct_ack_wait: float | Literal["auto"] | None = "auto") -> None:
         self.node = node
         self.rendezvous = DhtRendezvous(node, identity, allowed, accept_any, clock)
         self.public_delay = public_delay
         self._inlet: Inlet | None = None
         self._public: dict[bytes, asyncio.Task[Any]] = {}  # peer -> its delayed public post
+        #: When an answer pushed directly also goes to the storing nodes (see
+        #: :meth:`send`): None, at once; a number, only if the caller's node did not
+        #: take the direct push within that many seconds; ``auto``, as None for a
+        #: caller whose node has not taken our last direct answer, else as a number:
+        #: :data:`ACK_WAIT_RTTS` times that push's round trip, within
+        #: [:data:`ACK_WAIT_MIN`, :data:`ACK_WAIT_MAX`].
+        self.direct_ack_wait = direct_ack_wait
+        self._direct: dict[bytes, tuple[bytes, asyncio.Future[float | None]]] = {}
+        #: Callers whose node took our last direct answer -> that push's round trip.
+        self._took: OrderedDict[bytes, float] = OrderedDict()
+        self._last_push: dict[bytes, asyncio.Future[float | None]] = {}
 
     async def start(self, sink: Inlet) -> None:
         self._inlet = sink
@@ -203,6 +251,18 @@ class DhtCoupler:
         answer came meanwhile: a contact answers through the pair key first, so most
         calls cost half the DHT messages and tell the public inbox's storing nodes
         nothing. If no node stores the pair-key post, the public one goes at once."""
+        direct = self._direct.pop(peer, None) if kind == "answer" else None
+        if direct is not None and direct[0] == blob:
+            wait = self._ack_wait(peer)
+            if wait is not None:
+                try:  # the caller's node took the direct push: the storing nodes need not
+                    async with asyncio.timeout(wait):
+                        if await asyncio.shield(direct[1]) is not None:
+                            self._count("answers_direct_only")
+                            return 1
+                except TimeoutError:
+                    self._count("direct_answers_late")
+                    self._took.pop(peer, None)  # both ways at once until one is taken
         if kind == "cancel":
             # where the offer went: the pair key, and the public inbox unless its delayed
             # post is still waiting (then it never goes)
@@ -239,6 +299,57 @@ class DhtCoupler:
 
         task = self._inlet.spawn(post(), "public offer")
         self._public[peer] = task
+
+    def reply_hint(self, peer: bytes) -> bytes | None:
+        """A direct push token for our inbox for ``peer`` (today's pair key: where its
+        answer comes) and our node's address (compact, 6 or 18 bytes): with it the
+        callee's node pushes the answer to ours itself, one hop instead of two. None when
+        the node cannot tell its reachable address."""
+        addr = self.node.reachable_address()
+        packed = _ADDRESSES.pack(addr) if addr is not None else None
+        if packed is None:
+            return None
+        return self.node.direct_token(self.rendezvous.inbox_key(peer)) + packed
+
+    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
+        """Push the answer ``blob`` straight to the caller's node named by ``hint`` (see
+        :meth:`reply_hint`), on the key the answer is posted to. The datagram is our
+        node's own push of our sealed answer: nothing in it is the caller's to choose."""
+        addr = _ADDRESSES.unpack(hint[TOKEN_BYTES:]) if len(hint) in _HINT_SIZES else None
+        if not isinstance(addr, tuple) or not 0 < len(blob) <= DHT_MAX_VALUE or not self.node.running:
+            self._count("reply_hints_bad")
+            return False
+        taken = self.node.push(addr, self.rendezvous.outbox_key(peer), blob, hint[:TOKEN_BYTES])
+        self._count("direct_answers_sent")
+        self._last_push[peer] = taken
+        taken.add_done_callback(lambda f: self._taken(peer, f))
+        if self.direct_ack_wait is not None:
+            self._direct[peer] = (blob, taken)
+        return True
+
+    def _taken(self, peer: bytes, push: asyncio.Future[float | None]) -> None:
+        """Remember whether ``peer``'s node took our last direct answer (see ``auto``)."""
+        if self._last_push.get(peer) is not push:
+            return  # a later push decides
+        del self._last_push[peer]
+        self._took.pop(peer, None)
+        rtt = push.result()
+        if rtt is not None:
+            self._took[peer] = rtt
+            if len(self._took) > ACK_MEMORY:
+                self._took.popitem(last=False)
+
+    def _ack_wait(self, peer: bytes) -> float | None:
+        if self.direct_ack_wait != "auto":
+            return self.direct_ack_wait
+        rtt = self._took.get(peer)
+        if rtt is None:
+            return None
+        return min(ACK_WAIT_MAX, max(ACK_WAIT_MIN, ACK_WAIT_RTTS * rtt))
+
+    def _count(self, what: str) -> None:
+        if self._inlet is not None:
+            self._inlet.stats[what] += 1
 
     async def refresh(self) -> int:
         return await self.rendezvous.refresh()
@@ -284,6 +395,12 @@ class WsCoupler:
 
     async def admit(self, sender: bytes, blob: bytes) -> str | None:
         return None
+
+    def reply_hint(self, peer: bytes) -> bytes | None:
+        return None  # the relay is one hop already
+
+    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
+        return False
 
     async def aclose(self) -> None:
         await self.rendezvous.aclose()
@@ -352,6 +469,12 @@ class ContractCoupler:
             return "wallet"
         self._stats["wallet_verified"] += 1
         return None
+
+    def reply_hint(self, peer: bytes) -> bytes | None:
+        return None  # a chain event reaches the recipient only through the chain
+
+    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
+        return False
 
     async def aclose(self) -> None:
         await self.rendezvous.aclose()

@@ -13,6 +13,14 @@ skipped.
 Either way the DTLS fingerprint comes out of the authenticated body, binding the session
 to the identity that sealed the envelope. Remote bytes that are neither raise
 :class:`~hailing.signaling.sdp.SdpError`.
+
+An offer's body may start with **extensions** (:func:`offer_body`,
+:func:`split_offer_body`; docs/envelope.md "Offer extensions"): byte 3 (no description
+starts with it), a length byte, then (type, length, value) triples, then the
+description. Type 1 is the *reply hint*: bytes from the coupler that carries the offer
+telling the callee's coupler how to send the answer straight back (the DHT coupler's: a
+direct push token and the caller's node address). Unknown types are skipped, so later
+extensions do not break this reader.
 """
 
 from __future__ import annotations
@@ -27,12 +35,16 @@ from ..signaling.sdp import SdpError, decode_sdp, encode_sdp, fingerprint_of
 if TYPE_CHECKING:
     from aiortc import RTCSessionDescription
 
-__all__ = ["MAX_TEXT_SDP", "decode_description", "description_fingerprint",
-           "encode_description"]
+__all__ = ["EXT_REPLY_HINT", "MAX_TEXT_SDP", "OFFER_EXTENSIONS", "decode_description",
+           "description_fingerprint", "encode_description", "offer_body", "split_offer_body"]
 
 #: The largest SDP text accepted in an envelope.
 MAX_TEXT_SDP = sdp_text.MAX_TEXT
 _TEXT = b"v=0"
+#: The first byte of an offer body that carries extensions before its description.
+OFFER_EXTENSIONS = 3
+#: Extension type: the caller's reply hint (opaque to the session; its coupler's).
+EXT_REPLY_HINT = 1
 _FINGERPRINT = re.compile(r"^a=fingerprint:sha-256 ((?:[0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2})\s*$",
                           re.MULTILINE)
 
@@ -82,3 +94,39 @@ def decode_description(body: bytes,
     from aiortc import RTCSessionDescription
 
     return RTCSessionDescription(sdp=_text(body), type=kind)
+
+
+def offer_body(description: bytes, reply_hint: bytes | None = None) -> bytes:
+    """An offer's envelope body: ``description``, after the reply hint if there is one."""
+    if not reply_hint:
+        return description
+    if len(reply_hint) > 253:
+        raise LocalProtocolError(f"a reply hint of {len(reply_hint)} bytes is too long")
+    ext = bytes([EXT_REPLY_HINT, len(reply_hint)]) + reply_hint
+    return bytes([OFFER_EXTENSIONS, len(ext)]) + ext + description
+
+
+def split_offer_body(body: bytes) -> tuple[bytes, bytes | None]:
+    """(description, reply hint or None) of an offer's body, with or without extensions;
+    SdpError for extensions that do not parse (truncated, empty, a type twice)."""
+    if body[:1] != bytes([OFFER_EXTENSIONS]):
+        return body, None
+    if len(body) < 2:
+        raise SdpError("an offer's extensions are truncated")
+    end = 2 + body[1]
+    if body[1] < 2 or len(body) <= end:
+        raise SdpError("an offer's extensions are empty, truncated or hide its description")
+    seen: dict[int, bytes] = {}
+    pos = 2
+    while pos < end:
+        if pos + 2 > end or pos + 2 + body[pos + 1] > end:
+            raise SdpError("an offer extension runs past the extensions")
+        kind, size = body[pos], body[pos + 1]
+        if kind in seen:
+            raise SdpError(f"offer extension {kind} appears twice")
+        seen[kind] = body[pos + 2 : pos + 2 + size]
+        pos += 2 + size
+    hint = seen.get(EXT_REPLY_HINT)
+    if hint is not None and not hint:
+        raise SdpError("an empty reply hint")
+    return body[end:], hint

@@ -139,6 +139,14 @@ class DhtRendezvous:
     def knows(self, key: bytes) -> bool:
         return key in self._keys
 
+    def inbox_key(self, peer_pub: bytes) -> bytes:
+        """Today's key of our inbox for ``peer_pub``'s messages (where its answer comes)."""
+        return pair_key(self.secret(peer_pub), self.identity.public_key, day_of(self._clock()))
+
+    def outbox_key(self, peer_pub: bytes) -> bytes:
+        """Today's key of ``peer_pub``'s inbox for our messages (where :meth:`send` posts)."""
+        return pair_key(self.secret(peer_pub), peer_pub, day_of(self._clock()))
+
     async def refresh(self) -> int:
         """Listen on today's keys (and the neighbouring day's near midnight); stop
         listening on keys no longer wanted. Returns how many keys are listened to."""
