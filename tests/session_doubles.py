@@ -4,9 +4,12 @@ identity's coupler straight to another's inlet (no DHT, no chain, no relay)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from hailing.errors import HailingError
 from hailing.session.coupler import Capabilities, Inlet, SignalKind
@@ -96,3 +99,33 @@ async def offer_body() -> bytes:
     body = encode_sdp(pc.localDescription)
     await pc.close()
     return body
+
+
+@dataclass
+class PeerNet:
+    """Peers on one loopback testnet (:func:`peer_net`), stopped newest first at its end."""
+
+    nodes: list[Any]
+    tmp: Path
+    started: list[Any] = field(default_factory=list)
+
+    async def peer(self, name: str, **kw: Any) -> Any:
+        from hailing.peer import Peer
+
+        p = Peer(self.tmp / name, bootstrap=[self.nodes[0].address], **kw)
+        await p.start()
+        self.started.append(p)
+        return p
+
+
+@contextlib.asynccontextmanager
+async def peer_net(tmp: Path, size: int = 12) -> AsyncIterator[PeerNet]:
+    from hailing.testnet import testnet
+
+    async with testnet(size) as nodes:
+        n = PeerNet(nodes, tmp)
+        try:
+            yield n
+        finally:
+            for p in reversed(n.started):
+                await p.stop()

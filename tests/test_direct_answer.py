@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 from pytest_helpers import loopback_ice
-from session_doubles import eventually, offer_body
+from session_doubles import PeerNet as Net
+from session_doubles import eventually, offer_body, peer_net
 
 from hailing import bencode
 from hailing.dht import DhtConfig
@@ -117,28 +118,10 @@ async def test_a_direct_push_token_lets_anyone_holding_it_push_on_that_key_only(
 # -- calls --------------------------------------------------------------------------------
 
 
-class Net:
-    def __init__(self, nodes: list[DhtNode], tmp: Path) -> None:
-        self.nodes = nodes
-        self.tmp = tmp
-        self.started: list[Peer] = []
-
-    async def peer(self, name: str, **kw: Any) -> Peer:
-        p = Peer(self.tmp / name, bootstrap=[self.nodes[0].address], **kw)
-        await p.start()
-        self.started.append(p)
-        return p
-
-
 @pytest.fixture
 async def net(tmp_path: Path) -> AsyncIterator[Net]:
-    async with local_testnet(12) as nodes:
-        n = Net(nodes, tmp_path)
-        try:
-            yield n
-        finally:
-            for p in reversed(n.started):
-                await p.stop()
+    async with peer_net(tmp_path) as n:
+        yield n
 
 
 async def pair(net: Net) -> tuple[Peer, Peer]:

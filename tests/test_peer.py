@@ -13,25 +13,24 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiortc
 import pytest
 from pytest_helpers import loopback_ice
-from session_doubles import eventually
+from session_doubles import PeerNet as Net
+from session_doubles import eventually, peer_net
 
 import hailing.rtc.connection as connection_mod
 from hailing.errors import HailingError, QueryTimeout
 from hailing.identity import Identity
-from hailing.node import DhtNode
 from hailing.peer import CallEvent, Peer
 from hailing.rtc.connection import AuthenticationError, Connection, FileReceived, TextMessage
 from hailing.signaling import envelope
 from hailing.signaling.envelope import KIND_ANSWER, KIND_OFFER
 from hailing.signaling.rendezvous import day_of, pair_key, pair_secret, public_key_inbox
-from hailing.testnet import testnet as local_testnet
 
 REFUSED_TIMEOUT = 3.0  # how long a refused caller waits
 
@@ -39,28 +38,10 @@ REFUSED_TIMEOUT = 3.0  # how long a refused caller waits
 _loopback_ice = pytest.fixture(autouse=True)(loopback_ice)
 
 
-@dataclass
-class Net:
-    nodes: list[DhtNode]
-    tmp: Path
-    started: list[Peer] = field(default_factory=list)
-
-    async def peer(self, name: str, **kw: Any) -> Peer:
-        p = Peer(self.tmp / name, bootstrap=[self.nodes[0].address], **kw)
-        await p.start()
-        self.started.append(p)
-        return p
-
-
 @pytest.fixture
 async def net(tmp_path: Path) -> AsyncIterator[Net]:
-    async with local_testnet(12) as nodes:
-        n = Net(nodes, tmp_path)
-        try:
-            yield n
-        finally:
-            for p in reversed(n.started):
-                await p.stop()
+    async with peer_net(tmp_path) as n:
+        yield n
 
 
 
