@@ -33,7 +33,7 @@ from typing import TypeVar
 from ..errors import AuthenticationError, HailingError, LocalProtocolError, QueryTimeout
 from .coupler import Coupler
 
-__all__ = ["Attempt", "Dialer", "Rung", "nobody_answered", "parse_ladder"]
+__all__ = ["FALLBACK_LADDER", "Attempt", "Dialer", "Rung", "nobody_answered", "parse_ladder"]
 
 T = TypeVar("T")
 
@@ -57,6 +57,14 @@ class Attempt:
     seconds: float
     error: str | None = None
     timed_out: bool = False
+
+
+#: The daemon's ladder on a DHT node (``hailing up`` without ``--no-bep44-fallback``):
+#: hailing's DHT inbox first, then the BEP44 fallback. A network where no hailing node
+#: stores inbox posts fails the first rung at once (``no hailing node answered near
+#: this key``), so the fallback gets the whole call; otherwise the inbox has half of it
+#: (the equal share of a rung without its own time) and the fallback the rest.
+FALLBACK_LADDER = (Rung("dht"), Rung("mainline"))
 
 
 def parse_ladder(ladder: Iterable[str | tuple[str, float | None] | Rung]) -> list[Rung]:

@@ -226,6 +226,17 @@ class MainlineRendezvous:
         """The peers whose items to us are polled now."""
         return list(self._watch)
 
+    def next_poll(self, peer_pub: bytes) -> float | None:
+        """Seconds until ``peer_pub``'s item to us is polled next (0: due), None when it
+        is not polled at all."""
+        w = self._watch.get(peer_pub)
+        return None if w is None else max(0.0, w.due - self._mono())
+
+    def polling_fast(self, peer_pub: bytes) -> bool:
+        """Whether we poll ``peer_pub`` fast (waiting for its answer)."""
+        w = self._watch.get(peer_pub)
+        return w is not None and w.fast_until > self._mono()
+
     # -- writing --------------------------------------------------------------------------
 
     async def send(self, peer_pub: bytes, blob: bytes) -> int:
@@ -313,7 +324,7 @@ class MainlineRendezvous:
                 due = sorted((w.due, p) for p, w in self._watch.items()
                              if w.due <= now and p not in running)
                 for _, peer in due[: max(0, self.max_in_flight - len(running))]:
-                    task = running[peer] = asyncio.ensure_future(self._poll(peer, deliver))
+                    task = running[peer] = asyncio.ensure_future(self.poll(peer, deliver))
                     task.add_done_callback(done)
                 self._wake.clear()
                 later = [w.due for p, w in self._watch.items() if p not in running]
@@ -329,7 +340,9 @@ class MainlineRendezvous:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _poll(self, peer: bytes, deliver: Callable[[bytes], object]) -> None:
+    async def poll(self, peer: bytes, deliver: Callable[[bytes], object]) -> None:
+        """Read ``peer``'s item(s) to us once (today's; both days' near midnight), hand
+        on what is new, and schedule the next poll (what :meth:`run` does when due)."""
         fresh = False
         got = False
         for day in listen_days(self._clock()):
