@@ -430,6 +430,65 @@ async def test_closing_the_coupler_stops_the_polling() -> None:
     assert stats["task_errors"] == 0
 
 
+# -- the ladder ---------------------------------------------------------------------------
+
+
+class Tick:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ladder_couplers(*names: str) -> list[Any]:
+    from session_doubles import Switchboard
+
+    board = Switchboard()
+    return [board.coupler(b"o" * 32, n) for n in names]
+
+
+async def test_the_fallback_has_the_whole_call_when_the_inbox_cannot_store() -> None:
+    from hailing.errors import NotFoundError
+    from hailing.session.dialer import Dialer
+
+    clock = Tick()
+    dialer = Dialer(ladder_couplers("dht", "mainline"), list(FALLBACK_LADDER), clock=clock)
+    waits: list[tuple[str, float]] = []
+
+    async def attempt(c: Any, wait: float) -> str:
+        waits.append((c.name, wait))
+        clock.now += 0.25
+        if c.name == "dht":
+            raise NotFoundError("no hailing node answered near this key (...)")
+        return "connected"
+
+    result, used = await dialer.dial(30.0, attempt)
+    assert (result, used.name) == ("connected", "mainline")
+    assert waits == [("dht", 30.0), ("mainline", 29.75)]  # the inbox alone: all of it
+
+
+async def test_an_unanswered_inbox_offer_is_not_offered_again_through_the_fallback() -> None:
+    from hailing.session.dialer import Dialer
+
+    clock = Tick()
+    dialer = Dialer(ladder_couplers("dht", "mainline"), list(FALLBACK_LADDER), clock=clock)
+    tried: list[str] = []
+
+    async def attempt(c: Any, wait: float) -> str:
+        tried.append(c.name)
+        clock.now += wait
+        raise TimeoutError
+
+    with pytest.raises(QueryTimeout) as info:
+        await dialer.dial(8.0, attempt)
+    # rung once: the callee heard the offer where it listens and did not answer
+    assert tried == ["dht"]
+    assert str(info.value) == ("nobody answered within 8 s (offline, busy, or not "
+                               "accepting calls)")
+    assert [a.coupler for a in dialer.last] == ["dht"]
+
+
 # -- on a loopback testnet ----------------------------------------------------------------
 
 
