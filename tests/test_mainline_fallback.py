@@ -595,3 +595,25 @@ async def test_without_the_fallback_rung_nothing_is_polled(
     with pytest.raises(Exception, match="no hailing node answered"):
         await p.start()  # a lone inbox rung still says so at once
     assert not [t for t in asyncio.all_tasks() if "mainline" in t.get_name()]
+
+
+# -- hailing up ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("flags", "ladder"), [
+    ([], [("dht", True), ("mainline", False)]),
+    (["--no-bep44-fallback"], [("dht", True)]),
+    (["--relay", "ws://127.0.0.1:1"], [("ws", True)]),
+])
+def test_hailing_up_falls_back_to_bep44_unless_told_not_to(
+        tmp_path: Path, flags: list[str], ladder: list[tuple[str, bool]]) -> None:
+    from hailing.cli import build_parser
+    from hailing.cli._shared import prepare
+    from hailing.cli.up import _daemon_parts
+
+    args = build_parser().parse_args(
+        ["up", "--data-dir", str(tmp_path), "--bootstrap", "127.0.0.1:1", *flags])
+    prepare(args)
+    make_peer, _dht, _media = _daemon_parts(args)
+    peer = make_peer(None)
+    assert [(r.name, r.after_timeout) for r in peer.ladder] == ladder
