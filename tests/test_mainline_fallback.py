@@ -70,6 +70,7 @@ class FakeDht:
         self.in_flight = 0
         self.most_in_flight = 0
         self.gate: asyncio.Event | None = None
+        self.put_gate: asyncio.Event | None = None
 
 
 class FakeNode:
@@ -92,6 +93,8 @@ class FakeNode:
     async def put_mutable(self, signing_seed: bytes, value: Any, salt: bytes = b"",
                           seq: int | None = None, cas: int | None = None) -> bytes:
         assert seq is not None
+        if self.net.put_gate is not None:
+            await self.net.put_gate.wait()
         item = MutableItem.create(signing_seed, value, salt, seq)
         try:
             b44.check_put(self.net.items.get(item.target), item, cas)
@@ -225,6 +228,22 @@ async def test_a_second_message_replaces_the_first_with_a_higher_seq() -> None:
     await ra.send(b.public_key, b"offer three")
     third = net.items[ra.outbox(b.public_key).target]
     assert third.value == b"offer three" and third.seq == item_seq(NOON + 3600, 20_000) + 1
+
+
+async def test_a_cancel_sent_while_its_offer_is_being_stored_lands_after_it() -> None:
+    a, b = ident(1), ident(2)
+    net = FakeDht()
+    ra, _ = pair(net, a, b)
+    net.put_gate = asyncio.Event()
+    offer = asyncio.ensure_future(ra.send(b.public_key, b"offer"))
+    await asyncio.sleep(0.01)
+    cancel = asyncio.ensure_future(ra.send(b.public_key, b"cancel"))
+    await asyncio.sleep(0.01)
+    net.put_gate.set()
+    assert await offer == 1 and await cancel == 1
+    stored = net.items[ra.outbox(b.public_key).target]
+    assert stored.value == b"cancel"
+    assert ra._writing == {}  # nothing kept per item once written
 
 
 async def test_a_put_nobody_stores_is_one_clear_error() -> None:

@@ -192,6 +192,7 @@ class MainlineRendezvous:
         self._contacts: set[bytes] = set()
         self._last_seq: dict[bytes, int] = {}  # target we wrote -> its seq
         self._keys: dict[tuple[bytes, bytes, int], ItemKey] = {}
+        self._writing: dict[bytes, tuple[asyncio.Lock, int]] = {}  # target -> lock, users
         self._wake = asyncio.Event()
         self._closed = False
 
@@ -252,7 +253,21 @@ class MainlineRendezvous:
         now = self._clock()
         day = day_of(now)
         key = self.outbox(peer_pub, day)
-        seq = max(item_seq(now, day), self._last_seq.get(key.target, -1) + 1)
+        # one write at a time per item: an offer's CANCEL never lands under the offer
+        lock, users = self._writing.get(key.target, (asyncio.Lock(), 0))
+        self._writing[key.target] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._write(key, blob, item_seq(now, day))
+        finally:
+            lock, users = self._writing[key.target]
+            if users == 1:
+                del self._writing[key.target]
+            else:
+                self._writing[key.target] = (lock, users - 1)
+
+    async def _write(self, key: ItemKey, blob: bytes, seq: int) -> int:
+        seq = max(seq, self._last_seq.get(key.target, -1) + 1)
         try:
             try:
                 await self.node.put_mutable(key.seed, blob, key.salt, seq)
