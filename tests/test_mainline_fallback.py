@@ -320,6 +320,42 @@ async def test_garbage_under_the_key_is_dropped_and_counted() -> None:
     assert got == [b"the real offer"]
 
 
+@pytest.mark.parametrize("seed", range(10))
+async def test_random_garbage_never_escapes_and_is_counted(seed: int) -> None:
+    rng = random.Random(seed)
+    a, b = ident(1), ident(2)
+    net = FakeDht()
+    ra, rb = pair(net, a, b)
+    await rb.refresh()
+    key = ra.outbox(b.public_key)
+    got: list[bytes] = []
+    bad = 0
+    for seq in range(1, 60):
+        kind = rng.randrange(4)
+        if kind == 0:  # random bytes as the bencoded value
+            item = forged(key, None, seq, raw=rng.randbytes(rng.randrange(1, 1200)))
+        elif kind == 1:  # a random bencodable value that is not a byte string
+            item = forged(key, rng.choice([rng.randrange(-9, 9**9), [rng.randbytes(8)],
+                                           {b"v": rng.randbytes(4)}]), seq)
+        elif kind == 2:  # signed by someone else
+            item = forged(key, rng.randbytes(rng.randrange(1, 900)), seq,
+                          sign_with=rng.randbytes(32))
+        else:  # a good item
+            item = forged(key, rng.randbytes(rng.randrange(1, MAX_BLOB + 1)), seq)
+        net.lie[key.target] = item
+        try:
+            ok = type(bencode.decode(item.value_bencoded)) is bytes
+        except Exception:
+            ok = False
+        good = kind == 3 or (kind == 0 and ok and 0 < len(item.value) <= MAX_BLOB)
+        before = len(got)
+        await rb.poll(a.public_key, got.append)
+        assert len(got) == before + (1 if good else 0)
+        bad += 0 if good else 1
+    assert rb.stats["mainline_bad_items"] + rb.stats["mainline_bad_signatures"] == bad
+    assert rb.stats["mainline_items"] == len(got)
+
+
 async def test_a_blocked_contact_is_never_polled() -> None:
     a, b, carol = ident(1), ident(2), ident(3)
     net = FakeDht()
