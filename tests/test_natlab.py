@@ -244,6 +244,9 @@ def test_teardown_after_an_exception_kills_processes(exc: type[BaseException]) -
         assert len(pids) == 4  # sleep, sh and its two children (grandchildren of the lab)
         raise exc("inside the lab")
     assert _gone(names)
+    assert lab.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        h.popen(["true"])
     assert all(p.returncode is not None for p in procs)
     for pid in pids:
         stat = Path(f"/proc/{pid}/stat")

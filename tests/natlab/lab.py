@@ -85,6 +85,8 @@ class Host:
 
     def popen(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
         """``subprocess.Popen(argv, **kw)`` inside the namespace; killed at teardown."""
+        if self.lab.closed:
+            raise RuntimeError(f"the lab of {self.name} is closed")
         proc: subprocess.Popen[Any] = subprocess.Popen([*self.exec_prefix, *argv], **kw)
         self.lab._procs.append(proc)
         return proc
@@ -126,6 +128,10 @@ class Lab:
         self._next_lan = 1
         self._closed = False
         self._restore = ""
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __repr__(self) -> str:
         return f"Lab({self.prefix!r}, hosts={sorted(self.hosts)})"
