@@ -420,7 +420,11 @@ async def test_an_old_item_does_not_end_the_wait_for_an_answer() -> None:
     assert rb.polling_fast(a.public_key)
     mono.now += mainline_rdv.FAST_WINDOW + 1
     await rb.poll(a.public_key, got.append)
-    assert rb.watched() == []  # the call is over and it is no contact: not polled
+    assert not rb.polling_fast(a.public_key)  # a long call: its answer still heard
+    assert rb.next_poll(a.public_key) == mainline_rdv.IDLE_MIN
+    mono.now += mainline_rdv.EXPECT_TTL
+    await rb.poll(a.public_key, got.append)
+    assert rb.watched() == []  # the call is long over and it is no contact: not polled
 
 
 async def test_near_midnight_both_days_are_read() -> None:
