@@ -26,6 +26,7 @@ from typing import Any
 
 from ._state import NodeState, load_node_state, rebuild_node_state
 from .dht import (
+    Answered,
     CommandFailed,
     DhtConfig,
     DhtProtocol,
@@ -285,6 +286,14 @@ class DhtNode:
         item = MutableItem.create(signing_seed, value, salt, seq)
         await self._run(self.core.put_mutable(item, self._now(), cas))
         return item.target
+
+    async def query(self, addr: Addr, method: bytes, args: dict[bytes, Any]) -> dict[bytes, Any]:
+        """Send one query of ``method`` (an extension's, say) to ``addr`` and return the
+        response dictionary (``r``). Raises KrpcError (with the error reply's code) or
+        QueryTimeout. Answered by the other side's ``DhtProtocol.add_method`` handler."""
+        ev = await self._run(self.core.query(addr, method, args, self._now()))
+        assert isinstance(ev, Answered)
+        return ev.reply
 
     # -- hailing inboxes -----------------------------------------------------------------
 
