@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("identity", ("hailing.identity",)),
     ("drivers", ("hailing.node", "hailing.transport", "hailing._state", "hailing.testnet",
                  "hailing.sim", "hailing.chain")),
+    ("nat", ("hailing.nat",)),
     ("signaling", ("hailing.signaling",)),
     ("rtc", ("hailing.rtc",)),
     ("session", ("hailing.session",)),

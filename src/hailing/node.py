@@ -236,10 +236,13 @@ class DhtNode:
         assert isinstance(ev, PeersFound)
         return [a for a in ev.peers]  # type: ignore[misc]
 
-    async def announce(self, info_hash: bytes, port: int | None = None) -> int:
-        """Announce ``port`` (default: this node's UDP port) for ``info_hash``; re-announced
+    async def announce(self, info_hash: bytes, port: int | None = None, *,
+                       implied: bool = False) -> int:
+        """Announce ``port`` (default: this node's UDP port; ``implied``: the source port
+        the storing nodes see, BEP5 ``implied_port``) for ``info_hash``; re-announced
         every republish interval while the node runs. Returns how many nodes accepted."""
-        ev = await self._run(self.core.announce_peer(info_hash, port or self.address[1], self._now()))
+        announced = None if implied else port or self.address[1]
+        ev = await self._run(self.core.announce_peer(info_hash, announced, self._now()))
         assert isinstance(ev, StoreDone)
         return ev.stored
 
