@@ -183,6 +183,8 @@ class RelayService:
         self.stats: Counter[str] = Counter()
         self._announcer: asyncio.Task[None] | None = None
         self._answering = False
+        #: Set once the first announce has ended (stored or failed: see stats).
+        self.announced = asyncio.Event()
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -282,6 +284,7 @@ class RelayService:
             except HailingError as exc:
                 self.stats["announce_failed"] += 1
                 log.info("relay announce failed: %s", exc)
+            self.announced.set()
             await asyncio.sleep(self.announce_interval)
 
 
