@@ -62,6 +62,8 @@ def test_relay_flags_need_serve_relay_and_a_dht_node() -> None:
         relay_config(ns(serve_relay=False, relay_port=4000), ("198.18.0.5", 1))
     with pytest.raises(UsageError, match="DHT node"):
         relay_config(ns(), None)
+    with pytest.raises(UsageError, match="--read-only"):
+        relay_config(ns(read_only=True), ("198.18.0.5", 1))
 
 
 def test_up_refuses_a_loopback_relay_in_one_line(tmp_path: Path) -> None:

@@ -106,6 +106,9 @@ def relay_config(args: argparse.Namespace, bind: Addr | None) -> TurnConfig | No
     if bind is None:
         raise UsageError("--serve-relay needs the daemon's DHT node (not --relay or "
                          "--via contract): the relay is found through it")
+    if getattr(args, "read_only", False):
+        raise UsageError("--serve-relay and --read-only do not go together: a read-only "
+                         "node answers no queries, so nobody could ask it for a relay")
     host = ipaddress.ip_address(bind[0])
     if args.relay_ip is None:
         if host.is_unspecified or any(host in n for n in NOT_PUBLIC):

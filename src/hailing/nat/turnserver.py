@@ -433,7 +433,7 @@ class TurnServer:
             try:
                 await self._launch()
                 self.stats["restarts"] += 1
-            except LocalProtocolError as exc:
+            except Exception as exc:  # the port taken meanwhile, the binary gone, ...
                 self.stats["restart_failures"] += 1
                 log.warning("turnserver restart failed: %s", exc)
                 self._proc = None
