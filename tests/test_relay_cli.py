@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,16 @@ async def test_up_serves_a_relay_found_on_the_dht(bootstrap: str, tmp_path: Path
             await node.stop()
         assert d.stop() == 0
     assert turnservers_of(data / "relay") == []
+
+
+def test_up_with_the_relay_port_taken_fails_in_one_line(bootstrap: str, tmp_path: Path
+                                                         ) -> None:
+    turnserver_or_skip()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        proc = run("up", "--data-dir", tmp_path / "v", "--bootstrap", bootstrap,
+                   "--serve-relay", "--relay-ip", "127.0.0.1", "--relay-port", str(port),
+                   "--relay-ports", "61000-61999")
+    assert f"127.0.0.1:{port} is taken" in one_error_line(proc, 1)
+    assert turnservers_of(tmp_path / "v" / "relay") == []

@@ -254,3 +254,15 @@ async def test_a_turnserver_left_by_a_killed_node_is_killed_at_start(tmp_path: P
         await second.stop()
         if pid_alive(orphan):
             os.kill(orphan, signal.SIGKILL)
+
+
+def test_a_missing_turnserver_fails_the_tests_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="required under CI=true"):
+        turnserver_or_skip()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install coturn"):
+        turnserver_or_skip()
