@@ -266,3 +266,20 @@ def test_a_missing_turnserver_fails_the_tests_under_ci(monkeypatch: pytest.Monke
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception, match="apt-get install coturn"):
         turnserver_or_skip()
+
+
+@pytest.mark.parametrize("peer", ["10.1.2.3", "192.168.1.1", "172.16.0.9", "169.254.1.1",
+                                  "100.64.0.1", "224.0.0.1"])
+async def test_a_volunteer_never_relays_into_private_networks(turn: TurnServer,
+                                                              peer: str) -> None:
+    import aioice.stun as stun
+
+    alloc = await Allocation.open(turn.address, *creds(turn))
+    try:
+        await alloc.allocate()
+        with pytest.raises(stun.TransactionFailed) as err:  # no datagram ever leaves
+            await alloc.proto.channel_bind(0x4000, (peer, 9))
+        assert err.value.response.error_code == 403
+        await alloc.proto.channel_bind(0x4001, ("127.0.0.1", 9))  # the test's loopback: ok
+    finally:
+        await alloc.close()
