@@ -283,3 +283,45 @@ async def test_a_volunteer_never_relays_into_private_networks(turn: TurnServer,
         await alloc.proto.channel_bind(0x4001, ("127.0.0.1", 9))  # the test's loopback: ok
     finally:
         await alloc.close()
+
+
+_HOLDER = """
+import asyncio, sys
+from pathlib import Path
+from hailing.nat.turnserver import TurnConfig, TurnServer
+
+async def main():
+    cfg = TurnConfig("127.0.0.1", port=int(sys.argv[2]), min_port=61000, max_port=61999)
+    server = await TurnServer(Path(sys.argv[1]), cfg).start()
+    print(server.pid, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_node_killed_with_sigkill_leaves_no_turnserver(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    turnserver_or_skip()
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(tmp_path / "relay"), str(free_udp_port())],
+        stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": src})
+    try:
+        assert holder.stdout is not None
+        child = int(holder.stdout.readline())
+        assert pid_alive(child)
+        holder.kill()  # no stop(), no atexit: the kernel's parent-death signal does it
+        holder.wait(timeout=10)
+        for _ in range(200):
+            if not pid_alive(child):
+                break
+            await asyncio.sleep(0.05)
+        assert not pid_alive(child)
+        assert turnservers_of(tmp_path / "relay") == []
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=10)
