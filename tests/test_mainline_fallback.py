@@ -653,7 +653,18 @@ async def test_without_the_fallback_rung_nothing_is_polled(
              dht_config=DhtConfig(read_only=True), accept_any=True)
     with pytest.raises(Exception, match="no hailing node answered"):
         await p.start()  # a lone inbox rung still says so at once
-    assert not [t for t in asyncio.all_tasks() if "mainline" in t.get_name()]
+    async with local_testnet(6) as nodes:  # where the inbox works
+        q = Peer(tmp_path / "dave", bootstrap=[nodes[0].address])
+        await q.start()
+        try:
+            assert q.contacts is not None
+            q.contacts.add(ident(7).public_key, "erin")
+            await q.refresh()
+            assert [c.name for c in q.couplers] == ["dht"]
+            assert not [t for t in asyncio.all_tasks() if "mainline" in t.get_name()]
+            assert not any(k.startswith("mainline_") for k in q.stats)
+        finally:
+            await q.stop()
 
 
 # -- hailing up ---------------------------------------------------------------------------
