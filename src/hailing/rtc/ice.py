@@ -22,9 +22,9 @@ inherit the restriction.
 ``RTCPeerConnection``: only the ICE servers it is given (the daemon's come from the DHT:
 hailing nodes that answer STUN on their DHT port, and a volunteer's TURN relay), never
 aiortc's default (Google's STUN server). aiortc 1.16 uses only the **first** ``stun:``
-URL and the **first** ``turn:`` URL of a configuration, and aioice asks a STUN server
-from IPv4 sockets only, so the list is ordered best first with IPv4 servers before IPv6
-ones; a browser (:func:`ice_servers_json`) uses them all.
+URL and the **first** ``turn:`` URL of a configuration, aioice asks a STUN server from
+IPv4 sockets only, and aiortc cannot parse a URL with an IPv6 address, so its list is
+the IPv4 servers, best first; a browser (:func:`ice_servers_json`) gets IPv6 ones too.
 
 ``selected_path(pc)`` says which path a connected peer connection uses: the candidate
 types of ICE's nominated pair (``host``, ``srflx``, ``prflx``, ``relay``) and whether a
@@ -264,16 +264,19 @@ def _stun_urls(stun: Sequence[Sequence[object]], loopback: bool | None) -> list[
 
 
 def ice_servers_json(stun: Sequence[Sequence[object]] = (), turn: TurnLike | None = None,
-                     *, loopback: bool | None = None) -> list[dict[str, Any]]:
+                     *, loopback: bool | None = None,
+                     ipv6: bool = True) -> list[dict[str, Any]]:
     """The ``iceServers`` of an ``RTCConfiguration`` as JSON (``GET /api/ice``): one entry
     with every STUN URL, one with the relay's URLs and credentials. ``loopback`` True:
     only servers on loopback addresses; False: only others (a browser never gathers on
-    loopback, and a server it cannot reach holds its gathering); None: all."""
+    loopback, and a server it cannot reach holds its gathering); None: all. ``ipv6``
+    False: no server on an IPv6 address (aiortc cannot parse their URLs)."""
     servers: list[dict[str, Any]] = []
-    stun_urls = _stun_urls(stun, loopback)
+    stun_urls = [u for u in _stun_urls(stun, loopback) if ipv6 or "[" not in u]
     if stun_urls:
         servers.append({"urls": stun_urls})
     relay = turn_urls(turn, loopback=loopback) if turn is not None else []
+    relay = [u for u in relay if ipv6 or "[" not in u]
     if relay and turn is not None:
         servers.append({"urls": relay, "username": turn.username,
                         "credential": turn.password})
@@ -294,11 +297,11 @@ def rtc_configuration(stun: Sequence[Sequence[object]] = (),
     """An ``RTCConfiguration`` with these ICE servers only: none by default (aiortc's
     default would ask Google's STUN server). ``stun``: ``(ip, port)`` addresses, best
     first; ``turn``: a relay's credentials. Only servers ICE can reach are kept
-    (:func:`gathers_on_loopback`); aiortc uses the first STUN URL and the first TURN URL
+    (:func:`gathers_on_loopback`; IPv4 only, see the module docstring); aiortc uses the first STUN URL and the first TURN URL
     only (see the module docstring)."""
     from aiortc import RTCConfiguration, RTCIceServer
 
-    entries = ice_servers_json(stun, turn, loopback=gathers_on_loopback())
+    entries = ice_servers_json(stun, turn, loopback=gathers_on_loopback(), ipv6=False)
     servers = [RTCIceServer(urls=entry["urls"], username=entry.get("username"),
                             credential=entry.get("credential")) for entry in entries]
     return RTCConfiguration(iceServers=servers)
