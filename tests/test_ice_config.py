@@ -214,6 +214,21 @@ async def test_the_source_caches_bounds_its_wait_and_survives_a_failing_provider
     assert await IceServerSource(None).get() is NO_SERVERS
 
 
+async def test_no_stun_server_yet_is_asked_again_soon() -> None:
+    answers = [IceServers(), IceServers((("198.18.0.5", 6881),))]
+    now = [0.0]
+
+    async def provider() -> IceServers:
+        return answers.pop(0)
+
+    source = IceServerSource(provider, clock=lambda: now[0])
+    async with asyncio.timeout(10):
+        assert await source.get() == NO_SERVERS  # a node that has not probed yet
+        assert await source.get() == NO_SERVERS and len(answers) == 1  # not asked again
+        now[0] = 1.5  # FRESH_EMPTY later: asked, and waited for
+        assert await source.get() == IceServers((("198.18.0.5", 6881),))
+
+
 async def test_a_node_provider_takes_what_works() -> None:
     class Node:
         def stun_servers(self) -> list[tuple[str, int]]:

@@ -10,6 +10,9 @@ daemon's: its DHT node's STUN servers and a volunteer relay's credentials,
 
 - a value younger than :data:`FRESH` seconds is used as it is;
 - an older one is used at once too, and a refresh starts in the background;
+- a value with no STUN server older than :data:`FRESH_EMPTY` counts as none (a node
+  that has just started learns its STUN servers from its first probe, a moment after
+  its bootstrap: its first calls must not go without them for :data:`FRESH`);
 - with no value yet, a call waits for the provider at most :data:`WAIT` seconds (then
   goes on with no server at all: host candidates only, as before there were servers);
   the provider's answer, when it comes, serves the next call.
@@ -39,12 +42,15 @@ from typing import Any
 
 from ..rtc.ice import NO_SERVERS, IceServers
 
-__all__ = ["FRESH", "WAIT", "IceProvider", "IceServerSource", "node_provider", "peer_provider"]
+__all__ = ["FRESH", "FRESH_EMPTY", "WAIT", "IceProvider", "IceServerSource", "node_provider",
+           "peer_provider"]
 
 log = logging.getLogger("hailing.session")
 
 #: Seconds a provider's answer is used without asking again.
 FRESH = 30.0
+#: Seconds an answer with no STUN server is used without asking again (see above).
+FRESH_EMPTY = 1.0
 #: Longest a new peer connection waits for a provider that has not answered yet.
 WAIT = 0.5
 
@@ -83,15 +89,16 @@ class IceServerSource:
         if self._provider is None:
             return NO_SERVERS
         value = self._value
-        if value is not None:
-            if self._clock() - self._at >= self.fresh:
+        age = self._clock() - self._at
+        if value is not None and (value.stun or age < FRESH_EMPTY):
+            if age >= self.fresh:
                 self._refresh()
             return value
         task = self._refresh()
         done, _ = await asyncio.wait([task], timeout=self.wait)
         if not done:
             self.stats["ice_provider_slow"] += 1
-            return NO_SERVERS
+            return value or NO_SERVERS
         return self._value or NO_SERVERS
 
     def _refresh(self) -> asyncio.Task[IceServers]:
@@ -167,7 +174,7 @@ def peer_provider(get_node: Callable[[], Any]) -> IceProvider:
 
 def _relay_finder(node: Any) -> Any:
     try:
-        from ..nat.relay import RelayFinder  # type: ignore[import-not-found,unused-ignore]
+        from ..nat.relay import RelayFinder
     except ImportError:  # no relay support in this build
         return None
     return RelayFinder(node)
