@@ -345,3 +345,14 @@ async def test_the_daemon_gives_the_page_its_servers_and_says_the_path(
         assert incoming["path"] == host
         status, links = await alice.req(session, "GET", "/api/links")
         assert [link["path"] for link in links["links"]] == [host]
+
+        # hung up: the next send calls again (what the NAT matrix benchmark does)
+        status, gone = await alice.req(session, "DELETE", "/api/links/bob")
+        assert (status, gone) == (200, {"contact": sent["to"], "closed": 1})
+        await eventually(lambda: sum(e["event"] == "closed" for e in alice.events) == 1,
+                         "alice's closed event")
+        status, again = await alice.req(session, "POST", "/api/send",
+                                        {"contact": "bob", "text": "again"})
+        assert status == 200 and again["reused"] is False and again["path"] == host
+        status, body = await alice.req(session, "DELETE", "/api/links/nobody")
+        assert status == 404

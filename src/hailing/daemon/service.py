@@ -432,6 +432,12 @@ class Daemon:
                             for c in self._media_now.values()],
         }
 
+    async def hang_up(self, ref: str) -> dict[str, Any]:
+        """``DELETE /api/links/{contact}``: hang up every link to a contact (each emits
+        ``closed``); the next send to them calls again."""
+        peer = self.resolve(ref)
+        return {"contact": format_contact_id(peer), "closed": await self.links.hang_up_peer(peer)}
+
     async def ice_servers(self) -> dict[str, Any]:
         """``GET /api/ice``: the ICE servers a page's ``RTCPeerConnection`` should use,
         the same the daemon's own peer connections get (STUN servers from its DHT node,
