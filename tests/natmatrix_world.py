@@ -225,7 +225,26 @@ class NatWorld:
         for name, kind in names:
             self.add_daemon(name, kind)
         self.wait_daemons()
+        self.wait_ice()
         return self
+
+    def wait_ice(self, timeout: float = 90.0) -> None:
+        """Until every daemon knows STUN servers (its DHT node's first probe) and, with a
+        relay in the world, a relay (``GET /api/ice``, as a page would ask)."""
+        deadline = time.monotonic() + timeout
+        waiting = [d for d in self.daemons.values() if d.driver is not None]
+        while waiting:
+            d = waiting[0]
+            assert d.driver is not None
+            _, body = d.driver.request("GET", "/api/ice")
+            urls = [u for s in (body or {}).get("iceServers", []) for u in s["urls"]]
+            if any(u.startswith("stun:") for u in urls) and (
+                    not self.relay or any(u.startswith("turn:") for u in urls)):
+                waiting.pop(0)
+                continue
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{d.name} found no STUN server or relay: {body}")
+            time.sleep(0.5)
 
     def start_nodes(self) -> None:
         """The public hailing nodes (the last one a relay), each answering STUN on its

@@ -37,6 +37,7 @@ punching (``prflx``), or its relay.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import re
@@ -61,6 +62,8 @@ __all__ = [
     "gathers_on_loopback",
     "host_addresses",
     "ice_servers_json",
+    "prefer_direct_paths",
+    "release_unused_relays",
     "rtc_configuration",
     "selected_path",
     "set_host_addresses",
@@ -343,3 +346,97 @@ def selected_path(pc: Any) -> dict[str, Any]:
     local = local if local in PATH_TYPES else "unknown"
     remote = remote if remote in PATH_TYPES else "unknown"
     return {"local": local, "remote": remote, "relayed": "relay" in (local, remote)}
+
+
+#: Longest the deletion of unused TURN allocations may take (seconds).
+RELEASE_TIMEOUT = 5.0
+
+
+async def release_unused_relays(pc: Any) -> int:
+    """Give back the TURN allocations of a connected peer connection that its path does
+    not use (their checks stopped, the allocations deleted: RFC 8656 Refresh with
+    lifetime 0), so that a relay's allocation quotas count only the connections it
+    carries. Returns how many; 0 when there is no nominated pair yet, or when
+    aiortc/aioice changed inside (this reads their private state)."""
+    try:
+        connection = _ice_connection(pc)
+        nominated = connection._nominated
+        if not isinstance(nominated, dict) or not nominated:
+            return 0
+        used = {id(pair.protocol) for pair in nominated.values()}
+        unused = [p for p in connection._protocols
+                  if getattr(p.local_candidate, "type", None) == "relay" and id(p) not in used]
+        for protocol in unused:
+            for pair in list(connection._check_list):
+                if pair.protocol is protocol:
+                    if pair.task is not None:
+                        pair.task.cancel()
+                    connection._check_list.remove(pair)
+            connection._protocols.remove(protocol)
+    except Exception:  # whatever a new aiortc/aioice looks like inside
+        return 0
+    closing = [asyncio.ensure_future(p.close()) for p in unused]
+    if closing:
+        _, pending = await asyncio.wait(closing, timeout=RELEASE_TIMEOUT)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*closing, return_exceptions=True)
+    return len(unused)
+
+
+#: How long the calling side (ICE's controlling agent) holds back a check on a relayed
+#: pair while checks on direct pairs are still in flight (seconds).
+DIRECT_GRACE = 1.0
+_RELAY = "relay"
+_PENDING = ("FROZEN", "WAITING", "IN_PROGRESS")
+
+
+def _relayed_pair(pair: Any) -> bool:
+    return _RELAY in (pair.local_candidate.type, pair.remote_candidate.type)
+
+
+def prefer_direct_paths(grace: float | None = DIRECT_GRACE) -> bool:
+    """Make aioice prefer a direct path to a relayed one (``grace`` None: undo).
+
+    aioice's controlling agent nominates aggressively: the first pair whose check
+    succeeds carries the connection. A relayed pair often succeeds first: the other
+    side's checks through its relay reach us early (an address-restricted NAT lets the
+    relay's address in once we have talked to the relay), and trigger a check back at
+    once, while the direct pair's hole punching needs a retransmission. So a check on a
+    relayed pair of the controlling agent first waits until no direct pair is still
+    being checked, at most ``grace`` seconds: a direct path that works a moment later
+    wins; where none can (symmetric with port-restricted or symmetric), the relay costs
+    ``grace`` more. And once a pair is nominated, a check on a relayed pair (one the
+    other side's late checks trigger) is not made at all: with aggressive nomination its
+    success would move the connection to the relay. Applied when :mod:`hailing.rtc` is imported; returns False (and
+    changes nothing) when aioice no longer looks as expected."""
+    try:
+        import aioice.ice as aioice_ice
+
+        connection = aioice_ice.Connection
+        original = getattr(connection.check_start, "__wrapped__", connection.check_start)
+    except (ImportError, AttributeError):
+        return False
+    if grace is None:
+        connection.check_start = original  # type: ignore[method-assign]
+        return True
+
+    async def check_start(self: Any, pair: Any) -> None:
+        try:
+            relayed = self.ice_controlling and _relayed_pair(pair)
+        except AttributeError:
+            relayed = False
+        if relayed:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace
+            while loop.time() < deadline and not self._nominated and any(
+                    p.state.name in _PENDING and not _relayed_pair(p)
+                    for p in self._check_list if p is not pair):
+                await asyncio.sleep(0.02)
+            if pair.component in self._nominated:
+                return  # connected already: a late check must not move it to a relay
+        await original(self, pair)
+
+    check_start.__wrapped__ = original  # type: ignore[attr-defined]
+    connection.check_start = check_start  # type: ignore[method-assign]
+    return True

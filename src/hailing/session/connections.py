@@ -18,6 +18,12 @@ both sides prove their identity over the channel.
 offer): a supervised task applies the offer, makes the answer, replies by the way the
 offer came and waits (:data:`CHANNEL_TIMEOUT`) for the caller's channel and its proof.
 
+**Relays.** Every peer connection gathers a relay candidate when a relay is known (the
+description is sent whole, so it cannot wait to see whether one is needed); once
+connected, the allocations its path does not use are given back at once
+(:func:`~hailing.rtc.ice.release_unused_relays`): a relay's quotas count the
+connections it carries, not every open link.
+
 **Bounded.** Each answered call costs an ``RTCPeerConnection`` (ICE, DTLS, SCTP) from
 the moment it is answered until its channel closes, so answering is refused (the caller
 hears nothing, as from an offline callee; counted ``refused_<reason>``) when
@@ -56,6 +62,7 @@ from ..errors import (
 )
 from ..identity import Identity
 from ..rtc.connection import Connection
+from ..rtc.ice import release_unused_relays
 from ..rtc.ice import rtc_configuration as default_configuration
 from ..rtc.tracks import add_answer_tracks, media_kinds
 from ..signaling import envelope
@@ -238,6 +245,7 @@ class ConnectionManager:
             raise
         self._pcs.discard(pc)
         self.track(conn)
+        self._release_relays(pc)
         return conn
 
     async def exchange(self, peer: bytes, body: bytes, *, wait: float, send: Send,
@@ -485,7 +493,17 @@ class ConnectionManager:
         finally:
             self._cancel_answer.pop(key, None)
         self._pcs.discard(pc)
+        self._release_relays(pc)
         return conn
+
+    def _release_relays(self, pc: Any) -> None:
+        """A connected peer connection gives back the relay allocations its path does
+        not use (in a supervised task; counted ``relays_released``)."""
+        async def release() -> None:
+            self.stats["relays_released"] += await release_unused_relays(pc)
+
+        with contextlib.suppress(RuntimeError):  # the session is stopping
+            self._supervisor.spawn(release(), name="release relays")
 
     async def _close_pc(self, pc: Any) -> None:
         self._pcs.discard(pc)

@@ -10,6 +10,8 @@ daemon's: its DHT node's STUN servers and a volunteer relay's credentials,
 
 - a value younger than :data:`FRESH` seconds is used as it is;
 - an older one is used at once too, and a refresh starts in the background;
+- one with no relay is refreshed (in the background) after :data:`FRESH_NO_RELAY`
+  seconds already (a volunteer may have announced itself since);
 - a value with no STUN server older than :data:`FRESH_EMPTY` counts as none (a node
   that has just started learns its STUN servers from its first probe, a moment after
   its bootstrap: its first calls must not go without them for :data:`FRESH`);
@@ -42,7 +44,7 @@ from typing import Any
 
 from ..rtc.ice import NO_SERVERS, IceServers
 
-__all__ = ["FRESH", "FRESH_EMPTY", "WAIT", "IceProvider", "IceServerSource", "node_provider",
+__all__ = ["FRESH", "FRESH_EMPTY", "FRESH_NO_RELAY", "RELAY_RETRY", "WAIT", "IceProvider", "IceServerSource", "node_provider",
            "peer_provider"]
 
 log = logging.getLogger("hailing.session")
@@ -51,6 +53,10 @@ log = logging.getLogger("hailing.session")
 FRESH = 30.0
 #: Seconds an answer with no STUN server is used without asking again (see above).
 FRESH_EMPTY = 1.0
+#: Seconds an answer with no relay is used without asking again (in the background).
+FRESH_NO_RELAY = 10.0
+#: Least seconds between two fresh relay lookups while none was found.
+RELAY_RETRY = 10.0
 #: Longest a new peer connection waits for a provider that has not answered yet.
 WAIT = 0.5
 
@@ -91,7 +97,7 @@ class IceServerSource:
         value = self._value
         age = self._clock() - self._at
         if value is not None and (value.stun or age < FRESH_EMPTY):
-            if age >= self.fresh:
+            if age >= (self.fresh if value.turn is not None else min(self.fresh, FRESH_NO_RELAY)):
                 self._refresh()
             return value
         task = self._refresh()
@@ -129,11 +135,17 @@ class IceServerSource:
                 await task
 
 
-def node_provider(node: Any, relays: Any = None) -> IceProvider:
+def node_provider(node: Any, relays: Any = None,
+                  clock: Callable[[], float] = time.monotonic) -> IceProvider:
     """The provider of a peer with a DHT node: STUN servers from ``node.stun_servers()``
     (hailing nodes that answered its Binding requests, best first) and TURN credentials
     from ``relays.credentials()`` (a :class:`~hailing.nat.relay.RelayFinder`; None: no
-    relay). Either part that fails is left out; the other is still given."""
+    relay). Either part that fails is left out; the other is still given. When the
+    finder found no volunteer, it is asked to look again (``refresh=True``) no sooner
+    than :data:`RELAY_RETRY` seconds later (its own memory of "nobody" is longer: a node
+    that looked right after its start, before the DHT knew anyone, would go without a
+    relay for a minute)."""
+    nobody_since: list[float] = []
 
     async def provide() -> IceServers:
         stun: tuple[tuple[str, int], ...] = ()
@@ -145,10 +157,16 @@ def node_provider(node: Any, relays: Any = None) -> IceProvider:
                 log.debug("ICE servers: no STUN servers: %r", exc)
         turn = None
         if relays is not None:
+            again = bool(nobody_since) and clock() - nobody_since[0] >= RELAY_RETRY
             try:
-                turn = await relays.credentials()
+                turn = await (relays.credentials(refresh=True) if again
+                              else relays.credentials())
             except Exception as exc:
                 log.debug("ICE servers: no relay: %r", exc)
+            if turn is not None:
+                nobody_since.clear()
+            elif again or not nobody_since:
+                nobody_since[:] = [clock()]
         return IceServers(stun, turn)
 
     return provide
