@@ -114,6 +114,12 @@ def test_a_blocked_caller_receives_nothing_from_the_callee(world: NatWorld) -> N
     with ContactBook(mallory.data_dir) as book:
         book.add(callee.contact_id, callee.name)
     world.wait_daemons()
+    # The callee takes calls from strangers too (its public inbox), so that mallory's
+    # offer does reach it and its policy refuses it (a callee that does not accept
+    # strangers never even listens where a blocked caller posts).
+    assert callee.driver is not None
+    status, body = callee.driver.request("POST", "/api/status", {"accept_any": True})
+    assert status == 200 and body["accept_any"] is True, body
 
     result, packets = _call_captured(world, mallory, callee, BLOCKED_TIMEOUT)
     assert result.get("status") == 504, result  # exactly what an offline callee reads as
@@ -125,10 +131,14 @@ def test_a_blocked_caller_receives_nothing_from_the_callee(world: NatWorld) -> N
     not_dht = [h for h, payload in packets if not _krpc_response(payload)]
     assert not not_dht, "the blocked caller received:\n" + "\n".join(not_dht)
     assert not any("hailing_push" in payload for _, payload in packets)
+    print(f"\nblocked caller: {len(packets)} datagrams from the callee's host, "
+          "all answers to its own DHT queries")
 
     # The same capture sees an accepted caller's call: it is not blind.
     caller = world.caller("public")
     world.hang_up("public", "full-cone")
     result, packets = _call_captured(world, caller, callee, CALL_TIMEOUT)
     assert result.get("delivered"), result
-    assert any(not _krpc_response(payload) for _, payload in packets), packets
+    media = [h for h, payload in packets if not _krpc_response(payload)]
+    assert media, packets
+    print(f"accepted caller: {len(media)} ICE/DTLS/SCTP datagrams from the callee's host")
