@@ -1,13 +1,14 @@
 """WebRTC peers (aiortc): ICE settings; connection management comes on top of this.
 
-Importing this package applies ``HAILING_ICE_HOSTS`` and makes ICE prefer direct paths
-to relayed ones (see ``hailing.rtc.ice``).
+Importing this package applies ``HAILING_ICE_HOSTS``, makes ICE prefer direct paths to
+relayed ones and answer the other side's checks at once (see ``hailing.rtc.ice``).
 """
 
 from __future__ import annotations
 
 from hailing.rtc.ice import (
     ENV_VAR,
+    answer_checks_at_once,
     apply_environment,
     current_host_addresses,
     host_addresses,
@@ -27,3 +28,4 @@ __all__ = [
 
 apply_environment()
 prefer_direct_paths()
+answer_checks_at_once()

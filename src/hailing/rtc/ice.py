@@ -57,6 +57,7 @@ __all__ = [
     "PATH_TYPES",
     "IceServers",
     "TurnLike",
+    "answer_checks_at_once",
     "apply_environment",
     "current_host_addresses",
     "gathers_on_loopback",
@@ -439,4 +440,44 @@ def prefer_direct_paths(grace: float | None = DIRECT_GRACE) -> bool:
 
     check_start.__wrapped__ = original  # type: ignore[attr-defined]
     connection.check_start = check_start  # type: ignore[method-assign]
+    return True
+
+
+def answer_checks_at_once(on: bool = True) -> bool:
+    """Make aioice resend an unanswered check at once when the other side's check on the
+    same pair arrives (``on`` False: undo).
+
+    Hole punching: each side's first check toward the other's NAT mapping is usually
+    dropped by the other's NAT, which has not sent anything to us yet. The other side's
+    check arriving proves the way is open now; RFC 8445 (section 7.3.1.4) then wants a
+    triggered check at once, but aioice waits for the retransmission timer of the check
+    in progress (500 ms), and so does the whole connection. This resends that check's
+    request when a check comes from the address it is sent to (the same transaction:
+    its answer completes it). Applied when :mod:`hailing.rtc` is imported; returns False
+    (and changes nothing) when aioice no longer looks as expected."""
+    try:
+        import aioice.ice as aioice_ice
+
+        connection = aioice_ice.Connection
+        original = getattr(connection.check_incoming, "__wrapped__",
+                           connection.check_incoming)
+    except (ImportError, AttributeError):
+        return False
+    if not on:
+        connection.check_incoming = original  # type: ignore[method-assign]
+        return True
+
+    def check_incoming(self: Any, message: Any, addr: tuple[str, int], protocol: Any) -> None:
+        try:
+            for tx in list(protocol.transactions.values()):
+                request = tx._Transaction__request
+                if tx._Transaction__addr == addr and not tx._Transaction__future.done() \
+                        and "USERNAME" in request.attributes:
+                    protocol.send_stun(request, addr)
+        except Exception:  # whatever a new aioice looks like inside: its own pace
+            pass
+        original(self, message, addr, protocol)
+
+    check_incoming.__wrapped__ = original  # type: ignore[attr-defined]
+    connection.check_incoming = check_incoming  # type: ignore[method-assign]
     return True
