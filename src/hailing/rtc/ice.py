@@ -405,7 +405,8 @@ def prefer_direct_paths(grace: float | None = DIRECT_GRACE) -> bool:
     relay's address in once we have talked to the relay), and trigger a check back at
     once, while the direct pair's hole punching needs a retransmission. So a check on a
     relayed pair of the controlling agent first waits until no direct pair is still
-    being checked, at most ``grace`` seconds: a direct path that works a moment later
+    being checked, at most until ``grace`` seconds after the connection's first relayed
+    check: a direct path that works a moment later
     wins; where none can (symmetric with port-restricted or symmetric), the relay costs
     ``grace`` more. And once a pair is nominated, a check on a relayed pair (one the
     other side's late checks trigger) is not made at all: with aggressive nomination its
@@ -429,7 +430,10 @@ def prefer_direct_paths(grace: float | None = DIRECT_GRACE) -> bool:
             relayed = False
         if relayed:
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + grace
+            # one grace per connection, from its first relayed check: not one per pair
+            deadline = getattr(self, "_hailing_relay_deadline", None)
+            if deadline is None:
+                deadline = self._hailing_relay_deadline = loop.time() + grace
             while loop.time() < deadline and not self._nominated and any(
                     p.state.name in _PENDING and not _relayed_pair(p)
                     for p in self._check_list if p is not pair):
