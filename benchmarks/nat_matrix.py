@@ -25,6 +25,7 @@ baseline) <= 2x the baseline's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -39,11 +40,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "tests")]
 
+import natmatrix_world  # noqa: E402
 from natmatrix_world import NatWorld, expected_path  # noqa: E402
 
 from tests.natlab import NAT_KINDS, Lab, natlab_available  # noqa: E402
 
 BASELINE = ("public", "public")
+DEBUG_SITE = """import logging, sys
+logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                    format="%(asctime)s %(name)s %(message)s")
+for name in ("aioice", "aiortc"):
+    logging.getLogger(name).setLevel(logging.INFO)
+"""
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -60,10 +68,17 @@ def path_name(path: dict[str, Any] | None) -> str:
     return f"{path.get('local')}/{path.get('remote')}"
 
 
-def run(calls: int, kinds: list[str], timeout: float, log: Any) -> dict[str, Any]:
+def run(calls: int, kinds: list[str], timeout: float, log: Any,
+        keep: str | None = None) -> dict[str, Any]:
     pairs = [(a, b) for a in kinds for b in kinds]
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {p: [] for p in pairs}
-    with tempfile.TemporaryDirectory(prefix="hailing-natmatrix-") as tmp, Lab() as lab:
+    with contextlib.ExitStack() as stack:
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            tmp = keep
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hailing-natmatrix-"))
+        lab = stack.enter_context(Lab())
         began = time.perf_counter()
         world = NatWorld(lab, Path(tmp), callers=kinds, callees=kinds)
         try:
@@ -74,7 +89,12 @@ def run(calls: int, kinds: list[str], timeout: float, log: Any) -> dict[str, Any
             t0 = time.perf_counter()
             for i in range(calls):
                 for caller, callee in pairs:
+                    at = time.time()
                     result = world.call(caller, callee, timeout=timeout)
+                    if not result.get("delivered"):
+                        result["round"], result["at"] = i, round(at, 1)
+                        print(f"round {i + 1}: {caller} -> {callee} failed: {result}",
+                              file=log, flush=True)
                     samples[(caller, callee)].append(result)
                     if result.get("delivered"):
                         world.hang_up(caller, callee)
@@ -111,6 +131,8 @@ def summarize(samples: dict[tuple[str, str], list[dict[str, Any]]], calls: int,
             "paths": dict(Counter(path_name(r.get("path")) for r in ok)),
             "errors": dict(Counter(str(r.get("error")) for r in results
                                    if not r.get("delivered"))),
+            "failed_calls": [{k: r.get(k) for k in ("round", "at", "status", "error")}
+                             for r in results if not r.get("delivered")],
         })
     base = next(r for r in rows if (r["caller"], r["callee"]) == BASELINE) \
         if BASELINE in samples else None
@@ -153,6 +175,10 @@ def main() -> int:
                     help="NAT kinds, comma-separated (default: all five)")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--keep", default=None, metavar="DIR",
+                    help="keep the daemons' data directories and stderr logs in DIR")
+    ap.add_argument("--debug-log", action="store_true",
+                    help="the daemons log aioice/aiortc at INFO to their stderr (with --keep)")
     args = ap.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = [k for k in kinds if k not in NAT_KINDS]
@@ -163,7 +189,14 @@ def main() -> int:
     if not ok:
         print(f"nat_matrix: the NAT lab cannot run here: {why}", file=sys.stderr)
         return 2
-    result = run(args.calls, kinds, args.timeout, sys.stderr)
+    if args.debug_log:
+        if not args.keep:
+            ap.error("--debug-log needs --keep DIR")
+        site = Path(args.keep) / "site"
+        site.mkdir(parents=True, exist_ok=True)
+        (site / "sitecustomize.py").write_text(DEBUG_SITE)
+        natmatrix_world.EXTRA_PATH.append(str(site))
+    result = run(args.calls, kinds, args.timeout, sys.stderr, args.keep)
     result["command"] = "python benchmarks/nat_matrix.py " + " ".join(sys.argv[1:])
     text = json.dumps(result, indent=1)
     print(text)

@@ -36,7 +36,7 @@ from typing import IO, Any
 from natlab import NAT_KINDS, Host, Lab
 from proc_lines import Lines
 
-__all__ = ["DHT_PORT", "KINDS", "Driver", "LabDaemon", "NatWorld", "expected_path",
+__all__ = ["DHT_PORT", "EXTRA_PATH", "KINDS", "Driver", "LabDaemon", "NatWorld", "expected_path",
            "hole_punchable"]
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -116,11 +116,16 @@ def expected_path(caller: str, callee: str) -> str:
     return "direct" if hole_punchable(caller, callee) else "relayed"
 
 
+#: Directories put before ``src`` on the lab processes' path (e.g. one with a
+#: ``sitecustomize.py`` that turns logging on: ``benchmarks/nat_matrix.py --debug-log``).
+EXTRA_PATH: list[str] = []
+
+
 def clean_env() -> dict[str, str]:
     """The environment of the lab's processes: ``src`` on the path, no hailing settings
     of the test's own (no ICE host restriction: each namespace has lab addresses only)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAILING_")}
-    env["PYTHONPATH"] = str(SRC)
+    env["PYTHONPATH"] = os.pathsep.join([*EXTRA_PATH, str(SRC)])
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
