@@ -187,6 +187,15 @@ def test_pick_servers_prefers_known_and_distinct_ips() -> None:
     assert pick_servers(known4, nodes, key, random.Random(3), count=4) == known4[:4]
 
 
+def test_pick_servers_tries_hailing_nodes_before_the_rest() -> None:
+    key = lambda a: distinct_key(a, False)  # noqa: E731
+    hailing = [(f"198.18.1.{i}", 1) for i in range(3)]
+    nodes = [(f"198.18.0.{i}", 1) for i in range(50)] + hailing
+    for seed in range(20):
+        picked = pick_servers([], nodes, key, random.Random(seed), count=4, discover=8,
+                              hailing=hailing)
+        assert sorted(picked[:3]) == hailing and len(picked) == 8
+
 def test_loopback_servers_are_told_apart_by_port_when_exempt() -> None:
     a, b = ("127.0.0.1", 1), ("127.0.0.1", 2)
     assert distinct_key(a, True) != distinct_key(b, True)

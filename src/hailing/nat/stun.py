@@ -210,10 +210,11 @@ def distinct_key(addr: Addr, exempt_loopback: bool) -> Hashable:
 
 def pick_servers(known: Sequence[Addr], nodes: Sequence[Addr], key: Callable[[Addr], Hashable],
                  rng: random.Random, count: int = PROBE_SERVERS,
-                 discover: int = PROBE_DISCOVER) -> list[Addr]:
+                 discover: int = PROBE_DISCOVER, hailing: Sequence[Addr] = ()) -> list[Addr]:
     """Servers for a probe: the ``known`` ones that answered before (best first), then,
     while fewer than ``count`` are known, up to ``discover`` more taken at random from
-    ``nodes`` (the routing table); one per :func:`distinct_key`."""
+    ``hailing`` (nodes known to be hailing nodes: they answer STUN), then from ``nodes``
+    (the routing table); one per :func:`distinct_key`."""
     picked: list[Addr] = []
     seen: set[Hashable] = set()
 
@@ -229,12 +230,13 @@ def pick_servers(known: Sequence[Addr], nodes: Sequence[Addr], key: Callable[[Ad
         take(addr)
     if len(picked) < count:
         limit = len(picked) + discover
-        pool = list(nodes)
-        rng.shuffle(pool)
-        for addr in pool:
-            if len(picked) >= limit:
-                break
-            take(addr)
+        for group in (hailing, nodes):
+            pool = list(group)
+            rng.shuffle(pool)
+            for addr in pool:
+                if len(picked) >= limit:
+                    break
+                take(addr)
     return picked
 
 
