@@ -348,6 +348,20 @@ def test_a_keepalive_that_sees_a_new_mapping_asks_for_a_probe() -> None:
     assert ep.probe_due(30.01)
 
 
+def test_servers_not_heard_from_for_long_are_forgotten() -> None:
+    ep = StunEndpoint(random.Random(4), 0.0)
+    ep.start_probe([(s, L) for s in SERVERS], 0.0)
+    serve(ep, dict.fromkeys(SERVERS, L), 0.01)
+    later = 0.01 + 3 * PROBE_INTERVAL - 1.0
+    ep.start_probe([(SERVERS[0], L)], later)
+    serve(ep, {SERVERS[0]: L}, later)
+    assert ep.servers() == SERVERS  # not yet
+    much_later = later + 2.0
+    ep.start_probe([(SERVERS[0], L)], much_later)
+    serve(ep, {SERVERS[0]: L}, much_later)
+    assert ep.servers() == SERVERS[:1]
+
+
 def test_pending_transactions_are_bounded() -> None:
     ep = StunEndpoint(random.Random(4), 0.0)
     ep.start_probe([(s, L) for s in SERVERS], 0.0)
