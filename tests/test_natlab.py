@@ -29,7 +29,7 @@ from natlab.netns import lab_namespaces, namespace_pids
 from natlab.rules import router_rules
 
 TESTS = Path(__file__).resolve().parent
-LAB_NET = ipaddress.ip_network("198.18.0.0/15")
+LAB_NET = ipaddress.IPv4Network("198.18.0.0/15")
 Addr = tuple[str, int]
 
 #: kind -> (same mapping towards A and B, A from another port reaches, B reaches)
@@ -182,7 +182,7 @@ def test_every_address_and_route_stays_in_the_lab(world: World) -> None:
                     continue
                 assert family == "-4", (ns, route)
                 if dst != "default":
-                    assert ipaddress.ip_network(dst, strict=False).subnet_of(LAB_NET), (ns, route)
+                    assert ipaddress.IPv4Network(dst, strict=False).subnet_of(LAB_NET), (ns, route)
                 if gw is not None:
                     assert ipaddress.ip_address(gw) in LAB_NET, (ns, route)
         if ns != lab.internet.ns:
@@ -244,6 +244,9 @@ def test_teardown_after_an_exception_kills_processes(exc: type[BaseException]) -
         assert len(pids) == 4  # sleep, sh and its two children (grandchildren of the lab)
         raise exc("inside the lab")
     assert _gone(names)
+    assert lab.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        h.popen(["true"])
     assert all(p.returncode is not None for p in procs)
     for pid in pids:
         stat = Path(f"/proc/{pid}/stat")
@@ -330,6 +333,24 @@ def test_host_api_and_capture(natlab: Lab) -> None:
         gh.close()
 
 
+def test_public_host_with_several_addresses(natlab: Lab) -> None:
+    many = natlab.public_host("many", addresses=3)
+    other = natlab.public_host("other")
+    assert many.addresses == ("198.18.0.2", "198.18.0.3", "198.18.0.4")
+    assert many.address == many.public_address == "198.18.0.2"
+    assert other.address == "198.18.0.5"
+    with UdpAgent(other) as g:
+        port = g.bind()
+        send = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                "s.bind((sys.argv[1], 0)); s.sendto(b'x', (sys.argv[2], int(sys.argv[3])))")
+        for a in many.addresses:
+            many.run([sys.executable, "-c", send, a, other.address, str(port)], check=True)
+        got = g.recv(port, timeout=5, count=3)
+    assert sorted(ip for ip, _, _ in got) == list(many.addresses)
+    with pytest.raises(ValueError):
+        natlab.public_host("toomany", addresses=300)
+
+
 def test_bad_names_and_kinds_are_refused(natlab: Lab) -> None:
     natlab.public_host("x")
     for bad in ("x", "Bad", "a b", "internet", "y-nat", "z" * 25):
@@ -360,3 +381,27 @@ def test_natlab_available_here_and_one_package_under_both_names() -> None:
     out = subprocess.run([sys.executable, "-c", code, str(TESTS.parent)], capture_output=True,
                          text=True, cwd="/", env={**os.environ, "PYTHONPATH": ""})
     assert out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("kind", ["address-restricted", "port-restricted"])
+def test_an_early_punch_does_not_move_the_mapping(natlab: Lab, kind: NatKind) -> None:
+    """A peer's packet that reaches the router before the host's first packet to that peer
+    is dropped without a trace: the host's packet then keeps its mapping. (Were the packet
+    answered, or its conntrack entry confirmed, Linux would translate the host's packet to
+    another port, and a cone NAT would look symmetric to the peer.)"""
+    a, b = natlab.public_host("a"), natlab.public_host("b")
+    h = natlab.host_behind("h", kind)
+    ga, gb, gh = UdpAgent(a), UdpAgent(b), UdpAgent(h)
+    try:
+        a1, b1, hp = ga.bind(), gb.bind(), gh.bind()
+        gh.send(hp, (a.address, a1), "stun")
+        mapped = ga.recv(a1, timeout=5)[0][:2]
+        for _ in range(3):
+            gb.send(b1, mapped, "early")
+        assert gh.recv(hp, timeout=0.3) == []
+        gh.send(hp, (b.address, b1), "late")
+        assert [(ip, port, d) for ip, port, d in gb.recv(b1, timeout=5)] == [
+            (*mapped, "late")]
+    finally:
+        for g in (ga, gb, gh):
+            g.close()

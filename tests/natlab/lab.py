@@ -71,6 +71,8 @@ class Host:
         self.public_address = public_address
         self.kind: NatKind = kind
         self.router = router
+        #: Every address of the host (several for ``public_host(name, addresses=n)``).
+        self.addresses: tuple[str, ...] = (address,)
 
     def __repr__(self) -> str:
         return (f"Host({self.name!r}, {self.kind}, address={self.address}, "
@@ -83,6 +85,8 @@ class Host:
 
     def popen(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
         """``subprocess.Popen(argv, **kw)`` inside the namespace; killed at teardown."""
+        if self.lab.closed:
+            raise RuntimeError(f"the lab of {self.name} is closed")
         proc: subprocess.Popen[Any] = subprocess.Popen([*self.exec_prefix, *argv], **kw)
         self.lab._procs.append(proc)
         return proc
@@ -113,6 +117,7 @@ class Lab:
             if not any(x.startswith(prefix + "-") for x in _listdir(NETNS_DIR)):
                 break
         self.prefix = prefix
+        self.owner = pid  # a forked child inherits the object, never the teardown
         self.namespaces: list[str] = []
         self.hosts: dict[str, Host] = {}
         self.internet: Host | None = None
@@ -123,6 +128,10 @@ class Lab:
         self._next_lan = 1
         self._closed = False
         self._restore = ""
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __repr__(self) -> str:
         return f"Lab({self.prefix!r}, hosts={sorted(self.hosts)})"
@@ -165,6 +174,8 @@ class Lab:
             return
         self._closed = True
         teardown.unregister(self)
+        if os.getpid() != self.owner:
+            return
         procs, self._procs = self._procs, []
         for proc in procs:
             if proc.poll() is None:
@@ -180,19 +191,26 @@ class Lab:
 
     # -- building ---------------------------------------------------------------------------
 
-    def public_host(self, name: str) -> Host:
-        """A host with a public address on the segment (kind ``"public"``)."""
+    def public_host(self, name: str, *, addresses: int = 1) -> Host:
+        """A host with a public address on the segment (kind ``"public"``); with
+        ``addresses=n``, n of them (``host.addresses``; ``host.address`` is the first),
+        for several nodes in one namespace, each on its own IP."""
         self._check_name(name)
+        if not 1 <= addresses <= 255 - self._next_public:
+            raise ValueError(f"cannot give {addresses} addresses: the segment has "
+                             f"{max(0, 255 - self._next_public)} left")
         began = time.perf_counter()
         ns = self._add_namespaces(name)[0]
-        address = self._public_address()
+        own = [self._public_address() for _ in range(addresses)]
+        address = own[0]
         self._plug(ns, "eth0", address)
         ip_batch(["link set lo up",
                   "link set eth0 addrgenmode none",
-                  f"addr add {address}/24 dev eth0",
+                  *(f"addr add {a}/24 dev eth0" for a in own),
                   "link set eth0 up",
-                  f"route add default via {GATEWAY}"], ns=ns)
+                  f"route add default via {GATEWAY} src {address}"], ns=ns)
         host = Host(self, name, ns, address, address, "public")
+        host.addresses = tuple(own)
         self.hosts[name] = host
         self.build_seconds += time.perf_counter() - began
         return host

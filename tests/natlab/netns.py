@@ -148,8 +148,10 @@ def delete_namespaces(names: Sequence[str]) -> None:
     existing = [n for n in names if os.path.exists(os.path.join(NETNS_DIR, n))]
     if not existing:
         return
-    kill_namespace_processes(existing)
-    ip_batch((f"netns delete {n}" for n in existing), force=True)
+    try:
+        kill_namespace_processes(existing)
+    finally:  # a process that would not die keeps its namespace alive, not its name
+        ip_batch((f"netns delete {n}" for n in existing), force=True)
 
 
 def purge_dead_owners() -> list[str]:

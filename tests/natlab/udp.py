@@ -39,6 +39,12 @@ class UdpAgent:
         self.proc = host.popen([sys.executable, "-u", __file__], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)
 
+    def __enter__(self) -> UdpAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _call(self, **msg: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(json.dumps(msg) + "\n")
