@@ -239,14 +239,11 @@ class DhtProtocol:
         return qid
 
     def add_method(self, name: bytes, handler: ExtensionHandler) -> None:
-        """Answer the extension method ``name``: ``handler(args, addr, now)`` returns the
-        response dictionary (our ``id`` is added) or raises RemoteProtocolError (sent as
-        a KRPC error, counted in ``errors_sent``). Its queries are counted as
-        ``q_<name>``; a method nobody added is still answered 204."""
+        """Answer the extension method ``name`` with ``handler`` (see Responder.add_method);
+        ``remove_method`` takes it back (204 again)."""
         self.responder.add_method(name, handler)
 
     def remove_method(self, name: bytes) -> None:
-        """Stop answering an extension method added with :meth:`add_method`."""
         self.responder.remove_method(name)
 
     def find_node(self, target: bytes, now: float) -> int:

@@ -105,7 +105,8 @@ class Responder:
         return handler(q, addr, now)
 
     def add_method(self, name: bytes, handler: ExtensionHandler) -> None:
-        """Answer the KRPC method ``name`` with ``handler`` (see :data:`ExtensionHandler`).
+        """Answer the KRPC method ``name`` with ``handler`` (see :data:`ExtensionHandler`),
+        counted as ``q_<name>`` like the built-in methods (others are still 204).
 
         The reply carries our ``id`` whatever the handler returns. A handler that raises
         :class:`RemoteProtocolError` gets its code and message sent as the KRPC error;

@@ -246,6 +246,15 @@ async def stun_ping(addr: tuple[str, int], timeout: float = 0.5) -> bool:
         transport.close()
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has closed its sockets: it counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+
+
 class TurnServer:
     """One supervised ``turnserver`` process (see the module docstring)."""
 
@@ -297,7 +306,7 @@ class TurnServer:
         self.secret = load_secret(self.relay_dir)
         write_secret(self.relay_dir / CONFIG_FILE,
                      self.config.render(self.secret, self.relay_dir).encode())
-        self._kill_stale()
+        await self._kill_stale()
         self._stopping = False
         await self._launch()
         self._supervisor = asyncio.ensure_future(self._supervise())
@@ -383,19 +392,26 @@ class TurnServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
 
-    def _kill_stale(self) -> None:
-        """A turnserver left by a node of this directory killed without stopping it."""
+    async def _kill_stale(self) -> None:
+        """A turnserver left by a node of this directory killed without stopping it
+        (no setpriv to have the kernel do it): killed, and waited for (bounded)."""
         pidfile = self.relay_dir / PID_FILE
         try:
             pid = int(pidfile.read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             return
-        if b"turnserver" in cmdline and str(self.relay_dir / CONFIG_FILE).encode() in cmdline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            self.stats["stale_killed"] += 1
-            log.warning("killed turnserver %d left by an earlier run", pid)
+        if b"turnserver" not in cmdline or str(self.relay_dir / CONFIG_FILE).encode() not in cmdline:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        self.stats["stale_killed"] += 1
+        log.warning("killed turnserver %d left by an earlier run", pid)
+        cfg = self.config
+        for _ in range(100):  # its leader is a zombie before its threads close the sockets
+            if not _alive(pid) and port_free(cfg.address, cfg.port):
+                return
+            await asyncio.sleep(0.05)
 
     async def _supervise(self) -> None:
         """Restart the process whenever it dies, with a bounded backoff; never raises."""
@@ -418,7 +434,7 @@ class TurnServer:
             try:
                 await self._launch()
                 self.stats["restarts"] += 1
-            except LocalProtocolError as exc:
+            except Exception as exc:  # the port taken meanwhile, the binary gone, ...
                 self.stats["restart_failures"] += 1
                 log.warning("turnserver restart failed: %s", exc)
                 self._proc = None
