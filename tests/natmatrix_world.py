@@ -12,7 +12,8 @@ behind every NAT kind, in a NAT lab. Shared by ``tests/test_nat_matrix.py`` and
         world.hang_up("public", "symmetric")
         world.close()                       # every process stopped (the lab kills the rest)
 
-Nobody configures a STUN or TURN server: every daemon is a plain ``hailing up
+The volunteer is a ``hailing up --serve-relay`` daemon on the last public host. Nobody
+configures a STUN or TURN server: every other daemon is a plain ``hailing up
 --bootstrap`` to the public nodes, whose STUN (on their DHT port) and relay it finds itself.
 Each daemon has its own data directory; callers and callees have each other as contacts
 (written to their contact books before they start). The daemons' API listens on
@@ -46,12 +47,13 @@ DHT_PORT = 6881
 #: How long a process may take to come up (seconds).
 START_TIMEOUT = 60.0
 
-#: A public hailing DHT node; with a relay directory, a volunteer relay too (coturn).
+#: A public hailing DHT node with a BEP42 id for its address (the volunteer relay is a
+#: ``hailing up --serve-relay`` daemon).
 NODE_SCRIPT = """
 import asyncio, os, sys
 from pathlib import Path
 
-async def main(ip, port, data, boot, relay):
+async def main(ip, port, data, boot):
     from hailing.dht.bep42 import generate_node_id
     from hailing.node import DhtNode
     # a BEP42 id for its public address (others keep only such nodes in their tables)
@@ -61,22 +63,15 @@ async def main(ip, port, data, boot, relay):
     await node.start()
     if boot:
         await node.bootstrap()
-    service = None
-    if relay:
-        from hailing.nat.relay import RelayService
-        from hailing.nat.turnserver import TurnConfig
-        service = await RelayService(node, Path(data) / "relay", TurnConfig(address=ip)).start()
     print("ready", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
-        if service is not None:
-            await service.stop()
         await node.stop()
 
-ip, port, data, relay, *boot = sys.argv[1:]
+ip, port, data, _, *boot = sys.argv[1:]
 try:
-    asyncio.run(main(ip, int(port), data, boot, relay == "relay"))
+    asyncio.run(main(ip, int(port), data, boot))
 except KeyboardInterrupt:
     pass
 """
@@ -262,9 +257,13 @@ class NatWorld:
             boot = [] if i == 0 else [f"{self.nodes[0].address}:{DHT_PORT}"]
             data = self.tmp / f"dht{i + 1}"
             data.mkdir(parents=True, exist_ok=True)
-            proc = host.popen([sys.executable, "-u", "-c", NODE_SCRIPT, host.address,
-                               str(DHT_PORT), str(data), "relay" if relay else "-", *boot],
-                              stdout=subprocess.PIPE,
+            if relay:  # a volunteer: a daemon that also serves a TURN relay (coturn)
+                argv = ["-m", "hailing", "up", "--serve-relay", "--data-dir", str(data),
+                        "--bind", f"{host.address}:{DHT_PORT}", "--bootstrap", boot[0]]
+            else:
+                argv = ["-u", "-c", NODE_SCRIPT, host.address, str(DHT_PORT), str(data),
+                        "-", *boot]
+            proc = host.popen([sys.executable, *argv], stdout=subprocess.PIPE,
                               stderr=open(data / "stderr.txt", "wb"),  # noqa: SIM115
                               env=clean_env())
             self._procs.append(proc)
@@ -280,7 +279,8 @@ class NatWorld:
     @staticmethod
     def _wait_ready(lines: Lines, proc: subprocess.Popen[bytes], data: Path) -> None:
         try:
-            lines.wait_for(lambda line: line == "ready", timeout=START_TIMEOUT)
+            lines.wait_for(lambda line: line == "ready" or line.startswith('{"event": "relay"'),
+                           timeout=START_TIMEOUT)
         except AssertionError:
             err = (data / "stderr.txt").read_text(errors="replace")[-3000:]
             raise AssertionError(f"a public node did not start (exit {proc.poll()}):\n"
