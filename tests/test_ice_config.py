@@ -356,3 +356,50 @@ async def test_the_daemon_gives_the_page_its_servers_and_says_the_path(
         assert status == 200 and again["reused"] is False and again["path"] == host
         status, body = await alice.req(session, "DELETE", "/api/links/nobody")
         assert status == 404
+
+
+# -- aioice's tunings --------------------------------------------------------------------
+
+
+def test_the_tunings_wrap_aioice_once_and_can_be_undone() -> None:
+    import aioice.ice
+
+    from hailing.rtc.ice import answer_checks_at_once, prefer_direct_paths
+
+    conn = aioice.ice.Connection
+    original_start = conn.check_start.__wrapped__  # installed by importing hailing.rtc
+    original_incoming = conn.check_incoming.__wrapped__
+    try:
+        assert prefer_direct_paths() and answer_checks_at_once()  # again: still one layer
+        assert conn.check_start.__wrapped__ is original_start
+        assert conn.check_incoming.__wrapped__ is original_incoming
+        assert prefer_direct_paths(None) and answer_checks_at_once(False)
+        assert conn.check_start is original_start
+        assert conn.check_incoming is original_incoming
+    finally:
+        prefer_direct_paths()
+        answer_checks_at_once()
+    assert conn.check_start.__wrapped__ is original_start
+
+
+async def test_a_connected_pair_without_relays_releases_nothing() -> None:
+    from hailing.rtc.ice import release_unused_relays
+
+    set_host_addresses(["127.0.0.1"])
+    a, b = RTCPeerConnection(rtc_configuration()), RTCPeerConnection(rtc_configuration())
+    opened = asyncio.Event()
+    channel = a.createDataChannel("x")
+    channel.on("open", opened.set)
+    try:
+        async with asyncio.timeout(20):
+            await a.setLocalDescription(await a.createOffer())
+            await b.setRemoteDescription(a.localDescription)
+            await b.setLocalDescription(await b.createAnswer())
+            await a.setRemoteDescription(b.localDescription)
+            await opened.wait()
+        assert selected_path(a) == {"local": "host", "remote": "host", "relayed": False}
+        assert await release_unused_relays(a) == 0
+        assert await release_unused_relays(object()) == 0
+    finally:
+        await a.close()
+        await b.close()

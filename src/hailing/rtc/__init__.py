@@ -19,9 +19,11 @@ from hailing.rtc.ice import (
 
 __all__ = [
     "ENV_VAR",
+    "answer_checks_at_once",
     "apply_environment",
     "current_host_addresses",
     "host_addresses",
+    "prefer_direct_paths",
     "rtc_configuration",
     "set_host_addresses",
 ]
