@@ -370,11 +370,17 @@ class NatWorld:
                 return
             time.sleep(0.02)
 
-    def callee_path(self, caller: str, callee: str) -> dict[str, Any] | None:
-        """The path the callee's ``connected`` event gave for the caller's last call."""
+    def callee_path(self, caller: str, callee: str, *, calls: int = 1,
+                    timeout: float = 10.0) -> dict[str, Any] | None:
+        """The path the callee's ``connected`` event gave for the caller's ``calls``-th
+        call (its stdout is read by a thread: waited for, at most ``timeout`` s)."""
         src, dst = self.caller(caller), self.callee(callee)
-        events = [e for e in dst.events("connected") if e.get("from") == src.contact_id]
-        return events[-1].get("path") if events else None
+        deadline = time.monotonic() + timeout
+        while True:
+            events = [e for e in dst.events("connected") if e.get("from") == src.contact_id]
+            if len(events) >= calls or time.monotonic() > deadline:
+                return events[calls - 1].get("path") if len(events) >= calls else None
+            time.sleep(0.02)
 
     # -- stopping ---------------------------------------------------------------------
 
