@@ -364,10 +364,11 @@ async def test_the_daemon_gives_the_page_its_servers_and_says_the_path(
 def test_the_tunings_wrap_aioice_once_and_can_be_undone() -> None:
     import aioice.ice
 
-    from hailing.rtc.ice import answer_checks_at_once, prefer_direct_paths
+    from hailing.rtc.ice import answer_checks_at_once, prefer_direct_paths, tune_aioice
 
+    tune_aioice()  # what the first rtc_configuration() does
     conn = aioice.ice.Connection
-    original_start = conn.check_start.__wrapped__  # installed by importing hailing.rtc
+    original_start = conn.check_start.__wrapped__
     original_incoming = conn.check_incoming.__wrapped__
     try:
         assert prefer_direct_paths() and answer_checks_at_once()  # again: still one layer

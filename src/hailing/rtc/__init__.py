@@ -1,7 +1,8 @@
 """WebRTC peers (aiortc): ICE settings; connection management comes on top of this.
 
-Importing this package applies ``HAILING_ICE_HOSTS``, makes ICE prefer direct paths to
-relayed ones and answer the other side's checks at once (see ``hailing.rtc.ice``).
+Importing this package applies ``HAILING_ICE_HOSTS`` (see ``hailing.rtc.ice``); the
+first ``rtc_configuration()`` makes aioice prefer direct paths to relayed ones and answer
+the other side's checks at once (``tune_aioice``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from hailing.rtc.ice import (
     prefer_direct_paths,
     rtc_configuration,
     set_host_addresses,
+    tune_aioice,
 )
 
 __all__ = [
@@ -26,8 +28,7 @@ __all__ = [
     "prefer_direct_paths",
     "rtc_configuration",
     "set_host_addresses",
+    "tune_aioice",
 ]
 
 apply_environment()
-prefer_direct_paths()
-answer_checks_at_once()

@@ -69,6 +69,7 @@ __all__ = [
     "selected_path",
     "set_host_addresses",
     "stun_url",
+    "tune_aioice",
     "turn_urls",
 ]
 
@@ -305,6 +306,7 @@ def rtc_configuration(stun: Sequence[Sequence[object]] = (),
     only (see the module docstring)."""
     from aiortc import RTCConfiguration, RTCIceServer
 
+    tune_aioice()
     entries = ice_servers_json(stun, turn, loopback=gathers_on_loopback(), ipv6=False)
     servers = [RTCIceServer(urls=entry["urls"], username=entry.get("username"),
                             credential=entry.get("credential")) for entry in entries]
@@ -406,12 +408,12 @@ def prefer_direct_paths(grace: float | None = DIRECT_GRACE) -> bool:
     once, while the direct pair's hole punching needs a retransmission. So a check on a
     relayed pair of the controlling agent first waits until no direct pair is still
     being checked, at most until ``grace`` seconds after the connection's first relayed
-    check: a direct path that works a moment later
-    wins; where none can (symmetric with port-restricted or symmetric), the relay costs
-    ``grace`` more. And once a pair is nominated, a check on a relayed pair (one the
-    other side's late checks trigger) is not made at all: with aggressive nomination its
-    success would move the connection to the relay. Applied when :mod:`hailing.rtc` is imported; returns False (and
-    changes nothing) when aioice no longer looks as expected."""
+    check: a direct path that works a moment later wins; where none can (symmetric with
+    port-restricted or symmetric), the relay costs ``grace`` more. And once a pair is
+    nominated, a check on a relayed pair (one the other side's late checks trigger) is
+    not made at all: with aggressive nomination its success would move the connection
+    to the relay. Applied by :func:`tune_aioice` (the first :func:`rtc_configuration`);
+    returns False (and changes nothing) when aioice no longer looks as expected."""
     try:
         import aioice.ice as aioice_ice
 
@@ -457,7 +459,7 @@ def answer_checks_at_once(on: bool = True) -> bool:
     triggered check at once, but aioice waits for the retransmission timer of the check
     in progress (500 ms), and so does the whole connection. This resends that check's
     request when a check comes from the address it is sent to (the same transaction:
-    its answer completes it). Applied when :mod:`hailing.rtc` is imported; returns False
+    its answer completes it). Applied by :func:`tune_aioice`; returns False
     (and changes nothing) when aioice no longer looks as expected."""
     try:
         import aioice.ice as aioice_ice
@@ -485,3 +487,17 @@ def answer_checks_at_once(on: bool = True) -> bool:
     check_incoming.__wrapped__ = original  # type: ignore[attr-defined]
     connection.check_incoming = check_incoming  # type: ignore[method-assign]
     return True
+
+
+_tuned = False
+
+
+def tune_aioice() -> None:
+    """Apply :func:`prefer_direct_paths` and :func:`answer_checks_at_once` once per
+    process (the first :func:`rtc_configuration` does; importing aioice costs about
+    0.1 s, so not at import)."""
+    global _tuned
+    if not _tuned:
+        _tuned = True
+        prefer_direct_paths()
+        answer_checks_at_once()

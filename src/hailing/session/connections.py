@@ -62,7 +62,7 @@ from ..errors import (
 )
 from ..identity import Identity
 from ..rtc.connection import Connection
-from ..rtc.ice import release_unused_relays
+from ..rtc.ice import release_unused_relays, tune_aioice
 from ..rtc.ice import rtc_configuration as default_configuration
 from ..rtc.tracks import add_answer_tracks, media_kinds
 from ..signaling import envelope
@@ -194,6 +194,7 @@ class ConnectionManager:
         """A new ``RTCPeerConnection``: the factory's, or with the configuration given,
         else with the ICE servers known now (waiting for them at most
         :data:`~hailing.session.iceservers.WAIT` seconds)."""
+        tune_aioice()  # also for a caller's own configuration or factory
         if self._factory is not None:
             return self._factory()
         from aiortc import RTCPeerConnection
