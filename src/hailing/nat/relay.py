@@ -284,6 +284,7 @@ class RelayService:
                 # We repeat it ourselves, more often than the core's hourly republish.
                 self.node.core.cancel_republish(RELAY_INFOHASH)
                 self.stats["announces"] += 1
+                self.stats["announced_on"] = stored  # nodes that took the last one
                 log.info("relay announced on %d nodes", stored)
             except HailingError as exc:
                 self.stats["announce_failed"] += 1
