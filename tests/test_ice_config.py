@@ -41,7 +41,7 @@ from hailing.rtc.ice import (
 )
 from hailing.services.contacts import ContactBook
 from hailing.session.external import filter_candidates, usable_reflexive
-from hailing.session.iceservers import IceServerSource, node_provider
+from hailing.session.iceservers import IceServerSource, node_provider, peer_provider
 from hailing.testnet import testnet as local_testnet
 
 
@@ -249,6 +249,7 @@ async def test_a_node_provider_takes_what_works() -> None:
     assert await node_provider(Node(), Relays())() == IceServers((("198.18.0.5", 6881),))
     assert await node_provider(BrokenNode(), GoodRelays())() == IceServers((), TURN)
     assert await node_provider(object())() == NO_SERVERS
+    assert await peer_provider(lambda: None)() == NO_SERVERS  # a Peer without a DHT node
 
 
 # -- the path ----------------------------------------------------------------------------
