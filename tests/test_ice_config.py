@@ -405,3 +405,29 @@ async def test_a_connected_pair_without_relays_releases_nothing() -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_stun_from_a_dht_node_and_the_redundant_candidate_pruned() -> None:
+    from hailing.rtc.ice import prune_redundant_candidates
+
+    set_host_addresses(["127.0.0.1"])
+    async with local_testnet(2) as nodes:
+        stun = [nodes[0].address]  # a hailing node answers STUN on its DHT port
+        pc = RTCPeerConnection(rtc_configuration(stun))
+        try:
+            pc.createDataChannel("x")
+            async with asyncio.timeout(20):
+                await pc.setLocalDescription(await pc.createOffer())
+            sdp = pc.localDescription.sdp
+        finally:
+            await pc.close()
+    cands = [ln.split() for ln in sdp.splitlines() if ln.startswith("a=candidate:")]
+    host = [c for c in cands if c[7] == "host"]
+    srflx = [c for c in cands if c[7] == "srflx"]
+    # on loopback the DHT node sees us as we are: the reflexive candidate is the host's
+    assert host and srflx and [c[4:6] for c in srflx] == [c[4:6] for c in host]
+    pruned = prune_redundant_candidates(sdp)
+    assert "typ srflx" not in pruned and "typ host" in pruned
+    assert [ln for ln in sdp.splitlines() if "typ srflx" not in ln] == pruned.splitlines()
+    other = "a=candidate:2 1 udp 1 198.18.0.9 5000 typ srflx raddr 127.0.0.1 rport 1\r\n"
+    assert prune_redundant_candidates(sdp + other).endswith(other)  # a real mapping stays

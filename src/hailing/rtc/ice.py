@@ -64,6 +64,7 @@ __all__ = [
     "host_addresses",
     "ice_servers_json",
     "prefer_direct_paths",
+    "prune_redundant_candidates",
     "release_unused_relays",
     "rtc_configuration",
     "selected_path",
@@ -501,3 +502,24 @@ def tune_aioice() -> None:
         _tuned = True
         prefer_direct_paths()
         answer_checks_at_once()
+
+
+def prune_redundant_candidates(sdp: str) -> str:
+    """``sdp`` without the ``srflx`` candidates whose address and port are a ``host``
+    candidate's of the same component (RFC 8445 section 5.1.3: a host with a public
+    address, or STUN asked on loopback, sees itself as it is). They only cost bytes in
+    the sealed offer or answer; every other line is kept as it was."""
+    lines = sdp.splitlines(keepends=True)
+    hosts: set[tuple[str, str, str]] = set()
+    for line in lines:
+        parts = line.split()
+        if line.startswith("a=candidate:") and len(parts) >= 8 and parts[7] == "host":
+            hosts.add((parts[1], parts[4], parts[5]))
+    out = []
+    for line in lines:
+        parts = line.split()
+        if line.startswith("a=candidate:") and len(parts) >= 8 and parts[7] == "srflx" \
+                and (parts[1], parts[4], parts[5]) in hosts:
+            continue
+        out.append(line)
+    return "".join(out)
