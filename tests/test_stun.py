@@ -187,6 +187,15 @@ def test_pick_servers_prefers_known_and_distinct_ips() -> None:
     assert pick_servers(known4, nodes, key, random.Random(3), count=4) == known4[:4]
 
 
+def test_pick_servers_tries_hailing_nodes_before_the_rest() -> None:
+    key = lambda a: distinct_key(a, False)  # noqa: E731
+    hailing = [(f"198.18.1.{i}", 1) for i in range(3)]
+    nodes = [(f"198.18.0.{i}", 1) for i in range(50)] + hailing
+    for seed in range(20):
+        picked = pick_servers([], nodes, key, random.Random(seed), count=4, discover=8,
+                              hailing=hailing)
+        assert sorted(picked[:3]) == hailing and len(picked) == 8
+
 def test_loopback_servers_are_told_apart_by_port_when_exempt() -> None:
     a, b = ("127.0.0.1", 1), ("127.0.0.1", 2)
     assert distinct_key(a, True) != distinct_key(b, True)
@@ -337,6 +346,20 @@ def test_a_keepalive_that_sees_a_new_mapping_asks_for_a_probe() -> None:
     serve(ep, {SERVERS[0]: ("198.18.0.9", 9999)}, 30.01)  # the NAT rebound us
     assert ep.stats["stun_mapping_changed"] == 1
     assert ep.probe_due(30.01)
+
+
+def test_servers_not_heard_from_for_long_are_forgotten() -> None:
+    ep = StunEndpoint(random.Random(4), 0.0)
+    ep.start_probe([(s, L) for s in SERVERS], 0.0)
+    serve(ep, dict.fromkeys(SERVERS, L), 0.01)
+    later = 0.01 + 3 * PROBE_INTERVAL - 1.0
+    ep.start_probe([(SERVERS[0], L)], later)
+    serve(ep, {SERVERS[0]: L}, later)
+    assert ep.servers() == SERVERS  # not yet
+    much_later = later + 2.0
+    ep.start_probe([(SERVERS[0], L)], much_later)
+    serve(ep, {SERVERS[0]: L}, much_later)
+    assert ep.servers() == SERVERS[:1]
 
 
 def test_pending_transactions_are_bounded() -> None:

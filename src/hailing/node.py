@@ -356,6 +356,8 @@ class DhtNode:
         host, port = self.address[0], self.address[1]
         if not ipaddress.ip_address(host).is_unspecified:
             return (host, port)
+        if self._stun.probing and info.checked_at == float("-inf"):
+            return None  # the first probe is under way: it tells within 1.5 s
         ext = self._core.external_ip
         if ext is not None and len(ext) in (4, 16):
             return (str(ipaddress.ip_address(ext)), port)

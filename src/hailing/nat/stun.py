@@ -86,8 +86,10 @@ PROBE_RETRY = 60.0
 #: KEEPALIVE_MAX of them per round.
 KEEPALIVE_INTERVAL = 25.0
 KEEPALIVE_MAX = 32
-#: Servers remembered (the fastest kept), and client transactions in flight at most.
+#: Servers remembered (the fastest kept; one not heard from in SERVER_TTL is forgotten),
+#: and client transactions in flight at most.
 MAX_SERVERS = 32
+SERVER_TTL = 3 * PROBE_INTERVAL
 MAX_PENDING = 64
 
 _GARBAGE_ERRORS = (ValueError, struct.error, IndexError)
@@ -210,10 +212,11 @@ def distinct_key(addr: Addr, exempt_loopback: bool) -> Hashable:
 
 def pick_servers(known: Sequence[Addr], nodes: Sequence[Addr], key: Callable[[Addr], Hashable],
                  rng: random.Random, count: int = PROBE_SERVERS,
-                 discover: int = PROBE_DISCOVER) -> list[Addr]:
+                 discover: int = PROBE_DISCOVER, hailing: Sequence[Addr] = ()) -> list[Addr]:
     """Servers for a probe: the ``known`` ones that answered before (best first), then,
     while fewer than ``count`` are known, up to ``discover`` more taken at random from
-    ``nodes`` (the routing table); one per :func:`distinct_key`."""
+    ``hailing`` (nodes known to be hailing nodes: they answer STUN), then from ``nodes``
+    (the routing table); one per :func:`distinct_key`."""
     picked: list[Addr] = []
     seen: set[Hashable] = set()
 
@@ -229,12 +232,13 @@ def pick_servers(known: Sequence[Addr], nodes: Sequence[Addr], key: Callable[[Ad
         take(addr)
     if len(picked) < count:
         limit = len(picked) + discover
-        pool = list(nodes)
-        rng.shuffle(pool)
-        for addr in pool:
-            if len(picked) >= limit:
-                break
-            take(addr)
+        for group in (hailing, nodes):
+            pool = list(group)
+            rng.shuffle(pool)
+            for addr in pool:
+                if len(picked) >= limit:
+                    break
+                take(addr)
     return picked
 
 
@@ -295,8 +299,8 @@ class StunEndpoint:
         self._out: list[tuple[bytes, Addr]] = []
         self._txs: dict[bytes, _Tx] = {}
         self._probe: _Probe | None = None
-        #: server -> (rtt, the address it saw us at) of its last answer.
-        self._servers: dict[Addr, tuple[float, Addr]] = {}
+        #: server -> (rtt, the address it saw us at, when) of its last answer.
+        self._servers: dict[Addr, tuple[float, Addr, float]] = {}
         self.next_probe = now + first_probe
         self.next_keepalive = now + KEEPALIVE_INTERVAL
 
@@ -454,7 +458,7 @@ class StunEndpoint:
         mapped = (str(mapped[0]), int(mapped[1]))
         rtt = now - tx.first_sent
         before = self._servers.get(tx.server)
-        self._remember(tx.server, rtt, mapped)
+        self._remember(tx.server, rtt, mapped, now)
         if tx.probe and tx.local is not None and probe is not None:
             probe.answers.append((tx.server, mapped, tx.local, rtt))
         elif before is not None and not _same(before[1], mapped) and self._probe is None:
@@ -463,8 +467,8 @@ class StunEndpoint:
             self.next_probe = now
         self._maybe_finish(now)
 
-    def _remember(self, server: Addr, rtt: float, mapped: Addr) -> None:
-        self._servers[server] = (rtt, mapped)
+    def _remember(self, server: Addr, rtt: float, mapped: Addr, now: float) -> None:
+        self._servers[server] = (rtt, mapped, now)
         if len(self._servers) > MAX_SERVERS:
             slowest = max(self._servers, key=lambda a: self._servers[a][0])
             del self._servers[slowest]
@@ -474,6 +478,9 @@ class StunEndpoint:
         if probe is None or probe.pending:
             return
         self._probe = None
+        for server, (_, _, seen) in list(self._servers.items()):
+            if seen < now - SERVER_TTL:  # not asked for long (a probe asks only four)
+                del self._servers[server]
         answers = sorted(probe.answers, key=lambda a: a[3])
         mapping, behind = classify([(mapped, local) for _, mapped, local, _ in answers])
         self.info = NatInfo(
