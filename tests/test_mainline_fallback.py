@@ -137,10 +137,23 @@ def independent_key(secret: bytes, recipient: bytes, day: int) -> tuple[bytes, b
     return seed, pub, hashlib.sha1(pub + salt).digest()
 
 
+def independent_pair(seed_a: bytes, pub_b: bytes) -> bytes:
+    """The pair secret as docs/protocol.md states it, with PyNaCl's bindings only."""
+    import nacl.bindings as nb
+
+    pub_a = bytes(SigningKey(seed_a).verify_key)
+    sk_a = nb.crypto_sign_ed25519_sk_to_curve25519(seed_a + pub_a)
+    shared = nb.crypto_scalarmult(sk_a, nb.crypto_sign_ed25519_pk_to_curve25519(pub_b))
+    lo, hi = sorted((pub_a, pub_b))
+    return hashlib.blake2b(shared + lo + hi, digest_size=32, person=b"hailing-pair").digest()
+
+
 @pytest.mark.parametrize("n", range(8))
 def test_item_keys_match_an_independent_derivation(n: int) -> None:
     a, b = ident(2 * n), ident(2 * n + 1)
-    secret = pair_secret(a, b.public_key)
+    secret = independent_pair(hashlib.sha256(b"mainline test %d" % (2 * n)).digest(),
+                              b.public_key)
+    assert secret == pair_secret(a, b.public_key) == pair_secret(b, a.public_key)
     day = 19_000 + 37 * n
     key = item_key(secret, b.public_key, day)
     assert (key.seed, key.pubkey, key.target) == independent_key(secret, b.public_key, day)
