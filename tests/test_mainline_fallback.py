@@ -224,6 +224,27 @@ async def test_the_size_limit_is_bep44s() -> None:
     assert ra.stats["mainline_puts"] == 1 and len(net.items) == 1
 
 
+@pytest.mark.parametrize("name", ["chromium150-offer-av-data.sdp", "aiortc-offer-av-data.sdp",
+                                  "chromium150-answer-av-data.sdp",
+                                  "aiortc-answer-av-data.sdp"])
+async def test_sealed_media_offers_and_answers_fit_an_item(name: str) -> None:
+    from hailing.session.external import pack_external_sdp
+    from hailing.signaling import envelope
+
+    sdp = (Path(__file__).parent / "data" / "sdp" / name).read_text()
+    body, fp = pack_external_sdp(sdp, None)
+    a, b = ident(1), ident(2)
+    blob = envelope.seal(a, b.public_key, envelope.KIND_OFFER, body, now=NOON, fingerprint=fp)
+    assert len(blob) <= MAX_BLOB
+    net = FakeDht()
+    ra, rb = pair(net, a, b)
+    assert await ra.send(b.public_key, blob) == 1
+    got: list[bytes] = []
+    await rb.refresh()
+    await rb.poll(a.public_key, got.append)
+    assert got == [blob]
+
+
 async def test_a_second_message_replaces_the_first_with_a_higher_seq() -> None:
     a, b = ident(1), ident(2)
     net, wall = FakeDht(), Clock(NOON)
