@@ -95,6 +95,19 @@ async def test_a_supervised_loop_is_restarted_and_aclose_cancels_everything(
     await sup.spawn(asyncio.sleep(0), name="again")
 
 
+def test_no_asyncio_wait_for_in_the_source() -> None:
+    """Python 3.11's asyncio.wait_for swallows a cancellation that arrives as what it
+    awaits ends: a task cancelled then (by a Peer.stop) runs on. asyncio.timeout does not."""
+    offenders = [
+        f"{path.relative_to(SRC)}:{node.lineno}"
+        for path in sorted(SRC.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr == "wait_for"
+        and isinstance(node.value, ast.Name) and node.value.id == "asyncio"
+    ]
+    assert offenders == []
+
+
 # -- couplers: capabilities are data -------------------------------------------------------
 
 

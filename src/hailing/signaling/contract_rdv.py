@@ -369,7 +369,11 @@ class ContractRendezvous:
         if self._saved == self._cursor:
             return
         try:
-            await asyncio.wait_for(self._sink.join(), HANDOFF_TIMEOUT)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+            # cancellation that arrives as the join ends, and the watcher, cancelled by
+            # the session's aclose, would then poll forever (a Peer.stop that never ends)
+            async with asyncio.timeout(HANDOFF_TIMEOUT):
+                await self._sink.join()
         except TimeoutError:
             self.stats["cursor_deferred"] += 1
             return
