@@ -22,6 +22,7 @@ from typing import IO, Any
 import pytest
 from conftest_chain import Anvil
 from eth_account import Account
+from proc_lines import START_TIMEOUT
 from pytest_helpers import anvil_or_skip
 
 from hailing.chain import http_web3
@@ -119,7 +120,7 @@ class Chain:
 def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
     if request.param == "serve":
         with daemon("chain", "serve", "--bind", "127.0.0.1:0", "--accounts", "3") as d:
-            url = d.wait_for(r"chain listening on (http://127\.0\.0\.1:\d+)").group(1)
+            url = d.wait_for(r"chain listening on (http://127\.0\.0\.1:\d+)", START_TIMEOUT).group(1)
             deadline = time.monotonic() + 10
             while len([e for e in d.errors if e.startswith("account ")]) < 3:
                 assert time.monotonic() < deadline, d.errors
@@ -168,7 +169,7 @@ def test_call_and_endpoints_through_the_contract(chain: Chain, tmp_path: Path) -
 
     with daemon("listen", "--data-dir", b, "--via", "contract", "--rpc", chain.url,
                 "--contract", address, "--gas-key", chain.keys[1], "--poll", "0.2") as listener:
-        listener.wait_for(r"listening as " + bob)
+        listener.wait_for(r"listening as " + bob, START_TIMEOUT)
         # alice's RPC URL and contract come from her chain.json
         done = run("send", bob, "hello bob", "--data-dir", a, "--via", "contract",
                    "--gas-key", chain.keys[0], "--poll", "0.2", "--timeout", "40")
@@ -221,7 +222,7 @@ def test_paying_from_the_wallet_of_the_day_proves_the_sender(chain: Chain, tmp_p
     with daemon("listen", "--data-dir", f.b, "--via", "contract", "--rpc", chain.url,
                 "--contract", f.contract, "--gas-key", chain.keys[1], "--poll", "0.2",
                 "--require-wallet") as listener:
-        listener.wait_for(r"listening as " + f.bob)
+        listener.wait_for(r"listening as " + f.bob, START_TIMEOUT)
         refused = run("send", f.bob, "paid by someone", "--data-dir", f.a, "--via", "contract",
                       "--gas-key", chain.keys[0], "--poll", "0.2", "--timeout", "4")
         assert refused.returncode == 1 and "nobody answered" in refused.stderr
