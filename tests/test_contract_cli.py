@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -234,6 +235,42 @@ def test_paying_from_the_wallet_of_the_day_proves_the_sender(chain: Chain, tmp_p
     senders = {log["topics"][2][-20:] for log in web3.eth.get_logs(
         {"address": f.contract, "fromBlock": 0, "toBlock": "latest"})}
     assert bytes.fromhex(day_address[2:]) in senders
+
+
+def test_a_signal_right_after_the_first_line_of_chain_serve_is_a_clean_stop() -> None:
+    """A script may stop ``chain serve`` as soon as it read its first line: exit 0, no
+    traceback. Here its stderr is a full pipe, so the server blocks writing its accounts
+    and the SIGTERM lands between its first stdout line and the rest."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    for size in (4096, 1):  # fill the pipe: page by page, then byte by byte
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(write_end, b"x" * size)
+    os.set_blocking(write_end, True)
+    proc = subprocess.Popen([*HAILING, "chain", "serve", "--bind", "127.0.0.1:0", "--accounts",
+                             "1"], stdout=subprocess.PIPE, stderr=write_end, text=True, env=env(),
+                            stdin=subprocess.DEVNULL)
+    os.close(write_end)
+    errors: list[bytes] = []
+    drain = threading.Thread(target=lambda: errors.extend(iter(
+        lambda: os.read(read_end, 65536), b"")), daemon=True)
+    try:
+        assert proc.stdout is not None
+        assert select.select([proc.stdout], [], [], START_TIMEOUT)[0], "no first line in time"
+        assert proc.stdout.readline().startswith("chain listening on http://127.0.0.1:")
+        proc.send_signal(signal.SIGTERM)
+        drain.start()  # the server may write its accounts now, and stop
+        code = proc.wait(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        drain.join(10)
+        os.close(read_end)
+    stderr = b"".join(errors).lstrip(b"x").decode(errors="replace")
+    assert code == 0, (code, stderr)
+    assert "Traceback" not in stderr, stderr
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
