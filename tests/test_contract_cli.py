@@ -128,6 +128,11 @@ def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
                 time.sleep(0.05)
             keys = [e.rsplit(" ", 1)[1] for e in d.errors if e.startswith("account ")]
             yield Chain(url, keys)
+            # It refused connections mid-test once, and exited 0: stopped by a signal that
+            # came from outside the test. Say so, should it happen again.
+            assert d.proc.poll() is None, (
+                f"chain serve exited during the test, code {d.proc.returncode} (0: stopped by "
+                f"a SIGINT/SIGTERM from outside the test); stderr: {d.errors[-5:]}")
         assert d.proc.returncode == 0
         return
     with Anvil(anvil_or_skip(), block_time=1) as node:
