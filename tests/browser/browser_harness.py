@@ -555,6 +555,18 @@ def hang_up(page: Any) -> None:
     page.locator('[data-testid="hang-up"]').click()
 
 
+def call_view(page: Any) -> str:
+    """What the page's call view says (its state and, once ended, why): for a failure's
+    message."""
+    try:
+        line = page.locator('[data-testid="call-state"]')
+        if not line.count():
+            return "no call view"
+        return f"{line.first.get_attribute('data-state')}: {line.first.text_content()}"
+    except Exception as exc:  # the page or the browser is gone: say so, do not hide the failure
+        return f"unreadable ({type(exc).__name__})"
+
+
 def wait_call_over(page: Any, timeout_s: float = 60.0) -> None:
     """The page shows no call any more: no hang-up button, every connection closed."""
     page.locator('[data-testid="hang-up"]').wait_for(state="hidden",
