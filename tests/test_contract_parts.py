@@ -343,6 +343,30 @@ async def test_a_watcher_cancelled_as_its_consumer_finishes_ends(tmp_path: Path)
             await watcher
 
 
+async def test_a_cancelled_aclose_is_cancelled(tmp_path: Path) -> None:
+    """aclose waits for the watcher it cancelled; when aclose itself is cancelled meanwhile,
+    its caller sees the cancellation (it is not swallowed with the watcher's)."""
+    rendezvous = ContractRendezvous(
+        OneOfferContract(), ALICE, SignalStore(tmp_path),  # type: ignore[arg-type]
+        RotationSecret("prefix", "userid1"), None)
+    slow_to_end = asyncio.Event()
+
+    async def watcher() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await slow_to_end.wait()  # cleans up for a while
+
+    rendezvous._task = asyncio.ensure_future(watcher())
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(rendezvous.aclose())
+    await asyncio.sleep(0.05)
+    closing.cancel()
+    await asyncio.wait([closing], timeout=2)
+    slow_to_end.set()
+    assert closing.cancelled()
+
+
 # -- the JSON-RPC server ---------------------------------------------------------------------
 
 

@@ -35,7 +35,6 @@ wallet never collide, in this process or across processes: the client takes them
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -272,8 +271,9 @@ class ContractRendezvous:
     async def aclose(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+            # gather, not suppress(BaseException): a cancellation of aclose's caller
+            # (a stop given up) must reach it
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
     @property
