@@ -22,7 +22,9 @@ the :class:`~hailing.dht.responder.Responder` (answering queries), and the
 phases, republishing), which sends its requests through the protocol and hears their
 outcomes back from it (:class:`~hailing.dht.transactions.Pending` is one request in flight),
 and the :class:`~hailing.dht.inbox_client.InboxClient` (``self.inboxes``: the inbox keys
-we listen on, their renewals and unlistens, and the pushes we receive).
+we listen on, their renewals and unlistens, and the pushes we receive), and the
+:class:`~hailing.dht.suboverlay.SubOverlay` (``self.sub``: the table of hailing nodes
+that inbox lookups run in on a public DHT, and the announce rounds that fill it).
 
 Answers to ``hailing_push`` never put their sender in the routing table: a listener may
 be a BEP43 read-only client (a short-lived one, e.g. a one-shot ``hailing send``), and
@@ -66,8 +68,9 @@ from .events import (
 from .inbox_client import InboxClient
 from .lookup import Candidate, Lookup
 from .responder import Responder
-from .routing import RoutingTable
+from .routing import NodeEntry, RoutingTable
 from .storage import ItemStore, PeerStore
+from .suboverlay import SubOverlay
 from .tokens import TokenManager
 from .transactions import OnReply, OnStall, Pending, Rng
 
@@ -133,12 +136,18 @@ class DhtProtocol:
             node_id, start=self._lookup, send=self._request, emit=self._emit,
             tokens=self.tokens, codec=self.codec, stats=self.stats,
         )
-        self.responder.handlers[b"hailing_push"] = self.inboxes.on_push
+        if cfg.extensions:
+            self.responder.handlers[b"hailing_push"] = self.inboxes.on_push
+        #: The hailing sub-overlay: the sub-table of hailing nodes and its rounds.
+        self.sub = SubOverlay(node_id, cfg, self.codec, now, start=self._lookup,
+                              send=self._request, emit=self._emit, stats=self.stats,
+                              main_table=partial(getattr, self, "table"))
+        self.responder.sub_table = self.sub.table
         #: Lookups and store phases (and the republishing of our stores).
         self.lookups = LookupEngine(
             node_id, cfg, self.table, self.stats, self.codec, rng,
             send=self._request, emit=self._emit, acceptable=self.admission.acceptable,
-            granted=self.inboxes.granted,
+            granted=self.inboxes.granted, sub_table=self.sub.table, done=self._lookup_done,
         )
         #: Nodes pinged before a possible eviction (one ping each at a time).
         self._evicting: set[bytes] = set()
@@ -235,6 +244,14 @@ class DhtProtocol:
             if a not in self._seeds and len(self._seeds) < MAX_SEEDS:
                 self._seeds.append(a)
         return self._lookup("bootstrap", self.node_id, now, seeds=addrs)
+
+    def find_hailing_nodes(self, now: float) -> int:
+        """Find hailing nodes through the sub-overlay's info-hash (a round: announce or
+        get_peers, pings, a lookup of our id among them; joins a round under way). The
+        event is NodesFound with the sub-table's nodes closest to our id."""
+        qid = self._new_qid()
+        self.sub.discover(qid, now)
+        return qid
 
     def get_peers(self, info_hash: bytes, now: float) -> int:
         return self._lookup("get_peers", _id20(info_hash), now)
@@ -388,7 +405,7 @@ class DhtProtocol:
         if p.method != b"hailing_push":
             # A push goes to a listener, which may be a BEP43 read-only client (its
             # queries said so): answering it does not make it a routing node.
-            self._saw_node(sid, addr, now, rtt)
+            self._saw_node(sid, addr, now, rtt, msg.version)
         self.stats["responses"] += 1
         self._finish_request(p, msg, now)
 
@@ -405,13 +422,22 @@ class DhtProtocol:
             table.add(e.id, e.addr, e.last_seen, e.rtt)
         self.responder.own_id = self.lookups.node_id = self.inboxes.node_id = node_id
         self.responder.table = self.lookups.table = table
+        self.responder.sub_table = self.lookups.sub_table = self.sub.rebuild(node_id)
         self.stats["node_id_changes"] += 1
 
-    def _saw_node(self, node_id: bytes, addr: Hashable, now: float, rtt: float | None) -> None:
+    def _saw_node(self, node_id: bytes, addr: Hashable, now: float, rtt: float | None,
+                  version: bytes | None = None) -> None:
+        """An answer (``version``: its ``v``, which feeds the sub-table) or a query from
+        a known node: the node enters the tables, or a stale entry gets pinged."""
         known = self.table.get(node_id)
         if (known is None or known.addr != addr) and not self.admission.acceptable(node_id, addr):
             return
         stale = self.table.add(node_id, addr, now, rtt)
+        if rtt is not None:
+            self._evict(self.sub.saw(node_id, addr, version, now, rtt), now)
+        self._evict(stale, now)
+
+    def _evict(self, stale: NodeEntry | None, now: float) -> None:
         if stale is not None and stale.id not in self._evicting:
             self._evicting.add(stale.id)
             self._request(stale.addr, b"ping", {}, now, node_id=stale.id,
@@ -498,6 +524,7 @@ class DhtProtocol:
         self.stats["timeouts"] += 1
         if p.node_id is not None:
             self.table.failed(p.node_id, p.addr)
+            self.sub.table.failed(p.node_id, p.addr)
         self._finish_request(p, None, now)
 
     def _finish_request(self, p: Pending, reply: Response | Error | None, now: float) -> None:
@@ -554,6 +581,7 @@ class DhtProtocol:
             self.peers.expire(now)
             self.responder.inbox.expire(now)
         self.inboxes.renew_due(now)
+        self.sub.tick(now)
         if len(self.table) >= cfg.k:
             self._rejoin_backoff = REJOIN_MIN
         elif self._seeds and now >= self._next_rejoin:
@@ -571,6 +599,11 @@ class DhtProtocol:
                 target = self.table.random_id_in_bucket(i, self._rng.getrandbits(160))
                 self._lookup("refresh", target, now, qid=-1)
         self.lookups.republish_due(now)
+
+    def _lookup_done(self, lk: Lookup, now: float) -> None:
+        self.sub.lookup_done(lk, now)
+        if lk.kind == "bootstrap":
+            self.sub.joined(now)
 
     def _store_args(self, item: bep44.ImmutableItem | bep44.MutableItem) -> tuple[bytes, dict[bytes, Any]]:
         args: dict[bytes, Any] = {b"v": bencode.Raw(item.value_bencoded)}
