@@ -172,16 +172,13 @@ class LookupEngine:
 
     def _seed_nodes(self, kind: str, target: bytes, count: int) -> list[NodeEntry]:
         """Where a lookup starts: the routing table's closest nodes; for a lookup inside
-        the sub-overlay the sub-table's, topped up from the main table while the
-        sub-table knows fewer than k nodes (a node that just started: the hailing
+        the sub-overlay the sub-table's, or the main table's while the sub-table is
+        empty (a node restarted from its saved table, before any answer: the hailing
         nodes among those it asks answer from their own sub-tables)."""
         sub = self.sub_table
-        if kind not in self._sub_kinds or sub is None:
+        if kind not in self._sub_kinds or sub is None or not len(sub):
             return self.table.closest(target, count)
-        nodes = sub.closest(target, count)
-        if len(sub) < self.config.k:
-            nodes += self.table.closest(target, count)
-        return nodes
+        return sub.closest(target, count)
 
     def post(self, qid: int, key: bytes, args: dict[bytes, Any], now: float) -> int:
         """Post to an inbox: straight to its storing nodes when a lookup of ``key`` found

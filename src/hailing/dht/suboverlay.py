@@ -42,8 +42,8 @@ Theory of operation
   ``get``/``find_node`` queries. A hailing node answers such a query with the closest
   nodes of its *sub-table* (the responder; the main table only while the sub-table is
   empty); a libtorrent node ignores the unknown argument (BEP5) and answers from its
-  own table. The lookup engine starts these lookups from the sub-table (topped up from
-  the main table while the sub-table has fewer than k nodes) and takes new candidates
+  own table. The lookup engine starts these lookups from the sub-table (from the main
+  table while the sub-table is empty) and takes new candidates
   only from answers carrying hailing's ``v``, so it queries only nodes named by
   hailing nodes, and stores only on nodes that answered as hailing nodes.
 """
