@@ -13,14 +13,13 @@ import signal
 import stat
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
+from proc_lines import Lines
 from pytest_helpers import run_testnet
 
 from hailing.identity import load_or_create_identity
@@ -116,39 +115,6 @@ def book(data_dir: Path) -> ContactBook:
     return ContactBook(data_dir)
 
 
-class Lines:
-    """Read a stream's lines in a thread so a test can wait for one with a deadline."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self.lines: list[str] = []
-        self.cond = threading.Condition()
-        self.thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
-        self.thread.start()
-
-    def _pump(self, stream: IO[bytes]) -> None:
-        for raw in stream:
-            with self.cond:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self.cond.notify_all()
-
-    def wait_for(self, pred: Callable[[str], bool], start: int = 0, timeout: float = TIMEOUT) -> int:
-        """Index of the first line at or after ``start`` matching ``pred``."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for i in range(start, len(self.lines)):
-                    if pred(self.lines[i]):
-                        return i
-                left = deadline - time.monotonic()
-                if left <= 0 or not self.thread.is_alive():  # lines are appended under the lock
-                    raise AssertionError(f"no matching line in time; got {self.lines!r}")
-                self.cond.wait(min(left, 0.5))
-
-    def __len__(self) -> int:
-        with self.cond:
-            return len(self.lines)
-
-
 @dataclass
 class Daemon:
     """A long-running CLI process (listen, relay, testnet) with its output pumped."""
@@ -159,8 +125,8 @@ class Daemon:
 
     def __post_init__(self) -> None:
         assert self.proc.stdout is not None and self.proc.stderr is not None
-        self.out = Lines(self.proc.stdout)
-        self.err = Lines(self.proc.stderr)
+        self.out = Lines(self.proc.stdout, TIMEOUT)
+        self.err = Lines(self.proc.stderr, TIMEOUT)
 
     def first_line(self) -> str:
         self.out.wait_for(lambda _: True)

@@ -36,7 +36,9 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from proc_lines import Lines
 
 REPO = Path(__file__).resolve().parents[2]
 HAILING = [sys.executable, "-m", "hailing"]
@@ -220,47 +222,6 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     e["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
     e.update(extra)
     return e
-
-
-class Lines:
-    """A stream's lines, read by a thread, waited for with a deadline."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self.lines: list[str] = []
-        self.cond = threading.Condition()
-        self.thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
-        self.thread.start()
-
-    def _pump(self, stream: IO[bytes]) -> None:
-        for raw in stream:
-            with self.cond:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self.cond.notify_all()
-        with self.cond:
-            self.cond.notify_all()
-
-    def wait_for(self, pred: Callable[[str], bool], start: int = 0,
-                 timeout: float = 30.0) -> int:
-        """Index of the first line at or after ``start`` for which ``pred`` is true."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for i in range(start, len(self.lines)):
-                    if pred(self.lines[i]):
-                        return i
-                left = deadline - time.monotonic()
-                if left <= 0 or not self.thread.is_alive():
-                    tail = "\n".join(self.lines[-30:])
-                    raise AssertionError(f"no matching line in time; last lines:\n{tail}")
-                self.cond.wait(min(left, 0.5))
-
-    def __len__(self) -> int:
-        with self.cond:
-            return len(self.lines)
-
-    def text(self) -> str:
-        with self.cond:
-            return "\n".join(self.lines)
 
 
 @dataclass

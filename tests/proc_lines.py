@@ -1,0 +1,60 @@
+"""A subprocess's output lines, read by a thread, waited for with a deadline.
+
+Shared by the CLI and daemon tests (``test_cli_peer.Daemon``), the browser harness and the
+NAT lab's process helpers. No pytest import: the browser harness runs it in a subprocess.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import IO
+
+__all__ = ["Lines"]
+
+
+class Lines:
+    """The lines of ``stream`` as they arrive; ``wait_for`` blocks until one matches.
+
+    ``timeout`` is the default deadline of :meth:`wait_for`, in seconds.
+    """
+
+    def __init__(self, stream: IO[bytes], timeout: float = 30.0) -> None:
+        self.lines: list[str] = []
+        self.timeout = timeout
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            with self.cond:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self.cond.notify_all()
+        with self.cond:  # the end of the stream wakes a waiter at once
+            self.cond.notify_all()
+
+    def wait_for(self, pred: Callable[[str], bool], start: int = 0,
+                 timeout: float | None = None) -> int:
+        """Index of the first line at or after ``start`` for which ``pred`` is true;
+        AssertionError (with the last lines) when none came in time or the stream ended."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        with self.cond:
+            while True:
+                for i in range(start, len(self.lines)):
+                    if pred(self.lines[i]):
+                        return i
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.thread.is_alive():  # lines are appended under the lock
+                    tail = "\n".join(self.lines[-30:])
+                    raise AssertionError(f"no matching line in time; last lines:\n{tail}")
+                self.cond.wait(min(left, 0.5))
+
+    def __len__(self) -> int:
+        with self.cond:
+            return len(self.lines)
+
+    def text(self) -> str:
+        with self.cond:
+            return "\n".join(self.lines)
