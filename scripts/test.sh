@@ -22,6 +22,8 @@ else
   unset HAILING_CHROMIUM
   echo "no chromium: the browser tests will be skipped (they fail under CI=true)" >&2
 fi
+echo "== NAT lab (Debian iproute2, iptables, tcpdump, coturn; tests/natlab/)" >&2
+bash scripts/install-natlab.sh || echo "the NAT lab tests will be skipped (they fail under CI=true)" >&2
 # The test extra installs opendht (OpenDHT, the connect benchmark's second DHT) where its
 # wheels exist: there its interop tests must run, not be skipped.
 if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then

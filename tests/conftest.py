@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from natlab.fixtures import natlab, natlab_module  # noqa: F401  (NAT lab fixtures)
 
 if TYPE_CHECKING:
     import aiortc
