@@ -15,6 +15,7 @@ from netsim import MemoryNet, ask, join, krpc_query
 
 from hailing.dht import CommandFailed, DhtConfig, DhtProtocol, InboxMessage, NodesFound, StoreDone
 from hailing.dht.ids import id_to_int
+from hailing.dht.routing import SourceKeys
 from hailing.dht.suboverlay import (
     ANNOUNCE_INTERVAL,
     HAILING_INFOHASH,
@@ -211,3 +212,13 @@ def test_a_hailing_node_that_times_out_leaves_the_sub_table() -> None:
         p.lookups.inbox_nodes.clear()
         net.run(duration=5.0)
     assert dead.node_id not in sub_ids(p)
+
+
+def test_the_benchmarking_range_is_not_limited_per_network() -> None:
+    """RFC 2544's 198.18.0.0/15 (the NAT lab's internet, one /24 for every public host)
+    is exempt from the per-/24 limits of the tables and lookups, as private blocks are."""
+    keys = SourceKeys(IPAddressCodec())
+    assert keys(("198.18.0.100", 6881)) is None and keys(("198.19.255.1", 1)) is None
+    assert keys(("::ffff:198.18.0.7", 1)) is None
+    assert keys(("198.20.0.1", 1)) is not None and keys(("203.0.113.5", 1)) is not None
+    assert SourceKeys(IPAddressCodec(), exempt_local=False)(("198.18.0.1", 1)) is not None

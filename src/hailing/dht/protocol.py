@@ -430,12 +430,11 @@ class DhtProtocol:
         """An answer (``version``: its ``v``, which feeds the sub-table) or a query from
         a known node: the node enters the tables, or a stale entry gets pinged."""
         known = self.table.get(node_id)
-        if (known is None or known.addr != addr) and not self.admission.acceptable(node_id, addr):
-            return
-        stale = self.table.add(node_id, addr, now, rtt)
-        if rtt is not None:
-            self._evict(self.sub.saw(node_id, addr, version, now, rtt), now)
-        self._evict(stale, now)
+        ok = (known is not None and known.addr == addr) or self.admission.acceptable(node_id, addr)
+        if rtt is not None:  # an answer: the sub-table's turn (it counts foreign ones too)
+            self._evict(self.sub.saw(node_id, addr, version, now, rtt, ok), now)
+        if ok:
+            self._evict(self.table.add(node_id, addr, now, rtt), now)
 
     def _evict(self, stale: NodeEntry | None, now: float) -> None:
         if stale is not None and stale.id not in self._evicting:

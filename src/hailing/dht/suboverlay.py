@@ -155,14 +155,14 @@ class SubOverlay:
     # -- what the protocol calls -------------------------------------------------------
 
     def saw(self, node_id: bytes, addr: Hashable, version: bytes | None, now: float,
-            rtt: float | None) -> NodeEntry | None:
-        """An answer from ``node_id`` (already admitted to the main table's checks):
-        a hailing node enters the sub-table. Returns a stale entry to ping, as
-        :meth:`RoutingTable.add` does."""
+            rtt: float | None, admitted: bool = True) -> NodeEntry | None:
+        """An answer from ``node_id``: a hailing node that passed the main table's
+        admission checks (``admitted``: BEP42) enters the sub-table; a foreign one is
+        counted. Returns a stale entry to ping, as :meth:`RoutingTable.add` does."""
         if not is_hailing(version):
             self.foreign += 1
             return None
-        return self.table.add(node_id, addr, now, rtt)
+        return self.table.add(node_id, addr, now, rtt) if admitted else None
 
     def tick(self, now: float) -> None:
         """The maintenance tick: start the next round when it is due."""
