@@ -72,7 +72,7 @@ from .routing import NodeEntry, RoutingTable
 from .storage import ItemStore, PeerStore
 from .suboverlay import SubOverlay
 from .tokens import TokenManager
-from .transactions import OnReply, OnStall, Pending, Rng
+from .transactions import OnReply, OnStall, Pending, Rng, RttEstimator
 
 #: Bootstrap addresses remembered to join again when the routing table runs (nearly) dry.
 MAX_SEEDS = 16
@@ -127,8 +127,8 @@ class DhtProtocol:
         self._seq = 0
         self._tid = rng.getrandbits(16)
         self._qid = 0
-        self._srtt: float | None = None
-        self._rttvar = 0.0
+        #: Round-trip times over all peers: the soft timeout of nodes we have no RTT of.
+        self.rtt = RttEstimator()
         self._next_rotation = now + cfg.token_rotation
         self._next_refresh = now + cfg.bucket_refresh
         #: The inboxes we listen on (hailing extension).
@@ -399,7 +399,7 @@ class DhtProtocol:
                 self._saw_node(sid, addr, now, rtt)
                 self._finish_request(p, None, now)
                 return
-        self._update_rtt(rtt)
+        self.rtt.update(rtt)
         if msg.ip is not None:
             self._vote_ip(msg.ip)
         if p.method != b"hailing_push":
@@ -489,26 +489,8 @@ class DhtProtocol:
             self._push_timer(now + cfg.query_timeout, _HARD, p)
 
     def _soft_timeout_value(self, node_id: bytes | None) -> float:
-        """How long a lookup waits on a request before it stops counting on it: twice the
-        node's own smoothed RTT when it is in the table, else SRTT + 2 RTTVAR over all
-        peers (about the 90th percentile of the RTTs seen), within the configured bounds."""
-        cfg = self.config
         entry = self.table.get(node_id) if node_id is not None else None
-        if entry is not None and entry.rtt is not None:
-            estimate = 2 * entry.rtt
-        elif self._srtt is None:
-            return cfg.max_soft_timeout
-        else:
-            estimate = self._srtt + 2 * self._rttvar
-        return min(cfg.max_soft_timeout, max(cfg.min_soft_timeout, estimate))
-
-    def _update_rtt(self, rtt: float) -> None:
-        # RFC 6298 smoothing, over all peers.
-        if self._srtt is None:
-            self._srtt, self._rttvar = rtt, rtt / 2
-        else:
-            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
-            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+        return self.rtt.soft_timeout(self.config, None if entry is None else entry.rtt)
 
     def _soft_timeout(self, p: Pending, now: float) -> None:
         p.stalled = True
@@ -564,7 +546,7 @@ class DhtProtocol:
     def _put_item(
         self, item: bep44.ImmutableItem | bep44.MutableItem, now: float, cas: int | None
     ) -> int:
-        store = self._store_args(item)
+        store = bep44.store_args(item)
         if cas is not None:
             store[1][b"cas"] = cas
         return self._lookup("put", item.target, now, store=store, republish=b"p" + item.target)
@@ -603,16 +585,6 @@ class DhtProtocol:
         self.sub.lookup_done(lk, now)
         if lk.kind == "bootstrap":
             self.sub.joined(now)
-
-    def _store_args(self, item: bep44.ImmutableItem | bep44.MutableItem) -> tuple[bytes, dict[bytes, Any]]:
-        args: dict[bytes, Any] = {b"v": bencode.Raw(item.value_bencoded)}
-        if isinstance(item, bep44.MutableItem):
-            args[b"k"] = item.pubkey
-            args[b"seq"] = item.seq
-            args[b"sig"] = item.sig
-            if item.salt:
-                args[b"salt"] = item.salt
-        return b"put", args
 
     def _vote_ip(self, ip: bytes) -> None:
         self.external_ip = self.admission.vote(ip)
