@@ -58,7 +58,14 @@ from .rtc.ice import current_host_addresses
 from .services.contacts import ContactBook
 from .services.policy import CallPolicy
 from .session.connections import ConnectionManager, PeerConnectionFactory, TracksFor, bound
-from .session.coupler import ContractCoupler, Coupler, DhtCoupler, SignalKind, WsCoupler
+from .session.coupler import (
+    ContractCoupler,
+    Coupler,
+    DhtCoupler,
+    MainlineCoupler,
+    SignalKind,
+    WsCoupler,
+)
 from .session.descriptions import split_offer_body
 from .session.dialer import Dialer, Rung, parse_ladder
 from .session.endpoints import EndpointRecords
@@ -85,7 +92,7 @@ from .signaling.store import SignalStore
 __all__ = ["BACKENDS", "CONTACTS_POLL", "REFRESH_INTERVAL", "CallEvent", "Peer"]
 
 #: The built-in couplers a ladder can name (``backend=`` is a one-rung ladder).
-BACKENDS = ("dht", "ws", "contract")
+BACKENDS = ("dht", "ws", "contract", "mainline")
 #: How often the listened keys are recomputed anyway (a new day, listen renewals).
 REFRESH_INTERVAL = 60.0
 #: How often the contact book is checked for changes made by anyone (seconds).
@@ -137,7 +144,8 @@ class Peer:
         on_media_offer: Callable[[IncomingCall], None] | None = None,
     ) -> None:
         if backend not in BACKENDS:
-            raise LocalProtocolError(f"unknown rendezvous backend {backend!r} (dht, ws or contract)")
+            raise LocalProtocolError(f"unknown rendezvous backend {backend!r} (dht, ws, "
+                                     "contract or mainline)")
         custom = {c.name: c for c in couplers}
         if ladder is not None:
             self.ladder = parse_ladder(ladder)
@@ -267,12 +275,16 @@ class Peer:
             return await ContractCoupler.open(self.data_dir, ident, self._store(),
                                               rpc_url=self.rpc_url, clock=self._clock,
                                               **self._contract_args)
+        if name == "mainline":
+            return MainlineCoupler(await self._open_node(), ident, policy.allowed, self._clock)
         return DhtCoupler(await self._open_node(), ident, policy.allowed, policy.accept_any,
-                          self._clock)
+                          self._clock, fallback=any(r.name == "mainline" for r in self.ladder))
 
     async def _open_node(self) -> DhtNode:
         if self._shared_node is not None:
             return self._shared_node
+        if self.node is not None:  # the dht and mainline couplers share one node
+            return self.node
         node = self.node = DhtNode(self.bind, data_dir=self.data_dir / "dht",
                                    bootstrap=self.bootstrap, config=self._dht_config)
         await node.start()

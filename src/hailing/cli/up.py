@@ -95,6 +95,10 @@ def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         loopback = args.bootstrap and all(h.startswith("127.") for h, _ in args.bootstrap)
         bind = args.bind or (("127.0.0.1", 0) if loopback else ("0.0.0.0", 0))
         dht = DhtSettings(bind, tuple(args.bootstrap), args.read_only)
+        if not args.no_bep44_fallback:
+            from ..session.dialer import FALLBACK_LADDER
+
+            common["ladder"] = list(FALLBACK_LADDER)
 
     if media is not None:
         common["answer_tracks"] = media.answer_tracks
@@ -207,6 +211,10 @@ def add_up_command(sub: Any) -> None:
     p.add_argument("--read-only", action="store_true",
                    help="BEP43 read-only DHT node: answers no queries (for a node others "
                    "cannot reach, e.g. behind NAT); still listens for calls")
+    p.add_argument("--no-bep44-fallback", action="store_true",
+                   help="signal through hailing's DHT inboxes only: no BEP44 items on "
+                   "other Mainline nodes where no hailing node is reachable (by default "
+                   "a call falls back to them, and the contacts' items are polled)")
     p.add_argument("--relay", default=None, metavar="URL",
                    help="signal through this WebSocket relay instead of the DHT")
     p.add_argument("--accept-any", action="store_true",

@@ -35,6 +35,9 @@ False.
 
 The adapters here wrap the signaling backends: :class:`DhtCoupler`
 (:class:`~hailing.signaling.rendezvous.DhtRendezvous`, hailing's DHT inboxes),
+:class:`MainlineCoupler` (:class:`~hailing.signaling.mainline_rdv.MainlineRendezvous`,
+BEP44 items that any Mainline node stores, polled: the fallback where no hailing node
+is reachable),
 :class:`ContractCoupler` (:class:`~hailing.signaling.contract_rdv.ContractRendezvous`,
 events of the signaling contract) and :class:`WsCoupler`
 (:class:`~hailing.signaling.ws_rdv.WsRendezvous`, the WebSocket relay baseline).
@@ -52,9 +55,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..dht.inbox import MAX_VALUE as DHT_MAX_VALUE
 from ..dht.tokens import TOKEN_BYTES
-from ..errors import HailingError, LocalProtocolError
+from ..errors import HailingError, LocalProtocolError, NotFoundError
 from ..identity import Identity
 from ..krpc import IPAddressCodec
+from ..signaling.mainline_rdv import MAX_BLOB as MAINLINE_MAX_BLOB
+from ..signaling.mainline_rdv import MainlineRendezvous
 from ..signaling.rendezvous import DhtRendezvous
 from .supervisor import Supervisor
 
@@ -64,8 +69,8 @@ if TYPE_CHECKING:
     from ..signaling.store import SignalStore
     from ..signaling.ws_rdv import WsRendezvous
 
-__all__ = ["Capabilities", "ContractCoupler", "Coupler", "DhtCoupler", "Inlet", "Reach",
-           "SignalKind", "WsCoupler"]
+__all__ = ["Capabilities", "ContractCoupler", "Coupler", "DhtCoupler", "Inlet",
+           "MainlineCoupler", "Reach", "SignalKind", "WsCoupler"]
 
 #: What an envelope is, for a coupler that routes by it (``cancel``: a caller's CANCEL,
 #: which travels the way its offer went).
@@ -132,10 +137,11 @@ class Inlet:
         self.queue.put_nowait(blob)
         return True
 
-    def loop(self, make: Callable[[], Coroutine[Any, Any, Any]], what: str) -> None:
-        """Run ``make()`` in the background for as long as the session runs; restarted
-        (after a delay) if it fails, each failure logged and counted."""
-        self._supervisor.loop(make, name=f"{self.name} {what}")
+    def loop(self, make: Callable[[], Coroutine[Any, Any, Any]], what: str
+             ) -> asyncio.Task[Any]:
+        """Run ``make()`` in the background for as long as the session runs (or until it
+        returns); restarted (after a delay) if it fails, each failure logged and counted."""
+        return self._supervisor.loop(make, name=f"{self.name} {what}")
 
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
         """Run ``coro`` once in the background, owned by the session (cancelled when it
@@ -206,8 +212,13 @@ class DhtCoupler:
     def __init__(self, node: DhtNode, identity: Identity, allowed: Callable[[], list[bytes]],
                  accept_any: Callable[[], bool], clock: Callable[[], float] = time.time,
                  public_delay: float = PUBLIC_DELAY,
-                 direct_ack_wait: float | Literal["auto"] | None = "auto") -> None:
+                 direct_ack_wait: float | Literal["auto"] | None = "auto",
+                 fallback: bool = False) -> None:
         self.node = node
+        #: Another rung (the BEP44 fallback) carries calls where no hailing node is
+        #: reachable: then a first listen that no node took does not stop the start
+        #: (counted ``inbox_listen_failures``; the listens are renewed as usual).
+        self.fallback = fallback
         self.rendezvous = DhtRendezvous(node, identity, allowed, accept_any, clock)
         self.public_delay = public_delay
         self._inlet: Inlet | None = None
@@ -226,7 +237,7 @@ class DhtCoupler:
 
     async def start(self, sink: Inlet) -> None:
         self._inlet = sink
-        await self.rendezvous.refresh()
+        await self.refresh()
 
         async def pump() -> None:
             while True:
@@ -352,7 +363,13 @@ class DhtCoupler:
             self._inlet.stats[what] += 1
 
     async def refresh(self) -> int:
-        return await self.rendezvous.refresh()
+        try:
+            return await self.rendezvous.refresh()
+        except NotFoundError:
+            if not self.fallback:
+                raise
+            self._count("inbox_listen_failures")
+            return 0
 
     async def admit(self, sender: bytes, blob: bytes) -> str | None:
         return None
@@ -362,6 +379,59 @@ class DhtCoupler:
             task.cancel()
         self._public.clear()
         self.rendezvous.close()
+
+
+# -- the public-Mainline fallback -----------------------------------------------------------
+
+
+class MainlineCoupler:
+    """Sealed envelopes as BEP44 mutable items under per-pair, per-day keys, polled
+    (:mod:`hailing.signaling.mainline_rdv`): any Mainline node (libtorrent, ...) stores
+    them, so it works where no hailing node is reachable. Only contacts reach us (the
+    keys come from the pair secret) and only allowed ones are polled; an answer takes a
+    poll (:data:`~hailing.signaling.mainline_rdv.FAST_INTERVAL`) plus a get, an offer to
+    an idle callee up to :data:`~hailing.signaling.mainline_rdv.IDLE_MAX` more. The node
+    is started by its owner (it may be shared with the ``dht`` coupler)."""
+
+    name = "mainline"
+    capabilities = Capabilities(needs_wallet=False, typical_latency_s=3.0, private=True,
+                                reach="friends", max_blob=MAINLINE_MAX_BLOB)
+
+    def __init__(self, node: DhtNode, identity: Identity, allowed: Callable[[], list[bytes]],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.rendezvous = MainlineRendezvous(node, identity, allowed, clock)
+        self._poller: asyncio.Task[Any] | None = None
+
+    async def start(self, sink: Inlet) -> None:
+        self.rendezvous.stats = sink.stats
+        await self.rendezvous.refresh()
+        self._poller = sink.loop(lambda: self.rendezvous.run(sink.put_nowait), "poller")
+
+    async def expect_from(self, peer: bytes) -> None:
+        await self.rendezvous.expect_from(peer)
+
+    async def send(self, peer: bytes, blob: bytes, kind: SignalKind) -> int:
+        # offer and CANCEL, answer and endpoint: each replaces the last one to that peer
+        return await self.rendezvous.send(peer, blob)
+
+    async def refresh(self) -> int:
+        return await self.rendezvous.refresh()
+
+    async def admit(self, sender: bytes, blob: bytes) -> str | None:
+        return None
+
+    def reply_hint(self, peer: bytes) -> bytes | None:
+        return None  # the answer is polled: nothing faster to offer
+
+    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
+        return False
+
+    async def aclose(self) -> None:
+        self.rendezvous.close()
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
 
 
 # -- the WebSocket relay -----------------------------------------------------------------

@@ -16,7 +16,11 @@ at once: an :class:`~hailing.rtc.connection.AuthenticationError` (someone answer
 could not prove the identity: trying elsewhere would only call the impostor again) and
 anything that is not a ``HailingError`` (a bug).
 
-When every rung failed, a single-rung ladder re-raises its own error (so a clear
+A rung with ``after_timeout`` False is tried only after the rung before it *failed*
+(a fallback for "cannot send here", such as the BEP44 fallback after the DHT inbox),
+and takes no share of the time from the rungs before it.
+
+When every rung failed, a ladder that tried one rung re-raises its own error (so a clear
 "the chain endpoint is unreachable" stays itself), and a longer one raises one
 :class:`~hailing.errors.QueryTimeout` naming every coupler tried and what happened there.
 A timed-out call always reads ``nobody answered within N s (offline, busy, or not
@@ -33,7 +37,7 @@ from typing import TypeVar
 from ..errors import AuthenticationError, HailingError, LocalProtocolError, QueryTimeout
 from .coupler import Coupler
 
-__all__ = ["Attempt", "Dialer", "Rung", "nobody_answered", "parse_ladder"]
+__all__ = ["FALLBACK_LADDER", "Attempt", "Dialer", "Rung", "nobody_answered", "parse_ladder"]
 
 T = TypeVar("T")
 
@@ -43,10 +47,14 @@ MIN_RUNG = 0.5
 
 @dataclass(frozen=True, slots=True)
 class Rung:
-    """One step of a ladder: the coupler ``name`` and its own wait (None: a share)."""
+    """One step of a ladder: the coupler ``name`` and its own wait (None: a share).
+    With ``after_timeout`` False the rung is tried only when the one before it failed
+    (could not send), not when it timed out, and it takes no share of the time from the
+    rungs before it (see :data:`FALLBACK_LADDER`)."""
 
     name: str
     timeout: float | None = None
+    after_timeout: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,16 @@ class Attempt:
     seconds: float
     error: str | None = None
     timed_out: bool = False
+
+
+#: The daemon's ladder on a DHT node (``hailing up`` without ``--no-bep44-fallback``):
+#: hailing's DHT inbox, and the BEP44 fallback only when the inbox could not take the
+#: offer (``no hailing node answered near this key``: no hailing node is reachable),
+#: which happens at once, so the fallback has the whole call. An offer the inbox stored
+#: but nobody answered is not sent again through the fallback: the callee listens on
+#: the same key at the same nodes, so it is offline, busy or refusing, and a second
+#: offer would only ring an unanswered call twice.
+FALLBACK_LADDER = (Rung("dht"), Rung("mainline", after_timeout=False))
 
 
 def parse_ladder(ladder: Iterable[str | tuple[str, float | None] | Rung]) -> list[Rung]:
@@ -123,12 +141,17 @@ class Dialer:
         deadline = self._clock() + timeout
         self.last = []
         errors: list[BaseException] = []
+        timed_out = False
         for i, rung in enumerate(rungs):
+            if errors and timed_out and not rung.after_timeout:
+                continue  # only a failure of the rung before leads here
             left = deadline - self._clock()
             if left < MIN_RUNG and errors:
                 self.last.append(Attempt(rung.name, 0.0, "no time left", True))
                 continue
-            share = left if i == len(rungs) - 1 else left / (len(rungs) - i)
+            # the share of the rungs still to try after a timeout
+            sharing = 1 + sum(1 for r in rungs[i + 1:] if r.after_timeout)
+            share = left / sharing
             wait = min(rung.timeout, left) if rung.timeout is not None else share
             wait = max(wait, MIN_RUNG)
             coupler = self.couplers[rung.name]
@@ -145,7 +168,7 @@ class Dialer:
                 continue
             self.last.append(Attempt(coupler.name, self._clock() - t0))
             return result, coupler
-        if len(rungs) == 1 and errors:
+        if len(self.last) == 1 and errors:
             only_error = errors[0]
             if isinstance(only_error, TimeoutError):
                 raise QueryTimeout(nobody_answered(timeout)) from None
