@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("storage", ("hailing._secrets", "hailing._sqlite")),
     ("identity", ("hailing.identity",)),
     ("drivers", ("hailing.node", "hailing.transport", "hailing._state", "hailing.testnet",
-                 "hailing.sim", "hailing.chain")),
+                 "hailing.sim", "hailing.chain", "hailing.nat")),
     ("signaling", ("hailing.signaling",)),
     ("rtc", ("hailing.rtc",)),
     ("session", ("hailing.session",)),

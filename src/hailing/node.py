@@ -52,6 +52,7 @@ from .dht.bep44 import MutableItem
 from .dht.transactions import Pending
 from .errors import CorruptStorageError, HailingError, LocalProtocolError, StorageError
 from .krpc import Response
+from .nat.stun import NatInfo, StunEndpoint, distinct_key, is_stun, pick_servers, route_source
 from .transport import UdpEndpoint
 from .transport._ingress import SourceRateLimiter
 
@@ -177,6 +178,13 @@ class DhtNode:
         self._next_save = 0.0
         self._saved_id: bytes | None = None
         self.address: Addr = bind
+        # STUN on the DHT port (nat/stun.py): the endpoint, nat_info() waiters, and the
+        # keys we listen on (their storing nodes get keepalives behind a NAT).
+        self._stun: StunEndpoint | None = None
+        self._stun_rng = (random.Random(seed ^ 0x5354554E) if seed is not None
+                          else random.SystemRandom())
+        self._nat_waiters: list[asyncio.Future[NatInfo]] = []
+        self._listen_keys: set[bytes] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -206,6 +214,8 @@ class DhtNode:
             if node_id is None:
                 node_id = stored
         self._core = DhtProtocol(self.config, rng=self._rng, now=self._loop.time(), node_id=node_id)
+        self._stun = StunEndpoint(self._stun_rng, self._loop.time(),
+                                  exempt_loopback=self.config.exempt_loopback)
         if self._state is not None:
             self._save_id(self._core.node_id)
         try:
@@ -244,6 +254,12 @@ class DhtNode:
                 fut.set_exception(HailingError("the node was stopped"))
                 fut.exception()  # mark retrieved: nobody may be waiting any more
         self._futures.clear()
+        for waiter in self._nat_waiters:
+            if not waiter.done():
+                waiter.set_exception(HailingError("the node was stopped"))
+                waiter.exception()
+        self._nat_waiters.clear()
+        self._listen_keys.clear()
         if self._state is not None:
             self._save()
             self._state.close()
@@ -272,6 +288,9 @@ class DhtNode:
         if not seeds and not len(self.core.table):
             return 0
         await self._run(self.core.bootstrap(seeds, self._now()))
+        if self._stun is not None and self._stun.info.checked_at < self._now() - 60.0:
+            self._stun_probe(self._now())  # learn our NAT now that we know nodes
+            self._pump()
         core = self.core
         if core.sub.wanted and len(core.sub.table) < core.config.k:
             await self.find_hailing_nodes()  # the join met foreign nodes: find hailing ones
@@ -363,6 +382,7 @@ class DhtNode:
     async def listen(self, key: bytes, ttl: float = 300.0) -> int:
         """Listen on the inbox ``key`` (renewed until :meth:`unlisten`); values arrive
         through :meth:`inbox`. Returns how many storing nodes registered us."""
+        self._listen_keys.add(key)
         ev = await self._run(self.core.listen(key, self._now(), ttl))
         assert isinstance(ev, Listening)
         return ev.nodes
@@ -371,22 +391,83 @@ class DhtNode:
         """Stop listening on ``key``; the storing nodes are told at once."""
         if self._transport is None:
             return
+        self._listen_keys.discard(key)
         self.core.unlisten(key, self._now())
         self._pump()
 
     def reachable_address(self) -> Addr | None:
-        """The address other nodes reach this one at, as far as it knows: the bound
-        address, or for a socket bound to every interface the external IP most answers
-        name (BEP42) with the bound port; None when it cannot tell (or not started)."""
-        if self._transport is None or self._core is None:
+        """The address other nodes reach this one at unasked, as far as it knows: the
+        bound address, or for a socket bound to every interface the external IP most
+        answers name (BEP42), else the one STUN found, with the bound port. None when it
+        cannot tell (or not started), and behind a NAT (:meth:`nat_info`: some node saw
+        us at another address than we send from, or an endpoint-dependent mapping):
+        whether that NAT takes an unsolicited datagram is not known."""
+        if self._transport is None or self._core is None or self._stun is None:
+            return None
+        info = self._stun.info
+        if info.behind_nat or info.mapping == "endpoint-dependent":
             return None
         host, port = self.address[0], self.address[1]
         if not ipaddress.ip_address(host).is_unspecified:
             return (host, port)
+        if self._stun.probing and info.checked_at == float("-inf"):
+            return None  # the first probe is under way: it tells within 1.5 s
         ext = self._core.external_ip
-        if ext is None or len(ext) not in (4, 16):
-            return None
-        return (str(ipaddress.ip_address(ext)), port)
+        if ext is not None and len(ext) in (4, 16):
+            return (str(ipaddress.ip_address(ext)), port)
+        if info.mapping == "public" and info.external is not None:
+            return (info.external[0], port)
+        return None
+
+    # -- STUN on the DHT port (nat/stun.py) ----------------------------------------------
+
+    def stun_servers(self) -> list[Addr]:
+        """Nodes that answered our STUN Binding requests, fastest first, one per IP:
+        the STUN servers this node's ICE (and its browser's) may use. Empty before the
+        first probe (after :meth:`bootstrap`; :meth:`nat_info` runs one now)."""
+        return [] if self._stun is None else self._stun.servers()
+
+    async def nat_info(self, refresh: bool = False) -> NatInfo:
+        """What this node knows of its NAT (see :class:`~hailing.nat.stun.NatInfo`): the
+        last probe's, or a new probe's (at most 1.5 s) when ``refresh`` or none ran yet.
+        Probes also run after :meth:`bootstrap` and every five minutes."""
+        stun = self._stun
+        if stun is None or self._transport is None:
+            raise LocalProtocolError("the node is not started")
+        if not refresh and not stun.probing and stun.info.checked_at > float("-inf"):
+            return stun.info
+        waiter: asyncio.Future[NatInfo] = self._loop.create_future()
+        self._nat_waiters.append(waiter)
+        if not stun.probing:
+            self._stun_probe(self._now())
+        self._pump()
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            return await waiter
+
+    def _stun_probe(self, now: float) -> None:
+        """Start a probe: servers that answered before, else nodes of the routing
+        table (libtorrent nodes do not answer STUN; a probe tries more of them)."""
+        assert self._stun is not None and self._core is not None
+        v6 = ":" in self.address[0]
+        nodes = [(str(e.addr[0]), int(e.addr[1])) for e in self._core.table  # type: ignore[index]
+                 if (":" in str(e.addr[0])) == v6]  # type: ignore[index]
+        exempt = self.config.exempt_loopback
+        picked = pick_servers(self._stun.known_servers(), nodes,
+                              lambda a: distinct_key(a, exempt), self._stun_rng)
+        pairs = [(server, local) for server in picked
+                 if server != self.address
+                 and (local := route_source(server, self.address)) is not None]
+        self._stun.start_probe(pairs, now)
+
+    def _stun_tick(self, now: float) -> None:
+        """The probe and keepalive rounds that are due (from the node's timer)."""
+        stun, core = self._stun, self._core
+        assert stun is not None and core is not None
+        if stun.probe_due(now):
+            self._stun_probe(now)
+        if stun.keepalive_due(now):
+            holders = {a for key in self._listen_keys for a in core.inboxes.holders(key, now)}
+            stun.keepalive([(str(a[0]), int(a[1])) for a in holders], now)  # type: ignore[index]
 
     def direct_token(self, key: bytes) -> bytes:
         """A push token for the inbox ``key`` that lets whoever holds it push to this
@@ -421,6 +502,8 @@ class DhtNode:
         ``udp_rate_limited``: datagrams dropped unread, their source over its budget)."""
         out = dict(self.core.stats)
         out.update(self._driver_stats)
+        if self._stun is not None:
+            out.update(self._stun.stats)
         if self._transport is not None:
             out["socket_errors"] = self._transport.errors
             out["send_dropped"] = self._transport.dropped
@@ -454,7 +537,10 @@ class DhtNode:
         return ev
 
     def _on_datagram(self, data: bytes, addr: Addr) -> None:
-        assert self._core is not None
+        assert self._core is not None and self._stun is not None
+        if is_stun(data):  # RFC 7983: first byte 0..3; KRPC (bencode) starts with "d"
+            self._stun.receive(data, addr, self._loop.time())
+            return
         self._core.receive_datagram(data, addr, self._loop.time())
 
     def _pump(self) -> None:
@@ -467,6 +553,15 @@ class DhtNode:
             self._save_id(core.node_id)  # BEP42: a re-derived id survives a restart
         for data, addr in core.datagrams_to_send(now):
             transport.sendto(data, addr)
+        stun = self._stun
+        if stun is not None:
+            for data, addr in stun.datagrams_to_send():
+                transport.sendto(data, addr)
+            if self._nat_waiters and not stun.probing:
+                for waiter in self._nat_waiters:
+                    if not waiter.done():
+                        waiter.set_result(stun.info)
+                self._nat_waiters.clear()
         while (ev := core.next_event()) is not None:
             if isinstance(ev, InboxMessage):
                 if self._inbox.full():
@@ -478,6 +573,8 @@ class DhtNode:
             if fut is not None and not fut.done():
                 fut.set_result(ev)
         deadline = core.get_timer()
+        if stun is not None and (stun_due := stun.get_timer()) is not None:
+            deadline = stun_due if deadline is None else min(deadline, stun_due)
         if deadline is not None and deadline < self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
@@ -492,6 +589,9 @@ class DhtNode:
             return
         now = self._loop.time()
         core.handle_timer(now)
+        if self._stun is not None:
+            self._stun.handle_timer(now)
+            self._stun_tick(now)
         if self._state is not None and now >= self._next_save:
             self._next_save = now + SAVE_INTERVAL
             self._save()
