@@ -35,6 +35,7 @@ from typing import Any
 
 from ._state import NodeState, load_node_state, rebuild_node_state
 from .dht import (
+    Answered,
     CommandFailed,
     DhtConfig,
     DhtProtocol,
@@ -320,10 +321,13 @@ class DhtNode:
         assert isinstance(ev, PeersFound)
         return [a for a in ev.peers]  # type: ignore[misc]
 
-    async def announce(self, info_hash: bytes, port: int | None = None) -> int:
-        """Announce ``port`` (default: this node's UDP port) for ``info_hash``; re-announced
+    async def announce(self, info_hash: bytes, port: int | None = None, *,
+                       implied: bool = False) -> int:
+        """Announce ``port`` (default: this node's UDP port; ``implied``: the source port
+        the storing nodes see, BEP5 ``implied_port``) for ``info_hash``; re-announced
         every republish interval while the node runs. Returns how many nodes accepted."""
-        ev = await self._run(self.core.announce_peer(info_hash, port or self.address[1], self._now()))
+        announced = None if implied else port or self.address[1]
+        ev = await self._run(self.core.announce_peer(info_hash, announced, self._now()))
         assert isinstance(ev, StoreDone)
         return ev.stored
 
@@ -370,6 +374,14 @@ class DhtNode:
         item = MutableItem.create(signing_seed, value, salt, seq)
         await self._run(self.core.put_mutable(item, self._now(), cas))
         return item.target
+
+    async def query(self, addr: Addr, method: bytes, args: dict[bytes, Any]) -> dict[bytes, Any]:
+        """Send one query of ``method`` (an extension's, say) to ``addr`` and return the
+        response dictionary (``r``). Raises KrpcError (with the error reply's code) or
+        QueryTimeout. Answered by the other side's ``DhtProtocol.add_method`` handler."""
+        ev = await self._run(self.core.query(addr, method, args, self._now()))
+        assert isinstance(ev, Answered)
+        return ev.reply
 
     # -- hailing inboxes -----------------------------------------------------------------
 

@@ -9,7 +9,9 @@ event, as ``hailing listen`` prints them (see
 :mod:`hailing.daemon.events`). SIGINT or SIGTERM stops it cleanly with exit 0 (a call's
 recording is finalized first); a second ``hailing up`` on the same data directory fails
 with one line (exit 1). ``--auto-answer`` (``--play``, ``--loop``, ``--record``): the daemon
-answers media calls itself (docs/connection.md, "Media").
+answers media calls itself (docs/connection.md, "Media"). ``--serve-relay``: it also
+volunteers a TURN relay (coturn; :mod:`hailing.cli._relay_opts`, docs/nat.md "Relays"),
+and the first event is ``{"event": "relay", "serving": "IP:PORT", "urls": [...]}``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import LocalProtocolError, UsageError
 from ._common import _bootstrap, _hostport, _ice_ip, _stop_on_signal
 from ._config import DATA_DIR_ENV, default_data_dir
+from ._relay_opts import add_relay_options, relay_config
 from ._shared import NETWORK_SETTINGS, add_contract_options, contract_peer_kwargs
 
 if TYPE_CHECKING:
@@ -70,9 +73,9 @@ def _command(text: str) -> list[str]:
     return argv
 
 
-def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """What ``args`` describe: (make_peer(node) -> Peer, DhtSettings or None,
-    MediaOptions or None)."""
+    MediaOptions or None, the relay's TurnConfig or None)."""
     from ..daemon.service import DhtSettings
     from ..rtc import set_host_addresses
 
@@ -99,6 +102,7 @@ def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any]:
             from ..session.dialer import FALLBACK_LADDER
 
             common["ladder"] = list(FALLBACK_LADDER)
+    relay = relay_config(args, dht.bind if dht is not None else None)
 
     if media is not None:
         common["answer_tracks"] = media.answer_tracks
@@ -108,7 +112,7 @@ def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
         return Peer(args.data_dir, node=node, **common)
 
-    return make_peer, dht, media
+    return make_peer, dht, media, relay
 
 
 def _media_options(args: argparse.Namespace) -> Any:
@@ -161,9 +165,9 @@ async def cmd_up(args: argparse.Namespace) -> int:
     # service manager would otherwise quietly become somebody new).
     new_identity = not (Path(args.data_dir) / KEY_FILE).exists()
     stop = _stop_on_signal()  # before the first line: a signal right after it is a clean stop
-    make_peer, dht, media = _daemon_parts(args)
+    make_peer, dht, media, relay = _daemon_parts(args)
     daemon = Daemon(args.data_dir, make_peer, dht=dht, api_bind=args.api,
-                    idle_close=args.idle_close, on_call=args.on_call, media=media)
+                    idle_close=args.idle_close, on_call=args.on_call, media=media, relay=relay)
     daemon.events.add_sink(_printer())
     try:
         await daemon.start()
@@ -175,6 +179,9 @@ async def cmd_up(args: argparse.Namespace) -> int:
         print(f"up {daemon.peer.contact_id} dht {daemon.dht_address or '-'} "
               f"api {daemon.api_info.url}", flush=True)
         print(f"web {daemon.login_url()}", flush=True)
+        if daemon.relay is not None:
+            daemon.events.emit({"event": "relay", "serving": daemon.relay.status()["address"],
+                                "urls": list(daemon.relay.urls)})
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(daemon.failed.wait())]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -243,6 +250,7 @@ def add_up_command(sub: Any) -> None:
                    help="(--auto-answer) record each call: FILE's name with the caller and "
                    "the time added (calls.mkv -> calls-NAME-YYYYmmdd-HHMMSS.mkv; the "
                    "container is the extension's: .mp4 .mov .mkv .webm .wav .ogg .mp3)")
+    add_relay_options(p)
     add_contract_options(p)
     # The data directory's config.toml fills the network options not given (cli._shared.prepare).
     p.set_defaults(func=cmd_up, _default_data_dir=True, _settings=NETWORK_SETTINGS)

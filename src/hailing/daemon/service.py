@@ -56,6 +56,7 @@ from .links import REPLACED, Link, Links
 from .webapp import clean_uploads
 
 if TYPE_CHECKING:
+    from ..nat.turnserver import TurnConfig
     from ..rtc.media import MediaOptions
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ class Daemon:
     def __init__(self, data_dir: str | os.PathLike[str], make_peer: Callable[[Any], Any], *,
                  dht: DhtSettings | None = None, api_bind: Addr = ("127.0.0.1", 0),
                  idle_close: float = 600.0, on_call: Sequence[str] | None = None,
-                 ring_calls: bool = True, media: MediaOptions | None = None) -> None:
+                 ring_calls: bool = True, media: MediaOptions | None = None,
+                 relay: TurnConfig | None = None) -> None:
         self.data_dir = Path(data_dir)
         self._make_peer = make_peer
         self.dht = dht
@@ -115,6 +117,9 @@ class Daemon:
         self._media_calls: set[asyncio.Task[None]] = set()
         self._recordings: set[Path] = set()  # files of calls in progress (not written yet)
         self._media_now: dict[int, dict[str, Any]] = {}  # media calls in progress, for status
+        self._relay_config = relay
+        #: The TURN relay this node volunteers (``--serve-relay``), once started.
+        self.relay: Any = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -131,6 +136,11 @@ class Daemon:
                                on_call=self._on_call)
             if self.dht is not None:
                 self.node = await open_dht_node(self.data_dir, self.dht)
+            if self._relay_config is not None and self.node is not None:
+                from ..nat.relay import RelayService
+
+                self.relay = RelayService(self.node, self.data_dir / "relay", self._relay_config)
+                await self.relay.start()
             self.peer = self._make_peer(self.node)
             self.calls.peer = self.peer
             # A daemon that auto-answers (media) takes media calls itself: nothing rings.
@@ -179,6 +189,9 @@ class Daemon:
         if self.peer is not None:
             with contextlib.suppress(HailingError):
                 await self.peer.stop()
+        if self.relay is not None:
+            await self.relay.stop()
+            self.relay = None
         if self.node is not None:
             await self.node.stop()
             self.node = None
@@ -429,6 +442,7 @@ class Daemon:
             "calls": dict(self.calls.stats) if self.calls is not None else {},
             "media_calls": [{**c, "frames": dict(sorted(c["frames"].items()))}
                             for c in self._media_now.values()],
+            "relay": self.relay.status() if self.relay is not None else None,
         }
 
     # -- sending -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from .config import HAILING_VERSION, DhtConfig
 from .events import (
+    Answered,
     CommandFailed,
     Event,
     InboxMessage,
@@ -18,6 +19,7 @@ from .protocol import DhtProtocol
 
 __all__ = [
     "HAILING_VERSION",
+    "Answered",
     "CommandFailed",
     "DhtConfig",
     "DhtProtocol",

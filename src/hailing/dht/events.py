@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import HailingError
 from .bep44 import ImmutableItem, MutableItem
@@ -87,6 +88,16 @@ class InboxMessage(Event):
 
     key: bytes
     value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Answered(Event):
+    """A :meth:`~hailing.dht.DhtProtocol.query` (one request, any method) was answered:
+    the response dictionary ``reply`` (``r``), the answering node's id and the round trip."""
+
+    reply: dict[bytes, Any]
+    node_id: bytes
+    rtt: float
 
 
 @dataclass(frozen=True, slots=True)

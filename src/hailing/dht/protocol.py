@@ -61,13 +61,14 @@ from ._lookup_engine import LookupEngine
 from .admission import Admission
 from .config import DhtConfig
 from .events import (
+    Answered,
     CommandFailed,
     Event,
     Pong,
 )
 from .inbox_client import InboxClient
 from .lookup import Candidate, Lookup
-from .responder import Responder
+from .responder import ExtensionHandler, Responder
 from .routing import NodeEntry, RoutingTable
 from .storage import ItemStore, PeerStore
 from .suboverlay import SubOverlay
@@ -228,6 +229,31 @@ class DhtProtocol:
 
         self._request(addr, b"ping", {}, now, on_reply=done)
         return qid
+
+    def query(self, addr: Hashable, method: bytes, args: dict[bytes, Any], now: float) -> int:
+        """Send one query of any method (an extension's, say) to ``addr``: the event is
+        :class:`Answered` with the response, or CommandFailed (a KrpcError carrying the
+        error reply's code, or QueryTimeout). Our ``id`` is added to ``args``."""
+        if type(method) is not bytes or not method:
+            raise LocalProtocolError("a method name is a non-empty byte string")
+        qid = self._new_qid()
+
+        def done(reply: Response | Error | None, p: Pending, now: float) -> None:
+            if isinstance(reply, Response):
+                self._events.append(Answered(qid, reply.values, reply.sender_id, p.rtt))
+            else:
+                self._events.append(CommandFailed(qid, _failure(reply, f"no answer from {addr}")))
+
+        self._request(addr, method, dict(args), now, on_reply=done)
+        return qid
+
+    def add_method(self, name: bytes, handler: ExtensionHandler) -> None:
+        """Answer the extension method ``name`` with ``handler`` (see Responder.add_method);
+        ``remove_method`` takes it back (204 again)."""
+        self.responder.add_method(name, handler)
+
+    def remove_method(self, name: bytes) -> None:
+        self.responder.remove_method(name)
 
     def find_node(self, target: bytes, now: float) -> int:
         return self._lookup("find_node", _id20(target), now)

@@ -40,6 +40,9 @@ from .suboverlay import SUB_MARKER
 from .tokens import TokenManager
 
 Handler = Callable[[Query, Hashable, float], dict[bytes, Any]]
+#: An extension method's handler (:meth:`Responder.add_method`): the query's arguments,
+#: its sender and ``now`` -> the response dictionary, or raise RemoteProtocolError.
+ExtensionHandler = Callable[[dict[bytes, Any], Hashable, float], dict[bytes, Any]]
 
 
 def _need_id20(args: dict[bytes, Any], key: bytes) -> bytes:
@@ -99,12 +102,51 @@ class Responder:
             del self.handlers[b"hailing_post"], self.handlers[b"hailing_listen"]
         #: The sub-overlay's table of hailing nodes: what a query with the marker gets.
         self.sub_table: RoutingTable | None = None
+        #: Methods added with add_method (only those may be removed).
+        self._extensions: set[bytes] = set()
 
     def answer(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
         handler = self.handlers.get(q.method)
         if handler is None:
             raise RemoteProtocolError("Method Unknown", METHOD_UNKNOWN)
         return handler(q, addr, now)
+
+    def add_method(self, name: bytes, handler: ExtensionHandler) -> None:
+        """Answer the KRPC method ``name`` with ``handler`` (see :data:`ExtensionHandler`),
+        counted as ``q_<name>`` like the built-in methods (others are still 204).
+
+        The reply carries our ``id`` whatever the handler returns. A handler that raises
+        :class:`RemoteProtocolError` gets its code and message sent as the KRPC error;
+        one that raises anything else is a bug of ours: error 202, counted as
+        ``handler_failed_<name>``, and the node carries on."""
+        if type(name) is not bytes or not name or len(name) > MAX_METHOD_NAME:
+            raise LocalProtocolError(f"a method name is 1..{MAX_METHOD_NAME} bytes")
+        try:
+            label = name.decode("ascii")
+        except UnicodeDecodeError:
+            raise LocalProtocolError("a method name is ASCII") from None
+        if name in self.handlers:
+            raise LocalProtocolError(f"the method {label!r} is already answered")
+
+        def answer(q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
+            try:
+                r = handler(q.args, addr, now)
+            except RemoteProtocolError:
+                raise
+            except Exception:
+                self.stats["handler_failed_" + label] += 1
+                raise RemoteProtocolError("Server Error", SERVER_ERROR) from None
+            return {**r, b"id": self.own_id}
+
+        self.handlers[name] = answer
+        self._extensions.add(name)
+
+    def remove_method(self, name: bytes) -> None:
+        """Stop answering an extension method added with :meth:`add_method` (its
+        queries get 204 again); a method not added is ignored."""
+        if name in self._extensions:
+            self._extensions.discard(name)
+            del self.handlers[name]
 
     def source(self, addr: Hashable) -> bytes:
         """The source ``addr`` is charged to (:func:`~hailing.dht.quota.source_of`)."""
@@ -325,6 +367,9 @@ class Responder:
 #: Most nodes an answer carries when a hailing node asks for more (``hailing_k``).
 MAX_WIDE_NODES = 32
 
+#: Longest extension method name (a known method's name becomes a stats key).
+MAX_METHOD_NAME = 64
+
 #: Longest push token a listener may hand us (ours are TOKEN_BYTES; BEP5 allows any).
 MAX_PTOKEN = 20
 
@@ -332,4 +377,6 @@ MAX_PTOKEN = 20
 ERR_RATE_LIMITED = 241
 ERR_LISTENERS_FULL = 242
 
-__all__ = ["ERR_LISTENERS_FULL", "ERR_RATE_LIMITED", "PROTOCOL_ERROR", "Responder"]
+__all__ = [
+    "ERR_LISTENERS_FULL", "ERR_RATE_LIMITED", "PROTOCOL_ERROR", "ExtensionHandler", "Responder",
+]

@@ -1,5 +1,6 @@
 """NAT traversal from the DHT itself: STUN answered on every node's DHT port
-(:mod:`hailing.nat.stun`), so that nobody configures a STUN server.
+(:mod:`hailing.nat.stun`), so that nobody configures a STUN server, and relays
+volunteered by public nodes (TURN, coturn; :mod:`hailing.nat.relay`).
 
 The names are imported lazily (as ``hailing``'s own are): ``hailing.node`` imports
 ``hailing.nat.stun``, and a module of this package that imports the node must not
@@ -12,15 +13,24 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .relay import RELAY_INFOHASH, RelayFinder, RelayService, TurnCredentials
     from .stun import NatInfo, NatMapping, StunEndpoint
+    from .turnserver import TurnConfig, TurnServer
 
-__all__ = ["NatInfo", "NatMapping", "StunEndpoint"]
+__all__ = ["RELAY_INFOHASH", "NatInfo", "NatMapping", "RelayFinder", "RelayService",
+           "StunEndpoint", "TurnConfig", "TurnCredentials", "TurnServer"]
 
 #: Public name -> the module (relative to this package) that defines it.
 _WHERE: dict[str, str] = {
     "NatInfo": ".stun",
     "NatMapping": ".stun",
     "StunEndpoint": ".stun",
+    "RELAY_INFOHASH": ".relay",
+    "RelayFinder": ".relay",
+    "RelayService": ".relay",
+    "TurnCredentials": ".relay",
+    "TurnConfig": ".turnserver",
+    "TurnServer": ".turnserver",
 }
 
 
