@@ -46,7 +46,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .dht import DhtConfig
 from .errors import HailingError, LocalProtocolError, QueryTimeout, SdpError, StorageError
@@ -77,6 +77,7 @@ from .session.external import (
     media_of,
     pack_external_sdp,
 )
+from .session.iceservers import IceProvider, peer_provider
 from .session.router import SignalRouter, Source
 from .session.supervisor import Supervisor
 from .signaling import envelope
@@ -116,7 +117,9 @@ class Peer:
     it); else ``dht_config`` configures the node it starts (a short-lived client, such as
     a one-shot ``hailing send``, should pass ``DhtConfig(read_only=True)``: a BEP43
     read-only node never enters others' routing tables, where it would stall lookups
-    once it has exited)."""
+    once it has exited). ``ice_servers``: where the STUN/TURN servers of its peer
+    connections come from: ``"node"`` (its DHT node's STUN servers and a volunteer
+    relay found on the DHT; none without a node), a provider, or None (none)."""
 
     def __init__(
         self,
@@ -142,6 +145,7 @@ class Peer:
         node: DhtNode | None = None,
         dht_config: DhtConfig | None = None,
         on_media_offer: Callable[[IncomingCall], None] | None = None,
+        ice_servers: IceProvider | Literal["node"] | None = "node",
     ) -> None:
         if backend not in BACKENDS:
             raise LocalProtocolError(f"unknown rendezvous backend {backend!r} (dht, ws, "
@@ -184,6 +188,8 @@ class Peer:
         self._answer_tracks = answer_tracks
         self._custom = custom
         self._shared_node = node
+        self._ice_servers = (peer_provider(lambda: self._shared_node or self.node)
+                             if ice_servers == "node" else ice_servers)
         #: Where accepted offers with audio or video go, as ringing IncomingCalls for a
         #: page to answer (None: answered here with aiortc, ``answer_tracks``).
         self.on_media_offer = on_media_offer
@@ -246,7 +252,7 @@ class Peer:
             identity, downloads=self.downloads, supervisor=self.supervisor,
             stats=self.stats, emit=self._emit, clock=self._clock,
             rtc_configuration=self._rtc_configuration, pc_factory=self._pc_factory,
-            answer_tracks=self._answer_tracks)
+            answer_tracks=self._answer_tracks, ice_servers=self._ice_servers)
         self.manager.on_signal = self.router.from_channel
         self.endpoints = EndpointRecords(identity, self.store, stats=self.stats,
                                          is_contact=self.policy.may_send_endpoint,
@@ -260,6 +266,7 @@ class Peer:
             self._couplers.append(coupler)
             await coupler.start(self.router.attach(coupler))
         self.dialer = Dialer(self._couplers, self.ladder)
+        self.manager.ice.warm()  # the first call does not wait for its ICE servers
         self.supervisor.loop(self._refresh_loop, name="refresh loop")
         self.supervisor.loop(self._watch_contacts, name="contacts watch")
 

@@ -207,7 +207,9 @@ class ApiServer:
         r.add_get("/api/endpoints", self.get_endpoints)
         r.add_get("/api/history", self.get_history)
         r.add_get("/api/links", self.get_links)
+        r.add_delete("/api/links/{contact}", self.hang_up)
         r.add_post("/api/refresh", self.refresh)
+        r.add_get("/api/ice", self.get_ice)
         r.add_get("/api/events", self.events)
         r.add_post("/api/calls", self.place_call)
         r.add_get("/api/calls", self.get_calls)
@@ -308,6 +310,14 @@ class ApiServer:
 
     async def get_links(self, request: web.Request) -> web.Response:
         return web.json_response({"links": [link.to_json() for link in self.daemon.links.list()]})
+
+    async def get_ice(self, request: web.Request) -> web.Response:
+        """The ICE servers for the web app's peer connections (the daemon's own)."""
+        return web.json_response(await self.daemon.ice_servers())
+
+    async def hang_up(self, request: web.Request) -> web.Response:
+        """Hang up every link to a contact (the next send calls again)."""
+        return web.json_response(await self.daemon.hang_up(request.match_info["contact"]))
 
     async def refresh(self, request: web.Request) -> web.Response:
         await self.daemon.refresh()

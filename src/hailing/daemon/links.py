@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import HailingError
 from ..identity import format_contact_id
+from ..rtc.ice import selected_path
 from .events import EventBus, item_event
 from .history import History
 
@@ -43,6 +44,8 @@ class Link:
     opened: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
     reader: asyncio.Task[None] | None = None
+    #: The ICE path when it was adopted (``connected``'s ``path``).
+    path: dict[str, Any] | None = None
 
     @property
     def peer(self) -> bytes:
@@ -59,7 +62,14 @@ class Link:
     def to_json(self) -> dict[str, Any]:
         return {"contact": format_contact_id(self.peer), "outgoing": self.outgoing,
                 "open_s": round(time.monotonic() - self.opened, 1),
-                "idle_s": round(time.monotonic() - self.last_used, 1)}
+                "idle_s": round(time.monotonic() - self.last_used, 1),
+                "path": path_of(self.conn)}
+
+
+def path_of(conn: Any) -> dict[str, Any]:
+    """The ICE path of a connection (:func:`hailing.rtc.ice.selected_path`): ``local``
+    and ``remote`` candidate types, ``relayed``."""
+    return selected_path(getattr(conn, "pc", None))
 
 
 class Links:
@@ -136,6 +146,7 @@ class Links:
             event["connect_ms"] = round(conn.connect_ms, 1)
         if outgoing and getattr(conn, "coupler", None):
             event["via"] = conn.coupler
+        event["path"] = link.path = path_of(conn)
         self._events.emit(event)
         link.reader = asyncio.ensure_future(self._read(link, who))
         # Both called at once ("glare"): both ends keep the same link and close the other

@@ -52,7 +52,7 @@ from ._files import ApiInfo, DaemonLock, remove_api_info, write_api_info
 from .calls import Calls
 from .events import Event, EventBus, item_event
 from .history import History
-from .links import REPLACED, Link, Links
+from .links import REPLACED, Link, Links, path_of
 from .webapp import clean_uploads
 
 if TYPE_CHECKING:
@@ -276,7 +276,8 @@ class Daemon:
                 call_id = self.calls.answered_here(conn.peer, conn.tracks.kinds)
             await media.start()
             now = {"from": who, "call": call_id, **kinds,
-                   "recording": str(record) if media.recorded_kinds else None}
+                   "recording": str(record) if media.recorded_kinds else None,
+                   "path": path_of(conn)}
             self._media_now[id(media)] = {**now, "frames": media.frames}
             self.events.emit({"event": "connected", **now})
             async for item in conn:
@@ -445,6 +446,25 @@ class Daemon:
             "relay": self.relay.status() if self.relay is not None else None,
         }
 
+    async def hang_up(self, ref: str) -> dict[str, Any]:
+        """``DELETE /api/links/{contact}``: hang up every link to a contact (each emits
+        ``closed``); the next send to them calls again."""
+        peer = self.resolve(ref)
+        return {"contact": format_contact_id(peer), "closed": await self.links.hang_up_peer(peer)}
+
+    async def ice_servers(self) -> dict[str, Any]:
+        """``GET /api/ice``: the ICE servers a page's ``RTCPeerConnection`` should use,
+        the same the daemon's own peer connections get (STUN servers from its DHT node,
+        a volunteer relay's time-limited credentials), as ``{"iceServers": [...]}``.
+        Servers on loopback addresses are left out: a browser does not gather there."""
+        from ..rtc.ice import ice_servers_json
+
+        manager = getattr(self.peer, "manager", None)
+        if manager is None:
+            return {"iceServers": []}
+        servers = await manager.ice.get()
+        return {"iceServers": ice_servers_json(servers.stun, servers.turn, loopback=False)}
+
     # -- sending -------------------------------------------------------------------------
 
     async def connect(self, ref: str, timeout: float) -> dict[str, Any]:
@@ -569,6 +589,7 @@ def _result(peer: bytes, ms: float | None, link: Link) -> dict[str, Any]:
     coupler = getattr(link.conn, "coupler", None)
     if coupler:
         out["via"] = coupler
+    out["path"] = link.path or path_of(link.conn)
     return out
 
 

@@ -1,6 +1,7 @@
 """WebRTC peers (aiortc): ICE settings; connection management comes on top of this.
 
-Importing this package applies ``HAILING_ICE_HOSTS`` (see ``hailing.rtc.ice``).
+Importing this package applies ``HAILING_ICE_HOSTS`` and makes ICE prefer direct paths
+to relayed ones (see ``hailing.rtc.ice``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from hailing.rtc.ice import (
     apply_environment,
     current_host_addresses,
     host_addresses,
+    prefer_direct_paths,
     rtc_configuration,
     set_host_addresses,
 )
@@ -24,3 +26,4 @@ __all__ = [
 ]
 
 apply_environment()
+prefer_direct_paths()

@@ -16,18 +16,35 @@ process.
 
 ``hailing.rtc`` applies the environment variable ``HAILING_ICE_HOSTS`` (comma- or
 space-separated IP addresses) when it is imported, so subprocesses such as CLI tests
-inherit the restriction. ``rtc_configuration()`` is the ``RTCConfiguration`` to give every
-``RTCPeerConnection``: it names no ICE server, where aiortc's default would ask Google's
-STUN server.
+inherit the restriction.
+
+``rtc_configuration(stun, turn)`` is the ``RTCConfiguration`` to give every
+``RTCPeerConnection``: only the ICE servers it is given (the daemon's come from the DHT:
+hailing nodes that answer STUN on their DHT port, and a volunteer's TURN relay), never
+aiortc's default (Google's STUN server). aiortc 1.16 uses only the **first** ``stun:``
+URL and the **first** ``turn:`` URL of a configuration, aioice asks a STUN server from
+IPv4 sockets only, and aiortc cannot parse a URL with an IPv6 address, so its list is
+the IPv4 servers, best first; a browser (:func:`ice_servers_json`) gets IPv6 ones too.
+
+``selected_path(pc)`` says which path a connected peer connection uses: the candidate
+types of ICE's nominated pair (``host``, ``srflx``, ``prflx``, ``relay``) and whether a
+relay carries it. aioice pairs its host and relay candidates only (a server-reflexive
+candidate shares its host candidate's socket), so ``local`` is ``host`` or ``relay``;
+``remote`` tells how the other side was reached: its host address, its address as a
+STUN server saw it (``srflx``), an address learnt from its checks through hole
+punching (``prflx``), or its relay.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hailing.errors import LocalProtocolError
 
@@ -36,11 +53,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENV_VAR",
+    "NO_SERVERS",
+    "PATH_TYPES",
+    "IceServers",
+    "TurnLike",
     "apply_environment",
     "current_host_addresses",
+    "gathers_on_loopback",
     "host_addresses",
+    "ice_servers_json",
+    "prefer_direct_paths",
+    "release_unused_relays",
     "rtc_configuration",
+    "selected_path",
     "set_host_addresses",
+    "stun_url",
+    "turn_urls",
 ]
 
 #: Environment variable read by ``apply_environment`` (at import of ``hailing.rtc``).
@@ -140,9 +168,275 @@ def apply_environment(environ: Mapping[str, str] | None = None) -> None:
             raise LocalProtocolError(f"{ENV_VAR}={value!r}: {exc}") from None
 
 
-def rtc_configuration() -> RTCConfiguration:
-    """An ``RTCConfiguration`` with no STUN or TURN server (aiortc's default uses one)."""
+#: The candidate types a path names (RFC 8445 section 5.1.1), and "unknown".
+PATH_TYPES = ("host", "srflx", "prflx", "relay", "unknown")
+#: ``turn:IP:PORT`` with ``?transport=udp`` or none (UDP, the only transport relays offer).
+_TURN_URL = re.compile(r"^turn:(?P<host>\[[0-9A-Fa-f:.]+\]|[0-9.]+):(?P<port>[0-9]{1,5})"
+                       r"(?:\?transport=udp)?$")
+_CREDENTIAL = re.compile(r"^[\x21-\x7e]{1,256}$")
+
+
+class TurnLike(Protocol):
+    """What a TURN relay's time-limited credentials give ICE (``hailing.nat.relay``'s
+    ``TurnCredentials`` is one)."""
+
+    @property
+    def urls(self) -> tuple[str, ...]: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def password(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class IceServers:
+    """The ICE servers of a peer connection: STUN servers (``(ip, port)``, best first)
+    and one relay's credentials, or none."""
+
+    stun: tuple[tuple[str, int], ...] = ()
+    turn: TurnLike | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.stun) or self.turn is not None
+
+
+NO_SERVERS = IceServers()
+
+
+def _server_ip(host: object, *, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if not isinstance(host, str):
+        raise LocalProtocolError(f"not an IP address for a {what} server: {host!r}")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise LocalProtocolError(f"not an IP address for a {what} server: {host!r}") from None
+    if ip.is_unspecified or ip.is_multicast or (isinstance(ip, ipaddress.IPv6Address)
+                                                and ip.scope_id is not None):
+        raise LocalProtocolError(f"not a usable {what} server address: {host!r}")
+    return ip
+
+
+def stun_url(addr: Sequence[object]) -> str:
+    """``stun:IP:PORT`` (``stun:[IPv6]:PORT``) for a server address; LocalProtocolError for
+    anything but an IP address and a port."""
+    if len(addr) != 2:
+        raise LocalProtocolError(f"a STUN server is (ip, port), not {addr!r}")
+    ip = _server_ip(addr[0], what="STUN")
+    port = addr[1]
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise LocalProtocolError(f"not a port for a STUN server: {port!r}")
+    return f"stun:{ip}:{port}" if ip.version == 4 else f"stun:[{ip}]:{port}"
+
+
+def turn_urls(turn: TurnLike, *, loopback: bool | None = None) -> list[str]:
+    """The usable URLs of a relay's credentials (``turn:IP:PORT``, UDP, an IP address
+    that is neither unspecified nor multicast; ``loopback`` True/False: only loopback /
+    only other addresses), in their order; empty when none is, or when the username or
+    password is not 1-256 printable ASCII characters. A volunteer relay chose these:
+    nothing else (a host name, TLS, TCP) is ever handed to ICE."""
+    username, password = getattr(turn, "username", None), getattr(turn, "password", None)
+    if not isinstance(username, str) or not _CREDENTIAL.fullmatch(username) \
+            or not isinstance(password, str) or not _CREDENTIAL.fullmatch(password):
+        return []
+    out: list[str] = []
+    urls = getattr(turn, "urls", ())
+    for url in urls if isinstance(urls, tuple | list) else ():
+        m = _TURN_URL.fullmatch(url) if isinstance(url, str) else None
+        if m is None or not 0 < int(m["port"]) < 65536:
+            continue
+        try:
+            ip = _server_ip(m["host"], what="TURN")
+        except LocalProtocolError:
+            continue
+        if loopback is None or ip.is_loopback == loopback:
+            out.append(url if url.endswith("?transport=udp") else url + "?transport=udp")
+    return out
+
+
+def _stun_urls(stun: Sequence[Sequence[object]], loopback: bool | None) -> list[str]:
+    """STUN URLs (``loopback`` as for :func:`turn_urls`), IPv4 first (aioice asks only
+    from IPv4 sockets), else in the given order, without duplicates. LocalProtocolError
+    for anything that is not an IP address and a port."""
+    urls = [stun_url(addr) for addr in stun]
+    if loopback is not None:
+        urls = [u for u, addr in zip(urls, stun, strict=True)
+                if ipaddress.ip_address(str(addr[0]).strip("[]")).is_loopback == loopback]
+    v4 = [u for u in urls if not u.startswith("stun:[")]
+    v6 = [u for u in urls if u.startswith("stun:[")]
+    return list(dict.fromkeys(v4 + v6))
+
+
+def ice_servers_json(stun: Sequence[Sequence[object]] = (), turn: TurnLike | None = None,
+                     *, loopback: bool | None = None,
+                     ipv6: bool = True) -> list[dict[str, Any]]:
+    """The ``iceServers`` of an ``RTCConfiguration`` as JSON (``GET /api/ice``): one entry
+    with every STUN URL, one with the relay's URLs and credentials. ``loopback`` True:
+    only servers on loopback addresses; False: only others (a browser never gathers on
+    loopback, and a server it cannot reach holds its gathering); None: all. ``ipv6``
+    False: no server on an IPv6 address (aiortc cannot parse their URLs)."""
+    servers: list[dict[str, Any]] = []
+    stun_urls = [u for u in _stun_urls(stun, loopback) if ipv6 or "[" not in u]
+    if stun_urls:
+        servers.append({"urls": stun_urls})
+    relay = turn_urls(turn, loopback=loopback) if turn is not None else []
+    relay = [u for u in relay if ipv6 or "[" not in u]
+    if relay and turn is not None:
+        servers.append({"urls": relay, "username": turn.username,
+                        "credential": turn.password})
+    return servers
+
+
+def gathers_on_loopback() -> bool:
+    """Whether this process's ICE gathers on loopback addresses only
+    (``HAILING_ICE_HOSTS=127.0.0.1``, as tests run). aioice skips loopback interfaces
+    otherwise, so only servers on the same side are reachable: a server ICE cannot reach
+    would hold every gathering for aioice's 5 s."""
+    hosts = current_host_addresses()
+    return hosts is not None and all(ipaddress.ip_address(h).is_loopback for h in hosts)
+
+
+def rtc_configuration(stun: Sequence[Sequence[object]] = (),
+                      turn: TurnLike | None = None) -> RTCConfiguration:
+    """An ``RTCConfiguration`` with these ICE servers only: none by default (aiortc's
+    default would ask Google's STUN server). ``stun``: ``(ip, port)`` addresses, best
+    first; ``turn``: a relay's credentials. Only servers ICE can reach are kept
+    (:func:`gathers_on_loopback`; IPv4 only, see the module docstring); aiortc uses the first STUN URL and the first TURN URL
+    only (see the module docstring)."""
     from aiortc import RTCConfiguration, RTCIceServer
 
-    servers: list[RTCIceServer] = []
+    entries = ice_servers_json(stun, turn, loopback=gathers_on_loopback(), ipv6=False)
+    servers = [RTCIceServer(urls=entry["urls"], username=entry.get("username"),
+                            credential=entry.get("credential")) for entry in entries]
     return RTCConfiguration(iceServers=servers)
+
+
+def _ice_connection(pc: Any) -> Any:
+    """The aioice ``Connection`` under an aiortc peer connection (its data channel's
+    transport, else its first media transceiver's), or None."""
+    transports: list[Any] = []
+    sctp = getattr(pc, "sctp", None)
+    if sctp is not None:
+        transports.append(sctp.transport)
+    for transceiver in pc.getTransceivers():
+        transports.append(transceiver.receiver.transport)
+    for dtls in transports:
+        ice = getattr(dtls, "transport", None)
+        connection = getattr(ice, "_connection", None)
+        if connection is not None:
+            return connection
+    return None
+
+
+def selected_path(pc: Any) -> dict[str, Any]:
+    """The path a connected peer connection uses: ``{"local": type, "remote": type,
+    "relayed": bool}`` with the candidate types of ICE's nominated pair (see the module
+    docstring). ``unknown`` types when there is none yet, or when aiortc/aioice changed
+    inside (this reads their private state): never an exception."""
+    unknown: dict[str, Any] = {"local": "unknown", "remote": "unknown", "relayed": False}
+    try:
+        connection = _ice_connection(pc)
+        nominated = getattr(connection, "_nominated", None)
+        if not isinstance(nominated, dict) or not nominated:
+            return unknown
+        pair = nominated[min(nominated)]
+        local = str(pair.local_candidate.type)
+        remote = str(pair.remote_candidate.type)
+    except Exception:  # whatever a new aiortc/aioice looks like inside
+        return unknown
+    local = local if local in PATH_TYPES else "unknown"
+    remote = remote if remote in PATH_TYPES else "unknown"
+    return {"local": local, "remote": remote, "relayed": "relay" in (local, remote)}
+
+
+#: Longest the deletion of unused TURN allocations may take (seconds).
+RELEASE_TIMEOUT = 5.0
+
+
+async def release_unused_relays(pc: Any) -> int:
+    """Give back the TURN allocations of a connected peer connection that its path does
+    not use (their checks stopped, the allocations deleted: RFC 8656 Refresh with
+    lifetime 0), so that a relay's allocation quotas count only the connections it
+    carries. Returns how many; 0 when there is no nominated pair yet, or when
+    aiortc/aioice changed inside (this reads their private state)."""
+    try:
+        connection = _ice_connection(pc)
+        nominated = connection._nominated
+        if not isinstance(nominated, dict) or not nominated:
+            return 0
+        used = {id(pair.protocol) for pair in nominated.values()}
+        unused = [p for p in connection._protocols
+                  if getattr(p.local_candidate, "type", None) == "relay" and id(p) not in used]
+        for protocol in unused:
+            for pair in list(connection._check_list):
+                if pair.protocol is protocol:
+                    if pair.task is not None:
+                        pair.task.cancel()
+                    connection._check_list.remove(pair)
+            connection._protocols.remove(protocol)
+    except Exception:  # whatever a new aiortc/aioice looks like inside
+        return 0
+    closing = [asyncio.ensure_future(p.close()) for p in unused]
+    if closing:
+        _, pending = await asyncio.wait(closing, timeout=RELEASE_TIMEOUT)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*closing, return_exceptions=True)
+    return len(unused)
+
+
+#: How long the calling side (ICE's controlling agent) holds back a check on a relayed
+#: pair while checks on direct pairs are still in flight (seconds).
+DIRECT_GRACE = 1.0
+_RELAY = "relay"
+_PENDING = ("FROZEN", "WAITING", "IN_PROGRESS")
+
+
+def _relayed_pair(pair: Any) -> bool:
+    return _RELAY in (pair.local_candidate.type, pair.remote_candidate.type)
+
+
+def prefer_direct_paths(grace: float | None = DIRECT_GRACE) -> bool:
+    """Make aioice prefer a direct path to a relayed one (``grace`` None: undo).
+
+    aioice's controlling agent nominates aggressively: the first pair whose check
+    succeeds carries the connection. A relayed pair often succeeds first: the other
+    side's checks through its relay reach us early (an address-restricted NAT lets the
+    relay's address in once we have talked to the relay), and trigger a check back at
+    once, while the direct pair's hole punching needs a retransmission. So a check on a
+    relayed pair of the controlling agent first waits until no direct pair is still
+    being checked, at most ``grace`` seconds: a direct path that works a moment later
+    wins; where none can (symmetric with port-restricted or symmetric), the relay costs
+    ``grace`` more. And once a pair is nominated, a check on a relayed pair (one the
+    other side's late checks trigger) is not made at all: with aggressive nomination its
+    success would move the connection to the relay. Applied when :mod:`hailing.rtc` is imported; returns False (and
+    changes nothing) when aioice no longer looks as expected."""
+    try:
+        import aioice.ice as aioice_ice
+
+        connection = aioice_ice.Connection
+        original = getattr(connection.check_start, "__wrapped__", connection.check_start)
+    except (ImportError, AttributeError):
+        return False
+    if grace is None:
+        connection.check_start = original  # type: ignore[method-assign]
+        return True
+
+    async def check_start(self: Any, pair: Any) -> None:
+        try:
+            relayed = self.ice_controlling and _relayed_pair(pair)
+        except AttributeError:
+            relayed = False
+        if relayed:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace
+            while loop.time() < deadline and not self._nominated and any(
+                    p.state.name in _PENDING and not _relayed_pair(p)
+                    for p in self._check_list if p is not pair):
+                await asyncio.sleep(0.02)
+            if pair.component in self._nominated:
+                return  # connected already: a late check must not move it to a relay
+        await original(self, pair)
+
+    check_start.__wrapped__ = original  # type: ignore[attr-defined]
+    connection.check_start = check_start  # type: ignore[method-assign]
+    return True

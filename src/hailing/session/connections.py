@@ -3,7 +3,9 @@
 Theory of operation
 -------------------
 **Calling** (:meth:`ConnectionManager.offer`): a new ``RTCPeerConnection`` (from the
-caller's factory or ``RTCConfiguration``, else one with no ICE server), a data channel
+caller's factory or ``RTCConfiguration``, else one with the ICE servers of the
+manager's :class:`~hailing.session.iceservers.IceServerSource`: none without a
+provider), a data channel
 ``hailing``, the caller's media tracks if any, the offer with its gathered candidates.
 The offer is sealed to the callee with a lifetime equal to how long this attempt waits,
 so a callee never rings for a caller that has given up; the answer must name the offer
@@ -15,6 +17,12 @@ both sides prove their identity over the channel.
 **Answering** (:meth:`ConnectionManager.answer`, after the call policy accepted the
 offer): a supervised task applies the offer, makes the answer, replies by the way the
 offer came and waits (:data:`CHANNEL_TIMEOUT`) for the caller's channel and its proof.
+
+**Relays.** Every peer connection gathers a relay candidate when a relay is known (the
+description is sent whole, so it cannot wait to see whether one is needed); once
+connected, the allocations its path does not use are given back at once
+(:func:`~hailing.rtc.ice.release_unused_relays`): a relay's quotas count the
+connections it carries, not every open link.
 
 **Bounded.** Each answered call costs an ``RTCPeerConnection`` (ICE, DTLS, SCTP) from
 the moment it is answered until its channel closes, so answering is refused (the caller
@@ -54,6 +62,7 @@ from ..errors import (
 )
 from ..identity import Identity
 from ..rtc.connection import Connection
+from ..rtc.ice import release_unused_relays
 from ..rtc.ice import rtc_configuration as default_configuration
 from ..rtc.tracks import add_answer_tracks, media_kinds
 from ..signaling import envelope
@@ -67,6 +76,7 @@ from .descriptions import (
 from .dialer import nobody_answered
 from .events import CallEvent
 from .external import IncomingCall
+from .iceservers import IceProvider, IceServerSource
 from .supervisor import Supervisor
 
 __all__ = ["ANSWER_REF", "CANCELLED_MEMORY", "CANCEL_TTL", "CHANNEL_TIMEOUT",
@@ -138,13 +148,18 @@ class ConnectionManager:
     section of its kind the offer has, the others are stopped, and they are stopped when
     the call's peer connection closes (:func:`~hailing.rtc.tracks.add_answer_tracks`).
     ``tracks`` given to :meth:`offer` are tracks to send, or a kind (``"audio"``,
-    ``"video"``) to receive without sending."""
+    ``"video"``) to receive without sending. ``ice_servers`` (a provider, or a ready
+    :class:`~hailing.session.iceservers.IceServerSource`) gives the STUN and TURN
+    servers of every new peer connection (unless ``rtc_configuration`` or ``pc_factory``
+    replace it); the callee's peer connection (and so its gathering: a relay allocation
+    reveals its address to the relay) is made only once its policy accepted the call."""
 
     def __init__(self, identity: Identity, *, downloads: Path, supervisor: Supervisor,
                  stats: Counter[str], emit: Callable[[CallEvent], None],
                  clock: Callable[[], float] = time.time, rtc_configuration: Any = None,
                  pc_factory: PeerConnectionFactory | None = None,
-                 answer_tracks: TracksFor | None = None) -> None:
+                 answer_tracks: TracksFor | None = None,
+                 ice_servers: IceProvider | IceServerSource | None = None) -> None:
         if rtc_configuration is not None and pc_factory is not None:
             raise LocalProtocolError("give rtc_configuration or pc_factory, not both")
         self.identity = identity
@@ -156,6 +171,9 @@ class ConnectionManager:
         self._configuration = rtc_configuration
         self._factory = pc_factory
         self._answer_tracks = answer_tracks
+        #: Where the ICE servers of new peer connections come from (cached, bounded wait).
+        self.ice = (ice_servers if isinstance(ice_servers, IceServerSource)
+                    else IceServerSource(ice_servers, stats=stats))
         #: Accepted, authenticated incoming connections (at most MAX_INCOMING wait).
         self.incoming: asyncio.Queue[Connection] = asyncio.Queue(maxsize=MAX_INCOMING)
         #: Open connections (both directions) until their channel closes.
@@ -172,12 +190,19 @@ class ConnectionManager:
         self._cancel_answer: dict[tuple[bytes, bytes], asyncio.Future[None]] = {}
         self._cancelled: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
 
-    def new_peer_connection(self) -> Any:
+    async def new_peer_connection(self) -> Any:
+        """A new ``RTCPeerConnection``: the factory's, or with the configuration given,
+        else with the ICE servers known now (waiting for them at most
+        :data:`~hailing.session.iceservers.WAIT` seconds)."""
         if self._factory is not None:
             return self._factory()
         from aiortc import RTCPeerConnection
 
-        return RTCPeerConnection(configuration=self._configuration or default_configuration())
+        configuration = self._configuration
+        if configuration is None:
+            servers = await self.ice.get()
+            configuration = default_configuration(servers.stun, servers.turn)
+        return RTCPeerConnection(configuration=configuration)
 
     # -- calling -----------------------------------------------------------------------
 
@@ -192,7 +217,7 @@ class ConnectionManager:
         ``cancel`` sends the sealed CANCEL when the call gives up before an answer
         (:meth:`exchange`)."""
         deadline = time.monotonic() + wait
-        pc = self.new_peer_connection()
+        pc = await self.new_peer_connection()
         self._pcs.add(pc)
         try:
             channel = pc.createDataChannel("hailing")
@@ -220,6 +245,7 @@ class ConnectionManager:
             raise
         self._pcs.discard(pc)
         self.track(conn)
+        self._release_relays(pc)
         return conn
 
     async def exchange(self, peer: bytes, body: bytes, *, wait: float, send: Send,
@@ -408,7 +434,7 @@ class ConnectionManager:
 
     async def _answer_call(self, offer: envelope.Opened, reply: Send,
                            coupler: str | None) -> Connection | None:
-        pc = self.new_peer_connection()
+        pc = await self.new_peer_connection()
         self._pcs.add(pc)
         loop = asyncio.get_running_loop()
         opened: asyncio.Future[Connection] = loop.create_future()
@@ -467,7 +493,17 @@ class ConnectionManager:
         finally:
             self._cancel_answer.pop(key, None)
         self._pcs.discard(pc)
+        self._release_relays(pc)
         return conn
+
+    def _release_relays(self, pc: Any) -> None:
+        """A connected peer connection gives back the relay allocations its path does
+        not use (in a supervised task; counted ``relays_released``)."""
+        async def release() -> None:
+            self.stats["relays_released"] += await release_unused_relays(pc)
+
+        with contextlib.suppress(RuntimeError):  # the session is stopping
+            self._supervisor.spawn(release(), name="release relays")
 
     async def _close_pc(self, pc: Any) -> None:
         self._pcs.discard(pc)
@@ -500,3 +536,4 @@ class ConnectionManager:
         self._ringing.clear()
         for pc in list(self._pcs):
             await self._close_pc(pc)
+        await self.ice.aclose()

@@ -6,6 +6,12 @@ A browser makes its own offer or answer (tracks, a data channel ``hailing``); th
 only seals, sends and receives its SDP text, and signs the identity proof on the page's
 behalf. Nothing here touches aiortc.
 
+**Candidates.** A page's SDP goes out with its host candidates filtered to the
+configured ICE hosts (when set), and with its server-reflexive and relay candidates
+(from the daemon's ICE servers, ``GET /api/ice``) checked (:func:`filter_candidates`).
+Like every description, it travels only sealed to the other party, and a callee's
+answer (its candidates) only once its policy accepted the call.
+
 **Calling** (:meth:`hailing.peer.Peer.call_external`): the page's SDP, its host
 candidates filtered to the configured ICE hosts (:func:`filter_candidates`), is packed
 (format 2, :mod:`hailing.signaling.sdp_text`) and dialed through the ladder
@@ -27,6 +33,7 @@ stops ringing. An answered call keeps its place in the call caps until :meth:`en
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import time
@@ -44,7 +51,8 @@ from .descriptions import decode_description, description_fingerprint
 from .dialer import Dialer
 
 __all__ = ["ExternalCall", "IncomingCall", "IncomingState", "dial_external",
-           "filter_candidates", "media_kinds", "media_of", "pack_external_sdp", "sdp_of_body"]
+           "filter_candidates", "media_kinds", "media_of", "pack_external_sdp", "sdp_of_body",
+           "usable_reflexive"]
 
 IncomingState = Literal["ringing", "answered", "declined", "cancelled", "expired", "failed",
                         "ended"]
@@ -70,22 +78,40 @@ def media_kinds(sdp: str) -> tuple[str, ...]:
 
 
 def filter_candidates(sdp: str, hosts: Sequence[str] | None) -> str:
-    """``sdp`` without the ``a=candidate`` lines of type ``host`` whose address is not one
-    of ``hosts`` (the configured ICE hosts: ``HAILING_ICE_HOSTS`` / ``--ice-host``).
-    Every other byte is kept as it was. ``hosts`` None: ``sdp`` unchanged."""
-    if hosts is None:
-        return sdp
-    allowed = set(hosts)
+    """``sdp`` without the ``a=candidate`` lines ICE must not use: those of type ``host``
+    whose address is not one of ``hosts`` (the configured ICE hosts:
+    ``HAILING_ICE_HOSTS`` / ``--ice-host``; None: any host address), and those of type
+    ``srflx``, ``prflx`` or ``relay`` (a STUN server's or a relay's view, allowed
+    through) whose address is not a usable public-side one (:func:`usable_reflexive`).
+    Every other byte is kept as it was."""
+    allowed = None if hosts is None else set(hosts)
     out = []
     for line in _LINES.findall(sdp):
         if line.startswith("a=candidate:"):
             parts = line.split()
             typ = parts.index("typ") if "typ" in parts else -1
-            if len(parts) > 4 and 0 <= typ < len(parts) - 1 and parts[typ + 1] == "host" \
+            kind = parts[typ + 1] if 0 <= typ < len(parts) - 1 else None
+            if kind == "host" and len(parts) > 4 and allowed is not None \
                     and parts[4] not in allowed:
+                continue
+            if kind in ("srflx", "prflx", "relay") and (
+                    len(parts) < 6 or not usable_reflexive(parts[4], parts[5])):
                 continue
         out.append(line)
     return "".join(out)
+
+
+def usable_reflexive(address: str, port: str) -> bool:
+    """Whether a server-reflexive, peer-reflexive or relay candidate's address can be one:
+    an IP address that is not loopback, unspecified, multicast or link-local, and a port
+    in 1-65535."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_link_local:
+        return False
+    return port.isdigit() and 0 < int(port) < 65536
 
 
 def pack_external_sdp(sdp: object, hosts: Sequence[str] | None) -> tuple[bytes, bytes]:

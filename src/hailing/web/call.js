@@ -3,8 +3,8 @@
 //
 // Theory of operation
 // -------------------
-// Caller (Call.outgoing + start()): getUserMedia, a peer connection without ICE servers
-// (iceServers() asks nothing yet: no STUN or TURN server is configured anywhere), the
+// Caller (Call.outgoing + start()): getUserMedia, a peer connection with the daemon's ICE
+// servers (iceServers(): GET /api/ice, STUN from DHT nodes and a volunteer relay), the
 // tracks, the channel "hailing", an offer, then the whole gathering (non-trickle, bounded
 // by GATHER_TIMEOUT_MS); the offer goes to POST /api/calls, which the daemon seals and
 // dials; its answer (or a 504: "no answer", whatever the reason) comes back on the same

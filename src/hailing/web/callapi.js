@@ -3,6 +3,8 @@
 // whole description goes out at once).
 
 export const GATHER_TIMEOUT_MS = 4000;
+// Longest a call waits for the daemon's ICE servers (then it goes on with none).
+export const ICE_TIMEOUT_MS = 1500;
 
 export class ApiError extends Error {
   constructor(status, message, kind = "") {
@@ -34,10 +36,40 @@ export async function defaultRequest(method, path, body, { signal } = {}) {
   return data;
 }
 
-// The ICE servers of a call. None today (hailing configures no STUN/TURN server); the NAT
-// work (STUN answered by DHT nodes, volunteered relays) will ask the daemon here.
-export async function iceServers(_request) {
-  return [];
+// The ICE servers of a call: the daemon's (GET /api/ice: STUN servers are hailing DHT
+// nodes, a relay is a volunteer's TURN server with time-limited credentials; nobody
+// configures any). Within ICE_TIMEOUT_MS, else none: the call goes on with host candidates.
+export async function iceServers(request = defaultRequest, timeoutMs = ICE_TIMEOUT_MS) {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  try {
+    const data = await request("GET", "/api/ice", undefined, { signal: abort.signal });
+    return validIceServers(data && data.iceServers);
+  } catch {
+    return [];
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// Only well-formed entries: {urls: [stun:/turn: text, ...], username?, credential?}.
+export function validIceServers(list) {
+  if (!Array.isArray(list)) return [];
+  const out = [];
+  for (const entry of list) {
+    if (!entry || !Array.isArray(entry.urls)) continue;
+    const urls = entry.urls.filter((u) => typeof u === "string" && /^(stun|turn):/.test(u));
+    if (!urls.length) continue;
+    const server = { urls };
+    if (typeof entry.username === "string" && typeof entry.credential === "string") {
+      server.username = entry.username;
+      server.credential = entry.credential;
+    } else if (urls.some((u) => u.startsWith("turn:"))) {
+      continue; // a relay without credentials: the browser would refuse the configuration
+    }
+    out.push(server);
+  }
+  return out;
 }
 
 export function newCallId() {
