@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from natlab import Host
-from natmatrix_world import DHT_PORT, NODE_SCRIPT, LabDaemon, NatWorld, clean_env
+from natmatrix_world import DHT_PORT, NODE_SCRIPT, Driver, LabDaemon, NatWorld, clean_env
 from proc_lines import Lines
 
 __all__ = ["HL_NODES", "LT_NODES", "MixedWorld"]
@@ -103,7 +103,51 @@ class MixedWorld(NatWorld):
         for name, kind in names:
             self.add_daemon(name, kind, *(["--read-only"] if name == self.FALLBACK else []))
         self.wait_daemons()
+        self.wait_stun()
         return self
+
+    def wait_stun(self, timeout: float = START_TIMEOUT) -> None:
+        """Until every NATed daemon has STUN servers (from the public hailing nodes): a
+        call between two NATed parties needs their reflexive addresses."""
+        deadline = time.monotonic() + timeout
+        for d in self.daemons.values():
+            if d.kind == "public":
+                continue
+            while True:
+                assert d.driver is not None
+                _, body = d.driver.request("GET", "/api/ice")
+                if (body or {}).get("iceServers"):
+                    break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{d.name} has no STUN server:\n{d.stderr()}")
+                time.sleep(0.2)
+
+    def restart_daemon(self, name: str) -> LabDaemon:
+        """Stop the daemon ``name`` and start it again (same host, data and arguments):
+        a daemon that starts with no hailing node reachable."""
+        d = self.daemons[name]
+        if d.driver is not None:
+            d.driver.close()
+            d.driver = None
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.terminate()
+            d.proc.wait(timeout=10)
+        d.stderr_path = self.tmp / f"{name}.restart.stderr.txt"
+        d.proc = d.host.popen([sys.executable, "-m", "hailing", "up", "--data-dir",
+                               str(d.data_dir), *d.args], stdout=subprocess.PIPE,
+                              stderr=open(d.stderr_path, "wb"),  # noqa: SIM115
+                              env=clean_env())
+        self._procs.append(d.proc)
+        assert d.proc.stdout is not None
+        d.out = Lines(d.proc.stdout)
+        try:
+            d.out.wait_for(lambda line: line.startswith("up "), timeout=START_TIMEOUT)
+        except AssertionError:
+            raise AssertionError(f"{name} did not come up again:\n{d.stderr()}") from None
+        up = next(line for line in d.out.lines if line.startswith("up "))
+        d.dht_port = int(up.split()[3].rsplit(":", 1)[1])
+        d.driver = Driver(d.host, d.data_dir)
+        return d
 
     def start_nodes(self) -> None:
         """The libtorrent swarm, then the public hailing nodes, each joining through a
