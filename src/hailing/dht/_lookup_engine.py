@@ -125,7 +125,8 @@ class LookupEngine:
         self.sub_table = sub_table
         self._done = done
         #: Lookups that run inside the sub-overlay (none when it is off: as before it).
-        self._sub_kinds = SUB_KINDS if config.suboverlay and config.extensions else frozenset(("subjoin",))
+        on = config.suboverlay and config.extensions
+        self._sub_kinds: frozenset[str] = SUB_KINDS if on else frozenset()
         self._lockstep = config.lookup_strategy == "lockstep"
         self._keys = SourceKeys(codec, config.exempt_loopback)
         #: Our own puts/announces, repeated every republish_interval: key -> (due, action).
