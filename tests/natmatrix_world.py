@@ -12,7 +12,8 @@ behind every NAT kind, in a NAT lab. Shared by ``tests/test_nat_matrix.py`` and
         world.hang_up("public", "symmetric")
         world.close()                       # every process stopped (the lab kills the rest)
 
-Nobody configures a STUN or TURN server: every daemon is a plain ``hailing up
+The volunteer is a ``hailing up --serve-relay`` daemon on the last public host. Nobody
+configures a STUN or TURN server: every other daemon is a plain ``hailing up
 --bootstrap`` to the public nodes, whose STUN (on their DHT port) and relay it finds itself.
 Each daemon has its own data directory; callers and callees have each other as contacts
 (written to their contact books before they start). The daemons' API listens on
@@ -36,7 +37,7 @@ from typing import IO, Any
 from natlab import NAT_KINDS, Host, Lab
 from proc_lines import Lines
 
-__all__ = ["DHT_PORT", "KINDS", "Driver", "LabDaemon", "NatWorld", "expected_path",
+__all__ = ["DHT_PORT", "EXTRA_PATH", "KINDS", "Driver", "LabDaemon", "NatWorld", "expected_path",
            "hole_punchable"]
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -46,12 +47,13 @@ DHT_PORT = 6881
 #: How long a process may take to come up (seconds).
 START_TIMEOUT = 60.0
 
-#: A public hailing DHT node; with a relay directory, a volunteer relay too (coturn).
+#: A public hailing DHT node with a BEP42 id for its address (the volunteer relay is a
+#: ``hailing up --serve-relay`` daemon).
 NODE_SCRIPT = """
 import asyncio, os, sys
 from pathlib import Path
 
-async def main(ip, port, data, boot, relay):
+async def main(ip, port, data, boot):
     from hailing.dht.bep42 import generate_node_id
     from hailing.node import DhtNode
     # a BEP42 id for its public address (others keep only such nodes in their tables)
@@ -61,22 +63,15 @@ async def main(ip, port, data, boot, relay):
     await node.start()
     if boot:
         await node.bootstrap()
-    service = None
-    if relay:
-        from hailing.nat.relay import RelayService
-        from hailing.nat.turnserver import TurnConfig
-        service = await RelayService(node, Path(data) / "relay", TurnConfig(address=ip)).start()
     print("ready", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
-        if service is not None:
-            await service.stop()
         await node.stop()
 
-ip, port, data, relay, *boot = sys.argv[1:]
+ip, port, data, _, *boot = sys.argv[1:]
 try:
-    asyncio.run(main(ip, int(port), data, boot, relay == "relay"))
+    asyncio.run(main(ip, int(port), data, boot))
 except KeyboardInterrupt:
     pass
 """
@@ -116,11 +111,16 @@ def expected_path(caller: str, callee: str) -> str:
     return "direct" if hole_punchable(caller, callee) else "relayed"
 
 
+#: Directories put before ``src`` on the lab processes' path (e.g. one with a
+#: ``sitecustomize.py`` that turns logging on: ``benchmarks/nat_matrix.py --debug-log``).
+EXTRA_PATH: list[str] = []
+
+
 def clean_env() -> dict[str, str]:
     """The environment of the lab's processes: ``src`` on the path, no hailing settings
     of the test's own (no ICE host restriction: each namespace has lab addresses only)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAILING_")}
-    env["PYTHONPATH"] = str(SRC)
+    env["PYTHONPATH"] = os.pathsep.join([*EXTRA_PATH, str(SRC)])
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -257,9 +257,13 @@ class NatWorld:
             boot = [] if i == 0 else [f"{self.nodes[0].address}:{DHT_PORT}"]
             data = self.tmp / f"dht{i + 1}"
             data.mkdir(parents=True, exist_ok=True)
-            proc = host.popen([sys.executable, "-u", "-c", NODE_SCRIPT, host.address,
-                               str(DHT_PORT), str(data), "relay" if relay else "-", *boot],
-                              stdout=subprocess.PIPE,
+            if relay:  # a volunteer: a daemon that also serves a TURN relay (coturn)
+                argv = ["-m", "hailing", "up", "--serve-relay", "--data-dir", str(data),
+                        "--bind", f"{host.address}:{DHT_PORT}", "--bootstrap", boot[0]]
+            else:
+                argv = ["-u", "-c", NODE_SCRIPT, host.address, str(DHT_PORT), str(data),
+                        "-", *boot]
+            proc = host.popen([sys.executable, *argv], stdout=subprocess.PIPE,
                               stderr=open(data / "stderr.txt", "wb"),  # noqa: SIM115
                               env=clean_env())
             self._procs.append(proc)
@@ -275,7 +279,8 @@ class NatWorld:
     @staticmethod
     def _wait_ready(lines: Lines, proc: subprocess.Popen[bytes], data: Path) -> None:
         try:
-            lines.wait_for(lambda line: line == "ready", timeout=START_TIMEOUT)
+            lines.wait_for(lambda line: line == "ready" or line.startswith('{"event": "relay"'),
+                           timeout=START_TIMEOUT)
         except AssertionError:
             err = (data / "stderr.txt").read_text(errors="replace")[-3000:]
             raise AssertionError(f"a public node did not start (exit {proc.poll()}):\n"
@@ -365,11 +370,17 @@ class NatWorld:
                 return
             time.sleep(0.02)
 
-    def callee_path(self, caller: str, callee: str) -> dict[str, Any] | None:
-        """The path the callee's ``connected`` event gave for the caller's last call."""
+    def callee_path(self, caller: str, callee: str, *, calls: int = 1,
+                    timeout: float = 10.0) -> dict[str, Any] | None:
+        """The path the callee's ``connected`` event gave for the caller's ``calls``-th
+        call (its stdout is read by a thread: waited for, at most ``timeout`` s)."""
         src, dst = self.caller(caller), self.callee(callee)
-        events = [e for e in dst.events("connected") if e.get("from") == src.contact_id]
-        return events[-1].get("path") if events else None
+        deadline = time.monotonic() + timeout
+        while True:
+            events = [e for e in dst.events("connected") if e.get("from") == src.contact_id]
+            if len(events) >= calls or time.monotonic() > deadline:
+                return events[calls - 1].get("path") if len(events) >= calls else None
+            time.sleep(0.02)
 
     # -- stopping ---------------------------------------------------------------------
 

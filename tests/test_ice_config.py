@@ -41,7 +41,7 @@ from hailing.rtc.ice import (
 )
 from hailing.services.contacts import ContactBook
 from hailing.session.external import filter_candidates, usable_reflexive
-from hailing.session.iceservers import IceServerSource, node_provider
+from hailing.session.iceservers import IceServerSource, node_provider, peer_provider
 from hailing.testnet import testnet as local_testnet
 
 
@@ -249,6 +249,7 @@ async def test_a_node_provider_takes_what_works() -> None:
     assert await node_provider(Node(), Relays())() == IceServers((("198.18.0.5", 6881),))
     assert await node_provider(BrokenNode(), GoodRelays())() == IceServers((), TURN)
     assert await node_provider(object())() == NO_SERVERS
+    assert await peer_provider(lambda: None)() == NO_SERVERS  # a Peer without a DHT node
 
 
 # -- the path ----------------------------------------------------------------------------
@@ -356,3 +357,77 @@ async def test_the_daemon_gives_the_page_its_servers_and_says_the_path(
         assert status == 200 and again["reused"] is False and again["path"] == host
         status, body = await alice.req(session, "DELETE", "/api/links/nobody")
         assert status == 404
+
+
+# -- aioice's tunings --------------------------------------------------------------------
+
+
+def test_the_tunings_wrap_aioice_once_and_can_be_undone() -> None:
+    import aioice.ice
+
+    from hailing.rtc.ice import answer_checks_at_once, prefer_direct_paths, tune_aioice
+
+    tune_aioice()  # what the first rtc_configuration() does
+    conn = aioice.ice.Connection
+    original_start = conn.check_start.__wrapped__
+    original_incoming = conn.check_incoming.__wrapped__
+    try:
+        assert prefer_direct_paths() and answer_checks_at_once()  # again: still one layer
+        assert conn.check_start.__wrapped__ is original_start
+        assert conn.check_incoming.__wrapped__ is original_incoming
+        assert prefer_direct_paths(None) and answer_checks_at_once(False)
+        assert conn.check_start is original_start
+        assert conn.check_incoming is original_incoming
+    finally:
+        prefer_direct_paths()
+        answer_checks_at_once()
+    assert conn.check_start.__wrapped__ is original_start
+
+
+async def test_a_connected_pair_without_relays_releases_nothing() -> None:
+    from hailing.rtc.ice import release_unused_relays
+
+    set_host_addresses(["127.0.0.1"])
+    a, b = RTCPeerConnection(rtc_configuration()), RTCPeerConnection(rtc_configuration())
+    opened = asyncio.Event()
+    channel = a.createDataChannel("x")
+    channel.on("open", opened.set)
+    try:
+        async with asyncio.timeout(20):
+            await a.setLocalDescription(await a.createOffer())
+            await b.setRemoteDescription(a.localDescription)
+            await b.setLocalDescription(await b.createAnswer())
+            await a.setRemoteDescription(b.localDescription)
+            await opened.wait()
+        assert selected_path(a) == {"local": "host", "remote": "host", "relayed": False}
+        assert await release_unused_relays(a) == 0
+        assert await release_unused_relays(object()) == 0
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_stun_from_a_dht_node_and_the_redundant_candidate_pruned() -> None:
+    from hailing.rtc.ice import prune_redundant_candidates
+
+    set_host_addresses(["127.0.0.1"])
+    async with local_testnet(2) as nodes:
+        stun = [nodes[0].address]  # a hailing node answers STUN on its DHT port
+        pc = RTCPeerConnection(rtc_configuration(stun))
+        try:
+            pc.createDataChannel("x")
+            async with asyncio.timeout(20):
+                await pc.setLocalDescription(await pc.createOffer())
+            sdp = pc.localDescription.sdp
+        finally:
+            await pc.close()
+    cands = [ln.split() for ln in sdp.splitlines() if ln.startswith("a=candidate:")]
+    host = [c for c in cands if c[7] == "host"]
+    srflx = [c for c in cands if c[7] == "srflx"]
+    # on loopback the DHT node sees us as we are: the reflexive candidate is the host's
+    assert host and srflx and [c[4:6] for c in srflx] == [c[4:6] for c in host]
+    pruned = prune_redundant_candidates(sdp)
+    assert "typ srflx" not in pruned and "typ host" in pruned
+    assert [ln for ln in sdp.splitlines() if "typ srflx" not in ln] == pruned.splitlines()
+    other = "a=candidate:2 1 udp 1 198.18.0.9 5000 typ srflx raddr 127.0.0.1 rport 1\r\n"
+    assert prune_redundant_candidates(sdp + other).endswith(other)  # a real mapping stays

@@ -108,11 +108,19 @@ async def test_an_unstarted_service_answers_202(net: list[DhtNode], tmp_path: Pa
 
 
 async def test_nobody_volunteers(net: list[DhtNode]) -> None:
-    finder = RelayFinder(net[4])
+    now = [1000.0]
+    finder = RelayFinder(net[4], clock=lambda: now[0])
     assert await finder.credentials() is None
     assert await finder.credentials() is None  # believed for a while: no second lookup
     assert finder.stats["lookups"] == 1 and finder.stats["none_found"] == 1
     assert finder.stats["cached"] == 1
+    looked = []
+    for step in (9, 2, 19, 2, 39, 2):  # believed 10 s, then 20, then 40
+        now[0] += step
+        await finder.credentials()
+        looked.append(finder.stats["lookups"])
+    assert looked == [1, 2, 2, 3, 3, 4]
+    assert await finder.credentials(refresh=True) is None and finder.stats["lookups"] == 5
 
 
 def fake_volunteer(node: DhtNode, url: str, reply: str = "sealed") -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from pytest_helpers import run_testnet
 from test_cli_peer import daemon, one_error_line, run
+from test_daemon import Up
 from turn_helpers import allocate_error, free_udp_port, turnserver_or_skip, turnservers_of
 
 from hailing.cli._relay_opts import relay_config
@@ -87,6 +89,9 @@ async def test_up_serves_a_relay_found_on_the_dht(bootstrap: str, tmp_path: Path
         assert d.event_at(i)["serving"] == f"127.0.0.1:{port}"
         assert d.event_at(i)["urls"] == [f"turn:127.0.0.1:{port}?transport=udp"]
         assert turnservers_of(data / "relay")
+        status = Up(d, data).request("GET", "/api/status")[1]["relay"]
+        assert status["address"] == f"127.0.0.1:{port}" and status["ready"] is True
+        assert status["pid"] in turnservers_of(data / "relay")
         node = DhtNode(bootstrap=[parse_hostport(bootstrap)])
         await node.start()
         try:
@@ -102,5 +107,20 @@ async def test_up_serves_a_relay_found_on_the_dht(bootstrap: str, tmp_path: Path
             assert await allocate_error(creds.address, creds.username, creds.password) is None
         finally:
             await node.stop()
+        stats = Up(d, data).request("GET", "/api/status")[1]["relay"]["stats"]
+        assert stats["minted"] >= 1 and stats["turnserver_starts"] == 1
         assert d.stop() == 0
     assert turnservers_of(data / "relay") == []
+
+
+def test_up_with_the_relay_port_taken_fails_in_one_line(bootstrap: str, tmp_path: Path
+                                                         ) -> None:
+    turnserver_or_skip()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        proc = run("up", "--data-dir", tmp_path / "v", "--bootstrap", bootstrap,
+                   "--serve-relay", "--relay-ip", "127.0.0.1", "--relay-port", str(port),
+                   "--relay-ports", "61000-61999")
+    assert f"127.0.0.1:{port} is taken" in one_error_line(proc, 1)
+    assert turnservers_of(tmp_path / "v" / "relay") == []

@@ -3,7 +3,8 @@
 Registered by :func:`add_call_commands` from :mod:`hailing.cli`. Output contracts
 (scripts rely on them): ``listen``
 prints ``listening as <contact id>`` and then one JSON object per line per event;
-``send`` prints one JSON line with at least ``connect_ms`` and ``delivered``; ``send`` and
+``send`` prints one JSON line with at least ``connect_ms``, ``path`` (the ICE path,
+docs/nat.md) and ``delivered``; ``send`` and
 ``chat`` exit 130 with one line on Ctrl-C (see docs/connection.md).
 """
 
@@ -144,6 +145,7 @@ async def cmd_send(args: argparse.Namespace) -> int:
 
 async def _send(args: argparse.Namespace, what: str) -> dict[str, Any]:
     from ..errors import ConnectionClosed
+    from ..rtc.ice import selected_path
 
     progress = Progress()
     async with _peer(args, short_lived=True) as peer:
@@ -154,7 +156,8 @@ async def _send(args: argparse.Namespace, what: str) -> dict[str, Any]:
             progress.done()
         try:
             result: dict[str, Any] = {"to": format_contact_id(args.contact),
-                                      "connect_ms": round(conn.connect_ms or 0.0, 1)}
+                                      "connect_ms": round(conn.connect_ms or 0.0, 1),
+                                      "path": selected_path(conn.pc)}
             if args.file is not None:
                 result["sha256"] = await conn.send_file(args.file, progress=_file_progress(progress, args.file))
                 result["bytes"] = Path(args.file).stat().st_size

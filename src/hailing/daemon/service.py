@@ -447,16 +447,13 @@ class Daemon:
         }
 
     async def hang_up(self, ref: str) -> dict[str, Any]:
-        """``DELETE /api/links/{contact}``: hang up every link to a contact (each emits
-        ``closed``); the next send to them calls again."""
+        """``DELETE /api/links/{contact}``: hang up every link to a contact."""
         peer = self.resolve(ref)
         return {"contact": format_contact_id(peer), "closed": await self.links.hang_up_peer(peer)}
 
     async def ice_servers(self) -> dict[str, Any]:
-        """``GET /api/ice``: the ICE servers a page's ``RTCPeerConnection`` should use,
-        the same the daemon's own peer connections get (STUN servers from its DHT node,
-        a volunteer relay's time-limited credentials), as ``{"iceServers": [...]}``.
-        Servers on loopback addresses are left out: a browser does not gather there."""
+        """``GET /api/ice``: the daemon's own ICE servers for a page, but those on
+        loopback addresses (a browser does not gather there)."""
         from ..rtc.ice import ice_servers_json
 
         manager = getattr(self.peer, "manager", None)

@@ -18,7 +18,8 @@ per allocation and in all, allocations per credential and in all, lifetime).
 A node that needs a relay (:class:`RelayFinder`) looks up :data:`RELAY_INFOHASH` with
 ``get_peers``, asks up to ``ask`` volunteers at once and keeps the first valid answer
 (the fastest), until 80 % of its lifetime has passed; when nobody volunteers it says so
-(None) and asks again no sooner than :data:`NEGATIVE_CACHE` later. A credential whose
+(None) and looks again no sooner than :data:`NEGATIVE_CACHE` later (doubling while
+nobody volunteers, up to :data:`NEGATIVE_CACHE_MAX`), or when asked to (``refresh``). A credential whose
 TURN server is not on the volunteer's own IP is refused (a volunteer cannot point
 others' traffic at a third party).
 
@@ -77,8 +78,11 @@ PER_SOURCE_BURST = 4
 ANNOUNCE_INTERVAL = 15 * 60.0
 #: A credential is used until this share of its lifetime has passed.
 REFRESH_AT = 0.8
-#: How long "nobody volunteers" is believed (s).
-NEGATIVE_CACHE = 60.0
+#: How long "nobody volunteers" is believed (s): 10 s after the first such answer (a
+#: node that looked right after its start, before the DHT knew anyone), doubling with
+#: each one after it, up to 5 minutes; a found relay resets it.
+NEGATIVE_CACHE = 10.0
+NEGATIVE_CACHE_MAX = 300.0
 #: A finder waits this long for a volunteer's answer (s).
 ASK_TIMEOUT = 5.0
 #: Bounds of what a volunteer may send back.
@@ -280,6 +284,7 @@ class RelayService:
                 # We repeat it ourselves, more often than the core's hourly republish.
                 self.node.core.cancel_republish(RELAY_INFOHASH)
                 self.stats["announces"] += 1
+                self.stats["announced_on"] = stored  # nodes that took the last one
                 log.info("relay announced on %d nodes", stored)
             except HailingError as exc:
                 self.stats["announce_failed"] += 1
@@ -303,6 +308,7 @@ class RelayFinder:
         self.stats: Counter[str] = Counter()
         self._cached: TurnCredentials | None = None
         self._renew_at = 0.0
+        self._nobody_for = NEGATIVE_CACHE
         self._lock = asyncio.Lock()
 
     async def credentials(self, refresh: bool = False) -> TurnCredentials | None:
@@ -316,8 +322,12 @@ class RelayFinder:
             creds = await self._find()
             now = self._clock()
             self._cached = creds
-            self._renew_at = (now + REFRESH_AT * (creds.expires - now) if creds is not None
-                              else now + NEGATIVE_CACHE)
+            if creds is not None:
+                self._renew_at = now + REFRESH_AT * (creds.expires - now)
+                self._nobody_for = NEGATIVE_CACHE
+            else:
+                self._renew_at = now + self._nobody_for
+                self._nobody_for = min(2 * self._nobody_for, NEGATIVE_CACHE_MAX)
             return creds
 
     async def _find(self) -> TurnCredentials | None:

@@ -407,8 +407,9 @@ class TurnServer:
             os.kill(pid, signal.SIGKILL)
         self.stats["stale_killed"] += 1
         log.warning("killed turnserver %d left by an earlier run", pid)
-        for _ in range(100):
-            if not _alive(pid):
+        cfg = self.config
+        for _ in range(100):  # its leader is a zombie before its threads close the sockets
+            if not _alive(pid) and port_free(cfg.address, cfg.port):
                 return
             await asyncio.sleep(0.05)
 

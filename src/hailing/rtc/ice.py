@@ -57,17 +57,20 @@ __all__ = [
     "PATH_TYPES",
     "IceServers",
     "TurnLike",
+    "answer_checks_at_once",
     "apply_environment",
     "current_host_addresses",
     "gathers_on_loopback",
     "host_addresses",
     "ice_servers_json",
     "prefer_direct_paths",
+    "prune_redundant_candidates",
     "release_unused_relays",
     "rtc_configuration",
     "selected_path",
     "set_host_addresses",
     "stun_url",
+    "tune_aioice",
     "turn_urls",
 ]
 
@@ -304,6 +307,7 @@ def rtc_configuration(stun: Sequence[Sequence[object]] = (),
     only (see the module docstring)."""
     from aiortc import RTCConfiguration, RTCIceServer
 
+    tune_aioice()
     entries = ice_servers_json(stun, turn, loopback=gathers_on_loopback(), ipv6=False)
     servers = [RTCIceServer(urls=entry["urls"], username=entry.get("username"),
                             credential=entry.get("credential")) for entry in entries]
@@ -404,12 +408,13 @@ def prefer_direct_paths(grace: float | None = DIRECT_GRACE) -> bool:
     relay's address in once we have talked to the relay), and trigger a check back at
     once, while the direct pair's hole punching needs a retransmission. So a check on a
     relayed pair of the controlling agent first waits until no direct pair is still
-    being checked, at most ``grace`` seconds: a direct path that works a moment later
-    wins; where none can (symmetric with port-restricted or symmetric), the relay costs
-    ``grace`` more. And once a pair is nominated, a check on a relayed pair (one the
-    other side's late checks trigger) is not made at all: with aggressive nomination its
-    success would move the connection to the relay. Applied when :mod:`hailing.rtc` is imported; returns False (and
-    changes nothing) when aioice no longer looks as expected."""
+    being checked, at most until ``grace`` seconds after the connection's first relayed
+    check: a direct path that works a moment later wins; where none can (symmetric with
+    port-restricted or symmetric), the relay costs ``grace`` more. And once a pair is
+    nominated, a check on a relayed pair (one the other side's late checks trigger) is
+    not made at all: with aggressive nomination its success would move the connection
+    to the relay. Applied by :func:`tune_aioice` (the first :func:`rtc_configuration`);
+    returns False (and changes nothing) when aioice no longer looks as expected."""
     try:
         import aioice.ice as aioice_ice
 
@@ -428,7 +433,10 @@ def prefer_direct_paths(grace: float | None = DIRECT_GRACE) -> bool:
             relayed = False
         if relayed:
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + grace
+            # one grace per connection, from its first relayed check: not one per pair
+            deadline = getattr(self, "_hailing_relay_deadline", None)
+            if deadline is None:
+                deadline = self._hailing_relay_deadline = loop.time() + grace
             while loop.time() < deadline and not self._nominated and any(
                     p.state.name in _PENDING and not _relayed_pair(p)
                     for p in self._check_list if p is not pair):
@@ -440,3 +448,78 @@ def prefer_direct_paths(grace: float | None = DIRECT_GRACE) -> bool:
     check_start.__wrapped__ = original  # type: ignore[attr-defined]
     connection.check_start = check_start  # type: ignore[method-assign]
     return True
+
+
+def answer_checks_at_once(on: bool = True) -> bool:
+    """Make aioice resend an unanswered check at once when the other side's check on the
+    same pair arrives (``on`` False: undo).
+
+    Hole punching: each side's first check toward the other's NAT mapping is usually
+    dropped by the other's NAT, which has not sent anything to us yet. The other side's
+    check arriving proves the way is open now; RFC 8445 (section 7.3.1.4) then wants a
+    triggered check at once, but aioice waits for the retransmission timer of the check
+    in progress (500 ms), and so does the whole connection. This resends that check's
+    request when a check comes from the address it is sent to (the same transaction:
+    its answer completes it). Applied by :func:`tune_aioice`; returns False
+    (and changes nothing) when aioice no longer looks as expected."""
+    try:
+        import aioice.ice as aioice_ice
+
+        connection = aioice_ice.Connection
+        original = getattr(connection.check_incoming, "__wrapped__",
+                           connection.check_incoming)
+    except (ImportError, AttributeError):
+        return False
+    if not on:
+        connection.check_incoming = original  # type: ignore[method-assign]
+        return True
+
+    def check_incoming(self: Any, message: Any, addr: tuple[str, int], protocol: Any) -> None:
+        try:
+            for tx in list(protocol.transactions.values()):
+                request = tx._Transaction__request
+                if tx._Transaction__addr == addr and not tx._Transaction__future.done() \
+                        and "USERNAME" in request.attributes:
+                    protocol.send_stun(request, addr)
+        except Exception:  # whatever a new aioice looks like inside: its own pace
+            pass
+        original(self, message, addr, protocol)
+
+    check_incoming.__wrapped__ = original  # type: ignore[attr-defined]
+    connection.check_incoming = check_incoming  # type: ignore[method-assign]
+    return True
+
+
+_tuned = False
+
+
+def tune_aioice() -> None:
+    """Apply :func:`prefer_direct_paths` and :func:`answer_checks_at_once` once per
+    process (the first :func:`rtc_configuration` does; importing aioice costs about
+    0.1 s, so not at import)."""
+    global _tuned
+    if not _tuned:
+        _tuned = True
+        prefer_direct_paths()
+        answer_checks_at_once()
+
+
+def prune_redundant_candidates(sdp: str) -> str:
+    """``sdp`` without the ``srflx`` candidates whose address and port are a ``host``
+    candidate's of the same component (RFC 8445 section 5.1.3: a host with a public
+    address, or STUN asked on loopback, sees itself as it is). They only cost bytes in
+    the sealed offer or answer; every other line is kept as it was."""
+    lines = sdp.splitlines(keepends=True)
+    hosts: set[tuple[str, str, str]] = set()
+    for line in lines:
+        parts = line.split()
+        if line.startswith("a=candidate:") and len(parts) >= 8 and parts[7] == "host":
+            hosts.add((parts[1], parts[4], parts[5]))
+    out = []
+    for line in lines:
+        parts = line.split()
+        if line.startswith("a=candidate:") and len(parts) >= 8 and parts[7] == "srflx" \
+                and (parts[1], parts[4], parts[5]) in hosts:
+            continue
+        out.append(line)
+    return "".join(out)

@@ -62,7 +62,7 @@ from ..errors import (
 )
 from ..identity import Identity
 from ..rtc.connection import Connection
-from ..rtc.ice import release_unused_relays
+from ..rtc.ice import prune_redundant_candidates, release_unused_relays, tune_aioice
 from ..rtc.ice import rtc_configuration as default_configuration
 from ..rtc.tracks import add_answer_tracks, media_kinds
 from ..signaling import envelope
@@ -124,6 +124,14 @@ def bound(opened: envelope.Opened, skip: int = 0) -> bool:
     except (HailingError, ValueError):
         return False
     return opened.fingerprint is None or opened.fingerprint == fp
+
+
+def _pruned(description: Any) -> Any:
+    """A local description without redundant candidates (what gets sealed)."""
+    from aiortc import RTCSessionDescription
+
+    return RTCSessionDescription(sdp=prune_redundant_candidates(description.sdp),
+                                 type=description.type)
 
 
 async def _apply(pc: Any, body: bytes, kind: Literal["offer", "answer"], who: str) -> None:
@@ -194,6 +202,7 @@ class ConnectionManager:
         """A new ``RTCPeerConnection``: the factory's, or with the configuration given,
         else with the ICE servers known now (waiting for them at most
         :data:`~hailing.session.iceservers.WAIT` seconds)."""
+        tune_aioice()  # also for a caller's own configuration or factory
         if self._factory is not None:
             return self._factory()
         from aiortc import RTCPeerConnection
@@ -227,7 +236,7 @@ class ConnectionManager:
                 else:
                     pc.addTrack(track)
             await pc.setLocalDescription(await pc.createOffer())
-            body = encode_description(pc.localDescription)
+            body = encode_description(_pruned(pc.localDescription))
             local_fp = description_fingerprint(body)
             answer = await self.exchange(peer, body, wait=deadline - time.monotonic(),
                                          send=send, cancel=cancel, total=wait,
@@ -448,7 +457,7 @@ class ConnectionManager:
             if self._answer_tracks is not None and media_kinds(pc):  # not for data-only calls
                 add_answer_tracks(pc, self._answer_tracks(offer.sender))
             await pc.setLocalDescription(await pc.createAnswer())
-            body = encode_description(pc.localDescription)
+            body = encode_description(_pruned(pc.localDescription))
             local_fp = description_fingerprint(body)
 
             def on_channel(channel: Any) -> None:

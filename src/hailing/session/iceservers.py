@@ -44,7 +44,7 @@ from typing import Any
 
 from ..rtc.ice import NO_SERVERS, IceServers
 
-__all__ = ["FRESH", "FRESH_EMPTY", "FRESH_NO_RELAY", "RELAY_RETRY", "WAIT", "IceProvider", "IceServerSource", "node_provider",
+__all__ = ["FRESH", "FRESH_EMPTY", "FRESH_NO_RELAY", "WAIT", "IceProvider", "IceServerSource", "node_provider",
            "peer_provider"]
 
 log = logging.getLogger("hailing.session")
@@ -55,8 +55,6 @@ FRESH = 30.0
 FRESH_EMPTY = 1.0
 #: Seconds an answer with no relay is used without asking again (in the background).
 FRESH_NO_RELAY = 10.0
-#: Least seconds between two fresh relay lookups while none was found.
-RELAY_RETRY = 10.0
 #: Longest a new peer connection waits for a provider that has not answered yet.
 WAIT = 0.5
 
@@ -135,17 +133,12 @@ class IceServerSource:
                 await task
 
 
-def node_provider(node: Any, relays: Any = None,
-                  clock: Callable[[], float] = time.monotonic) -> IceProvider:
+def node_provider(node: Any, relays: Any = None) -> IceProvider:
     """The provider of a peer with a DHT node: STUN servers from ``node.stun_servers()``
     (hailing nodes that answered its Binding requests, best first) and TURN credentials
-    from ``relays.credentials()`` (a :class:`~hailing.nat.relay.RelayFinder`; None: no
-    relay). Either part that fails is left out; the other is still given. When the
-    finder found no volunteer, it is asked to look again (``refresh=True``) no sooner
-    than :data:`RELAY_RETRY` seconds later (its own memory of "nobody" is longer: a node
-    that looked right after its start, before the DHT knew anyone, would go without a
-    relay for a minute)."""
-    nobody_since: list[float] = []
+    from ``relays.credentials()`` (a :class:`~hailing.nat.relay.RelayFinder`, which
+    caches them, and "nobody volunteers" for a while; None: no relay). Either part that
+    fails is left out; the other is still given."""
 
     async def provide() -> IceServers:
         stun: tuple[tuple[str, int], ...] = ()
@@ -157,16 +150,10 @@ def node_provider(node: Any, relays: Any = None,
                 log.debug("ICE servers: no STUN servers: %r", exc)
         turn = None
         if relays is not None:
-            again = bool(nobody_since) and clock() - nobody_since[0] >= RELAY_RETRY
             try:
-                turn = await (relays.credentials(refresh=True) if again
-                              else relays.credentials())
+                turn = await relays.credentials()
             except Exception as exc:
                 log.debug("ICE servers: no relay: %r", exc)
-            if turn is not None:
-                nobody_since.clear()
-            elif again or not nobody_since:
-                nobody_since[:] = [clock()]
         return IceServers(stun, turn)
 
     return provide
