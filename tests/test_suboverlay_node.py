@@ -64,7 +64,8 @@ async def test_a_bep42_id_taken_from_the_votes_is_saved_and_kept(tmp_path: Path)
 # -- the sub-overlay over UDP -----------------------------------------------------------------
 
 
-async def test_bootstrap_waits_for_hailing_nodes_among_foreign_ones() -> None:
+async def test_bootstrap_waits_for_hailing_nodes_among_foreign_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Hailing nodes joined only through foreign (plain Mainline) nodes find each other
     at bootstrap, and an inbox post right after reaches the listener."""
     foreign = [DhtNode((LOOPBACK, 0), config=FOREIGN, seed=i) for i in range(24)]
@@ -92,6 +93,18 @@ async def test_bootstrap_waits_for_hailing_nodes_among_foreign_ones() -> None:
         assert msg.value == b"offer"
         stored = [a for n in foreign for a in n.core.peers.get(HAILING_INFOHASH, n.core.config.k)]
         assert stored  # the foreign nodes hold the announces
+        # STUN probes try the sub-table's nodes first: hailing nodes answer STUN, foreign
+        # ones (libtorrent) do not, and are 99 % of a public routing table
+        seen: dict[str, Any] = {}
+
+        def spy(known: Any, nodes: Any, key: Any, rng: Any, **kw: Any) -> list[Any]:
+            seen.update(kw, nodes=nodes)
+            return []
+
+        monkeypatch.setattr(node_mod, "pick_servers", spy)
+        caller._stun_probe(0.0)
+        assert sorted(seen["hailing"]) == sorted(h.address for h in hailing if h is not caller)
+        assert len(seen["nodes"]) > len(seen["hailing"])
     finally:
         for n in hailing + foreign:
             await n.stop()

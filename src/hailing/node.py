@@ -289,12 +289,12 @@ class DhtNode:
         if not seeds and not len(self.core.table):
             return 0
         await self._run(self.core.bootstrap(seeds, self._now()))
-        if self._stun is not None and self._stun.info.checked_at < self._now() - 60.0:
-            self._stun_probe(self._now())  # learn our NAT now that we know nodes
-            self._pump()
         core = self.core
         if core.sub.wanted and len(core.sub.table) < core.config.k:
             await self.find_hailing_nodes()  # the join met foreign nodes: find hailing ones
+        if self._stun is not None and self._stun.info.checked_at < self._now() - 60.0:
+            self._stun_probe(self._now())  # learn our NAT now that we know (hailing) nodes
+            self._pump()
         return len(self.core.table)
 
     async def find_hailing_nodes(self) -> list[NodeInfo]:
@@ -464,8 +464,11 @@ class DhtNode:
         nodes = [(str(e.addr[0]), int(e.addr[1])) for e in self._core.table  # type: ignore[index]
                  if (":" in str(e.addr[0])) == v6]  # type: ignore[index]
         exempt = self.config.exempt_loopback
+        # Nodes of the sub-table are hailing nodes, STUN servers all (dht/suboverlay.py)
+        hailing = [(str(e.addr[0]), int(e.addr[1])) for e in self._core.sub.table  # type: ignore[index]
+                   if (":" in str(e.addr[0])) == v6]  # type: ignore[index]
         picked = pick_servers(self._stun.known_servers(), nodes,
-                              lambda a: distinct_key(a, exempt), self._stun_rng)
+                              lambda a: distinct_key(a, exempt), self._stun_rng, hailing=hailing)
         pairs = [(server, local) for server in picked
                  if server != self.address
                  and (local := route_source(server, self.address)) is not None]
