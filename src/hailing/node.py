@@ -8,6 +8,14 @@ starts no background task, so nothing is left running after :meth:`DhtNode.stop`
 With a ``data_dir`` the node keeps its id and routing table in SQLite there; a restarted
 node comes back with the same id and asks the nodes it knew first. That file is a cache:
 a corrupt one is set aside and rebuilt, a locked one is done without (see ``_state.py``).
+An id the core re-derives from its external address (BEP42) is saved as soon as it is
+taken, so a restart keeps it.
+
+On a public DHT (docs/protocol.md, "The hailing sub-overlay"), the core schedules its
+own announce rounds (``dht/suboverlay.py``); :meth:`DhtNode.bootstrap` only waits for
+one when the join met foreign nodes and fewer than k hailing nodes, so that an inbox
+lookup right after it runs among hailing nodes. Bootstrap names (:data:`PUBLIC_BOOTSTRAP`,
+``--bootstrap public``) are resolved there, once, without blocking the loop.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import contextlib
 import ipaddress
 import logging
 import random
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -59,6 +68,18 @@ INBOX_QUEUE = 1024
 #: Upper bound on any single command, on top of the core's own timeouts.
 COMMAND_TIMEOUT = 60.0
 
+#: The public Mainline DHT's well-known routers (the ones BitTorrent, uTorrent,
+#: Transmission and libtorrent ship), as HOST:PORT. Used only when asked for by name
+#: (:func:`bootstrap_list`, ``--bootstrap public``); no test ever contacts them.
+PUBLIC_BOOTSTRAP = (
+    "router.bittorrent.com:6881",
+    "router.utorrent.com:6881",
+    "dht.transmissionbt.com:6881",
+    "dht.libtorrent.org:25401",
+)
+#: The word that stands for PUBLIC_BOOTSTRAP in a bootstrap list.
+PUBLIC = "public"
+
 
 def parse_hostport(text: str, default_host: str | None = None) -> Addr:
     """Parse ``HOST:PORT`` (``[v6]:PORT`` for IPv6) into a tuple; raise LocalProtocolError."""
@@ -78,6 +99,39 @@ def parse_hostport(text: str, default_host: str | None = None) -> Addr:
     if not 0 <= num < 65536:
         raise LocalProtocolError(f"port out of range in {text!r}")
     return host, num
+
+
+def bootstrap_list(words: Iterable[str]) -> list[Addr]:
+    """Parse bootstrap ``HOST:PORT`` words; the word ``public`` stands for
+    :data:`PUBLIC_BOOTSTRAP` (names, resolved when the node joins). Resolves nothing."""
+    out: list[Addr] = []
+    for word in words:
+        for text in PUBLIC_BOOTSTRAP if word.strip().lower() == PUBLIC else (word,):
+            addr = parse_hostport(text)
+            if addr not in out:
+                out.append(addr)
+    return out
+
+
+async def resolve(addrs: Iterable[Addr], family: int = socket.AF_INET) -> list[Addr]:
+    """IP addresses for ``addrs`` (names resolved with the loop's getaddrinfo, in
+    ``family``); a name that does not resolve is left out (logged once)."""
+    loop = asyncio.get_running_loop()
+    out: list[Addr] = []
+    for host, port in addrs:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+            except OSError as exc:
+                log.warning("hailing: bootstrap %s:%d not resolved (%s)", host, port, exc)
+                continue
+            for info in infos[:2]:
+                out.append((str(info[4][0]), int(info[4][1])))
+            continue
+        out.append((host, port))
+    return out
 
 
 def format_hostport(addr: Addr) -> str:
@@ -123,6 +177,7 @@ class DhtNode:
         self._driver_stats: Counter[str] = Counter()
         self._warned: set[str] = set()
         self._next_save = 0.0
+        self._saved_id: bytes | None = None
         self.address: Addr = bind
         # STUN on the DHT port (nat/stun.py): the endpoint, nat_info() waiters, and the
         # keys we listen on (their storing nodes get keepalives behind a NAT).
@@ -163,10 +218,7 @@ class DhtNode:
         self._stun = StunEndpoint(self._stun_rng, self._loop.time(),
                                   exempt_loopback=self.config.exempt_loopback)
         if self._state is not None:
-            try:
-                self._state.set_node_id(self._core.node_id)
-            except StorageError as exc:
-                self._save_failed(exc)
+            self._save_id(self._core.node_id)
         try:
             self._transport = UdpEndpoint(self._loop, self.bind, self._on_datagram, self._pump,
                                           _limiter(self.config))
@@ -230,14 +282,28 @@ class DhtNode:
         Returns the number of nodes in the routing table afterwards.
         """
         seeds = list(self.bootstrap_addrs if addrs is None else addrs)
+        if seeds:  # names (PUBLIC_BOOTSTRAP) resolved once, here
+            fam = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
+            seeds = await resolve(seeds, fam)
         seeds = [a for a in seeds if a != self.address]
         if not seeds and not len(self.core.table):
             return 0
         await self._run(self.core.bootstrap(seeds, self._now()))
+        core = self.core
+        if core.sub.wanted and len(core.sub.table) < core.config.k:
+            await self.find_hailing_nodes()  # the join met foreign nodes: find hailing ones
         if self._stun is not None and self._stun.info.checked_at < self._now() - 60.0:
-            self._stun_probe(self._now())  # learn our NAT now that we know nodes
+            self._stun_probe(self._now())  # learn our NAT now that we know (hailing) nodes
             self._pump()
         return len(self.core.table)
+
+    async def find_hailing_nodes(self) -> list[NodeInfo]:
+        """Run a round of the sub-overlay now (announce or get_peers on the well-known
+        info-hash, pings, a lookup among hailing nodes, docs/protocol.md) or join the
+        one under way; the hailing nodes then known closest to us."""
+        ev = await self._run(self.core.find_hailing_nodes(self._now()))
+        assert isinstance(ev, NodesFound)
+        return list(ev.nodes)
 
     async def ping(self, addr: Addr) -> bytes:
         """Ping ``addr``; return its node id (raises QueryTimeout if it does not answer)."""
@@ -398,8 +464,11 @@ class DhtNode:
         nodes = [(str(e.addr[0]), int(e.addr[1])) for e in self._core.table  # type: ignore[index]
                  if (":" in str(e.addr[0])) == v6]  # type: ignore[index]
         exempt = self.config.exempt_loopback
+        # Nodes of the sub-table are hailing nodes, STUN servers all (dht/suboverlay.py)
+        hailing = [(str(e.addr[0]), int(e.addr[1])) for e in self._core.sub.table  # type: ignore[index]
+                   if (":" in str(e.addr[0])) == v6]  # type: ignore[index]
         picked = pick_servers(self._stun.known_servers(), nodes,
-                              lambda a: distinct_key(a, exempt), self._stun_rng)
+                              lambda a: distinct_key(a, exempt), self._stun_rng, hailing=hailing)
         pairs = [(server, local) for server in picked
                  if server != self.address
                  and (local := route_source(server, self.address)) is not None]
@@ -495,6 +564,8 @@ class DhtNode:
         if core is None or transport is None:
             return
         now = self._loop.time()
+        if core.node_id is not self._saved_id and self._state is not None:
+            self._save_id(core.node_id)  # BEP42: a re-derived id survives a restart
         for data, addr in core.datagrams_to_send(now):
             transport.sendto(data, addr)
         stun = self._stun
@@ -566,6 +637,14 @@ class DhtNode:
                     self._state.save_routing(nodes)
         except StorageError as exc:
             self._save_failed(exc)
+
+    def _save_id(self, node_id: bytes) -> None:
+        self._saved_id = node_id
+        if self._state is not None:
+            try:
+                self._state.set_node_id(node_id)
+            except StorageError as exc:
+                self._save_failed(exc)
 
     def _save_failed(self, exc: StorageError) -> None:
         self._driver_stats["state_saves_skipped"] += 1

@@ -82,6 +82,17 @@ def _hostport(text: str) -> Addr:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _bootstrap(text: str) -> list[Addr]:
+    """A ``--bootstrap`` value (``action="extend"``): HOST:PORT, or ``public``, the
+    public Mainline DHT's well-known routers (:data:`hailing.node.PUBLIC_BOOTSTRAP`)."""
+    from ..node import bootstrap_list
+
+    try:
+        return bootstrap_list([text])
+    except LocalProtocolError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _hex_bytes(size: int, what: str) -> Callable[[str], bytes]:
     def parse(text: str) -> bytes:
         try:

@@ -90,6 +90,12 @@ def _hostport_value(text: str) -> Addr:
     return parse_hostport(text)
 
 
+def _bootstrap_value(text: str) -> list[Addr]:
+    from ..node import bootstrap_list  # "public": the public DHT's routers
+
+    return bootstrap_list([text])
+
+
 def _ip_value(text: str) -> str:
     try:
         ip = ipaddress.ip_address(text)
@@ -130,8 +136,8 @@ class Setting:
 
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in (
-    Setting("bootstrap", True, _hostport_value, "192.0.2.1:6881",
-            "DHT nodes to join through (--bootstrap)"),
+    Setting("bootstrap", True, _bootstrap_value, "192.0.2.1:6881",
+            "DHT nodes to join through (--bootstrap; 'public': the public DHT's routers)"),
     Setting("bind", False, _hostport_value, "0.0.0.0:6881",
             "local UDP address of the DHT node of peer commands and 'up' (--bind)"),
     Setting("ice_hosts", True, _ip_value, "192.0.2.10",
@@ -156,7 +162,7 @@ class Config:
 
     @property
     def bootstrap(self) -> list[Addr]:
-        return list(self.values.get("bootstrap", ()))
+        return [a for addrs in self.values.get("bootstrap", ()) for a in addrs]
 
     @property
     def bind(self) -> Addr | None:
@@ -307,10 +313,15 @@ def set_setting(data_dir: str | os.PathLike[str], key: str, values: list[str]) -
     if not setting.many and len(values) > 1:
         raise LocalProtocolError(f"{setting.name} takes one value, not {len(values)}")
     parsed = [setting.parse(v) for v in values]
-    if setting.name in ("bootstrap", "bind"):
+    if setting.name == "bootstrap":
+        from ..node import PUBLIC, format_hostport
+
+        values = [PUBLIC if v.strip().lower() == PUBLIC else format_hostport(a[0])
+                  for v, a in zip(values, parsed, strict=True)]
+    elif setting.name == "bind":
         from ..node import format_hostport
 
-        values = [format_hostport(a) for a in parsed]
+        values = [format_hostport(parsed[0])]
     elif setting.name == "ice_hosts":
         values = list(parsed)
     config = load_config(data_dir)

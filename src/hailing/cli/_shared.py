@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import LocalProtocolError, NotFoundError, UsageError
 from ..identity import PASSPHRASE_ENV, parse_contact_id
-from ._common import _hostport, _ice_ip, _stop_on_signal
+from ._common import _bootstrap, _hostport, _ice_ip, _stop_on_signal
 from ._config import DATA_DIR_ENV, default_data_dir, load_config
 
 ICE_HOSTS_ENV = "HAILING_ICE_HOSTS"
@@ -105,10 +105,10 @@ def add_network_options(p: argparse.ArgumentParser) -> None:
     """``--data-dir``, the DHT/relay/ICE options and the contract options of a peer; the
     ones not given come from the data directory's ``config.toml`` (see :func:`prepare`)."""
     add_data_dir(p)
-    p.add_argument("--bootstrap", type=_hostport, action="append", default=[],
+    p.add_argument("--bootstrap", type=_bootstrap, action="extend", default=[],
                    metavar="HOST:PORT", help="a DHT node to join through (repeatable; "
-                   "required unless --relay or set in config.toml: 'hailing config set "
-                   "bootstrap HOST:PORT')")
+                   "'public': the public DHT's routers; required unless --relay or set in "
+                   "config.toml: 'hailing config set bootstrap HOST:PORT')")
     p.add_argument("--relay", default=None, metavar="URL",
                    help="signal through this WebSocket relay (ws://HOST:PORT/ws) instead "
                    "of the DHT: the centralized baseline")

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import LocalProtocolError, NotFoundError
 from ..identity import format_contact_id
-from ._common import _hostport
+from ._common import _bootstrap, _hostport
 from ._shared import (
     GAS_KEY_ENV,
     _gas_key,
@@ -212,7 +212,7 @@ def add_chain_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) ->
     p.add_argument("--endpoint", required=True, metavar="HOST:PORT")
     p.add_argument("--extra", type=_extra, action="append", default=[], metavar="K=V",
                    help="e.g. pubkey=<WireGuard key>, allowed=10.0.0.2/32 (repeatable)")
-    p.add_argument("--bootstrap", type=hostport, action="append", default=[],
+    p.add_argument("--bootstrap", type=_bootstrap, action="extend", default=[],
                    metavar="HOST:PORT", help="a DHT node (with --via dht)")
     p.add_argument("--bind", type=hostport, default=None, metavar="HOST:PORT")
     data_dir(p)

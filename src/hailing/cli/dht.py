@@ -18,6 +18,7 @@ from ..errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeo
 from ._common import (
     Progress,
     _announce_port,
+    _bootstrap,
     _hex20,
     _hex32,
     _hostport,
@@ -287,7 +288,7 @@ def add_dht_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> N
 
     def client(name: str, help: str, func: Callable[[argparse.Namespace], Awaitable[int]]) -> argparse.ArgumentParser:
         c: argparse.ArgumentParser = ds.add_parser(name, help=help, description=help)
-        c.add_argument("--bootstrap", type=_hostport, action="append", default=[],
+        c.add_argument("--bootstrap", type=_bootstrap, action="extend", default=[],
                        metavar="HOST:PORT", help="a node to join through (repeatable; default: "
                        "the data directory's config.toml)")
         c.add_argument("--bind", default=None, metavar="HOST[:PORT]",
@@ -302,7 +303,7 @@ def add_dht_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> N
                           description="Run a node until Ctrl-C. The first line on stdout is "
                           "'node <40-hex id> listening on HOST:PORT'.")
     serve.add_argument("--bind", type=_hostport, required=True, metavar="HOST:PORT")
-    serve.add_argument("--bootstrap", type=_hostport, action="append", default=[], metavar="HOST:PORT",
+    serve.add_argument("--bootstrap", type=_bootstrap, action="extend", default=[], metavar="HOST:PORT",
                        help="node to join through (repeatable)")
     serve.add_argument("--data-dir", default=None, metavar="DIR",
                        help="keep the node id and routing table here across restarts")

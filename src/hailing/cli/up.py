@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LocalProtocolError, UsageError
-from ._common import _hostport, _ice_ip, _stop_on_signal
+from ._common import _bootstrap, _hostport, _ice_ip, _stop_on_signal
 from ._config import DATA_DIR_ENV, default_data_dir
 from ._relay_opts import add_relay_options, relay_config
 from ._shared import NETWORK_SETTINGS, add_contract_options, contract_peer_kwargs
@@ -206,8 +206,9 @@ def add_up_command(sub: Any) -> None:
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help=f"the identity's directory (default ${DATA_DIR_ENV}, else "
                    "$XDG_DATA_HOME/hailing)")
-    p.add_argument("--bootstrap", type=_hostport, action="append", default=[],
-                   metavar="HOST:PORT", help="a DHT node to join through (repeatable; needed "
+    p.add_argument("--bootstrap", type=_bootstrap, action="extend", default=[],
+                   metavar="HOST:PORT", help="a DHT node to join through (repeatable; "
+                   "'public': the public DHT's routers; needed "
                    "the first time unless set in config.toml: 'hailing config set bootstrap "
                    "HOST:PORT')")
     p.add_argument("--bind", type=_hostport, default=None, metavar="HOST:PORT",

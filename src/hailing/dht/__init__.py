@@ -16,8 +16,10 @@ from .events import (
 )
 from .ids import NodeInfo
 from .protocol import DhtProtocol
+from .suboverlay import HAILING_INFOHASH
 
 __all__ = [
+    "HAILING_INFOHASH",
     "HAILING_VERSION",
     "Answered",
     "CommandFailed",

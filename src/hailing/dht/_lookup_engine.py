@@ -22,6 +22,13 @@ the address codec, the random generator, and four callables: ``send`` a request,
 and ``granted`` (a storing node accepted a listen: who, its token and its answer, which
 carries the values it already held). Time comes as ``now`` with every call, as
 everywhere in the core.
+
+The lookups of :data:`~hailing.dht.suboverlay.SUB_KINDS` (inbox posts and listens, and
+the sub-overlay's own join) run inside the hailing sub-overlay when it is on
+(``DhtConfig.suboverlay``; see :mod:`hailing.dht.suboverlay`): they start from the
+sub-table (``sub_table``), carry the marker argument, and take candidates only from
+answers that carry hailing's ``v``. The owner hears of every lookup's end through
+``done`` (the sub-overlay collects the peers of its announces there).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from .. import bencode
 from ..errors import GENERIC_ERROR, HailingError, KrpcError, NotFoundError, QueryTimeout
 from ..krpc import AddressCodec, Error, Response, decode_nodes
 from . import bep44
-from .config import HAILING_VERSION, DhtConfig
+from .config import DhtConfig
 from .events import (
     CommandFailed,
     Event,
@@ -49,7 +56,8 @@ from .events import (
 from .ids import NodeInfo, id_to_int
 from .lookup import ANSWERED, FAILED, FRESH, STALLED, Candidate, Lookup
 from .responder import MAX_WIDE_NODES
-from .routing import RoutingTable, SourceKeys
+from .routing import NodeEntry, RoutingTable, SourceKeys
+from .suboverlay import SUB_KINDS, SUB_MARKER, is_hailing
 from .transactions import Pending, Rng, SendQuery
 
 #: Told that a storing node accepted a listen: (key, addr, node id, token, answer, now).
@@ -100,6 +108,8 @@ class LookupEngine:
         emit: Callable[[Event], None],
         acceptable: Callable[[bytes, Hashable], bool],
         granted: Granted,
+        sub_table: RoutingTable | None = None,
+        done: Callable[[Lookup, float], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.config = config
@@ -111,6 +121,12 @@ class LookupEngine:
         self._emit = emit
         self._acceptable = acceptable
         self._granted = granted
+        #: The sub-overlay's table of hailing nodes (the owner replaces it on an id change).
+        self.sub_table = sub_table
+        self._done = done
+        #: Lookups that run inside the sub-overlay (none when it is off: as before it).
+        on = config.suboverlay and config.extensions
+        self._sub_kinds: frozenset[str] = SUB_KINDS if on else frozenset()
         self._lockstep = config.lookup_strategy == "lockstep"
         self._keys = SourceKeys(codec, config.exempt_loopback)
         #: Our own puts/announces, repeated every republish_interval: key -> (due, action).
@@ -150,10 +166,20 @@ class LookupEngine:
         lk.republish = republish
         for addr in seeds:
             lk.add_seed(addr)
-        for e in self.table.closest(target, cfg.k * 2):
+        for e in self._seed_nodes(kind, target, cfg.k * 2):
             lk.add(e.id, e.addr, 0)
         self._advance(lk, now)
         return lk.qid
+
+    def _seed_nodes(self, kind: str, target: bytes, count: int) -> list[NodeEntry]:
+        """Where a lookup starts: the routing table's closest nodes; for a lookup inside
+        the sub-overlay the sub-table's, or the main table's while the sub-table is
+        empty (a node restarted from its saved table, before any answer: the hailing
+        nodes among those it asks answer from their own sub-tables)."""
+        sub = self.sub_table
+        if kind not in self._sub_kinds or sub is None or not len(sub):
+            return self.table.closest(target, count)
+        return sub.closest(target, count)
 
     def post(self, qid: int, key: bytes, args: dict[bytes, Any], now: float) -> int:
         """Post to an inbox: straight to its storing nodes when a lookup of ``key`` found
@@ -214,7 +240,7 @@ class LookupEngine:
     # == the lookup itself =============================================================
 
     def _lookup_method(self, lk: Lookup) -> tuple[bytes, bytes]:
-        if lk.kind in ("find_node", "bootstrap", "refresh"):
+        if lk.kind in ("find_node", "bootstrap", "refresh", "subjoin"):
             return b"find_node", b"target"
         # put, post and listen first collect write tokens with BEP44 gets.
         if lk.kind in ("get_peers", "announce"):
@@ -225,10 +251,13 @@ class LookupEngine:
         if lk.finished:
             return
         method, key = self._lookup_method(lk)
+        sub = lk.kind in self._sub_kinds
         for c in lk.next_requests():
             args: dict[bytes, Any] = {key: lk.target}
             if lk.widened:
                 args[b"hailing_k"] = MAX_WIDE_NODES
+            if sub:
+                args[SUB_MARKER] = 1
             self._send(c.addr, method, args, now, node_id=c.id, lookup=lk, cand=c)
         if lk.is_done():
             if self._refill(lk) or self._widen(lk) or self._retry_silent(lk):
@@ -249,7 +278,7 @@ class LookupEngine:
         lk.refills += 1
         want = self.config.k * 2 * (lk.refills + 1)
         added = False
-        for e in self.table.closest(lk.target, want):  # the nearer ones are known already
+        for e in self._seed_nodes(lk.kind, lk.target, want):  # the nearer ones are known already
             added = lk.add(e.id, e.addr, 0) or added
         if added:
             self.stats["lookup_refills"] += 1
@@ -307,6 +336,11 @@ class LookupEngine:
         if c.id is None:  # a bootstrap seed: now we know its id, and it counts as a result
             c.id = r.sender_id
             lk.add_answered_seed(c)
+        if lk.kind in self._sub_kinds and not is_hailing(r.version):
+            # Inside the sub-overlay: a foreign node's answer names foreign nodes (it
+            # ignored the marker), and it cannot store an inbox value.
+            c.extra = False
+            return
         codec = self.codec
         depth = c.depth + 1
         path = c.path
@@ -349,7 +383,7 @@ class LookupEngine:
             self._lookup_item(lk, c, vals, depth - 1)
         elif kind == "post" or kind == "listen":
             # Only hailing nodes know the inbox methods; others would answer 204.
-            c.extra = r.version is not None and r.version[:2] == HAILING_VERSION[:2]
+            c.extra = is_hailing(r.version)
 
     def _lookup_item(self, lk: Lookup, c: Candidate, vals: dict[bytes, Any], depth: int) -> None:
         if b"v" not in vals or lk.kind == "put":
@@ -380,6 +414,8 @@ class LookupEngine:
             lk.result, lk.result_depth = mitem, depth
 
     def _complete(self, lk: Lookup, now: float) -> None:
+        if self._done is not None:
+            self._done(lk, now)
         if lk.refused_net:
             self.stats["lookup_refused_net"] += lk.refused_net
         if lk.qid < 0 and lk.kind not in ("put", "announce", "listen", "post"):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
@@ -231,3 +231,16 @@ def check_put(existing: MutableItem | None, new: MutableItem, cas: int | None) -
         raise PutRejected(ERR_SEQ_TOO_LOW, "sequence number less than current")
     if new.seq == existing.seq and new.value_bencoded != existing.value_bencoded:
         raise PutRejected(ERR_SEQ_TOO_LOW, "sequence number not greater than current")
+
+
+def store_args(item: ImmutableItem | MutableItem) -> tuple[bytes, dict[bytes, Any]]:
+    """The method and arguments of the ``put`` that stores ``item`` (token and id are
+    added per storing node)."""
+    args: dict[bytes, Any] = {b"v": bencode.Raw(item.value_bencoded)}
+    if isinstance(item, MutableItem):
+        args[b"k"] = item.pubkey
+        args[b"seq"] = item.seq
+        args[b"sig"] = item.sig
+        if item.salt:
+            args[b"salt"] = item.salt
+    return b"put", args

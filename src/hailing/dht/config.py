@@ -116,3 +116,12 @@ class DhtConfig:
     lockstep_timeout: float = 5.0
     #: The ``v`` field put in every message (None to omit it).
     version: bytes | None = HAILING_VERSION
+    #: hailing's extensions (inbox methods, ``hailing_k``, the sub-overlay marker).
+    #: False makes a plain Mainline node, as libtorrent is to hailing: its methods get
+    #: 204 and its arguments are ignored (the simulator's foreign nodes).
+    extensions: bool = True
+    #: Inbox lookups run inside the hailing sub-overlay (dht/suboverlay.py): hailing
+    #: nodes announce under HAILING_INFOHASH and keep a table of hailing nodes, so an
+    #: inbox lives on hailing nodes where they are 1 % of the DHT. False: inbox lookups
+    #: walk the whole DHT (as before the sub-overlay; for comparison).
+    suboverlay: bool = True

@@ -22,7 +22,9 @@ the :class:`~hailing.dht.responder.Responder` (answering queries), and the
 phases, republishing), which sends its requests through the protocol and hears their
 outcomes back from it (:class:`~hailing.dht.transactions.Pending` is one request in flight),
 and the :class:`~hailing.dht.inbox_client.InboxClient` (``self.inboxes``: the inbox keys
-we listen on, their renewals and unlistens, and the pushes we receive).
+we listen on, their renewals and unlistens, and the pushes we receive), and the
+:class:`~hailing.dht.suboverlay.SubOverlay` (``self.sub``: the table of hailing nodes
+that inbox lookups run in on a public DHT, and the announce rounds that fill it).
 
 Answers to ``hailing_push`` never put their sender in the routing table: a listener may
 be a BEP43 read-only client (a short-lived one, e.g. a one-shot ``hailing send``), and
@@ -67,10 +69,11 @@ from .events import (
 from .inbox_client import InboxClient
 from .lookup import Candidate, Lookup
 from .responder import ExtensionHandler, Responder
-from .routing import RoutingTable
+from .routing import NodeEntry, RoutingTable
 from .storage import ItemStore, PeerStore
+from .suboverlay import SubOverlay
 from .tokens import TokenManager
-from .transactions import OnReply, OnStall, Pending, Rng
+from .transactions import OnReply, OnStall, Pending, Rng, RttEstimator
 
 #: Bootstrap addresses remembered to join again when the routing table runs (nearly) dry.
 MAX_SEEDS = 16
@@ -125,8 +128,8 @@ class DhtProtocol:
         self._seq = 0
         self._tid = rng.getrandbits(16)
         self._qid = 0
-        self._srtt: float | None = None
-        self._rttvar = 0.0
+        #: Round-trip times over all peers: the soft timeout of nodes we have no RTT of.
+        self.rtt = RttEstimator()
         self._next_rotation = now + cfg.token_rotation
         self._next_refresh = now + cfg.bucket_refresh
         #: The inboxes we listen on (hailing extension).
@@ -134,12 +137,18 @@ class DhtProtocol:
             node_id, start=self._lookup, send=self._request, emit=self._emit,
             tokens=self.tokens, codec=self.codec, stats=self.stats,
         )
-        self.responder.handlers[b"hailing_push"] = self.inboxes.on_push
+        if cfg.extensions:
+            self.responder.handlers[b"hailing_push"] = self.inboxes.on_push
+        #: The hailing sub-overlay: the sub-table of hailing nodes and its rounds.
+        self.sub = SubOverlay(node_id, cfg, self.codec, now, start=self._lookup,
+                              send=self._request, emit=self._emit, stats=self.stats,
+                              main_table=partial(getattr, self, "table"))
+        self.responder.sub_table = self.sub.table
         #: Lookups and store phases (and the republishing of our stores).
         self.lookups = LookupEngine(
             node_id, cfg, self.table, self.stats, self.codec, rng,
             send=self._request, emit=self._emit, acceptable=self.admission.acceptable,
-            granted=self.inboxes.granted,
+            granted=self.inboxes.granted, sub_table=self.sub.table, done=self._lookup_done,
         )
         #: Nodes pinged before a possible eviction (one ping each at a time).
         self._evicting: set[bytes] = set()
@@ -261,6 +270,14 @@ class DhtProtocol:
             if a not in self._seeds and len(self._seeds) < MAX_SEEDS:
                 self._seeds.append(a)
         return self._lookup("bootstrap", self.node_id, now, seeds=addrs)
+
+    def find_hailing_nodes(self, now: float) -> int:
+        """Find hailing nodes through the sub-overlay's info-hash (a round: announce or
+        get_peers, pings, a lookup of our id among them; joins a round under way). The
+        event is NodesFound with the sub-table's nodes closest to our id."""
+        qid = self._new_qid()
+        self.sub.discover(qid, now)
+        return qid
 
     def get_peers(self, info_hash: bytes, now: float) -> int:
         return self._lookup("get_peers", _id20(info_hash), now)
@@ -408,13 +425,13 @@ class DhtProtocol:
                 self._saw_node(sid, addr, now, rtt)
                 self._finish_request(p, None, now)
                 return
-        self._update_rtt(rtt)
+        self.rtt.update(rtt)
         if msg.ip is not None:
             self._vote_ip(msg.ip)
         if p.method != b"hailing_push":
             # A push goes to a listener, which may be a BEP43 read-only client (its
             # queries said so): answering it does not make it a routing node.
-            self._saw_node(sid, addr, now, rtt)
+            self._saw_node(sid, addr, now, rtt, msg.version)
         self.stats["responses"] += 1
         self._finish_request(p, msg, now)
 
@@ -431,13 +448,21 @@ class DhtProtocol:
             table.add(e.id, e.addr, e.last_seen, e.rtt)
         self.responder.own_id = self.lookups.node_id = self.inboxes.node_id = node_id
         self.responder.table = self.lookups.table = table
+        self.responder.sub_table = self.lookups.sub_table = self.sub.rebuild(node_id)
         self.stats["node_id_changes"] += 1
 
-    def _saw_node(self, node_id: bytes, addr: Hashable, now: float, rtt: float | None) -> None:
+    def _saw_node(self, node_id: bytes, addr: Hashable, now: float, rtt: float | None,
+                  version: bytes | None = None) -> None:
+        """An answer (``version``: its ``v``, which feeds the sub-table) or a query from
+        a known node: the node enters the tables, or a stale entry gets pinged."""
         known = self.table.get(node_id)
-        if (known is None or known.addr != addr) and not self.admission.acceptable(node_id, addr):
-            return
-        stale = self.table.add(node_id, addr, now, rtt)
+        ok = (known is not None and known.addr == addr) or self.admission.acceptable(node_id, addr)
+        if rtt is not None:  # an answer: the sub-table's turn (it counts foreign ones too)
+            self._evict(self.sub.saw(node_id, addr, version, now, rtt, ok), now)
+        if ok:
+            self._evict(self.table.add(node_id, addr, now, rtt), now)
+
+    def _evict(self, stale: NodeEntry | None, now: float) -> None:
         if stale is not None and stale.id not in self._evicting:
             self._evicting.add(stale.id)
             self._request(stale.addr, b"ping", {}, now, node_id=stale.id,
@@ -490,26 +515,8 @@ class DhtProtocol:
             self._push_timer(now + cfg.query_timeout, _HARD, p)
 
     def _soft_timeout_value(self, node_id: bytes | None) -> float:
-        """How long a lookup waits on a request before it stops counting on it: twice the
-        node's own smoothed RTT when it is in the table, else SRTT + 2 RTTVAR over all
-        peers (about the 90th percentile of the RTTs seen), within the configured bounds."""
-        cfg = self.config
         entry = self.table.get(node_id) if node_id is not None else None
-        if entry is not None and entry.rtt is not None:
-            estimate = 2 * entry.rtt
-        elif self._srtt is None:
-            return cfg.max_soft_timeout
-        else:
-            estimate = self._srtt + 2 * self._rttvar
-        return min(cfg.max_soft_timeout, max(cfg.min_soft_timeout, estimate))
-
-    def _update_rtt(self, rtt: float) -> None:
-        # RFC 6298 smoothing, over all peers.
-        if self._srtt is None:
-            self._srtt, self._rttvar = rtt, rtt / 2
-        else:
-            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
-            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+        return self.rtt.soft_timeout(self.config, None if entry is None else entry.rtt)
 
     def _soft_timeout(self, p: Pending, now: float) -> None:
         p.stalled = True
@@ -524,6 +531,7 @@ class DhtProtocol:
         self.stats["timeouts"] += 1
         if p.node_id is not None:
             self.table.failed(p.node_id, p.addr)
+            self.sub.table.failed(p.node_id, p.addr)
         self._finish_request(p, None, now)
 
     def _finish_request(self, p: Pending, reply: Response | Error | None, now: float) -> None:
@@ -564,7 +572,7 @@ class DhtProtocol:
     def _put_item(
         self, item: bep44.ImmutableItem | bep44.MutableItem, now: float, cas: int | None
     ) -> int:
-        store = self._store_args(item)
+        store = bep44.store_args(item)
         if cas is not None:
             store[1][b"cas"] = cas
         return self._lookup("put", item.target, now, store=store, republish=b"p" + item.target)
@@ -580,6 +588,7 @@ class DhtProtocol:
             self.peers.expire(now)
             self.responder.inbox.expire(now)
         self.inboxes.renew_due(now)
+        self.sub.tick(now)
         if len(self.table) >= cfg.k:
             self._rejoin_backoff = REJOIN_MIN
         elif self._seeds and now >= self._next_rejoin:
@@ -598,15 +607,10 @@ class DhtProtocol:
                 self._lookup("refresh", target, now, qid=-1)
         self.lookups.republish_due(now)
 
-    def _store_args(self, item: bep44.ImmutableItem | bep44.MutableItem) -> tuple[bytes, dict[bytes, Any]]:
-        args: dict[bytes, Any] = {b"v": bencode.Raw(item.value_bencoded)}
-        if isinstance(item, bep44.MutableItem):
-            args[b"k"] = item.pubkey
-            args[b"seq"] = item.seq
-            args[b"sig"] = item.sig
-            if item.salt:
-                args[b"salt"] = item.salt
-        return b"put", args
+    def _lookup_done(self, lk: Lookup, now: float) -> None:
+        self.sub.lookup_done(lk, now)
+        if lk.kind == "bootstrap":
+            self.sub.joined(now)
 
     def _vote_ip(self, ip: bytes) -> None:
         self.external_ip = self.admission.vote(ip)

@@ -36,6 +36,7 @@ from .inbox import MAX_VALUE, InboxStore, fit_values
 from .quota import SourceBudget, exempt, source_of
 from .routing import RoutingTable
 from .storage import ItemStore, PeerStore
+from .suboverlay import SUB_MARKER
 from .tokens import TokenManager
 
 Handler = Callable[[Query, Hashable, float], dict[bytes, Any]]
@@ -95,6 +96,12 @@ class Responder:
             b"hailing_post": self._hailing_post,
             b"hailing_listen": self._hailing_listen,
         }
+        #: hailing's extensions (DhtConfig.extensions): without them, a plain Mainline node.
+        self.extensions = cfg.extensions
+        if not cfg.extensions:
+            del self.handlers[b"hailing_post"], self.handlers[b"hailing_listen"]
+        #: The sub-overlay's table of hailing nodes: what a query with the marker gets.
+        self.sub_table: RoutingTable | None = None
         #: Methods added with add_method (only those may be removed).
         self._extensions: set[bytes] = set()
 
@@ -163,11 +170,20 @@ class Responder:
         # answer draws on the replacement caches too: after a mass failure the live nodes
         # near a target are often known only there, kept out of buckets full of dead
         # entries that nobody has asked yet (docs/simulator.md).
-        count = q.args.get(b"hailing_k")
-        if type(count) is not int or not self.k < count <= MAX_WIDE_NODES:
-            nodes = self.table.closest(target, self.k)
+        # A query with the sub-overlay's marker gets our closest *hailing* nodes (from
+        # the sub-table, unless it is empty: dht/suboverlay.py).
+        table = self.table
+        if not self.extensions:
+            count = None
         else:
-            nodes = self.table.closest(target, count, replacements=True)
+            count = q.args.get(b"hailing_k")
+            sub = self.sub_table
+            if q.args.get(SUB_MARKER) == 1 and sub is not None and len(sub):
+                table = sub
+        if type(count) is not int or not self.k < count <= MAX_WIDE_NODES:
+            nodes = table.closest(target, self.k)
+        else:
+            nodes = table.closest(target, count, replacements=True)
         v4, v6 = encode_nodes(((e.id, e.addr) for e in nodes), self.codec)
         want = q.args.get(b"want")
         if type(want) is list and (b"n4" in want or b"n6" in want):

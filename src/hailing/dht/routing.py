@@ -39,7 +39,9 @@ Keys = tuple[bytes, bytes] | None
 class SourceKeys:
     """The per-IP keys of an address: (host, network) = (IPv4 address, its /24) or
     (IPv6 /64, the same /64); None when the address is not limited: it has no IP form,
-    or it is local (BEP42's exempt blocks: loopback, private, link-local) and
+    or it is local (BEP42's exempt blocks: loopback, private, link-local, and RFC 2544's
+    benchmarking range 198.18.0.0/15, which is not routed on the Internet: where it
+    appears it is a testbed, such as the NAT lab's one-/24 "internet") and
     ``exempt_local`` is set, so that testnets of many nodes on one host keep working.
     A class rather than a closure, so that a deep copy of a core stays self-contained."""
 
@@ -54,11 +56,18 @@ class SourceKeys:
         if packed is None:
             return None
         raw = packed[:-2]
-        if self.exempt_local and is_local_raw(raw):
+        if self.exempt_local and (is_local_raw(raw) or _benchmarking(raw)):
             return None
         if len(raw) == 4:
             return raw, raw[:3]
         return raw[:8], raw[:8]
+
+
+def _benchmarking(raw: bytes) -> bool:
+    """RFC 2544's 198.18.0.0/15 (IPv4, or IPv4-mapped IPv6)."""
+    if len(raw) == 16 and raw[:12] == bytes(10) + b"\xff\xff":
+        raw = raw[12:]
+    return len(raw) == 4 and raw[0] == 198 and raw[1] & 0xFE == 18
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
 from ..krpc import Error, Response
+from .config import DhtConfig
 from .lookup import Candidate, Lookup
 
 
@@ -69,3 +70,33 @@ class Pending:
         self.rtt = 0.0
         self.done = False
         self.stalled = False
+
+
+class RttEstimator:
+    """Round-trip times over all peers (RFC 6298's smoothing) and the soft timeout they
+    give: how long a lookup waits on a request before it stops counting on it."""
+
+    __slots__ = ("rttvar", "srtt")
+
+    def __init__(self) -> None:
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+
+    def update(self, rtt: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+
+    def soft_timeout(self, cfg: DhtConfig, node_rtt: float | None) -> float:
+        """Twice the node's own smoothed RTT when we have it (``node_rtt``), else SRTT +
+        2 RTTVAR over all peers (about the 90th percentile of the RTTs seen), within the
+        configured bounds."""
+        if node_rtt is not None:
+            estimate = 2 * node_rtt
+        elif self.srtt is None:
+            return cfg.max_soft_timeout
+        else:
+            estimate = self.srtt + 2 * self.rttvar
+        return min(cfg.max_soft_timeout, max(cfg.min_soft_timeout, estimate))
