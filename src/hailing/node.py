@@ -28,7 +28,7 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -42,6 +42,7 @@ from .dht import (
     Event,
     InboxMessage,
     ItemFound,
+    ListenChanged,
     Listening,
     NodeInfo,
     NodesFound,
@@ -186,6 +187,9 @@ class DhtNode:
                           else random.SystemRandom())
         self._nat_waiters: list[asyncio.Future[NatInfo]] = []
         self._listen_keys: set[bytes] = set()
+        #: Told (key, live) when a key we listen on gains or loses its last live storing
+        #: node (dht/inbox_client.py); see :meth:`watch_listens`.
+        self._listen_watchers: list[Callable[[bytes, bool], object]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -407,6 +411,17 @@ class DhtNode:
         self.core.unlisten(key, self._now())
         self._pump()
 
+    def listening(self, key: bytes) -> bool:
+        """Whether a storing node holds our listen on ``key`` and still answers (a
+        listen that no node took, or whose storing nodes all went away, is not)."""
+        if self._core is None or self._transport is None:
+            return False
+        return self._core.inboxes.live(key, self._now())
+
+    def watch_listens(self, callback: Callable[[bytes, bool], object]) -> None:
+        """Call ``callback(key, live)`` whenever :meth:`listening` changes for a key."""
+        self._listen_watchers.append(callback)
+
     def reachable_address(self) -> Addr | None:
         """The address other nodes reach this one at unasked, as far as it knows: the
         bound address, or for a socket bound to every interface the external IP most
@@ -583,6 +598,10 @@ class DhtNode:
                     self._inbox.get_nowait()  # the oldest goes; counted
                     core.stats["inbox_overflow"] += 1
                 self._inbox.put_nowait(ev)
+                continue
+            if isinstance(ev, ListenChanged):
+                for watcher in list(self._listen_watchers):
+                    watcher(ev.key, ev.live)
                 continue
             fut = self._futures.get(ev.qid)
             if fut is not None and not fut.done():

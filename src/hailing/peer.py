@@ -282,7 +282,9 @@ class Peer:
                                               rpc_url=self.rpc_url, clock=self._clock,
                                               **self._contract_args)
         if name == "mainline":
-            return MainlineCoupler(await self._open_node(), ident, policy.allowed, self._clock)
+            inbox = next((c for c in self._couplers if isinstance(c, DhtCoupler)), None)
+            return MainlineCoupler(await self._open_node(), ident, policy.allowed, self._clock,
+                                   inbox=inbox)
         return DhtCoupler(await self._open_node(), ident, policy.allowed, policy.accept_any,
                           self._clock, fallback=any(r.name == "mainline" for r in self.ladder))
 

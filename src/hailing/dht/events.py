@@ -91,6 +91,15 @@ class InboxMessage(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ListenChanged(Event):
+    """A key we listen on gained its first live storing node (``live``) or lost its last
+    one (qid 0: not the answer to a command; see :mod:`hailing.dht.inbox_client`)."""
+
+    key: bytes
+    live: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Answered(Event):
     """A :meth:`~hailing.dht.DhtProtocol.query` (one request, any method) was answered:
     the response dictionary ``reply`` (``r``), the answering node's id and the round trip."""

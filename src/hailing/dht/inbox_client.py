@@ -34,28 +34,35 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Hashable
+from functools import partial
 from typing import Any
 
 from ..errors import LocalProtocolError, RemoteProtocolError
-from ..krpc import AddressCodec, Query, Response
-from .events import Event, InboxMessage
+from ..krpc import AddressCodec, Error, Query, Response
+from .events import Event, InboxMessage, ListenChanged
 from .inbox import MAX_LISTEN_TTL, MAX_VALUE, MAX_VALUES_PER_KEY, SeenValues
 from .tokens import TokenManager
 from .transactions import OnReply, Pending, SendQuery
 
 #: Shortest listen ttl a client asks for (renewals at half of it).
 MIN_LISTEN_TTL = 30.0
+#: Seconds between checks that a listen's storing nodes are still there (a ping to one
+#: that has not answered for that long; see the module docstring).
+HOLDER_CHECK = 30.0
 
 #: How the client starts a lookup through its owner: (kind, key, now, store=, qid=) -> qid.
 StartLookup = Callable[..., int]
 
 
 class _Listen:
-    __slots__ = ("due", "nodes", "ttl")
+    __slots__ = ("check_due", "due", "live", "nodes", "ttl")
 
     def __init__(self, due: float, ttl: float) -> None:
         self.due = due
         self.ttl = ttl
+        #: What the last ListenChanged said (a new key: not live), when to check holders.
+        self.live = False
+        self.check_due = 0.0
         #: Storing nodes that hold our listen: addr -> (node id, token, granted until).
         self.nodes: dict[Hashable, tuple[bytes | None, bytes, float]] = {}
 
@@ -83,6 +90,10 @@ class InboxClient:
         self._stats = stats
         self._listens: dict[bytes, _Listen] = {}
         self._seen = SeenValues()
+        #: Holder address -> when it last answered us (a grant or a ping).
+        self._alive: dict[Hashable, float] = {}
+        #: Holder addresses pinged now (their answer settles every key they hold).
+        self._pinging: set[Hashable] = set()
 
     def __contains__(self, key: object) -> bool:
         return key in self._listens
@@ -96,6 +107,11 @@ class InboxClient:
         if entry is None:
             return []
         return [a for a, (_, _, until) in entry.nodes.items() if until > now]
+
+    def live(self, key: bytes, now: float) -> bool:
+        """Whether some storing node holds our listen on ``key`` and, as far as we know,
+        is still there (see the module docstring)."""
+        return bool(self.holders(key, now))
 
     # -- commands ----------------------------------------------------------------------
 
@@ -154,11 +170,58 @@ class InboxClient:
         return self._tokens.issue_direct(key)
 
     def renew_due(self, now: float) -> None:
+        """The maintenance tick: renew the listens due, and check their holders."""
         for key, entry in list(self._listens.items()):
+            entry.nodes = {a: n for a, n in entry.nodes.items() if n[2] > now}
             if entry.due <= now:
-                entry.due = now + entry.ttl / 2
-                entry.nodes = {a: n for a, n in entry.nodes.items() if n[2] > now}
-                self._start("listen", key, now, qid=-1, store=_listen_args(key, entry.ttl))
+                self._renew(key, entry, now)
+            self._report(key, entry, now)
+            if entry.nodes and entry.check_due <= now:
+                entry.check_due = now + HOLDER_CHECK
+                self._check(entry, now)
+        held = {a for entry in self._listens.values() for a in entry.nodes}
+        self._alive = {a: t for a, t in self._alive.items() if a in held}
+
+    def _renew(self, key: bytes, entry: _Listen, now: float) -> None:
+        entry.due = now + entry.ttl / 2
+        self._start("listen", key, now, qid=-1, store=_listen_args(key, entry.ttl))
+
+    def _report(self, key: bytes, entry: _Listen, now: float) -> None:
+        live = bool(entry.nodes) and any(n[2] > now for n in entry.nodes.values())
+        if live != entry.live:
+            entry.live = live
+            self._stats["listens_live" if live else "listens_lost"] += 1
+            self._emit(ListenChanged(0, key, live))
+
+    def _check(self, entry: _Listen, now: float) -> None:
+        """Ping one holder of ``entry`` unless one answered within HOLDER_CHECK."""
+        recent = now - HOLDER_CHECK
+        if any(self._alive.get(a, -1.0) >= recent for a in entry.nodes):
+            return
+        if any(a in self._pinging for a in entry.nodes):
+            return  # its answer settles this key too
+        addr = min(entry.nodes, key=lambda a: self._alive.get(a, -1.0))
+        self._pinging.add(addr)
+        self._stats["listen_holder_pings"] += 1
+        self._send(addr, b"ping", {}, now, node_id=entry.nodes[addr][0],
+                   on_reply=partial(self._pong, addr))
+
+    def _pong(self, addr: Hashable, reply: Response | Error | None, p: Pending,
+              now: float) -> None:
+        self._pinging.discard(addr)
+        if reply is not None:  # an error answer is an answer: the node is there
+            self._alive[addr] = now
+            return
+        self._stats["listen_holders_gone"] += 1
+        self._alive.pop(addr, None)
+        for key, entry in list(self._listens.items()):
+            if entry.nodes.pop(addr, None) is None:
+                continue
+            self._report(key, entry, now)
+            if entry.nodes:
+                self._check(entry, now)  # the next holder, at once
+            else:
+                self._renew(key, entry, now)  # other storing nodes, if any
 
     def granted(
         self, key: bytes, addr: Hashable, node_id: bytes | None, token: bytes, reply: Response,
@@ -172,6 +235,8 @@ class InboxClient:
         ttl = reply.values.get(b"ttl")
         until = now + (ttl if type(ttl) is int and 0 < ttl <= entry.ttl else entry.ttl)
         entry.nodes[addr] = (node_id, token, until)
+        self._alive[addr] = now
+        self._report(key, entry, now)
         self.deliver(key, reply.values.get(b"values"))
 
     def on_push(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:

@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from ..signaling.store import SignalStore
     from ..signaling.ws_rdv import WsRendezvous
 
-__all__ = ["Capabilities", "ContractCoupler", "Coupler", "DhtCoupler", "Inlet",
+__all__ = ["Capabilities", "ContractCoupler", "Coupler", "DhtCoupler", "InboxHealth", "Inlet",
            "MainlineCoupler", "Reach", "SignalKind", "WsCoupler"]
 
 #: What an envelope is, for a coupler that routes by it (``cancel``: a caller's CANCEL,
@@ -372,6 +372,16 @@ class DhtCoupler:
         if self._inlet is not None:
             self._inlet.stats[what] += 1
 
+    def listening(self, peer: bytes) -> bool:
+        """Whether ``peer``'s offers reach us through the inbox now: storing nodes hold
+        our listens on its pair keys and still answer (see
+        :meth:`DhtRendezvous.listening`)."""
+        return self.rendezvous.listening(peer)
+
+    def watch_listens(self, callback: Callable[[bytes], object]) -> None:
+        """``callback(peer)`` whenever :meth:`listening` may have changed for ``peer``."""
+        self.rendezvous.watch_listens(callback)
+
     async def refresh(self) -> int:
         try:
             return await self.rendezvous.refresh()
@@ -394,22 +404,40 @@ class DhtCoupler:
 # -- the public-Mainline fallback -----------------------------------------------------------
 
 
+class InboxHealth(Protocol):
+    """What the BEP44 fallback asks of the inbox coupler beside it (:class:`DhtCoupler`):
+    whether a contact's offers reach us through the inbox, and when that changes."""
+
+    def listening(self, peer: bytes) -> bool: ...
+
+    def watch_listens(self, callback: Callable[[bytes], object]) -> None: ...
+
+
 class MainlineCoupler:
     """Sealed envelopes as BEP44 mutable items under per-pair, per-day keys, polled
     (:mod:`hailing.signaling.mainline_rdv`): any Mainline node (libtorrent, ...) stores
     them, so it works where no hailing node is reachable. Only contacts reach us (the
     keys come from the pair secret) and only allowed ones are polled; an answer takes a
     poll (:data:`~hailing.signaling.mainline_rdv.FAST_INTERVAL`) plus a get, an offer to
-    an idle callee up to :data:`~hailing.signaling.mainline_rdv.IDLE_MAX` more. The node
-    is started by its owner (it may be shared with the ``dht`` coupler)."""
+    an idle callee up to :data:`~hailing.signaling.mainline_rdv.IDLE_MAX` more. With
+    ``inbox`` (the ``dht`` coupler of the same ladder), a contact whose offers reach us
+    through the inbox is polled only every
+    :data:`~hailing.signaling.mainline_rdv.IDLE_HEALTHY` seconds, and at the fast idle
+    schedule again as soon as the inbox says its listens are lost. The node is started
+    by its owner (it may be shared with the ``dht`` coupler)."""
 
     name = "mainline"
     capabilities = Capabilities(needs_wallet=False, typical_latency_s=3.0, private=True,
                                 reach="friends", max_blob=MAINLINE_MAX_BLOB)
 
     def __init__(self, node: DhtNode, identity: Identity, allowed: Callable[[], list[bytes]],
-                 clock: Callable[[], float] = time.time) -> None:
-        self.rendezvous = MainlineRendezvous(node, identity, allowed, clock)
+                 clock: Callable[[], float] = time.time, inbox: InboxHealth | None = None
+                 ) -> None:
+        self.rendezvous = MainlineRendezvous(
+            node, identity, allowed, clock,
+            inbox_live=inbox.listening if inbox is not None else None)
+        if inbox is not None:
+            inbox.watch_listens(self.rendezvous.inbox_changed)
         self._poller: asyncio.Task[Any] | None = None
 
     async def start(self, sink: Inlet) -> None:

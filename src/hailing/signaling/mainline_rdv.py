@@ -37,11 +37,16 @@ gets at once, the peers whose poll is due oldest first (round-robin):
   :data:`FAST_INTERVAL` seconds, until an item written after the call started arrives
   or :data:`FAST_WINDOW` seconds pass (then, if it is no contact, as a contact for
   :data:`EXPECT_TTL`: a late answer to a long call is still heard);
-- every allowed contact, for its offers: every :data:`IDLE_MIN` seconds, doubling
-  after each poll that found nothing new up to :data:`IDLE_MAX`, back to the minimum
-  when something arrives. With ``IDLE_MAX`` 8 s an offer to an idle callee waits 4 s
-  for its poll on average (p50 about 4 s plus one get), which keeps a call through the
-  fallback within issue 11's p50 target of 10 s.
+- every allowed contact, for its offers: while its offers reach us through the inbox
+  (``inbox_live(peer)``: the DHT coupler holds a listen on its pair key at storing
+  nodes that still answer), every :data:`IDLE_HEALTHY` seconds only; else every
+  :data:`IDLE_MIN` seconds, doubling after each poll that found nothing new up to
+  :data:`IDLE_MAX`, back to the minimum when something arrives. With ``IDLE_MAX`` 8 s
+  an offer to an idle callee waits 4 s for its poll on average (p50 about 4 s plus one
+  get), which keeps a call through the fallback within issue 11's p50 target of 10 s.
+  The inbox tells when a contact's listens are lost (:meth:`inbox_changed`, from the
+  DHT node's ``ListenChanged``): that contact is polled at once and then at the fast
+  idle schedule, without waiting for its slow poll.
 
 Blocked and unknown senders are not polled at all: their items sit unread, which is
 exactly what an offline callee looks like. Near midnight both days' keys are read. An
@@ -74,6 +79,7 @@ __all__ = [
     "EXPECT_TTL",
     "FAST_INTERVAL",
     "FAST_WINDOW",
+    "IDLE_HEALTHY",
     "IDLE_MAX",
     "IDLE_MIN",
     "MAX_BLOB",
@@ -99,6 +105,12 @@ EXPECT_TTL = 15 * 60.0
 #: each poll that found nothing new, up to IDLE_MAX (seconds).
 IDLE_MIN = 2.0
 IDLE_MAX = 8.0
+#: Poll interval of an allowed contact whose offers reach us through the inbox (its
+#: listens are live): a safety net for a caller whose inbox post failed although ours
+#: is held (their views of the hailing nodes differ), not the way calls come. 60 s: such
+#: an offer is read 30 s after it is written on average (a retried call gets through),
+#: at a thirtieth of the fast schedule's gets (docs/protocol.md, "BEP44 fallback").
+IDLE_HEALTHY = 60.0
 #: Most gets in flight at once.
 MAX_IN_FLIGHT = 4
 #: One get gives up after this long (the core's lookups end well before).
@@ -164,6 +176,8 @@ class _Watch:
     #: Until when (monotonic) it is polled, contact or not (we called it).
     expect_until: float = 0.0
     fast_since: float = 0.0
+    #: Whether the next poll was scheduled at the slow rate (the inbox carries it).
+    slow: bool = False
     #: Target -> the highest seq handed on.
     seen: dict[bytes, int] = field(default_factory=dict)
 
@@ -183,8 +197,11 @@ class MainlineRendezvous:
     def __init__(self, node: _Node, identity: Identity, allowed: Callable[[], list[bytes]],
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
-                 stats: Counter[str] | None = None) -> None:
+                 stats: Counter[str] | None = None,
+                 inbox_live: Callable[[bytes], bool] | None = None) -> None:
         self.node = node
+        #: Whether a peer's offers reach us through the inbox now (None: never assumed).
+        self.inbox_live = inbox_live
         self.identity = identity
         self._allowed = allowed
         self._clock = clock
@@ -193,6 +210,7 @@ class MainlineRendezvous:
         self.fast_interval = FAST_INTERVAL
         self.idle_min = IDLE_MIN
         self.idle_max = IDLE_MAX
+        self.idle_healthy = IDLE_HEALTHY
         self.max_in_flight = MAX_IN_FLIGHT
         self._secrets: dict[bytes, bytes] = {}
         self._watch: dict[bytes, _Watch] = {}
@@ -239,6 +257,12 @@ class MainlineRendezvous:
         is not polled at all."""
         w = self._watch.get(peer_pub)
         return None if w is None else max(0.0, w.due - self._mono())
+
+    def polling_slow(self, peer_pub: bytes) -> bool:
+        """Whether ``peer_pub`` is polled at the slow rate (its offers reach us through
+        the inbox, and we wait for no answer of it)."""
+        w = self._watch.get(peer_pub)
+        return w is not None and w.slow
 
     def polling_fast(self, peer_pub: bytes) -> bool:
         """Whether we poll ``peer_pub`` fast (waiting for its answer)."""
@@ -325,6 +349,7 @@ class MainlineRendezvous:
         w.fast_until = now + FAST_WINDOW
         w.expect_until = now + EXPECT_TTL
         w.fast_since = self._clock()
+        w.slow = False
         w.due = min(w.due, now + self.fast_interval)  # a new watch: at once
         self._wake.set()
 
@@ -410,13 +435,35 @@ class MainlineRendezvous:
             w.fast_until = 0.0
         if got:
             w.interval = self.idle_min
+        w.slow = False
         if w.fast_until > now:
             w.due = now + self.fast_interval
         elif peer in self._contacts or w.expect_until > now:
+            if not got and self._inbox_carries(peer):
+                w.slow = True
+                w.due = now + self.idle_healthy
+                w.interval = self.idle_min  # where the fast schedule starts if it is lost
+                return
             w.due = now + w.interval
             w.interval = min(self.idle_max, w.interval * 2)  # the next, if nothing comes
         else:
             del self._watch[peer]
+
+    def _inbox_carries(self, peer: bytes) -> bool:
+        return self.inbox_live is not None and self.inbox_live(peer)
+
+    def inbox_changed(self, peer: bytes) -> None:
+        """The inbox's listens for ``peer`` changed (the DHT coupler tells): if they are
+        lost, poll it at once and then at the fast idle schedule; if they came back, it
+        slows down after its next poll."""
+        w = self._watch.get(peer)
+        if w is None or not w.slow or self._inbox_carries(peer):
+            return
+        self.stats["mainline_inbox_lost"] += 1
+        w.slow = False
+        w.interval = self.idle_min
+        w.due = min(w.due, self._mono())
+        self._wake.set()
 
     def close(self) -> None:
         """Stop polling (:meth:`run` returns and cancels its gets)."""

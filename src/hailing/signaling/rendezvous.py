@@ -136,6 +136,29 @@ class DhtRendezvous:
     def peer_of(self, key: bytes) -> bytes | None:
         return self._keys.get(key)
 
+    def listening(self, peer_pub: bytes) -> bool:
+        """Whether every pair key we listen on for ``peer_pub`` is held by a storing
+        node that still answers (``DhtNode.listening``): its offers reach us through
+        the inbox. False when we do not listen for it at all, or the node cannot tell."""
+        live = getattr(self.node, "listening", None)
+        keys = [k for k, p in self._keys.items() if p == peer_pub]
+        return bool(keys) and live is not None and all(live(k) for k in keys)
+
+    def watch_listens(self, callback: Callable[[bytes], object]) -> None:
+        """Call ``callback(peer)`` whenever a pair key of ``peer`` gains or loses its
+        last live storing node (see :meth:`listening`); nothing for nodes that cannot
+        tell."""
+        watch = getattr(self.node, "watch_listens", None)
+        if watch is None:
+            return
+
+        def changed(key: bytes, live: bool) -> None:
+            peer = self._keys.get(key)
+            if peer is not None:
+                callback(peer)
+
+        watch(changed)
+
     def knows(self, key: bytes) -> bool:
         return key in self._keys
 
