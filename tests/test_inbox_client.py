@@ -11,7 +11,8 @@ from pathlib import Path
 
 from netsim import MemoryNet, build_network, join
 
-from hailing.dht import DhtConfig, DhtProtocol, InboxMessage, Listening, StoreDone
+from hailing.dht import DhtConfig, DhtProtocol, InboxMessage, ListenChanged, Listening, StoreDone
+from hailing.dht.inbox_client import HOLDER_CHECK
 from hailing.node import DhtNode
 from hailing.testnet import testnet as local_testnet
 
@@ -166,3 +167,64 @@ async def test_a_peer_can_run_its_dht_node_read_only(tmp_path: Path) -> None:
         assert node.core.config.read_only
     finally:
         await node.stop()
+
+
+# -- are the storing nodes still there? (the BEP44 fallback polls by it) -------------------
+
+
+def _changes(net: MemoryNet, p: DhtProtocol, key: bytes = KEY) -> list[bool]:
+    return [e.live for e in net.events[net.addr_of(p)]
+            if isinstance(e, ListenChanged) and e.key == key]
+
+
+def test_a_listen_whose_storing_nodes_all_vanish_is_known_lost_long_before_its_grants_expire(
+) -> None:
+    net = build_network(20)
+    client = list(net.nodes.values())[12]
+    assert not client.inboxes.live(KEY, net.now)
+    ev = net.wait_event(client, client.listen(KEY, net.now))
+    assert isinstance(ev, Listening) and client.inboxes.live(KEY, net.now)
+    assert _changes(net, client) == [True]
+    net.run(duration=3 * HOLDER_CHECK)  # healthy: pings answered, nothing changes
+    assert _changes(net, client) == [True]
+    assert client.stats["listen_holder_pings"] >= 2
+    for p in net.live():  # every other node: the renewal finds nobody either
+        if p is not client:
+            net.kill(p)
+    lost_by = net.now + HOLDER_CHECK + client.config.maintenance_interval \
+        + 2 * client.config.query_timeout
+    net.run(until=lost_by + 0.1)
+    # the grants (ttl 300 s) have not expired: the pings told
+    assert _changes(net, client) == [True, False]
+    assert not client.inboxes.live(KEY, net.now)
+    assert client.inboxes.holders(KEY, net.now) == []
+    assert client.stats["listens_lost"] == 1
+
+
+def test_a_lost_listen_is_looked_up_again_at_once_and_found_on_other_nodes() -> None:
+    net = build_network(24)
+    client = list(net.nodes.values())[3]
+    net.wait_event(client, client.listen(KEY, net.now))
+    first = set(client.inboxes.holders(KEY, net.now))
+    for p in list(net.live()):
+        if net.addr_of(p) in first:
+            net.kill(p)
+    net.run(duration=HOLDER_CHECK + client.config.maintenance_interval
+            + 4 * client.config.query_timeout + 5.0)
+    assert _changes(net, client) == [True, False, True]
+    now_held = set(client.inboxes.holders(KEY, net.now))
+    assert now_held and not now_held & first
+    assert client.inboxes.live(KEY, net.now)
+
+
+def test_one_holder_that_does_not_answer_does_not_lose_the_listen() -> None:
+    net = build_network(20)
+    client = list(net.nodes.values())[8]
+    net.wait_event(client, client.listen(KEY, net.now))
+    held = client.inboxes.holders(KEY, net.now)
+    gone = held[0]
+    net.kill(net.nodes[gone])
+    net.run(duration=4 * HOLDER_CHECK)
+    assert _changes(net, client) == [True]
+    assert client.inboxes.live(KEY, net.now)
+    assert gone not in client.inboxes.holders(KEY, net.now)

@@ -28,6 +28,25 @@ A *direct* push comes instead from a peer we handed a direct push token for the 
 seals it into a call's offer so that the callee's node can push the answer straight to
 us): it is delivered like any push (counted ``pushes_direct``), and the copies the
 storing nodes push later are the duplicates :class:`SeenValues` drops.
+
+**Is anyone still holding the listen?** A storing node that goes away says nothing, and
+its grant stays on our books until it expires (up to the ttl, 5 minutes). So every
+:data:`HOLDER_CHECK` seconds (checked on the maintenance tick) each key none of whose
+holders answered within that time has one of them pinged (one ping per address,
+whatever the number of keys it holds; the holder heard from longest ago first). A holder
+that does not answer (the query's hard timeout) is dropped from every key it held and
+the key's other holders are pinged at once; a key left with no holder is *lost*: it is
+looked up again at once (a renewal, which may find other storing nodes). Every change
+of a key between "some live holder" and "none" (a grant, a holder dropped, the last
+grant expiring) is an event, :class:`~hailing.dht.events.ListenChanged` (counted
+``listens_live``, ``listens_lost``), so whoever runs a fallback for that key (the BEP44
+fallback's polling, :mod:`hailing.signaling.mainline_rdv`) learns it at once;
+:meth:`~InboxClient.live` says the same when asked. So a key whose storing nodes all
+vanished is known lost at most ``HOLDER_CHECK`` plus a maintenance tick (10 s) plus two
+query timeouts (4 s each) after, 48 s at worst, about 23 s on average. A holder's answer
+to the ping refreshes a NAT's mapping to it too (besides the STUN keepalives). Cost: one
+ping per holder address per ``HOLDER_CHECK`` (``listen_holder_pings``; a grant counts as
+an answer).
 """
 
 from __future__ import annotations
@@ -193,18 +212,22 @@ class InboxClient:
             self._stats["listens_live" if live else "listens_lost"] += 1
             self._emit(ListenChanged(0, key, live))
 
-    def _check(self, entry: _Listen, now: float) -> None:
-        """Ping one holder of ``entry`` unless one answered within HOLDER_CHECK."""
-        recent = now - HOLDER_CHECK
+    def _check(self, entry: _Listen, now: float, every: bool = False) -> None:
+        """Ping one holder of ``entry`` (``every``: each one) unless one answered within
+        HOLDER_CHECK or is being pinged."""
+        recent = now - HOLDER_CHECK / 2  # within this round of checks
         if any(self._alive.get(a, -1.0) >= recent for a in entry.nodes):
             return
-        if any(a in self._pinging for a in entry.nodes):
+        if not every and any(a in self._pinging for a in entry.nodes):
             return  # its answer settles this key too
-        addr = min(entry.nodes, key=lambda a: self._alive.get(a, -1.0))
-        self._pinging.add(addr)
-        self._stats["listen_holder_pings"] += 1
-        self._send(addr, b"ping", {}, now, node_id=entry.nodes[addr][0],
-                   on_reply=partial(self._pong, addr))
+        ordered = sorted(entry.nodes, key=lambda a: self._alive.get(a, -1.0))
+        for addr in ordered if every else ordered[:1]:
+            if addr in self._pinging:
+                continue
+            self._pinging.add(addr)
+            self._stats["listen_holder_pings"] += 1
+            self._send(addr, b"ping", {}, now, node_id=entry.nodes[addr][0],
+                       on_reply=partial(self._pong, addr))
 
     def _pong(self, addr: Hashable, reply: Response | Error | None, p: Pending,
               now: float) -> None:
@@ -219,7 +242,7 @@ class InboxClient:
                 continue
             self._report(key, entry, now)
             if entry.nodes:
-                self._check(entry, now)  # the next holder, at once
+                self._check(entry, now, every=True)  # the others, at once
             else:
                 self._renew(key, entry, now)  # other storing nodes, if any
 
