@@ -1,0 +1,214 @@
+"""The BEP44 fallback's polling schedule follows the inbox's health (docs/protocol.md,
+"BEP44 fallback", "Polling").
+
+What is shown: a contact whose offers reach us through the inbox (its listens live) is
+polled every ``IDLE_HEALTHY`` seconds, not at the fast idle schedule (the regression:
+before, every contact was polled every 2-8 s whatever the inbox); when the inbox says
+the listens are lost, that contact is polled at once and then at 2, 4, 8 s; a peer we
+call is polled every 0.5 s whatever the inbox; the DHT coupler tells the fallback
+through ``watch_listens``; and end to end on a loopback testnet, a daemon's contact is
+polled slowly while hailing nodes hold its listens, and fast once they are all gone
+(the node's holder pings notice, no renewal needed). Clocks are advanced by hand; the
+end-to-end test shortens the core's intervals, and waits only for events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pytest_helpers import loopback_ice
+from session_doubles import eventually
+from test_mainline_fallback import NOON, Clock, FakeDht, FakeNode, ident
+
+from hailing.dht import DhtConfig
+from hailing.dht import inbox_client as inbox_client_mod
+from hailing.identity import Identity
+from hailing.peer import Peer
+from hailing.session.coupler import DhtCoupler, Inlet, MainlineCoupler
+from hailing.session.dialer import FALLBACK_LADDER
+from hailing.session.supervisor import Supervisor
+from hailing.signaling import mainline_rdv
+from hailing.signaling.mainline_rdv import IDLE_HEALTHY, MainlineRendezvous
+from hailing.testnet import testnet as local_testnet
+
+_loopback_ice = pytest.fixture(autouse=True)(loopback_ice)
+
+
+class Health:
+    """A stand-in for the DHT coupler's listen health."""
+
+    def __init__(self) -> None:
+        self.live: set[bytes] = set()
+        self.watchers: list[Callable[[bytes], object]] = []
+
+    def listening(self, peer: bytes) -> bool:
+        return peer in self.live
+
+    def watch_listens(self, callback: Callable[[bytes], object]) -> None:
+        self.watchers.append(callback)
+
+    def set(self, peer: bytes, live: bool) -> None:
+        (self.live.add if live else self.live.discard)(peer)
+        for w in self.watchers:
+            w(peer)
+
+
+def reader(me: Identity, peer: Identity, health: Health, net: FakeDht | None = None,
+           mono: Clock | None = None, wall: Clock | None = None) -> MainlineRendezvous:
+    return MainlineRendezvous(FakeNode(net or FakeDht()), me, lambda: [peer.public_key],
+                              clock=wall or Clock(NOON), monotonic=mono or Clock(1000.0),
+                              inbox_live=health.listening)
+
+
+async def test_a_contact_the_inbox_carries_is_polled_slowly() -> None:
+    a, b = ident(1), ident(2)
+    health = Health()
+    health.live.add(a.public_key)
+    rb = reader(b, a, health)
+    await rb.refresh()
+    assert rb.next_poll(a.public_key) == 0.0  # a new contact: once at once
+    waits = []
+    for _ in range(4):
+        await rb.poll(a.public_key, lambda blob: None)
+        waits.append(rb.next_poll(a.public_key))
+        assert rb.polling_slow(a.public_key)
+    assert waits == [IDLE_HEALTHY] * 4  # not 2, 4, 8, 8 (every contact, before)
+    assert IDLE_HEALTHY >= 60.0
+
+
+async def test_without_an_inbox_beside_it_the_fast_idle_schedule_stays() -> None:
+    a, b = ident(1), ident(2)
+    rb = MainlineRendezvous(FakeNode(FakeDht()), b, lambda: [a.public_key],
+                            clock=Clock(NOON), monotonic=Clock(0.0))
+    await rb.refresh()
+    waits = []
+    for _ in range(4):
+        await rb.poll(a.public_key, lambda blob: None)
+        waits.append(rb.next_poll(a.public_key))
+    assert waits == [2.0, 4.0, 8.0, 8.0]
+    assert not rb.polling_slow(a.public_key)
+
+
+async def test_lost_listens_mean_a_poll_at_once_then_the_fast_idle_schedule() -> None:
+    a, b = ident(1), ident(2)
+    health = Health()
+    health.live.add(a.public_key)
+    mono = Clock(1000.0)
+    rb = reader(b, a, health, mono=mono)
+    health.watch_listens(rb.inbox_changed)
+    await rb.refresh()
+    await rb.poll(a.public_key, lambda blob: None)
+    assert rb.next_poll(a.public_key) == IDLE_HEALTHY
+    mono.now += 5
+    health.set(a.public_key, False)  # the DHT node's holder pings found nobody
+    assert rb.next_poll(a.public_key) == 0.0  # not 55 s later
+    assert not rb.polling_slow(a.public_key)
+    assert rb.stats["mainline_inbox_lost"] == 1
+    waits = []
+    for _ in range(4):
+        await rb.poll(a.public_key, lambda blob: None)
+        waits.append(rb.next_poll(a.public_key))
+    assert waits == [2.0, 4.0, 8.0, 8.0]
+    # the listens come back: nothing changes until the next poll, which slows down
+    health.set(a.public_key, True)
+    assert rb.next_poll(a.public_key) == 8.0
+    await rb.poll(a.public_key, lambda blob: None)
+    assert rb.next_poll(a.public_key) == IDLE_HEALTHY
+    # a change for a contact not polled slowly, or for a stranger, does nothing
+    health.set(ident(9).public_key, False)
+    assert rb.stats["mainline_inbox_lost"] == 1
+
+
+async def test_a_peer_we_call_is_polled_fast_whatever_the_inbox() -> None:
+    a, b = ident(1), ident(2)
+    net, wall, mono = FakeDht(), Clock(NOON), Clock(1000.0)
+    health = Health()
+    health.live.add(a.public_key)
+    rb = reader(b, a, health, net=net, mono=mono, wall=wall)
+    ra = MainlineRendezvous(FakeNode(net), a, lambda: [b.public_key], clock=wall)
+    await rb.refresh()
+    await rb.poll(a.public_key, lambda blob: None)
+    assert rb.polling_slow(a.public_key)
+    await rb.expect_from(a.public_key)  # we call alice: its answer may come by an item
+    assert not rb.polling_slow(a.public_key) and rb.polling_fast(a.public_key)
+    assert rb.next_poll(a.public_key) == mainline_rdv.FAST_INTERVAL
+    await rb.poll(a.public_key, lambda blob: None)
+    assert rb.next_poll(a.public_key) == mainline_rdv.FAST_INTERVAL
+    wall.now += 2
+    await ra.send(b.public_key, b"the answer")
+    got: list[bytes] = []
+    await rb.poll(a.public_key, got.append)
+    assert got == [b"the answer"] and not rb.polling_fast(a.public_key)
+    # something came: one poll at the minimum (a CANCEL, an endpoint record), then slow
+    assert rb.next_poll(a.public_key) == mainline_rdv.IDLE_MIN
+    await rb.poll(a.public_key, got.append)
+    assert rb.next_poll(a.public_key) == IDLE_HEALTHY
+
+
+async def test_the_polling_loop_wakes_for_a_contact_whose_listens_are_lost() -> None:
+    a, b = ident(1), ident(2)
+    net = FakeDht()
+    stats: Counter[str] = Counter()
+    supervisor = Supervisor(stats)
+    health = Health()
+    health.live.add(a.public_key)
+    coupler = MainlineCoupler(FakeNode(net), b, lambda: [a.public_key],  # type: ignore[arg-type]
+                              inbox=health)
+    assert health.watchers  # the coupler listens to the inbox's changes
+    rdv = coupler.rendezvous
+    rdv.idle_healthy = 3600.0  # a slow poll would never come within the test
+    rdv.idle_min = rdv.idle_max = 0.01
+    await coupler.start(Inlet("mainline", supervisor, stats))
+    try:
+        await eventually(lambda: len(net.gets) == 1 and rdv.polling_slow(a.public_key),
+                         "the first poll, then slow")
+        await asyncio.sleep(0.05)
+        assert len(net.gets) == 1
+        health.set(a.public_key, False)
+        await eventually(lambda: len(net.gets) >= 4, "polled fast at once")
+    finally:
+        await coupler.aclose()
+        await supervisor.aclose()
+    assert stats["mainline_inbox_lost"] == 1 and stats["task_errors"] == 0
+
+
+# -- end to end: a daemon's node on a loopback testnet of hailing nodes ---------------------
+
+
+async def test_a_daemon_polls_slowly_while_its_listens_live_and_fast_once_their_nodes_go(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the core's intervals shortened (30 s checks, 10 s ticks, 4 s timeouts otherwise)
+    monkeypatch.setattr(inbox_client_mod, "HOLDER_CHECK", 1.0)
+    fast_core = DhtConfig(maintenance_interval=0.2, query_timeout=1.0, read_only=True)
+    alice = ident(11)
+    async with local_testnet(6) as nodes:
+        p = Peer(tmp_path / "bob", bootstrap=[nodes[0].address], dht_config=fast_core,
+                 ladder=list(FALLBACK_LADDER))
+        await p.start()
+        try:
+            assert p.contacts is not None
+            dht, mainline = p.coupler("dht"), p.coupler("mainline")
+            assert isinstance(dht, DhtCoupler) and isinstance(mainline, MainlineCoupler)
+            rdv = mainline.rendezvous
+            rdv.idle_min = rdv.idle_max = 0.05
+            p.contacts.add(alice.contact_id, "alice")
+            await p.refresh()
+            await eventually(lambda: dht.listening(alice.public_key), "listens granted")
+            await eventually(lambda: rdv.polling_slow(alice.public_key),
+                             "alice polled slowly (the inbox carries her offers)")
+            gets = p.stats["mainline_gets"]
+            await asyncio.sleep(0.3)
+            assert p.stats["mainline_gets"] == gets  # nothing more while the inbox lives
+            for n in nodes:  # every storing node goes, without a word
+                await n.stop()
+            await eventually(lambda: not dht.listening(alice.public_key),
+                             "the listens known lost", timeout=20)
+            await eventually(lambda: p.stats["mainline_gets"] >= gets + 3,
+                             "alice polled fast again", timeout=20)
+            assert p.stats["mainline_inbox_lost"] >= 1
+            assert p.node is not None and p.node.stats["listens_lost"] >= 1
+        finally:
+            await p.stop()
