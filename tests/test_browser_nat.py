@@ -249,7 +249,7 @@ def hang_up(caller: Person, callee: Person) -> None:
     callee.do("call_over")
 
 
-def test_port_restricted_calls_full_cone_directly(natlab: Lab, chromium_ok: None,
+def test_port_restricted_calls_full_cone_directly(chromium_ok: None, natlab: Lab,
                                                   tmp_path: Path) -> None:
     with two_people(natlab, tmp_path, ("alice", "port-restricted"),
                     ("bob", "full-cone")) as (world, alice, bob):
@@ -269,7 +269,7 @@ def test_port_restricted_calls_full_cone_directly(natlab: Lab, chromium_ok: None
 
 
 def test_symmetric_calls_symmetric_through_the_volunteer_relay(
-        natlab: Lab, chromium_ok: None, tmp_path: Path) -> None:
+        chromium_ok: None, natlab: Lab, tmp_path: Path) -> None:
     with two_people(natlab, tmp_path, ("alice", "symmetric"),
                     ("carol", "symmetric")) as (world, alice, carol):
         call_with_video(alice, carol)
