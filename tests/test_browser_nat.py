@@ -212,6 +212,9 @@ def check_ice(world: NatWorld, person: Person) -> dict[str, Any]:
                 assert _host_of(c["url"]) in {_host_of(u) for u in urls}, (c, urls)
     # the daemon's own list (now) names only lab nodes too
     now = daemon["body"]["iceServers"]
+    print(f"{person.name}: the page's iceServers "
+          f"{[s['urls'] for s in used['pcs'][-1]['iceServers']]}, the daemon's now "
+          f"{[s['urls'] for s in now]}; local candidates {sorted(local_types(used))}")
     assert all(_host_of(u) in nodes or _host_of(u)[0] == relay
                for s in now for u in s["urls"]), now
     return used
