@@ -2,6 +2,9 @@
 
 Shared by the CLI and daemon tests (``test_cli_peer.Daemon``), the browser harness and the
 NAT lab's process helpers. No pytest import: the browser harness runs it in a subprocess.
+
+:data:`START_TIMEOUT` is the one deadline for a process's first (ready) line, used by
+every helper that waits for one.
 """
 
 from __future__ import annotations
@@ -11,7 +14,14 @@ import time
 from collections.abc import Callable
 from typing import IO
 
-__all__ = ["Lines"]
+__all__ = ["START_TIMEOUT", "Lines"]
+
+#: Seconds a hailing process may take to print its first (ready) line. Starting is slow
+#: but correct work: the interpreter, imports (aiortc, web3), binding, a chain connection,
+#: a warp derivation (a second of scrypt). A contract daemon needs ~2.5 s of CPU for it:
+#: on the 2-core CI machine, loaded with several daemons, Chromium and anvil (load 10 and
+#: more), that took over 20 s.
+START_TIMEOUT = 60.0
 
 
 class Lines:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from proc_lines import START_TIMEOUT
 
 from hailing.dht.bep44 import mutable_target, public_key
 
@@ -68,7 +69,7 @@ def one_error_line(proc: subprocess.CompletedProcess[bytes], code: int) -> str:
     return err.strip()
 
 
-def first_line(proc: subprocess.Popen[bytes], timeout: float = TIMEOUT) -> str:
+def first_line(proc: subprocess.Popen[bytes], timeout: float = START_TIMEOUT) -> str:
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     assert ready, "no output line in time"

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from proc_lines import START_TIMEOUT
 
 from hailing.cli import build_parser, main
 from hailing.cli._shared import prepare
@@ -244,6 +246,8 @@ def _spawn(data_dir: Path, *argv: str) -> subprocess.Popen[str]:
 
 def _first_line(proc: subprocess.Popen[str]) -> str:
     assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
+    assert ready, "no output line in time"
     line = proc.stdout.readline()  # the commands flush their first line at once
     assert line, proc.stderr.read() if proc.stderr else ""
     return line.strip()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proc_lines import Lines
+from proc_lines import START_TIMEOUT, Lines
 from pytest_helpers import run_testnet
 
 from hailing.identity import load_or_create_identity
@@ -129,7 +129,7 @@ class Daemon:
         self.err = Lines(self.proc.stderr, TIMEOUT)
 
     def first_line(self) -> str:
-        self.out.wait_for(lambda _: True)
+        self.out.wait_for(lambda _: True, timeout=START_TIMEOUT)
         return self.out.lines[0]
 
     def events(self, start: int = 0) -> list[dict[str, Any]]:

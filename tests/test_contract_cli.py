@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from typing import IO, Any
 import pytest
 from conftest_chain import Anvil
 from eth_account import Account
+from proc_lines import START_TIMEOUT
 from pytest_helpers import anvil_or_skip
 
 from hailing.chain import http_web3
@@ -119,13 +121,18 @@ class Chain:
 def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
     if request.param == "serve":
         with daemon("chain", "serve", "--bind", "127.0.0.1:0", "--accounts", "3") as d:
-            url = d.wait_for(r"chain listening on (http://127\.0\.0\.1:\d+)").group(1)
+            url = d.wait_for(r"chain listening on (http://127\.0\.0\.1:\d+)", START_TIMEOUT).group(1)
             deadline = time.monotonic() + 10
             while len([e for e in d.errors if e.startswith("account ")]) < 3:
                 assert time.monotonic() < deadline, d.errors
                 time.sleep(0.05)
             keys = [e.rsplit(" ", 1)[1] for e in d.errors if e.startswith("account ")]
             yield Chain(url, keys)
+            # It refused connections mid-test once, and exited 0: stopped by a signal that
+            # came from outside the test. Say so, should it happen again.
+            assert d.proc.poll() is None, (
+                f"chain serve exited during the test, code {d.proc.returncode} (0: stopped by "
+                f"a SIGINT/SIGTERM from outside the test); stderr: {d.errors[-5:]}")
         assert d.proc.returncode == 0
         return
     with Anvil(anvil_or_skip(), block_time=1) as node:
@@ -168,7 +175,7 @@ def test_call_and_endpoints_through_the_contract(chain: Chain, tmp_path: Path) -
 
     with daemon("listen", "--data-dir", b, "--via", "contract", "--rpc", chain.url,
                 "--contract", address, "--gas-key", chain.keys[1], "--poll", "0.2") as listener:
-        listener.wait_for(r"listening as " + bob)
+        listener.wait_for(r"listening as " + bob, START_TIMEOUT)
         # alice's RPC URL and contract come from her chain.json
         done = run("send", bob, "hello bob", "--data-dir", a, "--via", "contract",
                    "--gas-key", chain.keys[0], "--poll", "0.2", "--timeout", "40")
@@ -221,7 +228,7 @@ def test_paying_from_the_wallet_of_the_day_proves_the_sender(chain: Chain, tmp_p
     with daemon("listen", "--data-dir", f.b, "--via", "contract", "--rpc", chain.url,
                 "--contract", f.contract, "--gas-key", chain.keys[1], "--poll", "0.2",
                 "--require-wallet") as listener:
-        listener.wait_for(r"listening as " + f.bob)
+        listener.wait_for(r"listening as " + f.bob, START_TIMEOUT)
         refused = run("send", f.bob, "paid by someone", "--data-dir", f.a, "--via", "contract",
                       "--gas-key", chain.keys[0], "--poll", "0.2", "--timeout", "4")
         assert refused.returncode == 1 and "nobody answered" in refused.stderr
@@ -233,6 +240,42 @@ def test_paying_from_the_wallet_of_the_day_proves_the_sender(chain: Chain, tmp_p
     senders = {log["topics"][2][-20:] for log in web3.eth.get_logs(
         {"address": f.contract, "fromBlock": 0, "toBlock": "latest"})}
     assert bytes.fromhex(day_address[2:]) in senders
+
+
+def test_a_signal_right_after_the_first_line_of_chain_serve_is_a_clean_stop() -> None:
+    """A script may stop ``chain serve`` as soon as it read its first line: exit 0, no
+    traceback. Here its stderr is a full pipe, so the server blocks writing its accounts
+    and the SIGTERM lands between its first stdout line and the rest."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    for size in (4096, 1):  # fill the pipe: page by page, then byte by byte
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(write_end, b"x" * size)
+    os.set_blocking(write_end, True)
+    proc = subprocess.Popen([*HAILING, "chain", "serve", "--bind", "127.0.0.1:0", "--accounts",
+                             "1"], stdout=subprocess.PIPE, stderr=write_end, text=True, env=env(),
+                            stdin=subprocess.DEVNULL)
+    os.close(write_end)
+    errors: list[bytes] = []
+    drain = threading.Thread(target=lambda: errors.extend(iter(
+        lambda: os.read(read_end, 65536), b"")), daemon=True)
+    try:
+        assert proc.stdout is not None
+        assert select.select([proc.stdout], [], [], START_TIMEOUT)[0], "no first line in time"
+        assert proc.stdout.readline().startswith("chain listening on http://127.0.0.1:")
+        proc.send_signal(signal.SIGTERM)
+        drain.start()  # the server may write its accounts now, and stop
+        code = proc.wait(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        drain.join(10)
+        os.close(read_end)
+    stderr = b"".join(errors).lstrip(b"x").decode(errors="replace")
+    assert code == 0, (code, stderr)
+    assert "Traceback" not in stderr, stderr
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [

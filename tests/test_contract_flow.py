@@ -360,9 +360,13 @@ async def test_authentication_by_wallet_when_the_sender_pays_from_its_own_wallet
     # the offer's msg.sender is alice's address of the day, as bob computes it
     paid = (await rdv(alice).payer()).address
     assert paid == await rdv(bob)._address_of(alice._identity().public_key)
-    [offer] = [e for e in await asyncio.to_thread(
-        rdv(bob).contract.events_since, 0, [await rdv(alice)._address_of(bob._identity().public_key)])
-        if e.kind.value == "offer"]
+    bob_address = await rdv(alice)._address_of(bob._identity().public_key)
+
+    def bob_events() -> list[Any]:
+        with emb.env.lock:  # py-evm is not thread-safe: the watchers poll meanwhile
+            return rdv(bob).contract.events_since(0, [bob_address])
+
+    [offer] = [e for e in await asyncio.to_thread(bob_events) if e.kind.value == "offer"]
     assert offer.sender == paid
     with pytest.raises(QueryTimeout):
         await carol.connect(bob.contact_id, timeout=3)

@@ -1,11 +1,12 @@
 """The parts around the contract backend, each fed garbage: the signaling store (rotation
 secrets, cursors, address cache, endpoint records, chain.json), endpoint records, the
 JSON-RPC server over the embedded chain, ``sig`` frames on a data channel, gas keys and
-the Peer's contract arguments."""
+the Peer's contract arguments; and the watcher cancelled at an awkward moment."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -18,15 +19,15 @@ import pytest
 from web3 import Web3
 
 from hailing.chain import EmbeddedChain, SignalingContract, http_web3
-from hailing.chain.client import ChainUnavailable
+from hailing.chain.client import ChainUnavailable, SignalEvent, SignalKind
 from hailing.chain.rpc_server import MAX_BATCH, RpcServer, to_rpc
-from hailing.chain.wallet import RotationSecret
+from hailing.chain.wallet import RotationSecret, watch_days
 from hailing.errors import LocalProtocolError, StorageError
 from hailing.identity import Identity
 from hailing.peer import Peer
 from hailing.rtc.connection import MAX_SIGNAL, Connection
 from hailing.services.contacts import DB_NAME
-from hailing.signaling.contract_rdv import ChainLink, gas_account
+from hailing.signaling.contract_rdv import ChainLink, ContractRendezvous, gas_account
 from hailing.signaling.endpoint import (
     EndpointError,
     EndpointRecord,
@@ -302,6 +303,68 @@ async def test_sig_frames_before_authentication_or_without_a_sink_are_dropped() 
     fresh._on_message(json.dumps({"t": "sig", "blob": "01"}))
     assert got == [] and fresh.stats["garbage_unauthenticated"] == 1
     assert not fresh.is_open
+
+
+# -- the watcher ----------------------------------------------------------------------------
+
+
+class OneOfferContract:
+    """A contract whose head stays at block 10, which holds one offer."""
+
+    def head(self) -> int:
+        return 10
+
+    def events_since(self, start: int, addresses: list[str], *, to_block: int) -> list[Any]:
+        return [SignalEvent(SignalKind.OFFER, "0x" + "11" * 20, "0x" + "22" * 20, b"offer",
+                            10, 0, bytes(32))][start - 10:]
+
+
+async def test_a_watcher_cancelled_as_its_consumer_finishes_ends(tmp_path: Path) -> None:
+    """The session cancels the watcher (Peer.stop) in the very loop iteration where the
+    router's ``task_done`` ended the watcher's wait for the handoff: the watcher must end,
+    not swallow the cancellation and poll forever (a Peer.stop that hung)."""
+    rendezvous = ContractRendezvous(
+        OneOfferContract(), ALICE, SignalStore(tmp_path),  # type: ignore[arg-type]
+        RotationSecret("prefix", "userid1"), None, poll_interval=0.05)
+    sink: asyncio.Queue[bytes] = asyncio.Queue()
+    rendezvous._sink, rendezvous._cursor_key, rendezvous._cursor = sink, "1:0xabc:watch", 10
+    rendezvous._days = watch_days(rendezvous._now(), rendezvous.skew)
+    watcher = asyncio.ensure_future(rendezvous.watch())
+    try:
+        assert await sink.get() == b"offer"
+        sink.task_done()  # the router handled it: the watcher's wait for the handoff ends...
+        await asyncio.sleep(0)
+        watcher.cancel()  # ...as the session stops
+        await asyncio.wait([watcher], timeout=2)
+        assert watcher.cancelled(), f"the watcher kept polling: {dict(rendezvous.stats)}"
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def test_a_cancelled_aclose_is_cancelled(tmp_path: Path) -> None:
+    """aclose waits for the watcher it cancelled; when aclose itself is cancelled meanwhile,
+    its caller sees the cancellation (it is not swallowed with the watcher's)."""
+    rendezvous = ContractRendezvous(
+        OneOfferContract(), ALICE, SignalStore(tmp_path),  # type: ignore[arg-type]
+        RotationSecret("prefix", "userid1"), None)
+    slow_to_end = asyncio.Event()
+
+    async def watcher() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await slow_to_end.wait()  # cleans up for a while
+
+    rendezvous._task = asyncio.ensure_future(watcher())
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(rendezvous.aclose())
+    await asyncio.sleep(0.05)
+    closing.cancel()
+    await asyncio.wait([closing], timeout=2)
+    slow_to_end.set()
+    assert closing.cancelled()
 
 
 # -- the JSON-RPC server ---------------------------------------------------------------------

@@ -336,6 +336,28 @@ async def test_an_answer_the_callers_node_took_directly_is_not_posted(
     await inc.close()
 
 
+async def test_an_answer_the_callers_node_took_directly_stands_when_no_storing_node_takes_it(
+        net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller's node took the direct push, the post to the storing nodes fails (a DHT
+    too loaded to answer in time): the answer is delivered, the call connects. It used to
+    fail the answer: the callee closed the peer connection the caller was opening (a
+    ``hailing call`` to a browser then said "the connection was lost")."""
+    alice, bob = await pair(net)
+    node = node_of(bob)
+
+    async def post(key: bytes, value: bytes) -> int:
+        return 0  # nobody stored it
+
+    monkeypatch.setattr(node, "post", post)
+    conn = await alice.connect(bob.contact_id, timeout=10)
+    inc = await bob.accept(10)
+    await conn.send_text("delivered directly")
+    assert (await inc.recv()).text == "delivered directly"  # type: ignore[union-attr]
+    assert bob.stats["answer_posts_failed"] == 1 and bob.stats["failed_answers"] == 0
+    await conn.close()
+    await inc.close()
+
+
 async def test_an_answer_whose_direct_push_was_not_taken_is_posted_after_the_wait(
         net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
     alice, bob = await pair(net)

@@ -95,6 +95,44 @@ async def test_a_supervised_loop_is_restarted_and_aclose_cancels_everything(
     await sup.spawn(asyncio.sleep(0), name="again")
 
 
+async def test_aclose_ends_a_task_that_swallowed_its_cancellation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task may swallow one cancellation (Python 3.11's asyncio.wait_for does when what
+    it awaits ends in the same loop iteration): aclose cancels it again, and ends."""
+    import hailing.session.supervisor as supervisor_mod
+
+    monkeypatch.setattr(supervisor_mod, "RECANCEL_AFTER", 0.05, raising=False)
+    stats: Counter[str] = Counter()
+    sup = Supervisor(stats)
+    swallowed = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.set()  # and carries on, as if nothing happened
+        await asyncio.Event().wait()
+
+    sup.spawn(stubborn(), name="watcher")
+    await asyncio.sleep(0)
+    async with asyncio.timeout(10):
+        await sup.aclose()
+    assert swallowed.is_set() and len(sup) == 0 and stats["cancel_repeated"] == 1
+
+
+def test_no_asyncio_wait_for_in_the_source() -> None:
+    """Python 3.11's asyncio.wait_for swallows a cancellation that arrives as what it
+    awaits ends: a task cancelled then (by a Peer.stop) runs on. asyncio.timeout does not."""
+    offenders = [
+        f"{path.relative_to(SRC)}:{node.lineno}"
+        for path in sorted(SRC.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr == "wait_for"
+        and isinstance(node.value, ast.Name) and node.value.id == "asyncio"
+    ]
+    assert offenders == []
+
+
 # -- couplers: capabilities are data -------------------------------------------------------
 
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proc_lines import Lines
+from proc_lines import START_TIMEOUT, Lines
 
 REPO = Path(__file__).resolve().parents[2]
 HAILING = [sys.executable, "-m", "hailing"]
@@ -272,7 +272,7 @@ def testnet(nodes: int = 8) -> Iterator[str]:
     """A ``hailing testnet`` subprocess; yields its bootstrap address."""
     p = Proc([*HAILING, "testnet", "--nodes", str(nodes)], subprocess_env())
     try:
-        m = re.fullmatch(r"bootstrap (127\.0\.0\.1:\d+)", p.line(0))
+        m = re.fullmatch(r"bootstrap (127\.0\.0\.1:\d+)", p.line(0, START_TIMEOUT))
         assert m, p.output()
         yield m.group(1)
     finally:
@@ -284,7 +284,7 @@ def relay() -> Iterator[str]:
     """A ``hailing relay`` subprocess (the WebSocket baseline); yields its URL."""
     p = Proc([*HAILING, "relay", "--bind", "127.0.0.1:0"], subprocess_env())
     try:
-        m = re.fullmatch(r"relay listening on (ws://127\.0\.0\.1:\d+/\S*)", p.line(0))
+        m = re.fullmatch(r"relay listening on (ws://127\.0\.0\.1:\d+/\S*)", p.line(0, START_TIMEOUT))
         assert m, p.output()
         yield m.group(1)
     finally:
@@ -318,7 +318,7 @@ class Up:
         #: :func:`subprocess_env`, ICE on loopback; the NAT lab gives its own).
         self.env = env if env is not None else subprocess_env()
         self.p = Proc([*HAILING, "up", "--data-dir", str(data_dir), *net, *extra], self.env)
-        first = self.p.line(0)
+        first = self.p.line(0, START_TIMEOUT)
         m = UP_LINE.fullmatch(first)
         if not m:
             self.p.stop()
@@ -556,6 +556,18 @@ def accept_call(page: Any, timeout_ms: float = 60_000) -> None:
 
 def hang_up(page: Any) -> None:
     page.locator('[data-testid="hang-up"]').click()
+
+
+def call_view(page: Any) -> str:
+    """What the page's call view says (its state and, once ended, why): for a failure's
+    message."""
+    try:
+        line = page.locator('[data-testid="call-state"]')
+        if not line.count():
+            return "no call view"
+        return f"{line.first.get_attribute('data-state')}: {line.first.text_content()}"
+    except Exception as exc:  # the page or the browser is gone: say so, do not hide the failure
+        return f"unreadable ({type(exc).__name__})"
 
 
 def wait_call_over(page: Any, timeout_s: float = 60.0) -> None:

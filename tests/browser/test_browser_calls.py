@@ -22,6 +22,7 @@ from browser_harness import (
     Up,
     accept_call,
     audio_packets,
+    call_view,
     count_frames,
     frames_decoded,
     hang_up,
@@ -237,7 +238,11 @@ def test_a_python_peer_calls_a_browser_plays_a_file_and_records_it(
                  "--duration", "6"], subprocess_env())
     try:
         accept_call(pa)
-        connected = json.loads(call.line(0))
+        try:
+            first_line = call.line(0)
+        except AssertionError as exc:  # the bot gave up: what did the callee's page see?
+            raise AssertionError(f"{exc}\nalice's page: {call_view(pa)}") from None
+        connected = json.loads(first_line)
         assert connected["event"] == "connected" and connected["coupler"] == "dht"
         assert sorted(connected["received"]) == ["audio", "video"], connected
         first = wait_frames_increase(pa, 0)  # the clip, played by the bot

@@ -57,13 +57,14 @@ async def cmd_chain_serve(args: argparse.Namespace) -> int:
     server = RpcServer(chain)
     url = await server.start(*args.bind)
     try:
+        stop = await _stop_event()  # before the first line: a signal right after it is a clean stop
         print(f"chain listening on {url}", flush=True)
         if contract:
             print(f"contract {contract}", flush=True)
         for account in chain.accounts:
             print(f"account {account.address} key {bytes(account.key).hex()}", file=sys.stderr,
                   flush=True)
-        await (await _stop_event()).wait()
+        await stop.wait()
     finally:
         await server.aclose()
     return 0

@@ -272,7 +272,17 @@ class DhtCoupler:
                 return await self.rendezvous.send(peer, blob, kind=kind)
             return await self.rendezvous.send(peer, blob, public=True, kind=kind)
         if kind != "offer":
-            return await self.rendezvous.send(peer, blob, kind=kind)
+            try:
+                return await self.rendezvous.send(peer, blob, kind=kind)
+            except HailingError:
+                # No storing node took it (a DHT too loaded to answer in time, say); an
+                # answer the caller's node took by the direct push is delivered all the
+                # same: failing here would hang up a call that is connecting
+                if direct is None or direct[0] != blob or await asyncio.shield(direct[1]) is None:
+                    raise
+                self._count("answers_direct_only")
+                self._count("answer_posts_failed")
+                return 1
         try:
             stored = await self.rendezvous.send(peer, blob, kind=kind)
         except HailingError:

@@ -16,6 +16,11 @@ fire-and-forget, and no failure is silent:
 - the exception is always retrieved, so asyncio never reports "Task exception was never
   retrieved".
 
+``aclose`` cancels again, every :data:`RECANCEL_AFTER` seconds, a task that is still
+running after being cancelled (counted in ``stats["cancel_repeated"]`` and logged with its
+name): a task may swallow one cancellation (Python 3.11's ``asyncio.wait_for`` does when
+what it awaits ends in the same loop iteration), and a stop must not hang on it.
+
 Unlike an :class:`asyncio.TaskGroup`, one failing task does not cancel its siblings: a
 garbled offer must not hang up every other call. ``aclose`` cancels everything left and
 waits for it, so a stopped session leaves no task behind.
@@ -29,13 +34,17 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["RESTART_DELAYS", "Supervisor"]
+__all__ = ["RECANCEL_AFTER", "RESTART_DELAYS", "Supervisor"]
 
 log = logging.getLogger("hailing.session")
 
 #: Seconds before restarting a crashed ``restart=True`` task: the n-th restart waits the
 #: n-th value (the last one from then on).
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 15.0, 30.0)
+#: Seconds :meth:`Supervisor.aclose` waits for cancelled tasks before cancelling those
+#: still running again (long enough for a task's own cleanup, such as closing a peer
+#: connection, on a loaded machine).
+RECANCEL_AFTER = 5.0
 
 ErrorHook = Callable[[BaseException], None]
 
@@ -113,14 +122,20 @@ class Supervisor:
                   exc_info=(type(exc), exc, exc.__traceback__))
 
     async def aclose(self) -> None:
-        """Cancel every task and wait until all have ended. Idempotent."""
+        """Cancel every task and wait until all have ended; a task still running
+        :data:`RECANCEL_AFTER` seconds after its cancellation is cancelled again.
+        Idempotent."""
         self._closing = True
         while self._tasks:
             tasks = list(self._tasks)
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self._tasks.difference_update(tasks)
+            _done, pending = await asyncio.wait(tasks, timeout=RECANCEL_AFTER)
+            if pending:
+                self.stats["cancel_repeated"] += len(pending)
+                log.warning("still running after their cancellation, cancelled again: %s",
+                            ", ".join(sorted(t.get_name() for t in pending)))
+            self._tasks.difference_update(t for t in tasks if t.done())
 
     def reopen(self) -> None:
         """Accept new tasks again after :meth:`aclose` (a restarted session)."""

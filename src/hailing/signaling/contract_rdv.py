@@ -35,7 +35,6 @@ wallet never collide, in this process or across processes: the client takes them
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -272,8 +271,9 @@ class ContractRendezvous:
     async def aclose(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+            # gather, not suppress(BaseException): a cancellation of aclose's caller
+            # (a stop given up) must reach it
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
     @property
@@ -369,7 +369,11 @@ class ContractRendezvous:
         if self._saved == self._cursor:
             return
         try:
-            await asyncio.wait_for(self._sink.join(), HANDOFF_TIMEOUT)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+            # cancellation that arrives as the join ends, and the watcher, cancelled by
+            # the session's aclose, would then poll forever (a Peer.stop that never ends)
+            async with asyncio.timeout(HANDOFF_TIMEOUT):
+                await self._sink.join()
         except TimeoutError:
             self.stats["cursor_deferred"] += 1
             return
