@@ -163,4 +163,4 @@ def test_no_test_uses_the_public_list() -> None:
             if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) and any(
                     isinstance(n, ast.Name) and n.id == "PUBLIC_BOOTSTRAP" for n in ast.walk(fn)):
                 users.append(f"{path.name}:{fn.name}")
-    assert users == ["node.py:bootstrap_list"]
+    assert users == ["_addrs.py:bootstrap_list"]
