@@ -121,8 +121,6 @@ class DhtNode:
                           else random.SystemRandom())
         self._nat_waiters: list[asyncio.Future[NatInfo]] = []
         self._listen_keys: set[bytes] = set()
-        #: Told (key, live) when a key we listen on gains or loses its last live storing
-        #: node (dht/inbox_client.py); see :meth:`watch_listens`.
         self._listen_watchers: list[Callable[[bytes, bool], object]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -290,9 +288,14 @@ class DhtNode:
 
     async def get_mutable(self, pubkey: bytes, salt: bytes = b"") -> MutableItem | None:
         """The newest mutable item of ``pubkey``/``salt`` among the closest nodes."""
+        return (await self.get_mutable_nodes(pubkey, salt))[0]
+
+    async def get_mutable_nodes(self, pubkey: bytes, salt: bytes = b""
+                                ) -> tuple[MutableItem | None, tuple[NodeInfo, ...]]:
+        """:meth:`get_mutable`, and the closest nodes that answered, closest first."""
         ev = await self._run(self.core.get_mutable(pubkey, self._now(), salt))
         assert isinstance(ev, ItemFound)
-        return ev.item if isinstance(ev.item, MutableItem) else None
+        return (ev.item if isinstance(ev.item, MutableItem) else None), ev.nodes
 
     async def put_mutable(
         self,
@@ -346,11 +349,8 @@ class DhtNode:
         self._pump()
 
     def listening(self, key: bytes) -> bool:
-        """Whether a storing node holds our listen on ``key`` and still answers (a
-        listen that no node took, or whose storing nodes all went away, is not)."""
-        if self._core is None or self._transport is None:
-            return False
-        return self._core.inboxes.live(key, self._now())
+        """Whether a storing node holds our listen on ``key`` and still answers."""
+        return self._transport is not None and self.core.inboxes.live(key, self._now())
 
     def watch_listens(self, callback: Callable[[bytes, bool], object]) -> None:
         """Call ``callback(key, live)`` whenever :meth:`listening` changes for a key."""

@@ -440,7 +440,8 @@ class LookupEngine:
             nodes = tuple(NodeInfo(c.id, c.addr) for c in lk.closest_answered() if c.id)
             self._emit(PeersFound(lk.qid, lk.target, tuple(peers), nodes, stats))
         elif kind in ("get", "get_mutable"):
-            self._emit(ItemFound(lk.qid, lk.target, lk.result, stats))
+            nodes = tuple(NodeInfo(c.id, c.addr) for c in lk.closest_answered() if c.id)
+            self._emit(ItemFound(lk.qid, lk.target, lk.result, stats, nodes))
         else:  # put / announce: second phase
             self._store_phase(lk, now)
 

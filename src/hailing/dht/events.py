@@ -56,11 +56,14 @@ class PeersFound(Event):
 
 @dataclass(frozen=True, slots=True)
 class ItemFound(Event):
-    """A BEP44 ``get`` finished; ``item`` is None when nobody had it."""
+    """A BEP44 ``get`` finished; ``item`` is None when nobody had it. ``nodes``: the
+    closest nodes that answered, closest first (where a later get of the same target
+    may ask directly)."""
 
     target: bytes
     item: ImmutableItem | MutableItem | None
     stats: LookupStats = field(default_factory=LookupStats)
+    nodes: tuple[NodeInfo, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,7 @@ from ..dht import bep44
 from ..dht.bep44 import MutableItem
 from ..errors import HailingError, KrpcError, LocalProtocolError
 from ..identity import Identity
+from .bep44_direct import DirectGets
 from .rendezvous import DAY, day_of, listen_days, pair_secret
 
 __all__ = [
@@ -206,12 +207,17 @@ class MainlineRendezvous:
         self._allowed = allowed
         self._clock = clock
         self._mono = monotonic
-        self.stats: Counter[str] = stats if stats is not None else Counter()
+        self._stats: Counter[str] = stats if stats is not None else Counter()
         self.fast_interval = FAST_INTERVAL
         self.idle_min = IDLE_MIN
         self.idle_max = IDLE_MAX
         self.idle_healthy = IDLE_HEALTHY
         self.max_in_flight = MAX_IN_FLIGHT
+        #: Polls ask the nodes that answered the last full get (bep44_direct.py), with
+        #: a node that has ``get_mutable_nodes`` and ``query`` (a DhtNode); else full gets.
+        self.direct: DirectGets | None = None
+        if hasattr(node, "get_mutable_nodes") and hasattr(node, "query"):
+            self.direct = DirectGets(node, self.stats)  # type: ignore[arg-type]
         self._secrets: dict[bytes, bytes] = {}
         self._watch: dict[bytes, _Watch] = {}
         self._contacts: set[bytes] = set()
@@ -220,6 +226,16 @@ class MainlineRendezvous:
         self._writing: dict[bytes, tuple[asyncio.Lock, int]] = {}  # target -> lock, users
         self._wake = asyncio.Event()
         self._closed = False
+
+    @property
+    def stats(self) -> Counter[str]:
+        return self._stats
+
+    @stats.setter
+    def stats(self, stats: Counter[str]) -> None:
+        self._stats = stats
+        if self.direct is not None:
+            self.direct.stats = stats
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -396,9 +412,14 @@ class MainlineRendezvous:
         for day in listen_days(self._clock()):
             key = self.inbox(peer, day)
             self.stats["mainline_gets"] += 1
+            w = self._watch.get(peer)
             try:
                 async with asyncio.timeout(GET_TIMEOUT):
-                    item = await self.node.get_mutable(key.pubkey, key.salt)
+                    if self.direct is None:
+                        item = await self.node.get_mutable(key.pubkey, key.salt)
+                    else:
+                        seen = w.seen.get(key.target) if w is not None else None
+                        item = await self.direct.get(key.pubkey, key.salt, key.target, seen)
             except (HailingError, TimeoutError):
                 self.stats["mainline_get_errors"] += 1
                 continue
@@ -431,6 +452,8 @@ class MainlineRendezvous:
         days = {day_of(self._clock()) + i for i in (-1, 0, 1)}
         keep = {self.inbox(peer, d).target for d in days}
         w.seen = {t: s for t, s in w.seen.items() if t in keep}
+        if self.direct is not None and len(self.direct.nodes_known()) > 2 * len(self._watch) + 8:
+            self.direct.keep_only({self.inbox(p, d).target for p in self._watch for d in days})
         if fresh:  # the answer we waited for came
             w.fast_until = 0.0
         if got:
