@@ -14,9 +14,11 @@ end-to-end test shortens the core's intervals, and waits only for events."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from pytest_helpers import loopback_ice
@@ -25,6 +27,9 @@ from test_mainline_fallback import NOON, Clock, FakeDht, FakeNode, ident
 
 from hailing.dht import DhtConfig
 from hailing.dht import inbox_client as inbox_client_mod
+from hailing.dht.bep44 import MutableItem
+from hailing.dht.ids import NodeInfo
+from hailing.errors import QueryTimeout
 from hailing.identity import Identity
 from hailing.peer import Peer
 from hailing.session.coupler import DhtCoupler, Inlet, MainlineCoupler
@@ -212,3 +217,143 @@ async def test_a_daemon_polls_slowly_while_its_listens_live_and_fast_once_their_
             assert p.node is not None and p.node.stats["listens_lost"] >= 1
         finally:
             await p.stop()
+
+
+# -- direct polls: the nodes that answered the last full get ------------------------------
+
+
+class DirectNode(FakeNode):
+    """A FakeNode whose full gets name closest nodes, and that answers ``get`` queries
+    to those addresses: from the shared items (BEP44 ``seq`` honoured), or as told by
+    ``behave[addr]``: ``"silent"`` (a timeout), or a reply dictionary (garbage)."""
+
+    CLOSEST: ClassVar[list[tuple[str, int]]] = [(f"198.18.0.{i}", 6881) for i in range(1, 9)]
+
+    def __init__(self, net: FakeDht) -> None:
+        super().__init__(net)
+        self.full = 0
+        self.queries: list[tuple[tuple[str, int], dict[bytes, Any]]] = []
+        self.behave: dict[tuple[str, int], Any] = {}
+
+    async def get_mutable_nodes(self, pubkey: bytes, salt: bytes = b""
+                                ) -> tuple[MutableItem | None, tuple[NodeInfo, ...]]:
+        self.full += 1
+        item = await self.get_mutable(pubkey, salt)
+        return item, tuple(NodeInfo(bytes([i]) * 20, a) for i, a in enumerate(self.CLOSEST))
+
+    async def query(self, addr: tuple[str, int], method: bytes, args: dict[bytes, Any]
+                    ) -> dict[bytes, Any]:
+        assert method == b"get"
+        self.queries.append((addr, args))
+        how = self.behave.get(addr)
+        if how == "silent":
+            raise QueryTimeout("no answer")
+        if how is not None:
+            return how  # type: ignore[no-any-return]
+        item = self.net.items.get(args[b"target"])
+        r: dict[bytes, Any] = {b"id": b"x" * 20, b"token": b"t"}
+        if item is not None:
+            r[b"seq"] = item.seq
+            if b"seq" not in args or item.seq > args[b"seq"]:
+                r.update({b"k": item.pubkey, b"sig": item.sig, b"v": item.value})
+        return r
+
+
+def direct_pair(net: FakeDht) -> tuple[MainlineRendezvous, MainlineRendezvous, DirectNode]:
+    a, b = ident(1), ident(2)
+    node = DirectNode(net)
+    ra = MainlineRendezvous(FakeNode(net), a, lambda: [b.public_key], clock=Clock(NOON))
+    rb = MainlineRendezvous(node, b, lambda: [a.public_key], clock=Clock(NOON),
+                            monotonic=Clock(0.0))
+    return ra, rb, node
+
+
+async def test_polls_after_a_full_get_ask_its_closest_nodes_directly() -> None:
+    net = FakeDht()
+    ra, rb, node = direct_pair(net)
+    a, b = ident(1).public_key, ident(2).public_key
+    assert rb.direct is not None
+    await rb.refresh()
+    got: list[bytes] = []
+    await rb.poll(a, got.append)
+    assert node.full == 1 and node.queries == []  # the first poll: a lookup
+    target = rb.inbox(a).target
+    assert rb.direct.nodes(target) == DirectNode.CLOSEST[:3]
+    for _ in range(3):
+        await rb.poll(a, got.append)
+    assert node.full == 1 and len(node.queries) == 9  # 3 polls x the 3 closest
+    assert {addr for addr, _ in node.queries} == set(DirectNode.CLOSEST[:3])
+    assert all(q[b"target"] == target and b"seq" not in q for _, q in node.queries)
+    await ra.send(b, b"an offer")
+    await rb.poll(a, got.append)
+    assert got == [b"an offer"] and node.full == 1  # read from the nodes asked directly
+    node.queries.clear()
+    await rb.poll(a, got.append)  # now with the seq seen: nothing newer, no value
+    assert got == [b"an offer"]
+    seq = net.items[target].seq
+    assert [q[b"seq"] for _, q in node.queries] == [seq] * 3
+    for _ in range(10):  # a full get every FULL_EVERY polls all the same
+        await rb.poll(a, got.append)
+    assert node.full == 2
+    assert rb.stats["mainline_full_gets"] == 2
+    assert rb.stats["mainline_direct_gets"] == rb.stats["mainline_gets"] - 2
+
+
+async def test_remembered_nodes_that_stop_answering_mean_a_full_get() -> None:
+    net = FakeDht()
+    _, rb, node = direct_pair(net)
+    a = ident(1).public_key
+    await rb.refresh()
+    await rb.poll(a, lambda blob: None)
+    assert rb.direct is not None
+    target = rb.inbox(a).target
+    node.behave[DirectNode.CLOSEST[0]] = "silent"
+    await rb.poll(a, lambda blob: None)  # 2 of 3 answered: fine, the silent one forgotten
+    assert node.full == 1 and rb.direct.nodes(target) == DirectNode.CLOSEST[1:3]
+    node.behave[DirectNode.CLOSEST[1]] = "silent"
+    await rb.poll(a, lambda blob: None)  # 1 of 2: a full get at once, in the same poll
+    assert node.full == 2
+    assert rb.stats["mainline_direct_errors"] == 2 and rb.stats["mainline_get_errors"] == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_garbage_from_the_remembered_nodes_is_counted_and_they_are_forgotten(
+        seed: int) -> None:
+    rng = random.Random(seed)
+    net = FakeDht()
+    ra, rb, node = direct_pair(net)
+    a, b = ident(1).public_key, ident(2).public_key
+    await rb.refresh()
+    await ra.send(b, b"the real offer")
+    got: list[bytes] = []
+    await rb.poll(a, got.append)  # a full get: the real item
+    assert got == [b"the real offer"]
+    assert rb.direct is not None
+    key = rb.inbox(a)
+    real = net.items[key.target]
+    wrong_seed = bytes(rng.randrange(256) for _ in range(32))
+    forged = MutableItem.create(wrong_seed, b"a forged offer", key.salt, real.seq + 5)
+    garbage: list[Any] = [
+        {b"v": b"x", b"k": b"short", b"sig": b"s", b"seq": real.seq + 1},
+        {b"v": b"x", b"k": real.pubkey, b"sig": b"\0" * 64, b"seq": real.seq + 1},
+        {b"v": b"x"},
+        {b"v": b"x", b"k": forged.pubkey, b"sig": forged.sig, b"seq": forged.seq},
+        {b"v": b"x", b"k": real.pubkey, b"sig": real.sig, b"seq": -1},
+        {b"v": b"x", b"k": real.pubkey, b"sig": real.sig, b"seq": "7"},
+        {b"v": rng.randbytes(rng.randrange(1, 40)), b"k": real.pubkey,
+         b"sig": rng.randbytes(64), b"seq": real.seq + 2},
+        ["not", "a", "dict"],
+    ]
+    liar = DirectNode.CLOSEST[rng.randrange(3)]
+    node.behave[liar] = rng.choice(garbage)
+    await rb.poll(a, got.append)
+    assert got == [b"the real offer"]  # nothing new handed on, nothing raised
+    assert liar not in rb.direct.nodes(key.target)
+    bad = (rb.stats["mainline_direct_garbage"] + rb.stats["mainline_bad_signatures"])
+    assert bad == 1
+    # every remembered node lies: a full get, which finds the real item (seen already)
+    for addr in DirectNode.CLOSEST:
+        node.behave[addr] = rng.choice(garbage)
+    full = node.full
+    await rb.poll(a, got.append)
+    assert node.full == full + 1 and got == [b"the real offer"]

@@ -8,9 +8,9 @@ closest nodes that answered the last full get (``DhtNode.get_mutable_nodes``) an
 only those the next times: one BEP44 ``get`` each (``DhtNode.query``), carrying ``seq``
 = the last seq handed on, so that a node whose item is not newer answers without the
 value (BEP44). Every :data:`FULL_EVERY` polls of a target, and at once when fewer than
-half of the remembered nodes give a usable answer, the poll is a full get again (the
-closest nodes change with churn; a writer that found other closest nodes stored its item
-there).
+half of :data:`DIRECT_NODES` are left giving usable answers, the poll is a full get
+again (the closest nodes change with churn; a writer that found other closest nodes
+stored its item there).
 
 An answer is checked as a lookup's is: ``k``, ``sig``, ``seq`` of the right types, the
 target they make is the one asked for, the signature verifies. Anything else (a
@@ -110,7 +110,8 @@ class DirectGets:
 
     async def _direct(self, near: _Near, target: bytes, salt: bytes, seen: int | None
                       ) -> tuple[MutableItem | None] | None:
-        """Ask the remembered nodes; None when fewer than half gave a usable answer."""
+        """Ask the remembered nodes; None when fewer than half of DIRECT_NODES are left
+        (the others gave no usable answer, now or before)."""
         args: dict[bytes, Any] = {b"target": target}
         if seen is not None and seen >= 0:
             args[b"seq"] = seen
@@ -135,7 +136,7 @@ class DirectGets:
             if item is not None and (best is None or item.seq > best.seq):
                 best = item
         near.nodes = good
-        if len(good) * 2 < len(asked) or not good:
+        if len(good) * 2 < self.direct_nodes:  # too few left to trust: look it up again
             return None
         return (best,)
 
