@@ -110,7 +110,7 @@ IDLE_MAX = 8.0
 #: listens are live): a safety net for a caller whose inbox post failed although ours
 #: is held (their views of the hailing nodes differ), not the way calls come. 60 s: such
 #: an offer is read 30 s after it is written on average (a retried call gets through),
-#: at a thirtieth of the fast schedule's gets (docs/protocol.md, "BEP44 fallback").
+#: with 7.5 times fewer polls than at IDLE_MAX (docs/protocol.md, "BEP44 fallback").
 IDLE_HEALTHY = 60.0
 #: Most gets in flight at once.
 MAX_IN_FLIGHT = 4
