@@ -117,6 +117,7 @@ async def run(calls: int, nodes: int, idle: tuple[float, float], seed: int,
             await alice.refresh()
             await bob.refresh()
             server = asyncio.ensure_future(serve(bob))
+            started = time.perf_counter()
             for i in range(calls):
                 pause = rng.uniform(*idle)
                 await asyncio.sleep(pause)
@@ -140,8 +141,14 @@ async def run(calls: int, nodes: int, idle: tuple[float, float], seed: int,
                 print(json.dumps(row), file=sys.stderr, flush=True)
             server.cancel()
             await asyncio.gather(server, return_exceptions=True)
+            elapsed = time.perf_counter() - started
             counters = {name: {k: v for k, v in p.stats.items() if k.startswith(
                 ("mainline_", "inbox_listen"))} for name, p in (("alice", alice), ("bob", bob))}
+            for name, p in (("alice", alice), ("bob", bob)):
+                assert p.node is not None
+                sent = p.node.stats.get("queries_sent", 0)
+                counters[name]["dht_queries_sent"] = sent
+                counters[name]["dht_queries_per_s"] = round(sent / elapsed, 2)
         finally:
             for p in peers:
                 await p.stop()

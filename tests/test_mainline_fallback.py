@@ -137,10 +137,23 @@ def independent_key(secret: bytes, recipient: bytes, day: int) -> tuple[bytes, b
     return seed, pub, hashlib.sha1(pub + salt).digest()
 
 
+def independent_pair(seed_a: bytes, pub_b: bytes) -> bytes:
+    """The pair secret as docs/protocol.md states it, with PyNaCl's bindings only."""
+    import nacl.bindings as nb
+
+    pub_a = bytes(SigningKey(seed_a).verify_key)
+    sk_a = nb.crypto_sign_ed25519_sk_to_curve25519(seed_a + pub_a)
+    shared = nb.crypto_scalarmult(sk_a, nb.crypto_sign_ed25519_pk_to_curve25519(pub_b))
+    lo, hi = sorted((pub_a, pub_b))
+    return hashlib.blake2b(shared + lo + hi, digest_size=32, person=b"hailing-pair").digest()
+
+
 @pytest.mark.parametrize("n", range(8))
 def test_item_keys_match_an_independent_derivation(n: int) -> None:
     a, b = ident(2 * n), ident(2 * n + 1)
-    secret = pair_secret(a, b.public_key)
+    secret = independent_pair(hashlib.sha256(b"mainline test %d" % (2 * n)).digest(),
+                              b.public_key)
+    assert secret == pair_secret(a, b.public_key) == pair_secret(b, a.public_key)
     day = 19_000 + 37 * n
     key = item_key(secret, b.public_key, day)
     assert (key.seed, key.pubkey, key.target) == independent_key(secret, b.public_key, day)
@@ -209,6 +222,27 @@ async def test_the_size_limit_is_bep44s() -> None:
     with pytest.raises(LocalProtocolError):
         await ra.send(ident(2).public_key, b"")
     assert ra.stats["mainline_puts"] == 1 and len(net.items) == 1
+
+
+@pytest.mark.parametrize("name", ["chromium150-offer-av-data.sdp", "aiortc-offer-av-data.sdp",
+                                  "chromium150-answer-av-data.sdp",
+                                  "aiortc-answer-av-data.sdp"])
+async def test_sealed_media_offers_and_answers_fit_an_item(name: str) -> None:
+    from hailing.session.external import pack_external_sdp
+    from hailing.signaling import envelope
+
+    sdp = (Path(__file__).parent / "data" / "sdp" / name).read_text()
+    body, fp = pack_external_sdp(sdp, None)
+    a, b = ident(1), ident(2)
+    blob = envelope.seal(a, b.public_key, envelope.KIND_OFFER, body, now=NOON, fingerprint=fp)
+    assert len(blob) <= MAX_BLOB
+    net = FakeDht()
+    ra, rb = pair(net, a, b)
+    assert await ra.send(b.public_key, blob) == 1
+    got: list[bytes] = []
+    await rb.refresh()
+    await rb.poll(a.public_key, got.append)
+    assert got == [blob]
 
 
 async def test_a_second_message_replaces_the_first_with_a_higher_seq() -> None:
@@ -420,7 +454,11 @@ async def test_an_old_item_does_not_end_the_wait_for_an_answer() -> None:
     assert rb.polling_fast(a.public_key)
     mono.now += mainline_rdv.FAST_WINDOW + 1
     await rb.poll(a.public_key, got.append)
-    assert rb.watched() == []  # the call is over and it is no contact: not polled
+    assert not rb.polling_fast(a.public_key)  # a long call: its answer still heard
+    assert rb.next_poll(a.public_key) == mainline_rdv.IDLE_MIN
+    mono.now += mainline_rdv.EXPECT_TTL
+    await rb.poll(a.public_key, got.append)
+    assert rb.watched() == []  # the call is long over and it is no contact: not polled
 
 
 async def test_near_midnight_both_days_are_read() -> None:
@@ -649,7 +687,18 @@ async def test_without_the_fallback_rung_nothing_is_polled(
              dht_config=DhtConfig(read_only=True), accept_any=True)
     with pytest.raises(Exception, match="no hailing node answered"):
         await p.start()  # a lone inbox rung still says so at once
-    assert not [t for t in asyncio.all_tasks() if "mainline" in t.get_name()]
+    async with local_testnet(6) as nodes:  # where the inbox works
+        q = Peer(tmp_path / "dave", bootstrap=[nodes[0].address])
+        await q.start()
+        try:
+            assert q.contacts is not None
+            q.contacts.add(ident(7).public_key, "erin")
+            await q.refresh()
+            assert [c.name for c in q.couplers] == ["dht"]
+            assert not [t for t in asyncio.all_tasks() if "mainline" in t.get_name()]
+            assert not any(k.startswith("mainline_") for k in q.stats)
+        finally:
+            await q.stop()
 
 
 # -- hailing up ---------------------------------------------------------------------------
@@ -669,6 +718,6 @@ def test_hailing_up_falls_back_to_bep44_unless_told_not_to(
     args = build_parser().parse_args(
         ["up", "--data-dir", str(tmp_path), "--bootstrap", "127.0.0.1:1", *flags])
     prepare(args)
-    make_peer, *_ = _daemon_parts(args)  # (make_peer, dht, media, relay)
+    make_peer, *_ = _daemon_parts(args)
     peer = make_peer(None)
     assert [(r.name, r.after_timeout) for r in peer.ladder] == ladder

@@ -148,8 +148,7 @@ class Peer:
         ice_servers: IceProvider | Literal["node"] | None = "node",
     ) -> None:
         if backend not in BACKENDS:
-            raise LocalProtocolError(f"unknown rendezvous backend {backend!r} (dht, ws, "
-                                     "contract or mainline)")
+            raise LocalProtocolError(f"unknown rendezvous backend {backend!r} ({', '.join(BACKENDS)})")
         custom = {c.name: c for c in couplers}
         if ladder is not None:
             self.ladder = parse_ladder(ladder)

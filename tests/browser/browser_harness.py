@@ -310,11 +310,14 @@ def make_friends(base: Path, *names: str) -> dict[str, str]:
 class Up:
     """A running ``hailing up``: its first line, its API (bearer), its events, its web app."""
 
-    def __init__(self, name: str, data_dir: Path, net: list[str], *extra: str) -> None:
+    def __init__(self, name: str, data_dir: Path, net: list[str], *extra: str,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.data_dir = data_dir
-        self.p = Proc([*HAILING, "up", "--data-dir", str(data_dir), *net, *extra],
-                      subprocess_env())
+        #: The environment of ``hailing up`` and ``hailing open`` (default:
+        #: :func:`subprocess_env`, ICE on loopback; the NAT lab gives its own).
+        self.env = env if env is not None else subprocess_env()
+        self.p = Proc([*HAILING, "up", "--data-dir", str(data_dir), *net, *extra], self.env)
         first = self.p.line(0, START_TIMEOUT)
         m = UP_LINE.fullmatch(first)
         if not m:
@@ -372,7 +375,7 @@ class Up:
             return url
         done = subprocess.run([*HAILING, "open", "--print", "--data-dir", str(self.data_dir)],
                               capture_output=True, text=True, timeout=60,
-                              env=subprocess_env(), check=False)
+                              env=self.env, check=False)
         lines = done.stdout.strip().splitlines()
         if done.returncode != 0 or not lines:
             raise AssertionError(f"hailing open --print failed ({done.returncode}): "
@@ -429,8 +432,8 @@ def daemons(base: Path, names: tuple[str, ...], net: list[str], *extra: str,
 
 
 @contextlib.contextmanager
-def chromium(headless: bool = True) -> Iterator[Any]:
-    """A Playwright Chromium (the system one); yields the Browser."""
+def chromium(headless: bool = True, args: tuple[str, ...] = CHROMIUM_ARGS) -> Iterator[Any]:
+    """A Playwright Chromium (the system one) started with ``args``; yields the Browser."""
     from playwright.sync_api import sync_playwright
 
     path, why = chromium_path()
@@ -439,7 +442,7 @@ def chromium(headless: bool = True) -> Iterator[Any]:
     os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=path, headless=headless,
-                                     args=list(CHROMIUM_ARGS))
+                                     args=list(args))
         try:
             yield browser
         finally:

@@ -35,7 +35,8 @@ gets at once, the peers whose poll is due oldest first (round-robin):
 
 - a peer we are calling (:meth:`~MainlineRendezvous.expect_from`) every
   :data:`FAST_INTERVAL` seconds, until an item written after the call started arrives
-  or :data:`FAST_WINDOW` seconds pass;
+  or :data:`FAST_WINDOW` seconds pass (then, if it is no contact, as a contact for
+  :data:`EXPECT_TTL`: a late answer to a long call is still heard);
 - every allowed contact, for its offers: every :data:`IDLE_MIN` seconds, doubling
   after each poll that found nothing new up to :data:`IDLE_MAX`, back to the minimum
   when something arrives. With ``IDLE_MAX`` 8 s an offer to an idle callee waits 4 s
@@ -70,6 +71,7 @@ from ..identity import Identity
 from .rendezvous import DAY, day_of, listen_days, pair_secret
 
 __all__ = [
+    "EXPECT_TTL",
     "FAST_INTERVAL",
     "FAST_WINDOW",
     "IDLE_MAX",
@@ -90,6 +92,9 @@ SALT_SIZE = 16
 #: Poll interval of a peer whose answer we wait for (seconds), and how long we wait.
 FAST_INTERVAL = 0.5
 FAST_WINDOW = 60.0
+#: How long a peer we called is polled at all (as a contact once the fast window is
+#: over), whether or not it is a contact: longer than any call waits.
+EXPECT_TTL = 15 * 60.0
 #: Poll interval of an allowed contact, for its offers: from IDLE_MIN, doubled after
 #: each poll that found nothing new, up to IDLE_MAX (seconds).
 IDLE_MIN = 2.0
@@ -156,6 +161,8 @@ class _Watch:
     due: float = 0.0
     #: Until when (monotonic) we poll fast for its answer, and since when (wall clock).
     fast_until: float = 0.0
+    #: Until when (monotonic) it is polled, contact or not (we called it).
+    expect_until: float = 0.0
     fast_since: float = 0.0
     #: Target -> the highest seq handed on.
     seen: dict[bytes, int] = field(default_factory=dict)
@@ -304,7 +311,7 @@ class MainlineRendezvous:
             if peer not in self._watch:
                 self._watch[peer] = _Watch(interval=self.idle_min, due=now)
         for peer in list(self._watch):
-            if peer not in allowed and self._watch[peer].fast_until <= now:
+            if peer not in allowed and self._watch[peer].expect_until <= now:
                 del self._watch[peer]
         self._wake.set()
         return len(self._watch)
@@ -316,6 +323,7 @@ class MainlineRendezvous:
         if w is None:
             w = self._watch[peer_pub] = _Watch()
         w.fast_until = now + FAST_WINDOW
+        w.expect_until = now + EXPECT_TTL
         w.fast_since = self._clock()
         w.due = min(w.due, now + self.fast_interval)  # a new watch: at once
         self._wake.set()
@@ -404,7 +412,7 @@ class MainlineRendezvous:
             w.interval = self.idle_min
         if w.fast_until > now:
             w.due = now + self.fast_interval
-        elif peer in self._contacts:
+        elif peer in self._contacts or w.expect_until > now:
             w.due = now + w.interval
             w.interval = min(self.idle_max, w.interval * 2)  # the next, if nothing comes
         else:
