@@ -718,6 +718,6 @@ def test_hailing_up_falls_back_to_bep44_unless_told_not_to(
     args = build_parser().parse_args(
         ["up", "--data-dir", str(tmp_path), "--bootstrap", "127.0.0.1:1", *flags])
     prepare(args)
-    make_peer, *_ = _daemon_parts(args)  # (make_peer, dht, media, relay)
+    make_peer, *_ = _daemon_parts(args)
     peer = make_peer(None)
     assert [(r.name, r.after_timeout) for r in peer.ladder] == ladder
