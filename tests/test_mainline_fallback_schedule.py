@@ -35,7 +35,7 @@ from hailing.peer import Peer
 from hailing.session.coupler import DhtCoupler, Inlet, MainlineCoupler
 from hailing.session.dialer import FALLBACK_LADDER
 from hailing.session.supervisor import Supervisor
-from hailing.signaling import mainline_rdv
+from hailing.signaling import bep44_direct, mainline_rdv
 from hailing.signaling.mainline_rdv import IDLE_HEALTHY, MainlineRendezvous
 from hailing.testnet import testnet as local_testnet
 
@@ -297,6 +297,18 @@ async def test_polls_after_a_full_get_ask_its_closest_nodes_directly() -> None:
     assert node.full == 2
     assert rb.stats["mainline_full_gets"] == 2
     assert rb.stats["mainline_direct_gets"] == rb.stats["mainline_gets"] - 2
+
+
+async def test_every_full_every_th_poll_is_a_full_get() -> None:
+    _, rb, node = direct_pair(FakeDht())
+    a = ident(1).public_key
+    await rb.refresh()
+    fulls = []
+    for _ in range(2 * bep44_direct.FULL_EVERY + 1):
+        await rb.poll(a, lambda blob: None)
+        fulls.append(node.full)
+    every = bep44_direct.FULL_EVERY
+    assert fulls == [1] * every + [2] * every + [3]
 
 
 async def test_remembered_nodes_that_stop_answering_mean_a_full_get() -> None:

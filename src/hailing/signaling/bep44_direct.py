@@ -38,7 +38,7 @@ __all__ = ["DIRECT_NODES", "FULL_EVERY", "DirectGets"]
 
 #: How many of the closest nodes that answered a full get are asked directly after it.
 DIRECT_NODES = 3
-#: A full get every this many polls of a target, whatever the direct answers.
+#: Every this many-th poll of a target is a full get, whatever the direct answers.
 FULL_EVERY = 8
 #: Targets remembered at most (all forgotten when full; the next polls look them up).
 MAX_TARGETS = 4096
@@ -95,7 +95,7 @@ class DirectGets:
         node with nothing newer answers without the value, and None is returned). Raises
         HailingError when a full get fails."""
         near = self._near.get(target)
-        if near is not None and near.nodes and near.polls < self.full_every:
+        if near is not None and near.nodes and near.polls < self.full_every - 1:
             near.polls += 1
             found = await self._direct(near, target, salt, seen)
             if found is not None:
