@@ -169,14 +169,17 @@ def node_provider(node: Any, relays: Any = None, *,
 
 async def _recheck_stun(node: Any, recheck: float) -> None:
     """Probe ``node``'s STUN servers again when its last probe is older than ``recheck``
-    seconds (``nat_info``'s ``checked_at`` is on the loop's clock)."""
-    nat_info = getattr(node, "nat_info", None)
-    if nat_info is None:
+    seconds (``checked_at`` is on the loop's clock). Never the first probe: the node
+    runs that itself once its join has found hailing nodes (an earlier one finds none,
+    and the next is a minute away)."""
+    last = getattr(node, "last_nat_info", None)
+    checked = getattr(last, "checked_at", None)
+    if not isinstance(checked, float) or checked == float("-inf"):
+        return
+    if asyncio.get_running_loop().time() - checked < recheck:
         return
     try:
-        info = await nat_info()
-        if asyncio.get_running_loop().time() - info.checked_at >= recheck:
-            await nat_info(refresh=True)
+        await node.nat_info(refresh=True)
     except Exception as exc:  # the servers known are listed as they are
         log.debug("ICE servers: no STUN recheck: %r", exc)
 
