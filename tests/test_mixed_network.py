@@ -18,8 +18,9 @@ from mixed_world import HL_NODES, MixedWorld
 from natlab import Lab
 
 CALL_TIMEOUT = 30.0
-#: The fallback polls (p50 about 4 s a direction): room for both directions and ICE.
-FALLBACK_TIMEOUT = 60.0
+#: The fallback polls (p50 about 4 s a direction): room for both directions and ICE, and
+#: for the callee to notice that its inbox listens are gone (up to 48 s; then it polls fast).
+FALLBACK_TIMEOUT = 120.0
 
 
 @pytest.fixture(scope="module")

@@ -61,15 +61,7 @@ from .dht.bep44 import MutableItem
 from .dht.transactions import Pending
 from .errors import CorruptStorageError, HailingError, LocalProtocolError, StorageError
 from .krpc import Response
-from .nat.stun import (
-    UNCHECKED,
-    NatInfo,
-    StunEndpoint,
-    distinct_key,
-    is_stun,
-    pick_servers,
-    route_source,
-)
+from .nat.stun import NatInfo, StunEndpoint, distinct_key, is_stun, pick_servers, route_source
 from .transport import UdpEndpoint
 from .transport._ingress import SourceRateLimiter
 
@@ -395,12 +387,6 @@ class DhtNode:
         the STUN servers this node's ICE (and its browser's) may use. Empty before the
         first probe (after :meth:`bootstrap`; :meth:`nat_info` runs one now)."""
         return [] if self._stun is None else self._stun.servers()
-
-    @property
-    def last_nat_info(self) -> NatInfo:
-        """The last finished probe's :class:`~hailing.nat.stun.NatInfo`, without probing
-        (``checked_at`` is -inf before the first)."""
-        return self._stun.info if self._stun is not None else UNCHECKED
 
     async def nat_info(self, refresh: bool = False) -> NatInfo:
         """What this node knows of its NAT (see :class:`~hailing.nat.stun.NatInfo`): the

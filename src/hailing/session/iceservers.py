@@ -44,7 +44,7 @@ from typing import Any
 
 from ..rtc.ice import NO_SERVERS, IceServers
 
-__all__ = ["FRESH", "FRESH_EMPTY", "FRESH_NO_RELAY", "STUN_RECHECK", "WAIT", "IceProvider", "IceServerSource", "node_provider",
+__all__ = ["FRESH", "FRESH_EMPTY", "FRESH_NO_RELAY", "WAIT", "IceProvider", "IceServerSource", "node_provider",
            "peer_provider"]
 
 log = logging.getLogger("hailing.session")
@@ -57,10 +57,6 @@ FRESH_EMPTY = 1.0
 FRESH_NO_RELAY = 10.0
 #: Longest a new peer connection waits for a provider that has not answered yet.
 WAIT = 0.5
-#: Seconds after which :func:`node_provider` has the node probe its STUN servers again
-#: before listing them: a server that stopped answering is then left out (it would cost
-#: ICE its STUN timeout, 5 s, on every call) instead of at the node's next 5-minute probe.
-STUN_RECHECK = 60.0
 
 IceProvider = Callable[[], Awaitable[IceServers]]
 
@@ -137,18 +133,14 @@ class IceServerSource:
                 await task
 
 
-def node_provider(node: Any, relays: Any = None, *,
-                  recheck: float = STUN_RECHECK) -> IceProvider:
+def node_provider(node: Any, relays: Any = None) -> IceProvider:
     """The provider of a peer with a DHT node: STUN servers from ``node.stun_servers()``
-    (hailing nodes that answered its Binding requests, best first; when the node's last
-    probe is older than ``recheck`` seconds it probes them again first, at most 1.5 s, in
-    the background of calls: see :class:`IceServerSource`) and TURN credentials from
-    ``relays.credentials()`` (a :class:`~hailing.nat.relay.RelayFinder`, which caches
-    them, and "nobody volunteers" for a while; None: no relay). Either part that fails is
-    left out; the other is still given."""
+    (hailing nodes that answered its Binding requests, best first) and TURN credentials
+    from ``relays.credentials()`` (a :class:`~hailing.nat.relay.RelayFinder`, which
+    caches them, and "nobody volunteers" for a while; None: no relay). Either part that
+    fails is left out; the other is still given."""
 
     async def provide() -> IceServers:
-        await _recheck_stun(node, recheck)
         stun: tuple[tuple[str, int], ...] = ()
         servers = getattr(node, "stun_servers", None)
         if servers is not None:
@@ -165,23 +157,6 @@ def node_provider(node: Any, relays: Any = None, *,
         return IceServers(stun, turn)
 
     return provide
-
-
-async def _recheck_stun(node: Any, recheck: float) -> None:
-    """Probe ``node``'s STUN servers again when its last probe is older than ``recheck``
-    seconds (``checked_at`` is on the loop's clock). Never the first probe: the node
-    runs that itself once its join has found hailing nodes (an earlier one finds none,
-    and the next is a minute away)."""
-    last = getattr(node, "last_nat_info", None)
-    checked = getattr(last, "checked_at", None)
-    if not isinstance(checked, float) or checked == float("-inf"):
-        return
-    if asyncio.get_running_loop().time() - checked < recheck:
-        return
-    try:
-        await node.nat_info(refresh=True)
-    except Exception as exc:  # the servers known are listed as they are
-        log.debug("ICE servers: no STUN recheck: %r", exc)
 
 
 def peer_provider(get_node: Callable[[], Any]) -> IceProvider:
