@@ -948,7 +948,7 @@ def test_genuine_immutable_value_is_accepted() -> None:
     q = _one_query(p, 0.0)
     p.receive_datagram(encode_message(Response(q.tid, {b"id": FAKE_ID, b"v": b"right"})), FAKE, 0.1)
     ev = p.next_event()
-    assert ev == ItemFound(qid, target, bep44.ImmutableItem(b"5:right"), ev.stats)  # type: ignore[union-attr]
+    assert ev == ItemFound(qid, target, bep44.ImmutableItem(b"5:right"), ev.stats, ev.nodes)  # type: ignore[union-attr]
     assert p.stats["bad_items"] == 0
 
 

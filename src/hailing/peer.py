@@ -46,7 +46,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .dht import DhtConfig
 from .errors import HailingError, LocalProtocolError, QueryTimeout, SdpError, StorageError
@@ -62,6 +62,7 @@ from .session.coupler import (
     ContractCoupler,
     Coupler,
     DhtCoupler,
+    InboxHealth,
     MainlineCoupler,
     SignalKind,
     WsCoupler,
@@ -282,7 +283,8 @@ class Peer:
                                               rpc_url=self.rpc_url, clock=self._clock,
                                               **self._contract_args)
         if name == "mainline":
-            inbox = next((c for c in self._couplers if isinstance(c, DhtCoupler)), None)
+            # the inbox coupler beside it, found by name (capabilities are data, not classes)
+            inbox = cast("InboxHealth | None", next((c for c in self._couplers if c.name == "dht"), None))
             return MainlineCoupler(await self._open_node(), ident, policy.allowed, self._clock,
                                    inbox=inbox)
         return DhtCoupler(await self._open_node(), ident, policy.allowed, policy.accept_any,
