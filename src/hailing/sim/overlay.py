@@ -1,0 +1,470 @@
+"""The data-channel overlay in the simulator: links, a connection cap, forwarded coupling.
+
+Theory of operation
+-------------------
+Attached to a :class:`~hailing.sim.engine.Simulator` (``sim.links``), a
+:class:`LinkOverlay` stands for the data-channel driver of every simulated host: a core
+may only send to a peer it has an open **link** with. The cores themselves are unchanged
+(they still address peers by their simulated host addresses; the real driver's
+``LinkAddr`` handle is a prefix of the peer's node id, which changes nothing here).
+
+- **Cap.** A host holds at most ``cap`` (p) links. Its ``pins`` closest neighbours (the
+  closest entries of its own routing table to its own id, re-read every
+  ``pin_interval``) are **pinned**: a link pinned at either end is never evicted. To
+  open a link beyond the cap a host evicts its least recently used unpinned link (the
+  link closes at both ends); a host whose links are all pinned refuses (``full``).
+- **Coupling.** A datagram to a peer with no link starts a coupling and waits in its
+  queue (``queue`` datagrams; more are dropped). The offer travels from the origin
+  toward the target over open links, the answer comes back the same way, then the link
+  opens after ``open_rtts`` round trips between the two ends (ICE). Forwarding is either
+
+  * ``nexthop``: greedy XOR routing, each hop to the linked peer closest to the target
+    and strictly closer than the current host (so no loop can form: the distance falls
+    at every hop), at most ``max_hops`` hops; a host with no closer link answers with an
+    error that goes back the same way (``stuck``); or
+  * ``flood``: the naive way, every host forwards a message it has not seen yet to all
+    its links but the one it came from, up to ``flood_ttl`` hops; the answer is flooded
+    back the same way.
+
+  Every hop of an offer, an answer or an error reply is one **signaling message**. The
+  path is the links as they are when the coupling starts; the coupling fails if a host
+  on it (or either end) left before it completes. A host with no link at all (a
+  newcomer, or one whose links all went) couples through a **bootstrap** coupler (the
+  signal server, a pasted text, a friend link), counted apart from forwarded couplings.
+- **Flood samples.** With ``flood_samples`` in ``nexthop`` mode, that many couplings
+  also measure, on the same links at the same moment, what a flood would have cost.
+  Nothing of it touches the run: the trace hash is the same with or without samples.
+
+Everything is deterministic: the only generator is seeded from the simulator's seed,
+and a coupling's outcome is folded into the trace hash.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .engine import SimNode, Simulator
+
+FORWARDING = ("nexthop", "flood")
+_OUTCOMES = {"ok": 0, "stuck": 1, "hop_limit": 2, "full": 3, "path_broken": 4,
+             "target_left": 5, "target_dead": 6, "ttl": 7, "origin_left": 8}
+
+
+@dataclass
+class OverlayConfig:
+    cap: int = 16
+    #: Closest neighbours pinned, one per level (None: cap // 2).
+    pins: int | None = None
+    forwarding: str = "nexthop"
+    max_hops: int = 16
+    #: Next-hop: a host with no closer link forwards to its closest unvisited one.
+    detour: bool = True
+    flood_ttl: int = 7
+    #: ICE round trips between the two ends after the answer came back.
+    open_rtts: float = 1.0
+    #: Datagrams queued per coupling in progress.
+    queue: int = 16
+    pin_interval: float = 60.0
+    #: ``nexthop`` mode: couplings that also measure a flood on the same links...
+    flood_samples: int = 0
+    #: ... one every this many couplings.
+    flood_every: int = 1
+
+    def pin_count(self) -> int:
+        return self.cap // 2 if self.pins is None else self.pins
+
+    def validate(self) -> None:
+        if self.cap < 2:
+            raise ValueError("the cap must be at least 2")
+        if not 0 <= self.pin_count() < self.cap:
+            raise ValueError("pins must be in [0, cap)")
+        if self.forwarding not in FORWARDING:
+            raise ValueError(f"forwarding must be one of {', '.join(FORWARDING)}")
+        if self.max_hops < 1 or self.flood_ttl < 1 or self.queue < 1:
+            raise ValueError("max_hops, flood_ttl and queue must be at least 1")
+
+
+class _Host:
+    __slots__ = ("addr", "id_int", "links", "pending", "pins")
+
+    def __init__(self, addr: Hashable, id_int: int) -> None:
+        self.addr = addr
+        self.id_int = id_int
+        #: Peer address -> None, least recently used first.
+        self.links: OrderedDict[Hashable, None] = OrderedDict()
+        self.pins: set[Hashable] = set()
+        self.pending: dict[Hashable, _Coupling] = {}
+
+
+class _Coupling:
+    __slots__ = ("bootstrap", "fail", "hops", "messages", "path", "purpose", "queue", "start")
+
+    def __init__(self, start: float, purpose: str) -> None:
+        self.start = start
+        self.purpose = purpose
+        self.queue: list[bytes] = []
+        self.path: list[Hashable] = []
+        self.hops = 0
+        self.messages = 0
+        self.fail: str | None = None
+        self.bootstrap = False
+
+
+@dataclass
+class OverlayStats:
+    """What one phase of a run did (see :meth:`LinkOverlay.report`)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    #: Signaling messages of each forwarded coupling whose target was alive at its start.
+    messages: list[int] = field(default_factory=list)
+    hops: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    flood_messages: list[int] = field(default_factory=list)
+    flood_reached: int = 0
+    flood_times: list[float] = field(default_factory=list)
+
+
+def _pct(values: list[float] | list[int], p: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return float(s[min(len(s) - 1, max(0, -(-len(s) * p // 100) - 1))])
+
+
+class LinkOverlay:
+    """Links, the cap and coupling for every host of ``sim`` (see the module docstring)."""
+
+    def __init__(self, sim: Simulator, config: OverlayConfig) -> None:
+        config.validate()
+        self.sim = sim
+        self.cfg = config
+        self.n_pins = config.pin_count()
+        self.rng = random.Random(sim.seed * 7907 + 0x0E7)
+        self.hosts: dict[Hashable, _Host] = {}
+        self.ids: dict[Hashable, int] = {}  # every host ever: a dead target keeps its id
+        self.stats = OverlayStats()
+        self.phases: dict[str, OverlayStats] = {}
+        self._flood_sampled = 0
+        #: Called with (host, peer, pinned_here, pinned_there) at each eviction (tests).
+        self.on_evict: Callable[[Hashable, Hashable, bool, bool], None] | None = None
+        sim.links = self
+
+    # -- the engine's hooks ------------------------------------------------------------------
+
+    def node_added(self, node: SimNode) -> None:
+        id_int = int.from_bytes(node.proto.node_id, "big")
+        self.hosts[node.addr] = _Host(node.addr, id_int)
+        self.ids[node.addr] = id_int
+        first = 10.0 + self.rng.random() * self.cfg.pin_interval
+        self.sim.call_later(first, self._maintain, node.addr)
+
+    def node_left(self, node: SimNode) -> None:
+        host = self.hosts.pop(node.addr, None)
+        if host is None:
+            return
+        for peer in host.links:
+            other = self.hosts.get(peer)
+            if other is not None:
+                other.links.pop(node.addr, None)
+        self.stats.counts["links_lost_to_churn"] += len(host.links)
+
+    def send(self, node: SimNode, data: bytes, dst: Hashable) -> None:
+        src = node.addr
+        host = self.hosts[src]
+        links = host.links
+        if dst in links:
+            links.move_to_end(dst)
+            self.hosts[dst].links.move_to_end(src)
+            self.sim.transmit(src, data, dst)
+            return
+        c = host.pending.get(dst)
+        if c is None:
+            c = self._couple(host, dst, "dht")
+        if len(c.queue) < self.cfg.queue:
+            c.queue.append(data)
+        else:
+            self.stats.counts["queue_dropped"] += 1
+
+    # -- pins --------------------------------------------------------------------------------
+
+    def _maintain(self, addr: Hashable) -> None:
+        host = self.hosts.get(addr)
+        if host is None:
+            return
+        node = self.sim.nodes[addr]
+        own = host.id_int
+        links = host.links
+        # The closest neighbour at each level (common prefix length with our id) the
+        # routing table knows, deepest first; a peer we already have a link with at that
+        # level takes its place (so one link serves as the pin of both its ends).
+        best: dict[int, tuple[int, Hashable]] = {}
+        for e in node.proto.table:
+            d = e.id_int ^ own
+            level = 160 - d.bit_length()
+            rank = d if e.addr not in links else -1
+            cur = best.get(level)
+            if cur is None or rank < cur[0]:
+                best[level] = (rank, e.addr)
+        wanted = [best[level][1] for level in sorted(best, reverse=True)[: self.n_pins]]
+        host.pins = set(wanted)
+        for peer in wanted:
+            if peer not in links and peer not in host.pending:
+                self._couple(host, peer, "pin")
+        self.sim.call_later(self.cfg.pin_interval, self._maintain, addr)
+
+    # -- coupling ----------------------------------------------------------------------------
+
+    def _couple(self, host: _Host, dst: Hashable, purpose: str) -> _Coupling:
+        sim, cfg, st = self.sim, self.cfg, self.stats
+        c = _Coupling(sim.now, purpose)
+        host.pending[dst] = c
+        rtt = sim.network.rtt
+        alive = dst in self.hosts
+        if not host.links:
+            # Nothing to forward through: the bootstrap coupler (signal server, text).
+            c.bootstrap = True
+            st.counts["bootstrap_couplings"] += 1
+            if not alive:
+                c.fail = "target_dead"
+            delay = rtt(host.addr, dst) * (1.0 + cfg.open_rtts)
+            sim.call_later(delay, self._complete, host.addr, dst, c)
+            return c
+        st.counts["couplings"] += 1
+        st.counts[f"couplings_{purpose}"] += 1
+        if cfg.forwarding == "nexthop":
+            path, fail = self._route(host.addr, dst)
+            c.path, c.fail, c.hops = path, fail, len(path) - 1
+            c.messages = 2 * c.hops  # offer out, answer (or error) back along the path
+            one_way = sum(rtt(a, b) for a, b in zip(path, path[1:], strict=False)) / 2
+            if alive and self._flood_sampled < cfg.flood_samples and (
+                    st.counts["couplings"] % cfg.flood_every == 0):
+                self._flood_sample(host.addr, dst)
+        else:
+            msgs, reached, one_way, hops = self._flood(host.addr, dst)
+            c.hops = hops
+            c.messages = msgs
+            if reached:
+                back_msgs, _, back, _ = self._flood(dst, host.addr)
+                c.messages += back_msgs
+                one_way = (one_way + back) / 2
+            else:
+                c.fail = "ttl"
+        if not alive:
+            c.fail = "target_dead"
+        delay = 2 * one_way + (cfg.open_rtts * rtt(host.addr, dst) if c.fail is None else 0.0)
+        sim.call_later(delay, self._complete, host.addr, dst, c)
+        return c
+
+    def _route(self, src: Hashable, dst: Hashable) -> tuple[list[Hashable], str | None]:
+        """Next-hop routing over open links: the path, and why it ended short. Each hop
+        goes to the linked peer closest to the target; with ``detour`` a host with no
+        closer link takes its closest one the message has not visited (the message id is
+        remembered by every host it passed: loop suppression)."""
+        hosts, ids = self.hosts, self.ids
+        detour = self.cfg.detour
+        t = ids[dst]
+        cur = src
+        path = [src]
+        visited = {src}
+        for _ in range(self.cfg.max_hops):
+            links = hosts[cur].links
+            if dst in links:
+                path.append(dst)
+                return path, None
+            best = None
+            bd = ids[cur] ^ t if not detour else 1 << 161
+            for q in links:
+                d = ids[q] ^ t
+                if d < bd and q not in visited:
+                    bd, best = d, q
+            if best is None:
+                return path, "stuck"
+            cur = best
+            path.append(best)
+            visited.add(best)
+        return path, "hop_limit"
+
+    def _flood(self, src: Hashable, dst: Hashable) -> tuple[int, bool, float, int]:
+        """A flood from ``src`` with the TTL: (messages, reached dst, one-way latency to
+        dst along the first copy's path, its hops). Each host forwards the first copy it
+        gets to all its links but the sender's; the target does not forward."""
+        hosts, rtt = self.hosts, self.sim.network.rtt
+        seen: dict[Hashable, float] = {src: 0.0}
+        frontier = [src]
+        messages = 0
+        hops = 0
+        for depth in range(self.cfg.flood_ttl):
+            nxt = []
+            for u in frontier:
+                if u == dst:
+                    continue
+                lu = seen[u]
+                links = hosts[u].links
+                messages += len(links) - (0 if depth == 0 else 1)
+                for v in links:
+                    if v not in seen:
+                        seen[v] = lu + rtt(u, v) / 2
+                        nxt.append(v)
+                        if v == dst:
+                            hops = depth + 1
+            frontier = nxt
+            if not frontier:
+                break
+        reached = dst in seen
+        return messages, reached, seen.get(dst, 0.0), hops
+
+    def _flood_sample(self, src: Hashable, dst: Hashable) -> None:
+        self._flood_sampled += 1
+        st = self.stats
+        msgs, reached, out, _ = self._flood(src, dst)
+        if reached:
+            back_msgs, _, back, _ = self._flood(dst, src)
+            msgs += back_msgs
+            st.flood_reached += 1
+            st.flood_times.append(out + back + self.cfg.open_rtts * self.sim.network.rtt(src, dst))
+        st.flood_messages.append(msgs)
+
+    def _complete(self, origin: Hashable, target: Hashable, c: _Coupling) -> None:
+        st = self.stats
+        host = self.hosts.get(origin)
+        if host is None:
+            self._outcome(origin, target, c, "origin_left")
+            return
+        if host.pending.get(target) is c:
+            del host.pending[target]
+        fail = c.fail
+        other = self.hosts.get(target)
+        if fail is None:
+            if other is None:
+                fail = "target_left"
+            elif any(h not in self.hosts for h in c.path):
+                fail = "path_broken"
+        if fail is None and other is not None and target not in host.links:
+            a, b = self._victim(host), self._victim(other)
+            if a is False or b is False:
+                fail = "full"
+            else:
+                for h, v in ((host, a), (other, b)):
+                    if v is not True:
+                        self._evict(h, v)
+                host.links[target] = None
+                other.links[origin] = None
+                st.counts["links_opened_bootstrap" if c.bootstrap else "links_opened"] += 1
+        self._outcome(origin, target, c, fail or "ok")
+        if fail is not None:
+            st.counts["dropped_on_failure"] += len(c.queue)
+            return
+        for data in c.queue:
+            self.sim.transmit(origin, data, target)
+
+    def _outcome(self, origin: Hashable, target: Hashable, c: _Coupling, outcome: str) -> None:
+        sim, st = self.sim, self.stats
+        sim.fold(struct.pack("!IIB", sim.host_index(origin), sim.host_index(target),
+                             _OUTCOMES[outcome]))
+        if c.bootstrap:
+            st.counts[f"bootstrap_{outcome}"] += 1
+            return
+        st.counts["signaling_messages"] += c.messages
+        if outcome == "target_dead":
+            st.counts["target_dead"] += 1
+            st.counts["signaling_to_dead"] += c.messages
+            return
+        st.messages.append(c.messages)
+        if outcome == "ok":
+            st.counts["succeeded"] += 1
+            st.hops.append(c.hops)
+            st.times.append(sim.now - c.start)
+        else:
+            st.failures[outcome] += 1
+
+    def _victim(self, host: _Host) -> Hashable | bool:
+        """True if ``host`` has room, else its least recently used unpinned peer, or
+        False if every link is pinned."""
+        if len(host.links) < self.cfg.cap:
+            return True
+        pins = host.pins
+        for peer in host.links:
+            if peer not in pins:
+                return peer
+        return False
+
+    def _evict(self, host: _Host, peer: Hashable) -> None:
+        other = self.hosts[peer]
+        if self.on_evict is not None:
+            self.on_evict(host.addr, peer, peer in host.pins, host.addr in other.pins)
+        del host.links[peer]
+        del other.links[host.addr]
+        self.stats.counts["evicted"] += 1
+
+    # -- results -----------------------------------------------------------------------------
+
+    def new_phase(self, name: str) -> None:
+        """Close the current phase under ``name``; what follows is counted afresh."""
+        self.phases[name] = self.stats
+        self.stats = OverlayStats()
+        self._flood_sampled = 0
+
+    def check(self) -> None:
+        """Raise AssertionError unless links are symmetric and within the cap."""
+        for addr, host in self.hosts.items():
+            assert len(host.links) <= self.cfg.cap, (addr, len(host.links))
+            for peer in host.links:
+                assert addr in self.hosts[peer].links, (addr, peer)
+
+    def report(self) -> dict[str, Any]:
+        degree = [len(h.links) for h in self.hosts.values()]
+        pinned = [sum(1 for p in h.links if p in h.pins) for h in self.hosts.values()]
+        phases = dict(self.phases)
+        phases["current"] = self.stats
+        return {
+            "config": {**self.cfg.__dict__, "pins": self.n_pins},
+            "links_per_node": {"mean": sum(degree) / max(1, len(degree)), "max": max(degree, default=0),
+                               "pinned_mean": sum(pinned) / max(1, len(pinned))},
+            "phases": {name: phase_report(s) for name, s in phases.items()},
+        }
+
+
+def phase_report(s: OverlayStats) -> dict[str, Any]:
+    c = s.counts
+    considered = len(s.messages)  # forwarded couplings whose target was alive at the start
+    ok = c["succeeded"]
+    opened = c["links_opened"]
+    flood_n = len(s.flood_messages)
+    return {
+        "couplings": {
+            "attempted": c["couplings"], "to_live_targets": considered, "succeeded": ok,
+            "success_rate": ok / considered if considered else None,
+            "failures": dict(sorted(s.failures.items())), "to_dead_targets": c["target_dead"],
+            "for_dht": c["couplings_dht"], "for_pins": c["couplings_pin"],
+            "bootstrap": c["bootstrap_couplings"], "bootstrap_ok": c["bootstrap_ok"],
+        },
+        "links": {"opened": opened, "opened_bootstrap": c["links_opened_bootstrap"],
+                  "evicted": c["evicted"], "lost_to_churn": c["links_lost_to_churn"]},
+        "signaling": {
+            "messages": c["signaling_messages"],
+            "per_new_link": c["signaling_messages"] / opened if opened else None,
+            "to_dead_targets": c["signaling_to_dead"],
+            "per_coupling": {"mean": sum(s.messages) / considered if considered else None,
+                             "p50": _pct(s.messages, 50), "p95": _pct(s.messages, 95),
+                             "max": max(s.messages, default=None)},
+            "hops": {"p50": _pct(s.hops, 50), "p95": _pct(s.hops, 95), "max": max(s.hops, default=None)},
+        },
+        "coupling_ms": {"p50": _ms(_pct(s.times, 50)), "p95": _ms(_pct(s.times, 95))},
+        "datagrams": {"queue_dropped": c["queue_dropped"], "dropped_on_failure": c["dropped_on_failure"]},
+        "flood_samples": None if not flood_n else {
+            "samples": flood_n, "reached": s.flood_reached / flood_n,
+            "messages": {"mean": sum(s.flood_messages) / flood_n, "p50": _pct(s.flood_messages, 50),
+                         "p95": _pct(s.flood_messages, 95)},
+            "coupling_ms": {"p50": _ms(_pct(s.flood_times, 50)), "p95": _ms(_pct(s.flood_times, 95))},
+        },
+    }
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else round(v * 1000, 1)
