@@ -41,13 +41,17 @@ and a coupling's outcome is folded into the trace hash.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import random
 import struct
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..dht import DhtProtocol, NodesFound
+from ..dht.routing import NodeEntry
 from .engine import SimNode, Simulator
 
 FORWARDING = ("nexthop", "flood")
@@ -70,6 +74,13 @@ class OverlayConfig:
     #: Datagrams queued per coupling in progress.
     queue: int = 16
     pin_interval: float = 60.0
+    #: The link manager looks up its own id (a find_node) to find its closest
+    #: neighbours: after the join, then at doubling intervals.
+    self_lookup: bool = True
+    #: Where the pins come from: "table" (the routing table, the last self-lookup, the
+    #: links and the pinned neighbours' pins) or "oracle" (the live population: the
+    #: truly closest host at each level, a converged neighbour maintenance).
+    pin_source: str = "table"
     #: ``nexthop`` mode: couplings that also measure a flood on the same links...
     flood_samples: int = 0
     #: ... one every this many couplings.
@@ -85,12 +96,14 @@ class OverlayConfig:
             raise ValueError("pins must be in [0, cap)")
         if self.forwarding not in FORWARDING:
             raise ValueError(f"forwarding must be one of {', '.join(FORWARDING)}")
+        if self.pin_source not in ("table", "oracle"):
+            raise ValueError("pin_source must be table or oracle")
         if self.max_hops < 1 or self.flood_ttl < 1 or self.queue < 1:
             raise ValueError("max_hops, flood_ttl and queue must be at least 1")
 
 
 class _Host:
-    __slots__ = ("addr", "id_int", "links", "pending", "pins")
+    __slots__ = ("addr", "id_int", "links", "nearest", "next_lookup", "pending", "pins")
 
     def __init__(self, addr: Hashable, id_int: int) -> None:
         self.addr = addr
@@ -99,6 +112,9 @@ class _Host:
         self.links: OrderedDict[Hashable, None] = OrderedDict()
         self.pins: set[Hashable] = set()
         self.pending: dict[Hashable, _Coupling] = {}
+        #: What the last self-lookup found (id as int, address), and when the next runs.
+        self.nearest: list[tuple[int, Hashable]] = []
+        self.next_lookup = 0.0
 
 
 class _Coupling:
@@ -130,6 +146,37 @@ class OverlayStats:
     flood_times: list[float] = field(default_factory=list)
 
 
+def _xor_closest(ids: list[int], v: int, lo: int, hi: int, prefix: int, depth: int) -> int:
+    """The id in the sorted block ids[lo:hi] (the ids whose first ``depth`` bits are
+    ``prefix``) XOR-closest to ``v``: bit by bit, keep the half that matches ``v``'s bit
+    if it is not empty."""
+    while hi - lo > 1:
+        shift = 159 - depth
+        mid = bisect.bisect_left(ids, (prefix * 2 + 1) << shift, lo, hi)
+        if (v >> shift) & 1 and mid < hi or mid == lo:
+            lo, prefix = mid, prefix * 2 + 1
+        else:
+            hi, prefix = mid, prefix * 2
+        depth += 1
+    return ids[lo]
+
+
+def _spread(levels: list[int], budget: int) -> list[int]:
+    """At most ``budget`` of the sorted ``levels``, spread evenly from the farthest
+    (level 0: half the id space) to the deepest (the closest neighbour)."""
+    m = len(levels)
+    if m <= budget:
+        return levels
+    if budget <= 1:
+        return levels[-budget:] if budget else []
+    picks = sorted({round(i * (m - 1) / (budget - 1)) for i in range(budget)})
+    return [levels[i] for i in picks]
+
+
+def _find_self(node_id: bytes, core: DhtProtocol, now: float) -> int:
+    return core.find_node(node_id, now)
+
+
 def _pct(values: list[float] | list[int], p: float) -> float | None:
     if not values:
         return None
@@ -148,6 +195,9 @@ class LinkOverlay:
         self.rng = random.Random(sim.seed * 7907 + 0x0E7)
         self.hosts: dict[Hashable, _Host] = {}
         self.ids: dict[Hashable, int] = {}  # every host ever: a dead target keeps its id
+        #: Live hosts' ids, sorted, and the host of each id (``pin_source="oracle"``).
+        self._sorted: list[int] = []
+        self._by_id: dict[int, Hashable] = {}
         self.stats = OverlayStats()
         self.phases: dict[str, OverlayStats] = {}
         self._flood_sampled = 0
@@ -161,13 +211,21 @@ class LinkOverlay:
         id_int = int.from_bytes(node.proto.node_id, "big")
         self.hosts[node.addr] = _Host(node.addr, id_int)
         self.ids[node.addr] = id_int
-        first = 10.0 + self.rng.random() * self.cfg.pin_interval
-        self.sim.call_later(first, self._maintain, node.addr)
+        if self.cfg.pin_source == "oracle":
+            bisect.insort(self._sorted, id_int)
+            self._by_id[id_int] = node.addr
+        # The first pins right after the join (its lookup filled the table), the self-
+        # lookups from a pin interval on.
+        self.hosts[node.addr].next_lookup = self.sim.now + self.cfg.pin_interval
+        self.sim.call_later(5.0 + 5.0 * self.rng.random(), self._maintain, node.addr)
 
     def node_left(self, node: SimNode) -> None:
         host = self.hosts.pop(node.addr, None)
         if host is None:
             return
+        if self.cfg.pin_source == "oracle":
+            del self._sorted[bisect.bisect_left(self._sorted, host.id_int)]
+            del self._by_id[host.id_int]
         for peer in host.links:
             other = self.hosts.get(peer)
             if other is not None:
@@ -197,26 +255,84 @@ class LinkOverlay:
         host = self.hosts.get(addr)
         if host is None:
             return
-        node = self.sim.nodes[addr]
+        sim, cfg = self.sim, self.cfg
+        node = sim.nodes[addr]
+        if cfg.self_lookup and sim.now >= host.next_lookup:
+            # The link manager asks the overlay for its closest neighbours (and so lets
+            # them learn of this host), as the join did; again at growing intervals.
+            gap = max(cfg.pin_interval, 2 * (sim.now - node.joined_at))
+            host.next_lookup = sim.now + gap
+            sim.command(node, functools.partial(_find_self, node.proto.node_id),
+                        functools.partial(self._found_nearest, addr))
+        self._repin(host, node.proto.table)
+        sim.call_later(cfg.pin_interval, self._maintain, addr)
+
+    def _found_nearest(self, addr: Hashable, ev: Any) -> None:
+        host = self.hosts.get(addr)
+        if host is not None and isinstance(ev, NodesFound):
+            host.nearest = [(int.from_bytes(n.id, "big"), n.addr) for n in ev.nodes]
+            self._repin(host, self.sim.nodes[addr].proto.table)
+
+    def _repin(self, host: _Host, table: Iterable[NodeEntry]) -> None:
+        """Pin the closest neighbour at each level (common prefix length with our id)
+        among the routing table, the last self-lookup and the open links, deepest levels
+        first; a peer we already have a link with at a level takes its place (so one
+        link serves as the pin of both its ends). Couple the pins that have no link."""
         own = host.id_int
         links = host.links
-        # The closest neighbour at each level (common prefix length with our id) the
-        # routing table knows, deepest first; a peer we already have a link with at that
-        # level takes its place (so one link serves as the pin of both its ends).
+        ids = self.ids
         best: dict[int, tuple[int, Hashable]] = {}
-        for e in node.proto.table:
-            d = e.id_int ^ own
+        if self.cfg.pin_source == "oracle":
+            self._repin_oracle(host)
+            return
+        candidates: list[tuple[int, Hashable]] = [(e.id_int, e.addr) for e in table]
+        candidates += host.nearest
+        candidates += [(ids[q], q) for q in links]
+        # Neighbour exchange: each pinned neighbour on an open link tells us its pins
+        # (one message on the link; Chord's stabilization, in XOR space).
+        hosts = self.hosts
+        told = 0
+        for q in host.pins:
+            if q in links:
+                told += 1
+                candidates += [(ids[r], r) for r in hosts[q].pins if r in hosts and r != host.addr]
+        self.stats.counts["neighbour_exchange"] += told
+        for id_int, peer in candidates:
+            d = id_int ^ own
+            if not d:
+                continue
             level = 160 - d.bit_length()
-            rank = d if e.addr not in links else -1
+            rank = d if peer not in links else -1
             cur = best.get(level)
             if cur is None or rank < cur[0]:
-                best[level] = (rank, e.addr)
-        wanted = [best[level][1] for level in sorted(best, reverse=True)[: self.n_pins]]
+                best[level] = (rank, peer)
+        wanted = [best[level][1] for level in _spread(sorted(best), self.n_pins)]
         host.pins = set(wanted)
         for peer in wanted:
             if peer not in links and peer not in host.pending:
                 self._couple(host, peer, "pin")
-        self.sim.call_later(self.cfg.pin_interval, self._maintain, addr)
+
+    def _repin_oracle(self, host: _Host) -> None:
+        """Pins from the live population itself: at each level the truly closest host
+        (what a converged neighbour maintenance would find), deepest levels first."""
+        ids, own, links = self._sorted, host.id_int, host.links
+        bisect_left = bisect.bisect_left
+        wanted: list[Hashable] = []
+        for level in range(160):
+            shift = 159 - level
+            sibling = (own >> shift) ^ 1  # our first level+1 bits, the last one flipped
+            lo = bisect_left(ids, sibling << shift)
+            hi = bisect_left(ids, (sibling + 1) << shift, lo)
+            if lo < hi:
+                wanted.append(self._by_id[_xor_closest(ids, own, lo, hi, sibling, level + 1)])
+            ours = own >> shift
+            if bisect_left(ids, (ours + 1) << shift) - bisect_left(ids, ours << shift) <= 1:
+                break  # nobody else shares more than `level` bits with us
+        wanted = [wanted[i] for i in _spread(list(range(len(wanted))), self.n_pins)]
+        host.pins = set(wanted)
+        for peer in wanted:
+            if peer not in links and peer not in host.pending:
+                self._couple(host, peer, "pin")
 
     # -- coupling ----------------------------------------------------------------------------
 
@@ -384,13 +500,18 @@ class LinkOverlay:
             st.failures[outcome] += 1
 
     def _victim(self, host: _Host) -> Hashable | bool:
-        """True if ``host`` has room, else its least recently used unpinned peer, or
-        False if every link is pinned."""
-        if len(host.links) < self.cfg.cap:
+        """True if ``host`` has room, else the link to evict: the least recently used
+        one this host does not pin and the other end does not pin either (links the
+        other end pins are kept only up to ``cap // 4`` of them: the rest of the cap is
+        for traffic); False if every link is pinned (never: pins < cap)."""
+        links = host.links
+        if len(links) < self.cfg.cap:
             return True
-        pins = host.pins
-        for peer in host.links:
-            if peer not in pins:
+        hosts, pins, addr = self.hosts, host.pins, host.addr
+        remote = [peer for peer in links if peer not in pins and addr in hosts[peer].pins]
+        honour = set(remote[len(remote) - self.cfg.cap // 4:]) if len(remote) > self.cfg.cap // 4 else set(remote)
+        for peer in links:
+            if peer not in pins and peer not in honour:
                 return peer
         return False
 
