@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
+import math
 import random
 import struct
 from collections import Counter, OrderedDict
@@ -153,7 +155,7 @@ def _xor_closest(ids: list[int], v: int, lo: int, hi: int, prefix: int, depth: i
     while hi - lo > 1:
         shift = 159 - depth
         mid = bisect.bisect_left(ids, (prefix * 2 + 1) << shift, lo, hi)
-        if (v >> shift) & 1 and mid < hi or mid == lo:
+        if ((v >> shift) & 1 and mid < hi) or mid == lo:
             lo, prefix = mid, prefix * 2 + 1
         else:
             hi, prefix = mid, prefix * 2
@@ -181,7 +183,8 @@ def _pct(values: list[float] | list[int], p: float) -> float | None:
     if not values:
         return None
     s = sorted(values)
-    return float(s[min(len(s) - 1, max(0, -(-len(s) * p // 100) - 1))])
+    rank = max(1, math.ceil(p / 100 * len(s)))  # nearest rank, as scenario.percentile
+    return float(s[min(len(s), rank) - 1])
 
 
 class LinkOverlay:
@@ -357,7 +360,7 @@ class LinkOverlay:
             path, fail = self._route(host.addr, dst)
             c.path, c.fail, c.hops = path, fail, len(path) - 1
             c.messages = 2 * c.hops  # offer out, answer (or error) back along the path
-            one_way = sum(rtt(a, b) for a, b in zip(path, path[1:], strict=False)) / 2
+            one_way = sum(rtt(a, b) for a, b in itertools.pairwise(path)) / 2
             if alive and self._flood_sampled < cfg.flood_samples and (
                     st.counts["couplings"] % cfg.flood_every == 0):
                 self._flood_sample(host.addr, dst)
