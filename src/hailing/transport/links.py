@@ -45,8 +45,8 @@ __all__ = ["DEAD_AFTER", "FRAME_BURST", "FRAME_RATE", "Link", "LinkManager"]
 #: A link silent for this many keepalive intervals is dead.
 DEAD_AFTER = 3.0
 #: Frames a link may bring per second (a token bucket), and the burst it may bring at once.
-FRAME_RATE = 500.0
-FRAME_BURST = 1000.0
+FRAME_RATE = 200.0
+FRAME_BURST = 400.0
 #: Reconnection backoff of a pinned link (seconds), and the rounds before a ``closest``
 #: pin is given up.
 RECONNECT_MIN = 1.0
