@@ -54,7 +54,7 @@ async def test_the_cap_evicts_the_least_recently_used_unpinned_link() -> None:
     clock = Clock()
     async with drivers(6, cap=3, clock=clock) as (hub, *others):
         links: list[Link] = []
-        for i, other in enumerate(others[:3]):
+        for other in others[:3]:
             link, _ = await couple_direct(hub, other)
             links.append(link)
             clock.now += 10.0  # link i last used at its adoption
@@ -86,7 +86,7 @@ async def test_pinned_links_are_never_evicted_the_cap_yields() -> None:
     clock = Clock()
     async with drivers(4, cap=2, clock=clock) as (hub, *others):
         for other in others:
-            link, _ = await couple_direct(hub, other, pinned=True)
+            await couple_direct(hub, other, pinned=True)
             clock.now += 10.0
         assert len(hub.links()) == 3 and all(x.pinned for x in hub.links())
         assert hub.stats["link_over_cap"] >= 1 and hub.stats.get("link_evicted", 0) == 0
@@ -178,7 +178,7 @@ async def test_a_pinned_link_is_reconnected_with_its_pins() -> None:
         a.couplers = [local]
         la, lb = await couple_direct(a, b)
         a.pin(la, "friend")
-        lc, _ = await couple_direct(a, c)  # unpinned: not reconnected
+        await couple_direct(a, c)  # unpinned: not reconnected
         await lb.close()  # b drops it (a restart, a network change...)
         await c.links()[0].close()
         await until(lambda: (x := a.link_for(b.node_id)) is not None  # type: ignore[arg-type]
