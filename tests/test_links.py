@@ -187,3 +187,43 @@ async def test_a_pinned_link_is_reconnected_with_its_pins() -> None:
         assert a.link_for(b.node_id).pins == {"friend"}  # type: ignore[arg-type, union-attr]
         assert a.link_for(c.node_id) is None  # type: ignore[arg-type]
         a.unpin(a.link_for(b.node_id), "friend")  # type: ignore[arg-type]
+
+
+async def test_the_peer_id_is_learned_from_the_hello_and_a_lie_closes_the_link() -> None:
+    async with drivers(3) as (a, b, c):
+        la, lb = await couple_direct(a, b, tell_ids=False)
+        await until(lambda: la.peer_id == b.node_id and lb.peer_id == a.node_id, "hellos")
+        assert a.link_for(b.node_id) is la and b.link_for(a.node_id) is lb  # type: ignore[arg-type]
+        lb.channel.send(b"\x00H" + bytes(20))  # b now claims another id
+        await until(lambda: la.closed, "the lying link closed")
+        assert a.stats["link_id_mismatch"] == 1
+        assert a.link_for(b.node_id) is None  # type: ignore[arg-type]
+        # a peer that claims our own id: refused
+        _, from_a = await couple_direct(c, a, tell_ids=False)
+        to_c = c.links()[0]
+        await until(lambda: to_c.peer_id is not None, "a's hello")
+        to_c.peer_id = None  # as if a's hello had not come
+        from_a.channel.send(b"\x00H" + c.node_id)  # type: ignore[operator]
+        await until(lambda: to_c.closed, "the link to ourselves closed")
+        assert c.stats["link_to_self"] == 1
+
+
+async def test_a_peer_without_hello_is_known_by_its_first_query() -> None:
+    async with drivers(2) as (a, b):
+        b.node_id = None  # b says no hello (it does not know its id yet)
+        la, lb = await couple_direct(a, b, tell_ids=False)
+        query = b"d1:ad2:id20:" + b"\x07" * 20 + b"e1:q4:ping1:t2:aa1:y1:qe"
+        lb.channel.send(query)
+        await until(lambda: la.peer_id == b"\x07" * 20, "the id of the first query")
+        assert a.stats["link_received"] == 1
+
+
+async def test_a_link_on_a_shared_connection_closes_only_its_channel() -> None:
+    async with drivers(2) as (a, b):
+        la, lb = await couple_direct(a, b)
+        la.owns_pc = lb.owns_pc = False  # as adopt(..., owns_pc=False) on a friend link
+        await la.close()
+        await until(lambda: lb.closed, "b saw the channel close")
+        assert la.pc.connectionState == lb.pc.connectionState == "connected"
+        await la.pc.close()
+        await lb.pc.close()
