@@ -236,3 +236,20 @@ def test_config_validation() -> None:
         OverlayConfig(cap=8, pins=8).validate()
     with pytest.raises(ValueError):
         OverlayConfig(forwarding="gossip").validate()
+
+
+def test_cli_cap_runs_the_overlay() -> None:
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "hailing.sim", "--nodes", "40", "--lookups", "5", "--cap", "8",
+           "--churn", "0.3", "--churn-mode", "continuous", "--duration", "20", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["overlay"]["config"]["cap"] == 8
+    assert result["overlay"]["links_per_node"]["max"] <= 8
+    bad = subprocess.run([*cmd[:-1], "--forwarding", "gossip"], capture_output=True, text=True,
+                         timeout=60, stdin=subprocess.DEVNULL)
+    assert bad.returncode == 2 and "forwarding" in bad.stderr
