@@ -70,6 +70,9 @@ class OverlayConfig:
     max_hops: int = 16
     #: Next-hop: a host with no closer link forwards to its closest unvisited one.
     detour: bool = True
+    #: Next-hop: a host with no unvisited link sends the message back, and the host
+    #: before it tries its next link (within 2 * max_hops steps).
+    backtrack: bool = True
     flood_ttl: int = 7
     #: ICE round trips between the two ends after the answer came back.
     open_rtts: float = 1.0
@@ -356,7 +359,16 @@ class LinkOverlay:
             return c
         st.counts["couplings"] += 1
         st.counts[f"couplings_{purpose}"] += 1
-        if cfg.forwarding == "nexthop":
+        if cfg.forwarding == "nexthop" and cfg.backtrack:
+            path, fail, steps, explore = self._route_back(host.addr, dst)
+            c.path, c.fail, c.hops = path, fail, len(path) - 1
+            # Every step out or back, then the answer (or error) back along the path.
+            c.messages = steps + c.hops
+            one_way = (explore + sum(rtt(a, b) for a, b in itertools.pairwise(path)) / 2) / 2
+            if alive and self._flood_sampled < cfg.flood_samples and (
+                    st.counts["couplings"] % cfg.flood_every == 0):
+                self._flood_sample(host.addr, dst)
+        elif cfg.forwarding == "nexthop":
             path, fail = self._route(host.addr, dst)
             c.path, c.fail, c.hops = path, fail, len(path) - 1
             c.messages = 2 * c.hops  # offer out, answer (or error) back along the path
@@ -408,6 +420,47 @@ class LinkOverlay:
             path.append(best)
             visited.add(best)
         return path, "hop_limit"
+
+    def _route_back(self, src: Hashable, dst: Hashable) -> tuple[list[Hashable], str | None, int, float]:
+        """Next-hop routing with backtracking: each host forwards to its linked peer
+        closest to the target among those the message has not visited (it carries their
+        list: loop suppression); a host with none left sends it back to the host it came
+        from, which tries its next one. At most ``max_hops`` hops on the path and
+        ``2 * max_hops`` steps in all. Returns the path, why it failed, the steps (each
+        one signaling message) and their summed one-way delay."""
+        hosts, ids, rtt = self.hosts, self.ids, self.sim.network.rtt
+        t = ids[dst]
+        budget = 2 * self.cfg.max_hops
+        stack = [src]
+        visited = {src}
+        steps = 0
+        delay = 0.0
+        while True:
+            cur = stack[-1]
+            links = hosts[cur].links
+            if dst in links:
+                stack.append(dst)
+                return stack, None, steps + 1, delay + rtt(cur, dst) / 2
+            if steps >= budget:
+                return stack, "hop_limit", steps, delay
+            best = None
+            if len(stack) <= self.cfg.max_hops - 1:
+                bd = 1 << 161
+                for q in links:
+                    d = ids[q] ^ t
+                    if d < bd and q not in visited:
+                        bd, best = d, q
+            if best is None:
+                stack.pop()
+                if not stack:
+                    return [src], "stuck", steps, delay
+                steps += 1
+                delay += rtt(cur, stack[-1]) / 2
+                continue
+            visited.add(best)
+            stack.append(best)
+            steps += 1
+            delay += rtt(cur, best) / 2
 
     def _flood(self, src: Hashable, dst: Hashable) -> tuple[int, bool, float, int]:
         """A flood from ``src`` with the TTL: (messages, reached dst, one-way latency to
