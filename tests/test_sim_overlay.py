@@ -146,23 +146,27 @@ def test_nexthop_paths_follow_links_within_the_hop_limit(nexthop: tuple[Checked,
         if b in ov.hosts[a].links:
             continue
         tried += 1
-        path, fail = ov._route(a, b)
+        path, fail, steps, _delay = ov._route_back(a, b)
         assert len(path) - 1 <= ov.cfg.max_hops
+        assert steps <= 2 * ov.cfg.max_hops + 1
         assert len(set(path)) == len(path)  # loop suppression: no host twice
         for x, y in itertools.pairwise(path):
             assert y in ov.hosts[x].links  # only over open links
         if fail is None:
             reached += 1
             assert path[-1] == b
-    assert reached / tried >= 0.7  # p = 8 on 100 nodes under churn: ~78 % (docs/overlay.md)
+        # Without backtracking (the greedy walk alone) the path obeys the same rules.
+        walk, _ = ov._route(a, b)
+        assert len(walk) - 1 <= ov.cfg.max_hops and len(set(walk)) == len(walk)
+    assert reached / tried >= 0.8
 
 
 def test_nexthop_never_floods(nexthop: tuple[Checked, scenario._Run]) -> None:
     ov, _ = nexthop
     run = ov.phases["run"]
     assert run.counts["couplings"] > 500
-    # Offer out and answer (or error) back along one path: at most 2 per hop.
-    assert max(run.messages) <= 2 * ov.cfg.max_hops
+    # At most 2 x hop limit steps out and back, then the answer along the path.
+    assert max(run.messages) <= 3 * ov.cfg.max_hops
     assert sum(run.messages) / len(run.messages) <= 12
     assert run.counts["succeeded"] / len(run.messages) >= 0.85
 
@@ -201,7 +205,7 @@ def test_invariants_over_seeds(seed: int) -> None:
     assert ov.max_links <= 8
     assert not [e for e in ov.evictions if e[2]]
     r = ov.phases["run"]
-    assert max(r.messages, default=0) <= 2 * ov.cfg.max_hops
+    assert max(r.messages, default=0) <= 3 * ov.cfg.max_hops
     assert r.counts["succeeded"] / max(1, len(r.messages)) >= 0.8
 
 
@@ -240,14 +244,21 @@ def test_config_validation() -> None:
 
 def test_cli_cap_runs_the_overlay() -> None:
     import json
+    import os
     import subprocess
     import sys
 
     cmd = [sys.executable, "-m", "hailing.sim", "--nodes", "40", "--lookups", "5", "--cap", "8",
            "--churn", "0.3", "--churn-mode", "continuous", "--duration", "20", "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    results = []
+    for hashseed in ("1", "2"):  # no set or dict order leaks into the run
+        env = {**os.environ, "PYTHONHASHSEED": hashseed}
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              stdin=subprocess.DEVNULL, env=env)
+        assert proc.returncode == 0, proc.stderr
+        results.append(json.loads(proc.stdout))
+    result = results[0]
+    assert result["trace_sha256"] == results[1]["trace_sha256"]
     assert result["overlay"]["config"]["cap"] == 8
     assert result["overlay"]["links_per_node"]["max"] <= 8
     bad = subprocess.run([*cmd[:-1], "--forwarding", "gossip"], capture_output=True, text=True,
