@@ -120,7 +120,8 @@ class Peer:
     read-only node never enters others' routing tables, where it would stall lookups
     once it has exited). ``ice_servers``: where the STUN/TURN servers of its peer
     connections come from: ``"node"`` (its DHT node's STUN servers and a volunteer
-    relay found on the DHT; none without a node), a provider, or None (none)."""
+    relay found on the DHT; none without a node), a provider, or None (none). ``text``:
+    also run the text coupler (copy/paste offers and answers), dialed only by name."""
 
     def __init__(
         self,
@@ -147,6 +148,7 @@ class Peer:
         dht_config: DhtConfig | None = None,
         on_media_offer: Callable[[IncomingCall], None] | None = None,
         ice_servers: IceProvider | Literal["node"] | None = "node",
+        text: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise LocalProtocolError(f"unknown rendezvous backend {backend!r} ({', '.join(BACKENDS)})")
@@ -187,6 +189,9 @@ class Peer:
         self._pc_factory = pc_factory
         self._answer_tracks = answer_tracks
         self._custom = custom
+        #: Also run the text coupler (copy/paste, :mod:`hailing.session.text_coupler`),
+        #: beside the ladder: a call goes through it only when asked for by name.
+        self._text = text
         self._shared_node = node
         self._ice_servers = (peer_provider(lambda: self._shared_node or self.node)
                              if ice_servers == "node" else ice_servers)
@@ -265,6 +270,12 @@ class Peer:
             coupler = await self._build(rung.name)
             self._couplers.append(coupler)
             await coupler.start(self.router.attach(coupler))
+        if self._text and "text" not in self._custom:
+            from .session.text_coupler import TextCoupler
+
+            text = TextCoupler(answering=self.manager.answering)
+            self._couplers.append(text)
+            await text.start(self.router.attach(text))
         self.dialer = Dialer(self._couplers, self.ladder)
         self.manager.ice.warm()  # the first call does not wait for its ICE servers
         self.supervisor.loop(self._refresh_loop, name="refresh loop")

@@ -362,6 +362,11 @@ class ConnectionManager:
             return "incoming-full"
         return None
 
+    def answering(self, caller: bytes) -> bool:
+        """Whether an accepted offer of ``caller`` is being answered now (from the
+        policy's yes until its channel opened or the answer failed)."""
+        return any(peer == caller for peer, _ in self._answering)
+
     def answer(self, offer: envelope.Opened, reply: Send, coupler: str | None = None, *,
                stranger: bool = False) -> str | None:
         """Answer an accepted offer in a supervised task; ``reply`` sends the answer back
