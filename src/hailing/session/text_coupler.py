@@ -43,7 +43,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import LocalProtocolError, NotFoundError
 from ..signaling.textcode import MAX_ENVELOPE, TextKind
@@ -229,7 +229,8 @@ async def text_offer(manager: ConnectionManager, coupler: TextCoupler, peer: byt
 
     task = asyncio.ensure_future(call())
     try:
-        await asyncio.wait([offered, task], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([offered, cast("asyncio.Future[Any]", task)],
+                           return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         task.cancel()
         raise
