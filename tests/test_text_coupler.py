@@ -201,3 +201,27 @@ async def test_envelopes_that_do_not_open_here_and_what_cannot_go_as_text(
     call.cancel()
     await asyncio.gather(call, return_exceptions=True)
     assert alice.stats["cancel_errors"] <= 1
+
+
+async def test_the_answering_side_waits_longer_for_a_text_answer(
+        net: PeerNet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A person carries the answer text back: the callee's call waits ANSWER_HOLD for the
+    caller's channel, not the CHANNEL_TIMEOUT of other couplers' calls (made short here:
+    the answer is finished after it)."""
+    import hailing.session.connections as connections
+    from hailing.session.text_coupler import ANSWER_HOLD
+
+    monkeypatch.setattr(connections, "CHANNEL_TIMEOUT", 0.3)
+    alice = await net.peer("alice", text=True)
+    bob = await net.peer("bob", text=True)
+    assert bob.contacts is not None and alice.manager is not None and bob.manager is not None
+    assert bob.manager.channel_waits == {"text": ANSWER_HOLD} and ANSWER_HOLD > 60
+    bob.contacts.add(alice.contact_id, "alice")
+    offer, call = await text_offer(alice.manager, _text(alice), bob.public_key)
+    pasted = await _text(bob).paste(offer, "offer")
+    assert pasted.answer is not None
+    await asyncio.sleep(1.0)  # longer than the (shortened) CHANNEL_TIMEOUT
+    await _text(alice).paste(pasted.answer, "answer")
+    conn = await asyncio.wait_for(call, 30)
+    assert (await bob.accept(timeout=30)).peer == alice.public_key and conn.is_open
+    assert bob.stats["failed_answers"] == 0

@@ -271,9 +271,11 @@ class Peer:
             self._couplers.append(coupler)
             await coupler.start(self.router.attach(coupler))
         if self._text and "text" not in self._custom:
-            from .session.text_coupler import TextCoupler
+            from .session.text_coupler import ANSWER_HOLD, TextCoupler
 
             text = TextCoupler(answering=self.manager.answering)
+            # a person carries the answer text back: its call waits that long
+            self.manager.channel_waits[text.name] = ANSWER_HOLD
             self._couplers.append(text)
             await text.start(self.router.attach(text))
         self.dialer = Dialer(self._couplers, self.ladder)

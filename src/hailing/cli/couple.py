@@ -125,7 +125,7 @@ def add_couple_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -
         "(one line on stdout). Your call policy decides first: an offer from someone you "
         "do not take calls from, an expired, used or damaged offer, or one sealed to "
         "someone else gives 'nothing to answer' (exit 1). The answer must be finished "
-        "within 30 seconds (your side's connection waits that long).")
+        "within 90 seconds (your side's connection waits that long; it says so).")
     a.add_argument("text", metavar="TEXT", help="the offer text ('hailing:1:o:...'), or - "
                    "to read it from stdin")
     _common_options(a)

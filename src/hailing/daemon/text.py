@@ -159,7 +159,9 @@ class TextRoutes:
             raise NotFoundError(NOTHING_TO_ANSWER)
         who = format_contact_id(pasted.sender)
         return {"from": who, "name": self.daemon._contact_name(who),
-                **_texts(pasted.answer, "answer"), "finish_within_s": CHANNEL_TIMEOUT}
+                **_texts(pasted.answer, "answer"),
+                "finish_within_s": self.daemon.peer.manager.channel_waits.get(
+                    coupler.name, CHANNEL_TIMEOUT)}
 
     async def finish(self, text: str, timeout: float = FINISH_WAIT) -> dict[str, Any]:
         coupler = self._coupler()

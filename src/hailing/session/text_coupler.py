@@ -31,9 +31,10 @@ A CANCEL or an endpoint record cannot go as a text: :meth:`~TextCoupler.send` re
 them (a caller that gives up on a text offer just stops waiting; the callee's answer,
 if any, then finds nobody).
 
-The callee's side waits for the caller's channel as for any call
-(:data:`~hailing.session.connections.CHANNEL_TIMEOUT`): the answer text must be
-finished within that time (``docs/overlay.md``).
+The callee's side waits :data:`ANSWER_HOLD` seconds for the caller's channel (the
+Peer sets it in the manager's ``channel_waits``; other calls wait
+:data:`~hailing.session.connections.CHANNEL_TIMEOUT`): the answer text must be finished
+within that time (``docs/overlay.md``).
 """
 
 from __future__ import annotations
@@ -53,13 +54,18 @@ if TYPE_CHECKING:
     from ..rtc.connection import Connection
     from .connections import ConnectionManager
 
-__all__ = ["ANSWER_WAIT", "OFFER_TTL", "Pasted", "TextCoupler", "text_offer"]
+__all__ = ["ANSWER_HOLD", "ANSWER_WAIT", "OFFER_TTL", "Pasted", "TextCoupler", "text_offer"]
 
 #: How long a text offer lives and its caller waits for the answer text (seconds).
 OFFER_TTL = 600.0
 #: Longest a paste waits for the session's answer to an accepted offer (the answering
 #: side gathers its candidates first; on loopback a few milliseconds).
 ANSWER_WAIT = 30.0
+#: How long the answering side waits for the caller's channel once it made the answer
+#: text (seconds): a person carries the text back (other calls wait CHANNEL_TIMEOUT).
+#: Below what the answering side's ICE lasts: an answer finished 110 s later still
+#: connected on loopback, one finished 150 s later did not (aioice's checks gave up).
+ANSWER_HOLD = 90.0
 #: How often a paste asks whether an accepted offer is still being answered.
 _POLL = 0.05
 #: Most pastes in progress at once (more: a one-line error, try again).
