@@ -8,7 +8,7 @@ Commands flow down, events flow up::
       |-- SignalRouter ...... opens, de-duplicates (on disk), origin-checks, dispatches
       |-- EndpointRecords ... contacts' SIP / WireGuard connection info
       |-- Supervisor ........ owns every background task; failures become events
-      '-- couplers .......... DhtCoupler | ContractCoupler | WsCoupler (one Protocol)
+      '-- couplers .......... DhtCoupler | ContractCoupler | WsCoupler | TextCoupler (one Protocol)
 
 This package never imports the services layer (contacts, call policy): the facade hands
 it plain callables.
@@ -21,6 +21,7 @@ from .endpoints import EndpointRecords
 from .events import CallEvent
 from .router import SignalRouter, Source
 from .supervisor import Supervisor
+from .text_coupler import TextCoupler
 
 __all__ = [
     "Attempt",
@@ -37,5 +38,6 @@ __all__ = [
     "SignalRouter",
     "Source",
     "Supervisor",
+    "TextCoupler",
     "WsCoupler",
 ]
