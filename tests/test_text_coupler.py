@@ -223,3 +223,16 @@ async def test_the_answering_side_waits_longer_for_a_text_answer(
     conn = await asyncio.wait_for(call, 30)
     assert (await bob.accept(timeout=30)).peer == alice.public_key and conn.is_open
     assert bob.stats["failed_answers"] == 0
+
+
+async def test_an_expired_offer_gets_what_a_blocked_caller_gets(net: PeerNet) -> None:
+    alice = await net.peer("alice", text=True)
+    bob = await net.peer("bob", text=True)
+    assert bob.contacts is not None and alice.manager is not None
+    bob.contacts.add(alice.contact_id, "alice")
+    offer, call = await text_offer(alice.manager, _text(alice), bob.public_key, wait=1.0)
+    await asyncio.gather(call, return_exceptions=True)  # the caller gave up: it expired
+    await asyncio.sleep(1.5)
+    pasted = await _text(bob).paste(offer, "offer")
+    assert pasted.answer is None
+    assert bob.stats["stale_offers"] == 1 and not bob.stats["refused_blocked"]
