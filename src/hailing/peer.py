@@ -189,8 +189,6 @@ class Peer:
         self._pc_factory = pc_factory
         self._answer_tracks = answer_tracks
         self._custom = custom
-        #: Also run the text coupler (copy/paste, :mod:`hailing.session.text_coupler`),
-        #: beside the ladder: a call goes through it only when asked for by name.
         self._text = text
         self._shared_node = node
         self._ice_servers = (peer_provider(lambda: self._shared_node or self.node)
@@ -270,14 +268,10 @@ class Peer:
             coupler = await self._build(rung.name)
             self._couplers.append(coupler)
             await coupler.start(self.router.attach(coupler))
-        if self._text and "text" not in self._custom:
-            from .session.text_coupler import ANSWER_HOLD, TextCoupler
+        if self._text and "text" not in self._custom:  # beside the ladder, never a rung
+            from .session.text_coupler import start_text_coupler
 
-            text = TextCoupler(answering=self.manager.answering)
-            # a person carries the answer text back: its call waits that long
-            self.manager.channel_waits[text.name] = ANSWER_HOLD
-            self._couplers.append(text)
-            await text.start(self.router.attach(text))
+            self._couplers.append(await start_text_coupler(self.manager, self.router))
         self.dialer = Dialer(self._couplers, self.ladder)
         self.manager.ice.warm()  # the first call does not wait for its ICE servers
         self.supervisor.loop(self._refresh_loop, name="refresh loop")

@@ -53,8 +53,10 @@ from .coupler import Capabilities, Inlet, SignalKind
 if TYPE_CHECKING:
     from ..rtc.connection import Connection
     from .connections import ConnectionManager
+    from .router import SignalRouter
 
-__all__ = ["ANSWER_HOLD", "ANSWER_WAIT", "OFFER_TTL", "Pasted", "TextCoupler", "text_offer"]
+__all__ = ["ANSWER_HOLD", "ANSWER_WAIT", "OFFER_TTL", "Pasted", "TextCoupler",
+           "start_text_coupler", "text_offer"]
 
 #: How long a text offer lives and its caller waits for the answer text (seconds).
 OFFER_TTL = 600.0
@@ -245,6 +247,16 @@ async def text_offer(manager: ConnectionManager, coupler: TextCoupler, peer: byt
         await task  # raises its error
         raise LocalProtocolError("the call ended before its offer was made")
     return offered.result(), task
+
+
+async def start_text_coupler(manager: ConnectionManager, router: SignalRouter) -> TextCoupler:
+    """A started TextCoupler for the session of ``manager`` and ``router`` (what
+    ``Peer(text=True)`` runs beside its ladder): its answered calls wait
+    :data:`ANSWER_HOLD` for the caller's channel."""
+    coupler = TextCoupler(answering=manager.answering)
+    manager.channel_waits[coupler.name] = ANSWER_HOLD
+    await coupler.start(router.attach(coupler))
+    return coupler
 
 
 def _digest(blob: bytes) -> bytes:
