@@ -5,6 +5,7 @@ shows its progress and lands in the receiver's downloads intact."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -128,7 +129,9 @@ def test_connect_by_text_between_a_page_and_the_cli(
         trio: dict[str, Up], app: Callable[[Up], Any]) -> None:
     """carol's page makes an offer text for alice (with its QR code), alice answers it
     with ``hailing couple answer`` (another process), carol's page pastes the answer and
-    connects: both daemons have the link, and carol's chat to alice goes over it."""
+    connects: both daemons have the link, and carol's chat to alice goes over it. Then
+    the other way: ``hailing couple offer bob`` by carol, bob's page answers it, carol
+    finishes with the CLI and bob's page says it is connected."""
     import subprocess
 
     from browser_harness import HAILING
@@ -175,3 +178,24 @@ def test_connect_by_text_between_a_page_and_the_cli(
     links = [lk for lk in carol.ok("GET", "/api/links")["links"]
              if lk["contact"] == alice.contact_id]
     assert len(links) == 1 and links[0]["outgoing"] is True
+
+    bob = trio["bob"]
+    pb = app(bob)
+    offered = subprocess.run([*HAILING, "couple", "offer", "bob", "--data-dir",
+                              str(carol.data_dir)], capture_output=True, text=True,
+                             timeout=60, env=carol.env, check=False)
+    assert offered.returncode == 0, offered.stderr
+    pb.locator('[data-testid="show-couple"]').click()
+    pb.locator('[data-testid="couple-tab-answer"]').click()
+    pb.locator('[data-testid="couple-offer-in"]').fill(offered.stdout.strip())
+    pb.locator('[data-testid="couple-make-answer"]').click()
+    answer_text = pb.locator('[data-testid="couple-answer-text"]')
+    answer_text.wait_for(state="visible", timeout=30_000)
+    assert "carol" in pb.locator('[data-testid="couple-answer-note"]').inner_text()
+    finished = subprocess.run([*HAILING, "couple", "finish", answer_text.inner_text().strip(),
+                               "--data-dir", str(carol.data_dir)], capture_output=True,
+                              text=True, timeout=90, env=carol.env, check=False)
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads(finished.stdout)["to"] == bob.contact_id
+    pb.locator('[data-testid="couple-status"]', has_text="Connected to carol").wait_for(
+        state="visible", timeout=60_000)

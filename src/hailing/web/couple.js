@@ -4,11 +4,12 @@
 // (Connect); the callee pastes the offer and gives back the answer text. The daemon holds
 // each side's connection in between; a finished link is the contact's link (chat, files).
 
-import { api } from "./api.js";
+import { api, events } from "./api.js";
 import { $, el, clear, toast } from "./ui.js";
 import { state, hooks, displayName } from "./state.js";
 
 const dialog = () => $("#couple-dialog");
+let answered = null;  // the caller whose offer we answered: its link shows "Connected"
 
 function svgSrc(svg) {
   return `data:image/svg+xml;charset=utf-8,${encodeURIComponent(svg)}`;
@@ -104,6 +105,7 @@ function makeAnswer() {
     $("#couple-answer-qr").src = svgSrc(answer.qr_svg);
     $("#couple-answer-text").textContent = answer.text;
     $("#couple-answer-out").hidden = false;
+    answered = answer.from;
   });
 }
 
@@ -135,6 +137,11 @@ function wire() {
   $("#couple-copy-offer").addEventListener("click", () => copy("#couple-offer-text", "Offer"));
   $("#couple-copy-answer").addEventListener("click", () => copy("#couple-answer-text", "Answer"));
   hooks.couple = openCouple;
+  events.addEventListener("connected", (e) => {
+    if (!answered || e.detail.from !== answered) return;
+    showStatus(`Connected to ${displayName(answered)}.`);
+    answered = null;
+  });
 }
 
 wire();
