@@ -236,3 +236,24 @@ async def test_an_expired_offer_gets_what_a_blocked_caller_gets(net: PeerNet) ->
     pasted = await _text(bob).paste(offer, "offer")
     assert pasted.answer is None
     assert bob.stats["stale_offers"] == 1 and not bob.stats["refused_blocked"]
+
+
+async def test_an_endpoint_record_never_goes_as_a_text(tmp_path: Path) -> None:
+    """The text coupler is beside the ladder: publishing an endpoint record tries only
+    the ladder's couplers, and their failure is the one reported."""
+    from session_doubles import Switchboard
+
+    from hailing.errors import HailingError
+    from hailing.signaling.endpoint import EndpointRecord
+
+    pipe = Switchboard().coupler(b"me", fail="the pipe is down")
+    p = Peer(tmp_path / "p", couplers=[pipe], text=True)
+    await p.start()
+    try:
+        assert [c.name for c in p.couplers] == ["pipe", "text"]
+        with pytest.raises(HailingError, match="the pipe is down"):
+            await p.publish_endpoint(Identity.generate().public_key,
+                                     EndpointRecord("sip", "127.0.0.1:5060", {}))
+        assert p.stats["text_endpoints_refused"] == 0
+    finally:
+        await p.stop()

@@ -345,7 +345,7 @@ class Peer:
 
     @property
     def couplers(self) -> list[Coupler]:
-        """The running couplers, in ladder order."""
+        """The running couplers, in ladder order (then the text coupler, if any)."""
         return list(self._couplers)
 
     def coupler(self, name: str) -> Coupler:
@@ -527,7 +527,8 @@ class Peer:
             via.send_signal(blob)
             return 1
         failure: HailingError | None = None
-        for c in self._couplers:
+        rungs = {r.name for r in self.ladder}
+        for c in (c for c in self._couplers if c.name in rungs):  # not the text coupler
             try:
                 return int(await _sender(c, peer, "endpoint")(blob))
             except HailingError as exc:
