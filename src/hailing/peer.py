@@ -56,6 +56,7 @@ from .rtc.connection import Connection
 from .rtc.files import clean_partials
 from .rtc.ice import current_host_addresses
 from .services.contacts import ContactBook
+from .services.friends import FriendBook
 from .services.policy import CallPolicy
 from .session.connections import ConnectionManager, PeerConnectionFactory, TracksFor, bound
 from .session.coupler import (
@@ -79,6 +80,9 @@ from .session.external import (
     pack_external_sdp,
 )
 from .session.iceservers import IceProvider, peer_provider
+from .session.link_coupler import LinkCoupler, open_link_among
+from .session.network_coupler import ForwarderLike, NetworkCoupler
+from .session.node_ids import KIND_NODE, NodeIds
 from .session.router import SignalRouter, Source
 from .session.supervisor import Supervisor
 from .signaling import envelope
@@ -94,7 +98,7 @@ from .signaling.store import SignalStore
 __all__ = ["BACKENDS", "CONTACTS_POLL", "REFRESH_INTERVAL", "CallEvent", "Peer"]
 
 #: The built-in couplers a ladder can name (``backend=`` is a one-rung ladder).
-BACKENDS = ("dht", "ws", "contract", "mainline")
+BACKENDS = ("dht", "ws", "contract", "mainline", "link", "network")
 #: How often the listened keys are recomputed anyway (a new day, listen renewals).
 REFRESH_INTERVAL = 60.0
 #: How often the contact book is checked for changes made by anyone (seconds).
@@ -147,6 +151,7 @@ class Peer:
         dht_config: DhtConfig | None = None,
         on_media_offer: Callable[[IncomingCall], None] | None = None,
         ice_servers: IceProvider | Literal["node"] | None = "node",
+        forwarder: ForwarderLike | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise LocalProtocolError(f"unknown rendezvous backend {backend!r} ({', '.join(BACKENDS)})")
@@ -193,6 +198,10 @@ class Peer:
         #: Where accepted offers with audio or video go, as ringing IncomingCalls for a
         #: page to answer (None: answered here with aiortc, ``answer_tracks``).
         self.on_media_offer = on_media_offer
+        #: The node's overlay forwarder (the ``network`` coupler's; None: no overlay).
+        self.forwarder = forwarder
+        self.friends: FriendBook | None = None
+        self.node_ids: NodeIds | None = None
         self.identity: Identity | None = None
         self.contacts: ContactBook | None = None
         self.policy: CallPolicy | None = None
@@ -254,6 +263,12 @@ class Peer:
             rtc_configuration=self._rtc_configuration, pc_factory=self._pc_factory,
             answer_tracks=self._answer_tracks, ice_servers=self._ice_servers)
         self.manager.on_signal = self.router.from_channel
+        self.friends = FriendBook(self.data_dir)
+        self.node_ids = NodeIds(identity, stats=self.stats, own=self._own_node_id,
+                                is_contact=self._is_contact, load=self.friends.node_id,
+                                save=self.friends.set_node_id, clock=self._clock)
+        self.manager.on_open = self.node_ids.announce
+        self.router.on(KIND_NODE, self.node_ids.received, name="node", once_ever=False)
         self.endpoints = EndpointRecords(identity, self.store, stats=self.stats,
                                          is_contact=self.policy.may_send_endpoint,
                                          clock=self._clock)
@@ -274,6 +289,13 @@ class Peer:
         if name in self._custom:
             return self._custom[name]
         ident, policy = self._identity(), self._policy()
+        if name == "link":
+            return LinkCoupler(lambda peer: open_link_among(self._manager().connections, peer))
+        if name == "network":
+            node_ids = self.node_ids
+            assert node_ids is not None
+            return NetworkCoupler(lambda: self.forwarder, node_ids.of, self._own_node_id,
+                                  stats=self.stats)
         if name == "ws":
             assert self.relay_url is not None
             return WsCoupler(self.relay_url, ident)
@@ -326,6 +348,9 @@ class Peer:
         if self.contacts is not None:
             self.contacts.close()
             self.contacts = None
+        if self.friends is not None:
+            self.friends.close()
+            self.friends = None
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -569,6 +594,10 @@ class Peer:
         except StorageError:  # the book locked by another process: a stranger, this once
             self.stats["contact_lookup_errors"] += 1
             return False
+
+    def _own_node_id(self) -> bytes | None:
+        node = self._shared_node or self.node
+        return node.node_id if node is not None else None
 
     def _identity(self) -> Identity:
         if self.identity is None:

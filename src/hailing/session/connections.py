@@ -188,6 +188,9 @@ class ConnectionManager:
         self.connections: set[Connection] = set()
         #: Called with (connection, envelope) for envelopes arriving over a channel.
         self.on_signal: Callable[[Connection, bytes], None] | None = None
+        #: Called with each connection once it is authenticated and tracked (both
+        #: directions): the session announces its node id over it (session/node_ids.py).
+        self.on_open: Callable[[Connection], object] | None = None
         self._waiting: dict[tuple[bytes, bytes], asyncio.Future[envelope.Opened]] = {}
         self._pcs: set[Any] = set()  # peer connections not yet handed to a Connection
         self._answering: list[tuple[bytes, bool]] = []  # (caller, stranger) being answered
@@ -531,6 +534,8 @@ class ConnectionManager:
             self._answered.pop(conn, None)
 
         conn.channel.on("close", closed)
+        if self.on_open is not None:
+            self.on_open(conn)
 
     async def aclose(self) -> None:
         """Close every connection and every peer connection still being set up."""

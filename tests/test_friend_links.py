@@ -1,0 +1,267 @@
+"""Links to friends and the ladder, at the session level: the ``link`` coupler signals a
+further call (with media) over an open link, node ids are exchanged over links and kept
+with the contact, the ``network`` coupler forwards through a forwarder (a double here;
+the overlay's own tests run the real one), the default ladder, ladders as text, and the
+friend marks of the contact book. Two Peers in one process on a loopback testnet."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from pytest_helpers import loopback_ice
+from session_doubles import PeerNet as Net
+from session_doubles import eventually, peer_net
+
+from hailing.errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout
+from hailing.peer import Peer
+from hailing.services.contacts import ContactBook
+from hailing.services.friends import FriendBook
+from hailing.session.dialer import Rung
+from hailing.session.ladder import default_ladder, describe, ladder_from_text
+from hailing.session.link_coupler import NO_LINK, LinkCoupler
+from hailing.session.network_coupler import KIND, NO_NODE_ID, NO_OVERLAY, NetworkCoupler
+from hailing.session.node_ids import KIND_NODE, NodeIds
+from hailing.session.router import Source
+from hailing.signaling import envelope
+
+_loopback_ice = pytest.fixture(autouse=True)(loopback_ice)
+
+
+@pytest.fixture
+async def net(tmp_path: Path) -> AsyncIterator[Net]:
+    async with peer_net(tmp_path) as n:
+        yield n
+
+
+async def befriend(a: Peer, b: Peer) -> None:
+    assert a.contacts is not None and b.contacts is not None
+    a.contacts.add(b.contact_id, "b")
+    b.contacts.add(a.contact_id, "a")
+    await a.refresh()
+    await b.refresh()
+
+
+# -- the link coupler ---------------------------------------------------------------------
+
+
+async def test_a_media_call_is_signaled_over_the_open_link(net: Net) -> None:
+    ladder = [Rung("link", 5.0), Rung("dht")]
+    alice = await net.peer("alice", ladder=ladder)
+    bob = await net.peer("bob", ladder=ladder)
+    await befriend(alice, bob)
+    first = await alice.connect(bob.contact_id, timeout=15)
+    await bob.accept(10)
+    assert first.coupler == "dht"
+    assert [a.coupler for a in alice.dialer.last] == ["link", "dht"]  # type: ignore[union-attr]
+    assert alice.dialer.last[0].error == NO_LINK  # type: ignore[union-attr]
+
+    call = await alice.connect(bob.contact_id, timeout=15, tracks=["audio"])
+    answered = await bob.accept(10)
+    assert call.coupler == "link" and answered.coupler == "channel"
+    assert call.tracks.kinds == ["audio"]
+    assert answered.tracks.kinds == ["audio"]
+    assert [a.coupler for a in alice.dialer.last] == ["link"]  # type: ignore[union-attr]
+    await call.close()
+    await first.close()
+
+
+async def test_the_link_coupler_fails_at_once_without_a_link() -> None:
+    coupler = LinkCoupler(lambda peer: None)
+    with pytest.raises(NotFoundError, match=NO_LINK):
+        await coupler.send(b"p" * 32, b"blob", "offer")
+    assert coupler.reply_hint(b"p" * 32) is None
+    assert coupler.capabilities.reach == "friends"
+
+
+# -- node ids over links ------------------------------------------------------------------
+
+
+async def test_node_ids_are_exchanged_over_a_link_and_kept_with_the_contact(
+        net: Net, tmp_path: Path) -> None:
+    alice = await net.peer("alice")
+    bob = await net.peer("bob")
+    await befriend(alice, bob)
+    conn = await alice.connect(bob.contact_id, timeout=15)
+    await bob.accept(10)
+    assert alice.node is not None and bob.node is not None
+    assert alice.node_ids is not None and bob.node_ids is not None
+    await eventually(lambda: alice.node_ids.of(bob.public_key) == bob.node.node_id,  # type: ignore[union-attr]
+                     "alice learns bob's node id")
+    await eventually(lambda: bob.node_ids.of(alice.public_key) == alice.node.node_id,  # type: ignore[union-attr]
+                     "bob learns alice's node id")
+    await conn.close()
+    with FriendBook(tmp_path / "alice") as book:  # kept on disk: a restart knows it
+        assert book.node_id(bob.public_key) == bob.node.node_id
+
+
+def _node_ids(stats: Counter[str], contact: bool = True) -> tuple[NodeIds, list[bytes]]:
+    from hailing.identity import Identity
+
+    saved: list[bytes] = []
+    ids = NodeIds(Identity.generate(), stats=stats, own=lambda: b"n" * 20,
+                  is_contact=lambda p: contact, load=lambda p: None,
+                  save=lambda p, n: saved.append(n))
+    return ids, saved
+
+
+def test_a_node_id_is_taken_only_over_a_link_from_a_contact() -> None:
+    stats: Counter[str] = Counter()
+    ids, saved = _node_ids(stats)
+
+    class Channel:
+        peer = b"s" * 32
+
+    def opened(body: bytes) -> envelope.Opened:
+        return envelope.Opened(sender=b"s" * 32, kind=KIND_NODE, body=body, timestamp=0.0,
+                               expires=1e12, nonce=b"x" * 24, fingerprint=None)
+
+    ids.received(opened(b"i" * 20), Source())  # through a coupler, not a link
+    assert stats["node_ids_refused"] == 1 and saved == []
+    ids.received(opened(b"i" * 19), Source(channel=Channel()))  # type: ignore[arg-type]
+    assert stats["node_ids_bad"] == 1 and saved == []
+    ids.received(opened(b"i" * 20), Source(channel=Channel()))  # type: ignore[arg-type]
+    assert saved == [b"i" * 20] and ids.of(b"s" * 32) == b"i" * 20
+    stranger, _ = _node_ids(stats, contact=False)
+    stranger.received(opened(b"i" * 20), Source(channel=Channel()))  # type: ignore[arg-type]
+    assert stats["node_ids_refused"] == 2
+
+
+# -- the network coupler ------------------------------------------------------------------
+
+
+class Overlay:
+    """Forwarders that deliver straight to the target's handler (a double)."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[bytes, dict[bytes, Callable[[bytes, bytes], Awaitable[bytes | None]]]] = {}
+        self.seen: list[bytes] = []
+
+    def forwarder(self, node_id: bytes) -> Forwarder:
+        return Forwarder(self, node_id)
+
+
+class Forwarder:
+    def __init__(self, overlay: Overlay, node_id: bytes) -> None:
+        self.overlay, self.node_id = overlay, node_id
+        overlay.nodes[node_id] = {}
+
+    def handle(self, kind: bytes,
+               handler: Callable[[bytes, bytes], Awaitable[bytes | None]]) -> None:
+        self.overlay.nodes[self.node_id][kind] = handler
+
+    async def send_toward(self, target: bytes, kind: bytes, payload: bytes,
+                          timeout: float) -> bytes:
+        self.overlay.seen.append(payload)
+        handler = self.overlay.nodes.get(target, {}).get(kind)
+        if handler is None:
+            raise QueryTimeout("no route")
+        return await handler(payload, self.node_id) or b""
+
+
+async def test_a_call_goes_through_the_network_coupler_once_node_ids_are_known(
+        net: Net) -> None:
+    overlay = Overlay()
+    ladder = [Rung("network", 5.0), Rung("dht")]
+    alice = await net.peer("alice", ladder=ladder)
+    bob = await net.peer("bob", ladder=ladder)
+    assert alice.node is not None and bob.node is not None
+    alice.forwarder = overlay.forwarder(alice.node.node_id)
+    bob.forwarder = overlay.forwarder(bob.node.node_id)
+    await befriend(alice, bob)
+    first = await alice.connect(bob.contact_id, timeout=15)
+    await bob.accept(10)
+    assert first.coupler == "dht"
+    assert alice.dialer.last[0].error == NO_NODE_ID  # type: ignore[union-attr]
+    await eventually(lambda: alice.node_ids.of(bob.public_key) is not None,  # type: ignore[union-attr]
+                     "a node id")
+    await first.close()
+
+    second = await alice.connect(bob.contact_id, timeout=15)
+    inc = await bob.accept(10)
+    assert second.coupler == "network" and inc.coupler == "network"
+    # the offer and the answer crossed the overlay sealed: no SDP in clear
+    assert len(overlay.seen) >= 2 and not any(b"a=fingerprint" in s for s in overlay.seen)
+    await second.close()
+
+
+async def test_the_network_coupler_fails_at_once_without_overlay_or_node_id() -> None:
+    stats: Counter[str] = Counter()
+    none = NetworkCoupler(lambda: None, lambda p: b"n" * 20, lambda: b"o" * 20, stats=stats)
+    with pytest.raises(NotFoundError, match=NO_OVERLAY):
+        await none.send(b"p" * 32, b"blob", "offer")
+    assert none.reply_hint(b"p" * 32) is None and not none.available
+    overlay = Overlay()
+    unknown = NetworkCoupler(lambda: overlay.forwarder(b"o" * 20), lambda p: None,
+                             lambda: b"o" * 20)
+    with pytest.raises(NotFoundError, match=re.escape(NO_NODE_ID)):
+        await unknown.send(b"p" * 32, b"blob", "offer")
+    assert unknown.reply_hint(b"p" * 32) == b"o" * 20
+    assert not unknown.reply_direct(b"p" * 32, b"short", b"blob")
+    assert unknown.reply_direct(b"p" * 32, b"t" * 20, b"blob")  # the answer's route
+    handler = overlay.nodes[b"t" * 20] = {}
+    got: list[bytes] = []
+
+    async def take(payload: bytes, origin: bytes) -> None:
+        got.append(payload)
+
+    handler[KIND] = take
+    assert await unknown.send(b"p" * 32, b"blob", "answer") == 1 and got == [b"blob"]
+
+
+# -- ladders ------------------------------------------------------------------------------
+
+
+def test_the_default_ladder_has_only_what_is_available() -> None:
+    assert describe(default_ladder(network=True, dht=True, mainline=True, contract=True)
+                    ) == "link:5,network:10,dht,mainline,contract"
+    assert describe(default_ladder(dht=True, mainline=True)) == "link:5,dht,mainline"
+    ladder = default_ladder(dht=True, mainline=True)
+    assert [r.after_timeout for r in ladder] == [True, True, False]
+    assert describe(default_ladder(contract=True)) == "link:5,contract"
+    with pytest.raises(LocalProtocolError):
+        default_ladder(link=False)
+
+
+def test_ladders_as_text() -> None:
+    rungs = ladder_from_text("link:3, dht,mainline,contract")
+    assert [(r.name, r.timeout, r.after_timeout) for r in rungs] == [
+        ("link", 3.0, True), ("dht", None, True), ("mainline", None, False),
+        ("contract", None, True)]
+    assert describe(ladder_from_text(["mainline", "dht"])) == "mainline,dht"
+    assert ladder_from_text(["mainline", "dht"])[0].after_timeout
+    for bad, why in (("link,smoke", "unknown coupler 'smoke'"), ("dht:soon", "seconds"),
+                     ("dht,dht", "twice"), ("link:0", "positive"), ("", "at least one")):
+        with pytest.raises(LocalProtocolError, match=why):
+            ladder_from_text(bad)
+
+
+async def test_a_peer_refuses_an_unknown_rung(tmp_path: Path) -> None:
+    with pytest.raises(HailingError, match="no coupler named 'smoke'"):
+        Peer(tmp_path / "x", ladder=["link", "smoke"])
+
+
+# -- friend marks -------------------------------------------------------------------------
+
+
+def test_friend_marks_and_node_ids_persist_and_bump_the_book_version(tmp_path: Path) -> None:
+    key = b"k" * 32
+    with ContactBook(tmp_path) as book, FriendBook(tmp_path) as friends:
+        book.add(key, "kim")
+        v0 = book.version()
+        friends.set_friend(key)
+        assert friends.is_friend(key) and friends.marked() == [key]
+        v1 = book.version()
+        assert v1 != v0
+        assert friends.set_node_id(key, b"n" * 20)
+        assert not friends.set_node_id(key, b"n" * 20)
+        assert book.version() == v1  # learning a node id is no change of the book
+        with pytest.raises(LocalProtocolError):
+            friends.set_node_id(key, b"short")
+        friends.set_friend(key, False)
+        assert friends.marked() == [] and book.version() != v1
+    with FriendBook(tmp_path) as again:
+        assert again.node_id(key) == b"n" * 20 and not again.is_friend(key)
