@@ -174,7 +174,9 @@ class Peer:
                 raise LocalProtocolError("the contract backend needs rpc_url (a URL or 'embedded')")
         if rtc_configuration is not None and pc_factory is not None:
             raise LocalProtocolError("give rtc_configuration or pc_factory, not both")
-        self.backend = self.ladder[0].name
+        # the rendezvous: the first rung that is not over links already open
+        self.backend = next((r.name for r in self.ladder if r.name not in ("link", "network")),
+                            self.ladder[0].name)
         self.relay_url = relay_url
         self.rpc_url = rpc_url
         self._contract_args: dict[str, Any] = {

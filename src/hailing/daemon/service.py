@@ -48,9 +48,11 @@ from .._sqlite import data_dir as _make_data_dir
 from ..errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout
 from ..identity import format_contact_id, parse_contact_id
 from ..node import Addr, format_hostport
+from ..session.ladder import describe
 from ._files import ApiInfo, DaemonLock, remove_api_info, write_api_info
 from .calls import Calls
 from .events import Event, EventBus, item_event
+from .friend_links import FriendLinks
 from .history import History
 from .links import REPLACED, Link, Links, path_of
 from .webapp import clean_uploads
@@ -107,6 +109,8 @@ class Daemon:
         #: Media offers ring for a page (False: the Peer answers them itself).
         self.ring_calls = ring_calls
         self.links = Links(self._dial, self.events, idle_close=idle_close)
+        #: The links kept to friends from boot (:mod:`hailing.daemon.friend_links`).
+        self.friend_links: FriendLinks | None = None
         self.api_info: ApiInfo | None = None
         self.started = 0.0
         self._lock = DaemonLock(self.data_dir)
@@ -154,6 +158,10 @@ class Daemon:
 
                 clean_partials(downloads)  # what a crashed or killed daemon was receiving
             self.links.start()
+            if getattr(self.peer, "friends", None) is not None:
+                self.friend_links = FriendLinks(self.links, self._friends,
+                                                self.peer.public_key, self.events)
+                self.friend_links.start()
             self._spawn(self._pump_calls(), "calls")
             self._spawn(self._pump_incoming(), "incoming")
             for coupler in getattr(self.peer, "couplers", []):
@@ -183,6 +191,8 @@ class Daemon:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.friend_links is not None:
+            await self.friend_links.aclose()
         await self.links.aclose()
         if self.calls is not None:
             await self.calls.aclose()
@@ -307,6 +317,11 @@ class Daemon:
 
     async def _dial(self, peer: bytes, timeout: float) -> Any:
         return await self.peer.connect(peer, timeout=timeout)
+
+    def _friends(self) -> list[bytes]:
+        """The friends now: contacts marked as friends and allowed."""
+        book = self._book()
+        return [k for k in self.peer.friends.marked() if book.state(k) == "allowed"]
 
     # -- contacts ------------------------------------------------------------------------
 
@@ -444,6 +459,8 @@ class Daemon:
             "media_calls": [{**c, "frames": dict(sorted(c["frames"].items()))}
                             for c in self._media_now.values()],
             "relay": self.relay.status() if self.relay is not None else None,
+            "ladder": describe(getattr(self.peer, "ladder", ())),
+            "friends": self.friend_links.status() if self.friend_links is not None else [],
         }
 
     async def hang_up(self, ref: str) -> dict[str, Any]:
