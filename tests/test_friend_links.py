@@ -265,3 +265,32 @@ def test_friend_marks_and_node_ids_persist_and_bump_the_book_version(tmp_path: P
         assert friends.marked() == [] and book.version() != v1
     with FriendBook(tmp_path) as again:
         assert again.node_id(key) == b"n" * 20 and not again.is_friend(key)
+
+
+def test_up_takes_its_ladder_from_the_flag_or_the_config_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from hailing.cli import build_parser, main
+    from hailing.cli._shared import prepare
+    from hailing.cli.up import _daemon_parts
+
+    data = tmp_path / "d"
+    monkeypatch.delenv("HAILING_DATA_DIR", raising=False)
+
+    def ladder(*argv: str) -> str:
+        args = build_parser().parse_args(["up", "--data-dir", str(data), "--bootstrap",
+                                          "127.0.0.1:1", *argv])
+        prepare(args)
+        make_peer = _daemon_parts(args)[0]
+        return describe(make_peer(None).ladder)
+
+    assert ladder() == "link:5,dht,mainline"
+    assert ladder("--no-bep44-fallback") == "link:5,dht"
+    assert ladder("--ladder", "dht:4,link") == "dht:4,link"
+    assert main(["config", "set", "ladder", "link:2,dht,mainline", "--data-dir", str(data)]) == 0
+    assert ladder() == "link:2,dht,mainline"
+    assert ladder("--ladder", "dht") == "dht"  # the flag wins
+    assert main(["config", "set", "ladder", "link,carrier-pigeon", "--data-dir", str(data)]) == 1
+    assert "unknown coupler 'carrier-pigeon'" in capsys.readouterr().err
+    help_text = build_parser()._subparsers._group_actions[0].choices["up"].format_help()  # type: ignore[union-attr]
+    assert "--ladder NAMES" in help_text and "network" in help_text
