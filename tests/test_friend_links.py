@@ -294,3 +294,49 @@ def test_up_takes_its_ladder_from_the_flag_or_the_config_file(
     assert "unknown coupler 'carrier-pigeon'" in capsys.readouterr().err
     help_text = build_parser()._subparsers._group_actions[0].choices["up"].format_help()  # type: ignore[union-attr]
     assert "--ladder NAMES" in help_text and "network" in help_text
+
+
+async def test_a_call_through_the_real_forwarder(net: Net) -> None:
+    """The network coupler over :class:`~hailing.transport.forward.Forwarder` (its links
+    here: a stand-in listing the other node at its UDP address, as tests/test_forward.py
+    does; the same over data channels is the overlay's tests)."""
+    from dataclasses import dataclass
+
+    from hailing.transport.forward import Forwarder
+
+    @dataclass
+    class Link:
+        peer_id: bytes
+        addr: object
+
+    @dataclass
+    class Links:
+        items: list[Link]
+
+        def links(self) -> list[Link]:
+            return list(self.items)
+
+    ladder = [Rung("network", 5.0), Rung("dht")]
+    alice = await net.peer("alice", ladder=ladder)
+    bob = await net.peer("bob", ladder=ladder)
+    assert alice.node is not None and bob.node is not None
+    alice.forwarder = Forwarder(alice.node, Links([Link(bob.node.node_id, bob.node.address)]),
+                                udp=False)
+    bob.forwarder = Forwarder(bob.node, Links([Link(alice.node.node_id, alice.node.address)]),
+                              udp=False)
+    try:
+        await befriend(alice, bob)
+        first = await alice.connect(bob.contact_id, timeout=15)
+        await bob.accept(10)
+        await eventually(lambda: alice.node_ids.of(bob.public_key) is not None,  # type: ignore[union-attr]
+                         "a node id")
+        await first.close()
+        call = await alice.connect(bob.contact_id, timeout=15, tracks=["audio"])
+        inc = await bob.accept(10)
+        assert call.coupler == "network" and inc.coupler == "network"
+        assert call.tracks.kinds == ["audio"]
+        assert alice.forwarder.stats["sent"] >= 1 and bob.forwarder.stats["sent"] >= 1
+        await call.close()
+    finally:
+        await alice.forwarder.aclose()
+        await bob.forwarder.aclose()

@@ -34,6 +34,7 @@ from typing import Protocol
 
 from ..errors import HailingError, NotFoundError, QueryTimeout
 from ..signaling import envelope
+from ..transport.forward import MAX_PAYLOAD as FORWARD_MAX_PAYLOAD
 from .coupler import Capabilities, Inlet, SignalKind
 from .node_ids import NODE_ID_SIZE
 
@@ -67,7 +68,8 @@ class NetworkCoupler:
 
     name = "network"
     capabilities = Capabilities(needs_wallet=False, typical_latency_s=0.05, private=True,
-                                reach="friends", max_blob=envelope.MAX_ENVELOPE)
+                                reach="friends",
+                                max_blob=min(envelope.MAX_ENVELOPE, FORWARD_MAX_PAYLOAD))
 
     def __init__(self, forwarder: Callable[[], ForwarderLike | None],
                  node_of: Callable[[bytes], bytes | None],
