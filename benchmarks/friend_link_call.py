@@ -1,0 +1,158 @@
+"""A call over an existing friend link vs one signaled through the DHT inbox (issue 12).
+
+On a loopback DHT testnet (default 20 nodes), alice and bob are friends with one link
+open between them (a data channel, as ``hailing up`` keeps to each friend from boot).
+Alice then calls bob N times per path (default 20), the two paths interleaved call by
+call so both see the same machine load:
+
+- ``link``: the sealed offer and answer travel over the open link's data channel (the
+  ``link`` coupler, the first rung of the default ladder);
+- ``dht``: the sealed offer goes to bob's DHT inbox for the pair, the answer back to
+  alice's (the ``dht`` coupler).
+
+Each call is a media call: alice offers an audio track (aiortc's silence), bob answers
+with one; the time measured is ``Peer.connect()`` until the new connection's channel is
+open and both identities are proven, with the audio negotiated both ways. Then it hangs
+up. Reports per path the percentiles and failures, and the ratio of the medians.
+
+    python benchmarks/friend_link_call.py [--calls 20] [--nodes 20] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hailing.peer import Peer
+from hailing.rtc import set_host_addresses
+from hailing.session.dialer import Rung
+from hailing.testnet import testnet
+
+PATHS = ("link", "dht")
+
+
+def pct(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[max(0, min(len(s) - 1, round(p / 100 * len(s) + 0.5) - 1))]
+
+
+async def serve(bob: Peer) -> None:
+    """Answer every call: read until the caller hangs up."""
+
+    async def drain(conn: Any) -> None:
+        async for _ in conn:
+            pass
+        await conn.close()
+
+    tasks = set()
+    async for conn in bob.incoming():
+        t = asyncio.ensure_future(drain(conn))
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
+
+
+async def one_call(alice: Peer, bob_id: str, path: str, timeout: float) -> float:
+    from aiortc.mediastreams import AudioStreamTrack
+
+    t0 = time.perf_counter()
+    conn = await alice.connect(bob_id, timeout=timeout, coupler=path,
+                               tracks=[AudioStreamTrack()])
+    ms = (time.perf_counter() - t0) * 1000
+    try:
+        if conn.coupler != path or conn.tracks.kinds != ["audio"]:
+            raise RuntimeError(f"went through {conn.coupler} with {conn.tracks.kinds}")
+    finally:
+        await conn.close()
+    return ms
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from aiortc.mediastreams import AudioStreamTrack
+
+    set_host_addresses(["127.0.0.1"])
+    ladder = [Rung("link", 5.0), Rung("dht")]
+    with tempfile.TemporaryDirectory(prefix="hailing-bench-") as tmp:
+        root = Path(tmp)
+        async with testnet(args.nodes) as nodes:
+            boot = [nodes[0].address]
+            alice = Peer(root / "a", bootstrap=boot, ladder=ladder)
+            bob = Peer(root / "b", bootstrap=boot, ladder=ladder,
+                       answer_tracks=lambda caller: [AudioStreamTrack()])
+            for p in (alice, bob):
+                await p.start()
+            try:
+                assert alice.contacts is not None and bob.contacts is not None
+                alice.contacts.add(bob.contact_id, "bob")
+                bob.contacts.add(alice.contact_id, "alice")
+                await alice.refresh()
+                await bob.refresh()
+                link = await alice.connect(bob.contact_id, timeout=args.timeout)  # the friend link
+                friend_link_ms = link.connect_ms
+                server = asyncio.ensure_future(serve(bob))
+                times: dict[str, list[float]] = {p: [] for p in PATHS}
+                fails: dict[str, list[str]] = {p: [] for p in PATHS}
+                for i in range(args.calls):
+                    order = list(PATHS) if i % 2 == 0 else list(reversed(PATHS))
+                    for path in order:
+                        try:
+                            times[path].append(await one_call(alice, bob.contact_id, path,
+                                                              args.timeout))
+                        except Exception as exc:
+                            fails[path].append(f"{type(exc).__name__}: {exc}")
+                    if (i + 1) % 5 == 0:
+                        print(f"  {i + 1}/{args.calls}: link p50 {pct(times['link'], 50)} ms, "
+                              f"dht p50 {pct(times['dht'], 50)} ms", file=sys.stderr, flush=True)
+                link_still_open = link.is_open
+                await link.close()
+                server.cancel()
+                await asyncio.gather(server, return_exceptions=True)
+            finally:
+                for p in (alice, bob):
+                    await p.stop()
+    result: dict[str, Any] = {"calls": args.calls, "testnet_nodes": args.nodes,
+                              "media": "audio (offered and answered)",
+                              "friend_link_connect_ms": friend_link_ms,
+                              "friend_link_open_after": link_still_open}
+    for path in PATHS:
+        t = times[path]
+        result[path] = {
+            "connect_ms": {"p50": pct(t, 50), "p95": pct(t, 95),
+                           "median": statistics.median(t) if t else None,
+                           "mean": statistics.fmean(t) if t else None,
+                           "min": min(t, default=None), "max": max(t, default=None)},
+            "failures": len(fails[path]), "failure_samples": fails[path][:5]}
+    lk, dh = result["link"]["connect_ms"]["median"], result["dht"]["connect_ms"]["median"]
+    result["ratio_median_dht_over_link"] = dh / lk if lk and dh else None
+    result["python"] = platform.python_version()
+    result["machine"] = platform.machine()
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=20, help="calls per path")
+    ap.add_argument("--nodes", type=int, default=20)
+    ap.add_argument("--timeout", type=float, default=30.0)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    result = asyncio.run(run(args))
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
