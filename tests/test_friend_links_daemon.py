@@ -85,3 +85,26 @@ def test_only_an_allowed_contact_can_be_a_friend(tmp_path: Path) -> None:
     err = one_error_line(run("contact", "friend", ids["bob"], "--data-dir",
                              tmp_path / "alice"), 1)
     assert "only an allowed contact can be a friend" in err
+
+
+def test_a_friend_link_carries_the_nodes_dht_channel(bootstrap: str, tmp_path: Path) -> None:
+    friends(tmp_path, "alice", "bob")
+    for me, other in (("alice", "bob"), ("bob", "alice")):
+        ok(run("contact", "friend", other, "--data-dir", tmp_path / me))
+    opts = ("--bootstrap", bootstrap, "--links", "8")
+    with up(tmp_path / "bob", *opts) as bd, up(tmp_path / "alice", *opts) as ad:
+        bob, alice = Up(bd, tmp_path / "bob"), Up(ad, tmp_path / "alice")
+        wait_until(lambda: linked(alice, bob), LINK_WAIT)
+        assert status(alice)["ladder"] == "link:5,network:10,dht,mainline"
+
+        def dht_link(u: Up) -> bool:
+            links = status(u)["overlay"]["links"]
+            return (len(links) == 1 and links[0]["open"] and links[0]["peer"] is not None
+                    and "friend" in links[0]["pins"])
+
+        wait_until(lambda: dht_link(alice) and dht_link(bob), 30)
+        # the two nodes are overlay neighbours: each has the other's node id
+        assert status(alice)["overlay"]["links"][0]["peer"] != status(bob)["overlay"]["links"][0]["peer"]
+        r = send_result(run("send", "bob", "still one link", "--data-dir", tmp_path / "alice"))
+        assert r["reused"] is True
+        assert alice.d.stop() == 0 and bob.d.stop() == 0

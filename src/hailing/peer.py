@@ -202,6 +202,9 @@ class Peer:
         self.on_media_offer = on_media_offer
         #: The node's overlay forwarder (the ``network`` coupler's; None: no overlay).
         self.forwarder = forwarder
+        #: Offered each further data channel a caller opens on a connection we answered
+        #: (the daemon takes a friend link's ``hailing-dht`` channel); True: taken.
+        self.on_channel: Callable[[Connection, Any], bool] | None = None
         self.friends: FriendBook | None = None
         self.node_ids: NodeIds | None = None
         self.identity: Identity | None = None
@@ -270,6 +273,7 @@ class Peer:
                                 is_contact=self._is_contact, load=self.friends.node_id,
                                 save=self.friends.set_node_id, clock=self._clock)
         self.manager.on_open = self.node_ids.announce
+        self.manager.on_channel = lambda conn, ch: bool(self.on_channel and self.on_channel(conn, ch))
         self.router.on(KIND_NODE, self.node_ids.received, name="node", once_ever=False)
         self.endpoints = EndpointRecords(identity, self.store, stats=self.stats,
                                          is_contact=self.policy.may_send_endpoint,

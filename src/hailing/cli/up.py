@@ -62,6 +62,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _links(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"expected a number of links, 0 to 256, got {text!r}")
+    return value
+
+
 def _command(text: str) -> list[str]:
     """``--on-call CMD``: split as a shell would (no shell runs it)."""
     try:
@@ -100,8 +110,9 @@ def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
                                      "a restarted daemon joins through the nodes it knew)")
         loopback = args.bootstrap and all(h.startswith("127.") for h, _ in args.bootstrap)
         bind = args.bind or (("127.0.0.1", 0) if loopback else ("0.0.0.0", 0))
-        dht = DhtSettings(bind, tuple(args.bootstrap), args.read_only)
-        available.update(dht=True, mainline=not args.no_bep44_fallback)
+        dht = DhtSettings(bind, tuple(args.bootstrap), args.read_only, args.links)
+        available.update(dht=True, mainline=not args.no_bep44_fallback,
+                         network=args.links > 0)
     common["ladder"] = _ladder(args, available)
     relay = relay_config(args, dht.bind if dht is not None else None)
 
@@ -257,6 +268,11 @@ def add_up_command(sub: Any) -> None:
                    "a call falls back to them, and the contacts' items are polled)")
     p.add_argument("--relay", default=None, metavar="URL",
                    help="signal through this WebSocket relay instead of the DHT")
+    p.add_argument("--links", type=_links, default=0, metavar="P",
+                   help="also run the DHT over WebRTC data-channel links, at most P open "
+                   "(the overlay, docs/overlay.md): friend links carry its channel and "
+                   "calls can be forwarded through it (the 'network' coupler); default 0: "
+                   "UDP only")
     p.add_argument("--ladder", default=None, metavar="NAMES",
                    help="the couplers a call tries, in order, comma-separated, each with "
                    "an optional wait in seconds (NAME:S): link (an open link to the "

@@ -26,6 +26,16 @@ either side stops (and comes back when it restarts), when the friend is unmarked
 blocked or removed (then it is simply no longer re-opened; an idle one is hung up as
 usual), or when the path dies (the connection's keepalive notices).
 
+**The node's DHT channel.** When the daemon's DHT node has a data-channel driver
+(``hailing up --links P``: the overlay, docs/overlay.md), a friend link also carries the
+node's DHT traffic: its caller opens a second data channel, labelled ``hailing-dht``
+(:data:`~hailing.transport.datachannel.LABEL`), on the same peer connection
+(:meth:`FriendLinks.link_adopted`), the other side takes it (:meth:`take_channel`: only
+from a friend), and both adopt it into their driver, pinned (``friend``), so the two
+nodes are overlay neighbours for as long as the friends are linked, and the friend's
+node is reachable for forwarding (the ``network`` coupler) with no coupling of its own.
+The driver learns the peer's node id from the channel's hello.
+
 :meth:`FriendLinks.status` is what ``hailing status`` / ``GET /api/status`` show under
 ``friends``; a failed call emits ``{"event": "friend-link", "contact": ID, "error":
 LINE, "retry_s": S}``.
@@ -37,6 +47,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +55,13 @@ from typing import Any
 from ..errors import HailingError
 from ..identity import format_contact_id
 from .events import EventBus
-from .links import Links
+from .links import Link, Links
+
+#: The label of the DHT's data channel (``hailing.transport.datachannel.LABEL``; not
+#: imported: aiortc stays out of the daemon's import until a driver exists).
+DHT_LABEL = "hailing-dht"
+#: The driver's pin reason of a friend link's DHT channel.
+PIN = "friend"
 
 __all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "CALL_TIMEOUT", "POLL", "YIELD_WAIT", "FriendLinks"]
 
@@ -71,15 +88,17 @@ class _Friend:
 
 
 class FriendLinks:
-    """Keeps a link open to each friend (see the module docstring). ``own_key`` is our
-    public key (who yields at a crossing); ``friends()`` the friends' public keys now."""
+    """Keeps a link open to each friend (see the module docstring). ``own_key()`` is our
+    public key (who yields at a crossing); ``friends()`` the friends' public keys now;
+    ``driver`` the node's data-channel driver, if any (the DHT channel)."""
 
-    def __init__(self, links: Links, friends: Callable[[], list[bytes]], own_key: bytes,
+    def __init__(self, links: Links, friends: Callable[[], list[bytes]],
+                 own_key: Callable[[], bytes],
                  events: EventBus, *, timeout: float = CALL_TIMEOUT,
                  backoff_min: float = BACKOFF_MIN, backoff_max: float = BACKOFF_MAX,
                  yield_wait: float = YIELD_WAIT, poll: float = POLL,
                  clock: Callable[[], float] = time.monotonic,
-                 jitter: Callable[[], float] = random.random) -> None:
+                 jitter: Callable[[], float] = random.random, driver: Any = None) -> None:
         self.links = links
         self._friends = friends
         self.own_key = own_key
@@ -94,13 +113,55 @@ class FriendLinks:
         self._state: dict[bytes, _Friend] = {}
         self._task: asyncio.Task[None] | None = None
         self._current: set[bytes] = set()
+        self._started = False
+        self.driver = driver
+        #: DHT channels adopted into the driver (``dht_channels``), refused, failed.
+        self.stats: Counter[str] = Counter()
         links.pinned = self.is_friend
+        links.on_adopt = self.link_adopted
 
     def is_friend(self, peer: bytes) -> bool:
+        if not self._started:  # before the first look (a call while the daemon starts)
+            try:
+                return peer in self._friends()
+            except HailingError:
+                return False
         return peer in self._current
 
     def start(self) -> None:
+        self._started = True
         self._task = asyncio.ensure_future(self._run())
+
+    # -- the node's DHT channel ----------------------------------------------------------
+
+    def link_adopted(self, link: Link) -> None:
+        """A link was adopted: on a friend link we called, open the DHT channel."""
+        pc = getattr(link.conn, "pc", None)
+        if self.driver is None or not link.outgoing or pc is None:
+            return
+        if not self.is_friend(link.peer):
+            return
+        try:
+            self._adopt(pc, pc.createDataChannel(DHT_LABEL))
+        except Exception as exc:  # a connection closing under us: the next link tries again
+            self.stats["dht_channel_errors"] += 1
+            log.debug("friend link: no DHT channel: %r", exc)
+
+    def take_channel(self, conn: Any, channel: Any) -> bool:
+        """A further data channel the caller of a link opened (``Peer.on_channel``):
+        a friend's DHT channel is adopted into the driver; anything else is not ours."""
+        if self.driver is None or getattr(channel, "label", None) != DHT_LABEL:
+            return False
+        if not self.is_friend(conn.peer):
+            self.stats["dht_channels_refused"] += 1
+            return False
+        self._adopt(conn.pc, channel)
+        return True
+
+    def _adopt(self, pc: Any, channel: Any) -> None:
+        link = self.driver.adopt(pc, channel)
+        self.driver.pin(link, PIN)
+        self.stats["dht_channels"] += 1
 
     async def aclose(self) -> None:
         tasks = [t for t in (self._task, *(f.calling for f in self._state.values()))
@@ -153,7 +214,7 @@ class FriendLinks:
                 f.calling = asyncio.ensure_future(self._call(peer, f))
 
     def _yield(self, peer: bytes) -> float:
-        return self.yield_wait if self.own_key < peer else 0.0
+        return self.yield_wait if self.own_key() < peer else 0.0
 
     async def _call(self, peer: bytes, f: _Friend) -> None:
         try:

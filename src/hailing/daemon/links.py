@@ -85,6 +85,8 @@ class Links:
         self.idle_close = idle_close
         #: Contacts whose links are never hung up as idle (friends).
         self.pinned: Callable[[bytes], bool] = lambda peer: False
+        #: Called with each link adopted (a friend link then carries the DHT channel).
+        self.on_adopt: Callable[[Link], None] | None = None
         self._links: dict[bytes, list[Link]] = {}
         self._calling: dict[bytes, asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -158,6 +160,8 @@ class Links:
         for other in self._links[link.peer]:
             if other is not keep and other.is_open:
                 self._spawn(self._replace(other))
+        if self.on_adopt is not None:
+            self.on_adopt(link)
         return link
 
     async def drop(self, link: Link) -> None:

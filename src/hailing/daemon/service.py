@@ -78,6 +78,9 @@ class DhtSettings:
     bind: Addr = ("127.0.0.1", 0)
     bootstrap: tuple[Addr, ...] = ()
     read_only: bool = False
+    #: Also run the DHT over data-channel links, at most this many open (0: UDP only):
+    #: friend links carry its channel, and calls can be forwarded through it.
+    links: int = 0
 
 
 class Daemon:
@@ -111,6 +114,8 @@ class Daemon:
         self.links = Links(self._dial, self.events, idle_close=idle_close)
         #: The links kept to friends from boot (:mod:`hailing.daemon.friend_links`).
         self.friend_links: FriendLinks | None = None
+        #: The overlay's forwarder, when the DHT node has data-channel links.
+        self.forwarder: Any = None
         self.api_info: ApiInfo | None = None
         self.started = 0.0
         self._lock = DaemonLock(self.data_dir)
@@ -147,6 +152,16 @@ class Daemon:
                 await self.relay.start()
             self.peer = self._make_peer(self.node)
             self.calls.peer = self.peer
+            driver = getattr(self.node, "links", None)
+            if driver is not None and hasattr(self.peer, "forwarder"):
+                from ..transport.forward import Forwarder
+
+                self.forwarder = self.peer.forwarder = Forwarder(self.node, driver)
+            if hasattr(self.peer, "friends"):
+                self.friend_links = FriendLinks(self.links, self._friends,
+                                                lambda: self.peer.public_key, self.events,
+                                                driver=driver)
+                self.peer.on_channel = self.friend_links.take_channel
             # A daemon that auto-answers (media) takes media calls itself: nothing rings.
             if (self.ring_calls and self.media is None
                     and getattr(self.peer, "on_media_offer", False) is None):
@@ -158,9 +173,7 @@ class Daemon:
 
                 clean_partials(downloads)  # what a crashed or killed daemon was receiving
             self.links.start()
-            if getattr(self.peer, "friends", None) is not None:
-                self.friend_links = FriendLinks(self.links, self._friends,
-                                                self.peer.public_key, self.events)
+            if self.friend_links is not None:
                 self.friend_links.start()
             self._spawn(self._pump_calls(), "calls")
             self._spawn(self._pump_incoming(), "incoming")
@@ -202,6 +215,9 @@ class Daemon:
         if self.relay is not None:
             await self.relay.stop()
             self.relay = None
+        if self.forwarder is not None:
+            await self.forwarder.aclose()
+            self.forwarder = None
         if self.node is not None:
             await self.node.stop()
             self.node = None
@@ -461,6 +477,7 @@ class Daemon:
             "relay": self.relay.status() if self.relay is not None else None,
             "ladder": describe(getattr(self.peer, "ladder", ())),
             "friends": self.friend_links.status() if self.friend_links is not None else [],
+            "overlay": _overlay(self.node, self.friend_links),
         }
 
     async def hang_up(self, ref: str) -> dict[str, Any]:
@@ -592,6 +609,16 @@ class Daemon:
         return [e.to_json() for e in self._history().page(peer, limit=limit, before=before)]
 
 
+def _overlay(node: Any, friends: FriendLinks | None) -> dict[str, Any] | None:
+    """The node's data-channel links (``--links``), for ``status``; None without."""
+    driver = getattr(node, "links", None)
+    if driver is None:
+        return None
+    return {"cap": driver.cap, "dht_channels": friends.stats["dht_channels"] if friends else 0,
+            "links": [{"peer": x.peer_id.hex() if x.peer_id else None, "open": x.is_open,
+                       "pins": sorted(x.pins)} for x in driver.links()]}
+
+
 def _contact_json(c: Any) -> dict[str, Any]:
     return {"contact_id": c.contact_id, "name": c.name, "state": c.state}
 
@@ -621,8 +648,13 @@ async def open_dht_node(data_dir: Path, dht: DhtSettings) -> Any:
     from ..dht import DhtConfig
     from ..node import DhtNode
 
+    links = None
+    if dht.links:
+        from ..transport.datachannel import LinkDriver
+
+        links = LinkDriver(cap=dht.links)
     node = DhtNode(dht.bind, data_dir=data_dir / "dht", bootstrap=dht.bootstrap,
-                   config=DhtConfig(read_only=dht.read_only))
+                   config=DhtConfig(read_only=dht.read_only), links=links)
     await node.start()
     try:
         if dht.bootstrap or len(node.core.table):

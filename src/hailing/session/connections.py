@@ -191,6 +191,10 @@ class ConnectionManager:
         #: Called with each connection once it is authenticated and tracked (both
         #: directions): the session announces its node id over it (session/node_ids.py).
         self.on_open: Callable[[Connection], object] | None = None
+        #: Offered each further data channel the caller opens on an answered
+        #: connection (e.g. the node's ``hailing-dht`` channel of a friend link): True
+        #: when taken, else it is counted ``extra_channels`` and left alone.
+        self.on_channel: Callable[[Connection, Any], bool] | None = None
         self._waiting: dict[tuple[bytes, bytes], asyncio.Future[envelope.Opened]] = {}
         self._pcs: set[Any] = set()  # peer connections not yet handed to a Connection
         self._answering: list[tuple[bytes, bool]] = []  # (caller, stranger) being answered
@@ -468,7 +472,8 @@ class ConnectionManager:
                 # returns: the caller's hello may be in the very next SCTP chunk, and a
                 # message emitted with no listener is gone. Only the first channel counts.
                 if opened.done():
-                    self.stats["extra_channels"] += 1
+                    if self.on_channel is None or not self.on_channel(opened.result(), channel):
+                        self.stats["extra_channels"] += 1
                     return
                 opened.set_result(Connection(
                     pc, channel, self.identity, offer.sender, initiator=False,
