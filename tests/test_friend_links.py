@@ -86,13 +86,17 @@ async def test_node_ids_are_exchanged_over_a_link_and_kept_with_the_contact(
     bob = await net.peer("bob")
     await befriend(alice, bob)
     conn = await alice.connect(bob.contact_id, timeout=15)
-    await bob.accept(10)
+    inc = await bob.accept(10)
     assert alice.node is not None and bob.node is not None
     assert alice.node_ids is not None and bob.node_ids is not None
     await eventually(lambda: alice.node_ids.of(bob.public_key) == bob.node.node_id,  # type: ignore[union-attr]
                      "alice learns bob's node id")
     await eventually(lambda: bob.node_ids.of(alice.public_key) == alice.node.node_id,  # type: ignore[union-attr]
                      "bob learns alice's node id")
+    # sent right after each side's proof, before the other side tracked the connection:
+    # still taken, never dropped as an unexpected signal
+    assert conn.stats["garbage"] == 0 and inc.stats["garbage"] == 0
+    assert alice.stats["node_ids_sent"] == 1 and bob.stats["node_ids_sent"] == 1
     await conn.close()
     with FriendBook(tmp_path / "alice") as book:  # kept on disk: a restart knows it
         assert book.node_id(bob.public_key) == bob.node.node_id

@@ -252,6 +252,7 @@ class ConnectionManager:
             conn = Connection(pc, channel, self.identity, peer, initiator=True,
                               local_fp=local_fp, remote_fp=description_fingerprint(sdp),
                               downloads=self.downloads)
+            conn.on_signal = self.on_signal  # what the callee sends right after its proof
             await _apply(pc, sdp, "answer", "callee")
             await conn.authenticate()
         except BaseException:
@@ -475,9 +476,13 @@ class ConnectionManager:
                     if self.on_channel is None or not self.on_channel(opened.result(), channel):
                         self.stats["extra_channels"] += 1
                     return
-                opened.set_result(Connection(
+                conn = Connection(
                     pc, channel, self.identity, offer.sender, initiator=False,
-                    local_fp=local_fp, remote_fp=remote_fp, downloads=self.downloads))
+                    local_fp=local_fp, remote_fp=remote_fp, downloads=self.downloads)
+                # envelopes the caller sends right after its proof (its node id) must
+                # find the router, though this side is not tracked yet
+                conn.on_signal = self.on_signal
+                opened.set_result(conn)
 
             pc.on("datachannel", on_channel)
             if cancelled.done():
