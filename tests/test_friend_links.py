@@ -6,6 +6,7 @@ friend marks of the contact book. Two Peers in one process on a loopback testnet
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -344,3 +345,55 @@ async def test_a_call_through_the_real_forwarder(net: Net) -> None:
     finally:
         await alice.forwarder.aclose()
         await bob.forwarder.aclose()
+
+
+# -- the daemon's friend-link keeper (deterministic: a fake clock and dial) ----------------
+
+
+async def test_friend_links_back_off_yield_to_the_larger_key_and_pin() -> None:
+    import asyncio
+
+    from hailing.daemon.events import EventBus
+    from hailing.daemon.friend_links import FriendLinks
+    from hailing.daemon.links import Links
+
+    now = [100.0]
+    dials: list[tuple[bytes, float]] = []
+
+    async def dial(peer: bytes, timeout: float) -> object:
+        dials.append((peer, now[0]))
+        raise QueryTimeout("nobody answered")
+
+    events: list[dict[str, object]] = []
+    bus = EventBus()
+    bus.add_sink(events.append)
+    links = Links(dial, bus, idle_close=0)
+    small, large = b"\x01" * 32, b"\xff" * 32
+    keeper = FriendLinks(links, lambda: [small, large], lambda: b"\x80" * 32, bus,
+                         clock=lambda: now[0], jitter=lambda: 0.5, yield_wait=3.0)
+
+    async def step() -> None:
+        keeper.step()
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    await step()
+    # the friend with the smaller key than ours is called at once; the larger one is
+    # given YIELD_WAIT to call us first
+    assert [p for p, _ in dials] == [small]
+    now[0] += 3.0
+    await step()
+    assert [t for p, t in dials if p == large] == [103.0]
+    assert links.pinned(small) and not links.pinned(b"\x02" * 32)
+    # failures back off: 2 s, 4 s, 8 s ... (jitter 0.5: exactly), at most BACKOFF_MAX
+    while len([d for d in dials if d[0] == small]) < 11:
+        now[0] += 0.5
+        await step()
+    times = [t for p, t in dials if p == small]
+    waits = [b - a for a, b in itertools.pairwise(times)]
+    assert waits[0] == 3.0  # due at 102, the first look after was at 103
+    assert waits[1:] == [4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0]
+    assert events[0]["event"] == "friend-link" and events[0]["error"] == "nobody answered"
+    status = {s["contact"]: s for s in keeper.status()}
+    assert len(status) == 2 and all(not s["linked"] for s in status.values())
+    await keeper.aclose()
