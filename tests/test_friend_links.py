@@ -387,7 +387,7 @@ async def test_friend_links_back_off_yield_to_the_larger_key_and_pin() -> None:
     assert links.pinned(small) and not links.pinned(b"\x02" * 32)
     # failures back off: 2 s, 4 s, 8 s ... (jitter 0.5: exactly), at most BACKOFF_MAX
     while len([d for d in dials if d[0] == small]) < 11:
-        now[0] += 0.5
+        now[0] += 1.0
         await step()
     times = [t for p, t in dials if p == small]
     waits = [b - a for a, b in itertools.pairwise(times)]
