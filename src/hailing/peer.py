@@ -69,7 +69,7 @@ from .session.coupler import (
     WsCoupler,
 )
 from .session.descriptions import split_offer_body
-from .session.dialer import Dialer, Rung, parse_ladder
+from .session.dialer import Dialer, Rung, parse_ladder, sender
 from .session.endpoints import EndpointRecords
 from .session.events import CallEvent
 from .session.external import (
@@ -418,8 +418,8 @@ class Peer:
                 async def attempt(c: Coupler, wait: float) -> Connection:
                     await c.expect_from(peer)
                     return await manager.offer(peer, wait=wait, tracks=tracks,
-                                               send=_sender(c, peer, "offer"),
-                                               cancel=_sender(c, peer, "cancel"),
+                                               send=sender(c, peer, "offer"),
+                                               cancel=sender(c, peer, "cancel"),
                                                reply_hint=c.reply_hint(peer))
 
                 conn, used = await self._dialer().dial(timeout, attempt, only=coupler)
@@ -444,8 +444,8 @@ class Peer:
         async def exchange(c: Coupler, wait: float) -> envelope.Opened:
             await c.expect_from(peer)
             return await manager.exchange(peer, body, wait=wait,
-                                          send=_sender(c, peer, "offer"),
-                                          cancel=_sender(c, peer, "cancel"),
+                                          send=sender(c, peer, "offer"),
+                                          cancel=sender(c, peer, "cancel"),
                                           reply_hint=c.reply_hint(peer))
 
         body, local_fp = pack_external_sdp(sdp, current_host_addresses())
@@ -514,7 +514,7 @@ class Peer:
         ``hint``, also straight back through the coupler (the answer skips a hop)."""
         coupler = source.coupler
         if coupler is not None:
-            send = _sender(coupler, peer, kind)
+            send = sender(coupler, peer, kind)
             if hint is None:
                 return send
 
@@ -553,7 +553,7 @@ class Peer:
         failure: HailingError | None = None
         for c in self._couplers:
             try:
-                return int(await _sender(c, peer, "endpoint")(blob))
+                return int(await sender(c, peer, "endpoint")(blob))
             except HailingError as exc:
                 failure = exc
         assert failure is not None
@@ -639,20 +639,6 @@ class Peer:
         if self.dialer is None:
             raise LocalProtocolError("the peer is not started")
         return self.dialer
-
-
-def _sender(coupler: Coupler, peer: bytes, kind: SignalKind) -> Callable[[bytes], Awaitable[int]]:
-    """Send through ``coupler``, refusing at once an envelope larger than it carries."""
-
-    async def send(blob: bytes) -> int:
-        # a coupler may carry more, but no receiver opens an envelope over MAX_ENVELOPE
-        limit = min(coupler.capabilities.max_blob, envelope.MAX_ENVELOPE)
-        if len(blob) > limit:
-            raise LocalProtocolError(f"a {len(blob)}-byte {kind} does not fit {coupler.name} "
-                                     f"(at most {limit} bytes)")
-        return await coupler.send(peer, blob, kind)
-
-    return send
 
 
 def _hostport(addr: Addr) -> str:

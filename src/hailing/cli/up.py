@@ -86,7 +86,7 @@ def _command(text: str) -> list[str]:
 def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """What ``args`` describe: (make_peer(node) -> Peer, DhtSettings or None,
     MediaOptions or None, the relay's TurnConfig or None)."""
-    from ..daemon.service import DhtSettings
+    from ..daemon.dhtnode import DhtSettings
     from ..rtc import set_host_addresses
 
     media = _media_options(args)  # wrong media arguments first, before the network ones

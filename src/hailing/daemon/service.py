@@ -39,18 +39,19 @@ import logging
 import os
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from .._sqlite import data_dir as _make_data_dir
-from ..errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout
+from ..errors import HailingError, LocalProtocolError, NotFoundError
 from ..identity import format_contact_id, parse_contact_id
 from ..node import Addr, format_hostport
 from ..session.ladder import describe
 from ._files import ApiInfo, DaemonLock, remove_api_info, write_api_info
 from .calls import Calls
+from .dhtnode import DhtSettings as DhtSettings  # re-exported: the settings Daemon takes
+from .dhtnode import open_dht_node, overlay_status
 from .events import Event, EventBus, item_event
 from .friend_links import FriendLinks
 from .history import History
@@ -68,19 +69,6 @@ STATUSES = ("available", "busy", "dnd")
 REPLACED_REASONS = (REPLACED, "the peer kept another connection")
 #: Least time between two ``file-progress`` events of one file (seconds).
 PROGRESS_INTERVAL = 0.25
-
-
-@dataclass(frozen=True)
-class DhtSettings:
-    """The daemon's own DHT node: where it binds, whom it joins through, and whether it
-    is a BEP43 read-only node (answers no queries; for a node others cannot reach)."""
-
-    bind: Addr = ("127.0.0.1", 0)
-    bootstrap: tuple[Addr, ...] = ()
-    read_only: bool = False
-    #: Also run the DHT over data-channel links, at most this many open (0: UDP only):
-    #: friend links carry its channel, and calls can be forwarded through it.
-    links: int = 0
 
 
 class Daemon:
@@ -477,7 +465,7 @@ class Daemon:
             "relay": self.relay.status() if self.relay is not None else None,
             "ladder": describe(getattr(self.peer, "ladder", ())),
             "friends": self.friend_links.status() if self.friend_links is not None else [],
-            "overlay": _overlay(self.node, self.friend_links),
+            "overlay": overlay_status(self.node, self.friend_links.stats if self.friend_links else None),
         }
 
     async def hang_up(self, ref: str) -> dict[str, Any]:
@@ -609,16 +597,6 @@ class Daemon:
         return [e.to_json() for e in self._history().page(peer, limit=limit, before=before)]
 
 
-def _overlay(node: Any, friends: FriendLinks | None) -> dict[str, Any] | None:
-    """The node's data-channel links (``--links``), for ``status``; None without."""
-    driver = getattr(node, "links", None)
-    if driver is None:
-        return None
-    return {"cap": driver.cap, "dht_channels": friends.stats["dht_channels"] if friends else 0,
-            "links": [{"peer": x.peer_id.hex() if x.peer_id else None, "open": x.is_open,
-                       "pins": sorted(x.pins)} for x in driver.links()]}
-
-
 def _contact_json(c: Any) -> dict[str, Any]:
     return {"contact_id": c.contact_id, "name": c.name, "state": c.state}
 
@@ -639,33 +617,3 @@ def _takes_progress(method: Any) -> bool:
         return "progress" in inspect.signature(method).parameters
     except (TypeError, ValueError):
         return False
-
-
-async def open_dht_node(data_dir: Path, dht: DhtSettings) -> Any:
-    """Start the daemon's DHT node (state in ``data_dir/dht``) and join through
-    ``dht.bootstrap`` (or the nodes it knew). Raises QueryTimeout in one line when
-    bootstrap addresses were given and none answered."""
-    from ..dht import DhtConfig
-    from ..node import DhtNode
-
-    links = None
-    if dht.links:
-        from ..transport.datachannel import LinkDriver
-
-        links = LinkDriver(cap=dht.links)
-    node = DhtNode(dht.bind, data_dir=data_dir / "dht", bootstrap=dht.bootstrap,
-                   config=DhtConfig(read_only=dht.read_only), links=links)
-    await node.start()
-    try:
-        if dht.bootstrap or len(node.core.table):
-            try:
-                size = await node.bootstrap()
-            except QueryTimeout:
-                size = 0
-            if size == 0 and dht.bootstrap:
-                where = ", ".join(format_hostport(a) for a in dht.bootstrap)
-                raise QueryTimeout(f"no DHT node answered at {where}")
-    except BaseException:
-        await node.stop()
-        raise
-    return node
