@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 Seed 000: data channels to friends are set up once, at start, however slow the signaling
-(a contract takes minutes); later calls, renegotiations and sends go over them.
+(a contract takes minutes); later calls and sends go over them (a media call's own
+renegotiations then travel over that call's channel: web/call.js).
 :class:`FriendLinks` does that for a daemon. Every :data:`POLL` seconds it reads the
 friends (``friends()``: contacts marked with ``hailing contact friend``, allowed) and, for
 each one with no open link, no call under way and whose backoff has passed, calls it
