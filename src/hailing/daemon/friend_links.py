@@ -64,14 +64,17 @@ DHT_LABEL = "hailing-dht"
 #: The driver's pin reason of a friend link's DHT channel.
 PIN = "friend"
 
-__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "CALL_TIMEOUT", "POLL", "YIELD_WAIT", "FriendLinks"]
+__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "CALL_TIMEOUT", "CONTRACT_CALL_TIMEOUT", "POLL",
+           "YIELD_WAIT", "FriendLinks"]
 
 log = logging.getLogger(__name__)
 
 #: How often the friends and their links are looked at (seconds).
 POLL = 0.5
-#: How long one call to a friend may take (seconds).
+#: How long one call to a friend may take (seconds); through the contract (a block or
+#: two each way on a real chain, seed 000: 20 to 60 s), longer.
 CALL_TIMEOUT = 20.0
+CONTRACT_CALL_TIMEOUT = 120.0
 #: The first retry after a failed call, and the longest wait between two (seconds).
 BACKOFF_MIN = 2.0
 BACKOFF_MAX = 300.0

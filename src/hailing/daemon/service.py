@@ -53,7 +53,7 @@ from .calls import Calls
 from .dhtnode import DhtSettings as DhtSettings  # re-exported: the settings Daemon takes
 from .dhtnode import open_dht_node, overlay_status
 from .events import Event, EventBus, item_event
-from .friend_links import FriendLinks
+from .friend_links import CALL_TIMEOUT, CONTRACT_CALL_TIMEOUT, FriendLinks
 from .history import History
 from .links import REPLACED, Link, Links, path_of
 from .webapp import clean_uploads
@@ -146,9 +146,12 @@ class Daemon:
 
                 self.forwarder = self.peer.forwarder = Forwarder(self.node, driver)
             if hasattr(self.peer, "friends"):
+                slow = any(r.name == "contract" for r in getattr(self.peer, "ladder", ()))
                 self.friend_links = FriendLinks(self.links, self._friends,
                                                 lambda: self.peer.public_key, self.events,
-                                                driver=driver)
+                                                driver=driver,
+                                                timeout=CONTRACT_CALL_TIMEOUT if slow
+                                                else CALL_TIMEOUT)
                 self.peer.on_channel = self.friend_links.take_channel
             # A daemon that auto-answers (media) takes media calls itself: nothing rings.
             if (self.ring_calls and self.media is None
