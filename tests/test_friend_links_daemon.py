@@ -6,6 +6,7 @@ either side, and a send reuses it. Every daemon and command is its own subproces
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,11 @@ def test_a_friend_link_opens_at_boot_and_survives_a_restart_of_either_side(
         r = send_result(run("send", "alice", "still linked", "--data-dir", dirs["bob"]))
         assert r["reused"] is True
         alice.d.wait_event(event="message", text="still linked")
+
+        # killed (no bye): bob notices by the keepalive; the link comes back all the same
+        assert alice.d.stop(signal.SIGKILL) == -signal.SIGKILL
+        _, alice = start("alice")
+        wait_until(lambda: linked(alice, bob), LINK_WAIT)
 
         # unmarked: no longer kept (the link stays until idle or a stop; not re-opened)
         ok(run("contact", "friend", "bob", "--off", "--data-dir", dirs["alice"]))
