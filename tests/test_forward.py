@@ -36,6 +36,7 @@ from hailing.transport.forward import (
 class _Link:
     peer_id: bytes | None
     addr: Hashable | None
+    is_open: bool = True
 
 
 @dataclass

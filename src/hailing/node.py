@@ -21,7 +21,6 @@ lookup right after it runs among hailing nodes. Bootstrap names (``PUBLIC_BOOTST
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import random
@@ -40,7 +39,7 @@ from ._addrs import bootstrap_list as bootstrap_list
 from ._addrs import format_hostport as format_hostport
 from ._addrs import parse_hostport as parse_hostport
 from ._addrs import resolve
-from ._state import NodeState, load_node_state, rebuild_node_state
+from ._state import NodeState, load_node_state, save_failed, save_table
 from .dht import (
     Answered,
     CommandFailed,
@@ -59,7 +58,7 @@ from .dht import (
 )
 from .dht.bep44 import MutableItem
 from .dht.transactions import Pending
-from .errors import CorruptStorageError, HailingError, LocalProtocolError, StorageError
+from .errors import HailingError, LocalProtocolError, StorageError
 from .krpc import Response
 from .nat.stun import NatInfo, StunEndpoint, distinct_key, is_stun, pick_servers, route_source
 from .transport import UdpEndpoint
@@ -610,30 +609,17 @@ class DhtNode:
         self._pump()
 
     def _save(self) -> None:
-        """Save the routing table. Never raises and never waits long: a locked file
-        (another process) skips this save; a file found corrupt is set aside and the
-        table saved to a fresh one. Each kind of failure is logged once, all counted."""
+        """Save the routing table (UDP addresses: links are not kept); never raises
+        (``_state.save_table``)."""
         if self._state is None or self._core is None:
             return
         offset = time.time() - self._loop.time()
         nodes = [
             (e.id, (str(e.addr[0]), int(e.addr[1])), e.last_seen + offset)
-            for e in self._core.table if type(e.addr) is tuple  # links are not kept
+            for e in self._core.table if type(e.addr) is tuple
         ]
-        try:
-            self._state.save_routing(nodes)
-        except CorruptStorageError as exc:
-            self._driver_stats["state_rebuilds"] += 1
-            self._state.close()
-            self._state = None
-            if self.data_dir is not None:
-                self._state = rebuild_node_state(self.data_dir, exc)
-            if self._state is not None:
-                with contextlib.suppress(StorageError):
-                    self._state.set_node_id(self._core.node_id)
-                    self._state.save_routing(nodes)
-        except StorageError as exc:
-            self._save_failed(exc)
+        self._state = save_table(self._state, self.data_dir, self._core.node_id, nodes,
+                                 self._driver_stats, self._warned)
 
     def _save_id(self, node_id: bytes) -> None:
         self._saved_id = node_id
@@ -641,13 +627,4 @@ class DhtNode:
             try:
                 self._state.set_node_id(node_id)
             except StorageError as exc:
-                self._save_failed(exc)
-
-    def _save_failed(self, exc: StorageError) -> None:
-        self._driver_stats["state_saves_skipped"] += 1
-        kind = type(exc).__name__
-        if kind not in self._warned:
-            self._warned.add(kind)
-            log.warning("hailing: %s; routing cache not saved (counted in stats, "
-                        "not repeated)", exc)
-
+                save_failed(exc, self._driver_stats, self._warned)

@@ -99,6 +99,8 @@ class _LinkView(Protocol):
     def peer_id(self) -> bytes | None: ...
     @property
     def addr(self) -> Any: ...
+    @property
+    def is_open(self) -> bool: ...
 
 
 class LinkSource(Protocol):
@@ -399,7 +401,7 @@ class Forwarder:
         seen: set[bytes] = set()
         for link in self.driver.links():
             pid, addr = link.peer_id, link.addr
-            if pid is not None and addr is not None and pid not in seen:
+            if pid is not None and addr is not None and link.is_open and pid not in seen:
                 seen.add(pid)
                 out.append((pid, addr))
         if self.udp:
