@@ -104,6 +104,7 @@ class Daemon:
         self.friend_links: FriendLinks | None = None
         #: The overlay's forwarder, when the DHT node has data-channel links.
         self.forwarder: Any = None
+        self._node_coupler: Any = None
         self.api_info: ApiInfo | None = None
         self.started = 0.0
         self._lock = DaemonLock(self.data_dir)
@@ -142,9 +143,12 @@ class Daemon:
             self.calls.peer = self.peer
             driver = getattr(self.node, "links", None)
             if driver is not None and hasattr(self.peer, "forwarder"):
-                from ..transport.forward import Forwarder
+                from ..transport.network_coupler import attach
 
-                self.forwarder = self.peer.forwarder = Forwarder(self.node, driver)
+                # the overlay's forwarder (the session's network coupler sends through
+                # it) and the node's network coupler (the driver opens links with it)
+                self.forwarder, self._node_coupler = attach(self.node)
+                self.peer.forwarder = self.forwarder
             if hasattr(self.peer, "friends"):
                 slow = any(r.name == "contract" for r in getattr(self.peer, "ladder", ()))
                 self.friend_links = FriendLinks(self.links, self._friends,
@@ -206,6 +210,9 @@ class Daemon:
         if self.relay is not None:
             await self.relay.stop()
             self.relay = None
+        if self._node_coupler is not None:
+            await self._node_coupler.aclose()
+            self._node_coupler = None
         if self.forwarder is not None:
             await self.forwarder.aclose()
             self.forwarder = None
