@@ -313,6 +313,7 @@ async def test_a_call_through_the_real_forwarder(net: Net) -> None:
     class Link:
         peer_id: bytes
         addr: object
+        is_open: bool = True
 
     @dataclass
     class Links:
