@@ -398,3 +398,47 @@ async def test_friend_links_back_off_yield_to_the_larger_key_and_pin() -> None:
     status = {s["contact"]: s for s in keeper.status()}
     assert len(status) == 2 and all(not s["linked"] for s in status.values())
     await keeper.aclose()
+
+
+async def test_a_call_forwarded_over_a_real_data_channel_link(net: Net, tmp_path: Path) -> None:
+    """The same over the overlay itself: two nodes with a LinkDriver, one data-channel
+    link between them (couple_direct), forwarding over links only (no UDP hop)."""
+    from hailing.node import DhtNode
+    from hailing.transport.datachannel import LinkDriver, couple_direct
+    from hailing.transport.forward import Forwarder
+
+    nodes = []
+    for _ in range(2):
+        node = DhtNode(("127.0.0.1", 0), links=LinkDriver(cap=4),
+                       bootstrap=[net.nodes[0].address])
+        await node.start()
+        await node.bootstrap()
+        nodes.append(node)
+    a_node, b_node = nodes
+    ladder = [Rung("network", 5.0), Rung("dht")]
+    alice = await net.peer("alice", ladder=ladder, node=a_node)
+    bob = await net.peer("bob", ladder=ladder, node=b_node)
+    assert a_node.links is not None and b_node.links is not None
+    await couple_direct(a_node.links, b_node.links, pinned=True)
+    alice.forwarder = Forwarder(a_node, a_node.links, udp=False)
+    bob.forwarder = Forwarder(b_node, b_node.links, udp=False)
+    try:
+        await befriend(alice, bob)
+        first = await alice.connect(bob.contact_id, timeout=15)
+        await bob.accept(10)
+        assert first.coupler == "dht"
+        await eventually(lambda: alice.node_ids.of(bob.public_key) == b_node.node_id,  # type: ignore[union-attr]
+                         "bob's node id")
+        await first.close()
+        call = await alice.connect(bob.contact_id, timeout=15, tracks=["audio"])
+        inc = await bob.accept(10)
+        assert call.coupler == "network" and inc.coupler == "network"
+        assert a_node.links.stats["link_sent"] > 0 and b_node.links.stats["link_sent"] > 0
+        await call.close()
+    finally:
+        await alice.forwarder.aclose()
+        await bob.forwarder.aclose()
+        for p in (alice, bob):
+            await p.stop()
+        for node in nodes:
+            await node.stop()
