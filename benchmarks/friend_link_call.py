@@ -8,14 +8,17 @@ call so both see the same machine load:
 - ``link``: the sealed offer and answer travel over the open link's data channel (the
   ``link`` coupler, the first rung of the default ladder);
 - ``dht``: the sealed offer goes to bob's DHT inbox for the pair, the answer back to
-  alice's (the ``dht`` coupler).
+  alice's (the ``dht`` coupler);
+- ``network`` (with ``--network``): forwarded through the data-channel overlay to bob's
+  node and back (the ``network`` coupler; both nodes also run a LinkDriver, with one
+  data-channel link between them, as a friend link's ``hailing-dht`` channel gives).
 
 Each call is a media call: alice offers an audio track (aiortc's silence), bob answers
 with one; the time measured is ``Peer.connect()`` until the new connection's channel is
 open and both identities are proven, with the audio negotiated both ways. Then it hangs
 up. Reports per path the percentiles and failures, and the ratio of the medians.
 
-    python benchmarks/friend_link_call.py [--calls 20] [--nodes 20] [--out FILE]
+    python benchmarks/friend_link_call.py [--calls 20] [--nodes 20] [--network] [--out FILE]
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from hailing.rtc import set_host_addresses
 from hailing.session.dialer import Rung
 from hailing.testnet import testnet
 
-PATHS = ("link", "dht")
+PATHS = ("link", "dht", "network")
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -79,15 +82,34 @@ async def one_call(alice: Peer, bob_id: str, path: str, timeout: float) -> float
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from aiortc.mediastreams import AudioStreamTrack
 
+    from hailing.node import DhtNode
+    from hailing.transport.datachannel import LinkDriver, couple_direct
+    from hailing.transport.forward import Forwarder
+
     set_host_addresses(["127.0.0.1"])
-    ladder = [Rung("link", 5.0), Rung("dht")]
+    paths = [p for p in PATHS if p != "network" or args.network]
+    ladder = [Rung(p, 5.0 if p != "dht" else None) for p in paths]
     with tempfile.TemporaryDirectory(prefix="hailing-bench-") as tmp:
         root = Path(tmp)
         async with testnet(args.nodes) as nodes:
             boot = [nodes[0].address]
-            alice = Peer(root / "a", bootstrap=boot, ladder=ladder)
+            own: list[DhtNode] = []
+            if args.network:
+                for _ in range(2):
+                    node = DhtNode(("127.0.0.1", 0), links=LinkDriver(cap=4), bootstrap=boot)
+                    await node.start()
+                    await node.bootstrap()
+                    own.append(node)
+                assert own[0].links is not None and own[1].links is not None
+                await couple_direct(own[0].links, own[1].links, pinned=True)
+            alice = Peer(root / "a", bootstrap=boot, ladder=ladder,
+                         node=own[0] if own else None)
             bob = Peer(root / "b", bootstrap=boot, ladder=ladder,
+                       node=own[1] if own else None,
                        answer_tracks=lambda caller: [AudioStreamTrack()])
+            forwarders = [Forwarder(n, n.links, udp=False) for n in own if n.links]
+            if forwarders:
+                alice.forwarder, bob.forwarder = forwarders
             for p in (alice, bob):
                 await p.start()
             try:
@@ -98,11 +120,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await bob.refresh()
                 link = await alice.connect(bob.contact_id, timeout=args.timeout)  # the friend link
                 friend_link_ms = link.connect_ms
+                node_ids = alice.node_ids
+                assert node_ids is not None
+                for _ in range(100):  # bob's node id, told over the link (kind 5)
+                    if node_ids.of(bob.public_key) is not None:
+                        break
+                    await asyncio.sleep(0.05)
                 server = asyncio.ensure_future(serve(bob))
-                times: dict[str, list[float]] = {p: [] for p in PATHS}
-                fails: dict[str, list[str]] = {p: [] for p in PATHS}
+                times: dict[str, list[float]] = {p: [] for p in paths}
+                fails: dict[str, list[str]] = {p: [] for p in paths}
                 for i in range(args.calls):
-                    order = list(PATHS) if i % 2 == 0 else list(reversed(PATHS))
+                    order = list(paths) if i % 2 == 0 else list(reversed(paths))
                     for path in order:
                         try:
                             times[path].append(await one_call(alice, bob.contact_id, path,
@@ -110,20 +138,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         except Exception as exc:
                             fails[path].append(f"{type(exc).__name__}: {exc}")
                     if (i + 1) % 5 == 0:
-                        print(f"  {i + 1}/{args.calls}: link p50 {pct(times['link'], 50)} ms, "
-                              f"dht p50 {pct(times['dht'], 50)} ms", file=sys.stderr, flush=True)
+                        print(f"  {i + 1}/{args.calls}: " + ", ".join(
+                            f"{p} p50 {pct(times[p], 50)} ms" for p in paths),
+                            file=sys.stderr, flush=True)
                 link_still_open = link.is_open
                 await link.close()
                 server.cancel()
                 await asyncio.gather(server, return_exceptions=True)
             finally:
+                for f in forwarders:
+                    await f.aclose()
                 for p in (alice, bob):
                     await p.stop()
+                for n in own:
+                    await n.stop()
     result: dict[str, Any] = {"calls": args.calls, "testnet_nodes": args.nodes,
                               "media": "audio (offered and answered)",
                               "friend_link_connect_ms": friend_link_ms,
                               "friend_link_open_after": link_still_open}
-    for path in PATHS:
+    for path in paths:
         t = times[path]
         result[path] = {
             "connect_ms": {"p50": pct(t, 50), "p95": pct(t, 95),
@@ -133,6 +166,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "failures": len(fails[path]), "failure_samples": fails[path][:5]}
     lk, dh = result["link"]["connect_ms"]["median"], result["dht"]["connect_ms"]["median"]
     result["ratio_median_dht_over_link"] = dh / lk if lk and dh else None
+    if "network" in times:
+        nw = result["network"]["connect_ms"]["median"]
+        result["ratio_median_network_over_link"] = nw / lk if lk and nw else None
     result["python"] = platform.python_version()
     result["machine"] = platform.machine()
     return result
@@ -144,6 +180,8 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=20, help="calls per path")
     ap.add_argument("--nodes", type=int, default=20)
     ap.add_argument("--timeout", type=float, default=30.0)
+    ap.add_argument("--network", action="store_true",
+                    help="also calls forwarded through the data-channel overlay")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     result = asyncio.run(run(args))
