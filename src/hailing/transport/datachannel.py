@@ -165,10 +165,12 @@ class LinkDriver(LinkManager):
         return RTCPeerConnection(configuration=config)
 
     def adopt(self, pc: Any, channel: Any, *, peer_id: bytes | None = None,
-              pinned: bool = False) -> Link:
+              pinned: bool = False, owns_pc: bool = True) -> Link:
         """Take the data channel ``channel`` of ``pc`` as a link (its DHT traffic now
-        flows through this driver; the link owns ``pc`` and closes it when it goes)."""
+        flows through this driver). The link closes ``pc`` when it goes, unless
+        ``owns_pc=False`` (a friend link's connection: only the channel is closed)."""
         link = Link(self, pc, channel, self.clock())
+        link.owns_pc = owns_pc
         self._add(link)
         channel.on("message", lambda msg: self._on_frame(link, msg))
         channel.on("close", lambda: self._lost(link, "channel closed"))
@@ -182,7 +184,7 @@ class LinkDriver(LinkManager):
         if channel.readyState == "open":
             self._send_hello(link)
         else:
-            channel.on("open", lambda: self._send_hello(link))
+            channel.on("open", lambda: self._opened(link))
         if peer_id is not None:
             self._bind(link, peer_id)
         if pinned:
@@ -196,9 +198,18 @@ class LinkDriver(LinkManager):
         """Send ``data`` on the link to ``addr``; with none open, couple one (the data
         waits, bounded) or drop and count it and tell the node."""
         link = self._by_handle.get(addr.handle)
-        if link is not None and link.is_open:
-            self._transmit(link, data, used=True)
-            return
+        if link is not None and not link.closed:
+            if link.is_open:
+                self._transmit(link, data, used=True)
+                return
+            if link.channel.readyState == "connecting":  # sent when it opens
+                queue = self._queues.setdefault(addr.handle, [])
+                if len(queue) < MAX_QUEUE:
+                    queue.append(data)
+                    return
+                self.stats["link_queue_full"] += 1
+                self._unreachable(data, addr)
+                return
         self._enqueue(data, addr)
 
     def _transmit(self, link: Link, data: bytes, *, used: bool) -> bool:
@@ -250,9 +261,12 @@ class LinkDriver(LinkManager):
         finally:
             self._coupling.pop(handle, None)
         queue = self._queues.pop(handle, [])
-        if link is not None and link.is_open and link.handle == handle:
-            for data in queue:
-                self._transmit(link, data, used=True)
+        if link is not None and not link.closed and link.handle == handle:
+            if link.is_open:
+                for data in queue:
+                    self._transmit(link, data, used=True)
+            else:  # still opening: sent when it opens
+                self._queues[handle] = queue
             return
         for data in queue:
             self._unreachable(data, LinkAddr(handle))
@@ -347,6 +361,13 @@ class LinkDriver(LinkManager):
         self._bind(link, peer_id)
         return link.peer_id == peer_id and not link.closed
 
+    def _opened(self, link: Link) -> None:
+        self._send_hello(link)
+        handle = link.handle
+        if handle is not None and self._by_handle.get(handle) is link and handle not in self._coupling:
+            for data in self._queues.pop(handle, []):
+                self._transmit(link, data, used=True)
+
     def _send_hello(self, link: Link) -> None:
         own = self.node_id
         if own is not None and not link.hello_sent and link.is_open:
@@ -357,9 +378,8 @@ class LinkDriver(LinkManager):
     def _bound(self, link: Link) -> None:
         if self._host is not None:
             self._host.link_opened(link)
-        queue = self._queues.pop(link.handle or b"", None)
-        if queue:
-            for data in queue:
+        if link.is_open and link.handle not in self._coupling:
+            for data in self._queues.pop(link.handle or b"", []):
                 self._transmit(link, data, used=True)
 
     def _gone(self, link: Link) -> None:
@@ -382,9 +402,10 @@ class LinkDriver(LinkManager):
 
 
 async def couple_direct(a: LinkDriver, b: LinkDriver, *, pinned: bool = False,
-                        timeout: float = 30.0) -> tuple[Link, Link]:
+                        timeout: float = 30.0, tell_ids: bool = True) -> tuple[Link, Link]:
     """A link between two drivers of this process, SDP exchanged in memory (no coupler):
-    for tests and benchmarks that build a topology. Returns (a's link, b's link)."""
+    for tests and benchmarks that build a topology. Returns (a's link, b's link). With
+    ``tell_ids=False`` each side learns the other's id from its hello only."""
     pc_a = await a.new_peer_connection()
     pc_b = await b.new_peer_connection()
     try:
@@ -412,8 +433,8 @@ async def couple_direct(a: LinkDriver, b: LinkDriver, *, pinned: bool = False,
         with contextlib.suppress(Exception):
             await pc_b.close()
         raise
-    link_a = a.adopt(pc_a, channel_a, peer_id=b.node_id, pinned=pinned)
-    link_b = b.adopt(pc_b, channel_b, peer_id=a.node_id, pinned=pinned)
+    link_a = a.adopt(pc_a, channel_a, peer_id=b.node_id if tell_ids else None, pinned=pinned)
+    link_b = b.adopt(pc_b, channel_b, peer_id=a.node_id if tell_ids else None, pinned=pinned)
     return link_a, link_b
 
 

@@ -45,8 +45,8 @@ __all__ = ["DEAD_AFTER", "FRAME_BURST", "FRAME_RATE", "Link", "LinkManager"]
 #: A link silent for this many keepalive intervals is dead.
 DEAD_AFTER = 3.0
 #: Frames a link may bring per second (a token bucket), and the burst it may bring at once.
-FRAME_RATE = 500.0
-FRAME_BURST = 1000.0
+FRAME_RATE = 200.0
+FRAME_BURST = 400.0
 #: Reconnection backoff of a pinned link (seconds), and the rounds before a ``closest``
 #: pin is given up.
 RECONNECT_MIN = 1.0
@@ -76,6 +76,7 @@ class Link:
         "last_sent",
         "last_used",
         "opened",
+        "owns_pc",
         "pc",
         "peer_id",
         "pins",
@@ -94,6 +95,9 @@ class Link:
         self.last_sent = now
         self.last_received = now
         self.closed = False
+        #: Whether closing the link closes its peer connection (else only its channel:
+        #: a friend link's connection carries the session's channel too).
+        self.owns_pc = True
         #: Closed by an eviction (ours, or the peer's: it said so): the peer is alive.
         self.farewell = False
         self.hello_sent = False
@@ -128,8 +132,7 @@ class Link:
     async def close(self) -> None:
         """Close the link (its peer connection with it)."""
         self._manager._lost(self, "closed")
-        with contextlib.suppress(Exception):
-            await self.pc.close()
+        await _close_pc(self)
 
     def __repr__(self) -> str:
         peer = "?" if self.peer_id is None else self.peer_id[:4].hex()
@@ -250,7 +253,7 @@ class LinkManager:
             else:
                 self._gone(link)
         # An evicted link's farewell must leave before the association is aborted.
-        self._spawn(_close_pc(link.pc, FAREWELL_DELAY if link.farewell else 0.0))
+        self._spawn(_close_pc(link, FAREWELL_DELAY if link.farewell else 0.0))
         if not self._closing:
             self._repin_closest()
             peer = link.peer_id
@@ -407,9 +410,12 @@ class LinkManager:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def _close_pc(pc: Any, delay: float = 0.0) -> None:
+async def _close_pc(link: Link, delay: float = 0.0) -> None:
     if delay:
         await asyncio.sleep(delay)
     with contextlib.suppress(Exception):
-        await pc.close()
+        if link.owns_pc:
+            await link.pc.close()
+        else:
+            link.channel.close()
 
