@@ -35,7 +35,9 @@ node's DHT traffic: its caller opens a second data channel, labelled ``hailing-d
 from a friend), and both adopt it into their driver, pinned (``friend``), so the two
 nodes are overlay neighbours for as long as the friends are linked, and the friend's
 node is reachable for forwarding (the ``network`` coupler) with no coupling of its own.
-The driver learns the peer's node id from the channel's hello.
+The driver learns the peer's node id from the channel's hello. The driver does not own
+the peer connection (``owns_pc=False``): when it drops the channel (its keepalive, the
+node stopping) the friend link itself stays; a new link brings a new channel.
 
 :meth:`FriendLinks.status` is what ``hailing status`` / ``GET /api/status`` show under
 ``friends``; a failed call emits ``{"event": "friend-link", "contact": ID, "error":
@@ -163,7 +165,7 @@ class FriendLinks:
         return True
 
     def _adopt(self, pc: Any, channel: Any) -> None:
-        link = self.driver.adopt(pc, channel)
+        link = self.driver.adopt(pc, channel, owns_pc=False)  # the session's connection
         self.driver.pin(link, PIN)
         self.stats["dht_channels"] += 1
 
