@@ -15,8 +15,11 @@ call so both see the same machine load:
 
 Each call is a media call: alice offers an audio track (aiortc's silence), bob answers
 with one; the time measured is ``Peer.connect()`` until the new connection's channel is
-open and both identities are proven, with the audio negotiated both ways. Then it hangs
-up. Reports per path the percentiles and failures, and the ratio of the medians.
+open and both identities are proven, with the audio negotiated both ways (``connect_ms``),
+and, inside it, the signaling round trip alone: from the sealed offer handed to the
+coupler to the answer arriving at alice (``signal_ms``; it includes bob making his
+answer, the same on every path). Then it hangs up. Reports per path the percentiles and
+failures, and the ratios of the medians.
 
     python benchmarks/friend_link_call.py [--calls 20] [--nodes 20] [--network] [--out FILE]
 """
@@ -64,7 +67,39 @@ async def serve(bob: Peer) -> None:
         t.add_done_callback(tasks.discard)
 
 
-async def one_call(alice: Peer, bob_id: str, path: str, timeout: float) -> float:
+class Stamps:
+    """When alice's offer went to a coupler and when the first answer came back."""
+
+    def __init__(self, alice: Peer) -> None:
+        self.offer = 0.0
+        self.answer = 0.0
+        for coupler in alice.couplers:
+            self._wrap(coupler)
+        manager = alice.manager
+        assert manager is not None
+        received = manager.answer_received
+
+        def answer_received(opened: Any) -> None:
+            if not self.answer:
+                self.answer = time.perf_counter()
+            received(opened)
+
+        manager.answer_received = answer_received  # type: ignore[method-assign]
+
+    def _wrap(self, coupler: Any) -> None:
+        send = coupler.send
+
+        async def timed(peer: bytes, blob: bytes, kind: str) -> int:
+            if kind == "offer":
+                self.offer, self.answer = time.perf_counter(), 0.0
+            n: int = await send(peer, blob, kind)
+            return n
+
+        coupler.send = timed
+
+
+async def one_call(alice: Peer, bob_id: str, path: str, timeout: float,
+                   stamps: Stamps) -> tuple[float, float]:
     from aiortc.mediastreams import AudioStreamTrack
 
     t0 = time.perf_counter()
@@ -76,7 +111,7 @@ async def one_call(alice: Peer, bob_id: str, path: str, timeout: float) -> float
             raise RuntimeError(f"went through {conn.coupler} with {conn.tracks.kinds}")
     finally:
         await conn.close()
-    return ms
+    return ms, (stamps.answer - stamps.offer) * 1000
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,14 +162,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         break
                     await asyncio.sleep(0.05)
                 server = asyncio.ensure_future(serve(bob))
+                stamps = Stamps(alice)
+                signal: dict[str, list[float]] = {p: [] for p in paths}
                 times: dict[str, list[float]] = {p: [] for p in paths}
                 fails: dict[str, list[str]] = {p: [] for p in paths}
                 for i in range(args.calls):
                     order = list(paths) if i % 2 == 0 else list(reversed(paths))
                     for path in order:
                         try:
-                            times[path].append(await one_call(alice, bob.contact_id, path,
-                                                              args.timeout))
+                            ms, sig = await one_call(alice, bob.contact_id, path,
+                                                     args.timeout, stamps)
+                            times[path].append(ms)
+                            signal[path].append(sig)
                         except Exception as exc:
                             fails[path].append(f"{type(exc).__name__}: {exc}")
                     if (i + 1) % 5 == 0:
@@ -157,21 +196,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                               "friend_link_connect_ms": friend_link_ms,
                               "friend_link_open_after": link_still_open}
     for path in paths:
-        t = times[path]
-        result[path] = {
-            "connect_ms": {"p50": pct(t, 50), "p95": pct(t, 95),
-                           "median": statistics.median(t) if t else None,
-                           "mean": statistics.fmean(t) if t else None,
-                           "min": min(t, default=None), "max": max(t, default=None)},
-            "failures": len(fails[path]), "failure_samples": fails[path][:5]}
-    lk, dh = result["link"]["connect_ms"]["median"], result["dht"]["connect_ms"]["median"]
-    result["ratio_median_dht_over_link"] = dh / lk if lk and dh else None
-    if "network" in times:
-        nw = result["network"]["connect_ms"]["median"]
-        result["ratio_median_network_over_link"] = nw / lk if lk and nw else None
+        result[path] = {"connect_ms": summary(times[path]), "signal_ms": summary(signal[path]),
+                        "failures": len(fails[path]), "failure_samples": fails[path][:5]}
+    for what in ("connect_ms", "signal_ms"):
+        lk = result["link"][what]["median"]
+        for other in paths[1:]:
+            med = result[other][what]["median"]
+            result[f"ratio_median_{what}_{other}_over_link"] = med / lk if lk and med else None
     result["python"] = platform.python_version()
     result["machine"] = platform.machine()
     return result
+
+
+def summary(t: list[float]) -> dict[str, float | None]:
+    return {"p50": pct(t, 50), "p95": pct(t, 95),
+            "median": statistics.median(t) if t else None,
+            "mean": statistics.fmean(t) if t else None,
+            "min": min(t, default=None), "max": max(t, default=None)}
 
 
 def main() -> int:
