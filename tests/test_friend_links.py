@@ -7,6 +7,7 @@ friend marks of the contact book. Two Peers in one process on a loopback testnet
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -442,3 +443,75 @@ async def test_a_call_forwarded_over_a_real_data_channel_link(net: Net, tmp_path
             await p.stop()
         for node in nodes:
             await node.stop()
+
+
+# -- a page's call to a friend goes over the friend link (in-process daemons) -------------
+
+
+async def test_a_pages_call_to_a_friend_is_signaled_over_the_friend_link(tmp_path: Path) -> None:
+    """Two daemons whose owners are friends: the link opens from boot with nothing sent,
+    then auto-answer bob takes a page's audio call that alice's daemon signals over it
+    (the ladder's first rung), not through the DHT."""
+    import asyncio
+
+    import aiohttp
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc.mediastreams import AudioStreamTrack
+
+    from hailing.daemon.dhtnode import DhtSettings
+    from hailing.daemon.service import Daemon
+    from hailing.identity import load_or_create_identity
+    from hailing.rtc.ice import rtc_configuration
+    from hailing.rtc.media import MediaOptions
+    from hailing.session.ladder import default_ladder
+    from hailing.testnet import testnet as local_testnet
+
+    ids = {n: load_or_create_identity(tmp_path / n).contact_id for n in ("alice", "bob")}
+    for me, other in (("alice", "bob"), ("bob", "alice")):
+        with ContactBook(tmp_path / me) as book, FriendBook(tmp_path / me) as marks:
+            c = book.add(ids[other], other)
+            marks.set_friend(c.pubkey)
+    media = MediaOptions()
+    async with local_testnet(8) as nodes, aiohttp.ClientSession() as session:
+        daemons: list[Daemon] = []
+
+        async def start(name: str, **kw: object) -> Daemon:
+            peer_kw = {"answer_tracks": media.answer_tracks} if kw else {}
+
+            def make_peer(node: object) -> Peer:
+                return Peer(tmp_path / name, node=node,  # type: ignore[arg-type]
+                            ladder=default_ladder(dht=True, mainline=True), **peer_kw)
+
+            d = Daemon(tmp_path / name, make_peer, dht=DhtSettings(
+                ("127.0.0.1", 0), (nodes[0].address,)), **kw)  # type: ignore[arg-type]
+            await d.start()
+            daemons.append(d)
+            return d
+
+        alice = await start("alice")
+        bob = await start("bob", media=media)
+        pc = RTCPeerConnection(rtc_configuration())
+        try:
+            await eventually(lambda: alice.links.open_count(bob.peer.public_key) == 1
+                             and bob.links.open_count(alice.peer.public_key) == 1,
+                             "the friend link", 30)
+            pc.addTrack(AudioStreamTrack())
+            pc.createDataChannel("hailing")
+            await pc.setLocalDescription(await pc.createOffer())
+            info = alice.api_info
+            assert info is not None
+            async with session.post(info.url + "/api/calls", headers={
+                    "Authorization": f"Bearer {info.token}"}, data=json.dumps({
+                        "contact": "bob", "sdp": pc.localDescription.sdp, "media": "audio",
+                        "call": "c1", "timeout": 20})) as resp:
+                answer = json.loads(await resp.text())
+                assert resp.status == 200, answer
+            assert answer["coupler"] == "link"
+            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            # still one link between them: the call is not a link
+            await asyncio.sleep(0)
+            assert alice.links.open_count(bob.peer.public_key) == 1
+        finally:
+            await pc.close()
+            for d in reversed(daemons):
+                await d.stop()
