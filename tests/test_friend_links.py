@@ -18,7 +18,13 @@ from pytest_helpers import loopback_ice
 from session_doubles import PeerNet as Net
 from session_doubles import eventually, peer_net
 
-from hailing.errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout
+from hailing.errors import (
+    HailingError,
+    LocalProtocolError,
+    NotFoundError,
+    QueryTimeout,
+    UsageError,
+)
 from hailing.peer import Peer
 from hailing.services.contacts import ContactBook
 from hailing.services.friends import FriendBook
@@ -296,6 +302,12 @@ def test_up_takes_its_ladder_from_the_flag_or_the_config_file(
     assert main(["config", "set", "ladder", "link:2,dht,mainline", "--data-dir", str(data)]) == 0
     assert ladder() == "link:2,dht,mainline"
     assert ladder("--ladder", "dht") == "dht"  # the flag wins
+    assert ladder("--links", "8") == "link:2,dht,mainline"  # config.toml's, still
+    assert ladder("--links", "8", "--ladder", "network,dht") == "network,dht"
+    with pytest.raises(UsageError, match="give --links P"):
+        ladder("--ladder", "link,network")
+    assert main(["config", "unset", "ladder", "--data-dir", str(data)]) == 0
+    assert ladder("--links", "8") == "link:5,network:10,dht,mainline"
     assert main(["config", "set", "ladder", "link,carrier-pigeon", "--data-dir", str(data)]) == 1
     assert "unknown coupler 'carrier-pigeon'" in capsys.readouterr().err
     help_text = build_parser()._subparsers._group_actions[0].choices["up"].format_help()  # type: ignore[union-attr]

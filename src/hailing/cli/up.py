@@ -133,7 +133,11 @@ def _ladder(args: argparse.Namespace, available: dict[str, bool]) -> Any:
     from ..session.ladder import default_ladder, ladder_from_text
 
     if args.ladder:
-        return ladder_from_text(args.ladder)
+        ladder = ladder_from_text(args.ladder)
+        if any(r.name == "network" for r in ladder) and not available.get("network"):
+            raise UsageError("the network coupler forwards through the data-channel "
+                             "overlay: give --links P too")
+        return ladder
     return default_ladder(**available)
 
 
