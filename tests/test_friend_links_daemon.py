@@ -58,6 +58,9 @@ def test_a_friend_link_opens_at_boot_and_survives_a_restart_of_either_side(
         _, bob = start("bob")
         _, alice = start("alice")
         wait_until(lambda: linked(alice, bob), LINK_WAIT)  # at boot, nothing sent
+        code, body = alice.request("GET", "/api/contacts")
+        assert code == 200 and [(c["name"], c["friend"]) for c in body["contacts"]] == [
+            ("bob", True)]
         assert status(alice)["ladder"] == "link:5,dht,mainline"
 
         r = send_result(run("send", "bob", "over the friend link", "--data-dir", dirs["alice"]))

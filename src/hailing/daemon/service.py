@@ -372,14 +372,16 @@ class Daemon:
     def contacts(self) -> list[dict[str, Any]]:
         """The contact book, each with what is known of their presence: ``online`` (a
         link to them is open) and ``last_seen`` (when they last sent something, or now
-        when online; None when never)."""
+        when online; None when never), and ``friend`` (a link is kept to them)."""
         seen = self._history().last_seen() if self.history is not None else {}
         now = time.time()
         out = []
         for c in self._book().list():
             online = self.links.open_link(c.pubkey) is not None
             last = now if online else seen.get(c.pubkey)
-            out.append({**_contact_json(c), "online": online, "last_seen": last})
+            friend = self.friend_links is not None and self.friend_links.is_friend(c.pubkey)
+            out.append({**_contact_json(c), "online": online, "last_seen": last,
+                        "friend": friend})
         return out
 
     def login_url(self) -> str:
