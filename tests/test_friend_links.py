@@ -6,6 +6,7 @@ friend marks of the contact book. Two Peers in one process on a loopback testnet
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -365,8 +366,6 @@ async def test_a_call_through_the_real_forwarder(net: Net) -> None:
 
 
 async def test_friend_links_back_off_yield_to_the_larger_key_and_pin() -> None:
-    import asyncio
-
     from hailing.daemon.events import EventBus
     from hailing.daemon.friend_links import FriendLinks
     from hailing.daemon.links import Links
@@ -464,8 +463,6 @@ async def test_a_pages_call_to_a_friend_is_signaled_over_the_friend_link(tmp_pat
     """Two daemons whose owners are friends: the link opens from boot with nothing sent,
     then auto-answer bob takes a page's audio call that alice's daemon signals over it
     (the ladder's first rung), not through the DHT."""
-    import asyncio
-
     import aiohttp
     from aiortc import RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import AudioStreamTrack
@@ -527,3 +524,102 @@ async def test_a_pages_call_to_a_friend_is_signaled_over_the_friend_link(tmp_pat
             await pc.close()
             for d in reversed(daemons):
                 await d.stop()
+
+
+async def test_a_friend_link_we_called_reopens_a_dht_channel_its_driver_dropped() -> None:
+    """The driver dropped a friend link's DHT channel (its keepalive) while the link
+    stayed: the caller's keeper opens another, at most every DHT_RETRY seconds; the
+    callee's side takes one only from a friend."""
+    from dataclasses import dataclass, field
+
+    from hailing.daemon.events import EventBus
+    from hailing.daemon.friend_links import DHT_LABEL, DHT_RETRY, FriendLinks
+    from hailing.daemon.links import Links
+
+    class PC:
+        def __init__(self) -> None:
+            self.channels: list[str] = []
+
+        def createDataChannel(self, label: str) -> object:
+            self.channels.append(label)
+            return label
+
+    @dataclass
+    class DriverLink:
+        pc: PC
+        pins: set[str] = field(default_factory=set)
+
+    class Driver:
+        def __init__(self) -> None:
+            self.items: list[DriverLink] = []
+
+        def adopt(self, pc: PC, channel: object, *, owns_pc: bool = True) -> DriverLink:
+            assert channel == DHT_LABEL and owns_pc is False
+            self.items.append(DriverLink(pc))
+            return self.items[-1]
+
+        def pin(self, link: DriverLink, why: str) -> None:
+            link.pins.add(why)
+
+        def links(self) -> list[DriverLink]:
+            return list(self.items)
+
+    friend = b"\x05" * 32
+
+    class Conn:
+        peer = friend
+        is_open = True
+        connect_ms = 1.0
+        coupler = "dht"
+        initiator_key = b"\x09" * 32
+
+        def __init__(self) -> None:
+            self.pc = PC()
+
+        def __aiter__(self) -> Conn:
+            return self
+
+        async def __anext__(self) -> object:
+            await asyncio.sleep(3600)
+            raise StopAsyncIteration
+
+        async def close(self, *a: object, **k: object) -> None:
+            return None
+
+    now = [0.0]
+
+    async def dial(peer: bytes, timeout: float) -> Conn:
+        return Conn()
+
+    links = Links(dial, EventBus(), idle_close=0)
+    driver = Driver()
+    keeper = FriendLinks(links, lambda: [friend], lambda: b"\x09" * 32, EventBus(),
+                         clock=lambda: now[0], driver=driver)
+    keeper.step()  # calls the friend (our key is larger: at once)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    link = links.open_link(friend)
+    assert link is not None and link.conn.pc.channels == [DHT_LABEL]
+    assert driver.items[0].pins == {"friend"}
+    keeper.step()
+    assert link.conn.pc.channels == [DHT_LABEL]  # it has one: nothing more
+    driver.items.clear()  # the driver dropped it
+    keeper.step()
+    assert link.conn.pc.channels == [DHT_LABEL, DHT_LABEL]
+    driver.items.clear()
+    now[0] += DHT_RETRY / 2
+    keeper.step()
+    assert len(link.conn.pc.channels) == 2  # not again so soon
+    now[0] += DHT_RETRY
+    keeper.step()
+    assert len(link.conn.pc.channels) == 3 and keeper.stats["dht_channels_reopened"] == 2
+
+    class Stranger:
+        peer = b"\x07" * 32
+        pc = PC()
+
+    assert not keeper.take_channel(Stranger(), type("Ch", (), {"label": DHT_LABEL})())
+    assert keeper.stats["dht_channels_refused"] == 1
+    assert not keeper.take_channel(Conn(), type("Ch", (), {"label": "other"})())
+    await keeper.aclose()
+    await links.aclose()

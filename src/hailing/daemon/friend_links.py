@@ -36,8 +36,9 @@ from a friend), and both adopt it into their driver, pinned (``friend``), so the
 nodes are overlay neighbours for as long as the friends are linked, and the friend's
 node is reachable for forwarding (the ``network`` coupler) with no coupling of its own.
 The driver learns the peer's node id from the channel's hello. The driver does not own
-the peer connection (``owns_pc=False``): when it drops the channel (its keepalive, the
-node stopping) the friend link itself stays; a new link brings a new channel.
+the peer connection (``owns_pc=False``): when it drops the channel (its keepalive, say)
+the friend link itself stays, and its caller opens another one (at most every
+:data:`DHT_RETRY` seconds).
 
 :meth:`FriendLinks.status` is what ``hailing status`` / ``GET /api/status`` show under
 ``friends``; a failed call emits ``{"event": "friend-link", "contact": ID, "error":
@@ -82,6 +83,8 @@ BACKOFF_MIN = 2.0
 BACKOFF_MAX = 300.0
 #: How long the friend with the smaller public key waits for the other's call first.
 YIELD_WAIT = 3.0
+#: Least time between two DHT channels opened on one friend link (its driver dropped one).
+DHT_RETRY = 10.0
 
 
 @dataclass
@@ -91,6 +94,7 @@ class _Friend:
     calling: asyncio.Task[None] | None = None
     linked: bool = False
     last_error: str | None = None
+    dht_retry: float = 0.0
 
 
 class FriendLinks:
@@ -153,6 +157,18 @@ class FriendLinks:
             self.stats["dht_channel_errors"] += 1
             log.debug("friend link: no DHT channel: %r", exc)
 
+    def _keep_dht_channel(self, link: Link, f: _Friend, now: float) -> None:
+        """A friend link we called whose DHT channel the driver dropped (its keepalive,
+        say) while the link stayed: open another, at most every :data:`DHT_RETRY` s."""
+        pc = getattr(link.conn, "pc", None)
+        if self.driver is None or not link.outgoing or pc is None or now < f.dht_retry:
+            return
+        if any(x.pc is pc for x in self.driver.links()):
+            return
+        f.dht_retry = now + DHT_RETRY
+        self.stats["dht_channels_reopened"] += 1
+        self.link_adopted(link)
+
     def take_channel(self, conn: Any, channel: Any) -> bool:
         """A further data channel the caller of a link opened (``Peer.on_channel``):
         a friend's DHT channel is adopted into the driver; anything else is not ours."""
@@ -210,8 +226,10 @@ class FriendLinks:
             f = self._state.get(peer)
             if f is None:  # new (at boot, or just marked): the smaller key yields first
                 f = self._state[peer] = _Friend(next_try=now + self._yield(peer))
-            if self.links.open_link(peer) is not None:
+            link = self.links.open_link(peer)
+            if link is not None:
                 f.linked, f.failures, f.last_error = True, 0, None
+                self._keep_dht_channel(link, f, now)
                 continue
             if f.linked:  # the link was lost: try again soon, the smaller key yielding
                 f.linked = False
