@@ -17,6 +17,10 @@ hop**: the neighbour (an open link, or with UDP a routing-table node) whose id i
 XOR-closest to the target *and closer than itself*, so every hop makes progress and no
 message can circle (greedy routing, never flooding). If that neighbour refuses (no
 route, a loop, no answer), the next closest is tried, at most :data:`TRIES` of them.
+A hop with no neighbour closer than itself (a local minimum: links are few) sends the
+message on to its closest other neighbour, farther away, at most :data:`MAX_ESCAPES`
+times per message (``"esc"`` counts them); the message ids every hop remembers keep it
+from visiting a node twice, and the hop limit bounds the walk.
 
 The target's answer travels back as its own message along the **reverse path**: each
 hop remembers, for a message id, the hop it came from and the hop it went to; the
@@ -64,6 +68,9 @@ MAX_KIND = 16
 MIN_TARGET = 5
 #: Neighbours tried in turn by a hop before it gives up on a message.
 TRIES = 3
+#: Times a message may leave a local minimum (a hop with no neighbour closer to the
+#: target than itself) through the closest other neighbour, farther away.
+MAX_ESCAPES = 2
 #: How long a hop keeps a message's reverse path (and its id, against loops).
 ROUTE_TTL = 60.0
 #: Reverse paths and seen ids held at most (the oldest are forgotten first).
@@ -248,6 +255,9 @@ class Forwarder:
             self._refuse("bad_args", "argument 'o' must be a 20-byte id")
         if type(payload) is not bytes or len(payload) > MAX_PAYLOAD:
             self._refuse("bad_args", f"argument 'p' must be a string of at most {MAX_PAYLOAD}")
+        escapes = args.get(b"esc", 0)
+        if type(escapes) is not int or not 0 <= escapes <= MAX_ESCAPES:
+            self._refuse("bad_args", f"argument 'esc' must be 0..{MAX_ESCAPES}")
         assert isinstance(mid, bytes) and isinstance(tgt, bytes) and isinstance(kind, bytes)
         assert isinstance(origin, bytes) and isinstance(payload, bytes) and isinstance(hops, int)
         limited = not exempt(self._codec, addr, self._exempt_loopback)
@@ -273,6 +283,11 @@ class Forwarder:
             self._spawn(self._deliver(mid, handler, payload, origin, addr, source))
             return {}
         next_hops = self._next_hops(tgt, addr, strict=True)
+        if not next_hops and escapes < MAX_ESCAPES:
+            next_hops = self._next_hops(tgt, addr, strict=False)
+            if next_hops:
+                escapes += 1
+                self._count("escapes")
         if not next_hops:
             self._refuse("no_route", "no route closer to the target", ERR_NO_ROUTE)
         if limited and not self._pairs.allow(source + b"\x00" + _key(next_hops[0]), now):
@@ -281,6 +296,8 @@ class Forwarder:
         self._remember(mid, route, now)
         fwd = {b"mid": mid, b"tgt": tgt, b"hops": hops + 1, b"kind": kind, b"o": origin,
                b"p": payload}
+        if escapes:
+            fwd[b"esc"] = escapes
         self._count("forwarded")
         self._spawn(self._relay_or_fail(mid, route, next_hops, fwd))
         return {}

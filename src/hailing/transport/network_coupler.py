@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 import nacl.exceptions
@@ -65,6 +65,9 @@ class NetworkCoupler:
         self.timeout = timeout
         self._pending: OrderedDict[bytes, tuple[nacl.public.PrivateKey, float]] = OrderedDict()
         self._opening: set[asyncio.Task[None]] = set()
+        #: Seconds of the last couplings' steps: (hello, offer made, offer forwarded and
+        #: answered, channel open after the answer).
+        self.timings: deque[tuple[float, float, float, float]] = deque(maxlen=256)
         self._loop = asyncio.get_running_loop()
         forwarder.handle(KIND, self._on_message)
 
@@ -80,7 +83,9 @@ class NetworkCoupler:
         fwd = self.forwarder
         secret = nacl.public.PrivateKey.generate()
         ours = bytes(secret.public_key)
+        t0 = self._loop.time()
         reply = await fwd.send_toward(target, KIND, bytes([HELLO]) + ours, self.timeout)
+        t1 = self._loop.time()
         if len(reply) != 1 + _KEY or reply[0] != HELLO:
             self._count("bad_replies")
             raise RemoteProtocolError("malformed hello reply")
@@ -95,8 +100,10 @@ class NetworkCoupler:
             plain = bencode.encode({b"id": own, b"tgt": target,
                                     b"sdp": pc.localDescription.sdp.encode()})
             sealed = box.encrypt(plain)
+            t2 = self._loop.time()
             reply = await fwd.send_toward(target, KIND, bytes([OFFER]) + ours + sealed,
                                           self.timeout)
+            t3 = self._loop.time()
             if not reply or reply[0] != OFFER:
                 self._count("bad_replies")
                 raise RemoteProtocolError("malformed offer reply")
@@ -113,6 +120,7 @@ class NetworkCoupler:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp.decode(), type="answer"))
             async with asyncio.timeout(OPEN_TIMEOUT):
                 await opened
+            self.timings.append((t1 - t0, t2 - t1, t3 - t2, self._loop.time() - t3))
         except BaseException:
             with contextlib.suppress(Exception):
                 await pc.close()
