@@ -4,15 +4,18 @@ fed to the driver (no network)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hailing.dht import bep42
+from hailing.errors import SdpError
 from hailing.krpc import IPAddressCodec, decode_nodes, encode_nodes
 from hailing.transport import LinkAddr, LinkDriver, OverlayCodec
 from hailing.transport.datachannel import MAX_FRAME
+from hailing.transport.linksdp import _description
 
 NODE = bytes(range(1, 21))
 
@@ -160,6 +163,7 @@ frames = st.one_of(
 )
 
 
+@settings(deadline=None)
 @given(st.lists(frames, max_size=30))
 def test_frames_of_any_kind_never_raise_and_are_all_accounted(batch: list[bytes | str]) -> None:
     async def run() -> None:
@@ -180,3 +184,11 @@ def test_frames_of_any_kind_never_raise_and_are_all_accounted(batch: list[bytes 
         await driver.aclose()
 
     asyncio.run(run())
+
+
+@settings(deadline=None)  # the first example imports aiortc
+@given(st.one_of(st.text(max_size=200), st.text(max_size=200).map(
+    lambda t: "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n" + t)))
+def test_garbage_sdp_text_raises_sdp_error_only(text: str) -> None:
+    with contextlib.suppress(SdpError):
+        _description(text, "offer")

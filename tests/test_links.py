@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 from pytest_helpers import loopback_ice
 
-from hailing.transport import Link, LinkDriver, couple_direct
+from hailing.errors import QueryTimeout, SdpError
+from hailing.transport import Link, LinkAnswer, LinkDriver, LinkOffer, couple_direct
 from hailing.transport.links import DEAD_AFTER, GRACE
 from hailing.transport.topology import LocalCoupler
 
@@ -227,3 +228,37 @@ async def test_a_link_on_a_shared_connection_closes_only_its_channel() -> None:
         assert la.pc.connectionState == lb.pc.connectionState == "connected"
         await la.pc.close()
         await lb.pc.close()
+
+
+async def test_a_link_by_offer_and_answer_texts() -> None:
+    async with drivers(2) as (a, b):
+        offer = await LinkOffer.create(a)
+        assert "a=candidate" in offer.sdp and "127.0.0.1" in offer.sdp
+        answer = await LinkAnswer.create(b, offer.sdp, peer_id=a.node_id)
+        la = await offer.finish(answer.sdp, peer_id=b.node_id)
+        lb = await answer.link()
+        assert a.link_for(b.node_id) is la and b.link_for(a.node_id) is lb  # type: ignore[arg-type]
+        assert la.is_open and lb.is_open
+
+
+@pytest.mark.parametrize("sdp", ["", "hello", "v=0\r\nnonsense", "v=0\r\nm=application x\r\n",
+                                 "v=0" + "x" * 20000, None, 7])
+async def test_garbage_sdp_is_refused_and_nothing_stays_open(sdp: object) -> None:
+    async with drivers(2) as (a, b):
+        with pytest.raises(SdpError):
+            await LinkAnswer.create(b, sdp)  # type: ignore[arg-type]
+        offer = await LinkOffer.create(a)
+        with pytest.raises((SdpError, QueryTimeout)):
+            await offer.finish(sdp, timeout=1.0)  # type: ignore[arg-type]
+        assert offer.pc.connectionState == "closed"
+        assert a.links() == [] and b.links() == []
+
+
+async def test_an_answer_never_taken_times_out() -> None:
+    async with drivers(2) as (a, b):
+        offer = await LinkOffer.create(a)
+        answer = await LinkAnswer.create(b, offer.sdp, timeout=1.0)
+        with pytest.raises(QueryTimeout):
+            await answer.link()
+        assert answer.pc.connectionState == "closed" and b.links() == []
+        await offer.cancel()
