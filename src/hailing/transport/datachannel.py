@@ -197,6 +197,12 @@ class LinkDriver(LinkManager):
         """Send ``data`` on the link to ``addr``; with none open, couple one (the data
         waits, bounded) or drop and count it and tell the node."""
         link = self._by_handle.get(addr.handle)
+        if link is None or link.closed:
+            draining = self._draining.get(addr.handle)
+            if draining is not None and draining.is_open:  # an answer, say: no new link
+                if self._transmit(draining, data, used=False):
+                    self.stats["link_sent"] += 1
+                return
         if link is not None and not link.closed:
             if link.is_open:
                 self._transmit(link, data, used=True)
@@ -335,7 +341,7 @@ class LinkDriver(LinkManager):
         elif kind == PONG and len(msg) == 2:
             pass
         elif kind == BYE and len(msg) == 2:
-            link.farewell = True  # evicted by the peer: its closing is no death
+            self._retire(link)  # evicted by the peer: it drains, its closing is no death
         elif kind == HELLO and len(msg) == 22:
             peer_id = msg[2:]
             if link.peer_id is None:
