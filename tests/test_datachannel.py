@@ -83,7 +83,7 @@ async def test_ten_nodes_put_get_over_links_only(seed: int) -> None:
         assert far[0].id == nodes[9].node_id
         for node in nodes:
             assert node.stats.get("socket_errors", 0) == 0
-            assert len(node.links.links()) < 2 * 4  # the soft cap  # type: ignore[union-attr]
+            assert len(node.links.links()) <= 4 + 1  # type: ignore[union-attr]
         assert sum(n.stats.get("link_coupled", 0) for n in nodes) > 0
 
 

@@ -30,7 +30,6 @@ The link manager (cap, pins, LRU eviction, keepalives, reconnection) is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -165,10 +164,12 @@ class LinkDriver(LinkManager):
         return RTCPeerConnection(configuration=config)
 
     def adopt(self, pc: Any, channel: Any, *, peer_id: bytes | None = None,
-              pinned: bool = False) -> Link:
+              pinned: bool = False, owns_pc: bool = True) -> Link:
         """Take the data channel ``channel`` of ``pc`` as a link (its DHT traffic now
-        flows through this driver; the link owns ``pc`` and closes it when it goes)."""
+        flows through this driver). The link closes ``pc`` when it goes, unless
+        ``owns_pc=False`` (a friend link's connection: only the channel is closed)."""
         link = Link(self, pc, channel, self.clock())
+        link.owns_pc = owns_pc
         self._add(link)
         channel.on("message", lambda msg: self._on_frame(link, msg))
         channel.on("close", lambda: self._lost(link, "channel closed"))
@@ -182,7 +183,7 @@ class LinkDriver(LinkManager):
         if channel.readyState == "open":
             self._send_hello(link)
         else:
-            channel.on("open", lambda: self._send_hello(link))
+            channel.on("open", lambda: self._opened(link))
         if peer_id is not None:
             self._bind(link, peer_id)
         if pinned:
@@ -196,9 +197,24 @@ class LinkDriver(LinkManager):
         """Send ``data`` on the link to ``addr``; with none open, couple one (the data
         waits, bounded) or drop and count it and tell the node."""
         link = self._by_handle.get(addr.handle)
-        if link is not None and link.is_open:
-            self._transmit(link, data, used=True)
-            return
+        if link is None or link.closed:
+            draining = self._draining.get(addr.handle)
+            if draining is not None and draining.is_open:  # an answer, say: no new link
+                if self._transmit(draining, data, used=False):
+                    self.stats["link_sent"] += 1
+                return
+        if link is not None and not link.closed:
+            if link.is_open:
+                self._transmit(link, data, used=True)
+                return
+            if link.channel.readyState == "connecting":  # sent when it opens
+                queue = self._queues.setdefault(addr.handle, [])
+                if len(queue) < MAX_QUEUE:
+                    queue.append(data)
+                    return
+                self.stats["link_queue_full"] += 1
+                self._unreachable(data, addr)
+                return
         self._enqueue(data, addr)
 
     def _transmit(self, link: Link, data: bytes, *, used: bool) -> bool:
@@ -250,9 +266,12 @@ class LinkDriver(LinkManager):
         finally:
             self._coupling.pop(handle, None)
         queue = self._queues.pop(handle, [])
-        if link is not None and link.is_open and link.handle == handle:
-            for data in queue:
-                self._transmit(link, data, used=True)
+        if link is not None and not link.closed and link.handle == handle:
+            if link.is_open:
+                for data in queue:
+                    self._transmit(link, data, used=True)
+            else:  # still opening: sent when it opens
+                self._queues[handle] = queue
             return
         for data in queue:
             self._unreachable(data, LinkAddr(handle))
@@ -322,7 +341,7 @@ class LinkDriver(LinkManager):
         elif kind == PONG and len(msg) == 2:
             pass
         elif kind == BYE and len(msg) == 2:
-            link.farewell = True  # evicted by the peer: its closing is no death
+            self._retire(link)  # evicted by the peer: it drains, its closing is no death
         elif kind == HELLO and len(msg) == 22:
             peer_id = msg[2:]
             if link.peer_id is None:
@@ -347,6 +366,13 @@ class LinkDriver(LinkManager):
         self._bind(link, peer_id)
         return link.peer_id == peer_id and not link.closed
 
+    def _opened(self, link: Link) -> None:
+        self._send_hello(link)
+        handle = link.handle
+        if handle is not None and self._by_handle.get(handle) is link and handle not in self._coupling:
+            for data in self._queues.pop(handle, []):
+                self._transmit(link, data, used=True)
+
     def _send_hello(self, link: Link) -> None:
         own = self.node_id
         if own is not None and not link.hello_sent and link.is_open:
@@ -357,9 +383,8 @@ class LinkDriver(LinkManager):
     def _bound(self, link: Link) -> None:
         if self._host is not None:
             self._host.link_opened(link)
-        queue = self._queues.pop(link.handle or b"", None)
-        if queue:
-            for data in queue:
+        if link.is_open and link.handle not in self._coupling:
+            for data in self._queues.pop(link.handle or b"", []):
                 self._transmit(link, data, used=True)
 
     def _gone(self, link: Link) -> None:
@@ -382,41 +407,25 @@ class LinkDriver(LinkManager):
 
 
 async def couple_direct(a: LinkDriver, b: LinkDriver, *, pinned: bool = False,
-                        timeout: float = 30.0) -> tuple[Link, Link]:
+                        timeout: float = 30.0, tell_ids: bool = True) -> tuple[Link, Link]:
     """A link between two drivers of this process, SDP exchanged in memory (no coupler):
-    for tests and benchmarks that build a topology. Returns (a's link, b's link)."""
-    pc_a = await a.new_peer_connection()
-    pc_b = await b.new_peer_connection()
+    for tests and benchmarks that build a topology. Returns (a's link, b's link). With
+    ``tell_ids=False`` each side learns the other's id from its hello only."""
+    from .linksdp import LinkAnswer, LinkOffer
+
+    offer = await LinkOffer.create(a)
     try:
-        async with asyncio.timeout(timeout):
-            channel_a = pc_a.createDataChannel(LABEL)
-            opened_a: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            got_b: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            channel_a.on("open", lambda: _settle(opened_a, None))
-            pc_b.on("datachannel", lambda ch: _settle(got_b, ch) if ch.label == LABEL else None)
-
-            await pc_a.setLocalDescription(await pc_a.createOffer())
-            await pc_b.setRemoteDescription(pc_a.localDescription)
-            await pc_b.setLocalDescription(await pc_b.createAnswer())
-            await pc_a.setRemoteDescription(pc_b.localDescription)
-            channel_b = await got_b
-            await opened_a
-            if channel_b.readyState != "open":
-                opened_b: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                channel_b.on("open", lambda: _settle(opened_b, None))
-                if channel_b.readyState != "open":
-                    await opened_b
+        answer = await LinkAnswer.create(b, offer.sdp, pinned=pinned, timeout=timeout,
+                                         peer_id=a.node_id if tell_ids else None)
     except BaseException:
-        with contextlib.suppress(Exception):
-            await pc_a.close()
-        with contextlib.suppress(Exception):
-            await pc_b.close()
+        await offer.cancel()
         raise
-    link_a = a.adopt(pc_a, channel_a, peer_id=b.node_id, pinned=pinned)
-    link_b = b.adopt(pc_b, channel_b, peer_id=a.node_id, pinned=pinned)
+    try:
+        link_a = await offer.finish(answer.sdp, pinned=pinned, timeout=timeout,
+                                    peer_id=b.node_id if tell_ids else None)
+        link_b = await answer.link()
+    except BaseException:
+        await answer.cancel()
+        await offer.cancel()
+        raise
     return link_a, link_b
-
-
-def _settle(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
