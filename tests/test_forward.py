@@ -378,3 +378,23 @@ async def test_aclose_removes_the_method_and_fails_pending_sends(world: World) -
     with pytest.raises(KrpcError) as e:  # 204 again
         await world.nodes["c"].query(world.nodes["d"].address, METHOD, _args())
     assert e.value.code == 204
+
+
+async def test_reverse_paths_and_seen_ids_are_bounded(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forward, "MAX_ROUTES", 4)
+    never = asyncio.Event()
+
+    async def stuck(payload: bytes, origin: bytes) -> bytes:
+        await never.wait()
+        return b""
+
+    world.fwd["d"].handle(b"stuck", stuck)
+    b = world.nodes["b"]
+    for _ in range(10):
+        await world.nodes["a"].query(b.address, METHOD, _args(kind=b"stuck"))
+    fb = world.fwd["b"]
+    assert len(fb._routes) <= 4 and len(fb._seen) <= 4
+    assert fb.stats["routes_dropped"] == 6
+    _echo(world, "d")
+    assert await world.fwd["a"].send_toward(IDS["d"], b"echo", b"still", 10) == b"re:still"
