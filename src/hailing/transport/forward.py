@@ -413,7 +413,7 @@ class Forwarder:
 
     def neighbours(self) -> list[tuple[bytes, Hashable]]:
         """(node id, address) of every node reachable without coupling: the open links,
-        and with UDP the routing table's nodes at UDP addresses."""
+        and with UDP the routing table's hailing nodes at UDP addresses."""
         out: list[tuple[bytes, Hashable]] = []
         seen: set[bytes] = set()
         for link in self.driver.links():
@@ -422,7 +422,10 @@ class Forwarder:
                 seen.add(pid)
                 out.append((pid, addr))
         if self.udp:
-            for e in self._core.table:
+            # On a public DHT only hailing nodes (the sub-overlay's table) forward; in a
+            # network of hailing nodes the whole table is (dht/suboverlay.py).
+            core = self._core
+            for e in (core.sub.table if core.sub.wanted else core.table):
                 if isinstance(e.addr, tuple) and e.id not in seen:
                     seen.add(e.id)
                     out.append((e.id, e.addr))
