@@ -188,6 +188,13 @@ class ConnectionManager:
         self.connections: set[Connection] = set()
         #: Called with (connection, envelope) for envelopes arriving over a channel.
         self.on_signal: Callable[[Connection, bytes], None] | None = None
+        #: Called with each connection once it is authenticated and tracked (both
+        #: directions): the session announces its node id over it (session/node_ids.py).
+        self.on_open: Callable[[Connection], object] | None = None
+        #: Offered each further data channel the caller opens on an answered
+        #: connection (e.g. the node's ``hailing-dht`` channel of a friend link): True
+        #: when taken, else it is counted ``extra_channels`` and left alone.
+        self.on_channel: Callable[[Connection, Any], bool] | None = None
         self._waiting: dict[tuple[bytes, bytes], asyncio.Future[envelope.Opened]] = {}
         self._pcs: set[Any] = set()  # peer connections not yet handed to a Connection
         self._answering: list[tuple[bytes, bool]] = []  # (caller, stranger) being answered
@@ -245,6 +252,7 @@ class ConnectionManager:
             conn = Connection(pc, channel, self.identity, peer, initiator=True,
                               local_fp=local_fp, remote_fp=description_fingerprint(sdp),
                               downloads=self.downloads)
+            conn.on_signal = self.on_signal  # what the callee sends right after its proof
             await _apply(pc, sdp, "answer", "callee")
             await conn.authenticate()
         except BaseException:
@@ -465,11 +473,16 @@ class ConnectionManager:
                 # returns: the caller's hello may be in the very next SCTP chunk, and a
                 # message emitted with no listener is gone. Only the first channel counts.
                 if opened.done():
-                    self.stats["extra_channels"] += 1
+                    if self.on_channel is None or not self.on_channel(opened.result(), channel):
+                        self.stats["extra_channels"] += 1
                     return
-                opened.set_result(Connection(
+                conn = Connection(
                     pc, channel, self.identity, offer.sender, initiator=False,
-                    local_fp=local_fp, remote_fp=remote_fp, downloads=self.downloads))
+                    local_fp=local_fp, remote_fp=remote_fp, downloads=self.downloads)
+                # envelopes the caller sends right after its proof (its node id) must
+                # find the router, though this side is not tracked yet
+                conn.on_signal = self.on_signal
+                opened.set_result(conn)
 
             pc.on("datachannel", on_channel)
             if cancelled.done():
@@ -531,6 +544,8 @@ class ConnectionManager:
             self._answered.pop(conn, None)
 
         conn.channel.on("close", closed)
+        if self.on_open is not None:
+            self.on_open(conn)
 
     async def aclose(self) -> None:
         """Close every connection and every peer connection still being set up."""
