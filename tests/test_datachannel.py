@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from pytest_helpers import loopback_ice
 
 from hailing.dht import DhtConfig
+from hailing.errors import LocalProtocolError
 from hailing.node import NO_UDP, DhtNode
 from hailing.transport import LinkAddr, LinkDriver, couple_direct
 from hailing.transport.topology import LocalCoupler, neighbourhood
@@ -136,3 +138,19 @@ async def test_a_dead_link_fails_fast_and_leaves_the_table() -> None:
             await asyncio.sleep(0.05)
         assert b.core.table.get(a.node_id) is None
         assert await a.ping(LinkAddr.of(c.node_id)) == c.node_id
+
+
+async def test_a_node_without_udp_keeps_its_id_but_no_udp_node_from_its_cache(
+        tmp_path: Path) -> None:
+    async with DhtNode(("127.0.0.1", 0), data_dir=tmp_path, config=dc_config()) as udp:
+        other = DhtNode(("127.0.0.1", 0), config=dc_config())
+        async with other:
+            await udp.bootstrap([other.address])
+            assert len(udp.routing_table()) == 1
+        node_id = udp.node_id
+    async with DhtNode(bind=None, links=LinkDriver(), data_dir=tmp_path,
+                       config=dc_config()) as dc:
+        assert dc.node_id == node_id and dc.routing_table() == []
+        with pytest.raises(LocalProtocolError):
+            await dc.nat_info()
+        assert dc.stun_servers() == [] and dc.reachable_address() is None

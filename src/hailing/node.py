@@ -188,8 +188,8 @@ class DhtNode:
             self._link_host = NodeLinks(self, self._core)
             self.links.attach(self._link_host)
         now = self._loop.time()
-        for nid, addr, _seen in saved:
-            self._core.add_node(nid, addr, now)
+        for nid, addr, _seen in saved if self._transport is not None else ():
+            self._core.add_node(nid, addr, now)  # (UDP nodes: none without a socket)
         self._next_save = now + SAVE_INTERVAL
         self._pump()
         return self

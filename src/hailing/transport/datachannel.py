@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .. import bencode
+from ..errors import LocalProtocolError
 from .linkaddr import HANDLE_LEN, LinkAddr
 from .links import Link, LinkManager
 
@@ -168,6 +169,10 @@ class LinkDriver(LinkManager):
         """Take the data channel ``channel`` of ``pc`` as a link (its DHT traffic now
         flows through this driver). The link closes ``pc`` when it goes, unless
         ``owns_pc=False`` (a friend link's connection: only the channel is closed)."""
+        if self._closing:
+            if owns_pc:
+                self._spawn(pc.close())
+            raise LocalProtocolError("the link driver is closed")
         link = Link(self, pc, channel, self.clock())
         link.owns_pc = owns_pc
         self._add(link)

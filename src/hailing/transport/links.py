@@ -54,6 +54,8 @@ RECONNECT_MAX = 60.0
 RECONNECT_TRIES = 6
 #: Seconds after its last use during which a link is spared by eviction (soft cap).
 GRACE = 2.0
+#: Seconds a peer connection may take to close (aiortc's close waits on its transports).
+CLOSE_TIMEOUT = 5.0
 #: Seconds an evicted link drains (answers in flight still arrive) before it is closed.
 DRAIN = 2.0
 #: Coupling times kept per coupler (for the median that orders them).
@@ -437,8 +439,9 @@ class LinkManager:
 
 async def _close_pc(link: Link) -> None:
     with contextlib.suppress(Exception):
-        if link.owns_pc:
-            await link.pc.close()
-        else:
-            link.channel.close()
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            if link.owns_pc:
+                await link.pc.close()
+            else:
+                link.channel.close()
 
