@@ -238,7 +238,7 @@ class Forwarder:
 
     def _on_query(self, args: dict[bytes, Any], addr: Hashable, now: float) -> dict[bytes, Any]:
         if args.get(b"back") == 1:
-            return self._on_back(args, addr)
+            return self._on_back(args, addr, now)
         mid = args.get(b"mid")
         tgt = args.get(b"tgt")
         hops = args.get(b"hops")
@@ -302,7 +302,10 @@ class Forwarder:
         self._spawn(self._relay_or_fail(mid, route, next_hops, fwd))
         return {}
 
-    def _on_back(self, args: dict[bytes, Any], addr: Hashable) -> dict[bytes, Any]:
+    def _on_back(self, args: dict[bytes, Any], addr: Hashable, now: float) -> dict[bytes, Any]:
+        if (not exempt(self._codec, addr, self._exempt_loopback) and not self._sources.allow(
+                source_of(self._codec, addr, self._exempt_loopback), now)):
+            self._refuse("rate_limited", "rate limited", ERR_RATE_LIMITED)
         mid = args.get(b"mid")
         route = self._routes.get(mid) if type(mid) is bytes else None
         if route is None or addr not in route.tried:
