@@ -81,7 +81,7 @@ async def run(seed: int, n: int, p: int, gets: int, soft: float) -> dict[str, An
             "hops_per_message": round(1 + stats.get("fwd_forwarded", 0) / sent, 2) if sent else None,
             "couple_s": _q([sum(t) for t in timings]),
             "steps_p50_s": {name: round(statistics.median(t[i] for t in timings), 3)
-                            for i, name in enumerate(["hello", "offer_made",
+                            for i, name in enumerate(["hello", "offer_after_hello",
                                                       "offer_answered", "open"])}
             if timings else {},
             "gets": gets, "gets_found": found,

@@ -65,8 +65,9 @@ class NetworkCoupler:
         self.timeout = timeout
         self._pending: OrderedDict[bytes, tuple[nacl.public.PrivateKey, float]] = OrderedDict()
         self._opening: set[asyncio.Task[None]] = set()
-        #: Seconds of the last couplings' steps: (hello, offer made, offer forwarded and
-        #: answered, channel open after the answer).
+        #: Seconds of the last couplings' steps: (the hello's round trip, the offer being
+        #: made beside it; what making the offer took beyond that; the offer's round trip
+        #: with the target's answer; the channel open after the answer).
         self.timings: deque[tuple[float, float, float, float]] = deque(maxlen=256)
         self._loop = asyncio.get_running_loop()
         forwarder.handle(KIND, self._on_message)
@@ -84,18 +85,26 @@ class NetworkCoupler:
         secret = nacl.public.PrivateKey.generate()
         ours = bytes(secret.public_key)
         t0 = self._loop.time()
-        reply = await fwd.send_toward(target, KIND, bytes([HELLO]) + ours, self.timeout)
-        t1 = self._loop.time()
-        if len(reply) != 1 + _KEY or reply[0] != HELLO:
-            self._count("bad_replies")
-            raise RemoteProtocolError("malformed hello reply")
-        box = nacl.public.Box(secret, nacl.public.PublicKey(reply[1:]))
         pc = await driver.new_peer_connection()
         try:
             channel = pc.createDataChannel(LABEL)
             opened: asyncio.Future[None] = self._loop.create_future()
             channel.on("open", lambda: _settle(opened, None))
-            await pc.setLocalDescription(await pc.createOffer())
+            # The offer is made (ICE gathering) while the hello travels.
+            offer = asyncio.ensure_future(_make_offer(pc))
+            try:
+                reply = await fwd.send_toward(target, KIND, bytes([HELLO]) + ours, self.timeout)
+            except BaseException:
+                offer.cancel()
+                with contextlib.suppress(BaseException):
+                    await offer
+                raise
+            t1 = self._loop.time()
+            await offer
+            if len(reply) != 1 + _KEY or reply[0] != HELLO:
+                self._count("bad_replies")
+                raise RemoteProtocolError("malformed hello reply")
+            box = nacl.public.Box(secret, nacl.public.PublicKey(reply[1:]))
             own = fwd._core.node_id
             plain = bencode.encode({b"id": own, b"tgt": target,
                                     b"sdp": pc.localDescription.sdp.encode()})
@@ -225,6 +234,10 @@ class NetworkCoupler:
             with contextlib.suppress(asyncio.CancelledError, HailingError):
                 await task
         self._pending.clear()
+
+
+async def _make_offer(pc: Any) -> None:
+    await pc.setLocalDescription(await pc.createOffer())
 
 
 def _settle(fut: asyncio.Future[Any], value: Any) -> None:
