@@ -154,3 +154,23 @@ async def test_a_node_without_udp_keeps_its_id_but_no_udp_node_from_its_cache(
         with pytest.raises(LocalProtocolError):
             await dc.nat_info()
         assert dc.stun_servers() == [] and dc.reachable_address() is None
+
+
+async def test_a_query_in_flight_fails_when_its_link_dies() -> None:
+    """The peer never answers; when the link dies the ping fails with error 201, not
+    with the query timeout (QueryTimeout) that a ping to a silent UDP node ends in."""
+    async with dc_nodes(2, 4, seed=4, couplers=False) as (a, b):
+        assert b.links is not None and a.links is not None
+        b.links._on_frame = lambda link, msg: None  # type: ignore[method-assign]
+        ping = asyncio.ensure_future(a.ping(LinkAddr.of(b.node_id)))
+        await asyncio.sleep(0.2)
+        assert not ping.done()
+        link = a.links.link_for(b.node_id)
+        assert link is not None
+        a.links._lost(link, "dead")  # as the keepalive round does with a silent link
+        from hailing.errors import KrpcError
+
+        with pytest.raises(KrpcError) as info:
+            await ping
+        assert info.value.code == 201  # type: ignore[attr-defined]
+        assert a.core.table.get(b.node_id) is None

@@ -263,3 +263,16 @@ async def test_an_answer_never_taken_times_out() -> None:
             await answer.link()
         assert answer.pc.connectionState == "closed" and b.links() == []
         await offer.cancel()
+
+
+async def test_a_pin_made_before_the_peer_id_is_known_is_kept_for_that_peer() -> None:
+    async with drivers(2) as (a, b):
+        la, _ = await couple_direct(a, b, tell_ids=False)
+        if la.peer_id is None:
+            a.pin(la, "friend")
+        else:  # the hello came first: pin it the same way
+            la.peer_id = None
+            a.pin(la, "friend")
+            a._bind(la, b.node_id)  # type: ignore[arg-type]
+        await until(lambda: la.peer_id == b.node_id, "b's hello")
+        assert a._wanted[b.node_id] == {"friend"}  # type: ignore[index]

@@ -234,6 +234,8 @@ class LinkManager:
                 return
             self.stats["link_duplicate"] += 1  # the newer carries traffic; LRU drops one
         self._by_handle[handle] = link
+        for why in link.pins:  # pinned before its id was known
+            self._wanted.setdefault(peer_id, set()).add(why)
         pins = self._wanted.get(peer_id)
         if pins:
             link.pins |= pins
