@@ -122,6 +122,18 @@ async def test_the_target_checks_its_id_and_garbage_couplings_are_refused(
         await fwd.send_toward(d.id, KIND, b"\x02" + ours + sealed, 10)
     assert e.value.code == 203
     assert d.fwd.stats["link_wrong_target"] == 1
+    # an offer for the right node whose SDP is garbage (sealed properly)
+    for garbage in (b"v=0", b"v=0\r\nm=application 9 nonsense", b"\xff" * 64):
+        secret = nacl.public.PrivateKey.generate()
+        ours = bytes(secret.public_key)
+        reply = await fwd.send_toward(d.id, KIND, b"\x01" + ours, 10)
+        box = nacl.public.Box(secret, nacl.public.PublicKey(reply[1:]))
+        sealed = box.encrypt(bencode.encode({b"id": a.id, b"tgt": d.id, b"sdp": garbage}))
+        with pytest.raises(KrpcError) as e:
+            await fwd.send_toward(d.id, KIND, b"\x02" + ours + sealed, 10)
+        assert e.value.code == 203
+    assert d.fwd.stats["link_bad_sdp"] == 3
+    assert d.fwd.stats["handler_failed"] == 0
     # a node id nobody has (D's with its last byte changed): D is the closest node,
     # is not the target, and knows nobody closer: the coupling fails with "no route"
     with pytest.raises(KrpcError) as e:
