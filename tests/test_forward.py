@@ -398,3 +398,34 @@ async def test_reverse_paths_and_seen_ids_are_bounded(
     assert fb.stats["routes_dropped"] == 6
     _echo(world, "d")
     assert await world.fwd["a"].send_toward(IDS["d"], b"echo", b"still", 10) == b"re:still"
+
+
+async def test_a_node_with_udp_forwards_through_routing_table_nodes_too() -> None:
+    # A has no link at all, only B in its routing table (UDP); B is linked to C.
+    cfg = _config()
+    a = await DhtNode(("127.0.0.1", 0), node_id=_id(0x00), config=cfg).start()
+    b = await DhtNode(("127.0.0.1", 0), node_id=_id(0x80), config=cfg).start()
+    c = await DhtNode(("127.0.0.1", 0), node_id=_id(0xC0), config=cfg).start()
+    fa = Forwarder(a, _Links())  # udp: a has a socket
+    fb = Forwarder(b, _Links([_Link(_id(0xC0), c.address)]), udp=False)
+    fc = Forwarder(c, _Links([_Link(_id(0x80), b.address)]), udp=False)
+    try:
+        assert fa.udp and not fb.udp
+        await a.bootstrap([b.address])
+        assert (_id(0x80), b.address) in fa.neighbours()
+
+        async def echo(payload: bytes, origin: bytes) -> bytes:
+            return payload
+
+        fc.handle(b"echo", echo)
+        assert await fa.send_toward(_id(0xC0), b"echo", b"via udp", 10) == b"via udp"
+        assert fb.stats["forwarded"] == 1
+        # and without UDP neighbours A has no way at all
+        fa.udp = False
+        with pytest.raises(HailingError, match="no link"):
+            await fa.send_toward(_id(0xC0), b"echo", b"x", 10)
+    finally:
+        for f in (fa, fb, fc):
+            await f.aclose()
+        for n in (a, b, c):
+            await n.stop()
