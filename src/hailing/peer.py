@@ -124,7 +124,8 @@ class Peer:
     read-only node never enters others' routing tables, where it would stall lookups
     once it has exited). ``ice_servers``: where the STUN/TURN servers of its peer
     connections come from: ``"node"`` (its DHT node's STUN servers and a volunteer
-    relay found on the DHT; none without a node), a provider, or None (none)."""
+    relay found on the DHT; none without a node), a provider, or None (none). ``text``:
+    also run the text coupler (copy/paste offers and answers), dialed only by name."""
 
     def __init__(
         self,
@@ -152,6 +153,7 @@ class Peer:
         on_media_offer: Callable[[IncomingCall], None] | None = None,
         ice_servers: IceProvider | Literal["node"] | None = "node",
         forwarder: ForwarderLike | None = None,
+        text: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise LocalProtocolError(f"unknown rendezvous backend {backend!r} ({', '.join(BACKENDS)})")
@@ -194,6 +196,7 @@ class Peer:
         self._pc_factory = pc_factory
         self._answer_tracks = answer_tracks
         self._custom = custom
+        self._text = text
         self._shared_node = node
         self._ice_servers = (peer_provider(lambda: self._shared_node or self.node)
                              if ice_servers == "node" else ice_servers)
@@ -286,6 +289,10 @@ class Peer:
             coupler = await self._build(rung.name)
             self._couplers.append(coupler)
             await coupler.start(self.router.attach(coupler))
+        if self._text and "text" not in self._custom:  # beside the ladder, never a rung
+            from .session.text_coupler import start_text_coupler
+
+            self._couplers.append(await start_text_coupler(self.manager, self.router))
         self.dialer = Dialer(self._couplers, self.ladder)
         self.manager.ice.warm()  # the first call does not wait for its ICE servers
         self.supervisor.loop(self._refresh_loop, name="refresh loop")
@@ -369,7 +376,7 @@ class Peer:
 
     @property
     def couplers(self) -> list[Coupler]:
-        """The running couplers, in ladder order."""
+        """The running couplers, in ladder order (then the text coupler, if any)."""
         return list(self._couplers)
 
     def coupler(self, name: str) -> Coupler:
@@ -551,7 +558,8 @@ class Peer:
             via.send_signal(blob)
             return 1
         failure: HailingError | None = None
-        for c in self._couplers:
+        rungs = {r.name for r in self.ladder}
+        for c in (c for c in self._couplers if c.name in rungs):  # not the text coupler
             try:
                 return int(await sender(c, peer, "endpoint")(blob))
             except HailingError as exc:

@@ -94,7 +94,8 @@ def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
         set_host_addresses(args.ice_host)
     common: dict[str, Any] = {
         "passphrase": os.environ.get(PASSPHRASE_ENV) or None,
-        "accept_any": True if args.accept_any else None, "downloads": args.downloads}
+        "accept_any": True if args.accept_any else None, "downloads": args.downloads,
+        "text": True}  # the text coupler: 'hailing couple ...' and the web app's panel
     dht: DhtSettings | None = None
     available: dict[str, bool] = {}
     if args.via == "contract":

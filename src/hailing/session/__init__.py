@@ -9,7 +9,8 @@ Commands flow down, events flow up::
       |-- EndpointRecords ... contacts' SIP / WireGuard connection info
       |-- Supervisor ........ owns every background task; failures become events
       '-- couplers .......... DhtCoupler | ContractCoupler | WsCoupler | LinkCoupler
-                              | NetworkCoupler (one Protocol; the default ladder: ladder.py)
+                              | NetworkCoupler | TextCoupler (one Protocol; the default
+                              ladder: ladder.py)
 
 This package never imports the services layer (contacts, call policy): the facade hands
 it plain callables.
@@ -25,6 +26,7 @@ from .network_coupler import NetworkCoupler
 from .node_ids import NodeIds
 from .router import SignalRouter, Source
 from .supervisor import Supervisor
+from .text_coupler import TextCoupler
 
 __all__ = [
     "Attempt",
@@ -44,5 +46,6 @@ __all__ = [
     "SignalRouter",
     "Source",
     "Supervisor",
+    "TextCoupler",
     "WsCoupler",
 ]

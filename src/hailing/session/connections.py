@@ -16,7 +16,9 @@ both sides prove their identity over the channel.
 
 **Answering** (:meth:`ConnectionManager.answer`, after the call policy accepted the
 offer): a supervised task applies the offer, makes the answer, replies by the way the
-offer came and waits (:data:`CHANNEL_TIMEOUT`) for the caller's channel and its proof.
+offer came and waits (:data:`CHANNEL_TIMEOUT`, or the coupler's own wait in
+:attr:`ConnectionManager.channel_waits`: a person carries a text answer) for the caller's
+channel and its proof.
 
 **Relays.** Every peer connection gathers a relay candidate when a relay is known (the
 description is sent whole, so it cannot wait to see whether one is needed); once
@@ -204,6 +206,9 @@ class ConnectionManager:
         self._ringing: dict[tuple[bytes, bytes], IncomingCall] = {}  # (caller, offer ref)
         self._cancel_answer: dict[tuple[bytes, bytes], asyncio.Future[None]] = {}
         self._cancelled: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+        #: How long an answered call waits for the caller's channel, by the name of the
+        #: coupler its offer came through (others: :data:`CHANNEL_TIMEOUT`).
+        self.channel_waits: dict[str, float] = {}
 
     async def new_peer_connection(self) -> Any:
         """A new ``RTCPeerConnection``: the factory's, or with the configuration given,
@@ -370,6 +375,11 @@ class ConnectionManager:
             return "incoming-full"
         return None
 
+    def answering(self, caller: bytes) -> bool:
+        """Whether an accepted offer of ``caller`` is being answered now (from the
+        policy's yes until its channel opened or the answer failed)."""
+        return any(peer == caller for peer, _ in self._answering)
+
     def answer(self, offer: envelope.Opened, reply: Send, coupler: str | None = None, *,
                stranger: bool = False) -> str | None:
         """Answer an accepted offer in a supervised task; ``reply`` sends the answer back
@@ -491,7 +501,8 @@ class ConnectionManager:
                                  offer.nonce[:ANSWER_REF] + body, now=self._clock())
             await reply(blob)
             waiting: list[asyncio.Future[Any]] = [opened, cancelled]
-            await asyncio.wait(waiting, timeout=CHANNEL_TIMEOUT,
+            wait = self.channel_waits.get(coupler or "", CHANNEL_TIMEOUT)
+            await asyncio.wait(waiting, timeout=wait,
                                return_when=asyncio.FIRST_COMPLETED)
             if not opened.done():
                 if cancelled.done():
