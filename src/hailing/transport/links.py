@@ -429,7 +429,7 @@ class LinkManager:
             task.cancel()
         for link in self.links() + list(self._draining.values()):
             self._lost(link, "driver closed")
-        for _ in range(3):  # closing tasks may start more (a channel's close event)
+        for _ in range(10):  # closing tasks may start more (a channel's close event)
             pending = [t for t in self._tasks if not t.done()]
             if not pending:
                 break
