@@ -55,6 +55,9 @@ async def test_the_overlay_is_built_by_forwarding(overlay: list[OverlayNode]) ->
     forwarded = sum(o.fwd.stats["forwarded"] for o in overlay)
     print(f"links coupled through forwarding: {coupled}, hops forwarded: {forwarded}")
     assert coupled >= 2 * N  # far more links than the N - 1 bootstrap links
+    # next hop, never flooding: a message takes a few hops (flooding: N per message)
+    sent = sum(o.fwd.stats["sent"] for o in overlay)
+    assert forwarded / sent < 4
     for o in overlay:
         assert o.node._transport is None
         assert all(isinstance(e.addr, LinkAddr) for e in o.node.core.table)
