@@ -67,10 +67,10 @@ MID_BYTES = 8
 MAX_KIND = 16
 MIN_TARGET = 5
 #: Neighbours tried in turn by a hop before it gives up on a message.
-TRIES = 3
+TRIES = 4
 #: Times a message may leave a local minimum (a hop with no neighbour closer to the
 #: target than itself) through the closest other neighbour, farther away.
-MAX_ESCAPES = 2
+MAX_ESCAPES = 3
 #: How long a hop keeps a message's reverse path (and its id, against loops).
 ROUTE_TTL = 60.0
 #: Reverse paths and seen ids held at most (the oldest are forgotten first).
