@@ -18,10 +18,12 @@ may only send to a peer it has an open **link** with. The cores themselves are u
   toward the target over open links, the answer comes back the same way, then the link
   opens after ``open_rtts`` round trips between the two ends (ICE). Forwarding is either
 
-  * ``nexthop``: greedy XOR routing, each hop to the linked peer closest to the target
-    and strictly closer than the current host (so no loop can form: the distance falls
-    at every hop), at most ``max_hops`` hops; a host with no closer link answers with an
-    error that goes back the same way (``stuck``); or
+  * ``nexthop``: XOR routing over links, each hop to the linked peer closest to the
+    target that the offer has not visited (it carries the list: loop suppression); a
+    host with none left sends it back and the host before tries its next one
+    (``backtrack``), at most ``max_hops`` hops on the path and twice that many steps;
+    an offer that runs out of steps (``hop_limit``) or of hosts (``stuck``) fails, its
+    error travelling back along the path; or
   * ``flood``: the naive way, every host forwards a message it has not seen yet to all
     its links but the one it came from, up to ``flood_ttl`` hops; the answer is flooded
     back the same way.
