@@ -174,3 +174,15 @@ async def test_a_query_in_flight_fails_when_its_link_dies() -> None:
             await ping
         assert info.value.code == 201  # type: ignore[attr-defined]
         assert a.core.table.get(b.node_id) is None
+
+
+def test_a_node_on_links_alone_waits_for_couplings_before_it_counts_a_request_stalled() -> None:
+    """On links alone a request to an unlinked peer waits for a coupling: the default
+    soft timeout of such a node covers it; a UDP node (or one given a config) keeps its own."""
+    from hailing.node import LINKS_MIN_SOFT_TIMEOUT
+
+    assert DhtNode(bind=None, links=LinkDriver()).config.min_soft_timeout == LINKS_MIN_SOFT_TIMEOUT
+    assert DhtNode(links=LinkDriver()).config.min_soft_timeout == DhtConfig().min_soft_timeout
+    assert DhtNode().config.min_soft_timeout == DhtConfig().min_soft_timeout
+    given = DhtConfig(min_soft_timeout=0.3)
+    assert DhtNode(bind=None, links=LinkDriver(), config=given).config is given

@@ -92,9 +92,31 @@ async def test_pinned_links_are_never_evicted_the_cap_yields() -> None:
             clock.now += 10.0
         assert len(hub.links()) == 3 and all(x.pinned for x in hub.links())
         assert hub.stats["link_over_cap"] >= 1 and hub.stats.get("link_evicted", 0) == 0
-        hub.unpin(hub.links()[0], "adopted")
+        first = hub.links()[0]
+        hub.unpin(first, "adopted")
+        hub.tick()  # one over the cap, and its peer still pins it: kept for now
+        assert len(hub.links()) == 3 and first.peer_pinned
+        peer = next(o for o in others if o.node_id == first.peer_id)
+        peer.unpin(peer.links()[0], "adopted")  # the peer says "free"
+        await until(lambda: not first.peer_pinned, "the peer's free")
         hub.tick()
         assert len(hub.links()) == 2 and hub.stats["link_evicted"] == 1
+        assert first not in hub.links()
+
+
+async def test_links_the_peer_pinned_are_evicted_last() -> None:
+    clock = Clock()
+    async with drivers(5, cap=2, clock=clock) as (hub, *others):
+        kept, _ = await couple_direct(hub, others[0])
+        others[0].pin(others[0].links()[0], "friend")  # the peer pins its side only
+        await until(lambda: kept.peer_pinned, "the peer's keep")
+        clock.now += 10.0
+        newer, _ = await couple_direct(hub, others[1])
+        clock.now += 10.0
+        await couple_direct(hub, others[2])  # over the cap: "kept" is the LRU, but spared
+        await couple_direct(hub, others[3])  # the rest are in use: one over the cap
+        assert not kept.farewell and newer.farewell
+        assert kept in hub.links() and len(hub.links()) == 3
 
 
 async def test_a_link_in_use_is_spared_one_over_the_cap() -> None:

@@ -73,6 +73,8 @@ SAVE_INTERVAL = 300.0
 INBOX_QUEUE = 1024
 #: Upper bound on any single command, on top of the core's own timeouts.
 COMMAND_TIMEOUT = 60.0
+#: The least soft timeout of a node on links alone, by default (see ``DhtNode``).
+LINKS_MIN_SOFT_TIMEOUT = 1.2
 #: The ``address`` of a node without a UDP socket (``bind=None``: links only).
 NO_UDP: Addr = ("0.0.0.0", 0)
 
@@ -111,7 +113,14 @@ class DhtNode(InboxApi):
         self._started = False
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.bootstrap_addrs: list[Addr] = list(bootstrap)
-        self.config = config or DhtConfig()
+        if config is None:
+            # On links alone a request to a peer without a link waits for a coupling
+            # (0.3-1.3 s): the default soft timeout (0.15 s) would count nearly every such
+            # request stalled, and lookups would end on the peers already linked (a listen
+            # and a post to one key then meet on different nodes). UDP nodes keep 0.15 s.
+            config = (DhtConfig(min_soft_timeout=LINKS_MIN_SOFT_TIMEOUT)
+                      if links is not None and bind is None else DhtConfig())
+        self.config = config
         self._node_id = node_id
         self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._core: DhtProtocol | None = None

@@ -61,6 +61,8 @@ HELLO = CTRL + b"H"
 PING = CTRL + b"P"
 PONG = CTRL + b"O"
 BYE = CTRL + b"B"
+KEEP = CTRL + b"K"
+FREE = CTRL + b"F"
 #: Datagrams waiting for a link to one peer; beyond this they are dropped.
 MAX_QUEUE = 16
 #: Couplings under way at once; a datagram to one more unlinked peer is dropped.
@@ -345,6 +347,8 @@ class LinkDriver(LinkManager):
             self._transmit(link, PONG, used=False)
         elif kind == PONG and len(msg) == 2:
             pass
+        elif kind in (KEEP, FREE) and len(msg) == 2:
+            link.peer_pinned = kind == KEEP
         elif kind == BYE and len(msg) == 2:
             self._retire(link)  # evicted by the peer: it drains, its closing is no death
         elif kind == HELLO and len(msg) == 22:
@@ -382,6 +386,7 @@ class LinkDriver(LinkManager):
         own = self.node_id
         if own is not None and not link.hello_sent and link.is_open:
             link.hello_sent = self._transmit(link, HELLO + own, used=False)
+            self._sync_pin(link)
 
     # -- the manager's hooks ----------------------------------------------------------
 
@@ -401,6 +406,11 @@ class LinkDriver(LinkManager):
 
     def _say_farewell(self, link: Link) -> None:
         self._transmit(link, BYE, used=False)
+
+    def _tell_pinned(self, link: Link) -> None:
+        pinned = bool(link.pins)
+        if self._transmit(link, KEEP if pinned else FREE, used=False):
+            link.told_pinned = pinned
 
     async def aclose(self) -> None:
         """Close every link and stop the driver's tasks."""

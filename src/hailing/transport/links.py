@@ -80,7 +80,9 @@ class Link:
         "owns_pc",
         "pc",
         "peer_id",
+        "peer_pinned",
         "pins",
+        "told_pinned",
     )
 
     def __init__(self, manager: LinkManager, pc: Any, channel: Any, now: float) -> None:
@@ -91,6 +93,10 @@ class Link:
         self.peer_id: bytes | None = None
         #: Why the link is pinned (empty: it may be evicted).
         self.pins: set[str] = set()
+        #: The peer pinned it (it said so): evicted only when no other link can be.
+        self.peer_pinned = False
+        #: What we last told the peer of our pins.
+        self.told_pinned = False
         self.opened = now
         self.last_used = now
         self.last_sent = now
@@ -187,6 +193,13 @@ class LinkManager:
     def _say_farewell(self, link: Link) -> None:
         """Tell the peer that ``link`` closes by eviction (it is not dead)."""
 
+    def _tell_pinned(self, link: Link) -> None:
+        """Tell the peer whether we pin ``link`` now (``link.pins``)."""
+
+    def _sync_pin(self, link: Link) -> None:
+        if bool(link.pins) != link.told_pinned and link.is_open and link.hello_sent:
+            self._tell_pinned(link)
+
     async def couple(self, target: bytes) -> Link | None:
         raise NotImplementedError
 
@@ -239,6 +252,7 @@ class LinkManager:
         pins = self._wanted.get(peer_id)
         if pins:
             link.pins |= pins
+            self._sync_pin(link)
         self._repin_closest()
         self._bound(link)
 
@@ -297,10 +311,12 @@ class LinkManager:
         link.pins.add(why)
         if link.peer_id is not None:
             self._wanted.setdefault(link.peer_id, set()).add(why)
+        self._sync_pin(link)
 
     def unpin(self, link: Link, why: str) -> None:
         """Drop the reason ``why``; a link with no reason left may be evicted."""
         link.pins.discard(why)
+        self._sync_pin(link)
         peer = link.peer_id
         if peer is not None and peer in self._wanted:
             self._wanted[peer].discard(why)
@@ -327,13 +343,17 @@ class LinkManager:
 
     def _enforce_cap(self, keep: Link | None = None) -> None:
         """Evict least recently used unpinned links until at most ``cap`` are left. A
-        link used in the last :data:`GRACE` seconds (a query may be in flight on it) is
-        spared while that leaves one link over ``cap``; :meth:`tick` evicts it later."""
+        link used in the last :data:`GRACE` seconds (a query may be in flight on it) or
+        pinned by the peer is spared while that leaves one link over ``cap`` (:meth:`tick`
+        evicts it later); beyond, links the peer pinned go last."""
         now = self.clock()
         while len(live := self.links()) > self.cap:
             candidates = [x for x in live if not x.pins and x is not keep]
             if len(live) <= self.cap + 1:
-                candidates = [x for x in candidates if now - x.last_used >= GRACE]
+                candidates = [x for x in candidates
+                              if now - x.last_used >= GRACE and not x.peer_pinned]
+            else:
+                candidates = [x for x in candidates if not x.peer_pinned] or candidates
             if not candidates:
                 self.stats["link_over_cap"] += 1
                 return
