@@ -33,7 +33,6 @@ import asyncio
 import json
 import platform
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -42,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import libtorrent as lt
-from bep44_fallback import LOOPBACK, libtorrent_nodes, pct, serve
+from _report import emit, spread, timed_call
+from bep44_fallback import LOOPBACK, libtorrent_nodes, serve
 
 from hailing import bencode
 from hailing.dht import DhtConfig
@@ -190,22 +190,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for i in range(args.calls):
                 pause = rng.uniform(*args.idle)
                 await asyncio.sleep(pause)
-                row: dict[str, Any] = {"call": i, "idle_s": round(pause, 2)}
-                t = time.perf_counter()
-                try:
-                    conn = await alice.connect(bob.contact_id, timeout=args.timeout)
-                    try:
-                        await conn.send_text("ping")
-                    finally:
-                        await conn.close()
-                    row.update(ok=True, connect_s=round(conn.connect_ms / 1000, 3),
-                               coupler=conn.coupler)
-                except Exception as exc:  # a failed call is a result
-                    row.update(ok=False, error=str(exc).splitlines()[0],
-                               seconds=round(time.perf_counter() - t, 3))
-                dialer = alice.dialer
-                row["rungs"] = [(a.coupler, round(a.seconds, 3), a.error is None)
-                                for a in (dialer.last if dialer is not None else [])]
+                row = await timed_call(alice, bob.contact_id, args.timeout,
+                                       {"call": i, "idle_s": round(pause, 2)})
                 calls.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
             server.cancel()
@@ -214,9 +200,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             report["calls"] = {
                 "n": args.calls, "connected": len(ok),
                 "via": dict(Counter(r.get("coupler", "-") for r in calls)),
-                "connect_s": {"p50": pct(ok, 50), "p95": pct(ok, 95),
-                              "min": min(ok, default=None), "max": max(ok, default=None),
-                              "mean": round(statistics.fmean(ok), 3) if ok else None},
+                "connect_s": spread(ok),
                 "results": calls}
             report["bob_stats"] = {k: v for k, v in bob.stats.items()
                                    if k.startswith(("mainline_", "inbox_listen"))}
@@ -254,10 +238,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     report = asyncio.run(run(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":
