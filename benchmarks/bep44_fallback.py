@@ -59,6 +59,13 @@ def libtorrent_nodes(n: int) -> list[Any]:
     return sessions
 
 
+def fallback_pair(tmp: Path, boot: list[tuple[str, int]]) -> list[Peer]:
+    """alice and bob (not started yet), with the daemon's ladder and, as behind a NAT,
+    read-only DHT nodes (BEP43: they store nothing)."""
+    return [Peer(tmp / name, bootstrap=boot, dht_config=DhtConfig(read_only=True),
+                 ladder=list(FALLBACK_LADDER)) for name in ("alice", "bob")]
+
+
 async def serve(bob: Peer) -> None:
     """Answer every call: read until the caller hangs up."""
 
@@ -82,8 +89,7 @@ async def run(calls: int, nodes: int, idle: tuple[float, float], seed: int,
     boot = [(LOOPBACK, s.listen_port()) for s in sessions[:3]]
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hailing-bep44-") as tmp:
-        peers = [Peer(Path(tmp) / name, bootstrap=boot, dht_config=DhtConfig(read_only=True),
-                      ladder=list(FALLBACK_LADDER)) for name in ("alice", "bob")]
+        peers = fallback_pair(Path(tmp), boot)
         alice, bob = peers
         try:
             for p in peers:

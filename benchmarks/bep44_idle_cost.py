@@ -42,17 +42,15 @@ from typing import Any
 
 import libtorrent as lt
 from _report import emit, spread, timed_call
-from bep44_fallback import LOOPBACK, libtorrent_nodes, serve
+from bep44_fallback import LOOPBACK, fallback_pair, libtorrent_nodes, serve
 
 from hailing import bencode
-from hailing.dht import DhtConfig
 from hailing.dht import inbox_client as inbox_client_mod
 from hailing.identity import Identity
 from hailing.node import DhtNode
 from hailing.peer import Peer
 from hailing.rtc import set_host_addresses
 from hailing.session.coupler import MainlineCoupler
-from hailing.session.dialer import FALLBACK_LADDER
 from hailing.signaling import bep44_direct, mainline_rdv
 
 
@@ -145,8 +143,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await n.find_hailing_nodes()
         boot = [*lt_addrs[:3], *(h.address for h in hailing)]
         # as behind a NAT: the daemons' own nodes store nothing (read-only, BEP43)
-        peers = [Peer(Path(tmp) / name, bootstrap=boot, dht_config=DhtConfig(read_only=True),
-                      ladder=list(FALLBACK_LADDER)) for name in ("alice", "bob")]
+        peers = fallback_pair(Path(tmp), boot)
         alice, bob = peers
         try:
             for p in peers:
