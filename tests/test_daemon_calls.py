@@ -308,15 +308,16 @@ async def test_a_page_calls_a_daemon_that_answers_by_itself(world: World) -> Non
 async def test_a_declined_or_blocked_call_reads_exactly_like_an_offline_callee(
         world: World) -> None:
     ids = friends(world.tmp, "alice", "bob", "carol")  # carol never comes online
-    alice, bob = await world.daemon("alice"), await world.daemon("bob")
+    # alice's calls carry no timeout, as a page's: her daemon's ring timeout applies
+    alice = await world.daemon("alice", ring_timeout=REFUSED)
+    bob = await world.daemon("bob")
     page = Page(video=False)
     try:
         offer = await page.offer()
 
         async def call(who: str, call_id: str) -> tuple[int, Any]:
             return await alice.req("POST", "/api/calls", {
-                "contact": who, "sdp": offer, "media": "audio", "call": call_id,
-                "timeout": REFUSED})
+                "contact": who, "sdp": offer, "media": "audio", "call": call_id})
 
         offline = await call("carol", "to-carol")
         placing = asyncio.ensure_future(call("bob", "to-bob"))
