@@ -60,6 +60,7 @@ __all__ = [
     "answer_checks_at_once",
     "apply_environment",
     "bound_turn_deletion",
+    "close_peer_connection",
     "current_host_addresses",
     "gathers_on_loopback",
     "host_addresses",
@@ -351,6 +352,19 @@ def selected_path(pc: Any) -> dict[str, Any]:
     local = local if local in PATH_TYPES else "unknown"
     remote = remote if remote in PATH_TYPES else "unknown"
     return {"local": local, "remote": remote, "relayed": "relay" in (local, remote)}
+
+
+#: Longest closing a peer connection may take (seconds): a backstop, its TURN
+#: deletions are bounded already (:func:`bound_turn_deletion`).
+PC_CLOSE_TIMEOUT = 5.0
+
+
+async def close_peer_connection(pc: Any, timeout: float = PC_CLOSE_TIMEOUT) -> None:
+    """``pc.close()``, given up after ``timeout`` seconds; never raises (but a
+    cancellation of the caller)."""
+    with suppress(Exception):
+        async with asyncio.timeout(timeout):
+            await pc.close()
 
 
 #: Longest the deletion of unused TURN allocations may take (seconds).
