@@ -20,7 +20,8 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamT
 from pytest_helpers import loopback_ice
 from session_doubles import eventually
 
-from hailing.daemon.calls import CallLog
+from hailing.cli import build_parser
+from hailing.daemon.calls import DEFAULT_RING_TIMEOUT, CallLog
 from hailing.daemon.service import Daemon, DhtSettings
 from hailing.identity import load_or_create_identity
 from hailing.node import DhtNode
@@ -571,3 +572,13 @@ def test_the_on_call_command_line_is_split_without_a_shell() -> None:
     for bad in ["", "   ", "'unclosed"]:
         with pytest.raises(argparse.ArgumentTypeError):
             _command(bad)
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "301", "soon"])
+def test_the_ring_timeout_of_hailing_up(bad: str) -> None:
+    """``hailing up --ring-timeout S``: what a page's call waits when it gives none."""
+    assert build_parser().parse_args(["up"]).ring_timeout == DEFAULT_RING_TIMEOUT == 30
+    assert build_parser().parse_args(["up", "--ring-timeout", "8"]).ring_timeout == 8
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["up", "--ring-timeout", bad])
+    assert exc.value.code == 2
