@@ -20,7 +20,8 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamT
 from pytest_helpers import loopback_ice
 from session_doubles import eventually
 
-from hailing.daemon.calls import CallLog
+from hailing.cli import build_parser
+from hailing.daemon.calls import DEFAULT_RING_TIMEOUT, CallLog
 from hailing.daemon.service import Daemon, DhtSettings
 from hailing.identity import load_or_create_identity
 from hailing.node import DhtNode
@@ -308,15 +309,16 @@ async def test_a_page_calls_a_daemon_that_answers_by_itself(world: World) -> Non
 async def test_a_declined_or_blocked_call_reads_exactly_like_an_offline_callee(
         world: World) -> None:
     ids = friends(world.tmp, "alice", "bob", "carol")  # carol never comes online
-    alice, bob = await world.daemon("alice"), await world.daemon("bob")
+    # alice's calls carry no timeout, as a page's: her daemon's ring timeout applies
+    alice = await world.daemon("alice", ring_timeout=REFUSED)
+    bob = await world.daemon("bob")
     page = Page(video=False)
     try:
         offer = await page.offer()
 
         async def call(who: str, call_id: str) -> tuple[int, Any]:
             return await alice.req("POST", "/api/calls", {
-                "contact": who, "sdp": offer, "media": "audio", "call": call_id,
-                "timeout": REFUSED})
+                "contact": who, "sdp": offer, "media": "audio", "call": call_id})
 
         offline = await call("carol", "to-carol")
         placing = asyncio.ensure_future(call("bob", "to-bob"))
@@ -570,3 +572,13 @@ def test_the_on_call_command_line_is_split_without_a_shell() -> None:
     for bad in ["", "   ", "'unclosed"]:
         with pytest.raises(argparse.ArgumentTypeError):
             _command(bad)
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "301", "soon"])
+def test_the_ring_timeout_of_hailing_up(bad: str) -> None:
+    """``hailing up --ring-timeout S``: what a page's call waits when it gives none."""
+    assert build_parser().parse_args(["up"]).ring_timeout == DEFAULT_RING_TIMEOUT == 30
+    assert build_parser().parse_args(["up", "--ring-timeout", "8"]).ring_timeout == 8
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["up", "--ring-timeout", bad])
+    assert exc.value.code == 2

@@ -32,6 +32,12 @@ from browser_harness import (
 
 bring_lo_up()  # in a fresh namespace (unshare --net) lo starts down; elsewhere: nothing
 
+#: The trio's ``--ring-timeout``: how long a page's call to a callee that does not answer
+#: (offline, refusing, declining) waits, instead of the default 30 s; the tests check
+#: that these all end alike, not how long it takes, and an accepted call is answered in
+#: a few seconds.
+RING_TIMEOUT_S = 10
+
 NOT_IN_NETNS = ("the browser tests run only in a network namespace with only lo "
                 "(tests/test_browser.py starts them with unshare --net)")
 
@@ -68,7 +74,7 @@ def trio(net: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     (never online) and bot (a Python peer a test may start, data dir beside theirs)."""
     base = tmp_path_factory.mktemp("trio")
     with daemons(base, ("alice", "bob", "carol"), ["--bootstrap", net],
-                 offline=("dave", "bot")) as ups:
+                 "--ring-timeout", str(RING_TIMEOUT_S), offline=("dave", "bot")) as ups:
         yield ups
 
 

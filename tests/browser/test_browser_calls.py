@@ -36,7 +36,7 @@ from browser_harness import (
 )
 
 #: How long a call may take to give up on a callee that does not answer (the page's
-#: call timeout is 30 s, plus the time to post and to cancel).
+#: call timeout, the trio's --ring-timeout, plus the time to post and to cancel).
 GIVE_UP_S = 120.0
 
 

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 PASSPHRASE_ENV = "HAILING_PASSPHRASE"
 #: Seconds a link to a contact may stay unused before it is hung up (0: never).
 DEFAULT_IDLE_CLOSE = 600.0
+#: Seconds a call placed from the web app rings before it gives up (the daemon's default).
+DEFAULT_RING_TIMEOUT = 30.0
 
 
 def _api_addr(text: str) -> Addr:
@@ -59,6 +61,13 @@ def _seconds(text: str) -> float:
         value = -1.0
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected seconds (0 or more), got {text!r}")
+    return value
+
+
+def _ring_seconds(text: str) -> float:
+    value = _seconds(text)
+    if not 0 < value <= 300:
+        raise argparse.ArgumentTypeError(f"expected more than 0 and at most 300 seconds, got {text!r}")
     return value
 
 
@@ -214,7 +223,8 @@ async def cmd_up(args: argparse.Namespace) -> int:
     stop = _stop_on_signal()  # before the first line: a signal right after it is a clean stop
     make_peer, dht, media, relay = _daemon_parts(args)
     daemon = Daemon(args.data_dir, make_peer, dht=dht, api_bind=args.api,
-                    idle_close=args.idle_close, on_call=args.on_call, media=media, relay=relay)
+                    idle_close=args.idle_close, on_call=args.on_call, media=media, relay=relay,
+                    ring_timeout=args.ring_timeout)
     printer = _Printer()
     daemon.events.add_sink(printer)
     try:
@@ -295,6 +305,9 @@ def add_up_command(sub: Any) -> None:
     p.add_argument("--idle-close", type=_seconds, default=DEFAULT_IDLE_CLOSE, metavar="S",
                    help="hang up a link to a contact unused for S seconds (0: never; "
                    f"default {DEFAULT_IDLE_CLOSE:.0f})")
+    p.add_argument("--ring-timeout", type=_ring_seconds, default=DEFAULT_RING_TIMEOUT,
+                   metavar="S", help="how long a call placed from the web app rings before "
+                   f"it gives up (more than 0, at most 300; default {DEFAULT_RING_TIMEOUT:.0f})")
     p.add_argument("--on-call", type=_command, default=None, metavar="CMD",
                    help="run CMD (split like a shell command, but no shell) for each "
                    "incoming call that rings, with the ring event as one JSON line on its "

@@ -340,7 +340,8 @@ class ApiServer:
         calls = self._calls()
         peer = self.daemon.resolve(_req(body, "contact", str))
         result = await calls.place(peer, _req(body, "sdp", str), _req(body, "media", str),
-                                   _opt(body, "call", str), _timeout(body))
+                                   _opt(body, "call", str),
+                                   _timeout(body, self.daemon.ring_timeout))
         return web.json_response(result)
 
     async def get_calls(self, request: web.Request) -> web.Response:
@@ -437,8 +438,8 @@ def _opt(body: dict[str, Any], key: str, kind: type[Any]) -> Any:
 _KIND_NAMES = {str: "text", bool: "true or false", dict: "an object", int: "a whole number"}
 
 
-def _timeout(body: dict[str, Any]) -> float:
-    value = body.get("timeout", DEFAULT_TIMEOUT)
+def _timeout(body: dict[str, Any], default: float = DEFAULT_TIMEOUT) -> float:
+    value = body.get("timeout", default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise LocalProtocolError("'timeout' must be a number of seconds")
     if not 0 < value <= MAX_TIMEOUT:

@@ -63,6 +63,9 @@ MAX_OUTGOING = 32
 CALL_ID = re.compile(r"[A-Za-z0-9_.~-]{1,64}")
 #: Seconds an ``--on-call`` command may run; commands running at once.
 ON_CALL_TIMEOUT = 10.0
+#: Seconds a call placed from a page rings before it gives up (``POST /api/calls``
+#: without ``timeout``; ``hailing up --ring-timeout``).
+DEFAULT_RING_TIMEOUT = 30.0
 ON_CALL_PARALLEL = 4
 MEDIA = ("audio", "video")
 

@@ -49,7 +49,7 @@ from ..identity import format_contact_id, parse_contact_id
 from ..node import Addr, format_hostport
 from ..session.ladder import describe
 from ._files import ApiInfo, DaemonLock, remove_api_info, write_api_info
-from .calls import Calls
+from .calls import DEFAULT_RING_TIMEOUT, Calls
 from .dhtnode import DhtSettings as DhtSettings  # re-exported: the settings Daemon takes
 from .dhtnode import open_dht_node, overlay_status
 from .events import Event, EventBus, item_event
@@ -84,8 +84,12 @@ class Daemon:
                  dht: DhtSettings | None = None, api_bind: Addr = ("127.0.0.1", 0),
                  idle_close: float = 600.0, on_call: Sequence[str] | None = None,
                  ring_calls: bool = True, media: MediaOptions | None = None,
-                 relay: TurnConfig | None = None) -> None:
+                 relay: TurnConfig | None = None,
+                 ring_timeout: float = DEFAULT_RING_TIMEOUT) -> None:
         self.data_dir = Path(data_dir)
+        #: How long a page's call rings before it gives up (``POST /api/calls`` without
+        #: ``timeout``; ``hailing up --ring-timeout``).
+        self.ring_timeout = ring_timeout
         self._make_peer = make_peer
         self.dht = dht
         self.api_bind = api_bind

@@ -80,6 +80,7 @@ from .files import (
     clean_partials,
     sha256_file,
 )
+from .ice import close_peer_connection
 from .tracks import Tracks
 
 __all__ = ["ACK_TIMEOUT", "BYE_TIMEOUT", "CHUNK", "CLOSED_HERE", "HIGH_WATER",
@@ -370,8 +371,7 @@ class Connection:
             await asyncio.gather(self._pinger, return_exceptions=True)
         if self._closer is not None and self._closer is not me:
             await asyncio.gather(self._closer, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self.pc.close()
+        await close_peer_connection(self.pc)
 
     async def _peer_hung_up(self) -> None:
         with contextlib.suppress(ConnectionClosed):

@@ -42,7 +42,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -59,6 +59,8 @@ __all__ = [
     "TurnLike",
     "answer_checks_at_once",
     "apply_environment",
+    "bound_turn_deletion",
+    "close_peer_connection",
     "current_host_addresses",
     "gathers_on_loopback",
     "host_addresses",
@@ -352,6 +354,19 @@ def selected_path(pc: Any) -> dict[str, Any]:
     return {"local": local, "remote": remote, "relayed": "relay" in (local, remote)}
 
 
+#: Longest closing a peer connection may take (seconds): a backstop, its TURN
+#: deletions are bounded already (:func:`bound_turn_deletion`).
+PC_CLOSE_TIMEOUT = 5.0
+
+
+async def close_peer_connection(pc: Any, timeout: float = PC_CLOSE_TIMEOUT) -> None:
+    """``pc.close()``, given up after ``timeout`` seconds; never raises (but a
+    cancellation of the caller)."""
+    with suppress(Exception):
+        async with asyncio.timeout(timeout):
+            await pc.close()
+
+
 #: Longest the deletion of unused TURN allocations may take (seconds).
 RELEASE_TIMEOUT = 5.0
 
@@ -490,18 +505,56 @@ def answer_checks_at_once(on: bool = True) -> bool:
     return True
 
 
+#: Longest a TURN allocation's deletion may take when its connection closes (seconds).
+TURN_DELETE_TIMEOUT = 2.0
+
+
+def bound_turn_deletion(timeout: float | None = TURN_DELETE_TIMEOUT) -> bool:
+    """Bound aioice's deletion of a TURN allocation to ``timeout`` seconds (None: undo).
+
+    Closing a relayed connection deletes its allocation (a Refresh with lifetime 0), and
+    aiortc's ``RTCPeerConnection.close()`` waits for it; aioice retransmits that request
+    for about 31 s when the relay does not answer (it is gone, or stopping with us), and
+    a daemon's stop waited as long. After ``timeout`` the deletion is given up (its
+    socket is closed; the relay frees the allocation when its lifetime ends, RFC 8656
+    section 6). Applied by :func:`tune_aioice`; returns False (and changes nothing) when
+    aioice no longer looks as expected."""
+    try:
+        import aioice.turn as aioice_turn
+
+        protocol = aioice_turn.TurnClientMixin
+        original = getattr(protocol.delete, "__wrapped__", protocol.delete)
+    except (ImportError, AttributeError):
+        return False
+    if timeout is None:
+        protocol.delete = original  # type: ignore[method-assign]
+        return True
+    bound = timeout
+
+    async def delete(self: Any) -> None:
+        # aioice's delete closes its socket in a finally: also when cancelled here.
+        with suppress(TimeoutError):
+            async with asyncio.timeout(bound):
+                await original(self)
+
+    delete.__wrapped__ = original  # type: ignore[attr-defined]
+    protocol.delete = delete  # type: ignore[method-assign]
+    return True
+
+
 _tuned = False
 
 
 def tune_aioice() -> None:
-    """Apply :func:`prefer_direct_paths` and :func:`answer_checks_at_once` once per
-    process (the first :func:`rtc_configuration` does; importing aioice costs about
+    """Apply :func:`prefer_direct_paths`, :func:`answer_checks_at_once` and
+    :func:`bound_turn_deletion` once per process (the first :func:`rtc_configuration` does; importing aioice costs about
     0.1 s, so not at import)."""
     global _tuned
     if not _tuned:
         _tuned = True
         prefer_direct_paths()
         answer_checks_at_once()
+        bound_turn_deletion()
 
 
 def prune_redundant_candidates(sdp: str) -> str:

@@ -20,6 +20,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QueryTimeout, SdpError
+from .links import CLOSE_TIMEOUT
 
 if TYPE_CHECKING:
     from .datachannel import LinkDriver
@@ -53,7 +54,8 @@ def _description(sdp: object, kind: str) -> Any:
 
 async def _close(pc: Any) -> None:
     with contextlib.suppress(Exception):
-        await pc.close()
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await pc.close()
 
 
 def _settle(fut: asyncio.Future[Any], value: Any) -> None:

@@ -7,7 +7,7 @@
 // servers (iceServers(): GET /api/ice, STUN from DHT nodes and a volunteer relay), the
 // tracks, the channel "hailing", an offer, then the whole gathering (non-trickle, bounded
 // by GATHER_TIMEOUT_MS); the offer goes to POST /api/calls, which the daemon seals and
-// dials; its answer (or a 504: "no answer", whatever the reason) comes back on the same
+// dials, ringing for the daemon's ring timeout (hailing up --ring-timeout); its answer (or a 504: "no answer", whatever the reason) comes back on the same
 // request. Callee (Call.incoming + accept()): the ringing call's offer from
 // GET /api/calls/{id}, getUserMedia, the answer, POST /api/calls/{id}/accept.
 //
@@ -32,7 +32,6 @@ import { summarizeStats } from "./callstats.js";
 
 export { ApiError, defaultRequest, iceServers, newCallId, summarizeStats, waitForGathering };
 export const CONNECT_TIMEOUT_MS = 20000;
-export const RING_TIMEOUT_S = 30;
 export const STATES = ["calling", "ringing", "connecting", "connected", "ended"];
 
 function mediaError(err) {
@@ -139,7 +138,7 @@ export class Call extends EventTarget {
       try {
         answer = await this.request("POST", "/api/calls", {
           contact: this.contact, sdp: this.pc.localDescription.sdp, media: this.media,
-          call: this.id, timeout: RING_TIMEOUT_S,
+          call: this.id, // no timeout: the daemon's ring timeout (hailing up --ring-timeout)
         }, { signal: this._abort.signal });
       } catch (err) {
         if (!this.active) return; // cancelled meanwhile
