@@ -90,8 +90,9 @@ def _packets(lines: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _krpc_response(ascii_payload: str) -> bool:
-    return "1:y1:r" in ascii_payload or "1:y1:e" in ascii_payload
+def _source_port(header: str) -> int:
+    """The source port of a tcpdump header line (``... IP 198.19.1.2.6881 > ...``)."""
+    return int(header.split(" IP ", 1)[1].split(" > ", 1)[0].rsplit(".", 1)[1])
 
 
 def _call_captured(world: NatWorld, src: LabDaemon, dst: LabDaemon,
@@ -125,20 +126,24 @@ def test_a_blocked_caller_receives_nothing_from_the_callee(world: NatWorld) -> N
     assert result.get("status") == 504, result  # exactly what an offline callee reads as
     refused = [e for e in callee.events("call") if e.get("from") == mallory.contact_id]
     assert refused and refused[-1]["accepted"] is False, callee.events("call")
-    # Nothing from the callee's host reached the blocked caller's address, but answers
-    # to the caller's own DHT queries (the callee's node may be one it asked while
-    # posting the offer): no ICE check, no DTLS, no answer pushed.
-    not_dht = [h for h, payload in packets if not _krpc_response(payload)]
+    # Nothing from the callee's host reached the blocked caller's address but answers
+    # from its DHT port to the caller's own requests (the callee's node may be one it
+    # asked while posting the offer, or one of the hailing nodes its ICE asked for its
+    # reflexive address: a STUN answer, like a KRPC one, says nothing of the callee):
+    # no ICE check, no DTLS, no query, no answer pushed.
+    not_dht = [h for h, _ in packets if _source_port(h) != callee.dht_port]
     assert not not_dht, "the blocked caller received:\n" + "\n".join(not_dht)
+    queries = [h for h, payload in packets if "1:y1:q" in payload]
+    assert not queries, "the callee's node queried the blocked caller:\n" + "\n".join(queries)
     assert not any("hailing_push" in payload for _, payload in packets)
     print(f"\nblocked caller: {len(packets)} datagrams from the callee's host, "
-          "all answers to its own DHT queries")
+          "all from its DHT port, answers to its own requests")
 
     # The same capture sees an accepted caller's call: it is not blind.
     caller = world.caller("public")
     world.hang_up("public", "full-cone")
     result, packets = _call_captured(world, caller, callee, CALL_TIMEOUT)
     assert result.get("delivered"), result
-    media = [h for h, payload in packets if not _krpc_response(payload)]
+    media = [h for h, _ in packets if _source_port(h) != callee.dht_port]
     assert media, packets
     print(f"accepted caller: {len(media)} ICE/DTLS/SCTP datagrams from the callee's host")
