@@ -370,3 +370,45 @@ def test_pending_transactions_are_bounded() -> None:
         ep.keepalive([(f"198.18.{i}.{j}", 1) for j in range(40)], 30.0 + i)
     assert ep.stats["stun_pending_full"] > 0
     assert len(ep.datagrams_to_send()) == 64
+
+
+# -- a vanished server is forgotten at once -----------------------------------------------
+
+
+def test_a_server_is_forgotten_at_its_first_unanswered_keepalive() -> None:
+    ep = StunEndpoint(random.Random(4), 0.0)
+    ep.start_probe([(s, L) for s in SERVERS], 0.0)
+    serve(ep, dict.fromkeys(SERVERS, P), 0.01)
+    assert ep.servers() == SERVERS and ep.next_probe == 0.01 + PROBE_INTERVAL
+    ep.keepalive(SERVERS, 30.0)
+    serve(ep, dict.fromkeys(SERVERS, P), 30.01, drop={SERVERS[1]})  # it stopped
+    assert sorted(ep.servers()) == SERVERS  # not yet: its transaction is still open
+    ep.handle_timer(30.0 + TX_TIMEOUT)
+    assert sorted(ep.servers()) == [SERVERS[0], SERVERS[2]]
+    assert ep.stats["stun_servers_forgotten"] == 1
+    # fewer servers than a probe wants: the next probe looks for others soon
+    assert ep.next_probe == pytest.approx(30.0 + TX_TIMEOUT + PROBE_RETRY)
+
+
+def test_forget_drops_a_server_that_left_another_request_unanswered() -> None:
+    ep = StunEndpoint(random.Random(4), 0.0)
+    ep.start_probe([(s, L) for s in SERVERS], 0.0)
+    serve(ep, dict.fromkeys(SERVERS, L), 0.01)
+    assert ep.info.mapping == "public"  # no keepalives: nothing else would notice
+    assert ep.forget(("198.18.0.2", 6881), 50.0)  # a KRPC query to its port timed out
+    assert ep.servers() == [SERVERS[0], SERVERS[2]]
+    assert not ep.forget(("198.18.0.2", 6881), 51.0)  # once
+    assert not ep.forget(("198.18.0.7", 6881), 51.0)  # never a server
+    assert ep.stats["stun_servers_forgotten"] == 1
+    assert ep.next_probe == 50.0 + PROBE_RETRY
+
+
+def test_a_keepalive_answer_never_makes_a_holder_a_server() -> None:
+    # Keepalives go to the listens' storing nodes, which may sit behind NATs of their
+    # own (they answer our DHT socket, not ICE's): only a probe picks STUN servers.
+    ep = StunEndpoint(random.Random(4), 0.0)
+    ep.start_probe([(s, L) for s in SERVERS[:2]], 0.0)
+    serve(ep, dict.fromkeys(SERVERS, P), 0.01)
+    ep.keepalive(SERVERS, 30.0)
+    serve(ep, dict.fromkeys(SERVERS, P), 30.01)
+    assert sorted(ep.servers()) == SERVERS[:2] and ep.stats["stun_responses"] == 5

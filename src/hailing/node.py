@@ -153,6 +153,7 @@ class DhtNode:
         self._core = DhtProtocol(self.config, rng=self._rng, now=self._loop.time(), node_id=node_id)
         self._stun = StunEndpoint(self._stun_rng, self._loop.time(),
                                   exempt_loopback=self.config.exempt_loopback)
+        self._core.on_unanswered = self._stun_unanswered  # a STUN server is a DHT port
         if self._state is not None:
             self._save_id(self._core.node_id)
         try:
@@ -422,6 +423,12 @@ class DhtNode:
                  if server != self.address
                  and (local := route_source(server, self.address)) is not None]
         self._stun.start_probe(pairs, now)
+
+    def _stun_unanswered(self, addr: object, now: float) -> None:
+        """A KRPC query of ours to ``addr`` went unanswered: no STUN server there either
+        (nat/stun.py: ICE would wait 5 s for it on every call)."""
+        if self._stun is not None and isinstance(addr, tuple) and len(addr) >= 2:
+            self._stun.forget((str(addr[0]), int(addr[1])), now)
 
     def _stun_tick(self, now: float) -> None:
         """The probe and keepalive rounds that are due (from the node's timer)."""

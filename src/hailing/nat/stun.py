@@ -28,6 +28,16 @@ all equal to each other but not to it: "endpoint-independent"; different per ser
 "endpoint-dependent" (a symmetric NAT); fewer than two answers: "unknown". The servers
 that answered are remembered, fastest first (:meth:`~StunEndpoint.servers`), for ICE.
 
+*A vanished server is forgotten at once.* ICE (aioice) waits 5 s for a STUN server that
+does not answer, on every call, before the offer and before the answer. So a server
+is dropped from :meth:`~StunEndpoint.servers` at its first unanswered request (a
+probe's transaction after its retransmissions, a keepalive), and, since a hailing
+node's STUN server is its DHT port, at the first KRPC query of ours it leaves
+unanswered (:meth:`~StunEndpoint.forget`, which the node calls from the core's hard
+timeout). A server forgotten between probes that leaves fewer than
+:data:`PROBE_SERVERS` brings the next probe within :data:`PROBE_RETRY` seconds (it
+finds others, or the forgotten one again when it was only a lost datagram).
+
 *Keepalive.* Behind a NAT, the storing nodes that hold our listens reach us only while
 the NAT keeps a mapping to each of them (Linux conntrack: 30 s unreplied, 120-180 s
 once replied; home routers often less). :meth:`~StunEndpoint.keepalive` sends one
@@ -346,7 +356,7 @@ class StunEndpoint:
                 continue
             del self._txs[tid]
             self.stats["stun_timeouts"] += 1
-            self._servers.pop(tx.server, None)
+            self.forget(tx.server, now)
             if self._probe is not None:
                 self._probe.pending.discard(tid)
         self._maybe_finish(now)
@@ -359,6 +369,19 @@ class StunEndpoint:
 
     def probe_due(self, now: float) -> bool:
         return self._probe is None and now >= self.next_probe
+
+    def forget(self, server: Addr, now: float) -> bool:
+        """``server`` left a request of ours unanswered (a STUN transaction, or a KRPC
+        query to the same port): it is no STUN server of ours any more (see the module
+        docstring). True when it was one (counted ``stun_servers_forgotten``)."""
+        key = next((a for a in self._servers if _same(a, server)), None)
+        if key is None:
+            return False
+        del self._servers[key]
+        self.stats["stun_servers_forgotten"] += 1
+        if len(self._servers) < PROBE_SERVERS and self._probe is None:
+            self.next_probe = min(self.next_probe, now + PROBE_RETRY)
+        return True
 
     def known_servers(self) -> list[Addr]:
         """Servers that answered, fastest first (any number per IP)."""
@@ -451,14 +474,15 @@ class StunEndpoint:
         mapped = msg.attributes.get("XOR-MAPPED-ADDRESS") or msg.attributes.get("MAPPED-ADDRESS")
         if msg.message_class != stun.Class.RESPONSE or not isinstance(mapped, tuple):
             self.stats["stun_errors"] += 1
-            self._servers.pop(tx.server, None)
+            self.forget(tx.server, now)
             self._maybe_finish(now)
             return
         self.stats["stun_responses"] += 1
         mapped = (str(mapped[0]), int(mapped[1]))
         rtt = now - tx.first_sent
         before = self._servers.get(tx.server)
-        self._remember(tx.server, rtt, mapped, now)
+        if tx.probe or before is not None:  # a keepalive's holder is no server unless probed
+            self._remember(tx.server, rtt, mapped, now)
         if tx.probe and tx.local is not None and probe is not None:
             probe.answers.append((tx.server, mapped, tx.local, rtt))
         elif before is not None and not _same(before[1], mapped) and self._probe is None:

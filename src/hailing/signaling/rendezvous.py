@@ -144,6 +144,13 @@ class DhtRendezvous:
         keys = [k for k, p in self._keys.items() if p == peer_pub]
         return bool(keys) and live is not None and all(live(k) for k in keys)
 
+    def listens_lost(self) -> bool:
+        """Whether we listen on some key and no storing node that still answers holds
+        any of them (``DhtNode.listening``): no hailing node is in reach as far as the
+        node knows. False when the node cannot tell."""
+        live = getattr(self.node, "listening", None)
+        return live is not None and bool(self._keys) and not any(live(k) for k in self._keys)
+
     def watch_listens(self, callback: Callable[[bytes], object]) -> None:
         """Call ``callback(peer)`` whenever a pair key of ``peer`` gains or loses its
         last live storing node (see :meth:`listening`); nothing for nodes that cannot
