@@ -412,3 +412,29 @@ def test_a_keepalive_answer_never_makes_a_holder_a_server() -> None:
     ep.keepalive(SERVERS, 30.0)
     serve(ep, dict.fromkeys(SERVERS, P), 30.01)
     assert sorted(ep.servers()) == SERVERS[:2] and ep.stats["stun_responses"] == 5
+
+
+def test_a_node_behind_a_nat_declines_to_serve_and_is_forgotten_at_once() -> None:
+    """A NATed hailing node answers a DHT socket its NAT has a mapping to, but not ICE's
+    own sockets: listed as a STUN server it would cost every call ICE's STUN timeout
+    (and a NATed caller listing it first its reflexive candidate)."""
+    natted = StunEndpoint(random.Random(1), 0.0)
+    natted.start_probe([(s, L) for s in SERVERS], 0.0)
+    serve(natted, dict.fromkeys(SERVERS, P), 0.01)
+    assert natted.info.behind_nat
+    client = StunEndpoint(random.Random(2), 0.0)
+    client.start_probe([(SERVERS[0], L), (P, L)], 1.0)
+    for data, server in client.datagrams_to_send():
+        if server == P:
+            natted.receive(data, L, 1.01)
+            (reply, to), = natted.datagrams_to_send()
+            assert to == L and stun.parse_message(reply).message_class == stun.Class.ERROR
+            client.receive(reply, P, 1.02)
+        else:
+            client.receive(answer(data, L, Counter()) or b"", server, 1.02)
+    assert not client.probing and client.servers() == [SERVERS[0]]
+    assert natted.stats["stun_declined"] == 1 and client.stats["stun_errors"] == 1
+    public = StunEndpoint(random.Random(3), 0.0)  # not known to be behind a NAT: serves
+    public.receive(binding_request(), L, 2.0)
+    (reply, _), = public.datagrams_to_send()
+    assert stun.parse_message(reply).message_class == stun.Class.RESPONSE

@@ -10,6 +10,14 @@ timer expiries (:meth:`~StunEndpoint.handle_timer`) with a clock value, sends wh
 :meth:`~StunEndpoint.datagrams_to_send` returns from the same socket and re-arms its
 timer at :meth:`~StunEndpoint.get_timer`. The codec is aioice's ``stun`` module.
 
+*Only a node that is not behind a NAT serves.* ICE asks a STUN server from sockets of
+its own, not from the DHT socket that found the server: a hailing node behind a NAT
+answers our DHT socket (its NAT holds a mapping to us) but its NAT drops ICE's
+requests, so each call's ICE would wait its 5 s STUN timeout for it, and a NATed party
+listing it first would gather no reflexive candidate at all (aiortc asks only the first
+STUN server). So once a node's own probe said it is behind a NAT, it answers Binding
+requests with error 403 (counted ``stun_declined``): whoever asks forgets it at once.
+
 *Server.* A Binding request (class request, method binding, the magic cookie, a length
 that matches the datagram, a FINGERPRINT only if it is right) is answered with a Binding
 success response carrying only XOR-MAPPED-ADDRESS (and FINGERPRINT when the request had
@@ -324,7 +332,15 @@ class StunEndpoint:
         if msg is None:
             return
         cls = msg.message_class
-        if cls == stun.Class.REQUEST:
+        if cls == stun.Class.REQUEST and self.info.behind_nat:
+            if msg.message_method == stun.Method.BINDING:
+                self.stats["stun_declined"] += 1
+                err = stun.Message(stun.Method.BINDING, stun.Class.ERROR, msg.transaction_id)
+                err.attributes["ERROR-CODE"] = (403, "behind a NAT")
+                self._out.append((bytes(err), addr))
+            else:
+                self.stats["stun_ignored"] += 1
+        elif cls == stun.Class.REQUEST:
             reply = _binding_reply(msg, addr, self.stats)
             if reply is not None:
                 self._out.append((reply, addr))
