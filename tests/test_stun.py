@@ -434,6 +434,16 @@ def test_a_node_behind_a_nat_declines_to_serve_and_is_forgotten_at_once() -> Non
             client.receive(answer(data, L, Counter()) or b"", server, 1.02)
     assert not client.probing and client.servers() == [SERVERS[0]]
     assert natted.stats["stun_declined"] == 1 and client.stats["stun_errors"] == 1
+    # its servers vanish: a probe nobody answers does not make it forget its NAT
+    natted.start_probe([(s, L) for s in SERVERS], 400.0)
+    for t in (400.25, 400.75, 400.0 + TX_TIMEOUT):  # two retransmissions, then given up
+        natted.handle_timer(t)
+    assert not natted.probing and natted.info.mapping == "unknown"
+    assert natted.info.behind_nat and natted.keepalive_due(500.0)
+    natted.datagrams_to_send()
+    natted.receive(binding_request(), L, 401.0)
+    (reply, _), = natted.datagrams_to_send()
+    assert stun.parse_message(reply).message_class == stun.Class.ERROR
     public = StunEndpoint(random.Random(3), 0.0)  # not known to be behind a NAT: serves
     public.receive(binding_request(), L, 2.0)
     (reply, _), = public.datagrams_to_send()

@@ -17,6 +17,8 @@ requests, so each call's ICE would wait its 5 s STUN timeout for it, and a NATed
 listing it first would gather no reflexive candidate at all (aiortc asks only the first
 STUN server). So once a node's own probe said it is behind a NAT, it answers Binding
 requests with error 403 (counted ``stun_declined``): whoever asks forgets it at once.
+A later probe that nobody answers (its servers vanished) does not make it forget that
+it is behind a NAT.
 
 *Server.* A Binding request (class request, method binding, the magic cookie, a length
 that matches the datagram, a FINGERPRINT only if it is right) is answered with a Binding
@@ -127,8 +129,8 @@ class NatInfo:
     ``mapping``: see the module docstring. ``servers``: those that answered, fastest
     first. ``checked_at``: the node's clock (``loop.time()``) when the probe ended,
     ``-inf`` before the first. ``behind_nat``: True when some server saw us at another
-    address than the one we sent from, False when every one saw that one, None
-    without an answer.
+    address than the one we sent from, False when every one saw that one; without an
+    answer, what the probe before said (None before any answer).
     """
 
     external: Addr | None
@@ -523,6 +525,8 @@ class StunEndpoint:
                 del self._servers[server]
         answers = sorted(probe.answers, key=lambda a: a[3])
         mapping, behind = classify([(mapped, local) for _, mapped, local, _ in answers])
+        if behind is None:  # nobody answered (our servers vanished): still behind that NAT
+            behind = self.info.behind_nat
         self.info = NatInfo(
             external=answers[0][1] if answers else None,
             mapping=mapping,
