@@ -375,11 +375,18 @@ class ListenNode:
     """A DHT node double for the inbox coupler: listens always taken, posts counted,
     and whether a storing node still holds each listen is the test's to say."""
 
-    def __init__(self) -> None:
-        self.live = True
+    def __init__(self, live: bool = True) -> None:
+        self.live = live
         self.posts = 0
+        self.watchers: list[Callable[[bytes, bool], object]] = []
+
+    def watch_listens(self, callback: Callable[[bytes, bool], object]) -> None:
+        self.watchers.append(callback)
 
     async def listen(self, key: bytes, ttl: float = 300.0) -> int:
+        for w in self.watchers:  # a storing node took it: the event, as DhtNode's
+            if self.live:
+                w(key, True)
         return 1
 
     def unlisten(self, key: bytes) -> None:
@@ -397,7 +404,8 @@ async def test_the_inbox_rung_fails_at_once_when_none_of_our_listens_is_held() -
     """Right after every hailing node vanished, a post would wait for the vanished
     nodes (a query timeout each) before the BEP44 fallback got the call: with all our
     own listens known lost, the inbox rung fails at once, without a post. Only with a
-    fallback rung behind it, only for offers, and never while a listen is held."""
+    fallback rung behind it, only for offers, never while a listen is held, and not
+    for listens no node ever took (no hailing node met yet: a post fails at once)."""
     me, bob = ident(1), ident(2)
     node = ListenNode()
     coupler = DhtCoupler(node, me, lambda: [bob.public_key], lambda: False,  # type: ignore[arg-type]
@@ -414,3 +422,8 @@ async def test_the_inbox_rung_fails_at_once_when_none_of_our_listens_is_held() -
     assert await coupler.send(bob.public_key, b"answer", "answer") == 1  # not an offer
     assert await without.send(bob.public_key, b"offer", "offer") == 1  # no fallback rung
     assert node.posts == 3
+    never = ListenNode(live=False)
+    fresh = DhtCoupler(never, me, lambda: [bob.public_key], lambda: False,  # type: ignore[arg-type]
+                       clock=Clock(NOON), fallback=True)
+    await fresh.rendezvous.refresh()
+    assert await fresh.send(bob.public_key, b"offer", "offer") == 1 and never.posts == 1
