@@ -20,16 +20,16 @@ daemon's: its DHT node's STUN servers and a volunteer relay's credentials,
   the provider's answer, when it comes, serves the next call.
 
 So a call is never delayed more than :data:`WAIT` by the servers, and at most one
-provider call runs at a time.
+provider call runs at a time. A provider that raises is counted (``ice_provider_errors``)
+and read as "no server"; :meth:`IceServerSource.warm` asks ahead (a daemon does at
+start, so the first call does not wait at all).
 
 **STUN servers are read live.** A provider may also say which STUN servers it has right
 now, cheaply (``provider.live_stun()``: :func:`node_provider`'s reads the node's list,
 no IO): a cached value's STUN servers are replaced by those at every :meth:`get`. The
 node forgets a STUN server at its first unanswered request (nat/stun.py), and a vanished
 server still listed would cost ICE its STUN timeout (5 s) on every call until the next
-refresh; the relay's credentials stay cached as above. A provider that raises is counted (``ice_provider_errors``)
-and read as "no server"; :meth:`IceServerSource.warm` asks ahead (a daemon does at
-start, so the first call does not wait at all).
+refresh; the relay's credentials stay cached as above.
 
 **Privacy.** Asking the provider reveals nothing about calls: STUN servers are DHT nodes
 the node already talks to, and a relay's credentials are asked for by the node's DHT
