@@ -392,7 +392,8 @@ class StunEndpoint:
         """``server`` left a request of ours unanswered (a STUN transaction, or a KRPC
         query to the same port): it is no STUN server of ours any more (see the module
         docstring). True when it was one (counted ``stun_servers_forgotten``)."""
-        key = next((a for a in self._servers if _same(a, server)), None)
+        key = server if server in self._servers else next(
+            (a for a in self._servers if _same(a, server)), None)
         if key is None:
             return False
         del self._servers[key]
