@@ -130,6 +130,16 @@ def main() -> int:
         shoot(pa, out, "card.png")
         pa.locator('[data-testid="close-card"]').click()
 
+        # Connect by text: carol's offer for alice, with its QR code.
+        pc.locator('[data-testid="show-couple"]').click()
+        pc.locator('[data-testid="couple-contact"]').select_option(label="alice")
+        pc.locator('[data-testid="couple-make-offer"]').click()
+        wait_js(pc, "() => { const i = document.querySelector("
+                    "'[data-testid=\"couple-offer-qr\"]');"
+                    " return i && i.complete && i.naturalWidth > 0; }")
+        shoot(pc, out, "connect-by-text.png")
+        pc.locator('[data-testid="close-couple"]').click()
+
         # A missed call for bob's call log: carol calls, then gives up.
         start_call(pc, "bob", "audio")
         pb.locator('[data-testid="incoming-call"]').wait_for(state="visible", timeout=60_000)

@@ -310,7 +310,8 @@ def test_structured_garbage(d: dict[bytes, Any]) -> None:
 
 ids = st.binary(min_size=20, max_size=20)
 ports = st.integers(1, 65535)
-v4 = st.builds(lambda n, p: (str(ipaddress.IPv4Address(n)), p), st.integers(0, 2**32 - 1), ports)
+# 0.0.0.0/8 is never a destination (the overlay's link form): not a UDP address
+v4 = st.builds(lambda n, p: (str(ipaddress.IPv4Address(n)), p), st.integers(2**24, 2**32 - 1), ports)
 v6 = st.builds(lambda n, p: (str(ipaddress.IPv6Address(n)), p), st.integers(0, 2**128 - 1), ports)
 
 

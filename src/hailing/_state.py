@@ -15,11 +15,14 @@ run, so nothing about it may stop a node (:func:`load_node_state`):
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 
 from ._sqlite import SqliteFile, set_aside, storage_error
 from ._sqlite import data_dir as _data_dir
@@ -147,3 +150,35 @@ def _load(d: os.PathLike[str], busy_timeout: float) -> tuple[NodeState, bytes | 
     except BaseException:
         state.close()
         raise
+
+
+def save_table(state: NodeState, data_dir: Path | None, node_id: bytes,
+               nodes: list[Saved], stats: Counter[str], warned: set[str]) -> NodeState | None:
+    """Save a node's routing table; returns the state to keep using. Never raises and
+    never waits long: a locked file (another process) skips this save; a file found
+    corrupt is set aside and the table saved to a fresh one (``state_rebuilds``). Each
+    kind of failure is logged once, all counted (``state_saves_skipped``)."""
+    try:
+        state.save_routing(nodes)
+    except CorruptStorageError as exc:
+        stats["state_rebuilds"] += 1
+        state.close()
+        fresh = rebuild_node_state(data_dir, exc) if data_dir is not None else None
+        if fresh is not None:
+            with contextlib.suppress(StorageError):
+                fresh.set_node_id(node_id)
+                fresh.save_routing(nodes)
+        return fresh
+    except StorageError as exc:
+        save_failed(exc, stats, warned)
+    return state
+
+
+def save_failed(exc: StorageError, stats: Counter[str], warned: set[str]) -> None:
+    """Count a skipped save; log its kind the first time only."""
+    stats["state_saves_skipped"] += 1
+    kind = type(exc).__name__
+    if kind not in warned:
+        warned.add(kind)
+        log.warning("hailing: %s; routing cache not saved (counted in stats, "
+                    "not repeated)", exc)

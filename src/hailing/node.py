@@ -21,14 +21,13 @@ lookup right after it runs among hailing nodes. Bootstrap names (``PUBLIC_BOOTST
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -40,7 +39,7 @@ from ._addrs import bootstrap_list as bootstrap_list
 from ._addrs import format_hostport as format_hostport
 from ._addrs import parse_hostport as parse_hostport
 from ._addrs import resolve
-from ._state import NodeState, load_node_state, rebuild_node_state
+from ._state import NodeState, load_node_state, save_failed, save_table
 from .dht import (
     Answered,
     CommandFailed,
@@ -59,11 +58,14 @@ from .dht import (
 )
 from .dht.bep44 import MutableItem
 from .dht.transactions import Pending
-from .errors import CorruptStorageError, HailingError, LocalProtocolError, StorageError
+from .errors import HailingError, LocalProtocolError, StorageError
 from .krpc import Response
 from .nat.stun import NatInfo, StunEndpoint, distinct_key, is_stun, pick_servers, route_source
 from .transport import UdpEndpoint
 from .transport._ingress import SourceRateLimiter
+from .transport.datachannel import LinkDriver
+from .transport.linkaddr import LinkAddr, OverlayCodec
+from .transport.nodelinks import NodeLinks
 
 log = logging.getLogger("hailing.node")
 
@@ -73,6 +75,8 @@ SAVE_INTERVAL = 300.0
 INBOX_QUEUE = 1024
 #: Upper bound on any single command, on top of the core's own timeouts.
 COMMAND_TIMEOUT = 60.0
+#: The ``address`` of a node without a UDP socket (``bind=None``: links only).
+NO_UDP: Addr = ("0.0.0.0", 0)
 
 def _limiter(config: DhtConfig) -> SourceRateLimiter | None:
     """The per-source datagram budget of ``config`` (None when it is turned off)."""
@@ -83,12 +87,20 @@ def _limiter(config: DhtConfig) -> SourceRateLimiter | None:
 
 
 class DhtNode:
-    """A Mainline DHT node on UDP. Use ``async with DhtNode(...) as node:``."""
+    """A Mainline DHT node on UDP, data-channel links, or both (one routing space).
+    Use ``async with DhtNode(...) as node:``.
+
+    ``links``: a :class:`~hailing.transport.datachannel.LinkDriver` whose links carry
+    DHT traffic too (docs/overlay.md); with ``bind=None`` the node opens no UDP socket at
+    all and lives on its links alone (its ``address`` is then ``("0.0.0.0", 0)``). The
+    node closes its driver when it stops.
+    """
 
     def __init__(
         self,
-        bind: Addr = ("127.0.0.1", 0),
+        bind: Addr | None = ("127.0.0.1", 0),
         *,
+        links: LinkDriver | None = None,
         data_dir: str | Path | None = None,
         bootstrap: Iterable[Addr] = (),
         config: DhtConfig | None = None,
@@ -96,6 +108,9 @@ class DhtNode:
         seed: int | None = None,
     ) -> None:
         self.bind = bind
+        self.links = links
+        self._link_host: NodeLinks | None = None
+        self._started = False
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.bootstrap_addrs: list[Addr] = list(bootstrap)
         self.config = config or DhtConfig()
@@ -113,7 +128,7 @@ class DhtNode:
         self._warned: set[str] = set()
         self._next_save = 0.0
         self._saved_id: bytes | None = None
-        self.address: Addr = bind
+        self.address: Addr = bind if bind is not None else NO_UDP
         # STUN on the DHT port (nat/stun.py): the endpoint, nat_info() waiters, and the
         # keys we listen on (their storing nodes get keepalives behind a NAT).
         self._stun: StunEndpoint | None = None
@@ -137,10 +152,10 @@ class DhtNode:
 
     @property
     def running(self) -> bool:
-        return self._transport is not None
+        return self._started
 
     async def start(self) -> DhtNode:
-        if self._transport is not None:
+        if self._started:
             raise LocalProtocolError("the node is already started")
         self._loop = asyncio.get_running_loop()
         saved: list[tuple[bytes, Addr, float]] = []
@@ -150,21 +165,29 @@ class DhtNode:
             self._state, stored, saved = load_node_state(self.data_dir)
             if node_id is None:
                 node_id = stored
-        self._core = DhtProtocol(self.config, rng=self._rng, now=self._loop.time(), node_id=node_id)
-        self._stun = StunEndpoint(self._stun_rng, self._loop.time(),
-                                  exempt_loopback=self.config.exempt_loopback)
-        self._core.on_unanswered = self._stun_unanswered  # a STUN server is a DHT port
+        codec = None if self.links is None else OverlayCodec(udp=self.bind is not None)
+        self._core = DhtProtocol(self.config, rng=self._rng, now=self._loop.time(),
+                                 node_id=node_id, codec=codec)
+        if self.bind is not None:
+            self._stun = StunEndpoint(self._stun_rng, self._loop.time(),
+                                      exempt_loopback=self.config.exempt_loopback)
+            self._core.on_unanswered = self._stun_unanswered  # a STUN server is a DHT port
         if self._state is not None:
             self._save_id(self._core.node_id)
-        try:
-            self._transport = UdpEndpoint(self._loop, self.bind, self._on_datagram, self._pump,
-                                          _limiter(self.config))
-        except LocalProtocolError:
-            if self._state is not None:
-                self._state.close()
-                self._state = None
-            raise
-        self.address = self._transport.address
+        if self.bind is not None:
+            try:
+                self._transport = UdpEndpoint(self._loop, self.bind, self._on_datagram,
+                                              self._pump, _limiter(self.config))
+            except LocalProtocolError:
+                if self._state is not None:
+                    self._state.close()
+                    self._state = None
+                raise
+            self.address = self._transport.address
+        self._started = True
+        if self.links is not None:
+            self._link_host = NodeLinks(self, self._core)
+            self.links.attach(self._link_host)
         now = self._loop.time()
         for nid, addr, _seen in saved:
             self._core.add_node(nid, addr, now)
@@ -176,13 +199,19 @@ class DhtNode:
         """Unlisten everywhere (the storing nodes free our slots at once instead of
         pushing to a closed socket until the listens expire), close the socket, fail
         pending commands, save the routing table."""
-        if self._transport is None:
+        if not self._started:
             return
         if self._core is not None:
             self._core.unlisten_all(self._loop.time())
             self._pump()
-        self._transport.close()
-        self._transport = None
+        self._started = False
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if self.links is not None and self._link_host is not None:
+            self.links.detach(self._link_host)
+            self._link_host = None
+            await self.links.aclose()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -214,7 +243,8 @@ class DhtNode:
     # -- commands ------------------------------------------------------------------------
 
     async def bootstrap(self, addrs: Sequence[Addr] | None = None) -> int:
-        """Join the network through ``addrs`` (default: the configured bootstrap nodes).
+        """Join the network through ``addrs`` (default: the configured bootstrap nodes)
+        and the peers of the node's open links.
 
         Returns the number of nodes in the routing table afterwards.
         """
@@ -222,10 +252,12 @@ class DhtNode:
         if seeds:  # names (PUBLIC_BOOTSTRAP) resolved once, here
             fam = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
             seeds = await resolve(seeds, fam)
-        seeds = [a for a in seeds if a != self.address]
-        if not seeds and not len(self.core.table):
+        joined: list[Hashable] = [a for a in seeds if a != self.address]
+        if self.links is not None:  # the peers of our links are seeds too
+            joined += [x.addr for x in self.links.links() if x.addr is not None and x.is_open]
+        if not joined and not len(self.core.table):
             return 0
-        await self._run(self.core.bootstrap(seeds, self._now()))
+        await self._run(self.core.bootstrap(joined, self._now()))
         core = self.core
         if core.sub.wanted and len(core.sub.table) < core.config.k:
             await self.find_hailing_nodes()  # the join met foreign nodes: find hailing ones
@@ -343,7 +375,7 @@ class DhtNode:
 
     def unlisten(self, key: bytes) -> None:
         """Stop listening on ``key``; the storing nodes are told at once."""
-        if self._transport is None:
+        if not self._started:
             return
         self._listen_keys.discard(key)
         self.core.unlisten(key, self._now())
@@ -351,7 +383,7 @@ class DhtNode:
 
     def listening(self, key: bytes) -> bool:
         """Whether a storing node holds our listen on ``key`` and still answers."""
-        return self._transport is not None and self.core.inboxes.live(key, self._now())
+        return self._started and self.core.inboxes.live(key, self._now())
 
     def watch_listens(self, callback: Callable[[bytes, bool], object]) -> None:
         """Call ``callback(key, live)`` whenever :meth:`listening` changes for a key."""
@@ -395,7 +427,8 @@ class DhtNode:
         Probes also run after :meth:`bootstrap` and every five minutes."""
         stun = self._stun
         if stun is None or self._transport is None:
-            raise LocalProtocolError("the node is not started")
+            raise LocalProtocolError("the node is not started" if not self._started
+                                     else "the node has no UDP socket")
         if not refresh and not stun.probing and stun.info.checked_at > float("-inf"):
             return stun.info
         waiter: asyncio.Future[NatInfo] = self._loop.create_future()
@@ -411,12 +444,12 @@ class DhtNode:
         table (libtorrent nodes do not answer STUN; a probe tries more of them)."""
         assert self._stun is not None and self._core is not None
         v6 = ":" in self.address[0]
-        nodes = [(str(e.addr[0]), int(e.addr[1])) for e in self._core.table  # type: ignore[index]
-                 if (":" in str(e.addr[0])) == v6]  # type: ignore[index]
+        nodes = [(str(e.addr[0]), int(e.addr[1])) for e in self._core.table
+                 if type(e.addr) is tuple and (":" in str(e.addr[0])) == v6]
         exempt = self.config.exempt_loopback
         # Nodes of the sub-table are hailing nodes, STUN servers all (dht/suboverlay.py)
-        hailing = [(str(e.addr[0]), int(e.addr[1])) for e in self._core.sub.table  # type: ignore[index]
-                   if (":" in str(e.addr[0])) == v6]  # type: ignore[index]
+        hailing = [(str(e.addr[0]), int(e.addr[1])) for e in self._core.sub.table
+                   if type(e.addr) is tuple and (":" in str(e.addr[0])) == v6]
         picked = pick_servers(self._stun.known_servers(), nodes,
                               lambda a: distinct_key(a, exempt), self._stun_rng, hailing=hailing)
         pairs = [(server, local) for server in picked
@@ -438,7 +471,8 @@ class DhtNode:
             self._stun_probe(now)
         if stun.keepalive_due(now):
             holders = {a for key in self._listen_keys for a in core.inboxes.holders(key, now)}
-            stun.keepalive([(str(a[0]), int(a[1])) for a in holders], now)  # type: ignore[index]
+            stun.keepalive([(str(a[0]), int(a[1])) for a in holders
+                            if type(a) is tuple], now)
 
     def direct_token(self, key: bytes) -> bytes:
         """A push token for the inbox ``key`` that lets whoever holds it push to this
@@ -480,6 +514,8 @@ class DhtNode:
             out["send_dropped"] = self._transport.dropped
             out["udp_rcvbuf"] = self._transport.rcvbuf
             out["udp_rate_limited"] = self._transport.limited
+        if self.links is not None:
+            out.update(self.links.stats)
         return out
 
     def routing_table(self) -> list[NodeInfo]:
@@ -488,7 +524,7 @@ class DhtNode:
     # -- driver --------------------------------------------------------------------------
 
     def _now(self) -> float:
-        if self._transport is None:
+        if not self._started:
             raise LocalProtocolError("the node is not started")
         return self._loop.time()
 
@@ -517,15 +553,22 @@ class DhtNode:
     def _pump(self) -> None:
         core = self._core
         transport = self._transport
-        if core is None or transport is None:
+        if core is None or not self._started:
             return
         now = self._loop.time()
         if core.node_id is not self._saved_id and self._state is not None:
             self._save_id(core.node_id)  # BEP42: a re-derived id survives a restart
+        links = self.links
         for data, addr in core.datagrams_to_send(now):
-            transport.sendto(data, addr)
+            if type(addr) is LinkAddr:
+                if links is not None:
+                    links.send(data, addr)
+            elif transport is not None:
+                transport.sendto(data, addr)
+            elif self._link_host is not None:
+                self._link_host.link_unreachable(data, addr)  # no UDP: fail it now
         stun = self._stun
-        if stun is not None:
+        if stun is not None and transport is not None:
             for data, addr in stun.datagrams_to_send():
                 transport.sendto(data, addr)
             if self._nat_waiters and not stun.probing:
@@ -560,7 +603,7 @@ class DhtNode:
         self._timer = None
         self._timer_at = float("inf")
         core = self._core
-        if core is None or self._transport is None:
+        if core is None or not self._started:
             return
         now = self._loop.time()
         core.handle_timer(now)
@@ -573,30 +616,17 @@ class DhtNode:
         self._pump()
 
     def _save(self) -> None:
-        """Save the routing table. Never raises and never waits long: a locked file
-        (another process) skips this save; a file found corrupt is set aside and the
-        table saved to a fresh one. Each kind of failure is logged once, all counted."""
+        """Save the routing table (UDP addresses: links are not kept); never raises
+        (``_state.save_table``)."""
         if self._state is None or self._core is None:
             return
         offset = time.time() - self._loop.time()
         nodes = [
-            (e.id, (str(e.addr[0]), int(e.addr[1])), e.last_seen + offset)  # type: ignore[index]
-            for e in self._core.table
+            (e.id, (str(e.addr[0]), int(e.addr[1])), e.last_seen + offset)
+            for e in self._core.table if type(e.addr) is tuple
         ]
-        try:
-            self._state.save_routing(nodes)
-        except CorruptStorageError as exc:
-            self._driver_stats["state_rebuilds"] += 1
-            self._state.close()
-            self._state = None
-            if self.data_dir is not None:
-                self._state = rebuild_node_state(self.data_dir, exc)
-            if self._state is not None:
-                with contextlib.suppress(StorageError):
-                    self._state.set_node_id(self._core.node_id)
-                    self._state.save_routing(nodes)
-        except StorageError as exc:
-            self._save_failed(exc)
+        self._state = save_table(self._state, self.data_dir, self._core.node_id, nodes,
+                                 self._driver_stats, self._warned)
 
     def _save_id(self, node_id: bytes) -> None:
         self._saved_id = node_id
@@ -604,13 +634,4 @@ class DhtNode:
             try:
                 self._state.set_node_id(node_id)
             except StorageError as exc:
-                self._save_failed(exc)
-
-    def _save_failed(self, exc: StorageError) -> None:
-        self._driver_stats["state_saves_skipped"] += 1
-        kind = type(exc).__name__
-        if kind not in self._warned:
-            self._warned.add(kind)
-            log.warning("hailing: %s; routing cache not saved (counted in stats, "
-                        "not repeated)", exc)
-
+                save_failed(exc, self._driver_stats, self._warned)

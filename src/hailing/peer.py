@@ -56,6 +56,7 @@ from .rtc.connection import Connection
 from .rtc.files import clean_partials
 from .rtc.ice import current_host_addresses
 from .services.contacts import ContactBook
+from .services.friends import FriendBook
 from .services.policy import CallPolicy
 from .session.connections import ConnectionManager, PeerConnectionFactory, TracksFor, bound
 from .session.coupler import (
@@ -68,7 +69,7 @@ from .session.coupler import (
     WsCoupler,
 )
 from .session.descriptions import split_offer_body
-from .session.dialer import Dialer, Rung, parse_ladder
+from .session.dialer import Dialer, Rung, parse_ladder, sender
 from .session.endpoints import EndpointRecords
 from .session.events import CallEvent
 from .session.external import (
@@ -79,6 +80,9 @@ from .session.external import (
     pack_external_sdp,
 )
 from .session.iceservers import IceProvider, peer_provider
+from .session.link_coupler import LinkCoupler, open_link_among
+from .session.network_coupler import ForwarderLike, NetworkCoupler
+from .session.node_ids import KIND_NODE, NodeIds
 from .session.router import SignalRouter, Source
 from .session.supervisor import Supervisor
 from .signaling import envelope
@@ -94,7 +98,7 @@ from .signaling.store import SignalStore
 __all__ = ["BACKENDS", "CONTACTS_POLL", "REFRESH_INTERVAL", "CallEvent", "Peer"]
 
 #: The built-in couplers a ladder can name (``backend=`` is a one-rung ladder).
-BACKENDS = ("dht", "ws", "contract", "mainline")
+BACKENDS = ("dht", "ws", "contract", "mainline", "link", "network")
 #: How often the listened keys are recomputed anyway (a new day, listen renewals).
 REFRESH_INTERVAL = 60.0
 #: How often the contact book is checked for changes made by anyone (seconds).
@@ -120,7 +124,8 @@ class Peer:
     read-only node never enters others' routing tables, where it would stall lookups
     once it has exited). ``ice_servers``: where the STUN/TURN servers of its peer
     connections come from: ``"node"`` (its DHT node's STUN servers and a volunteer
-    relay found on the DHT; none without a node), a provider, or None (none)."""
+    relay found on the DHT; none without a node), a provider, or None (none). ``text``:
+    also run the text coupler (copy/paste offers and answers), dialed only by name."""
 
     def __init__(
         self,
@@ -147,6 +152,8 @@ class Peer:
         dht_config: DhtConfig | None = None,
         on_media_offer: Callable[[IncomingCall], None] | None = None,
         ice_servers: IceProvider | Literal["node"] | None = "node",
+        forwarder: ForwarderLike | None = None,
+        text: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise LocalProtocolError(f"unknown rendezvous backend {backend!r} ({', '.join(BACKENDS)})")
@@ -169,7 +176,9 @@ class Peer:
                 raise LocalProtocolError("the contract backend needs rpc_url (a URL or 'embedded')")
         if rtc_configuration is not None and pc_factory is not None:
             raise LocalProtocolError("give rtc_configuration or pc_factory, not both")
-        self.backend = self.ladder[0].name
+        # the rendezvous: the first rung that is not over links already open
+        self.backend = next((r.name for r in self.ladder if r.name not in ("link", "network")),
+                            self.ladder[0].name)
         self.relay_url = relay_url
         self.rpc_url = rpc_url
         self._contract_args: dict[str, Any] = {
@@ -187,12 +196,20 @@ class Peer:
         self._pc_factory = pc_factory
         self._answer_tracks = answer_tracks
         self._custom = custom
+        self._text = text
         self._shared_node = node
         self._ice_servers = (peer_provider(lambda: self._shared_node or self.node)
                              if ice_servers == "node" else ice_servers)
         #: Where accepted offers with audio or video go, as ringing IncomingCalls for a
         #: page to answer (None: answered here with aiortc, ``answer_tracks``).
         self.on_media_offer = on_media_offer
+        #: The node's overlay forwarder (the ``network`` coupler's; None: no overlay).
+        self.forwarder = forwarder
+        #: Offered each further data channel a caller opens on a connection we answered
+        #: (the daemon takes a friend link's ``hailing-dht`` channel); True: taken.
+        self.on_channel: Callable[[Connection, Any], bool] | None = None
+        self.friends: FriendBook | None = None
+        self.node_ids: NodeIds | None = None
         self.identity: Identity | None = None
         self.contacts: ContactBook | None = None
         self.policy: CallPolicy | None = None
@@ -254,6 +271,13 @@ class Peer:
             rtc_configuration=self._rtc_configuration, pc_factory=self._pc_factory,
             answer_tracks=self._answer_tracks, ice_servers=self._ice_servers)
         self.manager.on_signal = self.router.from_channel
+        self.friends = FriendBook(self.data_dir)
+        self.node_ids = NodeIds(identity, stats=self.stats, own=self._own_node_id,
+                                is_contact=self._is_contact, load=self.friends.node_id,
+                                save=self.friends.set_node_id, clock=self._clock)
+        self.manager.on_open = self.node_ids.announce
+        self.manager.on_channel = lambda conn, ch: bool(self.on_channel and self.on_channel(conn, ch))
+        self.router.on(KIND_NODE, self.node_ids.received, name="node", once_ever=False)
         self.endpoints = EndpointRecords(identity, self.store, stats=self.stats,
                                          is_contact=self.policy.may_send_endpoint,
                                          clock=self._clock)
@@ -265,6 +289,10 @@ class Peer:
             coupler = await self._build(rung.name)
             self._couplers.append(coupler)
             await coupler.start(self.router.attach(coupler))
+        if self._text and "text" not in self._custom:  # beside the ladder, never a rung
+            from .session.text_coupler import start_text_coupler
+
+            self._couplers.append(await start_text_coupler(self.manager, self.router))
         self.dialer = Dialer(self._couplers, self.ladder)
         self.manager.ice.warm()  # the first call does not wait for its ICE servers
         self.supervisor.loop(self._refresh_loop, name="refresh loop")
@@ -274,6 +302,13 @@ class Peer:
         if name in self._custom:
             return self._custom[name]
         ident, policy = self._identity(), self._policy()
+        if name == "link":
+            return LinkCoupler(lambda peer: open_link_among(self._manager().connections, peer))
+        if name == "network":
+            node_ids = self.node_ids
+            assert node_ids is not None
+            return NetworkCoupler(lambda: self.forwarder, node_ids.of, self._own_node_id,
+                                  stats=self.stats)
         if name == "ws":
             assert self.relay_url is not None
             return WsCoupler(self.relay_url, ident)
@@ -326,6 +361,9 @@ class Peer:
         if self.contacts is not None:
             self.contacts.close()
             self.contacts = None
+        if self.friends is not None:
+            self.friends.close()
+            self.friends = None
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -338,7 +376,7 @@ class Peer:
 
     @property
     def couplers(self) -> list[Coupler]:
-        """The running couplers, in ladder order."""
+        """The running couplers, in ladder order (then the text coupler, if any)."""
         return list(self._couplers)
 
     def coupler(self, name: str) -> Coupler:
@@ -387,8 +425,8 @@ class Peer:
                 async def attempt(c: Coupler, wait: float) -> Connection:
                     await c.expect_from(peer)
                     return await manager.offer(peer, wait=wait, tracks=tracks,
-                                               send=_sender(c, peer, "offer"),
-                                               cancel=_sender(c, peer, "cancel"),
+                                               send=sender(c, peer, "offer"),
+                                               cancel=sender(c, peer, "cancel"),
                                                reply_hint=c.reply_hint(peer))
 
                 conn, used = await self._dialer().dial(timeout, attempt, only=coupler)
@@ -413,8 +451,8 @@ class Peer:
         async def exchange(c: Coupler, wait: float) -> envelope.Opened:
             await c.expect_from(peer)
             return await manager.exchange(peer, body, wait=wait,
-                                          send=_sender(c, peer, "offer"),
-                                          cancel=_sender(c, peer, "cancel"),
+                                          send=sender(c, peer, "offer"),
+                                          cancel=sender(c, peer, "cancel"),
                                           reply_hint=c.reply_hint(peer))
 
         body, local_fp = pack_external_sdp(sdp, current_host_addresses())
@@ -483,7 +521,7 @@ class Peer:
         ``hint``, also straight back through the coupler (the answer skips a hop)."""
         coupler = source.coupler
         if coupler is not None:
-            send = _sender(coupler, peer, kind)
+            send = sender(coupler, peer, kind)
             if hint is None:
                 return send
 
@@ -520,9 +558,10 @@ class Peer:
             via.send_signal(blob)
             return 1
         failure: HailingError | None = None
-        for c in self._couplers:
+        rungs = {r.name for r in self.ladder}
+        for c in (c for c in self._couplers if c.name in rungs):  # not the text coupler
             try:
-                return int(await _sender(c, peer, "endpoint")(blob))
+                return int(await sender(c, peer, "endpoint")(blob))
             except HailingError as exc:
                 failure = exc
         assert failure is not None
@@ -570,6 +609,10 @@ class Peer:
             self.stats["contact_lookup_errors"] += 1
             return False
 
+    def _own_node_id(self) -> bytes | None:
+        node = self._shared_node or self.node
+        return node.node_id if node is not None else None
+
     def _identity(self) -> Identity:
         if self.identity is None:
             raise LocalProtocolError("the peer is not started")
@@ -604,20 +647,6 @@ class Peer:
         if self.dialer is None:
             raise LocalProtocolError("the peer is not started")
         return self.dialer
-
-
-def _sender(coupler: Coupler, peer: bytes, kind: SignalKind) -> Callable[[bytes], Awaitable[int]]:
-    """Send through ``coupler``, refusing at once an envelope larger than it carries."""
-
-    async def send(blob: bytes) -> int:
-        # a coupler may carry more, but no receiver opens an envelope over MAX_ENVELOPE
-        limit = min(coupler.capabilities.max_blob, envelope.MAX_ENVELOPE)
-        if len(blob) > limit:
-            raise LocalProtocolError(f"a {len(blob)}-byte {kind} does not fit {coupler.name} "
-                                     f"(at most {limit} bytes)")
-        return await coupler.send(peer, blob, kind)
-
-    return send
 
 
 def _hostport(addr: Addr) -> str:

@@ -38,6 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# tests/ (proc_lines) for the scripts and benchmarks that import this harness with only
+# tests/browser on their path (scripts/screenshots.py, benchmarks/browser_calls.py, ...)
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
 from proc_lines import START_TIMEOUT, Lines
 
 REPO = Path(__file__).resolve().parents[2]

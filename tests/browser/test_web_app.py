@@ -5,6 +5,7 @@ shows its progress and lands in the receiver's downloads intact."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -122,3 +123,79 @@ def test_a_5_mb_file_with_progress(trio: dict[str, Up], app: Callable[[Up], Any]
     assert href
     size = wait_js(pb, "async (u) => (await (await fetch(u)).arrayBuffer()).byteLength", href)
     assert size == len(data)
+
+
+def test_connect_by_text_between_a_page_and_the_cli(
+        trio: dict[str, Up], app: Callable[[Up], Any]) -> None:
+    """carol's page makes an offer text for alice (with its QR code), alice answers it
+    with ``hailing couple answer`` (another process), carol's page pastes the answer and
+    connects: both daemons have the link, and carol's chat to alice goes over it. Then
+    the other way: ``hailing couple offer bob`` by carol, bob's page answers it, carol
+    finishes with the CLI and bob's page says it is connected."""
+    import subprocess
+
+    from browser_harness import HAILING
+
+    alice, carol = trio["alice"], trio["carol"]
+    pc = app(carol)
+    mark_a, mark_c = alice.mark(), carol.mark()
+    pc.locator('[data-testid="show-couple"]').click()
+    pc.locator('[data-testid="couple-contact"]').select_option(label="alice")
+    pc.locator('[data-testid="couple-make-offer"]').click()
+    offer_text = pc.locator('[data-testid="couple-offer-text"]')
+    offer_text.wait_for(state="visible", timeout=30_000)
+    offer = offer_text.inner_text().strip()
+    assert offer.startswith("hailing:1:o:")
+    wait_js(pc, "() => { const i = document.querySelector('[data-testid=\"couple-offer-qr\"]');"
+                " return i && i.complete && i.naturalWidth > 0; }")
+    # a damaged answer is one clear line in the dialog, and nothing connects
+    pc.locator('[data-testid="couple-answer-in"]').fill("hailing:1:a:AAAA")
+    pc.locator('[data-testid="couple-finish"]').click()
+    error = pc.locator('[data-testid="couple-error"]')
+    error.wait_for(state="visible", timeout=30_000)
+    assert "damaged" in error.inner_text()
+
+    answered = subprocess.run([*HAILING, "couple", "answer", "-", "--data-dir",
+                               str(alice.data_dir)], input=offer, capture_output=True,
+                              text=True, timeout=60, env=alice.env, check=False)
+    assert answered.returncode == 0, answered.stderr
+    answer = answered.stdout.strip()
+    assert answer.startswith("hailing:1:a:")
+    pc.locator('[data-testid="couple-answer-in"]').fill(answer)
+    pc.locator('[data-testid="couple-finish"]').click()
+    status = pc.locator('[data-testid="couple-status"]', has_text="Connected to alice")
+    status.wait_for(state="visible", timeout=60_000)
+    assert pc.locator('[data-testid="couple-error"]').is_hidden()
+    carol.wait_event(mark_c, event="connected", to=alice.contact_id, via="text")
+    alice.wait_event(mark_a, event="connected", **{"from": carol.contact_id})
+    pc.locator('[data-testid="close-couple"]').click()
+
+    open_chat(pc, "alice")
+    text = "sent over the link two texts opened"
+    send_text(pc, text)
+    delivered(pc, text)
+    alice.wait_event(mark_a, event="message", text=text)
+    links = [lk for lk in carol.ok("GET", "/api/links")["links"]
+             if lk["contact"] == alice.contact_id]
+    assert len(links) == 1 and links[0]["outgoing"] is True
+
+    bob = trio["bob"]
+    pb = app(bob)
+    offered = subprocess.run([*HAILING, "couple", "offer", "bob", "--data-dir",
+                              str(carol.data_dir)], capture_output=True, text=True,
+                             timeout=60, env=carol.env, check=False)
+    assert offered.returncode == 0, offered.stderr
+    pb.locator('[data-testid="show-couple"]').click()
+    pb.locator('[data-testid="couple-tab-answer"]').click()
+    pb.locator('[data-testid="couple-offer-in"]').fill(offered.stdout.strip())
+    pb.locator('[data-testid="couple-make-answer"]').click()
+    answer_text = pb.locator('[data-testid="couple-answer-text"]')
+    answer_text.wait_for(state="visible", timeout=30_000)
+    assert "carol" in pb.locator('[data-testid="couple-answer-note"]').inner_text()
+    finished = subprocess.run([*HAILING, "couple", "finish", answer_text.inner_text().strip(),
+                               "--data-dir", str(carol.data_dir)], capture_output=True,
+                              text=True, timeout=90, env=carol.env, check=False)
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads(finished.stdout)["to"] == bob.contact_id
+    pb.locator('[data-testid="couple-status"]', has_text="Connected to carol").wait_for(
+        state="visible", timeout=60_000)

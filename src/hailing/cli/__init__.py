@@ -40,6 +40,7 @@ from ._shared import prepare  # noqa: E402
 from .calls import add_call_commands  # noqa: E402
 from .chain import add_chain_commands  # noqa: E402
 from .config import add_config_commands  # noqa: E402
+from .couple import add_couple_commands  # noqa: E402
 from .dht import add_dht_commands  # noqa: E402
 from .identity import add_identity_commands  # noqa: E402
 from .media import add_media_commands  # noqa: E402
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_wallet_commands(sub, _Parser)
     add_chain_commands(sub, _Parser)
     add_config_commands(sub, _Parser)
+    add_couple_commands(sub, _Parser)
     add_up_command(sub)
     add_open_command(sub)
     route_through_daemon(p)  # last: wraps the commands a running daemon serves

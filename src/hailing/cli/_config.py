@@ -118,6 +118,12 @@ def _via_value(text: str) -> str:
     return text
 
 
+def _ladder_value(text: str) -> str:
+    from ..session.ladder import describe, ladder_from_text
+
+    return describe(ladder_from_text(text))
+
+
 def _path_value(text: str) -> str:
     if not text:
         raise LocalProtocolError("a path cannot be empty")
@@ -148,6 +154,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("via", False, _via_value, "contract", "the rendezvous: dht or contract (--via)"),
     Setting("downloads", False, _path_value, "/home/me/Downloads",
             "where received files go; relative to the data directory (--downloads)"),
+    Setting("ladder", False, _ladder_value, "link,dht,mainline",
+            "the couplers 'up' tries a call through, in order (--ladder)"),
 )}
 
 
@@ -182,6 +190,11 @@ class Config:
     def via(self) -> str | None:
         via: str | None = self.values.get("via")
         return via
+
+    @property
+    def ladder(self) -> str | None:
+        ladder: str | None = self.values.get("ladder")
+        return ladder
 
     @property
     def downloads(self) -> str | None:

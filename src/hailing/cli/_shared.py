@@ -213,6 +213,8 @@ def prepare(args: argparse.Namespace) -> None:
             args.downloads = config.downloads
         if "via" in wanted and args.via is None:
             args.via = config.via
+        if "ladder" in wanted and args.ladder is None:
+            args.ladder = config.ladder
     if hasattr(args, "_via_default") and args.via is None:
         args.via = args._via_default
     for name in getattr(args, "_contacts", ()):

@@ -221,6 +221,8 @@ async def cmd_contact(args: argparse.Namespace) -> int:
             c = book.allow(args.contact)
         elif action == "rename":
             c = book.rename(args.contact, args.name)
+        elif action == "friend":
+            return _friend(book, args)
         elif action == "remove":
             if not book.remove(args.contact):
                 raise HailingError("no such contact")
@@ -231,6 +233,20 @@ async def cmd_contact(args: argparse.Namespace) -> int:
                 print(f"{c.contact_id} {c.state} {c.name}")
             return 0
         print(f"{c.contact_id} {c.state} {c.name}")
+    return 0
+
+
+def _friend(book: Any, args: argparse.Namespace) -> int:
+    """``contact friend CONTACT [--off]``: mark (unmark) an allowed contact as a friend."""
+    from ..services.friends import FriendBook
+
+    c = book.get(args.contact)
+    if c is None or c.blocked:
+        raise HailingError("only an allowed contact can be a friend: 'hailing contact add' "
+                           "(or 'allow') it first")
+    with FriendBook(args.data_dir) as friends:
+        friends.set_friend(c.pubkey, not args.off)
+    print(f"{c.contact_id} {'not a friend' if args.off else 'friend'} {c.name}")
     return 0
 
 
@@ -314,6 +330,15 @@ def add_identity_commands(sub: Any, parser_class: type[argparse.ArgumentParser])
             p.add_argument("name", metavar="NEW_NAME")
         add_data_dir(p)
         p.set_defaults(func=cmd_contact)
+    p = cs.add_parser(
+        "friend", help="keep a link open to a contact from boot (--off: no more)",
+        description="Mark an allowed contact as a friend: 'hailing up' opens (or waits for) a "
+        "data-channel link to each online friend at start, re-opens a lost one, and signals "
+        "later calls over it. Prints '<contact id> friend <name>' (or 'not a friend').")
+    add_contact_arg(p)
+    p.add_argument("--off", action="store_true", help="no longer a friend")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_contact)
     p = cs.add_parser("list", help="list contacts: '<contact id> <state> <name>' a line")
     add_data_dir(p)
     p.set_defaults(func=cmd_contact)

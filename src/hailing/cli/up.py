@@ -62,6 +62,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _links(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"expected a number of links, 0 to 256, got {text!r}")
+    return value
+
+
 def _command(text: str) -> list[str]:
     """``--on-call CMD``: split as a shell would (no shell runs it)."""
     try:
@@ -76,7 +86,7 @@ def _command(text: str) -> list[str]:
 def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """What ``args`` describe: (make_peer(node) -> Peer, DhtSettings or None,
     MediaOptions or None, the relay's TurnConfig or None)."""
-    from ..daemon.service import DhtSettings
+    from ..daemon.dhtnode import DhtSettings
     from ..rtc import set_host_addresses
 
     media = _media_options(args)  # wrong media arguments first, before the network ones
@@ -84,12 +94,16 @@ def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
         set_host_addresses(args.ice_host)
     common: dict[str, Any] = {
         "passphrase": os.environ.get(PASSPHRASE_ENV) or None,
-        "accept_any": True if args.accept_any else None, "downloads": args.downloads}
+        "accept_any": True if args.accept_any else None, "downloads": args.downloads,
+        "text": True}  # the text coupler: 'hailing couple ...' and the web app's panel
     dht: DhtSettings | None = None
+    available: dict[str, bool] = {}
     if args.via == "contract":
         common.update(contract_peer_kwargs(args))
+        available["contract"] = True
     elif args.relay:
         common.update(backend="ws", relay_url=args.relay)
+        available["ws"] = True
     else:
         if not args.bootstrap and not (Path(args.data_dir) / "dht").exists():
             raise LocalProtocolError("give --bootstrap HOST:PORT, or set it once: 'hailing "
@@ -97,11 +111,10 @@ def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
                                      "a restarted daemon joins through the nodes it knew)")
         loopback = args.bootstrap and all(h.startswith("127.") for h, _ in args.bootstrap)
         bind = args.bind or (("127.0.0.1", 0) if loopback else ("0.0.0.0", 0))
-        dht = DhtSettings(bind, tuple(args.bootstrap), args.read_only)
-        if not args.no_bep44_fallback:
-            from ..session.dialer import FALLBACK_LADDER
-
-            common["ladder"] = list(FALLBACK_LADDER)
+        dht = DhtSettings(bind, tuple(args.bootstrap), args.read_only, args.links)
+        available.update(dht=True, mainline=not args.no_bep44_fallback,
+                         network=args.links > 0)
+    common["ladder"] = _ladder(args, available)
     relay = relay_config(args, dht.bind if dht is not None else None)
 
     if media is not None:
@@ -113,6 +126,20 @@ def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
         return Peer(args.data_dir, node=node, **common)
 
     return make_peer, dht, media, relay
+
+
+def _ladder(args: argparse.Namespace, available: dict[str, bool]) -> Any:
+    """``--ladder`` (or config.toml's ``ladder``), else the default ladder of what is
+    available (:func:`hailing.session.ladder.default_ladder`)."""
+    from ..session.ladder import default_ladder, ladder_from_text
+
+    if args.ladder:
+        ladder = ladder_from_text(args.ladder)
+        if any(r.name == "network" for r in ladder) and not available.get("network"):
+            raise UsageError("the network coupler forwards through the data-channel "
+                             "overlay: give --links P too")
+        return ladder
+    return default_ladder(**available)
 
 
 def _media_options(args: argparse.Namespace) -> Any:
@@ -135,8 +162,28 @@ def _media_options(args: argparse.Namespace) -> Any:
     return media
 
 
-def _printer() -> Any:
-    """The stdout sink: one JSON line per event; a reader that went away is ignored."""
+class _Printer:
+    """The stdout sink: one JSON line per event; a reader that went away is ignored.
+    Events that come before the ``up`` and ``web`` lines are out (a friend's call while
+    the daemon starts) wait until :meth:`release`: the output contract holds."""
+
+    def __init__(self) -> None:
+        self.held: list[dict[str, Any]] | None = []
+        self._emit = _stdout_printer()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.held is not None:
+            self.held.append(event)
+        else:
+            self._emit(event)
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for event in held:
+            self._emit(event)
+
+
+def _stdout_printer() -> Any:
     gone = False
 
     def emit(event: dict[str, Any]) -> None:
@@ -168,7 +215,8 @@ async def cmd_up(args: argparse.Namespace) -> int:
     make_peer, dht, media, relay = _daemon_parts(args)
     daemon = Daemon(args.data_dir, make_peer, dht=dht, api_bind=args.api,
                     idle_close=args.idle_close, on_call=args.on_call, media=media, relay=relay)
-    daemon.events.add_sink(_printer())
+    printer = _Printer()
+    daemon.events.add_sink(printer)
     try:
         await daemon.start()
         assert daemon.api_info is not None
@@ -179,6 +227,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
         print(f"up {daemon.peer.contact_id} dht {daemon.dht_address or '-'} "
               f"api {daemon.api_info.url}", flush=True)
         print(f"web {daemon.login_url()}", flush=True)
+        printer.release()
         if daemon.relay is not None:
             daemon.events.emit({"event": "relay", "serving": daemon.relay.status()["address"],
                                 "urls": list(daemon.relay.urls)})
@@ -224,6 +273,18 @@ def add_up_command(sub: Any) -> None:
                    "a call falls back to them, and the contacts' items are polled)")
     p.add_argument("--relay", default=None, metavar="URL",
                    help="signal through this WebSocket relay instead of the DHT")
+    p.add_argument("--links", type=_links, default=0, metavar="P",
+                   help="also run the DHT over WebRTC data-channel links, at most P open "
+                   "(the overlay, docs/overlay.md): friend links carry its channel and "
+                   "calls can be forwarded through it (the 'network' coupler); default 0: "
+                   "UDP only")
+    p.add_argument("--ladder", default=None, metavar="NAMES",
+                   help="the couplers a call tries, in order, comma-separated, each with "
+                   "an optional wait in seconds (NAME:S): link (an open link to the "
+                   "contact), network (forwarded through the data-channel overlay), dht, "
+                   "mainline (the BEP44 fallback; right after dht, only when dht failed), "
+                   "contract, ws (default: link:5,network:10,dht,mainline,contract, each "
+                   "where available; also config.toml's ladder)")
     p.add_argument("--accept-any", action="store_true",
                    help="accept calls from anyone not blocked (not only contacts)")
     p.add_argument("--ice-host", type=_ice_ip, action="append", default=[], metavar="IP",
@@ -253,7 +314,8 @@ def add_up_command(sub: Any) -> None:
     add_relay_options(p)
     add_contract_options(p)
     # The data directory's config.toml fills the network options not given (cli._shared.prepare).
-    p.set_defaults(func=cmd_up, _default_data_dir=True, _settings=NETWORK_SETTINGS)
+    p.set_defaults(func=cmd_up, _default_data_dir=True,
+                   _settings=(*NETWORK_SETTINGS, "ladder"))
 
 
 __all__ = ["add_up_command", "cmd_up", "default_data_dir"]

@@ -45,6 +45,7 @@ from ..errors import (
     StorageError,
 )
 from ..node import Addr
+from .text import TextRoutes
 from .web import AUTH_KEY, UP_CODE_TTL, WebAuth, open_handler, security_headers, serve_static
 from .webapp import WebRoutes
 
@@ -91,6 +92,7 @@ class ApiServer:
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self.auth = WebAuth()
         self.web = WebRoutes(self)
+        self.text = TextRoutes(self)
 
     async def start(self, bind: Addr) -> tuple[str, int, str]:
         host, port = bind
@@ -220,6 +222,7 @@ class ApiServer:
         r.add_post("/api/calls/{call}/verify", self.verify_call)
         r.add_post("/api/calls/{call}/end", self.end_call)
         self.web.add_to(app)
+        self.text.add_to(app)  # /api/couple/...: the text coupler (hailing.daemon.text)
         # The web app: /open (sign-in link), then its files (last: anything else is 404).
         r.add_get("/open", open_handler(self.auth))
         r.add_get("/{name:[^/]*}", serve_static)

@@ -10,7 +10,8 @@ to a contact uses its open link; only when there is none does it call (one call 
 contact at a time: concurrent sends wait for the same call). When both sides called at
 once, both keep the link whose caller has the larger public key and close the other as
 *replaced* (``closed`` says ``links``: how many stay open). A link idle for
-``idle_close`` seconds is hung up (0: never); so is a contact's link when it is blocked.
+``idle_close`` seconds is hung up (0: never), unless its contact is *pinned* (a friend:
+:mod:`hailing.daemon.friend_links`); a contact's link is hung up when it is blocked.
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class Links:
         self._events = events
         self.history = history
         self.idle_close = idle_close
+        #: Contacts whose links are never hung up as idle (friends).
+        self.pinned: Callable[[bytes], bool] = lambda peer: False
+        #: Called with each link adopted (a friend link then carries the DHT channel).
+        self.on_adopt: Callable[[Link], None] | None = None
         self._links: dict[bytes, list[Link]] = {}
         self._calling: dict[bytes, asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -155,6 +160,8 @@ class Links:
         for other in self._links[link.peer]:
             if other is not keep and other.is_open:
                 self._spawn(self._replace(other))
+        if self.on_adopt is not None:
+            self.on_adopt(link)
         return link
 
     async def drop(self, link: Link) -> None:
@@ -225,7 +232,7 @@ class Links:
             await asyncio.sleep(min(SWEEP_INTERVAL, self.idle_close))
             now = time.monotonic()
             for link in self.list():
-                if now - link.last_used > self.idle_close:
+                if now - link.last_used > self.idle_close and not self.pinned(link.peer):
                     await self._hang_up(link)
 
     async def _hang_up(self, link: Link) -> None:

@@ -39,18 +39,21 @@ import logging
 import os
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from .._sqlite import data_dir as _make_data_dir
-from ..errors import HailingError, LocalProtocolError, NotFoundError, QueryTimeout
+from ..errors import HailingError, LocalProtocolError, NotFoundError
 from ..identity import format_contact_id, parse_contact_id
 from ..node import Addr, format_hostport
+from ..session.ladder import describe
 from ._files import ApiInfo, DaemonLock, remove_api_info, write_api_info
 from .calls import Calls
+from .dhtnode import DhtSettings as DhtSettings  # re-exported: the settings Daemon takes
+from .dhtnode import open_dht_node, overlay_status
 from .events import Event, EventBus, item_event
+from .friend_links import CALL_TIMEOUT, CONTRACT_CALL_TIMEOUT, FriendLinks
 from .history import History
 from .links import REPLACED, Link, Links, path_of
 from .webapp import clean_uploads
@@ -66,16 +69,6 @@ STATUSES = ("available", "busy", "dnd")
 REPLACED_REASONS = (REPLACED, "the peer kept another connection")
 #: Least time between two ``file-progress`` events of one file (seconds).
 PROGRESS_INTERVAL = 0.25
-
-
-@dataclass(frozen=True)
-class DhtSettings:
-    """The daemon's own DHT node: where it binds, whom it joins through, and whether it
-    is a BEP43 read-only node (answers no queries; for a node others cannot reach)."""
-
-    bind: Addr = ("127.0.0.1", 0)
-    bootstrap: tuple[Addr, ...] = ()
-    read_only: bool = False
 
 
 class Daemon:
@@ -107,6 +100,11 @@ class Daemon:
         #: Media offers ring for a page (False: the Peer answers them itself).
         self.ring_calls = ring_calls
         self.links = Links(self._dial, self.events, idle_close=idle_close)
+        #: The links kept to friends from boot (:mod:`hailing.daemon.friend_links`).
+        self.friend_links: FriendLinks | None = None
+        #: The overlay's forwarder, when the DHT node has data-channel links.
+        self.forwarder: Any = None
+        self._node_coupler: Any = None
         self.api_info: ApiInfo | None = None
         self.started = 0.0
         self._lock = DaemonLock(self.data_dir)
@@ -143,6 +141,22 @@ class Daemon:
                 await self.relay.start()
             self.peer = self._make_peer(self.node)
             self.calls.peer = self.peer
+            driver = getattr(self.node, "links", None)
+            if driver is not None and hasattr(self.peer, "forwarder"):
+                from ..transport.network_coupler import attach
+
+                # the overlay's forwarder (the session's network coupler sends through
+                # it) and the node's network coupler (the driver opens links with it)
+                self.forwarder, self._node_coupler = attach(self.node)
+                self.peer.forwarder = self.forwarder
+            if hasattr(self.peer, "friends"):
+                slow = any(r.name == "contract" for r in getattr(self.peer, "ladder", ()))
+                self.friend_links = FriendLinks(self.links, self._friends,
+                                                lambda: self.peer.public_key, self.events,
+                                                driver=driver,
+                                                timeout=CONTRACT_CALL_TIMEOUT if slow
+                                                else CALL_TIMEOUT)
+                self.peer.on_channel = self.friend_links.take_channel
             # A daemon that auto-answers (media) takes media calls itself: nothing rings.
             if (self.ring_calls and self.media is None
                     and getattr(self.peer, "on_media_offer", False) is None):
@@ -154,6 +168,8 @@ class Daemon:
 
                 clean_partials(downloads)  # what a crashed or killed daemon was receiving
             self.links.start()
+            if self.friend_links is not None:
+                self.friend_links.start()
             self._spawn(self._pump_calls(), "calls")
             self._spawn(self._pump_incoming(), "incoming")
             for coupler in getattr(self.peer, "couplers", []):
@@ -183,6 +199,8 @@ class Daemon:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.friend_links is not None:
+            await self.friend_links.aclose()
         await self.links.aclose()
         if self.calls is not None:
             await self.calls.aclose()
@@ -192,6 +210,12 @@ class Daemon:
         if self.relay is not None:
             await self.relay.stop()
             self.relay = None
+        if self._node_coupler is not None:
+            await self._node_coupler.aclose()
+            self._node_coupler = None
+        if self.forwarder is not None:
+            await self.forwarder.aclose()
+            self.forwarder = None
         if self.node is not None:
             await self.node.stop()
             self.node = None
@@ -308,6 +332,11 @@ class Daemon:
     async def _dial(self, peer: bytes, timeout: float) -> Any:
         return await self.peer.connect(peer, timeout=timeout)
 
+    def _friends(self) -> list[bytes]:
+        """The friends now: contacts marked as friends and allowed."""
+        book = self._book()
+        return [k for k in self.peer.friends.marked() if book.state(k) == "allowed"]
+
     # -- contacts ------------------------------------------------------------------------
 
     def _contact_name(self, contact_id: str) -> str | None:
@@ -343,14 +372,16 @@ class Daemon:
     def contacts(self) -> list[dict[str, Any]]:
         """The contact book, each with what is known of their presence: ``online`` (a
         link to them is open) and ``last_seen`` (when they last sent something, or now
-        when online; None when never)."""
+        when online; None when never), and ``friend`` (a link is kept to them)."""
         seen = self._history().last_seen() if self.history is not None else {}
         now = time.time()
         out = []
         for c in self._book().list():
             online = self.links.open_link(c.pubkey) is not None
             last = now if online else seen.get(c.pubkey)
-            out.append({**_contact_json(c), "online": online, "last_seen": last})
+            friend = self.friend_links is not None and self.friend_links.is_friend(c.pubkey)
+            out.append({**_contact_json(c), "online": online, "last_seen": last,
+                        "friend": friend})
         return out
 
     def login_url(self) -> str:
@@ -444,6 +475,9 @@ class Daemon:
             "media_calls": [{**c, "frames": dict(sorted(c["frames"].items()))}
                             for c in self._media_now.values()],
             "relay": self.relay.status() if self.relay is not None else None,
+            "ladder": describe(getattr(self.peer, "ladder", ())),
+            "friends": self.friend_links.status() if self.friend_links is not None else [],
+            "overlay": overlay_status(self.node, self.friend_links.stats if self.friend_links else None),
         }
 
     async def hang_up(self, ref: str) -> dict[str, Any]:
@@ -595,28 +629,3 @@ def _takes_progress(method: Any) -> bool:
         return "progress" in inspect.signature(method).parameters
     except (TypeError, ValueError):
         return False
-
-
-async def open_dht_node(data_dir: Path, dht: DhtSettings) -> Any:
-    """Start the daemon's DHT node (state in ``data_dir/dht``) and join through
-    ``dht.bootstrap`` (or the nodes it knew). Raises QueryTimeout in one line when
-    bootstrap addresses were given and none answered."""
-    from ..dht import DhtConfig
-    from ..node import DhtNode
-
-    node = DhtNode(dht.bind, data_dir=data_dir / "dht", bootstrap=dht.bootstrap,
-                   config=DhtConfig(read_only=dht.read_only))
-    await node.start()
-    try:
-        if dht.bootstrap or len(node.core.table):
-            try:
-                size = await node.bootstrap()
-            except QueryTimeout:
-                size = 0
-            if size == 0 and dht.bootstrap:
-                where = ", ".join(format_hostport(a) for a in dht.bootstrap)
-                raise QueryTimeout(f"no DHT node answered at {where}")
-    except BaseException:
-        await node.stop()
-        raise
-    return node

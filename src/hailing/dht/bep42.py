@@ -55,6 +55,9 @@ EXEMPT_V4_NETWORKS: Final = (
     ipaddress.IPv4Network("192.168.0.0/16"),  # BEP42: reserved for local networks
     ipaddress.IPv4Network("169.254.0.0/16"),  # BEP42: reserved for self-assigned IPs
     ipaddress.IPv4Network("127.0.0.0/8"),  # BEP42: reserved for loopback
+    # "This network", never a destination: the overlay's data-channel links
+    # (transport/linkaddr.py) travel in compact form as 0.h0.h1.h2:h3h4.
+    ipaddress.IPv4Network("0.0.0.0/8"),
 )
 # BEP42 lists IPv4 blocks only; these are the IPv6 equivalents (as libtorrent's is_local).
 EXEMPT_V6_NETWORKS: Final = (
@@ -182,7 +185,7 @@ def is_local_raw(raw: bytes) -> bool:
     if len(raw) == 4:
         a, b = raw[0], raw[1]
         return (
-            a in (10, 127)
+            a in (0, 10, 127)
             or (a == 172 and 16 <= b < 32)
             or (a == 192 and b == 168)
             or (a == 169 and b == 254)

@@ -72,6 +72,8 @@ class IPAddressCodec:
     def _unpack(self, data: bytes) -> Addr | None:
         n = len(data)
         if n == 6:
+            if data[0] == 0:  # 0.0.0.0/8 is never a destination (the overlay's link form)
+                return None
             port = int.from_bytes(data[4:6], "big")
             host = f"{data[0]}.{data[1]}.{data[2]}.{data[3]}"
         elif n == 18:

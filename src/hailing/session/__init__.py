@@ -8,7 +8,9 @@ Commands flow down, events flow up::
       |-- SignalRouter ...... opens, de-duplicates (on disk), origin-checks, dispatches
       |-- EndpointRecords ... contacts' SIP / WireGuard connection info
       |-- Supervisor ........ owns every background task; failures become events
-      '-- couplers .......... DhtCoupler | ContractCoupler | WsCoupler (one Protocol)
+      '-- couplers .......... DhtCoupler | ContractCoupler | WsCoupler | LinkCoupler
+                              | NetworkCoupler | TextCoupler (one Protocol; the default
+                              ladder: ladder.py)
 
 This package never imports the services layer (contacts, call policy): the facade hands
 it plain callables.
@@ -19,8 +21,12 @@ from .coupler import Capabilities, ContractCoupler, Coupler, DhtCoupler, Inlet, 
 from .dialer import Attempt, Dialer, Rung
 from .endpoints import EndpointRecords
 from .events import CallEvent
+from .link_coupler import LinkCoupler
+from .network_coupler import NetworkCoupler
+from .node_ids import NodeIds
 from .router import SignalRouter, Source
 from .supervisor import Supervisor
+from .text_coupler import TextCoupler
 
 __all__ = [
     "Attempt",
@@ -33,9 +39,13 @@ __all__ = [
     "Dialer",
     "EndpointRecords",
     "Inlet",
+    "LinkCoupler",
+    "NetworkCoupler",
+    "NodeIds",
     "Rung",
     "SignalRouter",
     "Source",
     "Supervisor",
+    "TextCoupler",
     "WsCoupler",
 ]

@@ -16,7 +16,9 @@ both sides prove their identity over the channel.
 
 **Answering** (:meth:`ConnectionManager.answer`, after the call policy accepted the
 offer): a supervised task applies the offer, makes the answer, replies by the way the
-offer came and waits (:data:`CHANNEL_TIMEOUT`) for the caller's channel and its proof.
+offer came and waits (:data:`CHANNEL_TIMEOUT`, or the coupler's own wait in
+:attr:`ConnectionManager.channel_waits`: a person carries a text answer) for the caller's
+channel and its proof.
 
 **Relays.** Every peer connection gathers a relay candidate when a relay is known (the
 description is sent whole, so it cannot wait to see whether one is needed); once
@@ -188,6 +190,13 @@ class ConnectionManager:
         self.connections: set[Connection] = set()
         #: Called with (connection, envelope) for envelopes arriving over a channel.
         self.on_signal: Callable[[Connection, bytes], None] | None = None
+        #: Called with each connection once it is authenticated and tracked (both
+        #: directions): the session announces its node id over it (session/node_ids.py).
+        self.on_open: Callable[[Connection], object] | None = None
+        #: Offered each further data channel the caller opens on an answered
+        #: connection (e.g. the node's ``hailing-dht`` channel of a friend link): True
+        #: when taken, else it is counted ``extra_channels`` and left alone.
+        self.on_channel: Callable[[Connection, Any], bool] | None = None
         self._waiting: dict[tuple[bytes, bytes], asyncio.Future[envelope.Opened]] = {}
         self._pcs: set[Any] = set()  # peer connections not yet handed to a Connection
         self._answering: list[tuple[bytes, bool]] = []  # (caller, stranger) being answered
@@ -197,6 +206,9 @@ class ConnectionManager:
         self._ringing: dict[tuple[bytes, bytes], IncomingCall] = {}  # (caller, offer ref)
         self._cancel_answer: dict[tuple[bytes, bytes], asyncio.Future[None]] = {}
         self._cancelled: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+        #: How long an answered call waits for the caller's channel, by the name of the
+        #: coupler its offer came through (others: :data:`CHANNEL_TIMEOUT`).
+        self.channel_waits: dict[str, float] = {}
 
     async def new_peer_connection(self) -> Any:
         """A new ``RTCPeerConnection``: the factory's, or with the configuration given,
@@ -245,6 +257,7 @@ class ConnectionManager:
             conn = Connection(pc, channel, self.identity, peer, initiator=True,
                               local_fp=local_fp, remote_fp=description_fingerprint(sdp),
                               downloads=self.downloads)
+            conn.on_signal = self.on_signal  # what the callee sends right after its proof
             await _apply(pc, sdp, "answer", "callee")
             await conn.authenticate()
         except BaseException:
@@ -362,6 +375,11 @@ class ConnectionManager:
             return "incoming-full"
         return None
 
+    def answering(self, caller: bytes) -> bool:
+        """Whether an accepted offer of ``caller`` is being answered now (from the
+        policy's yes until its channel opened or the answer failed)."""
+        return any(peer == caller for peer, _ in self._answering)
+
     def answer(self, offer: envelope.Opened, reply: Send, coupler: str | None = None, *,
                stranger: bool = False) -> str | None:
         """Answer an accepted offer in a supervised task; ``reply`` sends the answer back
@@ -465,11 +483,16 @@ class ConnectionManager:
                 # returns: the caller's hello may be in the very next SCTP chunk, and a
                 # message emitted with no listener is gone. Only the first channel counts.
                 if opened.done():
-                    self.stats["extra_channels"] += 1
+                    if self.on_channel is None or not self.on_channel(opened.result(), channel):
+                        self.stats["extra_channels"] += 1
                     return
-                opened.set_result(Connection(
+                conn = Connection(
                     pc, channel, self.identity, offer.sender, initiator=False,
-                    local_fp=local_fp, remote_fp=remote_fp, downloads=self.downloads))
+                    local_fp=local_fp, remote_fp=remote_fp, downloads=self.downloads)
+                # envelopes the caller sends right after its proof (its node id) must
+                # find the router, though this side is not tracked yet
+                conn.on_signal = self.on_signal
+                opened.set_result(conn)
 
             pc.on("datachannel", on_channel)
             if cancelled.done():
@@ -478,7 +501,8 @@ class ConnectionManager:
                                  offer.nonce[:ANSWER_REF] + body, now=self._clock())
             await reply(blob)
             waiting: list[asyncio.Future[Any]] = [opened, cancelled]
-            await asyncio.wait(waiting, timeout=CHANNEL_TIMEOUT,
+            wait = self.channel_waits.get(coupler or "", CHANNEL_TIMEOUT)
+            await asyncio.wait(waiting, timeout=wait,
                                return_when=asyncio.FIRST_COMPLETED)
             if not opened.done():
                 if cancelled.done():
@@ -531,6 +555,8 @@ class ConnectionManager:
             self._answered.pop(conn, None)
 
         conn.channel.on("close", closed)
+        if self.on_open is not None:
+            self.on_open(conn)
 
     async def aclose(self) -> None:
         """Close every connection and every peer connection still being set up."""

@@ -35,9 +35,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..errors import AuthenticationError, HailingError, LocalProtocolError, QueryTimeout
-from .coupler import Coupler
+from ..signaling import envelope
+from .coupler import Coupler, SignalKind
 
-__all__ = ["FALLBACK_LADDER", "Attempt", "Dialer", "Rung", "nobody_answered", "parse_ladder"]
+__all__ = ["FALLBACK_LADDER", "Attempt", "Dialer", "Rung", "nobody_answered", "parse_ladder",
+           "sender"]
 
 T = TypeVar("T")
 
@@ -182,3 +184,18 @@ def _line(exc: BaseException, wait: float) -> str:
         return f"no answer in {wait:.0f} s"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text
+
+
+def sender(coupler: Coupler, peer: bytes, kind: SignalKind
+           ) -> Callable[[bytes], Awaitable[int]]:
+    """Send through ``coupler``, refusing at once an envelope larger than it carries."""
+
+    async def send(blob: bytes) -> int:
+        # a coupler may carry more, but no receiver opens an envelope over MAX_ENVELOPE
+        limit = min(coupler.capabilities.max_blob, envelope.MAX_ENVELOPE)
+        if len(blob) > limit:
+            raise LocalProtocolError(f"a {len(blob)}-byte {kind} does not fit {coupler.name} "
+                                     f"(at most {limit} bytes)")
+        return await coupler.send(peer, blob, kind)
+
+    return send

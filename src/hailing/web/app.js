@@ -14,6 +14,7 @@ import { $, el, clear, initials, ago, bytes, clock, day, toast, ask, confirmBox,
 import { state, hooks, contactById, displayName } from "./state.js";
 import { renderTransfers, pickedFiles, sendFile, onFileProgress, onFileSent, onFileStarted, onFileEnded } from "./files.js";
 import { loadCalls } from "./calllog.js";
+import "./couple.js";  // "Connect by text": offers and answers as texts or QR codes
 
 // -- contacts ------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ export const hooks = {
   open: (_contact) => {},       // open the conversation with a contact
   call: (_contact, _media) => {},  // start a call
   addMessage: (_contact, _m) => {},  // show a message in a conversation
+  couple: (_contact) => {},     // open "Connect by text" (couple.js)
 };
 
 export function contactById(id) { return state.contacts.get(id) || null; }

@@ -1,0 +1,74 @@
+"""The daemon's own DHT node: its settings, its start, and its overlay's status.
+
+:class:`DhtSettings` says where the node binds, whom it joins through, whether it is a
+BEP43 read-only node, and whether it also runs over WebRTC data-channel links
+(``hailing up --links P``: a :class:`~hailing.transport.datachannel.LinkDriver` with cap
+``P``, docs/overlay.md). :func:`open_dht_node` starts it and joins;
+:func:`overlay_status` is the ``overlay`` of ``GET /api/status``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import QueryTimeout
+from ..node import Addr, format_hostport
+
+__all__ = ["DhtSettings", "open_dht_node", "overlay_status"]
+
+
+@dataclass(frozen=True)
+class DhtSettings:
+    """The daemon's own DHT node: where it binds, whom it joins through, and whether it
+    is a BEP43 read-only node (answers no queries; for a node others cannot reach)."""
+
+    bind: Addr = ("127.0.0.1", 0)
+    bootstrap: tuple[Addr, ...] = ()
+    read_only: bool = False
+    #: Also run the DHT over data-channel links, at most this many open (0: UDP only):
+    #: friend links carry its channel, and calls can be forwarded through it.
+    links: int = 0
+
+
+
+async def open_dht_node(data_dir: Path, dht: DhtSettings) -> Any:
+    """Start the daemon's DHT node (state in ``data_dir/dht``) and join through
+    ``dht.bootstrap`` (or the nodes it knew). Raises QueryTimeout in one line when
+    bootstrap addresses were given and none answered."""
+    from ..dht import DhtConfig
+    from ..node import DhtNode
+
+    links = None
+    if dht.links:
+        from ..transport.datachannel import LinkDriver
+
+        links = LinkDriver(cap=dht.links)
+    node = DhtNode(dht.bind, data_dir=data_dir / "dht", bootstrap=dht.bootstrap,
+                   config=DhtConfig(read_only=dht.read_only), links=links)
+    await node.start()
+    try:
+        if dht.bootstrap or len(node.core.table):
+            try:
+                size = await node.bootstrap()
+            except QueryTimeout:
+                size = 0
+            if size == 0 and dht.bootstrap:
+                where = ", ".join(format_hostport(a) for a in dht.bootstrap)
+                raise QueryTimeout(f"no DHT node answered at {where}")
+    except BaseException:
+        await node.stop()
+        raise
+    return node
+
+
+def overlay_status(node: Any, friends: Counter[str] | None) -> dict[str, Any] | None:
+    """The node's data-channel links (``--links``), for ``status``; None without."""
+    driver = getattr(node, "links", None)
+    if driver is None:
+        return None
+    return {"cap": driver.cap, "dht_channels": friends["dht_channels"] if friends else 0,
+            "links": [{"peer": x.peer_id.hex() if x.peer_id else None, "open": x.is_open,
+                       "pins": sorted(x.pins)} for x in driver.links()]}

@@ -1,0 +1,421 @@
+"""The link manager: at most ``cap`` links, pinned ones kept, the others evicted LRU.
+
+Theory of operation
+-------------------
+A browser holds a few hundred peer connections at most, and each costs a DTLS session
+and an SCTP association: a node keeps at most :attr:`LinkManager.cap` links (seed 004's
+*p*). Adopting one more evicts the least recently used link that is not pinned
+(``link_evicted``); "used" means DHT traffic sent or received on it, not keepalives. A
+pinned link is never evicted: a link is pinned for one or more reasons
+(:meth:`LinkManager.pin`, :meth:`LinkManager.unpin`): ``"friend"`` (the session's links to
+friends), ``"closest"`` (the manager pins its links to the :attr:`LinkManager.closest`
+peers XOR-closest to our id: the overlay's neighbourhood, which lookups for our own
+region need), or any other reason a caller names. When every link is pinned the cap is
+exceeded rather than a pinned one dropped (``link_over_cap``).
+
+Keepalives: every ``keepalive`` seconds without anything sent a link gets a one-byte
+ping (the peer answers a pong); a link that received nothing for
+:data:`DEAD_AFTER` keepalive intervals is closed (``link_dead``) and the node forgets it.
+:meth:`LinkManager.tick` runs that check with the manager's clock (a task calls it; tests
+call it with their own clock).
+
+Reconnection: the pins of a peer outlive its link. When a pinned link goes, the manager
+couples a new one to the same peer id with its couplers, fastest first (median coupling
+time), with a backoff from :data:`RECONNECT_MIN` doubling to :data:`RECONNECT_MAX`; the
+new link gets the old one's pins. A peer pinned only as ``"closest"`` is given up after
+:data:`RECONNECT_TRIES` failed rounds (it may have left the network).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from .linkaddr import HANDLE_LEN, LinkAddr
+
+if TYPE_CHECKING:
+    from .datachannel import LinkCoupler
+
+__all__ = ["DEAD_AFTER", "FRAME_BURST", "FRAME_RATE", "Link", "LinkManager"]
+
+#: A link silent for this many keepalive intervals is dead.
+DEAD_AFTER = 3.0
+#: Frames a link may bring per second (a token bucket), and the burst it may bring at once.
+FRAME_RATE = 200.0
+FRAME_BURST = 400.0
+#: Reconnection backoff of a pinned link (seconds), and the rounds before a ``closest``
+#: pin is given up.
+RECONNECT_MIN = 1.0
+RECONNECT_MAX = 60.0
+RECONNECT_TRIES = 6
+#: Seconds after its last use during which a link is spared by eviction (soft cap).
+GRACE = 2.0
+#: Seconds between an evicted link's farewell and the close of its connection (aiortc
+#: aborts the SCTP association: what is still queued is lost).
+FAREWELL_DELAY = 0.2
+#: Coupling times kept per coupler (for the median that orders them).
+TIMES_KEPT = 16
+
+
+class Link:
+    """One peer connection with its DHT data channel."""
+
+    __slots__ = (
+        "_manager",
+        "_refilled",
+        "_tokens",
+        "channel",
+        "closed",
+        "farewell",
+        "hello_sent",
+        "last_received",
+        "last_sent",
+        "last_used",
+        "opened",
+        "owns_pc",
+        "pc",
+        "peer_id",
+        "pins",
+    )
+
+    def __init__(self, manager: LinkManager, pc: Any, channel: Any, now: float) -> None:
+        self._manager = manager
+        self.pc = pc
+        self.channel = channel
+        #: The peer's node id, once known (adopt's ``peer_id`` or its hello).
+        self.peer_id: bytes | None = None
+        #: Why the link is pinned (empty: it may be evicted).
+        self.pins: set[str] = set()
+        self.opened = now
+        self.last_used = now
+        self.last_sent = now
+        self.last_received = now
+        self.closed = False
+        #: Whether closing the link closes its peer connection (else only its channel:
+        #: a friend link's connection carries the session's channel too).
+        self.owns_pc = True
+        #: Closed by an eviction (ours, or the peer's: it said so): the peer is alive.
+        self.farewell = False
+        self.hello_sent = False
+        self._tokens = FRAME_BURST
+        self._refilled = now
+
+    @property
+    def addr(self) -> LinkAddr | None:
+        return None if self.peer_id is None else LinkAddr(self.peer_id[:HANDLE_LEN])
+
+    @property
+    def handle(self) -> bytes | None:
+        return None if self.peer_id is None else self.peer_id[:HANDLE_LEN]
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.pins)
+
+    @property
+    def is_open(self) -> bool:
+        return not self.closed and self.channel.readyState == "open"
+
+    def allow(self, now: float) -> bool:
+        """Spend one frame of the link's budget (False: over it)."""
+        self._tokens = min(FRAME_BURST, self._tokens + (now - self._refilled) * FRAME_RATE)
+        self._refilled = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    async def close(self) -> None:
+        """Close the link (its peer connection with it)."""
+        self._manager._lost(self, "closed")
+        await _close_pc(self)
+
+    def __repr__(self) -> str:
+        peer = "?" if self.peer_id is None else self.peer_id[:4].hex()
+        state = "closed" if self.closed else self.channel.readyState
+        return f"<Link {peer} {state}{' pinned' if self.pins else ''}>"
+
+
+class LinkManager:
+    """Cap, pins, LRU eviction, keepalives and reconnection (the module docstring).
+    :class:`~hailing.transport.datachannel.LinkDriver` is one."""
+
+    def __init__(self, *, cap: int, keepalive: float, clock: Callable[[], float],
+                 closest: int | None) -> None:
+        if cap < 1:
+            raise ValueError("the link cap must be at least 1")
+        self.cap = cap
+        self.keepalive = keepalive
+        self.clock = clock
+        #: Links to this many XOR-closest peers are pinned ``"closest"``.
+        self.closest = max(1, cap // 4) if closest is None else closest
+        self.stats: Counter[str] = Counter()
+        #: Tried fastest first (median coupling time) to open a link.
+        self.couplers: list[LinkCoupler] = []
+        self._links: list[Link] = []
+        self._by_handle: dict[bytes, Link] = {}
+        #: Pins by peer id: they outlive a link, and make the manager reconnect it.
+        self._wanted: dict[bytes, set[str]] = {}
+        self._reconnecting: dict[bytes, asyncio.Task[None]] = {}
+        self._times: dict[str, list[float]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- hooks of the driver ------------------------------------------------------------
+
+    @property
+    def node_id(self) -> bytes | None:
+        raise NotImplementedError
+
+    def _bound(self, link: Link) -> None:
+        """``link``'s peer id is known and it is the one its handle resolves to."""
+
+    def _gone(self, link: Link) -> None:
+        """``link`` was closed."""
+
+    def _ping(self, link: Link) -> None:
+        """Send a keepalive on ``link``."""
+
+    def _say_farewell(self, link: Link) -> None:
+        """Tell the peer that ``link`` closes by eviction (it is not dead)."""
+
+    async def couple(self, target: bytes) -> Link | None:
+        raise NotImplementedError
+
+    # -- the table of links -------------------------------------------------------------
+
+    def links(self) -> list[Link]:
+        """The links not closed (open, or opening)."""
+        return [link for link in self._links if not link.closed]
+
+    def link_for(self, addr_or_id: LinkAddr | bytes) -> Link | None:
+        """The open link to a LinkAddr, a 5-byte handle or a 20-byte node id."""
+        if isinstance(addr_or_id, LinkAddr):
+            handle = addr_or_id.handle
+        else:
+            handle = bytes(addr_or_id[:HANDLE_LEN])
+        link = self._by_handle.get(handle)
+        if link is None or link.closed:
+            return None
+        if len(addr_or_id) == 20 and link.peer_id != addr_or_id:  # type: ignore[arg-type]
+            return None
+        return link
+
+    def _add(self, link: Link) -> None:
+        self._links.append(link)
+        self.stats["link_adopted"] += 1
+
+    def _bind(self, link: Link, peer_id: bytes) -> None:
+        """``link`` leads to ``peer_id``: it becomes that handle's link."""
+        if type(peer_id) is not bytes or len(peer_id) != 20:
+            self.stats["link_bad_id"] += 1
+            self._spawn(link.close())
+            return
+        if peer_id == self.node_id:
+            self.stats["link_to_self"] += 1
+            self._spawn(link.close())
+            return
+        link.peer_id = peer_id
+        handle = peer_id[:HANDLE_LEN]
+        other = self._by_handle.get(handle)
+        if other is not None and other is not link and not other.closed:
+            if other.peer_id != peer_id:
+                self.stats["link_handle_clash"] += 1
+                self._spawn(link.close())
+                link.peer_id = None
+                return
+            self.stats["link_duplicate"] += 1  # the newer carries traffic; LRU drops one
+        self._by_handle[handle] = link
+        pins = self._wanted.get(peer_id)
+        if pins:
+            link.pins |= pins
+        self._repin_closest()
+        self._bound(link)
+
+    def _lost(self, link: Link, why: str) -> None:
+        if link.closed:
+            return
+        link.closed = True
+        with contextlib.suppress(ValueError):
+            self._links.remove(link)
+        self.stats["link_closed"] += 1
+        handle = link.handle
+        if handle is not None and self._by_handle.get(handle) is link:
+            del self._by_handle[handle]
+            spare = [x for x in self._links if x.peer_id == link.peer_id and x.is_open]
+            if spare:
+                self._by_handle[handle] = spare[-1]
+            else:
+                self._gone(link)
+        # An evicted link's farewell must leave before the association is aborted.
+        self._spawn(_close_pc(link, FAREWELL_DELAY if link.farewell else 0.0))
+        if not self._closing:
+            self._repin_closest()
+            peer = link.peer_id
+            if (peer is not None and not link.farewell and self._wanted.get(peer)
+                    and self.link_for(peer) is None):
+                self._reconnect_later(peer)
+
+    # -- pins and the cap --------------------------------------------------------------
+
+    def pin(self, link: Link, why: str) -> None:
+        """Keep ``link`` (and reconnect its peer when it goes) for the reason ``why``."""
+        link.pins.add(why)
+        if link.peer_id is not None:
+            self._wanted.setdefault(link.peer_id, set()).add(why)
+
+    def unpin(self, link: Link, why: str) -> None:
+        """Drop the reason ``why``; a link with no reason left may be evicted."""
+        link.pins.discard(why)
+        peer = link.peer_id
+        if peer is not None and peer in self._wanted:
+            self._wanted[peer].discard(why)
+            if not self._wanted[peer]:
+                del self._wanted[peer]
+                task = self._reconnecting.pop(peer, None)
+                if task is not None:
+                    task.cancel()
+
+    def _repin_closest(self) -> None:
+        own = self.node_id
+        if own is None:
+            return
+        mine = int.from_bytes(own, "big")
+        known = {x.peer_id for x in self._links if x.peer_id is not None and not x.closed}
+        peers = sorted(known, key=lambda p: int.from_bytes(p, "big") ^ mine)[: self.closest]
+        keep = set(peers)
+        for x in self._links:
+            if x.peer_id in keep:
+                if "closest" not in x.pins:
+                    self.pin(x, "closest")
+            elif "closest" in x.pins:
+                self.unpin(x, "closest")
+
+    def _enforce_cap(self, keep: Link | None = None) -> None:
+        """Evict least recently used unpinned links until at most ``cap`` are left. A
+        link used in the last :data:`GRACE` seconds (a query may be in flight on it) is
+        spared while fewer than twice ``cap`` are open; :meth:`tick` evicts it later."""
+        now = self.clock()
+        while len(live := self.links()) > self.cap:
+            candidates = [x for x in live if not x.pins and x is not keep]
+            if len(live) < 2 * self.cap:
+                candidates = [x for x in candidates if now - x.last_used >= GRACE]
+            if not candidates:
+                self.stats["link_over_cap"] += 1
+                return
+            victim = min(candidates, key=lambda x: x.last_used)
+            self.stats["link_evicted"] += 1
+            victim.farewell = True
+            self._say_farewell(victim)
+            self._lost(victim, "evicted")
+
+    # -- keepalives --------------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> None:
+        """Keepalive round: ping links idle for a keepalive interval, close the ones
+        silent for :data:`DEAD_AFTER` of them."""
+        now = self.clock() if now is None else now
+        for link in self.links():
+            if now - link.last_received > DEAD_AFTER * self.keepalive:
+                self.stats["link_dead"] += 1
+                self._lost(link, "dead")
+            elif link.is_open and now - link.last_sent >= self.keepalive:
+                self.stats["link_keepalives"] += 1
+                self._ping(link)
+        if len(self._links) > self.cap:
+            self._enforce_cap()
+
+    def _start_keepalive(self) -> None:
+        if self._keepalive_task is None and self.keepalive > 0:
+            self._keepalive_task = asyncio.get_running_loop().create_task(self._keepalive_loop())
+
+    async def _keepalive_loop(self) -> None:
+        interval = min(self.keepalive / 3.0, GRACE)
+        while True:
+            await asyncio.sleep(interval)
+            self.tick()
+
+    # -- couplers and reconnection ------------------------------------------------------
+
+    def ordered_couplers(self) -> list[LinkCoupler]:
+        """The couplers, fastest first by median coupling time (untried ones first, in
+        list order: a failure counts as the coupling timeout)."""
+        def key(item: tuple[int, LinkCoupler]) -> tuple[float, int]:
+            times = self._times.get(item[1].name)
+            return (statistics.median(times) if times else 0.0, item[0])
+        return [c for _, c in sorted(enumerate(self.couplers), key=key)]
+
+    def coupler_times(self) -> dict[str, float]:
+        """Median coupling time of each coupler tried (seconds)."""
+        return {name: statistics.median(t) for name, t in self._times.items() if t}
+
+    def _couple_time(self, name: str, seconds: float) -> None:
+        times = self._times.setdefault(name, [])
+        times.append(seconds)
+        del times[:-TIMES_KEPT]
+
+    def _reconnect_later(self, peer: bytes) -> None:
+        if peer not in self._reconnecting and self.couplers:
+            self._reconnecting[peer] = self._spawn(self._reconnect(peer))
+
+    async def _reconnect(self, peer: bytes) -> None:
+        delay = RECONNECT_MIN
+        tries = 0
+        try:
+            while self._wanted.get(peer) and self.link_for(peer) is None:
+                await asyncio.sleep(delay)
+                if not self._wanted.get(peer) or self.link_for(peer) is not None:
+                    break
+                if await self.couple(peer) is not None:
+                    self.stats["link_reconnected"] += 1
+                    break
+                tries += 1
+                if self._wanted.get(peer) == {"closest"} and tries >= RECONNECT_TRIES:
+                    self.stats["link_reconnect_given_up"] += 1
+                    del self._wanted[peer]
+                    break
+                delay = min(RECONNECT_MAX, delay * 2)
+        finally:
+            self._reconnecting.pop(peer, None)
+
+    # -- tasks and shutdown --------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def aclose(self) -> None:
+        """Close every link and stop the manager's tasks."""
+        self._closing = True
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            self._keepalive_task = None
+        for task in list(self._reconnecting.values()):
+            task.cancel()
+        links = self.links()
+        for link in links:
+            self._lost(link, "driver closed")
+        pending = [t for t in self._tasks if not t.done()]
+        for task in pending:
+            if task.get_coro().__name__ != "_close_pc":  # type: ignore[union-attr]
+                task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _close_pc(link: Link, delay: float = 0.0) -> None:
+    if delay:
+        await asyncio.sleep(delay)
+    with contextlib.suppress(Exception):
+        if link.owns_pc:
+            await link.pc.close()
+        else:
+            link.channel.close()
+

@@ -1,0 +1,96 @@
+"""LinkAddr and the overlay codec: vectors, round trips, garbage (no network)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hailing.dht import bep42
+from hailing.krpc import IPAddressCodec, decode_nodes, encode_nodes
+from hailing.transport import LinkAddr, OverlayCodec
+
+NODE = bytes(range(1, 21))
+
+
+def test_link_addr_is_the_first_five_bytes_of_the_node_id() -> None:
+    assert LinkAddr.of(NODE) == LinkAddr(b"\x01\x02\x03\x04\x05")
+    assert LinkAddr.of(NODE[:5]) == LinkAddr.of(NODE)
+    assert hash(LinkAddr.of(NODE)) == hash(LinkAddr(NODE[:5]))
+    assert repr(LinkAddr.of(NODE)) == "LinkAddr(0102030405)"
+    for bad in (b"", b"1234", b"123456", "12345", bytearray(5)):
+        with pytest.raises(ValueError):
+            LinkAddr(bad)  # type: ignore[arg-type]
+
+
+def test_vectors() -> None:
+    codec = OverlayCodec()
+    assert codec.pack(LinkAddr(b"\xaa\xbb\xcc\xdd\xee")) == b"\x00\xaa\xbb\xcc\xdd\xee"
+    assert codec.unpack(b"\x00\xaa\xbb\xcc\xdd\xee") == LinkAddr(b"\xaa\xbb\xcc\xdd\xee")
+    assert codec.ip_key(LinkAddr(b"\xaa\xbb\xcc\xdd\xee")) == b"L\xaa\xbb\xcc\xdd\xee"
+    # UDP addresses pass through as IPAddressCodec packs them
+    assert codec.pack(("1.2.3.4", 6881)) == bytes([1, 2, 3, 4, 0x1A, 0xE1])
+    assert codec.unpack(bytes([1, 2, 3, 4, 0x1A, 0xE1])) == ("1.2.3.4", 6881)
+    assert codec.ip_key(("1.2.3.4", 6881)) == bytes([1, 2, 3, 4])
+    assert codec.unpack(bytes(15) + b"\x01\x1a\xe1") == ("::1", 6881)
+    # a link handle may end in two zero bytes (a "port" 0): still a link
+    assert codec.unpack(b"\x00\x01\x02\x03\x00\x00") == LinkAddr(b"\x01\x02\x03\x00\x00")
+
+
+def test_without_udp_ip_entries_are_dropped() -> None:
+    codec = OverlayCodec(udp=False)
+    assert codec.unpack(bytes([1, 2, 3, 4, 0x1A, 0xE1])) is None
+    assert codec.unpack(bytes(15) + b"\x01\x1a\xe1") is None
+    assert codec.unpack(b"\x00\x01\x02\x03\x04\x05") == LinkAddr(b"\x01\x02\x03\x04\x05")
+
+
+def test_udp_nodes_never_take_a_link_entry_for_a_destination() -> None:
+    """A UDP-only node reading a dual node's nodes list drops the link entries."""
+    overlay, ip = OverlayCodec(), IPAddressCodec()
+    nodes = [(NODE, LinkAddr.of(NODE)), (bytes(20), ("10.0.0.1", 7))]
+    v4, _ = encode_nodes(nodes, overlay)
+    assert decode_nodes(v4, overlay) == nodes
+    assert decode_nodes(v4, ip) == [(bytes(20), ("10.0.0.1", 7))]
+    assert ip.unpack(b"\x00\x01\x02\x03\x04\x05") is None
+
+
+def test_bep42_exempts_the_link_block() -> None:
+    """Link peers' ids are not derived from an IP, and our own id never moves for the
+    0.h0.h1.h2 that link peers report as our address."""
+    assert bep42.is_local_raw(b"\x00\xaa\xbb\xcc")
+    assert bep42.is_exempt("0.170.187.204")
+    assert not bep42.is_local_raw(b"\x01\xaa\xbb\xcc")
+
+
+@given(st.binary(min_size=5, max_size=5))
+def test_round_trip(handle: bytes) -> None:
+    codec = OverlayCodec(udp=False)
+    addr = LinkAddr(handle)
+    packed = codec.pack(addr)
+    assert packed is not None and len(packed) == 6
+    assert codec.unpack(packed) == addr
+
+
+@given(st.tuples(st.integers(1, 255), st.integers(0, 255), st.integers(0, 255),
+                 st.integers(0, 255)), st.integers(1, 65535))
+def test_ip_round_trip(octets: tuple[int, int, int, int], port: int) -> None:
+    codec = OverlayCodec()
+    addr = (".".join(map(str, octets)), port)
+    packed = codec.pack(addr)
+    assert packed is not None
+    assert codec.unpack(packed) == addr
+
+
+@given(st.binary(max_size=40))
+def test_garbage_never_raises(data: bytes) -> None:
+    for codec in (OverlayCodec(), OverlayCodec(udp=False)):
+        out = codec.unpack(data)
+        if len(data) not in (6, 18):
+            assert out is None
+        if out is not None:
+            assert codec.pack(out) == data or isinstance(out, tuple)
+
+
+@given(st.one_of(st.none(), st.integers(), st.text(), st.binary(), st.tuples(st.text())))
+def test_garbage_addresses_do_not_pack(addr: object) -> None:
+    assert OverlayCodec().pack(addr) is None  # type: ignore[arg-type]

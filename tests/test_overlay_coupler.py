@@ -1,0 +1,129 @@
+"""The network coupler: two nodes with no common link get one through forwarding, and
+the forwarders never see the offer or the answer in clear (loopback ICE, no UDP)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import AsyncIterator, Hashable
+from typing import Any
+
+import pytest
+from overlay_helpers import OverlayNode, start_node, stop_all
+from pytest_helpers import loopback_ice
+
+from hailing import bencode
+from hailing.errors import KrpcError
+from hailing.transport import LinkAddr, couple_direct
+from hailing.transport.forward import METHOD
+from hailing.transport.network_coupler import KIND
+
+_loopback_ice = pytest.fixture(autouse=True)(loopback_ice)
+
+
+@pytest.fixture
+async def chain() -> AsyncIterator[list[OverlayNode]]:
+    """A - B - C - D: each linked only to its neighbours in the chain; their ids come
+    closer to D's (and to A's going back) along it, so that greedy routing finds it."""
+    ids = [bytes([first]) + bytes(range(1, 20)) for first in (0x00, 0x80, 0xC0, 0xE0)]
+    nodes = [await start_node(p=8, seed=100 + i, node_id=nid) for i, nid in enumerate(ids)]
+    try:
+        for x, y in itertools.pairwise(nodes):
+            await couple_direct(x.driver, y.driver)
+        yield nodes
+    finally:
+        await stop_all(nodes)
+
+
+def _record(o: OverlayNode) -> list[dict[bytes, Any]]:
+    """Every hailing_fwd query ``o`` handles, as it arrived."""
+    seen: list[dict[bytes, Any]] = []
+    core = o.node.core
+    handler = o.fwd._on_query
+    core.remove_method(METHOD)
+
+    def recording(args: dict[bytes, Any], addr: Hashable, now: float) -> dict[bytes, Any]:
+        seen.append(dict(args))
+        return handler(args, addr, now)
+
+    core.add_method(METHOD, recording)
+    return seen
+
+
+async def test_two_nodes_without_a_common_link_connect_through_forwarding(
+        chain: list[OverlayNode]) -> None:
+    a, b, c, d = chain
+    assert a.driver.link_for(d.id) is None
+    link = await a.driver.couple(d.id)
+    assert link is not None and link.peer_id == d.id
+    assert d.driver.link_for(a.id) is not None
+    # the new link carries DHT traffic both ways, without passing B or C
+    before = b.fwd.stats["forwarded"], c.fwd.stats["forwarded"]
+    assert await a.node.ping(LinkAddr.of(d.id)) == d.id
+    assert await d.node.ping(LinkAddr.of(a.id)) == a.id
+    assert (b.fwd.stats["forwarded"], c.fwd.stats["forwarded"]) == before
+    assert a.fwd.stats["link_coupled"] == 1 and d.fwd.stats["link_answered"] == 1
+    # A DHT query to a node without a link couples one by itself: A's ping to C.
+    assert a.driver.link_for(c.id) is None
+    assert await a.node.ping(LinkAddr.of(c.id)) == c.id
+    assert a.driver.link_for(c.id) is not None
+    assert a.fwd.stats["link_coupled"] == 2
+
+
+async def test_a_forwarded_offer_is_never_seen_in_clear(chain: list[OverlayNode]) -> None:
+    a, b, c, d = chain
+    seen_b, seen_c = _record(b), _record(c)
+    link = await a.driver.couple(d.id)
+    assert link is not None
+    sdps = [x.localDescription.sdp for x in (link.pc, d.driver.link_for(a.id).pc)]  # type: ignore[union-attr]
+    secrets = set()
+    for sdp in sdps:
+        for m in re.finditer(r"a=(ice-ufrag|ice-pwd|fingerprint):(\S+)", sdp):
+            secrets.add(m.group(2).encode())
+    assert len(secrets) >= 6
+    carried = seen_b + seen_c
+    assert len(carried) >= 8  # hello and offer, each there and back, at B and at C
+    kinds = {x.get(b"kind") for x in carried if b"kind" in x}
+    assert kinds == {KIND}
+    for args in carried:
+        raw = bencode.encode(args)
+        for clear in (b"v=0", b"a=candidate", b"candidate", b"IN IP4", b"127.0.0.1",
+                      b"ice-ufrag", b"fingerprint", b"sha-256", b"webrtc-datachannel",
+                      b"\x7f\x00\x00\x01", *secrets):
+            assert clear not in raw
+    # what they do learn: the target, the origin's claimed id and a key, sizes
+    first = next(x for x in seen_b if b"tgt" in x)
+    assert first[b"tgt"] == d.id and first[b"o"] == a.id
+    assert len(first[b"p"]) == 33
+
+
+async def test_the_target_checks_its_id_and_garbage_couplings_are_refused(
+        chain: list[OverlayNode]) -> None:
+    a, _b, _c, d = chain
+    fwd = a.fwd
+    # a hello that is not 33 bytes, an unknown step, an offer without a hello
+    for payload in (b"\x01short", b"\x07" + bytes(32), b"\x02" + bytes(32) + b"sealed"):
+        with pytest.raises(KrpcError) as e:
+            await fwd.send_toward(d.id, KIND, payload, 10)
+        assert e.value.code == 203
+    assert d.fwd.stats["link_bad_messages"] == 2
+    assert d.fwd.stats["link_unknown_offers"] == 1
+    # an offer sealed with the keys of a hello, but for another target id
+    import nacl.public
+
+    secret = nacl.public.PrivateKey.generate()
+    ours = bytes(secret.public_key)
+    reply = await fwd.send_toward(d.id, KIND, b"\x01" + ours, 10)
+    box = nacl.public.Box(secret, nacl.public.PublicKey(reply[1:]))
+    wrong = bytes(20)
+    sealed = box.encrypt(bencode.encode({b"id": a.id, b"tgt": wrong, b"sdp": b"v=0"}))
+    with pytest.raises(KrpcError) as e:
+        await fwd.send_toward(d.id, KIND, b"\x02" + ours + sealed, 10)
+    assert e.value.code == 203
+    assert d.fwd.stats["link_wrong_target"] == 1
+    # a node id nobody has (D's with its last byte changed): D is the closest node,
+    # is not the target, and knows nobody closer: the coupling fails with "no route"
+    with pytest.raises(KrpcError) as e:
+        await a.coupler.couple(a.driver, d.id[:19] + bytes([d.id[19] ^ 1]))
+    assert e.value.code == 253
+    assert a.driver.link_for(d.id) is None
