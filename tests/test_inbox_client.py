@@ -241,3 +241,23 @@ def test_one_holder_that_does_not_answer_does_not_lose_the_listen() -> None:
     assert _changes(net, client) == [True]
     assert client.inboxes.live(KEY, net.now)
     assert gone not in client.inboxes.holders(KEY, net.now)
+
+
+def test_a_node_behind_a_nat_stores_no_listen_and_no_post() -> None:
+    """Only the nodes its NAT holds a mapping to reach a node behind a NAT: a listen it
+    held would look live to the listener while posters could not reach it (the callee's
+    BEP44 fallback would then poll slowly for offers that can only come that way)."""
+    net = build_network(20)
+    client = list(net.nodes.values())[3]
+    natted = [p for p in net.live() if p is not client][:1][0]
+    natted.responder.storing = False  # what the node sets from its STUN probe
+    key = natted.node_id  # it is the closest node to the key
+    ev = net.wait_event(client, client.listen(key, net.now))
+    assert isinstance(ev, Listening) and ev.nodes >= 1
+    assert natted not in holders(net, client, key) and holders(net, client, key)
+    ev = net.wait_event(client, client.post(key, b"offer", net.now))
+    assert isinstance(ev, StoreDone) and ev.stored >= 1
+    assert natted.responder.inbox.listeners(key, net.now) == []
+    assert natted.stats["store_refused_nat"] >= 2
+    client.unlisten(key, net.now)  # an unlisten still goes through
+    net.run(duration=1.0)

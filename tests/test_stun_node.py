@@ -229,6 +229,8 @@ async def test_behind_a_nat_the_reply_hint_address_is_withheld(
         assert info.external == node.address
         assert node.reachable_address() is None
         assert len(node.stun_servers()) == 3  # still good STUN servers for ICE
+        assert not node.core.responder.storing  # no storing node either (dht/responder.py)
+        assert all(o.core.responder.storing for o in others)
 
 
 async def test_behind_a_nat_listen_holders_get_keepalives(

@@ -571,6 +571,7 @@ class DhtNode:
         if stun is not None and transport is not None:
             for data, addr in stun.datagrams_to_send():
                 transport.sendto(data, addr)
+            core.responder.storing = not stun.info.behind_nat  # dht/responder.py
             if self._nat_waiters and not stun.probing:
                 for waiter in self._nat_waiters:
                     if not waiter.done():
