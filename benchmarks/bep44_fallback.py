@@ -26,7 +26,6 @@ import asyncio
 import json
 import platform
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import libtorrent as lt
+from _report import emit, spread, timed_call
 
 from hailing.dht import DhtConfig
 from hailing.peer import Peer
@@ -41,35 +41,12 @@ from hailing.rtc import set_host_addresses
 from hailing.session.dialer import FALLBACK_LADDER
 from hailing.signaling import mainline_rdv
 
-LOOPBACK = "127.0.0.1"
-#: A loopback-only libtorrent DHT node (as tests/interop/conftest.py): no routers, no
-#: LSD/UPnP/NAT-PMP, and the per-IP limits off (every node is 127.0.0.1).
-LT_SETTINGS: dict[str, Any] = {
-    "listen_interfaces": f"{LOOPBACK}:0",
-    "outgoing_interfaces": LOOPBACK,
-    "enable_dht": True,
-    "dht_bootstrap_nodes": "",
-    "enable_lsd": False,
-    "enable_upnp": False,
-    "enable_natpmp": False,
-    "dht_restrict_routing_ips": False,
-    "dht_restrict_search_ips": False,
-    "dht_enforce_node_id": False,
-    "dht_prefer_verified_node_ids": False,
-    "dht_ignore_dark_internet": False,
-    "dht_block_ratelimit": 1_000_000,
-    "dht_upload_rate_limit": 100_000_000,
-    "dht_privacy_lookups": False,
-    "dht_read_only": False,
-    "alert_mask": 0,
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "interop"))
+from lt_loopback import LOOPBACK, lt_settings
 
-
-def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return s[max(0, min(len(s) - 1, round(p / 100 * len(s) + 0.5) - 1))]
+#: A loopback-only libtorrent DHT node: the interop tests' settings (no routers, no
+#: LSD/UPnP/NAT-PMP, the per-IP limits off: every node is 127.0.0.1), no alerts.
+LT_SETTINGS: dict[str, Any] = lt_settings(alert_mask=0)
 
 
 def libtorrent_nodes(n: int) -> list[Any]:
@@ -80,6 +57,13 @@ def libtorrent_nodes(n: int) -> list[Any]:
             if a != own:
                 s.add_dht_node(a)
     return sessions
+
+
+def fallback_pair(tmp: Path, boot: list[tuple[str, int]]) -> list[Peer]:
+    """alice and bob (not started yet), with the daemon's ladder and, as behind a NAT,
+    read-only DHT nodes (BEP43: they store nothing)."""
+    return [Peer(tmp / name, bootstrap=boot, dht_config=DhtConfig(read_only=True),
+                 ladder=list(FALLBACK_LADDER)) for name in ("alice", "bob")]
 
 
 async def serve(bob: Peer) -> None:
@@ -105,8 +89,7 @@ async def run(calls: int, nodes: int, idle: tuple[float, float], seed: int,
     boot = [(LOOPBACK, s.listen_port()) for s in sessions[:3]]
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hailing-bep44-") as tmp:
-        peers = [Peer(Path(tmp) / name, bootstrap=boot, dht_config=DhtConfig(read_only=True),
-                      ladder=list(FALLBACK_LADDER)) for name in ("alice", "bob")]
+        peers = fallback_pair(Path(tmp), boot)
         alice, bob = peers
         try:
             for p in peers:
@@ -121,22 +104,8 @@ async def run(calls: int, nodes: int, idle: tuple[float, float], seed: int,
             for i in range(calls):
                 pause = rng.uniform(*idle)
                 await asyncio.sleep(pause)
-                t0 = time.perf_counter()
-                row: dict[str, Any] = {"call": i, "idle_s": round(pause, 2)}
-                try:
-                    conn = await alice.connect(bob.contact_id, timeout=timeout)
-                    try:
-                        await conn.send_text("ping")
-                    finally:
-                        await conn.close()
-                    row.update(ok=True, connect_s=round(conn.connect_ms / 1000, 3),
-                               coupler=conn.coupler)
-                except Exception as exc:  # a failed call is a result, not a crash
-                    row.update(ok=False, error=str(exc).splitlines()[0],
-                               seconds=round(time.perf_counter() - t0, 3))
-                dialer = alice.dialer
-                row["rungs"] = [(a.coupler, round(a.seconds, 3), a.error is None)
-                                for a in (dialer.last if dialer is not None else [])]
+                row = await timed_call(alice, bob.contact_id, timeout,
+                                       {"call": i, "idle_s": round(pause, 2)})
                 results.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
             server.cancel()
@@ -162,9 +131,7 @@ async def run(calls: int, nodes: int, idle: tuple[float, float], seed: int,
                      "idle_max_s": mainline_rdv.IDLE_MAX,
                      "max_in_flight": mainline_rdv.MAX_IN_FLIGHT},
         "connected": len(ok), "failed": calls - len(ok),
-        "connect_s": {"p50": pct(ok, 50), "p95": pct(ok, 95), "min": min(ok, default=None),
-                      "max": max(ok, default=None),
-                      "mean": round(statistics.fmean(ok), 3) if ok else None},
+        "connect_s": spread(ok),
         "target_p50_s": 10.0,
         "counters": counters,
         "results": results,
@@ -184,10 +151,7 @@ def main() -> None:
     args = ap.parse_args()
     report = asyncio.run(run(args.calls, args.nodes, (args.idle[0], args.idle[1]), args.seed,
                              args.timeout))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ import asyncio
 import json
 import platform
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -43,17 +42,16 @@ from pathlib import Path
 from typing import Any
 
 import libtorrent as lt
-from bep44_fallback import LOOPBACK, libtorrent_nodes, pct, serve
+from _report import emit, spread, timed_call
+from bep44_fallback import LOOPBACK, fallback_pair, libtorrent_nodes, serve
 
 from hailing import bencode
-from hailing.dht import DhtConfig
 from hailing.dht import inbox_client as inbox_client_mod
 from hailing.identity import Identity
 from hailing.node import DhtNode
 from hailing.peer import Peer
 from hailing.rtc import set_host_addresses
 from hailing.session.coupler import MainlineCoupler
-from hailing.session.dialer import FALLBACK_LADDER
 from hailing.signaling import bep44_direct, mainline_rdv
 
 
@@ -146,8 +144,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await n.find_hailing_nodes()
         boot = [*lt_addrs[:3], *(h.address for h in hailing)]
         # as behind a NAT: the daemons' own nodes store nothing (read-only, BEP43)
-        peers = [Peer(Path(tmp) / name, bootstrap=boot, dht_config=DhtConfig(read_only=True),
-                      ladder=list(FALLBACK_LADDER)) for name in ("alice", "bob")]
+        peers = fallback_pair(Path(tmp), boot)
         alice, bob = peers
         try:
             for p in peers:
@@ -191,22 +188,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for i in range(args.calls):
                 pause = rng.uniform(*args.idle)
                 await asyncio.sleep(pause)
-                row: dict[str, Any] = {"call": i, "idle_s": round(pause, 2)}
-                t = time.perf_counter()
-                try:
-                    conn = await alice.connect(bob.contact_id, timeout=args.timeout)
-                    try:
-                        await conn.send_text("ping")
-                    finally:
-                        await conn.close()
-                    row.update(ok=True, connect_s=round(conn.connect_ms / 1000, 3),
-                               coupler=conn.coupler)
-                except Exception as exc:  # a failed call is a result
-                    row.update(ok=False, error=str(exc).splitlines()[0],
-                               seconds=round(time.perf_counter() - t, 3))
-                dialer = alice.dialer
-                row["rungs"] = [(a.coupler, round(a.seconds, 3), a.error is None)
-                                for a in (dialer.last if dialer is not None else [])]
+                row = await timed_call(alice, bob.contact_id, args.timeout,
+                                       {"call": i, "idle_s": round(pause, 2)})
                 calls.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
             server.cancel()
@@ -215,9 +198,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             report["calls"] = {
                 "n": args.calls, "connected": len(ok),
                 "via": dict(Counter(r.get("coupler", "-") for r in calls)),
-                "connect_s": {"p50": pct(ok, 50), "p95": pct(ok, 95),
-                              "min": min(ok, default=None), "max": max(ok, default=None),
-                              "mean": round(statistics.fmean(ok), 3) if ok else None},
+                "connect_s": spread(ok),
                 "results": calls}
             report["bob_stats"] = {k: v for k, v in bob.stats.items()
                                    if k.startswith(("mainline_", "inbox_listen"))}
@@ -259,10 +240,7 @@ def main() -> None:
     if args.holder_check is not None:
         inbox_client_mod.HOLDER_CHECK = args.holder_check
     report = asyncio.run(run(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

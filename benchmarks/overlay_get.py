@@ -41,7 +41,7 @@ from typing import Any
 import hailing.rtc
 from hailing.dht import DhtConfig
 from hailing.node import DhtNode
-from hailing.transport import LinkDriver, couple_direct
+from hailing.transport import LinkAddr, LinkDriver, couple_direct
 from hailing.transport.topology import LocalCoupler, neighbourhood
 
 
@@ -65,6 +65,21 @@ async def timed_get(node: DhtNode, target: bytes, value: bytes) -> tuple[float, 
     except Exception:
         got = None
     return (time.perf_counter() - t0) * 1000.0, got == value
+
+
+async def pings(udp: list[DhtNode], dc: list[DhtNode], edges: list[tuple[int, int]],
+                rng: random.Random, n: int) -> dict[str, Any]:
+    """One query's round trip between linked nodes, over UDP and over their link."""
+    ms: dict[str, list[float]] = {"udp": [], "dc": []}
+    for i in range(n):
+        a, b = edges[rng.randrange(len(edges))]
+        for space in (("udp", "dc") if i % 2 == 0 else ("dc", "udp")):
+            src, dst = (udp[a], udp[b]) if space == "udp" else (dc[a], dc[b])
+            addr: Any = dst.address if space == "udp" else LinkAddr.of(dst.node_id)
+            t0 = time.perf_counter()
+            await src.ping(addr)
+            ms[space].append((time.perf_counter() - t0) * 1000.0)
+    return {s: {"p50": pct(v, 0.5), "p95": pct(v, 0.95)} for s, v in ms.items()}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -100,6 +115,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             items["udp"].append(await udp[n].put(v))
             items["dc"].append(await dc[n].put(v))
         await asyncio.sleep(args.settle)  # the joins' bucket refreshes end
+        out["ping_ms"] = await pings(udp, dc, edges, rng, args.pings)
         out["phases"] = {}
         for phase in ("links", "coupled"):
             if phase == "coupled":
@@ -170,6 +186,9 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
             [x for r in runs if (x := r["phases"][phase]["dc_no_link_opened"]["p50_ms"]) is not None]
             or [0.0])
         out[phase] = res
+    for space in ("udp", "dc"):
+        out.setdefault("ping_p50_ms", {})[space] = statistics.median(
+            r["ping_ms"][space]["p50"] for r in runs)
     return out
 
 
@@ -181,6 +200,7 @@ def main() -> None:
     ap.add_argument("--gets", type=int, default=200, help="gets per space and phase")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3],
                     help="one run (a fresh network) per seed; medians over the runs")
+    ap.add_argument("--pings", type=int, default=200, help="pings per space over links")
     ap.add_argument("--settle", type=float, default=5.0,
                     help="seconds of quiet after the joins and puts, before measuring")
     ap.add_argument("--out", help="write the JSON here too")
@@ -200,7 +220,10 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as f:
             f.write(text + "\n")
+    print(f"ping p50: {result['median_over_runs']['ping_p50_ms']}", file=sys.stderr)
     for phase, res in result["median_over_runs"].items():
+        if phase == "ping_p50_ms":
+            continue
         print(f"{phase}: udp p50 {res['udp']['p50_ms']:.1f} ms p95 {res['udp']['p95_ms']:.1f} ms "
               f"({res['udp']['success']:.0%}); dc p50 {res['dc']['p50_ms'] or 0:.1f} ms "
               f"p95 {res['dc']['p95_ms'] or 0:.1f} ms ({res['dc']['success']:.0%}); "

@@ -35,12 +35,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from natlab import NAT_KINDS, Host, Lab
-from proc_lines import Lines
+from proc_lines import Lines, end_by_stdin
 
 __all__ = ["DHT_PORT", "EXTRA_PATH", "KINDS", "Driver", "LabDaemon", "NatWorld", "expected_path",
            "hole_punchable"]
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+INTEROP = Path(__file__).resolve().parent / "interop"
 KINDS: tuple[str, ...] = tuple(NAT_KINDS)
 #: The public nodes' DHT (and STUN) port.
 DHT_PORT = 6881
@@ -117,10 +118,11 @@ EXTRA_PATH: list[str] = []
 
 
 def clean_env() -> dict[str, str]:
-    """The environment of the lab's processes: ``src`` on the path, no hailing settings
+    """The environment of the lab's processes: ``src`` (and ``tests/interop``, for the
+    libtorrent settings in ``lt_loopback``) on the path, no hailing settings
     of the test's own (no ICE host restriction: each namespace has lab addresses only)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAILING_")}
-    env["PYTHONPATH"] = os.pathsep.join([*EXTRA_PATH, str(SRC)])
+    env["PYTHONPATH"] = os.pathsep.join([*EXTRA_PATH, str(SRC), str(INTEROP)])
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -149,14 +151,7 @@ class Driver:
         return int(reply["status"]), reply["body"]
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_by_stdin([self.proc], timeout=5)
 
 
 @dataclass
@@ -314,7 +309,14 @@ class NatWorld:
                 load_or_create_identity(self.tmp / name).contact_id)
         d.host = self.lab.host_behind(name, kind)  # type: ignore[arg-type]
         d.args = ["--bootstrap", self.bootstrap, *self.extra_args, *args]
-        d.stderr_path = self.tmp / f"{name}.stderr.txt"
+        self.spawn_up(d, f"{name}.stderr.txt")
+        return d
+
+    def spawn_up(self, d: LabDaemon, stderr_name: str) -> None:
+        """Start ``hailing up`` for ``d`` in its host (its data directory and arguments):
+        its stdout read into ``d.out``, its stderr written to ``tmp/stderr_name``. Does not
+        wait for it (:meth:`wait_daemons` does)."""
+        d.stderr_path = self.tmp / stderr_name
         d.proc = d.host.popen([sys.executable, "-m", "hailing", "up", "--data-dir",
                                str(d.data_dir), *d.args], stdout=subprocess.PIPE,
                               stderr=open(d.stderr_path, "wb"),  # noqa: SIM115
@@ -322,7 +324,6 @@ class NatWorld:
         self._procs.append(d.proc)
         assert d.proc.stdout is not None
         d.out = Lines(d.proc.stdout)
-        return d
 
     def wait_daemons(self) -> None:
         for d in self.daemons.values():

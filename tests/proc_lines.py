@@ -9,12 +9,14 @@ every helper that waits for one.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import threading
 import time
-from collections.abc import Callable
-from typing import IO
+from collections.abc import Callable, Iterable
+from typing import IO, Any
 
-__all__ = ["START_TIMEOUT", "Lines"]
+__all__ = ["START_TIMEOUT", "Lines", "end_by_stdin"]
 
 #: Seconds a hailing process may take to print its first (ready) line. Starting is slow
 #: but correct work: the interpreter, imports (aiortc, web3), binding, a chain connection,
@@ -68,3 +70,20 @@ class Lines:
     def text(self) -> str:
         with self.cond:
             return "\n".join(self.lines)
+
+
+def end_by_stdin(procs: Iterable[subprocess.Popen[Any]], timeout: float = 10.0) -> None:
+    """End processes that exit when their stdin closes: close every one's stdin first (so
+    they wind down together), then wait for each up to ``timeout`` seconds, and kill and
+    reap the ones still running after that."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

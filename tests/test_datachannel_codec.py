@@ -1,14 +1,21 @@
-"""LinkAddr and the overlay codec: vectors, round trips, garbage (no network)."""
+"""LinkAddr and the overlay codec: vectors, round trips, garbage; frames of any kind
+fed to the driver (no network)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hailing.dht import bep42
+from hailing.errors import SdpError
 from hailing.krpc import IPAddressCodec, decode_nodes, encode_nodes
-from hailing.transport import LinkAddr, OverlayCodec
+from hailing.transport import LinkAddr, LinkDriver, OverlayCodec
+from hailing.transport.datachannel import MAX_FRAME
+from hailing.transport.linksdp import _description
 
 NODE = bytes(range(1, 21))
 
@@ -94,3 +101,94 @@ def test_garbage_never_raises(data: bytes) -> None:
 @given(st.one_of(st.none(), st.integers(), st.text(), st.binary(), st.tuples(st.text())))
 def test_garbage_addresses_do_not_pack(addr: object) -> None:
     assert OverlayCodec().pack(addr) is None  # type: ignore[arg-type]
+
+
+class FakeChannel:
+    """A data channel that records what is sent on it (no network)."""
+
+    readyState = "open"
+    bufferedAmount = 0
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def on(self, event: str, fn: object = None) -> None:
+        pass
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close(self) -> None:
+        self.readyState = "closed"
+
+
+class FakePc:
+    connectionState = "connected"
+
+    def on(self, event: str, fn: object = None) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+class Host:
+    node_id = b"\x01" * 20
+
+    def __init__(self) -> None:
+        self.datagrams: list[tuple[bytes, LinkAddr]] = []
+
+    def link_datagram(self, data: bytes, addr: LinkAddr) -> None:
+        self.datagrams.append((data, addr))
+
+    def link_opened(self, link: object) -> None:
+        pass
+
+    def link_closed(self, link: object) -> None:
+        pass
+
+    def link_unreachable(self, data: bytes, addr: LinkAddr) -> None:
+        pass
+
+    def known_id(self, addr: LinkAddr) -> bytes | None:
+        return None
+
+
+frames = st.one_of(
+    st.binary(max_size=64),
+    st.text(max_size=32),
+    st.binary(max_size=64).map(lambda b: b"d" + b),
+    st.binary(max_size=24).map(lambda b: b"\x00" + b),
+    st.integers(MAX_FRAME - 2, MAX_FRAME + 2).map(lambda n: b"d" * n),
+)
+
+
+@settings(deadline=None)
+@given(st.lists(frames, max_size=30))
+def test_frames_of_any_kind_never_raise_and_are_all_accounted(batch: list[bytes | str]) -> None:
+    async def run() -> None:
+        driver = LinkDriver(clock=lambda: 0.0, keepalive=0)
+        host = Host()
+        driver.attach(host)
+        channel = FakeChannel()
+        link = driver.adopt(FakePc(), channel, peer_id=b"\x02" * 20)
+        for frame in batch:
+            driver._on_frame(link, frame)
+        stats = driver.stats
+        control = sum(1 for f in batch if type(f) is bytes and f[:1] == b"\x00"
+                      and len(f) <= MAX_FRAME)
+        counted = stats["link_received"] + stats["link_garbage"] + stats["link_rate_limited"]
+        assert counted + control >= len(batch) >= counted
+        assert len(host.datagrams) == stats["link_received"]
+        assert all(d[:1] == b"d" and len(d) <= MAX_FRAME for d, _ in host.datagrams)
+        await driver.aclose()
+
+    asyncio.run(run())
+
+
+@settings(deadline=None)  # the first example imports aiortc
+@given(st.one_of(st.text(max_size=200), st.text(max_size=200).map(
+    lambda t: "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n" + t)))
+def test_garbage_sdp_text_raises_sdp_error_only(text: str) -> None:
+    with contextlib.suppress(SdpError):
+        _description(text, "offer")

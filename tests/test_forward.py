@@ -187,6 +187,31 @@ async def test_the_next_closest_neighbour_is_tried_when_one_refuses() -> None:
         await _close(w)
 
 
+async def test_a_message_leaves_a_local_minimum_through_a_farther_neighbour() -> None:
+    # Y (0x40) is linked to A only. From D: C is closer to Y than D, but no neighbour of
+    # C is closer than C (B is farther): C escapes to B, whose neighbour A leads on.
+    w = await _world()
+    y = await DhtNode(("127.0.0.1", 0), node_id=_id(0x40), config=_config()).start()
+    fy = Forwarder(y, _Links([_Link(IDS["a"], w.nodes["a"].address)]), udp=False)
+    w.links["a"].items.append(_Link(_id(0x40), y.address))
+    try:
+        got: list[bytes] = []
+
+        async def echo(payload: bytes, origin: bytes) -> bytes:
+            got.append(origin)
+            return b"found"
+
+        fy.handle(b"echo", echo)
+        assert await w.fwd["d"].send_toward(_id(0x40), b"echo", b"", 10) == b"found"
+        assert got == [IDS["d"]]
+        assert w.fwd["c"].stats["escapes"] == 1
+        assert w.fwd["b"].stats["escapes"] == 0
+    finally:
+        await fy.aclose()
+        await y.stop()
+        await _close(w)
+
+
 async def test_the_hop_limit_holds() -> None:
     w = await _world(max_hops=2)
     try:
@@ -224,7 +249,10 @@ def _args(**kw: Any) -> dict[bytes, Any]:
     (_args(p=b"x" * (forward.MAX_PAYLOAD + 1)), 203, "bad_args"),
     (_args(p=[b"x"]), 203, "bad_args"),
     (_args(hops=forward.MAX_HOPS + 1), ERR_HOP_LIMIT, "hop_limit"),
-    (_args(tgt=_id(0x40)), ERR_NO_ROUTE, "no_route"),  # no neighbour of C is closer
+    (_args(esc=forward.MAX_ESCAPES + 1), 203, "bad_args"),
+    (_args(esc=-1), 203, "bad_args"),
+    # no neighbour of C is closer, and the message may not escape any more
+    (_args(tgt=_id(0x40), esc=forward.MAX_ESCAPES), ERR_NO_ROUTE, "no_route"),
     ({b"back": 1, b"mid": b"12345678", b"p": b"forged reply"}, ERR_UNKNOWN_MESSAGE,
      "unknown_message"),
     ({b"back": 1, b"p": b"no mid"}, ERR_UNKNOWN_MESSAGE, "unknown_message"),
@@ -350,3 +378,54 @@ async def test_aclose_removes_the_method_and_fails_pending_sends(world: World) -
     with pytest.raises(KrpcError) as e:  # 204 again
         await world.nodes["c"].query(world.nodes["d"].address, METHOD, _args())
     assert e.value.code == 204
+
+
+async def test_reverse_paths_and_seen_ids_are_bounded(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forward, "MAX_ROUTES", 4)
+    never = asyncio.Event()
+
+    async def stuck(payload: bytes, origin: bytes) -> bytes:
+        await never.wait()
+        return b""
+
+    world.fwd["d"].handle(b"stuck", stuck)
+    b = world.nodes["b"]
+    for _ in range(10):
+        await world.nodes["a"].query(b.address, METHOD, _args(kind=b"stuck"))
+    fb = world.fwd["b"]
+    assert len(fb._routes) <= 4 and len(fb._seen) <= 4
+    assert fb.stats["routes_dropped"] == 6
+    _echo(world, "d")
+    assert await world.fwd["a"].send_toward(IDS["d"], b"echo", b"still", 10) == b"re:still"
+
+
+async def test_a_node_with_udp_forwards_through_routing_table_nodes_too() -> None:
+    # A has no link at all, only B in its routing table (UDP); B is linked to C.
+    cfg = _config()
+    a = await DhtNode(("127.0.0.1", 0), node_id=_id(0x00), config=cfg).start()
+    b = await DhtNode(("127.0.0.1", 0), node_id=_id(0x80), config=cfg).start()
+    c = await DhtNode(("127.0.0.1", 0), node_id=_id(0xC0), config=cfg).start()
+    fa = Forwarder(a, _Links())  # udp: a has a socket
+    fb = Forwarder(b, _Links([_Link(_id(0xC0), c.address)]), udp=False)
+    fc = Forwarder(c, _Links([_Link(_id(0x80), b.address)]), udp=False)
+    try:
+        assert fa.udp and not fb.udp
+        await a.bootstrap([b.address])
+        assert (_id(0x80), b.address) in fa.neighbours()
+
+        async def echo(payload: bytes, origin: bytes) -> bytes:
+            return payload
+
+        fc.handle(b"echo", echo)
+        assert await fa.send_toward(_id(0xC0), b"echo", b"via udp", 10) == b"via udp"
+        assert fb.stats["forwarded"] == 1
+        # and without UDP neighbours A has no way at all
+        fa.udp = False
+        with pytest.raises(HailingError, match="no link"):
+            await fa.send_toward(_id(0xC0), b"echo", b"x", 10)
+    finally:
+        for f in (fa, fb, fc):
+            await f.aclose()
+        for n in (a, b, c):
+            await n.stop()

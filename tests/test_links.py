@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 from pytest_helpers import loopback_ice
 
-from hailing.transport import Link, LinkDriver, couple_direct
+from hailing.errors import QueryTimeout, SdpError
+from hailing.transport import Link, LinkAnswer, LinkDriver, LinkOffer, couple_direct
 from hailing.transport.links import DEAD_AFTER, GRACE
 from hailing.transport.topology import LocalCoupler
 
@@ -63,22 +64,23 @@ async def test_the_cap_evicts_the_least_recently_used_unpinned_link() -> None:
         assert pinned.pinned and not oldest.pinned
         clock.now += GRACE
         await couple_direct(hub, others[3])  # one too many: the LRU unpinned goes
-        assert oldest.closed and not pinned.closed and not newer.closed
+        assert oldest not in hub.links() and oldest.farewell  # it drains, then closes
+        assert not pinned.farewell and not newer.farewell
         assert hub.stats["link_evicted"] == 1
         assert hub.link_for(others[1].node_id) is None  # type: ignore[arg-type]
         # the evicted peer was told: its side closes too, as an eviction, not a death
         far = others[1].link_for(hub.node_id)  # type: ignore[arg-type]
         await until(lambda: others[1].link_for(hub.node_id) is None,  # type: ignore[arg-type]
-                    "the peer's side closed")
-        assert far is None or far.farewell
+                    "the peer's side retired it")
+        assert far is not None and far.farewell
         # use "newer" now: the next eviction takes the new, unused link, never the pin
         clock.now += GRACE
         newer.last_used = clock.now
         clock.now += GRACE
         fourth = hub.link_for(others[3].node_id)  # type: ignore[arg-type]
         await couple_direct(hub, others[4])
-        assert fourth is not None and fourth.closed
-        assert not pinned.closed and not newer.closed
+        assert fourth is not None and fourth.farewell and fourth not in hub.links()
+        assert not pinned.farewell and not newer.farewell
         assert len(hub.links()) == 3
 
 
@@ -90,18 +92,40 @@ async def test_pinned_links_are_never_evicted_the_cap_yields() -> None:
             clock.now += 10.0
         assert len(hub.links()) == 3 and all(x.pinned for x in hub.links())
         assert hub.stats["link_over_cap"] >= 1 and hub.stats.get("link_evicted", 0) == 0
-        hub.unpin(hub.links()[0], "adopted")
+        first = hub.links()[0]
+        hub.unpin(first, "adopted")
+        hub.tick()  # one over the cap, and its peer still pins it: kept for now
+        assert len(hub.links()) == 3 and first.peer_pinned
+        peer = next(o for o in others if o.node_id == first.peer_id)
+        peer.unpin(peer.links()[0], "adopted")  # the peer says "free"
+        await until(lambda: not first.peer_pinned, "the peer's free")
         hub.tick()
         assert len(hub.links()) == 2 and hub.stats["link_evicted"] == 1
+        assert first not in hub.links()
 
 
-async def test_a_link_in_use_is_spared_until_twice_the_cap() -> None:
+async def test_links_the_peer_pinned_are_evicted_last() -> None:
+    clock = Clock()
+    async with drivers(5, cap=2, clock=clock) as (hub, *others):
+        kept, _ = await couple_direct(hub, others[0])
+        others[0].pin(others[0].links()[0], "friend")  # the peer pins its side only
+        await until(lambda: kept.peer_pinned, "the peer's keep")
+        clock.now += 10.0
+        newer, _ = await couple_direct(hub, others[1])
+        clock.now += 10.0
+        await couple_direct(hub, others[2])  # over the cap: "kept" is the LRU, but spared
+        await couple_direct(hub, others[3])  # the rest are in use: one over the cap
+        assert not kept.farewell and newer.farewell
+        assert kept in hub.links() and len(hub.links()) == 3
+
+
+async def test_a_link_in_use_is_spared_one_over_the_cap() -> None:
     clock = Clock()
     async with drivers(6, cap=2, clock=clock) as (hub, *others):
         for other in others[:3]:
             await couple_direct(hub, other)  # all used "now": within the grace
         assert len(hub.links()) == 3 and hub.stats["link_over_cap"] >= 1
-        await couple_direct(hub, others[3])  # twice the cap: the LRU goes anyway
+        await couple_direct(hub, others[3])  # two over the cap: the LRU goes anyway
         assert len(hub.links()) == 3
         clock.now += GRACE
         hub.tick()
@@ -227,3 +251,50 @@ async def test_a_link_on_a_shared_connection_closes_only_its_channel() -> None:
         assert la.pc.connectionState == lb.pc.connectionState == "connected"
         await la.pc.close()
         await lb.pc.close()
+
+
+async def test_a_link_by_offer_and_answer_texts() -> None:
+    async with drivers(2) as (a, b):
+        offer = await LinkOffer.create(a)
+        assert "a=candidate" in offer.sdp and "127.0.0.1" in offer.sdp
+        answer = await LinkAnswer.create(b, offer.sdp, peer_id=a.node_id)
+        la = await offer.finish(answer.sdp, peer_id=b.node_id)
+        lb = await answer.link()
+        assert a.link_for(b.node_id) is la and b.link_for(a.node_id) is lb  # type: ignore[arg-type]
+        assert la.is_open and lb.is_open
+
+
+@pytest.mark.parametrize("sdp", ["", "hello", "v=0\r\nnonsense", "v=0\r\nm=application x\r\n",
+                                 "v=0" + "x" * 20000, None, 7])
+async def test_garbage_sdp_is_refused_and_nothing_stays_open(sdp: object) -> None:
+    async with drivers(2) as (a, b):
+        with pytest.raises(SdpError):
+            await LinkAnswer.create(b, sdp)  # type: ignore[arg-type]
+        offer = await LinkOffer.create(a)
+        with pytest.raises((SdpError, QueryTimeout)):
+            await offer.finish(sdp, timeout=1.0)  # type: ignore[arg-type]
+        assert offer.pc.connectionState == "closed"
+        assert a.links() == [] and b.links() == []
+
+
+async def test_an_answer_never_taken_times_out() -> None:
+    async with drivers(2) as (a, b):
+        offer = await LinkOffer.create(a)
+        answer = await LinkAnswer.create(b, offer.sdp, timeout=1.0)
+        with pytest.raises(QueryTimeout):
+            await answer.link()
+        assert answer.pc.connectionState == "closed" and b.links() == []
+        await offer.cancel()
+
+
+async def test_a_pin_made_before_the_peer_id_is_known_is_kept_for_that_peer() -> None:
+    async with drivers(2) as (a, b):
+        la, _ = await couple_direct(a, b, tell_ids=False)
+        if la.peer_id is None:
+            a.pin(la, "friend")
+        else:  # the hello came first: pin it the same way
+            la.peer_id = None
+            a.pin(la, "friend")
+            a._bind(la, b.node_id)  # type: ignore[arg-type]
+        await until(lambda: la.peer_id == b.node_id, "b's hello")
+        assert a._wanted[b.node_id] == {"friend"}  # type: ignore[index]

@@ -3,6 +3,7 @@ the forwarders never see the offer or the answer in clear (loopback ICE, no UDP)
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 from collections.abc import AsyncIterator, Hashable
@@ -15,7 +16,7 @@ from pytest_helpers import loopback_ice
 from hailing import bencode
 from hailing.errors import KrpcError
 from hailing.transport import LinkAddr, couple_direct
-from hailing.transport.forward import METHOD
+from hailing.transport.forward import ERR_RATE_LIMITED, METHOD, PAIR_BURST, PAIR_RATE
 from hailing.transport.network_coupler import KIND
 
 _loopback_ice = pytest.fixture(autouse=True)(loopback_ice)
@@ -121,9 +122,52 @@ async def test_the_target_checks_its_id_and_garbage_couplings_are_refused(
         await fwd.send_toward(d.id, KIND, b"\x02" + ours + sealed, 10)
     assert e.value.code == 203
     assert d.fwd.stats["link_wrong_target"] == 1
+    # an offer for the right node whose SDP is garbage (sealed properly)
+    for garbage in (b"v=0", b"v=0\r\nm=application 9 nonsense", b"\xff" * 64):
+        secret = nacl.public.PrivateKey.generate()
+        ours = bytes(secret.public_key)
+        reply = await fwd.send_toward(d.id, KIND, b"\x01" + ours, 10)
+        box = nacl.public.Box(secret, nacl.public.PublicKey(reply[1:]))
+        sealed = box.encrypt(bencode.encode({b"id": a.id, b"tgt": d.id, b"sdp": garbage}))
+        with pytest.raises(KrpcError) as e:
+            await fwd.send_toward(d.id, KIND, b"\x02" + ours + sealed, 10)
+        assert e.value.code == 203
+    assert d.fwd.stats["link_bad_sdp"] == 3
+    assert d.fwd.stats["handler_failed"] == 0
     # a node id nobody has (D's with its last byte changed): D is the closest node,
     # is not the target, and knows nobody closer: the coupling fails with "no route"
     with pytest.raises(KrpcError) as e:
         await a.coupler.couple(a.driver, d.id[:19] + bytes([d.id[19] ^ 1]))
     assert e.value.code == 253
     assert a.driver.link_for(d.id) is None
+
+
+async def test_a_flood_over_a_link_is_limited_and_others_still_get_through(
+        chain: list[OverlayNode]) -> None:
+    a, b, _c, d = chain
+
+    async def echo(payload: bytes, origin: bytes) -> bytes:
+        return payload
+
+    for o in (a, d):
+        o.fwd.handle(b"echo", echo)
+
+    async def one(i: int) -> int:
+        args = {b"mid": i.to_bytes(8, "big"), b"tgt": d.id, b"hops": 1, b"kind": b"echo",
+                b"o": a.id, b"p": b"flood"}
+        try:
+            await a.node.query(LinkAddr.of(b.id), METHOD, args)
+            return 0
+        except KrpcError as exc:
+            return exc.code
+
+    started = asyncio.get_running_loop().time()
+    codes = await asyncio.gather(*(one(i) for i in range(400)))
+    elapsed = asyncio.get_running_loop().time() - started
+    assert set(codes) <= {0, ERR_RATE_LIMITED}
+    assert codes.count(ERR_RATE_LIMITED) == b.fwd.stats["rate_limited"] > 0
+    # B relayed only its share for A toward C (a token bucket: burst, then its rate)
+    assert b.fwd.stats["forwarded"] <= PAIR_BURST + PAIR_RATE * elapsed + 1
+    # others are served: D's message to A goes through C and B (C may have refused some
+    # of the flood B relayed on toward D: B's share at C, docs/overlay.md)
+    assert await d.fwd.send_toward(a.id, b"echo", b"still here", 10) == b"still here"

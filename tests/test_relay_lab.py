@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from natlab import Host, Lab, UdpAgent
+from proc_lines import end_by_stdin
 from turn_helpers import turnserver_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,18 +131,6 @@ class World:
     peer: Host
 
 
-def _stop(procs: list[subprocess.Popen[str]]) -> None:
-    for proc in procs:
-        if proc.stdin is not None:
-            proc.stdin.close()
-    for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def world(natlab_module: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     turnserver_or_skip()
@@ -167,7 +156,7 @@ def world(natlab_module: Lab, tmp_path_factory: pytest.TempPathFactory) -> Itera
         assert ready[:2] == ["ready", "1"] and int(ready[2]) >= 1, ready
         yield World(lab, seeds, relay, lab.public_host("peer"))
     finally:
-        _stop(procs)
+        end_by_stdin(procs, timeout=15)
 
 
 def test_a_node_behind_a_symmetric_nat_relays_through_a_volunteer_found_on_the_dht(

@@ -18,16 +18,19 @@ def run(**kw: object) -> dict[str, object]:
 @pytest.mark.parametrize("seed", [1, 2])
 def test_a_sybil_near_a_key_censors_it_without_the_defences_not_with_them(seed: int) -> None:
     """Sybil ids on 10 addresses, placed near a key before its value is put: without
-    the defences every copy lands on Sybils, which drop it."""
-    bare = run(seed=seed, sybil_ids=100, defences="none")
-    guarded = run(seed=seed, sybil_ids=100, defences="all")
+    the defences every copy lands on Sybils, which drop it. (100 honest nodes and 50
+    Sybil ids: the join of the Sybils is most of the cost; with these sizes seeds 1 to 8
+    all give 0 % bare and 100 % guarded, as 200 nodes and 100 ids did; 20 ids are too
+    few: seed 4 then gets 93 % through bare.)"""
+    bare = run(seed=seed, nodes=100, sybil_ids=50, defences="none")
+    guarded = run(seed=seed, nodes=100, sybil_ids=50, defences="all")
     assert bare["success_rate"] < 0.5
     assert guarded["success_rate"] == 1.0
     assert guarded["adversaries"]["sybil_entries_max"] == 0  # BEP42 keeps them all out
 
 
 def test_without_bep42_the_per_ip_limits_bound_the_sybil_to_one_entry_per_address() -> None:
-    r = run(seed=1, sybil_ids=100, defences="no-bep42")
+    r = run(seed=1, nodes=100, sybil_ids=50, defences="no-bep42")  # 50 ids > 10 addresses
     assert r["adversaries"]["sybil_entries_max"] <= 10  # one per address at most
 
 
@@ -40,8 +43,8 @@ def test_gets_succeed_with_a_fifth_of_the_nodes_lying(seed: int, mode: str) -> N
 
 
 def test_adversarial_runs_are_reproducible() -> None:
-    a = run(seed=4, liars=0.1, lookups=20)
-    b = run(seed=4, liars=0.1, lookups=20)
+    a = run(seed=4, nodes=100, liars=0.1, lookups=20)
+    b = run(seed=4, nodes=100, liars=0.1, lookups=20)
     assert a["trace_sha256"] == b["trace_sha256"]
 
 

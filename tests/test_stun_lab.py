@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from natlab import NAT_KINDS, Host, Lab, NatKind
+from proc_lines import end_by_stdin
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 DHT_PORT = 6881
@@ -101,14 +102,7 @@ def world(natlab_module: Lab) -> Iterator[World]:
             assert proc.stdout.readline().strip() == "ready"
         yield World(lab, servers, {k: lab.host_behind(f"s-{k}", k) for k in NAT_KINDS})
     finally:
-        for proc in procs:
-            if proc.stdin is not None:
-                proc.stdin.close()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        end_by_stdin(procs)
 
 
 def ask(world: World, host: Host) -> dict[str, Any]:

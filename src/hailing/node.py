@@ -39,6 +39,7 @@ from ._addrs import bootstrap_list as bootstrap_list
 from ._addrs import format_hostport as format_hostport
 from ._addrs import parse_hostport as parse_hostport
 from ._addrs import resolve
+from ._node_inbox import InboxApi
 from ._state import NodeState, load_node_state, save_failed, save_table
 from .dht import (
     Answered,
@@ -49,7 +50,6 @@ from .dht import (
     InboxMessage,
     ItemFound,
     ListenChanged,
-    Listening,
     NodeInfo,
     NodesFound,
     PeersFound,
@@ -57,9 +57,7 @@ from .dht import (
     StoreDone,
 )
 from .dht.bep44 import MutableItem
-from .dht.transactions import Pending
 from .errors import HailingError, LocalProtocolError, StorageError
-from .krpc import Response
 from .nat.stun import NatInfo, StunEndpoint, distinct_key, is_stun, pick_servers, route_source
 from .transport import UdpEndpoint
 from .transport._ingress import SourceRateLimiter
@@ -75,6 +73,8 @@ SAVE_INTERVAL = 300.0
 INBOX_QUEUE = 1024
 #: Upper bound on any single command, on top of the core's own timeouts.
 COMMAND_TIMEOUT = 60.0
+#: The least soft timeout of a node on links alone, by default (see ``DhtNode``).
+LINKS_MIN_SOFT_TIMEOUT = 1.2
 #: The ``address`` of a node without a UDP socket (``bind=None``: links only).
 NO_UDP: Addr = ("0.0.0.0", 0)
 
@@ -86,7 +86,7 @@ def _limiter(config: DhtConfig) -> SourceRateLimiter | None:
                              exempt_loopback=config.exempt_loopback)
 
 
-class DhtNode:
+class DhtNode(InboxApi):
     """A Mainline DHT node on UDP, data-channel links, or both (one routing space).
     Use ``async with DhtNode(...) as node:``.
 
@@ -113,7 +113,14 @@ class DhtNode:
         self._started = False
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.bootstrap_addrs: list[Addr] = list(bootstrap)
-        self.config = config or DhtConfig()
+        if config is None:
+            # On links alone a request to a peer without a link waits for a coupling
+            # (0.3-1.3 s): the default soft timeout (0.15 s) would count nearly every such
+            # request stalled, and lookups would end on the peers already linked (a listen
+            # and a post to one key then meet on different nodes). UDP nodes keep 0.15 s.
+            config = (DhtConfig(min_soft_timeout=LINKS_MIN_SOFT_TIMEOUT)
+                      if links is not None and bind is None else DhtConfig())
+        self.config = config
         self._node_id = node_id
         self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._core: DhtProtocol | None = None
@@ -189,8 +196,8 @@ class DhtNode:
             self._link_host = NodeLinks(self, self._core)
             self.links.attach(self._link_host)
         now = self._loop.time()
-        for nid, addr, _seen in saved:
-            self._core.add_node(nid, addr, now)
+        for nid, addr, _seen in saved if self._transport is not None else ():
+            self._core.add_node(nid, addr, now)  # (UDP nodes: none without a socket)
         self._next_save = now + SAVE_INTERVAL
         self._pump()
         return self
@@ -357,38 +364,6 @@ class DhtNode:
         assert isinstance(ev, Answered)
         return ev.reply
 
-    # -- hailing inboxes -----------------------------------------------------------------
-
-    async def post(self, key: bytes, value: bytes) -> int:
-        """Post ``value`` to the inbox ``key``; returns how many storing nodes took it."""
-        ev = await self._run(self.core.post(key, value, self._now()))
-        assert isinstance(ev, StoreDone)
-        return ev.stored
-
-    async def listen(self, key: bytes, ttl: float = 300.0) -> int:
-        """Listen on the inbox ``key`` (renewed until :meth:`unlisten`); values arrive
-        through :meth:`inbox`. Returns how many storing nodes registered us."""
-        self._listen_keys.add(key)
-        ev = await self._run(self.core.listen(key, self._now(), ttl))
-        assert isinstance(ev, Listening)
-        return ev.nodes
-
-    def unlisten(self, key: bytes) -> None:
-        """Stop listening on ``key``; the storing nodes are told at once."""
-        if not self._started:
-            return
-        self._listen_keys.discard(key)
-        self.core.unlisten(key, self._now())
-        self._pump()
-
-    def listening(self, key: bytes) -> bool:
-        """Whether a storing node holds our listen on ``key`` and still answers."""
-        return self._started and self.core.inboxes.live(key, self._now())
-
-    def watch_listens(self, callback: Callable[[bytes, bool], object]) -> None:
-        """Call ``callback(key, live)`` whenever :meth:`listening` changes for a key."""
-        self._listen_watchers.append(callback)
-
     def reachable_address(self) -> Addr | None:
         """The address other nodes reach this one at unasked, as far as it knows: the
         bound address, or for a socket bound to every interface the external IP most
@@ -473,32 +448,6 @@ class DhtNode:
             holders = {a for key in self._listen_keys for a in core.inboxes.holders(key, now)}
             stun.keepalive([(str(a[0]), int(a[1])) for a in holders
                             if type(a) is tuple], now)
-
-    def direct_token(self, key: bytes) -> bytes:
-        """A push token for the inbox ``key`` that lets whoever holds it push to this
-        node directly (docs/protocol.md, "Direct pushes"); hand it only to the one peer
-        meant to (sealed)."""
-        return self.core.inboxes.direct_token(key)
-
-    def push(self, addr: Addr, key: bytes, value: bytes, ptoken: bytes
-             ) -> asyncio.Future[float | None]:
-        """Push ``value`` on ``key`` straight to the listener at ``addr`` with the
-        direct push token it gave us: one datagram. The future (nobody need await it)
-        says whether the listener took the value: the round trip in seconds on its
-        answer, None on an error or no answer within the query timeout."""
-        fut: asyncio.Future[float | None] = self._loop.create_future()
-
-        def done(reply: object, p: Pending, now: float) -> None:
-            if not fut.done():
-                fut.set_result(p.rtt if isinstance(reply, Response) else None)
-
-        self.core.inboxes.push(addr, key, value, ptoken, self._now(), on_reply=done)
-        self._pump()
-        return fut
-
-    async def inbox(self) -> InboxMessage:
-        """The next value posted to an inbox this node listens on."""
-        return await self._inbox.get()
 
     @property
     def stats(self) -> dict[str, int]:

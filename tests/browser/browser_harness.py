@@ -316,13 +316,20 @@ class Up:
     """A running ``hailing up``: its first line, its API (bearer), its events, its web app."""
 
     def __init__(self, name: str, data_dir: Path, net: list[str], *extra: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, wait: bool = True) -> None:
         self.name = name
         self.data_dir = data_dir
         #: The environment of ``hailing up`` and ``hailing open`` (default:
         #: :func:`subprocess_env`, ICE on loopback; the NAT lab gives its own).
         self.env = env if env is not None else subprocess_env()
         self.p = Proc([*HAILING, "up", "--data-dir", str(data_dir), *net, *extra], self.env)
+        if wait:
+            self.wait_up()
+
+    def wait_up(self) -> None:
+        """Until its first line (``up ...``) is out; reads its API details (the
+        constructor does it unless given ``wait=False``: several daemons then start side
+        by side)."""
         first = self.p.line(0, START_TIMEOUT)
         m = UP_LINE.fullmatch(first)
         if not m:
@@ -330,7 +337,7 @@ class Up:
             raise AssertionError(f"unexpected first line {first!r}\n{self.p.output()}")
         self.contact_id, self.dht, self.url, port = m.groups()
         self.port = int(port)
-        info = json.loads((data_dir / "api.json").read_text())
+        info = json.loads((self.data_dir / "api.json").read_text())
         self.token: str = info["token"]
         self._web_url: str | None = None
         with contextlib.suppress(AssertionError):
@@ -425,8 +432,10 @@ def daemons(base: Path, names: tuple[str, ...], net: list[str], *extra: str,
     make_friends(base, *names, *offline)
     running: dict[str, Up] = {}
     try:
-        for n in names:
-            running[n] = Up(n, base / n, net, *extra, *(per_name or {}).get(n, []))
+        for n in names:  # started side by side: each one's start is mostly CPU of its own
+            running[n] = Up(n, base / n, net, *extra, *(per_name or {}).get(n, []), wait=False)
+        for up in running.values():
+            up.wait_up()
         yield running
     finally:
         for up in reversed(list(running.values())):

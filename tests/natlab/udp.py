@@ -70,14 +70,10 @@ class UdpAgent:
         return [(str(ip), int(p), str(d)) for ip, p, d in got["got"]]
 
     def close(self) -> None:
+        from proc_lines import end_by_stdin  # here: this file also runs as the agent
+
         if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            end_by_stdin([self.proc], timeout=5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

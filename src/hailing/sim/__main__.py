@@ -7,6 +7,8 @@ import json
 import sys
 from typing import NoReturn
 
+from .overlay import FORWARDING, OverlayConfig
+from .overlay_run import run_overlay_benchmark
 from .scenario import DEFENCES, SimParams, run_lookup_benchmark
 
 
@@ -45,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--defences", choices=DEFENCES, default="all",
                     help="issue 9's routing defences the nodes run: all (the default "
                     "configuration), none (as before), no-bep42 (all but BEP42)")
+    ap.add_argument("--cap", type=int, default=0, metavar="P",
+                    help="the data-channel overlay: at most P links per node, coupling by "
+                    "forwarding (docs/simulator.md); 0 (default): no overlay")
+    ap.add_argument("--forwarding", choices=FORWARDING, default="nexthop",
+                    help="with --cap: how offers and answers travel (next-hop or flooding)")
     ap.add_argument("--json", action="store_true", help="print one JSON object, no progress")
     args = ap.parse_args(argv)
     params = SimParams(
@@ -58,7 +65,18 @@ def main(argv: list[str] | None = None) -> int:
         params.validate()
     except ValueError as exc:
         ap.error(str(exc))
-    result = run_lookup_benchmark(params, progress=None if args.json else sys.stderr)
+    if args.cap and (args.liars or args.sybil or args.strategy != "hailing"):
+        ap.error("--cap runs without adversaries, with the hailing strategy")
+    progress = None if args.json else sys.stderr
+    if args.cap:
+        try:
+            config = OverlayConfig(cap=args.cap, forwarding=args.forwarding)
+            config.validate()
+        except ValueError as exc:
+            ap.error(str(exc))
+        result = run_overlay_benchmark(params, config, progress=progress)
+    else:
+        result = run_lookup_benchmark(params, progress=progress)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -73,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  latency      p50 {f(lat['p50'])} ms, p95 {f(lat['p95'])} ms, p99 {f(lat['p99'])} ms")
     print(f"  messages/get mean {msgs['mean']:.1f}, p95 {f(msgs['p95'])}")
     print(f"  hops         p50 {f(hops['p50'])}, p95 {f(hops['p95'])}")
+    if "overlay" in result:
+        c = result["overlay"]["phases"]["run"]["couplings"]
+        sig = result["overlay"]["phases"]["run"]["signaling"]
+        rate = "-" if c["success_rate"] is None else f"{c['success_rate']:.2%}"
+        print(f"  couplings    {c['succeeded']}/{c['to_live_targets']} ({rate}) after the join,"
+              f" {sig['per_new_link'] or 0:.1f} signaling messages per new link")
     print(f"  wall {result['wall_s']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB")
     return 0
 

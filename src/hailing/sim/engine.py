@@ -23,7 +23,7 @@ import heapq
 import random
 import struct
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, Protocol
 
 from ..dht import DhtConfig, DhtProtocol, bep42
 from ..krpc import IPAddressCodec
@@ -33,6 +33,19 @@ _DELIVER, _TIMER, _CALL = 0, 1, 2
 _INF = float("inf")
 
 Callback = Callable[[Any], None]
+
+
+class LinkLayer(Protocol):
+    """What the engine asks of a link layer (:mod:`hailing.sim.overlay`): with one set
+    as :attr:`Simulator.links`, every datagram a core sends goes to :meth:`send`, which
+    delivers it over an open link (:meth:`Simulator.transmit`), queues it while a link is
+    coupled, or drops it; hosts coming and going are reported to it."""
+
+    def send(self, node: SimNode, data: bytes, dst: Hashable) -> None: ...
+
+    def node_added(self, node: SimNode) -> None: ...
+
+    def node_left(self, node: SimNode) -> None: ...
 
 
 class HostLeft:
@@ -106,6 +119,8 @@ class Simulator:
         self._trace = hashlib.sha256() if trace else None
         self.delivered = 0
         self.events_processed = 0
+        #: The link layer (None: every host can send to every other, as over UDP).
+        self.links: LinkLayer | None = None
 
     # -- population ----------------------------------------------------------------------
 
@@ -133,6 +148,8 @@ class Simulator:
         self._index[addr] = index
         self._live_pos[addr] = len(self.live)
         self.live.append(node)
+        if self.links is not None:
+            self.links.node_added(node)
         self._drain(node)
         return node
 
@@ -142,6 +159,8 @@ class Simulator:
             return
         node.alive = False
         node.left_at = self.now
+        if self.links is not None:
+            self.links.node_left(node)
         pos = self._live_pos.pop(node.addr)
         last = self.live.pop()
         if last is not node:
@@ -220,7 +239,11 @@ class Simulator:
         proto = node.proto
         now = self.now
         out = proto.datagrams_to_send(now)
-        if out:
+        if out and self.links is not None:
+            send = self.links.send
+            for data, dst in out:
+                send(node, data, dst)
+        elif out:
             route = self.network.route
             heap = self._heap
             src = node.addr
@@ -239,6 +262,26 @@ class Simulator:
             node.timer_at = t
             self._seq += 1
             heapq.heappush(self._heap, (t, self._seq, _TIMER, node))
+
+    def transmit(self, src: Hashable, data: bytes, dst: Hashable) -> None:
+        """Send one datagram from ``src`` to ``dst`` through the network model (what the
+        link layer calls for a datagram on an open link)."""
+        now = self.now
+        heap = self._heap
+        for delay in self.network.route(data, src, dst):
+            self._seq += 1
+            heapq.heappush(heap, (now + delay, self._seq, _DELIVER, dst, src, data))
+
+    def fold(self, record: bytes) -> None:
+        """Fold an event that is not a delivered packet (a link opened, a coupling
+        failed) into the trace hash, with the current time."""
+        if self._trace is not None:
+            self._trace.update(struct.pack("!d", self.now))
+            self._trace.update(record)
+
+    def host_index(self, addr: Hashable) -> int:
+        """The number of host ``addr`` (every host ever added has one)."""
+        return self._index[addr]
 
     @property
     def trace(self) -> str:

@@ -181,7 +181,9 @@ def run_failure_fractions(
     return results
 
 
-def _joined_run(params: SimParams, progress: TextIO | None) -> _Run:
+def _joined_run(
+    params: SimParams, progress: TextIO | None, setup: Callable[[Simulator], None] | None = None
+) -> _Run:
     say: Callable[[str], None] = (
         (lambda msg: print(msg, file=progress, flush=True)) if progress else (lambda msg: None)
     )
@@ -195,6 +197,8 @@ def _joined_run(params: SimParams, progress: TextIO | None) -> _Run:
     net_rng_seed = params.seed * 7919 + 17
     network = NetworkModel(random.Random(net_rng_seed), loss=params.loss, seed=params.seed)
     sim = Simulator(params.seed, network, config)
+    if setup is not None:
+        setup(sim)  # e.g. the data-channel overlay (overlay_run.py) attaches its links
     run = _Run(params, sim, say)
     _join_phase(run)
     return run

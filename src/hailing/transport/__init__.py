@@ -4,7 +4,8 @@
 from .datachannel import LinkCoupler, LinkDriver, couple_direct
 from .linkaddr import LinkAddr, OverlayCodec
 from .links import Link
+from .linksdp import LinkAnswer, LinkOffer
 from .udp import UdpEndpoint
 
-__all__ = ["Link", "LinkAddr", "LinkCoupler", "LinkDriver", "OverlayCodec", "UdpEndpoint",
-           "couple_direct"]
+__all__ = ["Link", "LinkAddr", "LinkAnswer", "LinkCoupler", "LinkDriver", "LinkOffer",
+           "OverlayCodec", "UdpEndpoint", "couple_direct"]

@@ -30,12 +30,12 @@ The link manager (cap, pins, LRU eviction, keepalives, reconnection) is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from .. import bencode
+from ..errors import LocalProtocolError
 from .linkaddr import HANDLE_LEN, LinkAddr
 from .links import Link, LinkManager
 
@@ -61,6 +61,8 @@ HELLO = CTRL + b"H"
 PING = CTRL + b"P"
 PONG = CTRL + b"O"
 BYE = CTRL + b"B"
+KEEP = CTRL + b"K"
+FREE = CTRL + b"F"
 #: Datagrams waiting for a link to one peer; beyond this they are dropped.
 MAX_QUEUE = 16
 #: Couplings under way at once; a datagram to one more unlinked peer is dropped.
@@ -169,6 +171,10 @@ class LinkDriver(LinkManager):
         """Take the data channel ``channel`` of ``pc`` as a link (its DHT traffic now
         flows through this driver). The link closes ``pc`` when it goes, unless
         ``owns_pc=False`` (a friend link's connection: only the channel is closed)."""
+        if self._closing:
+            if owns_pc:
+                self._spawn(pc.close())
+            raise LocalProtocolError("the link driver is closed")
         link = Link(self, pc, channel, self.clock())
         link.owns_pc = owns_pc
         self._add(link)
@@ -198,6 +204,12 @@ class LinkDriver(LinkManager):
         """Send ``data`` on the link to ``addr``; with none open, couple one (the data
         waits, bounded) or drop and count it and tell the node."""
         link = self._by_handle.get(addr.handle)
+        if link is None or link.closed:
+            draining = self._draining.get(addr.handle)
+            if draining is not None and draining.is_open:  # an answer, say: no new link
+                if self._transmit(draining, data, used=False):
+                    self.stats["link_sent"] += 1
+                return
         if link is not None and not link.closed:
             if link.is_open:
                 self._transmit(link, data, used=True)
@@ -335,8 +347,10 @@ class LinkDriver(LinkManager):
             self._transmit(link, PONG, used=False)
         elif kind == PONG and len(msg) == 2:
             pass
+        elif kind in (KEEP, FREE) and len(msg) == 2:
+            link.peer_pinned = kind == KEEP
         elif kind == BYE and len(msg) == 2:
-            link.farewell = True  # evicted by the peer: its closing is no death
+            self._retire(link)  # evicted by the peer: it drains, its closing is no death
         elif kind == HELLO and len(msg) == 22:
             peer_id = msg[2:]
             if link.peer_id is None:
@@ -372,6 +386,7 @@ class LinkDriver(LinkManager):
         own = self.node_id
         if own is not None and not link.hello_sent and link.is_open:
             link.hello_sent = self._transmit(link, HELLO + own, used=False)
+            self._sync_pin(link)
 
     # -- the manager's hooks ----------------------------------------------------------
 
@@ -392,6 +407,11 @@ class LinkDriver(LinkManager):
     def _say_farewell(self, link: Link) -> None:
         self._transmit(link, BYE, used=False)
 
+    def _tell_pinned(self, link: Link) -> None:
+        pinned = bool(link.pins)
+        if self._transmit(link, KEEP if pinned else FREE, used=False):
+            link.told_pinned = pinned
+
     async def aclose(self) -> None:
         """Close every link and stop the driver's tasks."""
         for task in list(self._coupling.values()):
@@ -406,38 +426,21 @@ async def couple_direct(a: LinkDriver, b: LinkDriver, *, pinned: bool = False,
     """A link between two drivers of this process, SDP exchanged in memory (no coupler):
     for tests and benchmarks that build a topology. Returns (a's link, b's link). With
     ``tell_ids=False`` each side learns the other's id from its hello only."""
-    pc_a = await a.new_peer_connection()
-    pc_b = await b.new_peer_connection()
+    from .linksdp import LinkAnswer, LinkOffer
+
+    offer = await LinkOffer.create(a)
     try:
-        async with asyncio.timeout(timeout):
-            channel_a = pc_a.createDataChannel(LABEL)
-            opened_a: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            got_b: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            channel_a.on("open", lambda: _settle(opened_a, None))
-            pc_b.on("datachannel", lambda ch: _settle(got_b, ch) if ch.label == LABEL else None)
-
-            await pc_a.setLocalDescription(await pc_a.createOffer())
-            await pc_b.setRemoteDescription(pc_a.localDescription)
-            await pc_b.setLocalDescription(await pc_b.createAnswer())
-            await pc_a.setRemoteDescription(pc_b.localDescription)
-            channel_b = await got_b
-            await opened_a
-            if channel_b.readyState != "open":
-                opened_b: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                channel_b.on("open", lambda: _settle(opened_b, None))
-                if channel_b.readyState != "open":
-                    await opened_b
+        answer = await LinkAnswer.create(b, offer.sdp, pinned=pinned, timeout=timeout,
+                                         peer_id=a.node_id if tell_ids else None)
     except BaseException:
-        with contextlib.suppress(Exception):
-            await pc_a.close()
-        with contextlib.suppress(Exception):
-            await pc_b.close()
+        await offer.cancel()
         raise
-    link_a = a.adopt(pc_a, channel_a, peer_id=b.node_id if tell_ids else None, pinned=pinned)
-    link_b = b.adopt(pc_b, channel_b, peer_id=a.node_id if tell_ids else None, pinned=pinned)
+    try:
+        link_a = await offer.finish(answer.sdp, pinned=pinned, timeout=timeout,
+                                    peer_id=b.node_id if tell_ids else None)
+        link_b = await answer.link()
+    except BaseException:
+        await answer.cancel()
+        await offer.cancel()
+        raise
     return link_a, link_b
-
-
-def _settle(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)

@@ -17,6 +17,10 @@ hop**: the neighbour (an open link, or with UDP a routing-table node) whose id i
 XOR-closest to the target *and closer than itself*, so every hop makes progress and no
 message can circle (greedy routing, never flooding). If that neighbour refuses (no
 route, a loop, no answer), the next closest is tried, at most :data:`TRIES` of them.
+A hop with no neighbour closer than itself (a local minimum: links are few) sends the
+message on to its closest other neighbour, farther away, at most :data:`MAX_ESCAPES`
+times per message (``"esc"`` counts them); the message ids every hop remembers keep it
+from visiting a node twice, and the hop limit bounds the walk.
 
 The target's answer travels back as its own message along the **reverse path**: each
 hop remembers, for a message id, the hop it came from and the hop it went to; the
@@ -63,7 +67,10 @@ MID_BYTES = 8
 MAX_KIND = 16
 MIN_TARGET = 5
 #: Neighbours tried in turn by a hop before it gives up on a message.
-TRIES = 3
+TRIES = 4
+#: Times a message may leave a local minimum (a hop with no neighbour closer to the
+#: target than itself) through the closest other neighbour, farther away.
+MAX_ESCAPES = 3
 #: How long a hop keeps a message's reverse path (and its id, against loops).
 ROUTE_TTL = 60.0
 #: Reverse paths and seen ids held at most (the oldest are forgotten first).
@@ -231,7 +238,7 @@ class Forwarder:
 
     def _on_query(self, args: dict[bytes, Any], addr: Hashable, now: float) -> dict[bytes, Any]:
         if args.get(b"back") == 1:
-            return self._on_back(args, addr)
+            return self._on_back(args, addr, now)
         mid = args.get(b"mid")
         tgt = args.get(b"tgt")
         hops = args.get(b"hops")
@@ -248,6 +255,9 @@ class Forwarder:
             self._refuse("bad_args", "argument 'o' must be a 20-byte id")
         if type(payload) is not bytes or len(payload) > MAX_PAYLOAD:
             self._refuse("bad_args", f"argument 'p' must be a string of at most {MAX_PAYLOAD}")
+        escapes = args.get(b"esc", 0)
+        if type(escapes) is not int or not 0 <= escapes <= MAX_ESCAPES:
+            self._refuse("bad_args", f"argument 'esc' must be 0..{MAX_ESCAPES}")
         assert isinstance(mid, bytes) and isinstance(tgt, bytes) and isinstance(kind, bytes)
         assert isinstance(origin, bytes) and isinstance(payload, bytes) and isinstance(hops, int)
         limited = not exempt(self._codec, addr, self._exempt_loopback)
@@ -273,6 +283,11 @@ class Forwarder:
             self._spawn(self._deliver(mid, handler, payload, origin, addr, source))
             return {}
         next_hops = self._next_hops(tgt, addr, strict=True)
+        if not next_hops and escapes < MAX_ESCAPES:
+            next_hops = self._next_hops(tgt, addr, strict=False)
+            if next_hops:
+                escapes += 1
+                self._count("escapes")
         if not next_hops:
             self._refuse("no_route", "no route closer to the target", ERR_NO_ROUTE)
         if limited and not self._pairs.allow(source + b"\x00" + _key(next_hops[0]), now):
@@ -281,11 +296,16 @@ class Forwarder:
         self._remember(mid, route, now)
         fwd = {b"mid": mid, b"tgt": tgt, b"hops": hops + 1, b"kind": kind, b"o": origin,
                b"p": payload}
+        if escapes:
+            fwd[b"esc"] = escapes
         self._count("forwarded")
         self._spawn(self._relay_or_fail(mid, route, next_hops, fwd))
         return {}
 
-    def _on_back(self, args: dict[bytes, Any], addr: Hashable) -> dict[bytes, Any]:
+    def _on_back(self, args: dict[bytes, Any], addr: Hashable, now: float) -> dict[bytes, Any]:
+        if (not exempt(self._codec, addr, self._exempt_loopback) and not self._sources.allow(
+                source_of(self._codec, addr, self._exempt_loopback), now)):
+            self._refuse("rate_limited", "rate limited", ERR_RATE_LIMITED)
         mid = args.get(b"mid")
         route = self._routes.get(mid) if type(mid) is bytes else None
         if route is None or addr not in route.tried:
@@ -396,7 +416,7 @@ class Forwarder:
 
     def neighbours(self) -> list[tuple[bytes, Hashable]]:
         """(node id, address) of every node reachable without coupling: the open links,
-        and with UDP the routing table's nodes at UDP addresses."""
+        and with UDP the routing table's hailing nodes at UDP addresses."""
         out: list[tuple[bytes, Hashable]] = []
         seen: set[bytes] = set()
         for link in self.driver.links():
@@ -405,7 +425,10 @@ class Forwarder:
                 seen.add(pid)
                 out.append((pid, addr))
         if self.udp:
-            for e in self._core.table:
+            # On a public DHT only hailing nodes (the sub-overlay's table) forward; in a
+            # network of hailing nodes the whole table is (dht/suboverlay.py).
+            core = self._core
+            for e in (core.sub.table if core.sub.wanted else core.table):
                 if isinstance(e.addr, tuple) and e.id not in seen:
                     seen.add(e.id)
                     out.append((e.id, e.addr))

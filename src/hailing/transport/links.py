@@ -54,9 +54,10 @@ RECONNECT_MAX = 60.0
 RECONNECT_TRIES = 6
 #: Seconds after its last use during which a link is spared by eviction (soft cap).
 GRACE = 2.0
-#: Seconds between an evicted link's farewell and the close of its connection (aiortc
-#: aborts the SCTP association: what is still queued is lost).
-FAREWELL_DELAY = 0.2
+#: Seconds a peer connection may take to close (aiortc's close waits on its transports).
+CLOSE_TIMEOUT = 5.0
+#: Seconds an evicted link drains (answers in flight still arrive) before it is closed.
+DRAIN = 2.0
 #: Coupling times kept per coupler (for the median that orders them).
 TIMES_KEPT = 16
 
@@ -79,7 +80,9 @@ class Link:
         "owns_pc",
         "pc",
         "peer_id",
+        "peer_pinned",
         "pins",
+        "told_pinned",
     )
 
     def __init__(self, manager: LinkManager, pc: Any, channel: Any, now: float) -> None:
@@ -90,6 +93,10 @@ class Link:
         self.peer_id: bytes | None = None
         #: Why the link is pinned (empty: it may be evicted).
         self.pins: set[str] = set()
+        #: The peer pinned it (it said so): evicted only when no other link can be.
+        self.peer_pinned = False
+        #: What we last told the peer of our pins.
+        self.told_pinned = False
         self.opened = now
         self.last_used = now
         self.last_sent = now
@@ -158,6 +165,8 @@ class LinkManager:
         self.couplers: list[LinkCoupler] = []
         self._links: list[Link] = []
         self._by_handle: dict[bytes, Link] = {}
+        #: Evicted links still draining, by handle.
+        self._draining: dict[bytes, Link] = {}
         #: Pins by peer id: they outlive a link, and make the manager reconnect it.
         self._wanted: dict[bytes, set[str]] = {}
         self._reconnecting: dict[bytes, asyncio.Task[None]] = {}
@@ -183,6 +192,13 @@ class LinkManager:
 
     def _say_farewell(self, link: Link) -> None:
         """Tell the peer that ``link`` closes by eviction (it is not dead)."""
+
+    def _tell_pinned(self, link: Link) -> None:
+        """Tell the peer whether we pin ``link`` now (``link.pins``)."""
+
+    def _sync_pin(self, link: Link) -> None:
+        if bool(link.pins) != link.told_pinned and link.is_open and link.hello_sent:
+            self._tell_pinned(link)
 
     async def couple(self, target: bytes) -> Link | None:
         raise NotImplementedError
@@ -231,19 +247,19 @@ class LinkManager:
                 return
             self.stats["link_duplicate"] += 1  # the newer carries traffic; LRU drops one
         self._by_handle[handle] = link
+        for why in link.pins:  # pinned before its id was known
+            self._wanted.setdefault(peer_id, set()).add(why)
         pins = self._wanted.get(peer_id)
         if pins:
             link.pins |= pins
+            self._sync_pin(link)
         self._repin_closest()
         self._bound(link)
 
-    def _lost(self, link: Link, why: str) -> None:
-        if link.closed:
-            return
-        link.closed = True
+    def _unroute(self, link: Link) -> None:
+        """``link`` no longer carries new traffic to its peer (another open one may)."""
         with contextlib.suppress(ValueError):
             self._links.remove(link)
-        self.stats["link_closed"] += 1
         handle = link.handle
         if handle is not None and self._by_handle.get(handle) is link:
             del self._by_handle[handle]
@@ -252,8 +268,35 @@ class LinkManager:
                 self._by_handle[handle] = spare[-1]
             else:
                 self._gone(link)
-        # An evicted link's farewell must leave before the association is aborted.
-        self._spawn(_close_pc(link, FAREWELL_DELAY if link.farewell else 0.0))
+
+    def _retire(self, link: Link) -> None:
+        """An eviction (ours, or the peer's bye): the link stops counting and carrying
+        new traffic, but drains for :data:`DRAIN` seconds (answers in flight arrive on
+        it, and it still carries datagrams to that peer while no other link does);
+        then it is closed."""
+        if link.closed or link not in self._links:
+            return
+        link.farewell = True
+        self._unroute(link)
+        if link.handle is not None:
+            self._draining[link.handle] = link
+        self._spawn(self._drain(link))
+        if not self._closing:
+            self._repin_closest()
+
+    async def _drain(self, link: Link) -> None:
+        await asyncio.sleep(DRAIN)
+        self._lost(link, "drained")
+
+    def _lost(self, link: Link, why: str) -> None:
+        if link.closed:
+            return
+        link.closed = True
+        self.stats["link_closed"] += 1
+        if link.handle is not None and self._draining.get(link.handle) is link:
+            del self._draining[link.handle]
+        self._unroute(link)
+        self._spawn(_close_pc(link))
         if not self._closing:
             self._repin_closest()
             peer = link.peer_id
@@ -268,10 +311,12 @@ class LinkManager:
         link.pins.add(why)
         if link.peer_id is not None:
             self._wanted.setdefault(link.peer_id, set()).add(why)
+        self._sync_pin(link)
 
     def unpin(self, link: Link, why: str) -> None:
         """Drop the reason ``why``; a link with no reason left may be evicted."""
         link.pins.discard(why)
+        self._sync_pin(link)
         peer = link.peer_id
         if peer is not None and peer in self._wanted:
             self._wanted[peer].discard(why)
@@ -298,21 +343,24 @@ class LinkManager:
 
     def _enforce_cap(self, keep: Link | None = None) -> None:
         """Evict least recently used unpinned links until at most ``cap`` are left. A
-        link used in the last :data:`GRACE` seconds (a query may be in flight on it) is
-        spared while fewer than twice ``cap`` are open; :meth:`tick` evicts it later."""
+        link used in the last :data:`GRACE` seconds (a query may be in flight on it) or
+        pinned by the peer is spared while that leaves one link over ``cap`` (:meth:`tick`
+        evicts it later); beyond, links the peer pinned go last."""
         now = self.clock()
         while len(live := self.links()) > self.cap:
             candidates = [x for x in live if not x.pins and x is not keep]
-            if len(live) < 2 * self.cap:
-                candidates = [x for x in candidates if now - x.last_used >= GRACE]
+            if len(live) <= self.cap + 1:
+                candidates = [x for x in candidates
+                              if now - x.last_used >= GRACE and not x.peer_pinned]
+            else:
+                candidates = [x for x in candidates if not x.peer_pinned] or candidates
             if not candidates:
                 self.stats["link_over_cap"] += 1
                 return
             victim = min(candidates, key=lambda x: x.last_used)
             self.stats["link_evicted"] += 1
-            victim.farewell = True
             self._say_farewell(victim)
-            self._lost(victim, "evicted")
+            self._retire(victim)
 
     # -- keepalives --------------------------------------------------------------------
 
@@ -399,23 +447,23 @@ class LinkManager:
             self._keepalive_task = None
         for task in list(self._reconnecting.values()):
             task.cancel()
-        links = self.links()
-        for link in links:
+        for link in self.links() + list(self._draining.values()):
             self._lost(link, "driver closed")
-        pending = [t for t in self._tasks if not t.done()]
-        for task in pending:
-            if task.get_coro().__name__ != "_close_pc":  # type: ignore[union-attr]
-                task.cancel()
-        if pending:
+        for _ in range(10):  # closing tasks may start more (a channel's close event)
+            pending = [t for t in self._tasks if not t.done()]
+            if not pending:
+                break
+            for task in pending:
+                if task.get_coro().__name__ != "_close_pc":  # type: ignore[union-attr]
+                    task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def _close_pc(link: Link, delay: float = 0.0) -> None:
-    if delay:
-        await asyncio.sleep(delay)
+async def _close_pc(link: Link) -> None:
     with contextlib.suppress(Exception):
-        if link.owns_pc:
-            await link.pc.close()
-        else:
-            link.channel.close()
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            if link.owns_pc:
+                await link.pc.close()
+            else:
+                link.channel.close()
 

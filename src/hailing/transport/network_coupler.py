@@ -26,17 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 import nacl.exceptions
 import nacl.public
 
 from .. import bencode
-from ..errors import BencodeError, HailingError, LocalProtocolError, RemoteProtocolError
-from .datachannel import LABEL, LinkDriver
+from ..errors import BencodeError, HailingError, LocalProtocolError, RemoteProtocolError, SdpError
+from .datachannel import LinkDriver
 from .forward import ERR_RATE_LIMITED, Forwarder
 from .links import Link
+from .linksdp import LinkAnswer, LinkOffer
 
 KIND = b"link"
 HELLO = 1
@@ -65,6 +66,10 @@ class NetworkCoupler:
         self.timeout = timeout
         self._pending: OrderedDict[bytes, tuple[nacl.public.PrivateKey, float]] = OrderedDict()
         self._opening: set[asyncio.Task[None]] = set()
+        #: Seconds of the last couplings' steps: (the hello's round trip, the offer being
+        #: made beside it; what making the offer took beyond that; the offer's round trip
+        #: with the target's answer; the channel open after the answer).
+        self.timings: deque[tuple[float, float, float, float]] = deque(maxlen=256)
         self._loop = asyncio.get_running_loop()
         forwarder.handle(KIND, self._on_message)
 
@@ -80,23 +85,29 @@ class NetworkCoupler:
         fwd = self.forwarder
         secret = nacl.public.PrivateKey.generate()
         ours = bytes(secret.public_key)
-        reply = await fwd.send_toward(target, KIND, bytes([HELLO]) + ours, self.timeout)
-        if len(reply) != 1 + _KEY or reply[0] != HELLO:
-            self._count("bad_replies")
-            raise RemoteProtocolError("malformed hello reply")
-        box = nacl.public.Box(secret, nacl.public.PublicKey(reply[1:]))
-        pc = await driver.new_peer_connection()
+        t0 = self._loop.time()
+        # The offer is made (ICE gathering) while the hello travels.
+        making = asyncio.ensure_future(LinkOffer.create(driver))
         try:
-            channel = pc.createDataChannel(LABEL)
-            opened: asyncio.Future[None] = self._loop.create_future()
-            channel.on("open", lambda: _settle(opened, None))
-            await pc.setLocalDescription(await pc.createOffer())
-            own = fwd._core.node_id
-            plain = bencode.encode({b"id": own, b"tgt": target,
-                                    b"sdp": pc.localDescription.sdp.encode()})
-            sealed = box.encrypt(plain)
-            reply = await fwd.send_toward(target, KIND, bytes([OFFER]) + ours + sealed,
-                                          self.timeout)
+            reply = await fwd.send_toward(target, KIND, bytes([HELLO]) + ours, self.timeout)
+        except BaseException:
+            making.cancel()
+            with contextlib.suppress(BaseException):
+                await (await making).cancel()
+            raise
+        t1 = self._loop.time()
+        offer = await making
+        try:
+            if len(reply) != 1 + _KEY or reply[0] != HELLO:
+                self._count("bad_replies")
+                raise RemoteProtocolError("malformed hello reply")
+            box = nacl.public.Box(secret, nacl.public.PublicKey(reply[1:]))
+            plain = bencode.encode({b"id": fwd._core.node_id, b"tgt": target,
+                                    b"sdp": offer.sdp.encode()})
+            t2 = self._loop.time()
+            reply = await fwd.send_toward(target, KIND, bytes([OFFER]) + ours
+                                          + box.encrypt(plain), self.timeout)
+            t3 = self._loop.time()
             if not reply or reply[0] != OFFER:
                 self._count("bad_replies")
                 raise RemoteProtocolError("malformed offer reply")
@@ -108,17 +119,14 @@ class NetworkCoupler:
             if not peer_id.startswith(target):
                 self._count("wrong_peer")
                 raise RemoteProtocolError("the answer comes from another node than asked")
-            from aiortc import RTCSessionDescription
-
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp.decode(), type="answer"))
-            async with asyncio.timeout(OPEN_TIMEOUT):
-                await opened
         except BaseException:
-            with contextlib.suppress(Exception):
-                await pc.close()
+            await offer.cancel()
             raise
+        link = await offer.finish(sdp.decode("utf-8", "replace"), peer_id=peer_id,
+                                  timeout=OPEN_TIMEOUT)
+        self.timings.append((t1 - t0, t2 - t1, t3 - t2, self._loop.time() - t3))
         self._count("coupled")
-        return driver.adopt(pc, channel, peer_id=peer_id)
+        return link
 
     # -- the target ------------------------------------------------------------------
 
@@ -168,46 +176,28 @@ class NetworkCoupler:
         if len(self._opening) >= MAX_OPENING:
             self._count("busy")
             raise RemoteProtocolError("too many couplings under way", ERR_RATE_LIMITED)
-        from aiortc import RTCSessionDescription
-
-        pc = await self.driver.new_peer_connection()
-        got: asyncio.Future[Any] = self._loop.create_future()
-        pc.on("datachannel", lambda ch: _settle(got, ch) if ch.label == LABEL else None)
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp.decode(), type="offer"))
-            await pc.setLocalDescription(await pc.createAnswer())
-        except Exception:
-            with contextlib.suppress(Exception):
-                await pc.close()
+            link_answer = await LinkAnswer.create(self.driver, sdp.decode("utf-8", "replace"),
+                                                  peer_id=origin_id, timeout=OPEN_TIMEOUT)
+        except SdpError:
             self._count("bad_sdp")
             raise RemoteProtocolError("the offer's SDP was refused") from None
-        task = asyncio.ensure_future(self._adopt_when_open(pc, got, origin_id))
+        task = asyncio.ensure_future(self._wait_open(link_answer))
         self._opening.add(task)
         task.add_done_callback(self._opening.discard)
-        plain = bencode.encode({b"id": own, b"sdp": pc.localDescription.sdp.encode()})
+        plain = bencode.encode({b"id": own, b"sdp": link_answer.sdp.encode()})
         return bytes([OFFER]) + box.encrypt(plain)
 
-    async def _adopt_when_open(self, pc: Any, got: asyncio.Future[Any],
-                               peer_id: bytes) -> None:
+    async def _wait_open(self, link_answer: LinkAnswer) -> None:
         try:
-            async with asyncio.timeout(OPEN_TIMEOUT):
-                channel = await got
-                if channel.readyState != "open":
-                    opened: asyncio.Future[None] = self._loop.create_future()
-                    channel.on("open", lambda: _settle(opened, None))
-                    if channel.readyState != "open":
-                        await opened
-        except TimeoutError:
-            self._count("open_timeouts")
-            with contextlib.suppress(Exception):
-                await pc.close()
-            return
+            await link_answer.link()
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await pc.close()
+            await link_answer.cancel()
             raise
+        except HailingError:
+            self._count("open_timeouts")
+            return
         self._count("answered")
-        self.driver.adopt(pc, channel, peer_id=peer_id)
 
     async def aclose(self) -> None:
         """Stop answering couplings; peer connections still opening are closed."""
@@ -217,11 +207,6 @@ class NetworkCoupler:
             with contextlib.suppress(asyncio.CancelledError, HailingError):
                 await task
         self._pending.clear()
-
-
-def _settle(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
 
 
 def _open(box: nacl.public.Box, sealed: bytes) -> dict[bytes, Any]:

@@ -3,8 +3,10 @@
 What arrives on a link is fed to the core with the link's
 :class:`~hailing.transport.linkaddr.LinkAddr`; a new link's peer is pinged (its answer
 puts it in the routing table, like any answer); a closed link's peer leaves the routing
-table at once, unless the link was evicted (by us or by the peer, which says so) and a
-coupler can open a new one when a query needs it. A datagram the driver could not deliver (no link and no way to open one)
+table at once, and the queries in flight on it fail at once (the core's pending requests
+to that address, answered by an error 201 in the peer's place), unless the link was
+evicted (by us or by the peer, which says so) and a coupler can open a new one when a
+query needs it. A datagram the driver could not deliver (no link and no way to open one)
 fails now: a query is answered in the core's place by a KRPC error 201 from that
 address, so the lookup that sent it moves on instead of waiting for the timeout, and the
 entries at that address count a failure (``link_failed_fast``).
@@ -64,6 +66,12 @@ class NodeLinks:
             if entry is not None and entry.addr == link.addr:
                 table.remove(link.peer_id)
         core.stats["link_removed_from_table"] += 1
+        if not link.farewell and self._node.running:
+            # the queries in flight on it get no answer now: they fail at once
+            waiting = [p.tid for p in list(core._pending.values())
+                       if p.addr == link.addr and not p.done]
+            for tid in waiting:
+                self._node._loop.call_soon(self._fail, tid, link.addr, "the link closed")
 
     def link_unreachable(self, data: bytes, addr: Hashable) -> None:
         node = self._node
@@ -84,9 +92,15 @@ class NodeLinks:
             return
         for entry in [e for e in core.table if e.addr == addr]:
             core.table.failed(entry.id, addr)
+        self._fail(tid, addr, "no link to that peer")
+
+    def _fail(self, tid: bytes, addr: Hashable, why: str) -> None:
+        """Answer our query ``tid`` to ``addr`` in its place: a KRPC error 201."""
+        node, core = self._node, self._core
+        if not node.running:
+            return
         core.stats["link_failed_fast"] += 1
-        reply = encode_message(Error(tid, 201, "no link to that peer"))
-        core.receive_datagram(reply, addr, node._loop.time())
+        core.receive_datagram(encode_message(Error(tid, 201, why)), addr, node._loop.time())
         node._pump()
 
     def known_id(self, addr: LinkAddr) -> bytes | None:

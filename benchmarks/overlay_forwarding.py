@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""The network coupler at work: an overlay built through forwarding (issue 12).
+
+``--nodes`` nodes on loopback with data channels only (no UDP socket), at most ``--p``
+links each, join one after the other, each through one bootstrap link (``couple_direct``
+with a random node already in, pinned at both ends); every other link is opened by the
+network coupler as the DHT asks for it (hello and sealed offer/answer forwarded hop by
+hop, ``transport/forward.py``). Then ``--gets`` gets of items put by random nodes.
+
+Reported: the time to build, couplings made and failed, hops per forwarded message, the
+coupling time and its steps (quantiles), forwarding refusals by reason, gets found.
+
+    python benchmarks/overlay_forwarding.py --nodes 30 --p 8 --seeds 3 --out /tmp/fwd.json
+
+JSON on stdout (and in --out FILE); a summary on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from overlay_helpers import start_node, stop_all  # type: ignore[import-not-found]
+
+import hailing.rtc
+from hailing.dht import DhtConfig
+from hailing.transport import couple_direct
+
+
+def _q(values: list[float]) -> dict[str, float]:
+    if len(values) < 2:
+        return {}
+    d = statistics.quantiles(values, n=10)
+    return {"p10": round(d[0], 3), "p50": round(d[4], 3), "p90": round(d[8], 3),
+            "max": round(max(values), 3)}
+
+
+async def run(seed: int, n: int, p: int, gets: int, soft: float) -> dict[str, Any]:
+    rng = random.Random(seed)
+    nodes = []
+    started = time.monotonic()
+    try:
+        for i in range(n):
+            o = await start_node(p=p, seed=seed * 1000 + i,
+                                 config=DhtConfig(min_soft_timeout=soft))
+            if nodes:
+                await couple_direct(o.driver, rng.choice(nodes).driver, pinned=True)
+                await o.node.bootstrap()
+            nodes.append(o)
+        built = time.monotonic() - started
+        targets = []
+        for i in range(gets):
+            w = rng.choice(nodes)
+            targets.append((await w.node.put(f"item {seed} {i}".encode()), i))
+        found = 0
+        for target, i in targets:
+            r = rng.choice(nodes)
+            if await r.node.get(target) == f"item {seed} {i}".encode():
+                found += 1
+        stats: dict[str, int] = {}
+        for o in nodes:
+            for k, v in o.node.stats.items():
+                if k.startswith(("fwd_", "link_couple")):
+                    stats[k] = stats.get(k, 0) + v
+        timings = [t for o in nodes for t in o.coupler.timings]
+        sent = stats.get("fwd_sent", 0)
+        return {
+            "seed": seed, "built_s": round(built, 2),
+            "couplings": stats.get("fwd_link_coupled", 0),
+            "couplings_failed": stats.get("link_couple_failed", 0),
+            "hops_per_message": round(1 + stats.get("fwd_forwarded", 0) / sent, 2) if sent else None,
+            "couple_s": _q([sum(t) for t in timings]),
+            "steps_p50_s": {name: round(statistics.median(t[i] for t in timings), 3)
+                            for i, name in enumerate(["hello", "offer_after_hello",
+                                                      "offer_answered", "open"])}
+            if timings else {},
+            "gets": gets, "gets_found": found,
+            "counters": dict(sorted(stats.items())),
+        }
+    finally:
+        await stop_all(nodes)
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, default=30)
+    ap.add_argument("--p", type=int, default=8)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--gets", type=int, default=10)
+    ap.add_argument("--soft", type=float, default=1.2,
+                    help="DhtConfig.min_soft_timeout of the nodes (default 1.2 s)")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    hailing.rtc.set_host_addresses(["127.0.0.1"])
+    runs = [await run(s, args.nodes, args.p, args.gets, args.soft)
+            for s in range(1, args.seeds + 1)]
+    report = {"benchmark": "overlay_forwarding", "nodes": args.nodes, "p": args.p,
+              "min_soft_timeout": args.soft, "python": platform.python_version(),
+              "runs": runs}
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    for r in runs:
+        print(f"seed {r['seed']}: built {r['built_s']} s, {r['couplings']} couplings "
+              f"({r['couplings_failed']} failed), {r['hops_per_message']} hops/message, "
+              f"coupling {r['couple_s']}, gets {r['gets_found']}/{r['gets']}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,586 @@
+"""The data-channel overlay in the simulator: links, a connection cap, forwarded coupling.
+
+Theory of operation
+-------------------
+Attached to a :class:`~hailing.sim.engine.Simulator` (``sim.links``), a
+:class:`LinkOverlay` stands for the data-channel driver of every simulated host: a core
+may only send to a peer it has an open **link** with. The cores themselves are unchanged
+(they still address peers by their simulated host addresses; the real driver's
+``LinkAddr`` handle is a prefix of the peer's node id, which changes nothing here).
+
+- **Cap.** A host holds at most ``cap`` (p) links. Its ``pins`` closest neighbours (the
+  closest entries of its own routing table to its own id, re-read every
+  ``pin_interval``) are **pinned**: a link pinned at either end is never evicted. To
+  open a link beyond the cap a host evicts its least recently used unpinned link (the
+  link closes at both ends); a host whose links are all pinned refuses (``full``).
+- **Coupling.** A datagram to a peer with no link starts a coupling and waits in its
+  queue (``queue`` datagrams; more are dropped). The offer travels from the origin
+  toward the target over open links, the answer comes back the same way, then the link
+  opens after ``open_rtts`` round trips between the two ends (ICE). Forwarding is either
+
+  * ``nexthop``: XOR routing over links, each hop to the linked peer closest to the
+    target that the offer has not visited (it carries the list: loop suppression); a
+    host with none left sends it back and the host before tries its next one
+    (``backtrack``), at most ``max_hops`` hops on the path and twice that many steps;
+    an offer that runs out of steps (``hop_limit``) or of hosts (``stuck``) fails, its
+    error travelling back along the path; or
+  * ``flood``: the naive way, every host forwards a message it has not seen yet to all
+    its links but the one it came from, up to ``flood_ttl`` hops; the answer is flooded
+    back the same way.
+
+  Every hop of an offer, an answer or an error reply is one **signaling message**. The
+  path is the links as they are when the coupling starts; the coupling fails if a host
+  on it (or either end) left before it completes. A host with no link at all (a
+  newcomer, or one whose links all went) couples through a **bootstrap** coupler (the
+  signal server, a pasted text, a friend link), counted apart from forwarded couplings.
+- **Flood samples.** With ``flood_samples`` in ``nexthop`` mode, that many couplings
+  also measure, on the same links at the same moment, what a flood would have cost.
+  Nothing of it touches the run: the trace hash is the same with or without samples.
+
+Everything is deterministic: the only generator is seeded from the simulator's seed,
+and a coupling's outcome is folded into the trace hash.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import itertools
+import random
+import struct
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..dht import DhtProtocol, NodesFound
+from ..dht.routing import NodeEntry
+from .engine import SimNode, Simulator
+from .overlay_report import OverlayStats, phase_report
+
+FORWARDING = ("nexthop", "flood")
+_OUTCOMES = {"ok": 0, "stuck": 1, "hop_limit": 2, "full": 3, "path_broken": 4,
+             "target_left": 5, "target_dead": 6, "ttl": 7, "origin_left": 8}
+
+
+@dataclass
+class OverlayConfig:
+    cap: int = 16
+    #: Closest neighbours pinned, one per level (None: cap // 2).
+    pins: int | None = None
+    forwarding: str = "nexthop"
+    max_hops: int = 16
+    #: Next-hop: a host with no closer link forwards to its closest unvisited one.
+    detour: bool = True
+    #: Next-hop: a host with no unvisited link sends the message back, and the host
+    #: before it tries its next link (within 2 * max_hops steps).
+    backtrack: bool = True
+    flood_ttl: int = 7
+    #: ICE round trips between the two ends after the answer came back.
+    open_rtts: float = 1.0
+    #: Datagrams queued per coupling in progress.
+    queue: int = 16
+    pin_interval: float = 60.0
+    #: The link manager looks up its own id (a find_node) to find its closest
+    #: neighbours: after the join, then at doubling intervals.
+    self_lookup: bool = True
+    #: Where the pins come from: "table" (the routing table, the last self-lookup, the
+    #: links and the pinned neighbours' pins) or "oracle" (the live population: the
+    #: truly closest host at each level, a converged neighbour maintenance).
+    pin_source: str = "table"
+    #: ``nexthop`` mode: couplings that also measure a flood on the same links...
+    flood_samples: int = 0
+    #: ... one every this many couplings.
+    flood_every: int = 1
+
+    def pin_count(self) -> int:
+        return self.cap // 2 if self.pins is None else self.pins
+
+    def validate(self) -> None:
+        if self.cap < 2:
+            raise ValueError("the cap must be at least 2")
+        if not 0 <= self.pin_count() < self.cap:
+            raise ValueError("pins must be in [0, cap)")
+        if self.forwarding not in FORWARDING:
+            raise ValueError(f"forwarding must be one of {', '.join(FORWARDING)}")
+        if self.pin_source not in ("table", "oracle"):
+            raise ValueError("pin_source must be table or oracle")
+        if self.max_hops < 1 or self.flood_ttl < 1 or self.queue < 1:
+            raise ValueError("max_hops, flood_ttl and queue must be at least 1")
+
+
+class _Host:
+    __slots__ = ("addr", "id_int", "links", "nearest", "next_lookup", "pending", "pins")
+
+    def __init__(self, addr: Hashable, id_int: int) -> None:
+        self.addr = addr
+        self.id_int = id_int
+        #: Peer address -> None, least recently used first.
+        self.links: OrderedDict[Hashable, None] = OrderedDict()
+        self.pins: set[Hashable] = set()
+        self.pending: dict[Hashable, _Coupling] = {}
+        #: What the last self-lookup found (id as int, address), and when the next runs.
+        self.nearest: list[tuple[int, Hashable]] = []
+        self.next_lookup = 0.0
+
+
+class _Coupling:
+    __slots__ = ("bootstrap", "fail", "hops", "messages", "path", "purpose", "queue", "start")
+
+    def __init__(self, start: float, purpose: str) -> None:
+        self.start = start
+        self.purpose = purpose
+        self.queue: list[bytes] = []
+        self.path: list[Hashable] = []
+        self.hops = 0
+        self.messages = 0
+        self.fail: str | None = None
+        self.bootstrap = False
+
+
+def _xor_closest(ids: list[int], v: int, lo: int, hi: int, prefix: int, depth: int) -> int:
+    """The id in the sorted block ids[lo:hi] (the ids whose first ``depth`` bits are
+    ``prefix``) XOR-closest to ``v``: bit by bit, keep the half that matches ``v``'s bit
+    if it is not empty."""
+    while hi - lo > 1:
+        shift = 159 - depth
+        mid = bisect.bisect_left(ids, (prefix * 2 + 1) << shift, lo, hi)
+        if ((v >> shift) & 1 and mid < hi) or mid == lo:
+            lo, prefix = mid, prefix * 2 + 1
+        else:
+            hi, prefix = mid, prefix * 2
+        depth += 1
+    return ids[lo]
+
+
+def _spread(levels: list[int], budget: int) -> list[int]:
+    """At most ``budget`` of the sorted ``levels``, spread evenly from the farthest
+    (level 0: half the id space) to the deepest (the closest neighbour)."""
+    m = len(levels)
+    if m <= budget:
+        return levels
+    if budget <= 1:
+        return levels[-budget:] if budget else []
+    picks = sorted({round(i * (m - 1) / (budget - 1)) for i in range(budget)})
+    return [levels[i] for i in picks]
+
+
+def _find_self(node_id: bytes, core: DhtProtocol, now: float) -> int:
+    return core.find_node(node_id, now)
+
+
+class LinkOverlay:
+    """Links, the cap and coupling for every host of ``sim`` (see the module docstring)."""
+
+    def __init__(self, sim: Simulator, config: OverlayConfig) -> None:
+        config.validate()
+        self.sim = sim
+        self.cfg = config
+        self.n_pins = config.pin_count()
+        self.rng = random.Random(sim.seed * 7907 + 0x0E7)
+        self.hosts: dict[Hashable, _Host] = {}
+        self.ids: dict[Hashable, int] = {}  # every host ever: a dead target keeps its id
+        #: Live hosts' ids, sorted, and the host of each id (``pin_source="oracle"``).
+        self._sorted: list[int] = []
+        self._by_id: dict[int, Hashable] = {}
+        self.stats = OverlayStats()
+        self.phases: dict[str, OverlayStats] = {}
+        self._flood_sampled = 0
+        #: Called with (host, peer, pinned_here, pinned_there) at each eviction (tests).
+        self.on_evict: Callable[[Hashable, Hashable, bool, bool], None] | None = None
+        sim.links = self
+
+    # -- the engine's hooks ------------------------------------------------------------------
+
+    def node_added(self, node: SimNode) -> None:
+        id_int = int.from_bytes(node.proto.node_id, "big")
+        self.hosts[node.addr] = _Host(node.addr, id_int)
+        self.ids[node.addr] = id_int
+        if self.cfg.pin_source == "oracle":
+            bisect.insort(self._sorted, id_int)
+            self._by_id[id_int] = node.addr
+        # The first pins right after the join (its lookup filled the table), the self-
+        # lookups from a pin interval on.
+        self.hosts[node.addr].next_lookup = self.sim.now + self.cfg.pin_interval
+        self.sim.call_later(5.0 + 5.0 * self.rng.random(), self._maintain, node.addr)
+
+    def node_left(self, node: SimNode) -> None:
+        host = self.hosts.pop(node.addr, None)
+        if host is None:
+            return
+        if self.cfg.pin_source == "oracle":
+            del self._sorted[bisect.bisect_left(self._sorted, host.id_int)]
+            del self._by_id[host.id_int]
+        for peer in host.links:
+            other = self.hosts.get(peer)
+            if other is not None:
+                other.links.pop(node.addr, None)
+        self.stats.counts["links_lost_to_churn"] += len(host.links)
+
+    def send(self, node: SimNode, data: bytes, dst: Hashable) -> None:
+        src = node.addr
+        host = self.hosts[src]
+        links = host.links
+        if dst in links:
+            links.move_to_end(dst)
+            self.hosts[dst].links.move_to_end(src)
+            self.sim.transmit(src, data, dst)
+            return
+        c = host.pending.get(dst)
+        if c is None:
+            c = self._couple(host, dst, "dht")
+        if len(c.queue) < self.cfg.queue:
+            c.queue.append(data)
+        else:
+            self.stats.counts["queue_dropped"] += 1
+
+    # -- pins --------------------------------------------------------------------------------
+
+    def _maintain(self, addr: Hashable) -> None:
+        host = self.hosts.get(addr)
+        if host is None:
+            return
+        sim, cfg = self.sim, self.cfg
+        node = sim.nodes[addr]
+        if cfg.self_lookup and sim.now >= host.next_lookup:
+            # The link manager asks the overlay for its closest neighbours (and so lets
+            # them learn of this host), as the join did; again at growing intervals.
+            gap = max(cfg.pin_interval, 2 * (sim.now - node.joined_at))
+            host.next_lookup = sim.now + gap
+            sim.command(node, functools.partial(_find_self, node.proto.node_id),
+                        functools.partial(self._found_nearest, addr))
+        self._repin(host, node.proto.table)
+        sim.call_later(cfg.pin_interval, self._maintain, addr)
+
+    def _found_nearest(self, addr: Hashable, ev: Any) -> None:
+        host = self.hosts.get(addr)
+        if host is not None and isinstance(ev, NodesFound):
+            host.nearest = [(int.from_bytes(n.id, "big"), n.addr) for n in ev.nodes]
+            self._repin(host, self.sim.nodes[addr].proto.table)
+
+    def _repin(self, host: _Host, table: Iterable[NodeEntry]) -> None:
+        """Pin the closest neighbour at each level (common prefix length with our id)
+        among the routing table, the last self-lookup and the open links, deepest levels
+        first; a peer we already have a link with at a level takes its place (so one
+        link serves as the pin of both its ends). Couple the pins that have no link."""
+        own = host.id_int
+        links = host.links
+        ids = self.ids
+        best: dict[int, tuple[int, Hashable]] = {}
+        if self.cfg.pin_source == "oracle":
+            self._repin_oracle(host)
+            return
+        candidates: list[tuple[int, Hashable]] = [(e.id_int, e.addr) for e in table]
+        candidates += host.nearest
+        candidates += [(ids[q], q) for q in links]
+        # Neighbour exchange: each pinned neighbour on an open link tells us its pins
+        # (one message on the link; Chord's stabilization, in XOR space).
+        hosts = self.hosts
+        told = 0
+        for q in host.pins:
+            if q in links:
+                told += 1
+                candidates += [(ids[r], r) for r in hosts[q].pins if r in hosts and r != host.addr]
+        self.stats.counts["neighbour_exchange"] += told
+        for id_int, peer in candidates:
+            d = id_int ^ own
+            if not d:
+                continue
+            level = 160 - d.bit_length()
+            rank = d if peer not in links else -1
+            cur = best.get(level)
+            if cur is None or rank < cur[0]:
+                best[level] = (rank, peer)
+        wanted = [best[level][1] for level in _spread(sorted(best), self.n_pins)]
+        host.pins = set(wanted)
+        for peer in wanted:
+            if peer not in links and peer not in host.pending:
+                self._couple(host, peer, "pin")
+
+    def _repin_oracle(self, host: _Host) -> None:
+        """Pins from the live population itself: at each level the truly closest host
+        (what a converged neighbour maintenance would find), deepest levels first."""
+        ids, own, links = self._sorted, host.id_int, host.links
+        bisect_left = bisect.bisect_left
+        wanted: list[Hashable] = []
+        for level in range(160):
+            shift = 159 - level
+            sibling = (own >> shift) ^ 1  # our first level+1 bits, the last one flipped
+            lo = bisect_left(ids, sibling << shift)
+            hi = bisect_left(ids, (sibling + 1) << shift, lo)
+            if lo < hi:
+                wanted.append(self._by_id[_xor_closest(ids, own, lo, hi, sibling, level + 1)])
+            ours = own >> shift
+            if bisect_left(ids, (ours + 1) << shift) - bisect_left(ids, ours << shift) <= 1:
+                break  # nobody else shares more than `level` bits with us
+        wanted = [wanted[i] for i in _spread(list(range(len(wanted))), self.n_pins)]
+        host.pins = set(wanted)
+        for peer in wanted:
+            if peer not in links and peer not in host.pending:
+                self._couple(host, peer, "pin")
+
+    # -- coupling ----------------------------------------------------------------------------
+
+    def _couple(self, host: _Host, dst: Hashable, purpose: str) -> _Coupling:
+        sim, cfg, st = self.sim, self.cfg, self.stats
+        c = _Coupling(sim.now, purpose)
+        host.pending[dst] = c
+        rtt = sim.network.rtt
+        alive = dst in self.hosts
+        if not host.links:
+            # Nothing to forward through: the bootstrap coupler (signal server, text).
+            c.bootstrap = True
+            st.counts["bootstrap_couplings"] += 1
+            if not alive:
+                c.fail = "target_dead"
+            delay = rtt(host.addr, dst) * (1.0 + cfg.open_rtts)
+            sim.call_later(delay, self._complete, host.addr, dst, c)
+            return c
+        st.counts["couplings"] += 1
+        st.counts[f"couplings_{purpose}"] += 1
+        if cfg.forwarding == "nexthop" and cfg.backtrack:
+            path, fail, steps, explore = self._route_back(host.addr, dst)
+            c.path, c.fail, c.hops = path, fail, len(path) - 1
+            # Every step out or back, then the answer (or error) back along the path.
+            c.messages = steps + c.hops
+            one_way = (explore + sum(rtt(a, b) for a, b in itertools.pairwise(path)) / 2) / 2
+            if alive and self._flood_sampled < cfg.flood_samples and (
+                    st.counts["couplings"] % cfg.flood_every == 0):
+                self._flood_sample(host.addr, dst)
+        elif cfg.forwarding == "nexthop":
+            path, fail = self._route(host.addr, dst)
+            c.path, c.fail, c.hops = path, fail, len(path) - 1
+            c.messages = 2 * c.hops  # offer out, answer (or error) back along the path
+            one_way = sum(rtt(a, b) for a, b in itertools.pairwise(path)) / 2
+            if alive and self._flood_sampled < cfg.flood_samples and (
+                    st.counts["couplings"] % cfg.flood_every == 0):
+                self._flood_sample(host.addr, dst)
+        else:
+            msgs, reached, one_way, hops = self._flood(host.addr, dst)
+            c.hops = hops
+            c.messages = msgs
+            if reached:
+                back_msgs, _, back, _ = self._flood(dst, host.addr)
+                c.messages += back_msgs
+                one_way = (one_way + back) / 2
+            else:
+                c.fail = "ttl"
+        if not alive:
+            c.fail = "target_dead"
+        delay = 2 * one_way + (cfg.open_rtts * rtt(host.addr, dst) if c.fail is None else 0.0)
+        sim.call_later(delay, self._complete, host.addr, dst, c)
+        return c
+
+    def _route(self, src: Hashable, dst: Hashable) -> tuple[list[Hashable], str | None]:
+        """Next-hop routing over open links: the path, and why it ended short. Each hop
+        goes to the linked peer closest to the target; with ``detour`` a host with no
+        closer link takes its closest one the message has not visited (the message id is
+        remembered by every host it passed: loop suppression)."""
+        hosts, ids = self.hosts, self.ids
+        detour = self.cfg.detour
+        t = ids[dst]
+        cur = src
+        path = [src]
+        visited = {src}
+        for _ in range(self.cfg.max_hops):
+            links = hosts[cur].links
+            if dst in links:
+                path.append(dst)
+                return path, None
+            best = None
+            bd = ids[cur] ^ t if not detour else 1 << 161
+            for q in links:
+                d = ids[q] ^ t
+                if d < bd and q not in visited:
+                    bd, best = d, q
+            if best is None:
+                return path, "stuck"
+            cur = best
+            path.append(best)
+            visited.add(best)
+        return path, "hop_limit"
+
+    def _route_back(self, src: Hashable, dst: Hashable) -> tuple[list[Hashable], str | None, int, float]:
+        """Next-hop routing with backtracking: each host forwards to its linked peer
+        closest to the target among those the message has not visited (it carries their
+        list: loop suppression); a host with none left sends it back to the host it came
+        from, which tries its next one. At most ``max_hops`` hops on the path and
+        ``2 * max_hops`` steps in all. Returns the path, why it failed, the steps (each
+        one signaling message) and their summed one-way delay."""
+        hosts, ids, rtt = self.hosts, self.ids, self.sim.network.rtt
+        t = ids[dst]
+        budget = 2 * self.cfg.max_hops
+        stack = [src]
+        visited = {src}
+        steps = 0
+        delay = 0.0
+        while True:
+            cur = stack[-1]
+            links = hosts[cur].links
+            if dst in links:
+                stack.append(dst)
+                return stack, None, steps + 1, delay + rtt(cur, dst) / 2
+            if steps >= budget:
+                return stack, "hop_limit", steps, delay
+            best = None
+            if len(stack) <= self.cfg.max_hops - 1:
+                bd = 1 << 161
+                for q in links:
+                    d = ids[q] ^ t
+                    if d < bd and q not in visited:
+                        bd, best = d, q
+            if best is None:
+                stack.pop()
+                if not stack:
+                    return [src], "stuck", steps, delay
+                steps += 1
+                delay += rtt(cur, stack[-1]) / 2
+                continue
+            visited.add(best)
+            stack.append(best)
+            steps += 1
+            delay += rtt(cur, best) / 2
+
+    def _flood(self, src: Hashable, dst: Hashable) -> tuple[int, bool, float, int]:
+        """A flood from ``src`` with the TTL: (messages, reached dst, one-way latency to
+        dst along the first copy's path, its hops). Each host forwards the first copy it
+        gets to all its links but the sender's; the target does not forward."""
+        hosts, rtt = self.hosts, self.sim.network.rtt
+        seen: dict[Hashable, float] = {src: 0.0}
+        frontier = [src]
+        messages = 0
+        hops = 0
+        for depth in range(self.cfg.flood_ttl):
+            nxt = []
+            for u in frontier:
+                if u == dst:
+                    continue
+                lu = seen[u]
+                links = hosts[u].links
+                messages += len(links) - (0 if depth == 0 else 1)
+                for v in links:
+                    if v not in seen:
+                        seen[v] = lu + rtt(u, v) / 2
+                        nxt.append(v)
+                        if v == dst:
+                            hops = depth + 1
+            frontier = nxt
+            if not frontier:
+                break
+        reached = dst in seen
+        return messages, reached, seen.get(dst, 0.0), hops
+
+    def _flood_sample(self, src: Hashable, dst: Hashable) -> None:
+        self._flood_sampled += 1
+        st = self.stats
+        msgs, reached, out, _ = self._flood(src, dst)
+        if reached:
+            back_msgs, _, back, _ = self._flood(dst, src)
+            msgs += back_msgs
+            st.flood_reached += 1
+            st.flood_times.append(out + back + self.cfg.open_rtts * self.sim.network.rtt(src, dst))
+        st.flood_messages.append(msgs)
+
+    def _complete(self, origin: Hashable, target: Hashable, c: _Coupling) -> None:
+        st = self.stats
+        host = self.hosts.get(origin)
+        if host is None:
+            self._outcome(origin, target, c, "origin_left")
+            return
+        if host.pending.get(target) is c:
+            del host.pending[target]
+        fail = c.fail
+        other = self.hosts.get(target)
+        if fail is None:
+            if other is None:
+                fail = "target_left"
+            elif any(h not in self.hosts for h in c.path):
+                fail = "path_broken"
+        if fail is None and other is not None and target not in host.links:
+            a, b = self._victim(host), self._victim(other)
+            if a is False or b is False:
+                fail = "full"
+            else:
+                for h, v in ((host, a), (other, b)):
+                    if v is not True:
+                        self._evict(h, v)
+                host.links[target] = None
+                other.links[origin] = None
+                st.counts["links_opened_bootstrap" if c.bootstrap else "links_opened"] += 1
+        self._outcome(origin, target, c, fail or "ok")
+        if fail is not None:
+            st.counts["dropped_on_failure"] += len(c.queue)
+            return
+        for data in c.queue:
+            self.sim.transmit(origin, data, target)
+
+    def _outcome(self, origin: Hashable, target: Hashable, c: _Coupling, outcome: str) -> None:
+        sim, st = self.sim, self.stats
+        sim.fold(struct.pack("!IIB", sim.host_index(origin), sim.host_index(target),
+                             _OUTCOMES[outcome]))
+        if c.bootstrap:
+            st.counts[f"bootstrap_{outcome}"] += 1
+            return
+        st.counts["signaling_messages"] += c.messages
+        if outcome == "target_dead":
+            st.counts["target_dead"] += 1
+            st.counts["signaling_to_dead"] += c.messages
+            return
+        st.messages.append(c.messages)
+        if outcome == "ok":
+            st.counts["succeeded"] += 1
+            st.hops.append(c.hops)
+            st.times.append(sim.now - c.start)
+        else:
+            st.failures[outcome] += 1
+
+    def _victim(self, host: _Host) -> Hashable | bool:
+        """True if ``host`` has room, else the link to evict: the least recently used
+        one this host does not pin and the other end does not pin either (links the
+        other end pins are kept only up to ``cap // 4`` of them: the rest of the cap is
+        for traffic); False if every link is pinned (never: pins < cap)."""
+        links = host.links
+        if len(links) < self.cfg.cap:
+            return True
+        hosts, pins, addr = self.hosts, host.pins, host.addr
+        remote = [peer for peer in links if peer not in pins and addr in hosts[peer].pins]
+        honour = set(remote[len(remote) - self.cfg.cap // 4:]) if len(remote) > self.cfg.cap // 4 else set(remote)
+        for peer in links:
+            if peer not in pins and peer not in honour:
+                return peer
+        return False
+
+    def _evict(self, host: _Host, peer: Hashable) -> None:
+        other = self.hosts[peer]
+        if self.on_evict is not None:
+            self.on_evict(host.addr, peer, peer in host.pins, host.addr in other.pins)
+        del host.links[peer]
+        del other.links[host.addr]
+        self.stats.counts["evicted"] += 1
+
+    # -- results -----------------------------------------------------------------------------
+
+    def new_phase(self, name: str) -> None:
+        """Close the current phase under ``name``; what follows is counted afresh."""
+        self.phases[name] = self.stats
+        self.stats = OverlayStats()
+        self._flood_sampled = 0
+
+    def check(self) -> None:
+        """Raise AssertionError unless links are symmetric and within the cap."""
+        for addr, host in self.hosts.items():
+            assert len(host.links) <= self.cfg.cap, (addr, len(host.links))
+            for peer in host.links:
+                assert addr in self.hosts[peer].links, (addr, peer)
+
+    def report(self) -> dict[str, Any]:
+        degree = [len(h.links) for h in self.hosts.values()]
+        pinned = [sum(1 for p in h.links if p in h.pins) for h in self.hosts.values()]
+        phases = dict(self.phases)
+        phases["current"] = self.stats
+        return {
+            "config": {**self.cfg.__dict__, "pins": self.n_pins},
+            "links_per_node": {"mean": sum(degree) / max(1, len(degree)), "max": max(degree, default=0),
+                               "pinned_mean": sum(pinned) / max(1, len(pinned))},
+            "phases": {name: phase_report(s) for name, s in phases.items()},
+        }
