@@ -18,7 +18,8 @@ Phases:
 3. **calls through the fallback**: ``--calls`` calls alice -> bob, each after bob sat
    idle ``--idle`` seconds (uniform), connect time to an authenticated data channel.
 
-``--variant old`` runs the schedule as it was before (every contact at 2-8 s, every
+``--holder-check`` sets the inbox's holder check interval (``HOLDER_CHECK``, 20 s; 30 s
+before). ``--variant old`` runs the schedule as it was before (every contact at 2-8 s, every
 poll a full get), ``health`` the health-aware schedule with full gets, ``new`` (the
 default) the health-aware schedule with direct polls.
 
@@ -232,8 +233,12 @@ def main() -> None:
     ap.add_argument("--idle", type=float, nargs=2, default=(14.0, 30.0), metavar=("MIN", "MAX"))
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--holder-check", type=float, default=None, metavar="SECONDS",
+                    help="the inbox's holder check interval (default: HOLDER_CHECK; 30 before)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.holder_check is not None:
+        inbox_client_mod.HOLDER_CHECK = args.holder_check
     report = asyncio.run(run(args))
     emit(report, args.out)
 

@@ -431,3 +431,37 @@ async def test_stun_from_a_dht_node_and_the_redundant_candidate_pruned() -> None
     assert [ln for ln in sdp.splitlines() if "typ srflx" not in ln] == pruned.splitlines()
     other = "a=candidate:2 1 udp 1 198.18.0.9 5000 typ srflx raddr 127.0.0.1 rport 1\r\n"
     assert prune_redundant_candidates(sdp + other).endswith(other)  # a real mapping stays
+
+
+async def test_a_cached_value_lists_the_stun_servers_the_node_has_now() -> None:
+    """The node forgets a vanished STUN server at once (nat/stun.py); a cached value
+    must not list it to ICE until its next refresh (5 s of ICE's STUN timeout a call)."""
+    servers = [("198.18.0.5", 6881), ("198.18.0.6", 6881)]
+    asked = 0
+
+    class Node:
+        def stun_servers(self) -> list[tuple[str, int]]:
+            return list(servers)
+
+    class Relays:
+        async def credentials(self) -> Creds:
+            nonlocal asked
+            asked += 1
+            return TURN
+
+    now = [0.0]
+    source = IceServerSource(node_provider(Node(), Relays()), clock=lambda: now[0])
+    async with asyncio.timeout(10):
+        assert await source.get() == IceServers(tuple(servers), TURN)
+        del servers[0]  # forgotten by the node
+        now[0] = 1.0
+        assert await source.get() == IceServers((("198.18.0.6", 6881),), TURN)
+        servers.append(("198.18.0.7", 6881))  # a probe found another
+        assert await source.get() == IceServers((("198.18.0.6", 6881), ("198.18.0.7", 6881)),
+                                                TURN)
+        assert asked == 1  # the relay's credentials stay cached
+        peer = IceServerSource(peer_provider(lambda: Node()), clock=lambda: now[0])
+        await peer.get()
+        servers.clear()
+        assert (await peer.get()).stun == ()
+    await source.aclose()

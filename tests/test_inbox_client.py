@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from netsim import MemoryNet, build_network, join
 
 from hailing.dht import DhtConfig, DhtProtocol, InboxMessage, ListenChanged, Listening, StoreDone
@@ -177,10 +178,11 @@ def _changes(net: MemoryNet, p: DhtProtocol, key: bytes = KEY) -> list[bool]:
             if isinstance(e, ListenChanged) and e.key == key]
 
 
+@pytest.mark.parametrize("which", [12, 5, 17])
 def test_a_listen_whose_storing_nodes_all_vanish_is_known_lost_long_before_its_grants_expire(
-) -> None:
+        which: int) -> None:
     net = build_network(20)
-    client = list(net.nodes.values())[12]
+    client = list(net.nodes.values())[which]
     assert not client.inboxes.live(KEY, net.now)
     ev = net.wait_event(client, client.listen(KEY, net.now))
     assert isinstance(ev, Listening) and client.inboxes.live(KEY, net.now)
@@ -191,9 +193,20 @@ def test_a_listen_whose_storing_nodes_all_vanish_is_known_lost_long_before_its_g
     for p in net.live():  # every other node: the renewal finds nobody either
         if p is not client:
             net.kill(p)
-    lost_by = net.now + HOLDER_CHECK + client.config.maintenance_interval \
-        + 2 * client.config.query_timeout
-    net.run(until=lost_by + 0.1)
+    # the next check (within HOLDER_CHECK) pings one holder; when that ping stalls
+    # (soft timeout) the others are pinged at once, so one hard timeout later none is
+    # left (two hard timeouts, one after the other, before)
+    cfg = client.config
+    pings = client.stats["listen_holder_pings"]
+    first_ping = lost_at = None
+    while lost_at is None and net.now < 100.0 + HOLDER_CHECK:
+        net.run(duration=0.05)
+        if first_ping is None and client.stats["listen_holder_pings"] > pings:
+            first_ping = net.now
+        if not client.inboxes.live(KEY, net.now):
+            lost_at = net.now
+    assert first_ping is not None and lost_at is not None
+    assert lost_at - first_ping <= cfg.max_soft_timeout + cfg.query_timeout + 0.1
     # the grants (ttl 300 s) have not expired: the pings told
     assert _changes(net, client) == [True, False]
     assert not client.inboxes.live(KEY, net.now)
@@ -228,3 +241,23 @@ def test_one_holder_that_does_not_answer_does_not_lose_the_listen() -> None:
     assert _changes(net, client) == [True]
     assert client.inboxes.live(KEY, net.now)
     assert gone not in client.inboxes.holders(KEY, net.now)
+
+
+def test_a_node_behind_a_nat_stores_no_listen_and_no_post() -> None:
+    """Only the nodes its NAT holds a mapping to reach a node behind a NAT: a listen it
+    held would look live to the listener while posters could not reach it (the callee's
+    BEP44 fallback would then poll slowly for offers that can only come that way)."""
+    net = build_network(20)
+    client = list(net.nodes.values())[3]
+    natted = [p for p in net.live() if p is not client][:1][0]
+    natted.responder.storing = False  # what the node sets from its STUN probe
+    key = natted.node_id  # it is the closest node to the key
+    ev = net.wait_event(client, client.listen(key, net.now))
+    assert isinstance(ev, Listening) and ev.nodes >= 1
+    assert natted not in holders(net, client, key) and holders(net, client, key)
+    ev = net.wait_event(client, client.post(key, b"offer", net.now))
+    assert isinstance(ev, StoreDone) and ev.stored >= 1
+    assert natted.responder.inbox.listeners(key, net.now) == []
+    assert natted.stats["store_refused_nat"] >= 2
+    client.unlisten(key, net.now)  # an unlisten still goes through
+    net.run(duration=1.0)

@@ -29,7 +29,7 @@ from hailing.dht import DhtConfig
 from hailing.dht import inbox_client as inbox_client_mod
 from hailing.dht.bep44 import MutableItem
 from hailing.dht.ids import NodeInfo
-from hailing.errors import QueryTimeout
+from hailing.errors import NotFoundError, QueryTimeout
 from hailing.identity import Identity
 from hailing.peer import Peer
 from hailing.session.coupler import DhtCoupler, Inlet, MainlineCoupler
@@ -369,3 +369,61 @@ async def test_garbage_from_the_remembered_nodes_is_counted_and_they_are_forgott
     full = node.full
     await rb.poll(a, got.append)
     assert node.full == full + 1 and got == [b"the real offer"]
+
+
+class ListenNode:
+    """A DHT node double for the inbox coupler: listens always taken, posts counted,
+    and whether a storing node still holds each listen is the test's to say."""
+
+    def __init__(self, live: bool = True) -> None:
+        self.live = live
+        self.posts = 0
+        self.watchers: list[Callable[[bytes, bool], object]] = []
+
+    def watch_listens(self, callback: Callable[[bytes, bool], object]) -> None:
+        self.watchers.append(callback)
+
+    async def listen(self, key: bytes, ttl: float = 300.0) -> int:
+        for w in self.watchers:  # a storing node took it: the event, as DhtNode's
+            if self.live:
+                w(key, True)
+        return 1
+
+    def unlisten(self, key: bytes) -> None:
+        pass
+
+    async def post(self, key: bytes, value: bytes) -> int:
+        self.posts += 1
+        return 1
+
+    def listening(self, key: bytes) -> bool:
+        return self.live
+
+
+async def test_the_inbox_rung_fails_at_once_when_none_of_our_listens_is_held() -> None:
+    """Right after every hailing node vanished, a post would wait for the vanished
+    nodes (a query timeout each) before the BEP44 fallback got the call: with all our
+    own listens known lost, the inbox rung fails at once, without a post. Only with a
+    fallback rung behind it, only for offers, never while a listen is held, and not
+    for listens no node ever took (no hailing node met yet: a post fails at once)."""
+    me, bob = ident(1), ident(2)
+    node = ListenNode()
+    coupler = DhtCoupler(node, me, lambda: [bob.public_key], lambda: False,  # type: ignore[arg-type]
+                         clock=Clock(NOON), fallback=True)
+    without = DhtCoupler(node, me, lambda: [bob.public_key], lambda: False,  # type: ignore[arg-type]
+                         clock=Clock(NOON))
+    for c in (coupler, without):
+        assert await c.rendezvous.refresh() == 1
+    assert await coupler.send(bob.public_key, b"offer", "offer") == 1  # held: posted
+    node.live = False  # every holder of every listen of ours stopped answering
+    with pytest.raises(NotFoundError, match="no hailing node holds our inbox listens"):
+        await coupler.send(bob.public_key, b"offer", "offer")
+    assert node.posts == 1
+    assert await coupler.send(bob.public_key, b"answer", "answer") == 1  # not an offer
+    assert await without.send(bob.public_key, b"offer", "offer") == 1  # no fallback rung
+    assert node.posts == 3
+    never = ListenNode(live=False)
+    fresh = DhtCoupler(never, me, lambda: [bob.public_key], lambda: False,  # type: ignore[arg-type]
+                       clock=Clock(NOON), fallback=True)
+    await fresh.rendezvous.refresh()
+    assert await fresh.send(bob.public_key, b"offer", "offer") == 1 and never.posts == 1

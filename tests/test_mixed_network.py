@@ -19,7 +19,8 @@ from natlab import Lab
 
 CALL_TIMEOUT = 30.0
 #: The fallback polls (p50 about 4 s a direction): room for both directions and ICE, and
-#: for the callee to notice that its inbox listens are gone (up to 48 s; then it polls fast).
+#: for the callee to notice that its inbox listens are gone (up to 25.5 s; then it polls
+#: fast), on a loaded machine.
 FALLBACK_TIMEOUT = 120.0
 
 

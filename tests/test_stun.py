@@ -370,3 +370,81 @@ def test_pending_transactions_are_bounded() -> None:
         ep.keepalive([(f"198.18.{i}.{j}", 1) for j in range(40)], 30.0 + i)
     assert ep.stats["stun_pending_full"] > 0
     assert len(ep.datagrams_to_send()) == 64
+
+
+# -- a vanished server is forgotten at once -----------------------------------------------
+
+
+def test_a_server_is_forgotten_at_its_first_unanswered_keepalive() -> None:
+    ep = StunEndpoint(random.Random(4), 0.0)
+    ep.start_probe([(s, L) for s in SERVERS], 0.0)
+    serve(ep, dict.fromkeys(SERVERS, P), 0.01)
+    assert ep.servers() == SERVERS and ep.next_probe == 0.01 + PROBE_INTERVAL
+    ep.keepalive(SERVERS, 30.0)
+    serve(ep, dict.fromkeys(SERVERS, P), 30.01, drop={SERVERS[1]})  # it stopped
+    assert sorted(ep.servers()) == SERVERS  # not yet: its transaction is still open
+    ep.handle_timer(30.0 + TX_TIMEOUT)
+    assert sorted(ep.servers()) == [SERVERS[0], SERVERS[2]]
+    assert ep.stats["stun_servers_forgotten"] == 1
+    # fewer servers than a probe wants: the next probe looks for others soon
+    assert ep.next_probe == pytest.approx(30.0 + TX_TIMEOUT + PROBE_RETRY)
+
+
+def test_forget_drops_a_server_that_left_another_request_unanswered() -> None:
+    ep = StunEndpoint(random.Random(4), 0.0)
+    ep.start_probe([(s, L) for s in SERVERS], 0.0)
+    serve(ep, dict.fromkeys(SERVERS, L), 0.01)
+    assert ep.info.mapping == "public"  # no keepalives: nothing else would notice
+    assert ep.forget(("198.18.0.2", 6881), 50.0)  # a KRPC query to its port timed out
+    assert ep.servers() == [SERVERS[0], SERVERS[2]]
+    assert not ep.forget(("198.18.0.2", 6881), 51.0)  # once
+    assert not ep.forget(("198.18.0.7", 6881), 51.0)  # never a server
+    assert ep.stats["stun_servers_forgotten"] == 1
+    assert ep.next_probe == 50.0 + PROBE_RETRY
+
+
+def test_a_keepalive_answer_never_makes_a_holder_a_server() -> None:
+    # Keepalives go to the listens' storing nodes, which may sit behind NATs of their
+    # own (they answer our DHT socket, not ICE's): only a probe picks STUN servers.
+    ep = StunEndpoint(random.Random(4), 0.0)
+    ep.start_probe([(s, L) for s in SERVERS[:2]], 0.0)
+    serve(ep, dict.fromkeys(SERVERS, P), 0.01)
+    ep.keepalive(SERVERS, 30.0)
+    serve(ep, dict.fromkeys(SERVERS, P), 30.01)
+    assert sorted(ep.servers()) == SERVERS[:2] and ep.stats["stun_responses"] == 5
+
+
+def test_a_node_behind_a_nat_declines_to_serve_and_is_forgotten_at_once() -> None:
+    """A NATed hailing node answers a DHT socket its NAT has a mapping to, but not ICE's
+    own sockets: listed as a STUN server it would cost every call ICE's STUN timeout
+    (and a NATed caller listing it first its reflexive candidate)."""
+    natted = StunEndpoint(random.Random(1), 0.0)
+    natted.start_probe([(s, L) for s in SERVERS], 0.0)
+    serve(natted, dict.fromkeys(SERVERS, P), 0.01)
+    assert natted.info.behind_nat
+    client = StunEndpoint(random.Random(2), 0.0)
+    client.start_probe([(SERVERS[0], L), (P, L)], 1.0)
+    for data, server in client.datagrams_to_send():
+        if server == P:
+            natted.receive(data, L, 1.01)
+            (reply, to), = natted.datagrams_to_send()
+            assert to == L and stun.parse_message(reply).message_class == stun.Class.ERROR
+            client.receive(reply, P, 1.02)
+        else:
+            client.receive(answer(data, L, Counter()) or b"", server, 1.02)
+    assert not client.probing and client.servers() == [SERVERS[0]]
+    assert natted.stats["stun_declined"] == 1 and client.stats["stun_errors"] == 1
+    # its servers vanish: a probe nobody answers does not make it forget its NAT
+    natted.start_probe([(s, L) for s in SERVERS], 400.0)
+    for t in (400.25, 400.75, 400.0 + TX_TIMEOUT):  # two retransmissions, then given up
+        natted.handle_timer(t)
+    assert not natted.probing and natted.info.mapping == "unknown"
+    assert natted.info.behind_nat and natted.keepalive_due(500.0)
+    natted.datagrams_to_send()
+    natted.receive(binding_request(), L, 401.0)
+    (reply, _), = natted.datagrams_to_send()
+    assert stun.parse_message(reply).message_class == stun.Class.ERROR
+    public = StunEndpoint(random.Random(3), 0.0)  # not known to be behind a NAT: serves
+    public.receive(binding_request(), L, 2.0)
+    (reply, _), = public.datagrams_to_send()
+    assert stun.parse_message(reply).message_class == stun.Class.RESPONSE

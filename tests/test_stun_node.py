@@ -209,16 +209,19 @@ async def test_a_stun_flood_from_one_source_does_not_starve_another() -> None:
 # -- behind a NAT (simulated: the node believes it sends from another address) -----------
 
 
-def behind_a_nat(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every server sees us at our socket's address, while we "send from" 10.0.0.2: what a
-    node behind an endpoint-independent NAT finds."""
-    monkeypatch.setattr("hailing.node.route_source", lambda server, bound: ("10.0.0.2", 1))
+def behind_a_nat(monkeypatch: pytest.MonkeyPatch, node: DhtNode) -> None:
+    """Every server sees ``node`` at its socket's address, while it "sends from"
+    10.0.0.2: what a node behind an endpoint-independent NAT finds (the other nodes of
+    the process stay public: a node behind a NAT serves no STUN)."""
+    real = nat_stun.route_source
+    monkeypatch.setattr("hailing.node.route_source", lambda server, bound: (
+        ("10.0.0.2", 1) if bound == node.address else real(server, bound)))
 
 
 async def test_behind_a_nat_the_reply_hint_address_is_withheld(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    behind_a_nat(monkeypatch)
     async with running_testnet(3, config=FAST) as others, DhtNode(LOCAL, config=FAST) as node:
+        behind_a_nat(monkeypatch, node)
         await node.bootstrap([others[0].address])
         assert node.reachable_address() == node.address  # before it knows
         info = await node.nat_info(refresh=True)
@@ -226,15 +229,17 @@ async def test_behind_a_nat_the_reply_hint_address_is_withheld(
         assert info.external == node.address
         assert node.reachable_address() is None
         assert len(node.stun_servers()) == 3  # still good STUN servers for ICE
+        assert not node.core.responder.storing  # no storing node either (dht/responder.py)
+        assert all(o.core.responder.storing for o in others)
 
 
 async def test_behind_a_nat_listen_holders_get_keepalives(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The storing nodes holding our listen hear a Binding request from us every
     keepalive interval (shortened here), one each per round."""
-    behind_a_nat(monkeypatch)
     monkeypatch.setattr(nat_stun, "KEEPALIVE_INTERVAL", 0.2)
     async with running_testnet(6, config=FAST) as others, DhtNode(LOCAL, config=FAST) as node:
+        behind_a_nat(monkeypatch, node)
         await node.bootstrap([others[0].address])
         await node.nat_info(refresh=True)
         key = bytes(range(20))
@@ -248,3 +253,19 @@ async def test_behind_a_nat_listen_holders_get_keepalives(
                           for a in holders):
                 await asyncio.sleep(0.05)
         assert node.stats.get("stun_keepalives", 0) >= 2 * len(holders)
+
+
+async def test_a_stun_server_whose_port_leaves_a_krpc_query_unanswered_is_forgotten() -> None:
+    """A public node sends vanished STUN servers no Binding request between its probes
+    (5 minutes apart): the first KRPC query to the same port that times out (an inbox
+    holder's ping, a lookup's query) drops it from the list ICE gets."""
+    async with running_testnet(3, config=FAST) as others, DhtNode(LOCAL, config=FAST) as node:
+        await node.bootstrap([others[0].address])
+        await node.nat_info(refresh=True)
+        assert sorted(node.stun_servers()) == sorted(o.address for o in others)
+        gone = others[1].address
+        await others[1].stop()
+        with pytest.raises(HailingError):
+            await node.ping(gone)
+        assert sorted(node.stun_servers()) == sorted(o.address for o in others if o.address != gone)
+        assert node.stats["stun_servers_forgotten"] == 1

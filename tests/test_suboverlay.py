@@ -222,3 +222,22 @@ def test_the_benchmarking_range_is_not_limited_per_network() -> None:
     assert keys(("::ffff:198.18.0.7", 1)) is None
     assert keys(("198.20.0.1", 1)) is not None and keys(("203.0.113.5", 1)) is not None
     assert SourceKeys(IPAddressCodec(), exempt_local=False)(("198.18.0.1", 1)) is not None
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_vanished_hailing_node_leaves_the_sub_table_at_its_first_timeout(seed: int) -> None:
+    """Every post and listen starts from the sub-table: a vanished hailing node left in
+    it would cost each of them a query timeout. It goes at its first unanswered query,
+    and the driver hears of it (``on_unanswered``: the node forgets it as a STUN
+    server too)."""
+    net, hl = mixed_net(30, 3, seed=seed)
+    net.run(duration=5.0)
+    p, dead = hl[0], hl[1]
+    unanswered: list[Hashable] = []
+    p.on_unanswered = lambda addr, now: unanswered.append(addr)
+    assert dead.node_id in sub_ids(p)
+    gone = net.kill(dead)
+    p.post(dead.node_id, b"x", net.now)  # its id as the key: it is asked first
+    net.run(duration=p.config.query_timeout + 1.0)
+    assert dead.node_id not in sub_ids(p)
+    assert unanswered == [gone]  # one query, unanswered

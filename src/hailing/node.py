@@ -178,6 +178,7 @@ class DhtNode(InboxApi):
         if self.bind is not None:
             self._stun = StunEndpoint(self._stun_rng, self._loop.time(),
                                       exempt_loopback=self.config.exempt_loopback)
+            self._core.on_unanswered = self._stun_unanswered  # a STUN server is a DHT port
         if self._state is not None:
             self._save_id(self._core.node_id)
         if self.bind is not None:
@@ -431,6 +432,12 @@ class DhtNode(InboxApi):
                  and (local := route_source(server, self.address)) is not None]
         self._stun.start_probe(pairs, now)
 
+    def _stun_unanswered(self, addr: object, now: float) -> None:
+        """A KRPC query of ours to ``addr`` went unanswered: no STUN server there either
+        (nat/stun.py: ICE would wait 5 s for it on every call)."""
+        if self._stun is not None and isinstance(addr, tuple) and len(addr) >= 2:
+            self._stun.forget((str(addr[0]), int(addr[1])), now)
+
     def _stun_tick(self, now: float) -> None:
         """The probe and keepalive rounds that are due (from the node's timer)."""
         stun, core = self._stun, self._core
@@ -513,6 +520,7 @@ class DhtNode(InboxApi):
         if stun is not None and transport is not None:
             for data, addr in stun.datagrams_to_send():
                 transport.sendto(data, addr)
+            core.responder.storing = not stun.info.behind_nat  # dht/responder.py
             if self._nat_waiters and not stun.probing:
                 for waiter in self._nat_waiters:
                     if not waiter.done():

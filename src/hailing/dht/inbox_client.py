@@ -34,16 +34,19 @@ its grant stays on our books until it expires (up to the ttl, 5 minutes). So eve
 :data:`HOLDER_CHECK` seconds (checked on the maintenance tick) each key none of whose
 holders answered within that time has one of them pinged (one ping per address,
 whatever the number of keys it holds; the holder heard from longest ago first). A holder
-that does not answer (the query's hard timeout) is dropped from every key it held and
-the key's other holders are pinged at once; a key left with no holder is *lost*: it is
+that does not answer (the query's hard timeout) is dropped from every key it held; the
+key's other holders are pinged as soon as that ping stalls (its soft timeout, a round
+trip or so), not after its hard timeout; a key left with no holder is *lost*: it is
 looked up again at once (a renewal, which may find other storing nodes). Every change
 of a key between "some live holder" and "none" (a grant, a holder dropped, the last
 grant expiring) is an event, :class:`~hailing.dht.events.ListenChanged` (counted
 ``listens_live``, ``listens_lost``), so whoever runs a fallback for that key (the BEP44
 fallback's polling, :mod:`hailing.signaling.mainline_rdv`) learns it at once;
 :meth:`~InboxClient.live` says the same when asked. So a key whose storing nodes all
-vanished is known lost at most ``HOLDER_CHECK`` plus a maintenance tick (10 s) plus two
-query timeouts (4 s each) after, 48 s at worst, about 23 s on average. A holder's answer
+vanished is known lost at most ``HOLDER_CHECK`` (checked on the 10 s maintenance tick)
+plus a soft and a hard query timeout (4 s) after: about 25 s at worst, 15 s on average
+(48 s and 23 s with the 30 s check and the pings one after the other of before). A
+holder's answer
 to the ping refreshes a NAT's mapping to it too (besides the STUN keepalives). Cost: one
 ping per holder address per ``HOLDER_CHECK`` (``listen_holder_pings``; a grant counts as
 an answer).
@@ -66,8 +69,9 @@ from .transactions import OnReply, Pending, SendQuery
 #: Shortest listen ttl a client asks for (renewals at half of it).
 MIN_LISTEN_TTL = 30.0
 #: Seconds between checks that a listen's storing nodes are still there (a ping to one
-#: that has not answered for that long; see the module docstring).
-HOLDER_CHECK = 30.0
+#: that has not answered for that long; see the module docstring). A multiple of the
+#: maintenance tick (10 s), which runs the checks.
+HOLDER_CHECK = 20.0
 
 #: How the client starts a lookup through its owner: (kind, key, now, store=, qid=) -> qid.
 StartLookup = Callable[..., int]
@@ -227,7 +231,15 @@ class InboxClient:
             self._pinging.add(addr)
             self._stats["listen_holder_pings"] += 1
             self._send(addr, b"ping", {}, now, node_id=entry.nodes[addr][0],
-                       on_reply=partial(self._pong, addr))
+                       on_reply=partial(self._pong, addr), on_stall=partial(self._stalled, addr))
+
+    def _stalled(self, addr: Hashable, p: Pending, now: float) -> None:
+        """A holder's ping is late (soft timeout): the other holders of its keys are
+        pinged now, so that a key whose holders all vanished is known lost one hard
+        timeout later, not two."""
+        for entry in list(self._listens.values()):
+            if addr in entry.nodes:
+                self._check(entry, now, every=True)
 
     def _pong(self, addr: Hashable, reply: Response | Error | None, p: Pending,
               now: float) -> None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from functools import partial
 from typing import Any
 
@@ -150,6 +150,9 @@ class DhtProtocol:
             send=self._request, emit=self._emit, acceptable=self.admission.acceptable,
             granted=self.inboxes.granted, sub_table=self.sub.table, done=self._lookup_done,
         )
+        #: Told (address, now) of every request that reached its hard timeout: a driver
+        #: with other services on the same socket (STUN, nat/stun.py) forgets the node.
+        self.on_unanswered: Callable[[Hashable, float], None] | None = None
         #: Nodes pinged before a possible eviction (one ping each at a time).
         self._evicting: set[bytes] = set()
         #: Bootstrap addresses given to bootstrap(), kept to join again (see _maintenance).
@@ -532,6 +535,8 @@ class DhtProtocol:
         if p.node_id is not None:
             self.table.failed(p.node_id, p.addr)
             self.sub.table.failed(p.node_id, p.addr)
+        if self.on_unanswered is not None:
+            self.on_unanswered(p.addr, now)
         self._finish_request(p, None, now)
 
     def _finish_request(self, p: Pending, reply: Response | Error | None, now: float) -> None:

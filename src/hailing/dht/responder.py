@@ -100,6 +100,13 @@ class Responder:
         self.extensions = cfg.extensions
         if not cfg.extensions:
             del self.handlers[b"hailing_post"], self.handlers[b"hailing_listen"]
+        #: False while the node knows it is behind a NAT (its STUN probe, nat/stun.py):
+        #: then it refuses to store posts and listens (an unlisten still goes). Only the
+        #: nodes its NAT holds a mapping to reach it: a listen it held would look live
+        #: to the listener while posters could not reach it (a caller's node holding its
+        #: callee's listen: the callee's BEP44 fallback then polls slowly, a minute, for
+        #: offers that can only come that way).
+        self.storing = True
         #: The sub-overlay's table of hailing nodes: what a query with the marker gets.
         self.sub_table: RoutingTable | None = None
         #: Methods added with add_method (only those may be removed).
@@ -312,6 +319,9 @@ class Responder:
     def _hailing_post(self, q: Query, addr: Hashable, now: float) -> dict[bytes, Any]:
         a = q.args
         key = _need_id20(a, b"key")
+        if not self.storing:
+            self.stats["store_refused_nat"] += 1
+            raise RemoteProtocolError("behind a NAT: not a storing node")
         if not self.tokens.check(a.get(b"token"), self.codec.ip_key(addr)):
             raise RemoteProtocolError("invalid token")
         v = a.get(b"v")
@@ -344,6 +354,9 @@ class Responder:
         if not ttl:  # an unlisten: removing a listener that does not exist is a no-op
             self.inbox.listen(key, addr, source, 0.0, now)
             return {b"id": self.own_id, b"ttl": 0}
+        if not self.storing:
+            self.stats["store_refused_nat"] += 1
+            raise RemoteProtocolError("behind a NAT: not a storing node")
         ptoken = a.get(b"ptoken")
         if type(ptoken) is not bytes or not 0 < len(ptoken) <= MAX_PTOKEN:
             raise RemoteProtocolError("argument 'ptoken' (the listener's push token) missing")

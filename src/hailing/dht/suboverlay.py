@@ -16,8 +16,12 @@ Theory of operation
 - **The sub-table** (:attr:`SubOverlay.table`, the same
   :class:`~hailing.dht.routing.RoutingTable` class with k=8 buckets and the same
   admission rules) is fed by every answer the node receives (:meth:`SubOverlay.saw`,
-  called by the protocol next to the main table's update) whose ``v`` says hailing;
-  requests that time out count against its entries as against the main table's.
+  called by the protocol next to the main table's update) whose ``v`` says hailing.
+  An entry is dropped at its first request that times out (:data:`SUB_MAX_FAIL`; the
+  main table waits for a second one): every post and listen of ours starts from the
+  sub-table, and a vanished hailing node left in it would cost each of them a query
+  timeout (the BEP44 fallback's callers wait for that before their offer goes out).
+  A node dropped by a lost datagram comes back with its next answer to anything.
 - **Finding hailing nodes**: hailing nodes ``announce_peer`` themselves (BEP5, with
   ``implied_port``: the DHT port as the announcer's NAT maps it) under
   :data:`HAILING_INFOHASH`, any Mainline node storing the announce; a **round**
@@ -50,6 +54,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
@@ -85,6 +90,9 @@ MAX_PINGS = 32
 #: The lookups that run inside the sub-overlay (marker, sub-table seeds, hailing-only
 #: candidates). ``subjoin`` is the sub-overlay's own join: a lookup of our id.
 SUB_KINDS = frozenset(("post", "listen", "subjoin"))
+
+#: Requests in a row a sub-table entry may leave unanswered (see the module docstring).
+SUB_MAX_FAIL = 1
 
 #: How the sub-overlay starts a lookup through its owner: (kind, target, now, store=, qid=).
 StartLookup = Callable[..., int]
@@ -138,7 +146,8 @@ class SubOverlay:
         self._backoff = RETRY_MIN
 
     def _new_table(self, node_id: bytes) -> RoutingTable:
-        return RoutingTable.configured(node_id, self.config, self._codec, Counter())
+        cfg = dataclasses.replace(self.config, max_fail_count=SUB_MAX_FAIL)
+        return RoutingTable.configured(node_id, cfg, self._codec, Counter())
 
     def rebuild(self, node_id: bytes) -> RoutingTable:
         """Our id changed (BEP42): the sub-table is rebuilt around it."""

@@ -10,6 +10,16 @@ timer expiries (:meth:`~StunEndpoint.handle_timer`) with a clock value, sends wh
 :meth:`~StunEndpoint.datagrams_to_send` returns from the same socket and re-arms its
 timer at :meth:`~StunEndpoint.get_timer`. The codec is aioice's ``stun`` module.
 
+*Only a node that is not behind a NAT serves.* ICE asks a STUN server from sockets of
+its own, not from the DHT socket that found the server: a hailing node behind a NAT
+answers our DHT socket (its NAT holds a mapping to us) but its NAT drops ICE's
+requests, so each call's ICE would wait its 5 s STUN timeout for it, and a NATed party
+listing it first would gather no reflexive candidate at all (aiortc asks only the first
+STUN server). So once a node's own probe said it is behind a NAT, it answers Binding
+requests with error 403 (counted ``stun_declined``): whoever asks forgets it at once.
+A later probe that nobody answers (its servers vanished) does not make it forget that
+it is behind a NAT.
+
 *Server.* A Binding request (class request, method binding, the magic cookie, a length
 that matches the datagram, a FINGERPRINT only if it is right) is answered with a Binding
 success response carrying only XOR-MAPPED-ADDRESS (and FINGERPRINT when the request had
@@ -27,6 +37,16 @@ When every request is answered or timed out, the mapped addresses give the
 all equal to each other but not to it: "endpoint-independent"; different per server:
 "endpoint-dependent" (a symmetric NAT); fewer than two answers: "unknown". The servers
 that answered are remembered, fastest first (:meth:`~StunEndpoint.servers`), for ICE.
+
+*A vanished server is forgotten at once.* ICE (aioice) waits 5 s for a STUN server that
+does not answer, on every call, before the offer and before the answer. So a server
+is dropped from :meth:`~StunEndpoint.servers` at its first unanswered request (a
+probe's transaction after its retransmissions, a keepalive), and, since a hailing
+node's STUN server is its DHT port, at the first KRPC query of ours it leaves
+unanswered (:meth:`~StunEndpoint.forget`, which the node calls from the core's hard
+timeout). A server forgotten between probes that leaves fewer than
+:data:`PROBE_SERVERS` brings the next probe within :data:`PROBE_RETRY` seconds (it
+finds others, or the forgotten one again when it was only a lost datagram).
 
 *Keepalive.* Behind a NAT, the storing nodes that hold our listens reach us only while
 the NAT keeps a mapping to each of them (Linux conntrack: 30 s unreplied, 120-180 s
@@ -109,8 +129,8 @@ class NatInfo:
     ``mapping``: see the module docstring. ``servers``: those that answered, fastest
     first. ``checked_at``: the node's clock (``loop.time()``) when the probe ended,
     ``-inf`` before the first. ``behind_nat``: True when some server saw us at another
-    address than the one we sent from, False when every one saw that one, None
-    without an answer.
+    address than the one we sent from, False when every one saw that one; without an
+    answer, what the probe before said (None before any answer).
     """
 
     external: Addr | None
@@ -314,7 +334,15 @@ class StunEndpoint:
         if msg is None:
             return
         cls = msg.message_class
-        if cls == stun.Class.REQUEST:
+        if cls == stun.Class.REQUEST and self.info.behind_nat:
+            if msg.message_method == stun.Method.BINDING:
+                self.stats["stun_declined"] += 1
+                err = stun.Message(stun.Method.BINDING, stun.Class.ERROR, msg.transaction_id)
+                err.attributes["ERROR-CODE"] = (403, "behind a NAT")
+                self._out.append((bytes(err), addr))
+            else:
+                self.stats["stun_ignored"] += 1
+        elif cls == stun.Class.REQUEST:
             reply = _binding_reply(msg, addr, self.stats)
             if reply is not None:
                 self._out.append((reply, addr))
@@ -346,7 +374,7 @@ class StunEndpoint:
                 continue
             del self._txs[tid]
             self.stats["stun_timeouts"] += 1
-            self._servers.pop(tx.server, None)
+            self.forget(tx.server, now)
             if self._probe is not None:
                 self._probe.pending.discard(tid)
         self._maybe_finish(now)
@@ -359,6 +387,20 @@ class StunEndpoint:
 
     def probe_due(self, now: float) -> bool:
         return self._probe is None and now >= self.next_probe
+
+    def forget(self, server: Addr, now: float) -> bool:
+        """``server`` left a request of ours unanswered (a STUN transaction, or a KRPC
+        query to the same port): it is no STUN server of ours any more (see the module
+        docstring). True when it was one (counted ``stun_servers_forgotten``)."""
+        key = server if server in self._servers else next(
+            (a for a in self._servers if _same(a, server)), None)
+        if key is None:
+            return False
+        del self._servers[key]
+        self.stats["stun_servers_forgotten"] += 1
+        if len(self._servers) < PROBE_SERVERS and self._probe is None:
+            self.next_probe = min(self.next_probe, now + PROBE_RETRY)
+        return True
 
     def known_servers(self) -> list[Addr]:
         """Servers that answered, fastest first (any number per IP)."""
@@ -451,14 +493,15 @@ class StunEndpoint:
         mapped = msg.attributes.get("XOR-MAPPED-ADDRESS") or msg.attributes.get("MAPPED-ADDRESS")
         if msg.message_class != stun.Class.RESPONSE or not isinstance(mapped, tuple):
             self.stats["stun_errors"] += 1
-            self._servers.pop(tx.server, None)
+            self.forget(tx.server, now)
             self._maybe_finish(now)
             return
         self.stats["stun_responses"] += 1
         mapped = (str(mapped[0]), int(mapped[1]))
         rtt = now - tx.first_sent
         before = self._servers.get(tx.server)
-        self._remember(tx.server, rtt, mapped, now)
+        if tx.probe or before is not None:  # a keepalive's holder is no server unless probed
+            self._remember(tx.server, rtt, mapped, now)
         if tx.probe and tx.local is not None and probe is not None:
             probe.answers.append((tx.server, mapped, tx.local, rtt))
         elif before is not None and not _same(before[1], mapped) and self._probe is None:
@@ -483,6 +526,8 @@ class StunEndpoint:
                 del self._servers[server]
         answers = sorted(probe.answers, key=lambda a: a[3])
         mapping, behind = classify([(mapped, local) for _, mapped, local, _ in answers])
+        if behind is None:  # nobody answered (our servers vanished): still behind that NAT
+            behind = self.info.behind_nat
         self.info = NatInfo(
             external=answers[0][1] if answers else None,
             mapping=mapping,

@@ -262,6 +262,12 @@ class DhtCoupler:
         answer came meanwhile: a contact answers through the pair key first, so most
         calls cost half the DHT messages and tell the public inbox's storing nodes
         nothing. If no node stores the pair-key post, the public one goes at once."""
+        if kind == "offer" and self.fallback and self.rendezvous.listens_lost():
+            # None of our own listens has a storing node left: no hailing node is in
+            # reach, and a post would only wait for the vanished ones. The next rung
+            # (the BEP44 fallback) gets the call at once.
+            self._count("inbox_offers_skipped")
+            raise NotFoundError("no hailing node holds our inbox listens: the inbox is out of reach")
         direct = self._direct.pop(peer, None) if kind == "answer" else None
         if direct is not None and direct[0] == blob:
             wait = self._ack_wait(peer)

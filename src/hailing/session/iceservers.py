@@ -24,6 +24,13 @@ provider call runs at a time. A provider that raises is counted (``ice_provider_
 and read as "no server"; :meth:`IceServerSource.warm` asks ahead (a daemon does at
 start, so the first call does not wait at all).
 
+**STUN servers are read live.** A provider may also say which STUN servers it has right
+now, cheaply (``provider.live_stun()``: :func:`node_provider`'s reads the node's list,
+no IO): a cached value's STUN servers are replaced by those at every :meth:`get`. The
+node forgets a STUN server at its first unanswered request (nat/stun.py), and a vanished
+server still listed would cost ICE its STUN timeout (5 s) on every call until the next
+refresh; the relay's credentials stay cached as above.
+
 **Privacy.** Asking the provider reveals nothing about calls: STUN servers are DHT nodes
 the node already talks to, and a relay's credentials are asked for by the node's DHT
 address (public anyway), at start and then at most every :data:`FRESH` seconds, whether
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -93,6 +101,15 @@ class IceServerSource:
         if self._provider is None:
             return NO_SERVERS
         value = self._value
+        live = getattr(self._provider, "live_stun", None)
+        if value is not None and live is not None:
+            try:
+                stun = live()
+            except Exception as exc:  # the cached list stands
+                log.debug("ICE servers: no live STUN servers: %r", exc)
+            else:
+                if stun is not None and stun != value.stun:
+                    value = self._value = dataclasses.replace(value, stun=stun)
         age = self._clock() - self._at
         if value is not None and (value.stun or age < FRESH_EMPTY):
             if age >= (self.fresh if value.turn is not None else min(self.fresh, FRESH_NO_RELAY)):
@@ -133,48 +150,76 @@ class IceServerSource:
                 await task
 
 
-def node_provider(node: Any, relays: Any = None) -> IceProvider:
-    """The provider of a peer with a DHT node: STUN servers from ``node.stun_servers()``
-    (hailing nodes that answered its Binding requests, best first) and TURN credentials
-    from ``relays.credentials()`` (a :class:`~hailing.nat.relay.RelayFinder`, which
-    caches them, and "nobody volunteers" for a while; None: no relay). Either part that
-    fails is left out; the other is still given."""
+Stun = tuple[tuple[str, int], ...]
 
-    async def provide() -> IceServers:
-        stun: tuple[tuple[str, int], ...] = ()
-        servers = getattr(node, "stun_servers", None)
-        if servers is not None:
-            try:
-                stun = tuple((str(ip), int(port)) for ip, port in servers())
-            except Exception as exc:
-                log.debug("ICE servers: no STUN servers: %r", exc)
+
+def _node_stun(node: Any) -> Stun | None:
+    """``node.stun_servers()`` as a tuple; None when the node has none to tell."""
+    servers = getattr(node, "stun_servers", None)
+    if servers is None:
+        return None
+    return tuple((str(ip), int(port)) for ip, port in servers())
+
+
+class _NodeProvider:
+    """:func:`node_provider`'s provider (a class: it has :meth:`live_stun` too)."""
+
+    def __init__(self, node: Any, relays: Any) -> None:
+        self.node = node
+        self.relays = relays
+
+    def live_stun(self) -> Stun | None:
+        return _node_stun(self.node)
+
+    async def __call__(self) -> IceServers:
+        stun: Stun = ()
+        try:
+            stun = _node_stun(self.node) or ()
+        except Exception as exc:
+            log.debug("ICE servers: no STUN servers: %r", exc)
         turn = None
-        if relays is not None:
+        if self.relays is not None:
             try:
-                turn = await relays.credentials()
+                turn = await self.relays.credentials()
             except Exception as exc:
                 log.debug("ICE servers: no relay: %r", exc)
         return IceServers(stun, turn)
 
-    return provide
+
+def node_provider(node: Any, relays: Any = None) -> IceProvider:
+    """The provider of a peer with a DHT node: STUN servers from ``node.stun_servers()``
+    (hailing nodes that answered its Binding requests, best first; also read live, see
+    the module docstring) and TURN credentials from ``relays.credentials()`` (a
+    :class:`~hailing.nat.relay.RelayFinder`, which caches them, and "nobody volunteers"
+    for a while; None: no relay). Either part that fails is left out; the other is
+    still given."""
+    return _NodeProvider(node, relays)
+
+
+class _PeerProvider:
+    def __init__(self, get_node: Callable[[], Any]) -> None:
+        self.get_node = get_node
+        self.finders: dict[int, tuple[Any, Any]] = {}
+
+    def live_stun(self) -> Stun | None:
+        node = self.get_node()
+        return None if node is None else _node_stun(node)
+
+    async def __call__(self) -> IceServers:
+        node = self.get_node()
+        if node is None:
+            return NO_SERVERS
+        held = self.finders.get(id(node))
+        if held is None or held[0] is not node:
+            held = self.finders[id(node)] = (node, _relay_finder(node))
+        return await node_provider(node, held[1])()
 
 
 def peer_provider(get_node: Callable[[], Any]) -> IceProvider:
     """The provider of a Peer: :func:`node_provider` on the node ``get_node()`` returns
     when asked (None: a Peer signaling through a relay or the contract only, no server),
     with a :class:`~hailing.nat.relay.RelayFinder` on it (made once per node)."""
-    finders: dict[int, tuple[Any, Any]] = {}
-
-    async def provide() -> IceServers:
-        node = get_node()
-        if node is None:
-            return NO_SERVERS
-        held = finders.get(id(node))
-        if held is None or held[0] is not node:
-            held = finders[id(node)] = (node, _relay_finder(node))
-        return await node_provider(node, held[1])()
-
-    return provide
+    return _PeerProvider(get_node)
 
 
 def _relay_finder(node: Any) -> Any:

@@ -126,6 +126,15 @@ class DhtRendezvous:
         self._secrets: dict[bytes, bytes] = {}
         self._keys: dict[bytes, bytes | None] = {}  # listened key -> peer (None: public)
         self._expected: dict[bytes, float] = {}  # peer we called -> until when we listen
+        #: Keys of ours some storing node has held (see :meth:`listens_lost`).
+        self._held: set[bytes] = set()
+        watch = getattr(node, "watch_listens", None)
+        if watch is not None:
+            watch(self._listen_changed)
+
+    def _listen_changed(self, key: bytes, live: bool) -> None:
+        if live and key in self._keys:
+            self._held.add(key)
 
     def secret(self, peer_pub: bytes) -> bytes:
         s = self._secrets.get(peer_pub)
@@ -143,6 +152,17 @@ class DhtRendezvous:
         live = getattr(self.node, "listening", None)
         keys = [k for k, p in self._keys.items() if p == peer_pub]
         return bool(keys) and live is not None and all(live(k) for k in keys)
+
+    def listens_lost(self) -> bool:
+        """Whether our listens are known lost: some storing node held one of our keys
+        once, and none that still answers holds any of them now (``DhtNode.listening``):
+        the hailing nodes we had vanished. False when the node cannot tell, and for
+        listens no node ever took (a node that never met a hailing node: its posts
+        fail at once anyway)."""
+        live = getattr(self.node, "listening", None)
+        if live is None or not any(k in self._held for k in self._keys):
+            return False
+        return not any(live(k) for k in self._keys)
 
     def watch_listens(self, callback: Callable[[bytes], object]) -> None:
         """Call ``callback(peer)`` whenever a pair key of ``peer`` gains or loses its
@@ -188,6 +208,7 @@ class DhtRendezvous:
                 del self._keys[key]
         new = [k for k in wanted if k not in self._keys]
         self._keys.update(wanted)
+        self._held &= set(self._keys)
         results = await asyncio.gather(*(self.node.listen(k) for k in new), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if new and len(failed) == len(new):
