@@ -132,14 +132,8 @@ class MixedWorld(NatWorld):
         if d.proc is not None and d.proc.poll() is None:
             d.proc.terminate()
             d.proc.wait(timeout=10)
-        d.stderr_path = self.tmp / f"{name}.restart.stderr.txt"
-        d.proc = d.host.popen([sys.executable, "-m", "hailing", "up", "--data-dir",
-                               str(d.data_dir), *d.args], stdout=subprocess.PIPE,
-                              stderr=open(d.stderr_path, "wb"),  # noqa: SIM115
-                              env=clean_env())
-        self._procs.append(d.proc)
-        assert d.proc.stdout is not None
-        d.out = Lines(d.proc.stdout)
+        self.spawn_up(d, f"{name}.restart.stderr.txt")
+        assert d.out is not None
         try:
             d.out.wait_for(lambda line: line.startswith("up "), timeout=START_TIMEOUT)
         except AssertionError:
