@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import statistics
 import sys
@@ -37,34 +36,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _report import emit, pct
+from connect_calls import serve
+
 from hailing.peer import Peer
 from hailing.rtc import set_host_addresses
 from hailing.session.dialer import Rung
 from hailing.testnet import testnet
 
 PATHS = ("link", "dht", "network")
-
-
-def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return s[max(0, min(len(s) - 1, round(p / 100 * len(s) + 0.5) - 1))]
-
-
-async def serve(bob: Peer) -> None:
-    """Answer every call: read until the caller hangs up."""
-
-    async def drain(conn: Any) -> None:
-        async for _ in conn:
-            pass
-        await conn.close()
-
-    tasks = set()
-    async for conn in bob.incoming():
-        t = asyncio.ensure_future(drain(conn))
-        tasks.add(t)
-        t.add_done_callback(tasks.discard)
 
 
 class Stamps:
@@ -225,11 +205,7 @@ def main() -> int:
                     help="also calls forwarded through the data-channel overlay")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    result = asyncio.run(run(args))
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
+    emit(asyncio.run(run(args)), Path(args.out) if args.out else None)
     return 0
 
 
