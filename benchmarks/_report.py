@@ -11,9 +11,10 @@ import json
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hailing.peer import Peer
+if TYPE_CHECKING:  # only in annotations: the simulator benchmarks import this without aiortc
+    from hailing.peer import Peer
 
 
 def pct(values: list[float], p: float) -> float | None:

@@ -33,7 +33,10 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
+
+from _report import emit
 
 
 def run_one(nodes: int, cap: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -191,11 +194,7 @@ def main() -> int:
         },
         "runs": runs,
     }
-    text = json.dumps(doc, indent=2)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    emit(doc, Path(args.out) if args.out else None)
     return 0
 
 
