@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _report import emit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -67,10 +68,7 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="write the JSON here too")
     args = parser.parse_args()
     rows = [asyncio.run(attempt(d)) for d in (args.delay or [45.0, 110.0, 150.0])]
-    text = json.dumps({"benchmark": "text_answer_window", "rows": rows}, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit({"benchmark": "text_answer_window", "rows": rows}, Path(args.out) if args.out else None)
     return 0
 
 

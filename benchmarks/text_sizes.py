@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from _report import emit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -76,10 +77,7 @@ def main() -> int:
             filler = random.Random(pad).randbytes(pad)
             rows.append({"pad": pad, **measure(blob + filler, kind)})
     report = {"benchmark": "text_sizes", "error_correction": "M", "rows": rows}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(report, Path(args.out) if args.out else None)
     return 0
 
 
