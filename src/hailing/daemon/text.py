@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -35,10 +35,7 @@ from ..session.connections import CHANNEL_TIMEOUT
 from ..session.text_coupler import OFFER_TTL, TextCoupler, text_offer
 from ..signaling.textcode import TextKind, decode_text, encode_text, qr_text
 from .links import path_of
-from .webapp import card_svg
-
-if TYPE_CHECKING:
-    from .service import Daemon
+from .webapp import ServerRoutes, card_svg
 
 __all__ = ["FINISH_WAIT", "NOTHING_TO_ANSWER", "TextRoutes"]
 
@@ -60,17 +57,12 @@ class _Pending:
         self.started = time.monotonic()
 
 
-class TextRoutes:
+class TextRoutes(ServerRoutes):
     """The text coupler's routes for one API server (see the module docstring)."""
 
     def __init__(self, server: Any) -> None:
-        self.server = server  # ApiServer: .daemon
+        super().__init__(server)
         self._pending: dict[bytes, _Pending] = {}
-
-    @property
-    def daemon(self) -> Daemon:
-        daemon: Daemon = self.server.daemon
-        return daemon
 
     def add_to(self, app: web.Application) -> None:
         r = app.router

@@ -77,19 +77,27 @@ def card_svg(text: str) -> str:
             f'<path fill="#000" d="{"".join(cells)}"/></svg>')
 
 
-class WebRoutes:
-    """The routes above, for one :class:`~hailing.daemon.api.ApiServer`."""
+class ServerRoutes:
+    """A group of routes for one :class:`~hailing.daemon.api.ApiServer` (``server``), which
+    ``add_to`` adds to its application."""
 
     def __init__(self, server: Any) -> None:
         self.server = server  # ApiServer: .daemon, .auth, .port
-        self.max_upload = MAX_UPLOAD
-        self._uploads = asyncio.Semaphore(MAX_UPLOADS)
-        self.refused = 0  # uploads refused: not multipart, damaged, too large
 
     @property
     def daemon(self) -> Daemon:
         daemon: Daemon = self.server.daemon
         return daemon
+
+
+class WebRoutes(ServerRoutes):
+    """The routes above, for one :class:`~hailing.daemon.api.ApiServer`."""
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(server)
+        self.max_upload = MAX_UPLOAD
+        self._uploads = asyncio.Semaphore(MAX_UPLOADS)
+        self.refused = 0  # uploads refused: not multipart, damaged, too large
 
     def add_to(self, app: web.Application) -> None:
         r = app.router
