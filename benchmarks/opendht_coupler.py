@@ -39,7 +39,7 @@ import opendht
 
 from hailing.errors import HailingError, LocalProtocolError
 from hailing.peer import Peer
-from hailing.session.coupler import Capabilities, Inlet, SignalKind
+from hailing.session.coupler import Capabilities, Inlet, NoReplyHints, SignalKind
 from hailing.signaling.rendezvous import DhtRendezvous
 
 LOOPBACK = "127.0.0.1"
@@ -185,7 +185,7 @@ def _settle(fut: asyncio.Future[Any], result: Any) -> None:
         fut.set_result(result)
 
 
-class OpenDhtCoupler:
+class OpenDhtCoupler(NoReplyHints):
     """hailing's rendezvous (pair keys, public inbox, listen set) over OpenDHT put/listen:
     a :class:`~hailing.session.coupler.Coupler` (named ``opendht``) for a Peer's
     ``couplers=``. Its ``owner`` (the Peer, set before it starts) gives the identity and
@@ -232,15 +232,6 @@ class OpenDhtCoupler:
 
     async def refresh(self) -> int:
         return await self._rdv().refresh()
-
-    async def admit(self, sender: bytes, blob: bytes) -> str | None:
-        return None
-
-    def reply_hint(self, peer: bytes) -> bytes | None:
-        return None
-
-    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
-        return False
 
     async def aclose(self) -> None:
         if self.rendezvous is not None:

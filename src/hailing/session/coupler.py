@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from ..signaling.ws_rdv import WsRendezvous
 
 __all__ = ["Capabilities", "ContractCoupler", "Coupler", "DhtCoupler", "InboxHealth", "Inlet",
-           "MainlineCoupler", "Reach", "SignalKind", "WsCoupler"]
+           "MainlineCoupler", "NoReplyHints", "Reach", "SignalKind", "WsCoupler"]
 
 #: What an envelope is, for a coupler that routes by it (``cancel``: a caller's CANCEL,
 #: which travels the way its offer went).
@@ -196,6 +196,22 @@ class Coupler(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class NoReplyHints:
+    """The :class:`Coupler` methods of a coupler with no check of its own and no straight
+    way back for an answer: every envelope goes on, an offer carries no reply hint, and a
+    hint is never usable here."""
+
+    async def admit(self, sender: bytes, blob: bytes) -> str | None:
+        return None
+
+    def reply_hint(self, peer: bytes) -> bytes | None:
+        return None
+
+    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
+        return False
+
 
 
 # -- the DHT inbox ------------------------------------------------------------------------
@@ -419,7 +435,7 @@ class InboxHealth(Protocol):
     def watch_listens(self, callback: Callable[[bytes], object]) -> None: ...
 
 
-class MainlineCoupler:
+class MainlineCoupler(NoReplyHints):  # no reply hint: the answer is polled: nothing faster to offer
     """Sealed envelopes as BEP44 mutable items under per-pair, per-day keys, polled
     (:mod:`hailing.signaling.mainline_rdv`): any Mainline node (libtorrent, ...) stores
     them, so it works where no hailing node is reachable. Only contacts reach us (the
@@ -461,15 +477,6 @@ class MainlineCoupler:
     async def refresh(self) -> int:
         return await self.rendezvous.refresh()
 
-    async def admit(self, sender: bytes, blob: bytes) -> str | None:
-        return None
-
-    def reply_hint(self, peer: bytes) -> bytes | None:
-        return None  # the answer is polled: nothing faster to offer
-
-    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
-        return False
-
     async def aclose(self) -> None:
         self.rendezvous.close()
         poller, self._poller = self._poller, None
@@ -481,7 +488,7 @@ class MainlineCoupler:
 # -- the WebSocket relay -----------------------------------------------------------------
 
 
-class WsCoupler:
+class WsCoupler(NoReplyHints):  # no reply hint: the relay is one hop already
     """The centralized baseline: a WebSocket relay that forwards by contact id. It sees
     who talks to whom and who is online (``private`` is False)."""
 
@@ -506,15 +513,6 @@ class WsCoupler:
 
     async def refresh(self) -> int:
         return 0
-
-    async def admit(self, sender: bytes, blob: bytes) -> str | None:
-        return None
-
-    def reply_hint(self, peer: bytes) -> bytes | None:
-        return None  # the relay is one hop already
-
-    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
-        return False
 
     async def aclose(self) -> None:
         await self.rendezvous.aclose()

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import NotFoundError
 from ..rtc.connection import MAX_SIGNAL
-from .coupler import Capabilities, Inlet, SignalKind
+from .coupler import Capabilities, Inlet, NoReplyHints, SignalKind
 
 __all__ = ["NO_LINK", "LinkCoupler", "open_link_among"]
 
@@ -53,7 +53,7 @@ def open_link_among(connections: Any, peer: bytes) -> Any:
     return best
 
 
-class LinkCoupler:
+class LinkCoupler(NoReplyHints):
     """Envelopes over an open link to the peer (see the module docstring)."""
 
     name = "link"
@@ -79,15 +79,6 @@ class LinkCoupler:
 
     async def refresh(self) -> int:
         return 0
-
-    async def admit(self, sender: bytes, blob: bytes) -> str | None:
-        return None
-
-    def reply_hint(self, peer: bytes) -> bytes | None:
-        return None
-
-    def reply_direct(self, peer: bytes, hint: bytes, blob: bytes) -> bool:
-        return False
 
     async def aclose(self) -> None:
         self._inlet = None
