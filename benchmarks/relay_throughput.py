@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
-from turn_helpers import Allocation, Sink, free_udp_port  # noqa: E402
+from turn_helpers import Allocation, Sink, free_udp_port, open_channel  # noqa: E402
 
 from hailing.nat.turnserver import TurnConfig, TurnServer, rest_credentials  # noqa: E402
 
@@ -117,12 +117,7 @@ async def aiortc_run(turn: TurnServer | None, seconds: float, cap: int) -> tuple
     channel = a.createDataChannel("bench")
     channel.on("open", opened.set)
     try:
-        await a.setLocalDescription(await a.createOffer())
-        await b.setRemoteDescription(a.localDescription)
-        await b.setLocalDescription(await b.createAnswer())
-        await a.setRemoteDescription(b.localDescription)
-        async with asyncio.timeout(30):
-            await opened.wait()
+        await open_channel(a, b, opened)
         pair = a.sctp.transport.transport._connection._nominated  # type: ignore
         kinds = {c.local_candidate.type for c in pair.values()}
         assert kinds == ({"host"} if turn is None else {"relay"}), kinds

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiortc import RTCIceTransportPolicy, RTCPeerConnection
 from pytest_helpers import loopback_ice
-from turn_helpers import RELAY_PORTS, free_udp_port, turnserver_or_skip
+from turn_helpers import RELAY_PORTS, free_udp_port, open_channel, turnserver_or_skip
 
 from hailing.identity import load_or_create_identity
 from hailing.nat import TurnConfig, TurnCredentials
@@ -48,12 +48,7 @@ async def _relayed_pair(turn: TurnCredentials) -> tuple[Any, Any]:
     opened = asyncio.Event()
     channel = a.createDataChannel("hailing")
     channel.on("open", opened.set)
-    await a.setLocalDescription(await a.createOffer())
-    await b.setRemoteDescription(a.localDescription)
-    await b.setLocalDescription(await b.createAnswer())
-    await a.setRemoteDescription(b.localDescription)
-    async with asyncio.timeout(30):
-        await opened.wait()
+    await open_channel(a, b, opened)
     return a, b
 
 

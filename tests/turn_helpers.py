@@ -127,3 +127,14 @@ class Sink(asyncio.DatagramProtocol):
         if self.queue.qsize() < 64:
             self.queue.put_nowait((data, addr))
 
+
+
+async def open_channel(a: Any, b: Any, opened: asyncio.Event, timeout: float = 30) -> None:
+    """``a`` (an RTCPeerConnection with a data channel whose "open" sets ``opened``) offers,
+    ``b`` answers, both without trickle; returns once the channel is open."""
+    await a.setLocalDescription(await a.createOffer())
+    await b.setRemoteDescription(a.localDescription)
+    await b.setLocalDescription(await b.createAnswer())
+    await a.setRemoteDescription(b.localDescription)
+    async with asyncio.timeout(timeout):
+        await opened.wait()
