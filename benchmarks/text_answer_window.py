@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from _report import emit
+from text_sizes import text_pair
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -33,17 +34,13 @@ async def attempt(delay: float) -> dict[str, Any]:
 
     from hailing.errors import HailingError
     from hailing.rtc import set_host_addresses
-    from hailing.session.text_coupler import TextCoupler, text_offer
+    from hailing.session.text_coupler import text_offer
 
     set_host_addresses(["127.0.0.1"])
     with tempfile.TemporaryDirectory() as tmp:
         async with peer_net(Path(tmp), 4) as net:
-            a = await net.peer("a", text=True)
-            b = await net.peer("b", text=True)
+            a, b, ta, tb = await text_pair(net)
             b.manager.channel_waits["text"] = delay + 120.0  # only ICE decides
-            b.contacts.add(a.contact_id, "a")
-            ta, tb = a.coupler("text"), b.coupler("text")
-            assert isinstance(ta, TextCoupler) and isinstance(tb, TextCoupler)
             offer, call = await text_offer(a.manager, ta, b.public_key)
             pasted = await tb.paste(offer, "offer")
             assert pasted.answer is not None

@@ -40,20 +40,29 @@ def measure(blob: bytes, kind: str) -> dict[str, Any]:
     return out
 
 
+async def text_pair(net: Any) -> tuple[Any, Any, Any, Any]:
+    """Peers a and b of ``net`` with the text coupler, a in b's contacts: (a, b, a's text
+    coupler, b's text coupler)."""
+    from hailing.session.text_coupler import TextCoupler
+
+    a = await net.peer("a", text=True)
+    b = await net.peer("b", text=True)
+    b.contacts.add(a.contact_id, "a")
+    ta, tb = a.coupler("text"), b.coupler("text")
+    assert isinstance(ta, TextCoupler) and isinstance(tb, TextCoupler)
+    return a, b, ta, tb
+
+
 async def envelopes() -> list[tuple[bytes, str]]:
     from session_doubles import peer_net
 
     from hailing.rtc import set_host_addresses
-    from hailing.session.text_coupler import TextCoupler, text_offer
+    from hailing.session.text_coupler import text_offer
 
     set_host_addresses(["127.0.0.1"])
     with tempfile.TemporaryDirectory() as tmp:
         async with peer_net(Path(tmp), 4) as net:
-            a = await net.peer("a", text=True)
-            b = await net.peer("b", text=True)
-            b.contacts.add(a.contact_id, "a")
-            ta, tb = a.coupler("text"), b.coupler("text")
-            assert isinstance(ta, TextCoupler) and isinstance(tb, TextCoupler)
+            a, b, ta, tb = await text_pair(net)
             offer, call = await text_offer(a.manager, ta, b.public_key)
             pasted = await tb.paste(offer, "offer")
             assert pasted.answer is not None
