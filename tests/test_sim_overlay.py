@@ -18,7 +18,8 @@ import pytest
 
 from hailing.sim import scenario
 from hailing.sim.engine import Simulator
-from hailing.sim.overlay import LinkOverlay, OverlayConfig, _spread, _xor_closest
+from hailing.sim.overlay import LinkOverlay, OverlayConfig, _xor_closest
+from hailing.sim.overlay_route import pick_levels, route_backtrack, route_greedy, spread
 from hailing.sim.overlay_run import run_overlay_benchmark
 
 SEEDS = [1, 2, 3, 4, 5, 6]
@@ -133,7 +134,115 @@ def test_eviction_takes_the_least_recently_used_unpinned_link() -> None:
     assert ov._victim(a) == nodes[4].addr
 
 
+def test_pins_of_different_hosts_cover_different_levels() -> None:
+    # With the same spread on every host (the old rule), 4 pins for 14 levels are the
+    # same 4 levels everywhere: levels 1-3, 5-8 and 10-12 are never pinned.
+    levels = list(range(14))
+    assert {tuple(pick_levels(levels, 4, 2, None)) for _ in range(3)} == {(0, 4, 9, 13)}
+    rng = random.Random(5)
+    covered: dict[int, int] = dict.fromkeys(levels, 0)
+    for _ in range(240):
+        picked = pick_levels(levels, 4, 2, rng.random())
+        assert len(picked) == 4 and picked[-2:] == [12, 13]  # the closest neighbours stay
+        for level in picked:
+            covered[level] += 1
+    # Each shallow level is pinned by about 2/12 of the hosts.
+    assert all(20 <= covered[level] <= 60 for level in range(12)), covered
+
+
+def test_pins_differ_across_hosts_in_a_run(nexthop: tuple[Checked, scenario._Run]) -> None:
+    ov, _ = nexthop
+    ids = ov.ids
+    sets = {frozenset(160 - (ids[p] ^ h.id_int).bit_length() for p in h.pins) for h in ov.hosts.values()}
+    pinned = set().union(*sets)
+    assert len(sets) >= 10  # not one spread shared by every host
+    assert set(range(max(pinned) + 1)) <= pinned  # every level up to the deepest has pins
+
+
+def test_eviction_spares_a_peer_it_would_leave_alone() -> None:
+    sim = Simulator(1)
+    ov = LinkOverlay(sim, OverlayConfig(cap=3, pins=1))
+    nodes = [sim.add_node() for _ in range(6)]
+    a, b, c, d, e, f = (ov.hosts[n.addr] for n in nodes)
+    for x, y in ((a, b), (a, c), (a, d), (c, e), (c, f), (d, e), (d, f)):
+        x.links[y.addr] = None
+        y.links[x.addr] = None
+    # b (least recently used) has no link but a's: c goes, which keeps two others.
+    assert ov._victim(a) == c.addr
+    ov.cfg.spare_lonely = False
+    assert ov._victim(a) == b.addr
+
+
 # == forwarding ============================================================================
+
+
+class _Links:
+    def __init__(self) -> None:
+        self.links: dict[Hashable, None] = {}
+
+
+def _graph(edges: list[tuple[str, str]]) -> dict[Hashable, _Links]:
+    hosts: dict[Hashable, _Links] = {}
+    for x, y in edges:
+        hosts.setdefault(x, _Links()).links[y] = None
+        hosts.setdefault(y, _Links()).links[x] = None
+    return hosts
+
+
+def test_lookahead_takes_the_neighbour_linked_to_the_target() -> None:
+    # s's neighbours c and a are XOR-closer to t than b, but lead only into dead ends
+    # (c, and a's hosts a1..a3); b has a link to t. Greedy tries c, then a, and
+    # backtracks; with lookahead s sees b's link list and goes s -> b -> t.
+    ids = {"s": 0b1000 << 150, "c": 0b0011 << 150, "a": 0b0010 << 150, "a1": 0b0100 << 150,
+           "a2": 0b0110 << 150, "a3": 0b0111 << 150, "b": 0b1100 << 150, "t": 0b0001 << 150}
+    hosts = _graph([("s", "a"), ("s", "c"), ("s", "b"), ("a", "a1"), ("a", "a2"), ("a2", "a3"),
+                    ("b", "t")])
+    flat = lambda _x, _y: 0.01  # noqa: E731
+    path, fail, steps, _ = route_backtrack(hosts, ids, flat, "s", "t", 16)
+    assert fail is None and path == ["s", "b", "t"] and steps > 2
+    path, fail, steps, _ = route_backtrack(hosts, ids, flat, "s", "t", 16, lookahead=True)
+    assert (path, fail, steps) == (["s", "b", "t"], None, 2)
+    # Within 2 x 2 steps, only lookahead gets there.
+    assert route_backtrack(hosts, ids, flat, "s", "t", 2)[1] == "hop_limit"
+    assert route_backtrack(hosts, ids, flat, "s", "t", 2, lookahead=True)[1] is None
+    # The introducer's hop goes first when the origin still has its link.
+    assert route_backtrack(hosts, ids, flat, "s", "t", 16, first="b")[0] == ["s", "b", "t"]
+
+
+def test_lookahead_link_lists_are_counted_as_control(nexthop: tuple[Checked, scenario._Run]) -> None:
+    ov, _ = nexthop
+    r = ov.report()["phases"]["run"]
+    assert ov.cfg.lookahead
+    # Every link change sends the host's list on each of its links: control frames,
+    # apart from the signaling messages.
+    assert r["control"]["link_list_frames"] > r["links"]["opened"]
+    assert r["control"]["link_list_entries"] <= r["control"]["link_list_frames"] * ov.cfg.cap
+    off = run_overlay_benchmark(params(60, seed=2), OverlayConfig(cap=8, lookahead=False), settle=30.0)
+    assert off["overlay"]["phases"]["run"]["control"]["link_list_frames"] == 0
+
+
+def test_a_host_cut_off_from_the_rest_rejoins_through_bootstrap() -> None:
+    sim = Simulator(1)
+    ov = LinkOverlay(sim, OverlayConfig(cap=4, pins=1))
+    nodes = [sim.add_node() for _ in range(4)]
+    a, b, c, d = (ov.hosts[n.addr] for n in nodes)
+    for x, y in ((a, b), (c, d)):  # two islands
+        x.links[y.addr] = None
+        y.links[x.addr] = None
+    ov._couple(a, c.addr, "dht").queue.append(b"d1:y1:qe")
+    sim.run(until=sim.now + 3.0)
+    st = ov.stats
+    assert st.failures["stuck"] == 1 and st.counts["rejoin_after_stuck"] == 1
+    assert st.counts["bootstrap_ok"] == 1 and c.addr in a.links
+
+
+def test_p8_couplings_succeed_with_lookahead_and_pins_per_host() -> None:
+    # 300 hosts, p = 8 (4 pins for about 9 levels), 30 % churn: without the pins spread
+    # per host and the lookahead, 86-89 % of the couplings succeed on these seeds.
+    for seed in (1, 2):
+        r = run_overlay_benchmark(params(300, seed=seed, lookups=40), OverlayConfig(cap=8), settle=60.0)
+        c = r["overlay"]["phases"]["run"]["couplings"]
+        assert c["success_rate"] >= 0.97, (seed, c)
 
 
 def test_nexthop_paths_follow_links_within_the_hop_limit(nexthop: tuple[Checked, scenario._Run]) -> None:
@@ -146,7 +255,8 @@ def test_nexthop_paths_follow_links_within_the_hop_limit(nexthop: tuple[Checked,
         if b in ov.hosts[a].links:
             continue
         tried += 1
-        path, fail, steps, _delay = ov._route_back(a, b)
+        path, fail, steps, _delay = route_backtrack(ov.hosts, ov.ids, ov.sim.network.rtt, a, b,
+                                                    ov.cfg.max_hops, lookahead=ov.cfg.lookahead)
         assert len(path) - 1 <= ov.cfg.max_hops
         assert steps <= 2 * ov.cfg.max_hops + 1
         assert len(set(path)) == len(path)  # loop suppression: no host twice
@@ -156,7 +266,7 @@ def test_nexthop_paths_follow_links_within_the_hop_limit(nexthop: tuple[Checked,
             reached += 1
             assert path[-1] == b
         # Without backtracking (the greedy walk alone) the path obeys the same rules.
-        walk, _ = ov._route(a, b)
+        walk, _ = route_greedy(ov.hosts, ov.ids, a, b, ov.cfg.max_hops, ov.cfg.detour)
         assert len(walk) - 1 <= ov.cfg.max_hops and len(set(walk)) == len(walk)
     assert reached / tried >= 0.8
 
@@ -228,9 +338,10 @@ def test_xor_closest_matches_a_scan() -> None:
 
 
 def test_spread_keeps_farthest_and_deepest() -> None:
-    assert _spread([0, 1, 2], 4) == [0, 1, 2]
-    assert _spread(list(range(10)), 4) == [0, 3, 6, 9]
-    assert _spread(list(range(10)), 1) == [9]
+    assert spread([0, 1, 2], 4) == [0, 1, 2]
+    assert spread(list(range(10)), 4) == [0, 3, 6, 9]
+    assert spread(list(range(10)), 1) == [9]
+    assert pick_levels(list(range(10)), 4, 2, None) == [0, 3, 6, 9]  # pin_phase=False
 
 
 def test_config_validation() -> None:
@@ -240,6 +351,10 @@ def test_config_validation() -> None:
         OverlayConfig(cap=8, pins=8).validate()
     with pytest.raises(ValueError):
         OverlayConfig(forwarding="gossip").validate()
+    with pytest.raises(ValueError):
+        OverlayConfig(cap=8, deep_pins=5).validate()
+    with pytest.raises(ValueError):
+        OverlayConfig(introducer_memory=0).validate()
 
 
 def test_cli_cap_runs_the_overlay() -> None:

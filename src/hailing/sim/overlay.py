@@ -57,6 +57,7 @@ from ..dht import DhtProtocol, NodesFound
 from ..dht.routing import NodeEntry
 from .engine import SimNode, Simulator
 from .overlay_report import OverlayStats, phase_report
+from .overlay_route import flood, pick_levels, route_backtrack, route_greedy
 
 FORWARDING = ("nexthop", "flood")
 _OUTCOMES = {"ok": 0, "stuck": 1, "hop_limit": 2, "full": 3, "path_broken": 4,
@@ -88,6 +89,27 @@ class OverlayConfig:
     #: links and the pinned neighbours' pins) or "oracle" (the live population: the
     #: truly closest host at each level, a converged neighbour maintenance).
     pin_source: str = "table"
+    #: Pins diversified per host: the ``deep_pins`` deepest levels, the rest spread over
+    #: the shallower levels from an offset derived from the host's id (False: every
+    #: host spreads its pins over the same levels, from the farthest to the deepest).
+    pin_phase: bool = True
+    #: Deepest levels always pinned with ``pin_phase`` (None: half the pins).
+    deep_pins: int | None = None
+    #: Next-hop: each host knows its linked peers' links (each host sends its link list
+    #: on every link when it changes: ``link_list_frames``) and picks the peer linked to
+    #: the target, else the one whose own links come closest to it.
+    lookahead: bool = True
+    #: Next-hop: the origin's first hop is the host whose reply named the target (it
+    #: remembers the last ``introducer_memory`` targets named on each host's links).
+    introducer: bool = False
+    introducer_memory: int = 64
+    #: A forwarded coupling that comes back ``stuck`` (every host the origin's links
+    #: lead to was tried: it is cut off from the rest) is retried at once through the
+    #: bootstrap coupler, as the link manager's next coupler would.
+    rejoin: bool = True
+    #: Eviction spares a link whose peer has at most 2 links (it would be left with
+    #: one or none), unless every candidate is such a link.
+    spare_lonely: bool = True
     #: ``nexthop`` mode: couplings that also measure a flood on the same links...
     flood_samples: int = 0
     #: ... one every this many couplings.
@@ -107,10 +129,18 @@ class OverlayConfig:
             raise ValueError("pin_source must be table or oracle")
         if self.max_hops < 1 or self.flood_ttl < 1 or self.queue < 1:
             raise ValueError("max_hops, flood_ttl and queue must be at least 1")
+        if self.deep_pins is not None and not 0 <= self.deep_pins <= self.pin_count():
+            raise ValueError("deep_pins must be in [0, pins]")
+        if self.introducer_memory < 1:
+            raise ValueError("introducer_memory must be at least 1")
+
+    def deep_count(self) -> int:
+        return self.pin_count() // 2 if self.deep_pins is None else self.deep_pins
 
 
 class _Host:
-    __slots__ = ("addr", "id_int", "links", "nearest", "next_lookup", "pending", "pins")
+    __slots__ = ("addr", "id_int", "introduced", "links", "nearest", "next_lookup", "pending", "phase",
+                 "pins")
 
     def __init__(self, addr: Hashable, id_int: int) -> None:
         self.addr = addr
@@ -122,6 +152,10 @@ class _Host:
         #: What the last self-lookup found (id as int, address), and when the next runs.
         self.nearest: list[tuple[int, Hashable]] = []
         self.next_lookup = 0.0
+        #: Target -> the peer whose reply named it last (``introducer``), oldest first.
+        self.introduced: OrderedDict[Hashable, Hashable] = OrderedDict()
+        #: Where this host's shallow pins start (``pin_phase``): bits of its own id.
+        self.phase = ((id_int >> 64) & 0xFFFFFFFF) / 2**32
 
 
 class _Coupling:
@@ -153,18 +187,6 @@ def _xor_closest(ids: list[int], v: int, lo: int, hi: int, prefix: int, depth: i
     return ids[lo]
 
 
-def _spread(levels: list[int], budget: int) -> list[int]:
-    """At most ``budget`` of the sorted ``levels``, spread evenly from the farthest
-    (level 0: half the id space) to the deepest (the closest neighbour)."""
-    m = len(levels)
-    if m <= budget:
-        return levels
-    if budget <= 1:
-        return levels[-budget:] if budget else []
-    picks = sorted({round(i * (m - 1) / (budget - 1)) for i in range(budget)})
-    return [levels[i] for i in picks]
-
-
 def _find_self(node_id: bytes, core: DhtProtocol, now: float) -> int:
     return core.find_node(node_id, now)
 
@@ -180,6 +202,7 @@ class LinkOverlay:
         self.rng = random.Random(sim.seed * 7907 + 0x0E7)
         self.hosts: dict[Hashable, _Host] = {}
         self.ids: dict[Hashable, int] = {}  # every host ever: a dead target keeps its id
+        self._by_bytes: dict[bytes, Hashable] = {}  # every host ever, by its id
         #: Live hosts' ids, sorted, and the host of each id (``pin_source="oracle"``).
         self._sorted: list[int] = []
         self._by_id: dict[int, Hashable] = {}
@@ -196,6 +219,7 @@ class LinkOverlay:
         id_int = int.from_bytes(node.proto.node_id, "big")
         self.hosts[node.addr] = _Host(node.addr, id_int)
         self.ids[node.addr] = id_int
+        self._by_bytes[node.proto.node_id] = node.addr
         if self.cfg.pin_source == "oracle":
             bisect.insort(self._sorted, id_int)
             self._by_id[id_int] = node.addr
@@ -215,6 +239,7 @@ class LinkOverlay:
             other = self.hosts.get(peer)
             if other is not None:
                 other.links.pop(node.addr, None)
+                self._announce(other)
         self.stats.counts["links_lost_to_churn"] += len(host.links)
 
     def send(self, node: SimNode, data: bytes, dst: Hashable) -> None:
@@ -224,7 +249,7 @@ class LinkOverlay:
         if dst in links:
             links.move_to_end(dst)
             self.hosts[dst].links.move_to_end(src)
-            self.sim.transmit(src, data, dst)
+            self._transmit(src, data, dst)
             return
         c = host.pending.get(dst)
         if c is None:
@@ -233,6 +258,43 @@ class LinkOverlay:
             c.queue.append(data)
         else:
             self.stats.counts["queue_dropped"] += 1
+
+    def _transmit(self, src: Hashable, data: bytes, dst: Hashable) -> None:
+        """A datagram on an open link. With ``introducer``, the receiving host's driver
+        reads the ``nodes`` of a KRPC response (compact node info: 20-byte id, then the
+        address) and remembers, for each node named, the peer that named it."""
+        if self.cfg.introducer and b"1:y1:r" in data:
+            i = data.find(b"5:nodes")
+            if i >= 0:
+                self._note_named(src, data, i + 7, dst)
+        self.sim.transmit(src, data, dst)
+
+    def _note_named(self, src: Hashable, data: bytes, i: int, dst: Hashable) -> None:
+        j = data.find(b":", i, i + 6)
+        if j < 0 or not data[i:j].isdigit():
+            return
+        n = int(data[i:j])
+        blob = data[j + 1:j + 1 + n]
+        host = self.hosts.get(dst)
+        if host is None or len(blob) != n or n % 26:
+            return
+        named, by_id, cap = host.introduced, self._by_bytes, self.cfg.introducer_memory
+        for k in range(0, n, 26):
+            peer = by_id.get(blob[k:k + 20])
+            if peer is not None and peer != dst:
+                named[peer] = src
+                named.move_to_end(peer)
+        while len(named) > cap:
+            named.popitem(last=False)
+
+    def _announce(self, host: _Host) -> None:
+        """``lookahead``: ``host``'s link set changed; it sends its link list (the peers'
+        ids) on each of its links, one control frame each."""
+        if self.cfg.lookahead:
+            n = len(host.links)
+            counts = self.stats.counts
+            counts["link_list_frames"] += n
+            counts["link_list_entries"] += n * n
 
     # -- pins --------------------------------------------------------------------------------
 
@@ -291,7 +353,7 @@ class LinkOverlay:
             cur = best.get(level)
             if cur is None or rank < cur[0]:
                 best[level] = (rank, peer)
-        wanted = [best[level][1] for level in _spread(sorted(best), self.n_pins)]
+        wanted = [best[level][1] for level in self._levels(host, sorted(best))]
         host.pins = set(wanted)
         for peer in wanted:
             if peer not in links and peer not in host.pending:
@@ -313,21 +375,25 @@ class LinkOverlay:
             ours = own >> shift
             if bisect_left(ids, (ours + 1) << shift) - bisect_left(ids, ours << shift) <= 1:
                 break  # nobody else shares more than `level` bits with us
-        wanted = [wanted[i] for i in _spread(list(range(len(wanted))), self.n_pins)]
+        wanted = [wanted[i] for i in self._levels(host, list(range(len(wanted))))]
         host.pins = set(wanted)
         for peer in wanted:
             if peer not in links and peer not in host.pending:
                 self._couple(host, peer, "pin")
 
+    def _levels(self, host: _Host, levels: list[int]) -> list[int]:
+        cfg = self.cfg
+        return pick_levels(levels, self.n_pins, cfg.deep_count(), host.phase if cfg.pin_phase else None)
+
     # -- coupling ----------------------------------------------------------------------------
 
-    def _couple(self, host: _Host, dst: Hashable, purpose: str) -> _Coupling:
+    def _couple(self, host: _Host, dst: Hashable, purpose: str, bootstrap: bool = False) -> _Coupling:
         sim, cfg, st = self.sim, self.cfg, self.stats
         c = _Coupling(sim.now, purpose)
         host.pending[dst] = c
         rtt = sim.network.rtt
         alive = dst in self.hosts
-        if not host.links:
+        if bootstrap or not host.links:
             # Nothing to forward through: the bootstrap coupler (signal server, text).
             c.bootstrap = True
             st.counts["bootstrap_couplings"] += 1
@@ -339,7 +405,13 @@ class LinkOverlay:
         st.counts["couplings"] += 1
         st.counts[f"couplings_{purpose}"] += 1
         if cfg.forwarding == "nexthop" and cfg.backtrack:
-            path, fail, steps, explore = self._route_back(host.addr, dst)
+            first = host.introduced.get(dst) if cfg.introducer else None
+            path, fail, steps, explore = route_backtrack(
+                self.hosts, self.ids, rtt, host.addr, dst, cfg.max_hops, lookahead=cfg.lookahead, first=first)
+            if first is not None and len(path) > 1 and path[1] == first:
+                st.counts["first_hop_introducer"] += 1
+            if fail == "stuck" and alive and not self.hosts[dst].links:
+                st.counts["stuck_target_unlinked"] += 1  # nothing could reach it
             c.path, c.fail, c.hops = path, fail, len(path) - 1
             # Every step out or back, then the answer (or error) back along the path.
             c.messages = steps + c.hops
@@ -348,7 +420,7 @@ class LinkOverlay:
                     st.counts["couplings"] % cfg.flood_every == 0):
                 self._flood_sample(host.addr, dst)
         elif cfg.forwarding == "nexthop":
-            path, fail = self._route(host.addr, dst)
+            path, fail = route_greedy(self.hosts, self.ids, host.addr, dst, cfg.max_hops, cfg.detour)
             c.path, c.fail, c.hops = path, fail, len(path) - 1
             c.messages = 2 * c.hops  # offer out, answer (or error) back along the path
             one_way = sum(rtt(a, b) for a, b in itertools.pairwise(path)) / 2
@@ -356,11 +428,11 @@ class LinkOverlay:
                     st.counts["couplings"] % cfg.flood_every == 0):
                 self._flood_sample(host.addr, dst)
         else:
-            msgs, reached, one_way, hops = self._flood(host.addr, dst)
+            msgs, reached, one_way, hops = flood(self.hosts, rtt, host.addr, dst, cfg.flood_ttl)
             c.hops = hops
             c.messages = msgs
             if reached:
-                back_msgs, _, back, _ = self._flood(dst, host.addr)
+                back_msgs, _, back, _ = flood(self.hosts, rtt, dst, host.addr, cfg.flood_ttl)
                 c.messages += back_msgs
                 one_way = (one_way + back) / 2
             else:
@@ -371,111 +443,13 @@ class LinkOverlay:
         sim.call_later(delay, self._complete, host.addr, dst, c)
         return c
 
-    def _route(self, src: Hashable, dst: Hashable) -> tuple[list[Hashable], str | None]:
-        """Next-hop routing over open links: the path, and why it ended short. Each hop
-        goes to the linked peer closest to the target; with ``detour`` a host with no
-        closer link takes its closest one the message has not visited (the message id is
-        remembered by every host it passed: loop suppression)."""
-        hosts, ids = self.hosts, self.ids
-        detour = self.cfg.detour
-        t = ids[dst]
-        cur = src
-        path = [src]
-        visited = {src}
-        for _ in range(self.cfg.max_hops):
-            links = hosts[cur].links
-            if dst in links:
-                path.append(dst)
-                return path, None
-            best = None
-            bd = ids[cur] ^ t if not detour else 1 << 161
-            for q in links:
-                d = ids[q] ^ t
-                if d < bd and q not in visited:
-                    bd, best = d, q
-            if best is None:
-                return path, "stuck"
-            cur = best
-            path.append(best)
-            visited.add(best)
-        return path, "hop_limit"
-
-    def _route_back(self, src: Hashable, dst: Hashable) -> tuple[list[Hashable], str | None, int, float]:
-        """Next-hop routing with backtracking: each host forwards to its linked peer
-        closest to the target among those the message has not visited (it carries their
-        list: loop suppression); a host with none left sends it back to the host it came
-        from, which tries its next one. At most ``max_hops`` hops on the path and
-        ``2 * max_hops`` steps in all. Returns the path, why it failed, the steps (each
-        one signaling message) and their summed one-way delay."""
-        hosts, ids, rtt = self.hosts, self.ids, self.sim.network.rtt
-        t = ids[dst]
-        budget = 2 * self.cfg.max_hops
-        stack = [src]
-        visited = {src}
-        steps = 0
-        delay = 0.0
-        while True:
-            cur = stack[-1]
-            links = hosts[cur].links
-            if dst in links:
-                stack.append(dst)
-                return stack, None, steps + 1, delay + rtt(cur, dst) / 2
-            if steps >= budget:
-                return stack, "hop_limit", steps, delay
-            best = None
-            if len(stack) <= self.cfg.max_hops - 1:
-                bd = 1 << 161
-                for q in links:
-                    d = ids[q] ^ t
-                    if d < bd and q not in visited:
-                        bd, best = d, q
-            if best is None:
-                stack.pop()
-                if not stack:
-                    return [src], "stuck", steps, delay
-                steps += 1
-                delay += rtt(cur, stack[-1]) / 2
-                continue
-            visited.add(best)
-            stack.append(best)
-            steps += 1
-            delay += rtt(cur, best) / 2
-
-    def _flood(self, src: Hashable, dst: Hashable) -> tuple[int, bool, float, int]:
-        """A flood from ``src`` with the TTL: (messages, reached dst, one-way latency to
-        dst along the first copy's path, its hops). Each host forwards the first copy it
-        gets to all its links but the sender's; the target does not forward."""
-        hosts, rtt = self.hosts, self.sim.network.rtt
-        seen: dict[Hashable, float] = {src: 0.0}
-        frontier = [src]
-        messages = 0
-        hops = 0
-        for depth in range(self.cfg.flood_ttl):
-            nxt = []
-            for u in frontier:
-                if u == dst:
-                    continue
-                lu = seen[u]
-                links = hosts[u].links
-                messages += len(links) - (0 if depth == 0 else 1)
-                for v in links:
-                    if v not in seen:
-                        seen[v] = lu + rtt(u, v) / 2
-                        nxt.append(v)
-                        if v == dst:
-                            hops = depth + 1
-            frontier = nxt
-            if not frontier:
-                break
-        reached = dst in seen
-        return messages, reached, seen.get(dst, 0.0), hops
-
     def _flood_sample(self, src: Hashable, dst: Hashable) -> None:
         self._flood_sampled += 1
         st = self.stats
-        msgs, reached, out, _ = self._flood(src, dst)
+        rtt, ttl = self.sim.network.rtt, self.cfg.flood_ttl
+        msgs, reached, out, _ = flood(self.hosts, rtt, src, dst, ttl)
         if reached:
-            back_msgs, _, back, _ = self._flood(dst, src)
+            back_msgs, _, back, _ = flood(self.hosts, rtt, dst, src, ttl)
             msgs += back_msgs
             st.flood_reached += 1
             st.flood_times.append(out + back + self.cfg.open_rtts * self.sim.network.rtt(src, dst))
@@ -506,13 +480,19 @@ class LinkOverlay:
                         self._evict(h, v)
                 host.links[target] = None
                 other.links[origin] = None
+                self._announce(host)
+                self._announce(other)
                 st.counts["links_opened_bootstrap" if c.bootstrap else "links_opened"] += 1
         self._outcome(origin, target, c, fail or "ok")
+        if fail == "stuck" and self.cfg.rejoin and other is not None and target not in host.pending:
+            st.counts["rejoin_after_stuck"] += 1
+            self._couple(host, target, c.purpose, bootstrap=True).queue = c.queue
+            return
         if fail is not None:
             st.counts["dropped_on_failure"] += len(c.queue)
             return
         for data in c.queue:
-            self.sim.transmit(origin, data, target)
+            self._transmit(origin, data, target)
 
     def _outcome(self, origin: Hashable, target: Hashable, c: _Coupling, outcome: str) -> None:
         sim, st = self.sim, self.stats
@@ -545,6 +525,10 @@ class LinkOverlay:
         hosts, pins, addr = self.hosts, host.pins, host.addr
         remote = [peer for peer in links if peer not in pins and addr in hosts[peer].pins]
         honour = set(remote[len(remote) - self.cfg.cap // 4:]) if len(remote) > self.cfg.cap // 4 else set(remote)
+        if self.cfg.spare_lonely:
+            for peer in links:
+                if peer not in pins and peer not in honour and len(hosts[peer].links) > 2:
+                    return peer
         for peer in links:
             if peer not in pins and peer not in honour:
                 return peer
@@ -556,6 +540,8 @@ class LinkOverlay:
             self.on_evict(host.addr, peer, peer in host.pins, host.addr in other.pins)
         del host.links[peer]
         del other.links[host.addr]
+        self._announce(host)
+        self._announce(other)
         self.stats.counts["evicted"] += 1
 
     # -- results -----------------------------------------------------------------------------

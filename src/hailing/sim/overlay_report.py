@@ -44,7 +44,15 @@ def phase_report(s: OverlayStats) -> dict[str, Any]:
             "failures": dict(sorted(s.failures.items())), "to_dead_targets": c["target_dead"],
             "for_dht": c["couplings_dht"], "for_pins": c["couplings_pin"],
             "bootstrap": c["bootstrap_couplings"], "bootstrap_ok": c["bootstrap_ok"],
+            "first_hop_introducer": c["first_hop_introducer"],
+            "stuck_target_unlinked": c["stuck_target_unlinked"],
+            "rejoin_after_stuck": c["rejoin_after_stuck"],
         },
+        # Overlay control frames on links (not signaling): link lists (lookahead) and
+        # pinned neighbours telling their pins.
+        "control": {"link_list_frames": c["link_list_frames"], "link_list_entries": c["link_list_entries"],
+                    "link_list_frames_per_coupling": c["link_list_frames"] / considered if considered else None,
+                    "neighbour_exchange": c["neighbour_exchange"]},
         "links": {"opened": opened, "opened_bootstrap": c["links_opened_bootstrap"],
                   "evicted": c["evicted"], "lost_to_churn": c["links_lost_to_churn"]},
         "signaling": {
