@@ -232,8 +232,8 @@ def test_connect_by_text_dialog_fits_the_window_and_works_from_the_keyboard(
     of it shows at once, every button inside the window; at 800x600 too, or its body
     scrolls to what does not fit while the tabs and Close stay in view. From the
     keyboard: focus starts on the contact, goes to Copy offer once the offer is made, then
-    on through the answer field and Connect to Close; the arrow keys switch sides;
-    Escape closes it."""
+    on through the offer text, the answer field and Connect to Close; the arrow keys
+    switch sides; Escape closes it."""
     bob = trio["bob"]
     page = app(bob)
     page.set_viewport_size({"width": 1100, "height": 700})
@@ -274,7 +274,7 @@ def test_connect_by_text_dialog_fits_the_window_and_works_from_the_keyboard(
                 assert again["close-couple"]["reached"], again
 
     page.set_viewport_size({"width": 1100, "height": 700})
-    for expected in ("couple-answer-in", "couple-finish", "close-couple"):
+    for expected in ("couple-offer-text", "couple-answer-in", "couple-finish", "close-couple"):
         page.keyboard.press("Tab")
         assert focused(page) == expected
     page.locator('[data-testid="couple-tab-offer"]').focus()
