@@ -21,6 +21,7 @@ progress on stderr. Usage:
     python benchmarks/sim_overlay.py [--nodes 10000] [--caps 8,16,32,64]
         [--sweep 500,1000,2000,5000,10000] [--sweep-cap 32] [--seeds 1]
         [--lookups 200] [--duration 300] [--churn 0.3] [--jobs 2] [--out FILE]
+        [--set NAME=VALUE ...]   (OverlayConfig options: the A/B of docs/benchmarks.md)
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def run_one(nodes: int, cap: int, seed: int, args: argparse.Namespace) -> dict[s
            "--seeds", str(seed), "--lookups", str(args.lookups), "--duration", str(args.duration),
            "--churn", str(args.churn), "--flood-samples", str(args.flood_samples),
            "--flood-ttl", str(args.flood_ttl)]
+    for opt in args.set:
+        cmd += ["--set", opt]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=args.timeout)
     result: dict[str, Any] = json.loads(out.stdout)
     return result
@@ -58,12 +61,13 @@ def worker(args: argparse.Namespace) -> int:
                        churn_mode="continuous", churn_period=args.duration,
                        duration=args.duration, seed=int(args.seeds))
     config = OverlayConfig(cap=int(args.caps), flood_samples=args.flood_samples,
-                           flood_every=31, flood_ttl=args.flood_ttl)
+                           flood_every=31, flood_ttl=args.flood_ttl, **overlay_options(args.set))
     r = run_overlay_benchmark(params, config)
     run = r["overlay"]["phases"]["run"]
     c, sig, fl = run["couplings"], run["signaling"], run["flood_samples"]
     print(json.dumps({
         "nodes": args.nodes, "cap": int(args.caps), "seed": int(args.seeds),
+        "options": overlay_options(args.set), "control": run["control"],
         "lookups": {"success": r["success_rate"], "aborted": r["aborted"],
                     "failure_kinds": r["failure_kinds"], "p50_ms": r["latency_ms"]["p50"],
                     "p95_ms": r["latency_ms"]["p95"], "messages": r["messages_per_lookup"]["mean"]},
@@ -80,6 +84,15 @@ def worker(args: argparse.Namespace) -> int:
         "trace_sha256": r["trace_sha256"],
     }))
     return 0
+
+
+def overlay_options(pairs: list[str]) -> dict[str, Any]:
+    """``--set name=value`` options of OverlayConfig (value as JSON: true, 3, null)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        out[name] = json.loads(value)
+    return out
 
 
 def fit_log2(points: list[tuple[int, float]]) -> dict[str, float] | None:
@@ -146,6 +159,8 @@ def main() -> int:
     ap.add_argument("--churn", type=float, default=0.3)
     ap.add_argument("--flood-samples", type=int, default=30)
     ap.add_argument("--flood-ttl", type=int, default=7)
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="an OverlayConfig option for every run, e.g. lookahead=false")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=5400.0, help="per run, seconds")
     ap.add_argument("--out", default=None)

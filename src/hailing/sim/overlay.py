@@ -8,22 +8,29 @@ may only send to a peer it has an open **link** with. The cores themselves are u
 (they still address peers by their simulated host addresses; the real driver's
 ``LinkAddr`` handle is a prefix of the peer's node id, which changes nothing here).
 
-- **Cap.** A host holds at most ``cap`` (p) links. Its ``pins`` closest neighbours (the
-  closest entries of its own routing table to its own id, re-read every
-  ``pin_interval``) are **pinned**: a link pinned at either end is never evicted. To
-  open a link beyond the cap a host evicts its least recently used unpinned link (the
-  link closes at both ends); a host whose links are all pinned refuses (``full``).
+- **Cap.** A host holds at most ``cap`` (p) links. It **pins** ``pins`` of them, one per
+  level (common prefix length with its id): the closest peer it knows at each of its
+  ``deep_pins`` deepest levels, and at levels spread over the shallower ones from an
+  offset of its own (``pin_phase``: across hosts every level is pinned by many;
+  :func:`~hailing.sim.overlay_route.pick_levels`), re-read every ``pin_interval``. A
+  host never evicts a link it pins. To open a link beyond the cap a host evicts its
+  least recently used other link (the link closes at both ends), keeping links the
+  other end pins up to ``cap // 4`` and sparing a peer that would be left with one link
+  or none (``spare_lonely``); a host whose links are all pinned refuses (``full``).
 - **Coupling.** A datagram to a peer with no link starts a coupling and waits in its
   queue (``queue`` datagrams; more are dropped). The offer travels from the origin
   toward the target over open links, the answer comes back the same way, then the link
   opens after ``open_rtts`` round trips between the two ends (ICE). Forwarding is either
 
   * ``nexthop``: XOR routing over links, each hop to the linked peer closest to the
-    target that the offer has not visited (it carries the list: loop suppression); a
-    host with none left sends it back and the host before tries its next one
-    (``backtrack``), at most ``max_hops`` hops on the path and twice that many steps;
-    an offer that runs out of steps (``hop_limit``) or of hosts (``stuck``) fails, its
-    error travelling back along the path; or
+    target that the offer has not visited (it carries the list: loop suppression), or
+    with ``lookahead`` the peer whose own links come closest (each host knows its
+    peers' link lists: ``link_list_frames``); a host with none left sends it back and
+    the host before tries its next one (``backtrack``), at most ``max_hops`` hops on
+    the path and twice that many steps; an offer that runs out of steps (``hop_limit``)
+    or of hosts (``stuck``) fails, its error travelling back along the path (a stuck
+    origin is cut off from the rest: with ``rejoin`` it couples again at once through
+    the bootstrap coupler); or
   * ``flood``: the naive way, every host forwards a message it has not seen yet to all
     its links but the one it came from, up to ``flood_ttl`` hops; the answer is flooded
     back the same way.
