@@ -146,14 +146,16 @@ class OverlayConfig:
 
 
 class _Host:
-    __slots__ = ("addr", "id_int", "introduced", "links", "nearest", "next_lookup", "pending", "phase",
-                 "pins")
+    __slots__ = ("addr", "id_int", "introduced", "link_ids", "links", "nearest", "next_lookup", "pending",
+                 "phase", "pins")
 
     def __init__(self, addr: Hashable, id_int: int) -> None:
         self.addr = addr
         self.id_int = id_int
         #: Peer address -> None, least recently used first.
         self.links: OrderedDict[Hashable, None] = OrderedDict()
+        #: The linked peers' ids (what ``lookahead`` scans: the link list this host sends).
+        self.link_ids: list[int] = []
         self.pins: set[Hashable] = set()
         self.pending: dict[Hashable, _Coupling] = {}
         #: What the last self-lookup found (id as int, address), and when the next runs.
@@ -245,8 +247,7 @@ class LinkOverlay:
         for peer in host.links:
             other = self.hosts.get(peer)
             if other is not None:
-                other.links.pop(node.addr, None)
-                self._announce(other)
+                self._unlink(other, host)
         self.stats.counts["links_lost_to_churn"] += len(host.links)
 
     def send(self, node: SimNode, data: bytes, dst: Hashable) -> None:
@@ -293,6 +294,21 @@ class LinkOverlay:
                 named.move_to_end(peer)
         while len(named) > cap:
             named.popitem(last=False)
+
+    def _link(self, a: _Host, b: _Host) -> None:
+        """Open the link between ``a`` and ``b`` (both ends)."""
+        a.links[b.addr] = None
+        a.link_ids.append(b.id_int)
+        b.links[a.addr] = None
+        b.link_ids.append(a.id_int)
+        self._announce(a)
+        self._announce(b)
+
+    def _unlink(self, host: _Host, peer: _Host) -> None:
+        """Close ``host``'s end of its link to ``peer``."""
+        del host.links[peer.addr]
+        host.link_ids.remove(peer.id_int)
+        self._announce(host)
 
     def _announce(self, host: _Host) -> None:
         """``lookahead``: ``host``'s link set changed; it sends its link list (the peers'
@@ -388,6 +404,9 @@ class LinkOverlay:
             if peer not in links and peer not in host.pending:
                 self._couple(host, peer, "pin")
 
+    def _link_ids(self, addr: Hashable) -> list[int]:
+        return self.hosts[addr].link_ids
+
     def _levels(self, host: _Host, levels: list[int]) -> list[int]:
         cfg = self.cfg
         return pick_levels(levels, self.n_pins, cfg.deep_count(), host.phase if cfg.pin_phase else None)
@@ -414,7 +433,8 @@ class LinkOverlay:
         if cfg.forwarding == "nexthop" and cfg.backtrack:
             first = host.introduced.get(dst) if cfg.introducer else None
             path, fail, steps, explore = route_backtrack(
-                self.hosts, self.ids, rtt, host.addr, dst, cfg.max_hops, lookahead=cfg.lookahead, first=first)
+                self.hosts, self.ids, rtt, host.addr, dst, cfg.max_hops, lookahead=cfg.lookahead, first=first,
+                link_ids=self._link_ids)
             if first is not None and len(path) > 1 and path[1] == first:
                 st.counts["first_hop_introducer"] += 1
             if fail == "stuck" and alive and not self.hosts[dst].links:
@@ -485,10 +505,7 @@ class LinkOverlay:
                 for h, v in ((host, a), (other, b)):
                     if v is not True:
                         self._evict(h, v)
-                host.links[target] = None
-                other.links[origin] = None
-                self._announce(host)
-                self._announce(other)
+                self._link(host, other)
                 st.counts["links_opened_bootstrap" if c.bootstrap else "links_opened"] += 1
         self._outcome(origin, target, c, fail or "ok")
         if fail == "stuck" and self.cfg.rejoin and other is not None and target not in host.pending:
@@ -545,10 +562,8 @@ class LinkOverlay:
         other = self.hosts[peer]
         if self.on_evict is not None:
             self.on_evict(host.addr, peer, peer in host.pins, host.addr in other.pins)
-        del host.links[peer]
-        del other.links[host.addr]
-        self._announce(host)
-        self._announce(other)
+        self._unlink(host, other)
+        self._unlink(other, host)
         self.stats.counts["evicted"] += 1
 
     # -- results -----------------------------------------------------------------------------
