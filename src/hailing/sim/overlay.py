@@ -155,7 +155,7 @@ class _Host:
         #: Peer address -> None, least recently used first.
         self.links: OrderedDict[Hashable, None] = OrderedDict()
         #: The linked peers' ids (what ``lookahead`` scans: the link list this host sends).
-        self.link_ids: list[int] = []
+        self.link_ids: set[int] = set()
         self.pins: set[Hashable] = set()
         self.pending: dict[Hashable, _Coupling] = {}
         #: What the last self-lookup found (id as int, address), and when the next runs.
@@ -298,16 +298,16 @@ class LinkOverlay:
     def _link(self, a: _Host, b: _Host) -> None:
         """Open the link between ``a`` and ``b`` (both ends)."""
         a.links[b.addr] = None
-        a.link_ids.append(b.id_int)
+        a.link_ids.add(b.id_int)
         b.links[a.addr] = None
-        b.link_ids.append(a.id_int)
+        b.link_ids.add(a.id_int)
         self._announce(a)
         self._announce(b)
 
     def _unlink(self, host: _Host, peer: _Host) -> None:
         """Close ``host``'s end of its link to ``peer``."""
         del host.links[peer.addr]
-        host.link_ids.remove(peer.id_int)
+        host.link_ids.discard(peer.id_int)
         self._announce(host)
 
     def _announce(self, host: _Host) -> None:
@@ -404,7 +404,7 @@ class LinkOverlay:
             if peer not in links and peer not in host.pending:
                 self._couple(host, peer, "pin")
 
-    def _link_ids(self, addr: Hashable) -> list[int]:
+    def _link_ids(self, addr: Hashable) -> set[int]:
         return self.hosts[addr].link_ids
 
     def _levels(self, host: _Host, levels: list[int]) -> list[int]:

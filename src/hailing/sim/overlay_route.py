@@ -31,7 +31,7 @@ class HasLinks(Protocol):
 
 Hosts = Mapping[Hashable, HasLinks]
 Rtt = Callable[[Hashable, Hashable], float]
-LinkIds = Callable[[Hashable], list[int]]
+LinkIds = Callable[[Hashable], set[int]]
 
 
 def spread(levels: list[int], budget: int) -> list[int]:
@@ -126,11 +126,7 @@ def _closest(hosts: Hosts, ids: Mapping[Hashable, int], links: Mapping[Hashable,
             return q
         reach = own
         if link_ids is not None and visited_ids is not None:
-            near = link_ids(q)
-            d = min(map(t.__xor__, near), default=_FAR)
-            if (d ^ t) in visited_ids:  # rare: the closest is visited, look further
-                d = min((x ^ t for x in near if x not in visited_ids), default=_FAR)
-            reach = min(reach, d)
+            reach = min(reach, min(map(t.__xor__, link_ids(q) - visited_ids), default=_FAR))
         else:
             for m in their:
                 d = ids[m] ^ t
