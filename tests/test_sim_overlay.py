@@ -166,8 +166,7 @@ def test_eviction_spares_a_peer_it_would_leave_alone() -> None:
     nodes = [sim.add_node() for _ in range(6)]
     a, b, c, d, e, f = (ov.hosts[n.addr] for n in nodes)
     for x, y in ((a, b), (a, c), (a, d), (c, e), (c, f), (d, e), (d, f)):
-        x.links[y.addr] = None
-        y.links[x.addr] = None
+        ov._link(x, y)
     # b (least recently used) has no link but a's: c goes, which keeps two others.
     assert ov._victim(a) == c.addr
     ov.cfg.spare_lonely = False
@@ -228,8 +227,7 @@ def test_a_host_cut_off_from_the_rest_rejoins_through_bootstrap() -> None:
     nodes = [sim.add_node() for _ in range(4)]
     a, b, c, d = (ov.hosts[n.addr] for n in nodes)
     for x, y in ((a, b), (c, d)):  # two islands
-        x.links[y.addr] = None
-        y.links[x.addr] = None
+        ov._link(x, y)
     ov._couple(a, c.addr, "dht").queue.append(b"d1:y1:qe")
     sim.run(until=sim.now + 3.0)
     st = ov.stats
@@ -237,14 +235,14 @@ def test_a_host_cut_off_from_the_rest_rejoins_through_bootstrap() -> None:
     assert st.counts["bootstrap_ok"] == 1 and c.addr in a.links
 
 
-def test_p8_couplings_succeed_with_lookahead_and_pins_per_host() -> None:
-    # 300 hosts, p = 8 (4 pins for about 9 levels), 30 % churn: with the pins spread
-    # the same on every host and greedy next hops, 83.6 % and 81.4 % of the couplings
-    # succeeded on these seeds (most out of steps); with both, 99.0 % and 98.5 %.
-    for seed in (1, 3):
-        r = run_overlay_benchmark(params(300, seed=seed, lookups=40), OverlayConfig(cap=8), settle=60.0)
-        c = r["overlay"]["phases"]["run"]["couplings"]
-        assert c["success_rate"] >= 0.97, (seed, c)
+@pytest.mark.parametrize("seed", [1, 3])
+def test_p8_couplings_succeed_with_lookahead_and_pins_per_host(seed: int) -> None:
+    # 250 hosts, p = 8 (4 pins for about 9 levels), 30 % churn: with the pins spread
+    # the same on every host and greedy next hops, 84.1 % (seed 1) and 77.8 % (seed 3)
+    # of the couplings succeeded, most out of steps; with both, 99.2 % and 99.0 %+.
+    r = run_overlay_benchmark(params(250, seed=seed, lookups=20), OverlayConfig(cap=8), settle=30.0)
+    c = r["overlay"]["phases"]["run"]["couplings"]
+    assert c["success_rate"] >= 0.97, c
 
 
 def test_nexthop_paths_follow_links_within_the_hop_limit(nexthop: tuple[Checked, scenario._Run]) -> None:

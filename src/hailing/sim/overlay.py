@@ -106,6 +106,9 @@ class OverlayConfig:
     #: on every link when it changes: ``link_list_frames``) and picks the peer linked to
     #: the target, else the one whose own links come closest to it.
     lookahead: bool = True
+    #: With ``pin_phase``: the shallow pins go first to levels that none of the pins of
+    #: the host's pinned neighbours reach (they tell them: the neighbour exchange).
+    complement: bool = False
     #: Next-hop: the origin's first hop is the host whose reply named the target (it
     #: remembers the last ``introducer_memory`` targets named on each host's links).
     introducer: bool = False
@@ -362,10 +365,13 @@ class LinkOverlay:
         # (one message on the link; Chord's stabilization, in XOR space).
         hosts = self.hosts
         told = 0
+        covered: set[int] = set()  # levels our pinned neighbours' pins reach
         for q in host.pins:
             if q in links:
                 told += 1
-                candidates += [(ids[r], r) for r in hosts[q].pins if r in hosts and r != host.addr]
+                theirs = [(ids[r], r) for r in hosts[q].pins if r in hosts and r != host.addr]
+                candidates += theirs
+                covered.update(160 - (i ^ own).bit_length() for i, _ in theirs)
         self.stats.counts["neighbour_exchange"] += told
         for id_int, peer in candidates:
             d = id_int ^ own
@@ -376,7 +382,8 @@ class LinkOverlay:
             cur = best.get(level)
             if cur is None or rank < cur[0]:
                 best[level] = (rank, peer)
-        wanted = [best[level][1] for level in self._levels(host, sorted(best))]
+        wanted = [best[level][1] for level in self._levels(host, sorted(best),
+                                                            covered if self.cfg.complement else None)]
         host.pins = set(wanted)
         for peer in wanted:
             if peer not in links and peer not in host.pending:
@@ -407,9 +414,10 @@ class LinkOverlay:
     def _link_ids(self, addr: Hashable) -> set[int]:
         return self.hosts[addr].link_ids
 
-    def _levels(self, host: _Host, levels: list[int]) -> list[int]:
+    def _levels(self, host: _Host, levels: list[int], covered: set[int] | None = None) -> list[int]:
         cfg = self.cfg
-        return pick_levels(levels, self.n_pins, cfg.deep_count(), host.phase if cfg.pin_phase else None)
+        return pick_levels(levels, self.n_pins, cfg.deep_count(), host.phase if cfg.pin_phase else None,
+                           covered)
 
     # -- coupling ----------------------------------------------------------------------------
 

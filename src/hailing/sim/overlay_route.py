@@ -46,7 +46,8 @@ def spread(levels: list[int], budget: int) -> list[int]:
     return [levels[i] for i in picks]
 
 
-def pick_levels(levels: list[int], budget: int, deep: int, phase: float | None) -> list[int]:
+def pick_levels(levels: list[int], budget: int, deep: int, phase: float | None,
+                covered: set[int] | None = None) -> list[int]:
     """The levels to pin among the sorted ``levels`` a host knows a peer at.
 
     ``phase`` None: :func:`spread` (the same levels on every host, since every host has
@@ -54,7 +55,9 @@ def pick_levels(levels: list[int], budget: int, deep: int, phase: float | None) 
     lookups of the host's own region and the last hops of every route need them), and
     the rest of the ``budget`` spread evenly over the shallower levels from an offset
     ``phase`` in [0, 1) of the host's own: across hosts, every shallow level is pinned
-    by a ``(budget - deep) / shallow levels`` share of them."""
+    by a ``(budget - deep) / shallow levels`` share of them. With ``covered`` (levels the
+    host's neighbours' pins reach already), the uncovered shallow levels are spread over
+    first."""
     m = len(levels)
     if m <= budget:
         return levels
@@ -66,6 +69,13 @@ def pick_levels(levels: list[int], budget: int, deep: int, phase: float | None) 
     rest = budget - deep
     if rest <= 0:
         return kept
+    if covered:
+        bare = [level for level in shallow if level not in covered]
+        if len(bare) >= rest:
+            shallow = bare
+        else:
+            others = [level for level in shallow if level in covered]
+            return sorted(bare + pick_levels(others, rest - len(bare), 0, phase)) + kept
     s = len(shallow)
     picks = sorted({int((i + phase) * s / rest) % s for i in range(rest)})
     return [shallow[i] for i in picks] + kept
