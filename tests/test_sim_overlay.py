@@ -18,8 +18,14 @@ import pytest
 
 from hailing.sim import scenario
 from hailing.sim.engine import Simulator
-from hailing.sim.overlay import LinkOverlay, OverlayConfig, _xor_closest
-from hailing.sim.overlay_route import pick_levels, route_backtrack, route_greedy, spread
+from hailing.sim.overlay import LinkOverlay, OverlayConfig
+from hailing.sim.overlay_route import (
+    pick_levels,
+    route_backtrack,
+    route_greedy,
+    spread,
+    xor_closest,
+)
 from hailing.sim.overlay_run import run_overlay_benchmark
 
 SEEDS = [1, 2, 3, 4, 5, 6]
@@ -335,7 +341,7 @@ def test_xor_closest_matches_a_scan() -> None:
             lo = bisect.bisect_left(ids, sibling << shift)
             hi = bisect.bisect_left(ids, (sibling + 1) << shift)
             if lo < hi:
-                got = _xor_closest(ids, own, lo, hi, sibling, level + 1)
+                got = xor_closest(ids, own, lo, hi, sibling, level + 1)
                 assert got == min(ids[lo:hi], key=lambda x: x ^ own)
 
 

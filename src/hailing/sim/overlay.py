@@ -64,7 +64,7 @@ from ..dht import DhtProtocol, NodesFound
 from ..dht.routing import NodeEntry
 from .engine import SimNode, Simulator
 from .overlay_report import OverlayStats, phase_report
-from .overlay_route import flood, pick_levels, route_backtrack, route_greedy
+from .overlay_route import flood, pick_levels, route_backtrack, route_greedy, xor_closest
 
 FORWARDING = ("nexthop", "flood")
 _OUTCOMES = {"ok": 0, "stuck": 1, "hop_limit": 2, "full": 3, "path_broken": 4,
@@ -182,21 +182,6 @@ class _Coupling:
         self.messages = 0
         self.fail: str | None = None
         self.bootstrap = False
-
-
-def _xor_closest(ids: list[int], v: int, lo: int, hi: int, prefix: int, depth: int) -> int:
-    """The id in the sorted block ids[lo:hi] (the ids whose first ``depth`` bits are
-    ``prefix``) XOR-closest to ``v``: bit by bit, keep the half that matches ``v``'s bit
-    if it is not empty."""
-    while hi - lo > 1:
-        shift = 159 - depth
-        mid = bisect.bisect_left(ids, (prefix * 2 + 1) << shift, lo, hi)
-        if ((v >> shift) & 1 and mid < hi) or mid == lo:
-            lo, prefix = mid, prefix * 2 + 1
-        else:
-            hi, prefix = mid, prefix * 2
-        depth += 1
-    return ids[lo]
 
 
 def _find_self(node_id: bytes, core: DhtProtocol, now: float) -> int:
@@ -401,7 +386,7 @@ class LinkOverlay:
             lo = bisect_left(ids, sibling << shift)
             hi = bisect_left(ids, (sibling + 1) << shift, lo)
             if lo < hi:
-                wanted.append(self._by_id[_xor_closest(ids, own, lo, hi, sibling, level + 1)])
+                wanted.append(self._by_id[xor_closest(ids, own, lo, hi, sibling, level + 1)])
             ours = own >> shift
             if bisect_left(ids, (ours + 1) << shift) - bisect_left(ids, ours << shift) <= 1:
                 break  # nobody else shares more than `level` bits with us

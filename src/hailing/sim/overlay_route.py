@@ -4,6 +4,7 @@ The strategies of :class:`~hailing.sim.overlay.LinkOverlay`, as functions of the
 alone (``hosts[addr].links``: the open links of each live host, ``ids[addr]``: every
 host's id as an int), so that each one can be read, tested and compared on its own:
 
+- :func:`xor_closest`: the id of a sorted block closest to a value (the oracle's pins);
 - :func:`pick_levels`: which levels (common prefix length with the host's id) a host
   pins, given the levels it knows a host at;
 - :func:`route_greedy`: the greedy walk alone (``backtrack=False``);
@@ -17,6 +18,7 @@ What a real node does to match each one is in docs/overlay.md, "In the simulator
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Hashable, Mapping
 from typing import Protocol
 
@@ -79,6 +81,21 @@ def pick_levels(levels: list[int], budget: int, deep: int, phase: float | None,
     s = len(shallow)
     picks = sorted({int((i + phase) * s / rest) % s for i in range(rest)})
     return [shallow[i] for i in picks] + kept
+
+
+def xor_closest(ids: list[int], v: int, lo: int, hi: int, prefix: int, depth: int) -> int:
+    """The id in the sorted block ids[lo:hi] (the ids whose first ``depth`` bits are
+    ``prefix``) XOR-closest to ``v``: bit by bit, keep the half that matches ``v``'s bit
+    if it is not empty."""
+    while hi - lo > 1:
+        shift = 159 - depth
+        mid = bisect.bisect_left(ids, (prefix * 2 + 1) << shift, lo, hi)
+        if ((v >> shift) & 1 and mid < hi) or mid == lo:
+            lo, prefix = mid, prefix * 2 + 1
+        else:
+            hi, prefix = mid, prefix * 2
+        depth += 1
+    return ids[lo]
 
 
 def route_greedy(hosts: Hosts, ids: Mapping[Hashable, int], src: Hashable, dst: Hashable,
