@@ -13,7 +13,8 @@ other: what arrives on it is fed to the core with the link's LinkAddr (the node'
 
 Frames the core never sees, each dropped and counted in :attr:`LinkDriver.stats`: a text
 message, a frame over :data:`MAX_FRAME` bytes, a frame that is neither bencode (``d...``)
-nor a control frame (``link_garbage``), a frame beyond the link's budget of
+nor a control frame (``link_garbage``; a link list that is not one, ``linklists.py``),
+a frame beyond the link's budget of
 :data:`FRAME_RATE` a second (``link_rate_limited``). None of them closes a link; the
 others never notice.
 
@@ -37,6 +38,7 @@ from typing import Any, Protocol
 from .. import bencode
 from ..errors import LocalProtocolError
 from .linkaddr import HANDLE_LEN, LinkAddr
+from .linklists import LINKS, LinkLists
 from .links import Link, LinkManager
 
 __all__ = [
@@ -124,6 +126,8 @@ class LinkDriver(LinkManager):
         #: Datagrams waiting for a link, by handle.
         self._queues: dict[bytes, list[bytes]] = {}
         self._coupling: dict[bytes, asyncio.Task[None]] = {}
+        #: Our link list told to each peer, and theirs kept (lookahead, linklists.py).
+        self.lists = LinkLists(self)
 
     # -- the node -------------------------------------------------------------------
 
@@ -349,6 +353,8 @@ class LinkDriver(LinkManager):
             pass
         elif kind in (KEEP, FREE) and len(msg) == 2:
             link.peer_pinned = kind == KEEP
+        elif kind == LINKS:
+            self.lists.receive(link, msg, self.clock())
         elif kind == BYE and len(msg) == 2:
             self._retire(link)  # evicted by the peer: it drains, its closing is no death
         elif kind == HELLO and len(msg) == 22:
@@ -387,10 +393,17 @@ class LinkDriver(LinkManager):
         if own is not None and not link.hello_sent and link.is_open:
             link.hello_sent = self._transmit(link, HELLO + own, used=False)
             self._sync_pin(link)
+            if link.hello_sent:
+                self._links_changed()
 
     # -- the manager's hooks ----------------------------------------------------------
 
+    def _links_changed(self) -> None:
+        if not self._closing:
+            self.lists.changed()
+
     def _bound(self, link: Link) -> None:
+        self._links_changed()
         if self._host is not None:
             self._host.link_opened(link)
         if link.is_open and link.handle not in self._coupling:
@@ -398,6 +411,7 @@ class LinkDriver(LinkManager):
                 self._transmit(link, data, used=True)
 
     def _gone(self, link: Link) -> None:
+        self._links_changed()
         if self._host is not None and link.peer_id is not None:
             self._host.link_closed(link)
 

@@ -76,10 +76,14 @@ class Link:
         "last_received",
         "last_sent",
         "last_used",
+        "lists_heard",
+        "lists_sent",
+        "lists_told",
         "opened",
         "owns_pc",
         "pc",
         "peer_id",
+        "peer_links",
         "peer_pinned",
         "pins",
         "told_pinned",
@@ -108,6 +112,12 @@ class Link:
         #: Closed by an eviction (ours, or the peer's: it said so): the peer is alive.
         self.farewell = False
         self.hello_sent = False
+        #: The ids of the peer's other links, as it last told them (linklists.py).
+        self.peer_links: frozenset[bytes] = frozenset()
+        #: When the peer's last list arrived, when ours last went out, and what it said.
+        self.lists_heard = float("-inf")
+        self.lists_sent = float("-inf")
+        self.lists_told: tuple[bytes, ...] | None = None
         self._tokens = FRAME_BURST
         self._refilled = now
 
@@ -209,6 +219,10 @@ class LinkManager:
         """The links not closed (open, or opening)."""
         return [link for link in self._links if not link.closed]
 
+    def routed(self) -> list[Link]:
+        """The open links that carry traffic (one per peer; not the draining ones)."""
+        return [x for x in self._by_handle.values() if x.is_open]
+
     def link_for(self, addr_or_id: LinkAddr | bytes) -> Link | None:
         """The open link to a LinkAddr, a 5-byte handle or a 20-byte node id."""
         if isinstance(addr_or_id, LinkAddr):
@@ -292,6 +306,7 @@ class LinkManager:
         if link.closed:
             return
         link.closed = True
+        link.peer_links = frozenset()
         self.stats["link_closed"] += 1
         if link.handle is not None and self._draining.get(link.handle) is link:
             del self._draining[link.handle]
