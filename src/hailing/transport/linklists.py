@@ -141,12 +141,9 @@ class LinkLists:
     def receive(self, link: Link, frame: bytes, now: float) -> None:
         """A :data:`LINKS` frame arrived on ``link``: keep it, or drop and count it."""
         m = self._m
-        if link.peer_id is None:
-            why: str | tuple[bytes, ...] = "unidentified"
-        elif now - link.lists_heard < MIN_GAP:
+        why = "unidentified" if link.peer_id is None else decode(frame)
+        if not isinstance(why, str) and now - link.lists_heard < MIN_GAP:
             why = "too_often"
-        else:
-            why = decode(frame)
         if isinstance(why, str):
             m.stats["link_garbage"] += 1
             m.stats["link_garbage_lists_" + why] += 1
