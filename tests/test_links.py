@@ -30,10 +30,11 @@ class Clock:
 
 
 @contextlib.asynccontextmanager
-async def drivers(n: int, *, cap: int = 16, closest: int = 0,
+async def drivers(n: int, *, cap: int = 16, closest: int = 0, levels: int = 0,
                   clock: Clock | None = None) -> AsyncIterator[list[LinkDriver]]:
     clock = clock or Clock()
-    out = [LinkDriver(cap=cap, closest=closest, clock=clock, keepalive=10.0) for _ in range(n)]
+    out = [LinkDriver(cap=cap, closest=closest, levels=levels, clock=clock, keepalive=10.0)
+           for _ in range(n)]
     for i, d in enumerate(out):
         d.node_id = bytes([i + 1]) * 20
     try:

@@ -118,8 +118,10 @@ class LinkDriver(LinkManager):
         configuration: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         closest: int | None = None,
+        levels: int | None = None,
     ) -> None:
-        super().__init__(cap=cap, keepalive=keepalive, clock=clock, closest=closest)
+        super().__init__(cap=cap, keepalive=keepalive, clock=clock, closest=closest,
+                         levels=levels)
         self._configuration = configuration
         self._host: LinkHost | None = None
         self._own_id: bytes | None = None

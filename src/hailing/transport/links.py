@@ -10,7 +10,9 @@ pinned link is never evicted: a link is pinned for one or more reasons
 (:meth:`LinkManager.pin`, :meth:`LinkManager.unpin`): ``"friend"`` (the session's links to
 friends), ``"closest"`` (the manager pins its links to the :attr:`LinkManager.closest`
 peers XOR-closest to our id: the overlay's neighbourhood, which lookups for our own
-region need), or any other reason a caller names. When every link is pinned the cap is
+region need), ``"level"`` (links at :attr:`LinkManager.levels` shallower levels, spread
+with a phase of our own id so that different nodes hold different levels:
+:mod:`hailing.transport.pins`), or any other reason a caller names. When every link is pinned the cap is
 exceeded rather than a pinned one dropped (``link_over_cap``).
 
 Keepalives: every ``keepalive`` seconds without anything sent a link gets a one-byte
@@ -22,8 +24,8 @@ call it with their own clock).
 Reconnection: the pins of a peer outlive its link. When a pinned link goes, the manager
 couples a new one to the same peer id with its couplers, fastest first (median coupling
 time), with a backoff from :data:`RECONNECT_MIN` doubling to :data:`RECONNECT_MAX`; the
-new link gets the old one's pins. A peer pinned only as ``"closest"`` is given up after
-:data:`RECONNECT_TRIES` failed rounds (it may have left the network).
+new link gets the old one's pins. A peer pinned only as ``"closest"`` or ``"level"`` is
+given up after :data:`RECONNECT_TRIES` failed rounds (it may have left the network).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .linkaddr import HANDLE_LEN, LinkAddr
+from .pins import choose_pins
 
 if TYPE_CHECKING:
     from .datachannel import LinkCoupler
@@ -48,10 +51,12 @@ DEAD_AFTER = 3.0
 FRAME_RATE = 200.0
 FRAME_BURST = 400.0
 #: Reconnection backoff of a pinned link (seconds), and the rounds before a ``closest``
-#: pin is given up.
+#: or ``level`` pin is given up.
 RECONNECT_MIN = 1.0
 RECONNECT_MAX = 60.0
 RECONNECT_TRIES = 6
+#: The pins the manager makes itself (given up when their peer cannot be reached).
+OWN_PINS = frozenset({"closest", "level"})
 #: Seconds after its last use during which a link is spared by eviction (soft cap).
 GRACE = 2.0
 #: Seconds a peer connection may take to close (aiortc's close waits on its transports).
@@ -162,7 +167,7 @@ class LinkManager:
     :class:`~hailing.transport.datachannel.LinkDriver` is one."""
 
     def __init__(self, *, cap: int, keepalive: float, clock: Callable[[], float],
-                 closest: int | None) -> None:
+                 closest: int | None, levels: int | None = None) -> None:
         if cap < 1:
             raise ValueError("the link cap must be at least 1")
         self.cap = cap
@@ -170,6 +175,8 @@ class LinkManager:
         self.clock = clock
         #: Links to this many XOR-closest peers are pinned ``"closest"``.
         self.closest = max(1, cap // 4) if closest is None else closest
+        #: Links at this many shallower levels are pinned ``"level"`` (pins.py).
+        self.levels = cap // 4 if levels is None else levels
         self.stats: Counter[str] = Counter()
         #: Tried fastest first (median coupling time) to open a link.
         self.couplers: list[LinkCoupler] = []
@@ -267,7 +274,7 @@ class LinkManager:
         if pins:
             link.pins |= pins
             self._sync_pin(link)
-        self._repin_closest()
+        self._repin()
         self._bound(link)
 
     def _unroute(self, link: Link) -> None:
@@ -296,7 +303,7 @@ class LinkManager:
             self._draining[link.handle] = link
         self._spawn(self._drain(link))
         if not self._closing:
-            self._repin_closest()
+            self._repin()
 
     async def _drain(self, link: Link) -> None:
         await asyncio.sleep(DRAIN)
@@ -313,7 +320,7 @@ class LinkManager:
         self._unroute(link)
         self._spawn(_close_pc(link))
         if not self._closing:
-            self._repin_closest()
+            self._repin()
             peer = link.peer_id
             if (peer is not None and not link.farewell and self._wanted.get(peer)
                     and self.link_for(peer) is None):
@@ -341,20 +348,21 @@ class LinkManager:
                 if task is not None:
                     task.cancel()
 
-    def _repin_closest(self) -> None:
+    def _repin(self) -> None:
+        """Pin ``"closest"`` and ``"level"`` links by the rule of :mod:`.pins` among the
+        links not closed; unpin the ones it no longer picks."""
         own = self.node_id
         if own is None:
             return
-        mine = int.from_bytes(own, "big")
         known = {x.peer_id for x in self._links if x.peer_id is not None and not x.closed}
-        peers = sorted(known, key=lambda p: int.from_bytes(p, "big") ^ mine)[: self.closest]
-        keep = set(peers)
+        chosen = choose_pins(own, known, self.closest, self.levels)
         for x in self._links:
-            if x.peer_id in keep:
-                if "closest" not in x.pins:
-                    self.pin(x, "closest")
-            elif "closest" in x.pins:
-                self.unpin(x, "closest")
+            why = chosen.get(x.peer_id) if x.peer_id is not None else None
+            for reason in sorted(OWN_PINS):
+                if reason == why and reason not in x.pins:
+                    self.pin(x, reason)
+                elif reason != why and reason in x.pins:
+                    self.unpin(x, reason)
 
     def _enforce_cap(self, keep: Link | None = None) -> None:
         """Evict least recently used unpinned links until at most ``cap`` are left. A
@@ -438,7 +446,7 @@ class LinkManager:
                     self.stats["link_reconnected"] += 1
                     break
                 tries += 1
-                if self._wanted.get(peer) == {"closest"} and tries >= RECONNECT_TRIES:
+                if self._wanted.get(peer, OWN_PINS) <= OWN_PINS and tries >= RECONNECT_TRIES:
                     self.stats["link_reconnect_given_up"] += 1
                     del self._wanted[peer]
                     break
