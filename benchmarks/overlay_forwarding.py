@@ -12,7 +12,8 @@ coupling time and its steps (quantiles), forwarding refusals by reason, gets fou
 ``--lookahead both`` (the default) runs every seed twice, greedy forwarding on the
 neighbours alone (``off``) and with one step of lookahead through their link lists
 (``on``), and prints them side by side; ``--levels both`` does the same with the link
-manager's pins over levels (``off``: only the closest peers pinned, as before them).
+manager's pins over levels, and its coupling of pins it has no link to (``off``: only
+the closest open links pinned, as before them).
 
     python benchmarks/overlay_forwarding.py --nodes 30 --p 8 --seeds 3 --out /tmp/fwd.json
 
@@ -61,6 +62,7 @@ async def run(seed: int, n: int, p: int, gets: int, soft: float, lookahead: bool
             o.fwd.lookahead = lookahead
             if not levels:
                 o.driver.levels = 0
+                o.driver.fill_pins = False
             if nodes:
                 await couple_direct(o.driver, rng.choice(nodes).driver, pinned=True)
                 await o.node.bootstrap()

@@ -153,6 +153,9 @@ class Host:
     def known_id(self, addr: LinkAddr) -> bytes | None:
         return None
 
+    def known_ids(self) -> list[bytes]:
+        return []
+
 
 frames = st.one_of(
     st.binary(max_size=64),

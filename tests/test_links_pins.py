@@ -9,11 +9,12 @@ from collections import Counter
 
 import pytest
 from pytest_helpers import loopback_ice
-from test_links import Clock, drivers
+from test_links import Clock, drivers, until
 
 from hailing.transport import couple_direct
-from hailing.transport.links import GRACE
+from hailing.transport.links import FILL_RETRY, GRACE
 from hailing.transport.pins import choose_pins, level, phase_of, pick_levels
+from hailing.transport.topology import LocalCoupler
 
 _loopback_ice = pytest.fixture(autouse=True)(loopback_ice)
 
@@ -105,3 +106,69 @@ async def test_the_manager_pins_levels_and_never_evicts_them() -> None:
             kept = {x.peer_id[:1] for x in hub.links()}  # type: ignore[index]
             assert {b"\x03", b"\x80", b"\x10"} <= kept and len(hub.links()) == 8
             assert b"\x04" not in kept  # the least recently used unpinned
+
+
+class _Host:
+    """The node side of a driver, as far as pins need it: the ids it knows."""
+
+    def __init__(self, node_id: bytes, known: list[bytes]) -> None:
+        self.node_id = node_id
+        self.known = known
+
+    def known_ids(self) -> list[bytes]:
+        return list(self.known)
+
+    def link_datagram(self, data: bytes, addr: object) -> None:
+        pass
+
+    def link_opened(self, link: object) -> None:
+        pass
+
+    def link_closed(self, link: object) -> None:
+        pass
+
+    def link_unreachable(self, data: bytes, addr: object) -> None:
+        pass
+
+    def known_id(self, addr: object) -> None:
+        return None
+
+
+async def test_the_manager_couples_the_pins_it_has_no_link_to() -> None:
+    clock = Clock()
+    async with drivers(7, cap=8, closest=1, levels=2, clock=clock) as (hub, *others):
+        for d, top in zip(others, [0x03, 0x04, 0x10, 0x40, 0x80, 0x81], strict=True):
+            d.node_id = _id(top, b"\x01" * 19)
+            d.closest = d.levels = 0
+        hub.node_id = _id(0x01, b"\x01" * 19)
+        ids = [d.node_id for d in others if d.node_id is not None]
+        host = _Host(hub.node_id, ids)
+        hub.attach(host)  # type: ignore[arg-type]
+        hub.couplers = [LocalCoupler([hub, *others])]
+        await couple_direct(hub, others[1])  # linked to 0x04 only
+        expected = choose_pins(hub.node_id, ids, 1, 2)
+        assert expected == {_id(0x03, b"\x01" * 19): "closest",
+                            _id(0x10, b"\x01" * 19): "level", _id(0x81, b"\x01" * 19): "level"}
+        for _ in range(4):  # one coupling per round, closest first
+            hub.tick()
+            await until(lambda: hub._filling is None or hub._filling.done(), "a pin coupled")
+        pins = {x.peer_id: x.pins for x in hub.links()}
+        assert all(why in pins.get(peer, set()) for peer, why in expected.items()), pins
+        assert hub.stats["link_pin_coupled"] == 3 and len(hub.links()) == 4
+        # a peer that cannot be coupled is tried once a FILL_RETRY
+        ghost = _id(0x00, b"\x01" * 19)  # the closest of all, but no driver here
+        host.known.append(ghost)
+        hub.tick()
+        await until(lambda: hub.stats["link_pin_failed"] == 1, "the ghost tried")
+        hub.tick()
+        await until(lambda: hub._filling is not None and hub._filling.done(), "settled")
+        assert hub.stats["link_pin_failed"] == 1
+        clock.now += FILL_RETRY
+        hub.tick()
+        await until(lambda: hub.stats["link_pin_failed"] == 2, "the ghost tried again")
+        # without fill_pins, the manager only pins links that are open
+        hub.fill_pins = False
+        clock.now += FILL_RETRY
+        hub.tick()
+        assert hub._filling is not None and hub._filling.done()
+        assert hub.stats["link_pin_failed"] == 2

@@ -96,6 +96,10 @@ class LinkHost(Protocol):
     def known_id(self, addr: LinkAddr) -> bytes | None:
         """The full node id behind ``addr`` if the node knows it (coupling target)."""
 
+    def known_ids(self) -> list[bytes]:
+        """The node ids the node knows at link addresses (its routing table): peers the
+        link manager may couple a pin to."""
+
 
 class LinkCoupler(Protocol):
     """Something that opens a link to a node (forwarded signaling, a friend link...)."""
@@ -416,6 +420,11 @@ class LinkDriver(LinkManager):
         self._links_changed()
         if self._host is not None and link.peer_id is not None:
             self._host.link_closed(link)
+
+    def _known_peers(self) -> list[bytes]:
+        if self._host is None:
+            return []
+        return [i for i in self._host.known_ids() if i[:HANDLE_LEN] not in self._coupling]
 
     def _ping(self, link: Link) -> None:
         self._transmit(link, PING, used=False)

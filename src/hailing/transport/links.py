@@ -57,6 +57,8 @@ RECONNECT_MAX = 60.0
 RECONNECT_TRIES = 6
 #: The pins the manager makes itself (given up when their peer cannot be reached).
 OWN_PINS = frozenset({"closest", "level"})
+#: Seconds before a pin the manager could not couple is tried again.
+FILL_RETRY = 60.0
 #: Seconds after its last use during which a link is spared by eviction (soft cap).
 GRACE = 2.0
 #: Seconds a peer connection may take to close (aiortc's close waits on its transports).
@@ -191,6 +193,11 @@ class LinkManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._keepalive_task: asyncio.Task[None] | None = None
         self._closing = False
+        #: Coupling a pin that has no link yet (one at a time), and when each was tried.
+        self._filling: asyncio.Task[None] | None = None
+        #: Whether the manager couples such pins (False: it only pins open links).
+        self.fill_pins = True
+        self._fill_tried: dict[bytes, float] = {}
 
     # -- hooks of the driver ------------------------------------------------------------
 
@@ -203,6 +210,11 @@ class LinkManager:
 
     def _gone(self, link: Link) -> None:
         """``link`` was closed."""
+
+    def _known_peers(self) -> list[bytes]:
+        """Node ids known beyond the links that a pin may be coupled to (the routing
+        table's peers at link addresses), not being coupled right now."""
+        return []
 
     def _ping(self, link: Link) -> None:
         """Send a keepalive on ``link``."""
@@ -400,6 +412,34 @@ class LinkManager:
                 self._ping(link)
         if len(self._links) > self.cap:
             self._enforce_cap()
+        self._fill_pins(now)
+
+    def _fill_pins(self, now: float) -> None:
+        """Couple one peer that the pin rule picks among the links *and* the known peers
+        but that has no link (closest first): pins reach levels no lookup linked to.
+        One at a time; a peer tried is tried again after :data:`FILL_RETRY` seconds."""
+        own = self.node_id
+        if (own is None or not self.fill_pins or not self.couplers or self._closing
+                or (self._filling is not None and not self._filling.done())):
+            return
+        tried = self._fill_tried
+        for peer in [p for p, t in tried.items() if now - t >= FILL_RETRY]:
+            del tried[peer]
+        linked = {x.peer_id for x in self.links() if x.peer_id is not None}
+        known = set(self._known_peers()) - linked - set(self._reconnecting) - set(tried)
+        if not known:
+            return
+        mine = int.from_bytes(own, "big")
+        chosen = choose_pins(own, linked | known, self.closest, self.levels)
+        wanted = sorted((p for p in chosen if p in known),
+                        key=lambda p: int.from_bytes(p, "big") ^ mine)
+        if wanted:
+            tried[wanted[0]] = now
+            self._filling = self._spawn(self._fill(wanted[0]))
+
+    async def _fill(self, peer: bytes) -> None:
+        link = await self.couple(peer)
+        self.stats["link_pin_coupled" if link is not None else "link_pin_failed"] += 1
 
     def _start_keepalive(self) -> None:
         if self._keepalive_task is None and self.keepalive > 0:

@@ -103,6 +103,9 @@ class NodeLinks:
         core.receive_datagram(encode_message(Error(tid, 201, why)), addr, node._loop.time())
         node._pump()
 
+    def known_ids(self) -> list[bytes]:
+        return [e.id for e in self._core.table if isinstance(e.addr, LinkAddr)]
+
     def known_id(self, addr: LinkAddr) -> bytes | None:
         for entry in self._core.table:
             if entry.addr == addr:
