@@ -80,7 +80,7 @@ async def run(seed: int, n: int, p: int, gets: int, soft: float, lookahead: bool
         stats: dict[str, int] = {}
         for o in nodes:
             for k, v in o.node.stats.items():
-                if k.startswith(("fwd_", "link_couple", "link_lists", "link_garbage",
+                if k.startswith(("fwd_", "link_couple", "link_lists", "link_garbage", "link_pin",
                                  "link_evicted")):
                     stats[k] = stats.get(k, 0) + v
         timings = [t for o in nodes for t in o.coupler.timings]
