@@ -12,7 +12,15 @@ from pytest_helpers import loopback_ice
 from test_links import Clock, drivers, until
 
 from hailing.transport import couple_direct
-from hailing.transport.linklists import INTERVAL, LINKS, MAX_ENTRIES, MIN_GAP, decode, encode
+from hailing.transport.linklists import (
+    BURST,
+    INTERVAL,
+    LINKS,
+    MAX_ENTRIES,
+    MIN_GAP,
+    decode,
+    encode,
+)
 
 _loopback_ice = pytest.fixture(autouse=True)(loopback_ice)
 
@@ -92,20 +100,21 @@ async def test_garbage_lists_are_dropped_counted_and_close_nothing() -> None:
         la, lb = await couple_direct(a, b)
         await couple_direct(a, c)
         await until(lambda: la.lists_heard > float("-inf"), "b's first list")
-        clock.now += MIN_GAP
+        clock.now += BURST * MIN_GAP
         bad = [LINKS + b"x" * 21, LINKS + b"y" * 20 * (MAX_ENTRIES + 1)]
         for frame in bad:
             lb.channel.send(frame)
         await until(lambda: a.stats["link_garbage"] == 2, "two garbage lists")
         assert a.stats["link_garbage_lists_length"] == 1
         assert a.stats["link_garbage_lists_too_many"] == 1
-        good = encode([b"\x09" * 20])
-        lb.channel.send(good)
-        await until(lambda: la.peer_links == {b"\x09" * 20}, "a good list")
-        lb.channel.send(encode([b"\x0a" * 20]))  # within MIN_GAP of the last one
+        # the budget is full again (BURST lists): four go through, the fifth is too many
+        for i in range(int(BURST)):
+            lb.channel.send(encode([bytes([9 + i]) * 20]))
+        await until(lambda: la.peer_links == {b"\x0c" * 20}, "four good lists")
+        lb.channel.send(encode([b"\x0d" * 20]))  # no time has passed: over the budget
         await until(lambda: a.stats["link_garbage_lists_too_often"] == 1, "too often")
-        assert la.peer_links == {b"\x09" * 20}
-        clock.now += MIN_GAP
+        assert la.peer_links == {b"\x0c" * 20}
+        clock.now += MIN_GAP  # one more list's worth
         lb.channel.send(encode([b"\x0a" * 20, a.node_id]))  # type: ignore[list-item]
         await until(lambda: la.peer_links == {b"\x0a" * 20}, "the next list, our id left out")
         # nothing was closed: the links still carry frames both ways

@@ -83,6 +83,7 @@ class Link:
         "last_received",
         "last_sent",
         "last_used",
+        "lists_budget",
         "lists_heard",
         "lists_sent",
         "lists_told",
@@ -125,6 +126,8 @@ class Link:
         self.lists_heard = float("-inf")
         self.lists_sent = float("-inf")
         self.lists_told: tuple[bytes, ...] | None = None
+        #: The peer's budget of lists (linklists.BURST, refilled with time).
+        self.lists_budget = 0.0
         self._tokens = FRAME_BURST
         self._refilled = now
 
