@@ -293,6 +293,19 @@ class LinkDriver(LinkManager):
         for data in queue:
             self._unreachable(data, LinkAddr(handle))
 
+    async def _couple_pin(self, peer: bytes) -> Link | None:
+        """A pin's coupling is the one datagrams to that peer wait for (one coupling
+        per peer, never two side by side)."""
+        handle = bytes(peer[:HANDLE_LEN])
+        task = self._coupling.get(handle)
+        if task is None:
+            if len(self._coupling) >= MAX_COUPLINGS or self._host is None:
+                return None
+            self._queues.setdefault(handle, [])
+            task = self._coupling[handle] = self._spawn(self._couple_for_queue(handle, peer))
+        await asyncio.wait([task])
+        return self.link_for(peer)
+
     async def couple(self, target: bytes) -> Link | None:
         """Open a link to ``target`` (node id or handle) by the couplers, fastest first;
         the link, or None when every coupler failed (counted)."""

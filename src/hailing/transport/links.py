@@ -441,8 +441,13 @@ class LinkManager:
             self._filling = self._spawn(self._fill(wanted[0]))
 
     async def _fill(self, peer: bytes) -> None:
-        link = await self.couple(peer)
+        link = await self._couple_pin(peer)
         self.stats["link_pin_coupled" if link is not None else "link_pin_failed"] += 1
+
+    async def _couple_pin(self, peer: bytes) -> Link | None:
+        """Open a link to ``peer`` for a pin (the driver shares it with the datagrams
+        that wait for that peer)."""
+        return await self.couple(peer)
 
     def _start_keepalive(self) -> None:
         if self._keepalive_task is None and self.keepalive > 0:
