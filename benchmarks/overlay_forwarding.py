@@ -116,29 +116,34 @@ async def main() -> None:
                          "alone, or both on each seed (default)")
     ap.add_argument("--levels", choices=["on", "off", "both"], default="on",
                     help="the link manager's pins over levels (default on)")
+    ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--out")
     args = ap.parse_args()
     hailing.rtc.set_host_addresses(["127.0.0.1"])
     choice = {"on": [True], "off": [False], "both": [False, True]}
-    runs = [await run(s, args.nodes, args.p, args.gets, args.soft, la, lv)
-            for s in range(1, args.seeds + 1)
-            for lv in choice[args.levels] for la in choice[args.lookahead]]
-    report = {"benchmark": "overlay_forwarding", "nodes": args.nodes, "p": args.p,
-              "min_soft_timeout": args.soft, "python": platform.python_version(),
-              "runs": runs}
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    for r in runs:
-        mode = ("lookahead" if r["lookahead"] else "greedy") + (
-            f", {r['level_pins']} level pins" if r["level_pins"] else ", no level pins")
-        c = r["counters"]
-        print(f"seed {r['seed']} {mode}: built {r['built_s']} s, {r['couplings']} couplings "
-              f"({r['couplings_failed']} failed), {r['hops_per_message']} hops/message, "
-              f"coupling {r['couple_s']}, gets {r['gets_found']}/{r['gets']}, "
-              f"gave up {c.get('fwd_gave_up', 0)}, escapes {c.get('fwd_escapes', 0)}, "
-              f"via lookahead {c.get('fwd_via_lookahead', 0)}", file=sys.stderr)
+    report: dict[str, Any] = {
+        "benchmark": "overlay_forwarding", "nodes": args.nodes, "p": args.p,
+        "min_soft_timeout": args.soft, "python": platform.python_version(), "runs": []}
+    for s in range(args.first_seed, args.first_seed + args.seeds):
+        for lv in choice[args.levels]:
+            for la in choice[args.lookahead]:
+                r = await run(s, args.nodes, args.p, args.gets, args.soft, la, lv)
+                report["runs"].append(r)
+                _summary(r)
+                if args.out:  # after each run: a long one interrupted keeps what it did
+                    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+
+
+def _summary(r: dict[str, Any]) -> None:
+    mode = ("lookahead" if r["lookahead"] else "greedy") + (
+        f", {r['level_pins']} level pins" if r["level_pins"] else ", no level pins")
+    c = r["counters"]
+    print(f"seed {r['seed']} {mode}: built {r['built_s']} s, {r['couplings']} couplings "
+          f"({r['couplings_failed']} failed), {r['hops_per_message']} hops/message, "
+          f"coupling {r['couple_s']}, gets {r['gets_found']}/{r['gets']}, "
+          f"gave up {c.get('fwd_gave_up', 0)}, escapes {c.get('fwd_escapes', 0)}, "
+          f"via lookahead {c.get('fwd_via_lookahead', 0)}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
