@@ -70,13 +70,20 @@ def test_different_nodes_hold_different_levels_evenly() -> None:
     assert len(chosen) >= 6
 
 
-def test_choose_pins_closest_first_then_the_nearest_peer_at_picked_levels() -> None:
+def test_choose_pins_the_deepest_levels_then_levels_picked_by_the_phase() -> None:
     own = _id(0x01)  # phase 0: of four levels, two pins take the 1st and the 3rd
     peers = [_id(0x03), _id(0x02), _id(0x04), _id(0x05), _id(0x10), _id(0x40), _id(0x80),
              _id(0x81)]
     pins = choose_pins(own, peers, closest=1, levels=2)
-    # 0x03 is the closest (level 6, covered); shallower levels known: 0, 1, 3, 5
+    # 0x03 is the closest at the deepest level (6); shallower levels: 0, 1, 3, 5
     assert pins == {_id(0x03): "closest", _id(0x81): "level", _id(0x10): "level"}
+    # a peer we have a link to is its level's pin before a closer one we only know
+    linked = {_id(0x80), _id(0x02)}
+    assert choose_pins(own, peers, closest=1, levels=2, linked=linked) == {
+        _id(0x02): "closest", _id(0x80): "level", _id(0x10): "level"}
+    # the closest pins are one a level, the deepest ones
+    assert choose_pins(own, peers, closest=2, levels=0) == {
+        _id(0x03): "closest", _id(0x05): "closest"}
     assert choose_pins(own, peers, closest=0, levels=0) == {}
     assert choose_pins(own, [], closest=2, levels=2) == {}
 

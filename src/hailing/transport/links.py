@@ -8,11 +8,12 @@ and an SCTP association: a node keeps at most :attr:`LinkManager.cap` links (see
 (``link_evicted``); "used" means DHT traffic sent or received on it, not keepalives. A
 pinned link is never evicted: a link is pinned for one or more reasons
 (:meth:`LinkManager.pin`, :meth:`LinkManager.unpin`): ``"friend"`` (the session's links to
-friends), ``"closest"`` (the manager pins its links to the :attr:`LinkManager.closest`
-peers XOR-closest to our id: the overlay's neighbourhood, which lookups for our own
-region need), ``"level"`` (links at :attr:`LinkManager.levels` shallower levels, spread
-with a phase of our own id so that different nodes hold different levels:
-:mod:`hailing.transport.pins`), or any other reason a caller names. When every link is pinned the cap is
+friends), ``"closest"`` (the manager pins a link at each of the
+:attr:`LinkManager.closest` deepest levels it has links at, the closest there: the
+overlay's neighbourhood, which lookups for our own region need), ``"level"`` (links at
+:attr:`LinkManager.levels` shallower levels, spread with a phase of our own id so that
+different nodes hold different levels: :mod:`hailing.transport.pins`), or any other
+reason a caller names. When every link is pinned the cap is
 exceeded rather than a pinned one dropped (``link_over_cap``).
 
 Keepalives: every ``keepalive`` seconds without anything sent a link gets a one-byte
@@ -178,7 +179,7 @@ class LinkManager:
         self.cap = cap
         self.keepalive = keepalive
         self.clock = clock
-        #: Links to this many XOR-closest peers are pinned ``"closest"``.
+        #: The closest link at each of this many deepest levels is pinned ``"closest"``.
         self.closest = max(1, cap // 4) if closest is None else closest
         #: Links at this many shallower levels are pinned ``"level"`` (pins.py).
         self.levels = cap // 4 if levels is None else levels
@@ -433,7 +434,7 @@ class LinkManager:
         if not known:
             return
         mine = int.from_bytes(own, "big")
-        chosen = choose_pins(own, linked | known, self.closest, self.levels)
+        chosen = choose_pins(own, linked | known, self.closest, self.levels, linked)
         wanted = sorted((p for p in chosen if p in known),
                         key=lambda p: int.from_bytes(p, "big") ^ mine)
         if wanted:

@@ -9,23 +9,25 @@ only over a link at level L or deeper into the target's side, so a node whose li
 sit at the same few levels leaves greedy forwarding stuck (docs/overlay.md, "In the
 simulator"). With p links for about log2(n) levels a node cannot hold one at every
 level; if every node held the *same* spread of levels, the others would be missing
-everywhere. So (the simulator's rule, ``hailing.sim.overlay_route.pick_levels``):
+everywhere. So, the simulator's rule (``hailing.sim.overlay_route.pick_levels``, and
+docs/overlay.md "What a real node must do to match"), over the levels at which the node
+knows a peer (its links, and its routing table's peers for the pins it couples):
 
-- ``"closest"``: the ``closest`` peers XOR-closest to our id (the neighbourhood that
-  lookups of our own region and the last hop of every message need: the deep levels);
-- ``"level"``: at ``levels`` of the other levels we have a link at, the link closest to
-  us there; which levels, when there are more than ``levels`` of them, is spread evenly
-  over them from an offset :func:`phase_of` our id, so that across nodes every shallow
-  level is held by about the same share of them.
+- ``"closest"``: at each of the ``closest`` deepest levels, one peer (the neighbourhood
+  that lookups of our own region and the last hop of every message need);
+- ``"level"``: ``levels`` of the other, shallower levels, spread evenly over them from
+  an offset :func:`phase_of` our id, so that across nodes every shallow level is held by
+  about the same share of them; one peer at each.
 
-The rule picks among the links that are open (the lookups' couplings bring links at
-every level); a pin keeps its link from eviction and makes the manager reconnect it when
-it goes (:mod:`hailing.transport.links`).
+At a level, the peer is the closest one we have a link to, else the closest one we know
+(to be coupled): a link that is there serves as the pin of its level, at both its ends.
+A pin keeps its link from eviction and makes the manager reconnect it when it goes
+(:mod:`hailing.transport.links`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 __all__ = ["choose_pins", "level", "phase_of", "pick_levels"]
 
@@ -56,18 +58,22 @@ def pick_levels(levels: list[int], budget: int, phase: float) -> list[int]:
     return [levels[i] for i in picks]
 
 
-def choose_pins(own: bytes, peers: Iterable[bytes], closest: int, levels: int
-                ) -> dict[bytes, str]:
-    """The peers to pin, each with its reason (``"closest"`` or ``"level"``)."""
+def choose_pins(own: bytes, peers: Iterable[bytes], closest: int, levels: int,
+                linked: Collection[bytes] | None = None) -> dict[bytes, str]:
+    """The peers to pin, each with its reason (``"closest"`` or ``"level"``), among
+    ``peers``; at a level, one of ``linked`` (all of ``peers`` when None) goes first."""
     mine = int.from_bytes(own, "big")
     ranked = sorted(set(peers), key=lambda p: int.from_bytes(p, "big") ^ mine)
-    out = dict.fromkeys(ranked[:max(0, closest)], "closest")
-    covered = {level(own, p) for p in out}
-    nearest_at: dict[int, bytes] = {}  # the closest peer at each level not covered
-    for p in ranked[max(0, closest):]:
-        nearest_at.setdefault(level(own, p), p)
-    for lv in covered:
-        nearest_at.pop(lv, None)
-    for lv in pick_levels(sorted(nearest_at), levels, phase_of(own)):
-        out[nearest_at[lv]] = "level"
+    at: dict[int, bytes] = {}  # the peer of each level: linked first, then the closest
+    for p in ranked:
+        lv = level(own, p)
+        here = at.get(lv)
+        if here is None or (linked is not None and p in linked and here not in linked):
+            at[lv] = p
+    known = sorted(at)
+    deep = known[len(known) - max(0, closest):] if closest > 0 else []
+    shallow = known[:len(known) - len(deep)]
+    out = {at[lv]: "closest" for lv in deep}
+    for lv in pick_levels(shallow, levels, phase_of(own)):
+        out[at[lv]] = "level"
     return out
