@@ -21,6 +21,7 @@ from hailing.transport.linklists import (
     decode,
     encode,
 )
+from hailing.transport.links import GRACE
 
 _loopback_ice = pytest.fixture(autouse=True)(loopback_ice)
 
@@ -129,3 +130,20 @@ async def test_a_list_before_the_peer_is_known_is_garbage() -> None:
         lb.channel.send(encode([b"\x05" * 20]))
         await until(lambda: a.stats["link_garbage_lists_unidentified"] == 1, "counted")
         assert la.peer_links == frozenset() and la.is_open
+
+
+async def test_eviction_spares_a_peer_that_has_no_other_link() -> None:
+    clock = Clock()
+    async with drivers(6, cap=2, clock=clock) as (hub, b, c, d, e, f):
+        lb, _ = await couple_direct(hub, b)  # b is linked to the hub only
+        lc, _ = await couple_direct(hub, c)
+        await couple_direct(c, e)
+        await couple_direct(c, f)
+        clock.now += INTERVAL
+        await until(lambda: lc.peer_links == {e.node_id, f.node_id}, "c's links")
+        await until(lambda: lb.lists_heard > float("-inf"), "b's (empty) list")
+        assert lb.peer_links == frozenset()
+        clock.now += GRACE
+        await couple_direct(hub, d)  # over the cap: b is the least recently used ...
+        assert lc.farewell and not lb.farewell  # ... but c goes: b would be cut off
+        assert hub.stats["link_spared_lonely"] == 1 and hub.stats["link_evicted"] == 1

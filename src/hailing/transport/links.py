@@ -58,6 +58,8 @@ RECONNECT_MAX = 60.0
 RECONNECT_TRIES = 6
 #: The pins the manager makes itself (given up when their peer cannot be reached).
 OWN_PINS = frozenset({"closest", "level"})
+#: A link whose peer lists at most this many other links is evicted last.
+LONELY = 1
 #: Seconds before a pin the manager could not couple is tried again.
 FILL_RETRY = 60.0
 #: Seconds after its last use during which a link is spared by eviction (soft cap).
@@ -384,7 +386,8 @@ class LinkManager:
         """Evict least recently used unpinned links until at most ``cap`` are left. A
         link used in the last :data:`GRACE` seconds (a query may be in flight on it) or
         pinned by the peer is spared while that leaves one link over ``cap`` (:meth:`tick`
-        evicts it later); beyond, links the peer pinned go last."""
+        evicts it later); beyond, links the peer pinned go last. Among the candidates, a
+        link whose peer listed at most :data:`LONELY` other links goes last."""
         now = self.clock()
         while len(live := self.links()) > self.cap:
             candidates = [x for x in live if not x.pins and x is not keep]
@@ -396,6 +399,13 @@ class LinkManager:
             if not candidates:
                 self.stats["link_over_cap"] += 1
                 return
+            # a peer whose link list shows it has no other link but one would be left
+            # with one or none: its link goes last (the simulator's islands, lesson 9)
+            lonely = [x for x in candidates if x.lists_heard > float("-inf")
+                      and len(x.peer_links) <= LONELY]
+            if lonely and len(lonely) < len(candidates):
+                self.stats["link_spared_lonely"] += 1
+                candidates = [x for x in candidates if x not in lonely]
             victim = min(candidates, key=lambda x: x.last_used)
             self.stats["link_evicted"] += 1
             self._say_farewell(victim)
