@@ -297,16 +297,19 @@ def test_up_takes_its_ladder_from_the_flag_or_the_config_file(
         make_peer = _daemon_parts(args)[0]
         return describe(make_peer(None).ladder)
 
-    assert ladder() == "link:5,dht,mainline"
-    assert ladder("--no-bep44-fallback") == "link:5,dht"
+    # the overlay is on by default: the network rung is available
+    assert ladder() == "link:5,network:10,dht,mainline"
+    assert ladder("--no-bep44-fallback") == "link:5,network:10,dht"
+    assert ladder("--links", "0") == "link:5,dht,mainline"
     assert ladder("--ladder", "dht:4,link") == "dht:4,link"
     assert main(["config", "set", "ladder", "link:2,dht,mainline", "--data-dir", str(data)]) == 0
     assert ladder() == "link:2,dht,mainline"
     assert ladder("--ladder", "dht") == "dht"  # the flag wins
     assert ladder("--links", "8") == "link:2,dht,mainline"  # config.toml's, still
     assert ladder("--links", "8", "--ladder", "network,dht") == "network,dht"
-    with pytest.raises(UsageError, match="give --links P"):
-        ladder("--ladder", "link,network")
+    assert ladder("--ladder", "link,network") == "link,network"
+    with pytest.raises(UsageError, match="leave 'network' out of the ladder"):
+        ladder("--links", "0", "--ladder", "link,network")
     assert main(["config", "unset", "ladder", "--data-dir", str(data)]) == 0
     assert ladder("--links", "8") == "link:5,network:10,dht,mainline"
     assert main(["config", "set", "ladder", "link,carrier-pigeon", "--data-dir", str(data)]) == 1
