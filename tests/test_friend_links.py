@@ -531,8 +531,10 @@ async def test_a_pages_call_to_a_friend_is_signaled_over_the_friend_link(tmp_pat
 
 async def test_a_friend_link_we_called_reopens_a_dht_channel_its_driver_dropped() -> None:
     """The driver dropped a friend link's DHT channel (its keepalive) while the link
-    stayed: the caller's keeper opens another, at most every DHT_RETRY seconds; the
-    callee's side takes one only from a friend."""
+    stayed: the caller's keeper unpins it (so the driver does not open a connection of
+    its own to the friend's node) and opens another, at most every DHT_RETRY seconds;
+    an unmarked friend's channel is unpinned; the callee's side takes one only from a
+    friend."""
     from dataclasses import dataclass, field
 
     from hailing.daemon.events import EventBus
@@ -551,6 +553,7 @@ async def test_a_friend_link_we_called_reopens_a_dht_channel_its_driver_dropped(
     class DriverLink:
         pc: PC
         pins: set[str] = field(default_factory=set)
+        closed: bool = False
 
     class Driver:
         def __init__(self) -> None:
@@ -563,6 +566,9 @@ async def test_a_friend_link_we_called_reopens_a_dht_channel_its_driver_dropped(
 
         def pin(self, link: DriverLink, why: str) -> None:
             link.pins.add(why)
+
+        def unpin(self, link: DriverLink, why: str) -> None:
+            link.pins.discard(why)
 
         def links(self) -> list[DriverLink]:
             return list(self.items)
@@ -596,7 +602,8 @@ async def test_a_friend_link_we_called_reopens_a_dht_channel_its_driver_dropped(
 
     links = Links(dial, EventBus(), idle_close=0)
     driver = Driver()
-    keeper = FriendLinks(links, lambda: [friend], lambda: b"\x09" * 32, EventBus(),
+    marked = [friend]
+    keeper = FriendLinks(links, lambda: list(marked), lambda: b"\x09" * 32, EventBus(),
                          clock=lambda: now[0], driver=driver)
     keeper.step()  # calls the friend (our key is larger: at once)
     for _ in range(5):
@@ -606,16 +613,23 @@ async def test_a_friend_link_we_called_reopens_a_dht_channel_its_driver_dropped(
     assert driver.items[0].pins == {"friend"}
     keeper.step()
     assert link.conn.pc.channels == [DHT_LABEL]  # it has one: nothing more
-    driver.items.clear()  # the driver dropped it
+    dropped = driver.items.pop()  # the driver dropped it: closed, still pinned there
+    dropped.closed = True
     keeper.step()
     assert link.conn.pc.channels == [DHT_LABEL, DHT_LABEL]
-    driver.items.clear()
+    assert dropped.pins == set() and keeper.stats["dht_channels_released"] == 1
+    dropped = driver.items.pop()
+    dropped.closed = True
     now[0] += DHT_RETRY / 2
     keeper.step()
     assert len(link.conn.pc.channels) == 2  # not again so soon
     now[0] += DHT_RETRY
     keeper.step()
     assert len(link.conn.pc.channels) == 3 and keeper.stats["dht_channels_reopened"] == 2
+    assert dropped.pins == set() and driver.items[0].pins == {"friend"}
+    marked.clear()  # unmarked: its channel may be evicted like any link
+    keeper.step()
+    assert driver.items[0].pins == set() and keeper.stats["dht_channels_released"] == 3
 
     class Stranger:
         peer = b"\x07" * 32

@@ -127,3 +127,47 @@ async def test_an_unpinned_link_leaves_the_udp_address_alone(
     assert _addr(a, b) == b.address and a.stats.get("link_readdressed", 0) == 0
     status = overlay_status(a, None)
     assert status is not None and [x["routed"] for x in status["links"]] == [False]
+
+
+async def test_the_network_rung_needs_an_open_link_for_an_offer() -> None:
+    """A daemon that just started has no link yet: an offer through the network rung
+    fails at once (the Dialer goes on to the DHT inbox) instead of forwarding over UDP
+    to the contact's node's address from before its restart (4 s of query timeout,
+    measured: benchmarks/daemon_overlay.py). An answer goes back the way its offer came."""
+    import re
+
+    from hailing.errors import NotFoundError
+    from hailing.session.network_coupler import NO_LINK, NetworkCoupler
+
+    class Link:
+        is_open = True
+
+    class Driver:
+        def __init__(self) -> None:
+            self.items: list[Link] = []
+
+        def links(self) -> list[Link]:
+            return list(self.items)
+
+    class Fwd:
+        def __init__(self) -> None:
+            self.driver = Driver()
+            self.sent: list[bytes] = []
+
+        def handle(self, kind: bytes, handler: Any) -> None:
+            return None
+
+        async def send_toward(self, target: bytes, kind: bytes, payload: bytes,
+                              timeout: float) -> bytes:
+            self.sent.append(payload)
+            return b""
+
+    fwd = Fwd()
+    coupler = NetworkCoupler(lambda: fwd, lambda p: b"n" * 20, lambda: b"o" * 20)
+    with pytest.raises(NotFoundError, match=re.escape(NO_LINK)):
+        await coupler.send(b"p" * 32, b"offer", "offer")
+    assert coupler.stats["network_no_link"] == 1 and fwd.sent == []
+    assert await coupler.send(b"p" * 32, b"answer", "answer") == 1  # no check
+    fwd.driver.items.append(Link())
+    assert await coupler.send(b"p" * 32, b"offer", "offer") == 1
+    assert fwd.sent == [b"answer", b"offer"]
