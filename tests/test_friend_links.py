@@ -615,6 +615,7 @@ async def test_a_friend_link_we_called_reopens_a_dht_channel_its_driver_dropped(
     assert link.conn.pc.channels == [DHT_LABEL]  # it has one: nothing more
     dropped = driver.items.pop()  # the driver dropped it: closed, still pinned there
     dropped.closed = True
+    dropped.pins.add("closest")  # the driver's own reason too: not reconnected either
     keeper.step()
     assert link.conn.pc.channels == [DHT_LABEL, DHT_LABEL]
     assert dropped.pins == set() and keeper.stats["dht_channels_released"] == 1

@@ -39,10 +39,11 @@ The driver learns the peer's node id from the channel's hello. The driver does n
 the peer connection (``owns_pc=False``): when it drops the channel (its keepalive, say)
 the friend link itself stays, and its caller opens another one (at most every
 :data:`DHT_RETRY` seconds). A DHT channel that closed (the friend link went, or the
-driver dropped it) is unpinned at the next look (:data:`POLL`), before the driver's first
-try to reconnect a pinned peer (1 s): the friend link brings the channel back, and the
-driver opening a connection of its own to the friend's node meanwhile would leave two
-pinned links to it once the friend link is back. A friend unmarked is unpinned too (its
+driver dropped it) is unpinned at the next look (:data:`POLL`), for every reason (the
+driver's own ``closest`` too: a friend's node is often among our closest links), before
+the driver's first try to reconnect a pinned peer (1 s): the friend link brings the
+channel back, and the driver opening a connection of its own to the friend's node
+meanwhile would leave two pinned links to it once the friend link is back. A friend unmarked is unpinned too (its
 channel may then be evicted like any link).
 
 :meth:`FriendLinks.status` is what ``hailing status`` / ``GET /api/status`` show under
@@ -197,11 +198,13 @@ class FriendLinks:
         self.stats["dht_channels"] += 1
 
     def _release_dht(self) -> None:
-        """Unpin the DHT channels that closed and those of friends no longer marked."""
+        """Unpin the DHT channels that closed (every reason: the driver's ``closest``
+        too, which a friend's node often is) and those of friends no longer marked."""
         for peer, link in list(self._dht.items()):
             if link.closed or peer not in self._current:
                 del self._dht[peer]
-                self.driver.unpin(link, PIN)
+                for why in sorted(link.pins) if link.closed else [PIN]:
+                    self.driver.unpin(link, why)
                 self.stats["dht_channels_released"] += 1
 
     async def aclose(self) -> None:
