@@ -28,13 +28,16 @@ blocked or removed (then it is simply no longer re-opened; an idle one is hung u
 usual), or when the path dies (the connection's keepalive notices).
 
 **The node's DHT channel.** When the daemon's DHT node has a data-channel driver
-(``hailing up --links P``: the overlay, docs/overlay.md), a friend link also carries the
-node's DHT traffic: its caller opens a second data channel, labelled ``hailing-dht``
+(the overlay, docs/overlay.md: ``hailing up`` by default, not with ``--links 0``), a
+friend link also carries the node's DHT traffic: its caller opens a second data channel, labelled ``hailing-dht``
 (:data:`~hailing.transport.datachannel.LABEL`), on the same peer connection
 (:meth:`FriendLinks.link_adopted`), the other side takes it (:meth:`take_channel`: only
 from a friend), and both adopt it into their driver, pinned (``friend``), so the two
 nodes are overlay neighbours for as long as the friends are linked, and the friend's
-node is reachable for forwarding (the ``network`` coupler) with no coupling of its own.
+node is reachable for forwarding (the ``network`` coupler) with no coupling of its own;
+each routing table then reaches the other node through the channel (a pinned link's
+peer is re-addressed to it: :mod:`hailing.transport.nodelinks`), so the DHT queries
+between the two nodes travel over the friend link.
 The driver learns the peer's node id from the channel's hello. The driver does not own
 the peer connection (``owns_pc=False``): when it drops the channel (its keepalive, say)
 the friend link itself stays, and its caller opens another one (at most every
