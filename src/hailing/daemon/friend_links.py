@@ -37,7 +37,7 @@ nodes are overlay neighbours for as long as the friends are linked, and the frie
 node is reachable for forwarding (the ``network`` coupler) with no coupling of its own;
 each routing table then reaches the other node through the channel (a pinned link's
 peer is re-addressed to it: :mod:`hailing.transport.nodelinks`), so the DHT queries
-between the two nodes travel over the friend link.
+each node sends the other from its routing table travel over the friend link.
 The driver learns the peer's node id from the channel's hello. The driver does not own
 the peer connection (``owns_pc=False``): when it drops the channel (its keepalive, say)
 the friend link itself stays, and its caller opens another one (at most every
