@@ -11,12 +11,16 @@ the ``overlay`` of ``GET /api/status``.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import QueryTimeout
 from ..node import Addr, format_hostport
+
+if TYPE_CHECKING:
+    from ..session.iceservers import IceServerSource
 
 __all__ = ["DEFAULT_LINKS", "MAX_LINKS", "DhtSettings", "open_dht_node", "overlay_status"]
 
@@ -45,18 +49,21 @@ class DhtSettings:
     links: int = DEFAULT_LINKS
 
 
-async def open_dht_node(data_dir: Path, dht: DhtSettings) -> Any:
+async def open_dht_node(data_dir: Path, dht: DhtSettings,
+                        ice: Callable[[], IceServerSource | None] | None = None) -> Any:
     """Start the daemon's DHT node (state in ``data_dir/dht``) and join through
     ``dht.bootstrap`` (or the nodes it knew). Raises QueryTimeout in one line when
-    bootstrap addresses were given and none answered."""
+    bootstrap addresses were given and none answered. ``ice``: where its overlay links'
+    ICE servers come from when asked (the daemon's Peer's, docs/nat.md; None or
+    returning None: no ICE server), :mod:`hailing.daemon.overlay_ice`."""
     from ..dht import DhtConfig
     from ..node import DhtNode
 
     links = None
     if dht.links:
-        from ..transport.datachannel import LinkDriver
+        from .overlay_ice import IceLinkDriver
 
-        links = LinkDriver(cap=dht.links)
+        links = IceLinkDriver(cap=dht.links, source=ice or (lambda: None))
     node = DhtNode(dht.bind, data_dir=data_dir / "dht", bootstrap=dht.bootstrap,
                    config=DhtConfig(read_only=dht.read_only), links=links)
     await node.start()
