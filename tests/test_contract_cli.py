@@ -212,6 +212,10 @@ def test_call_and_endpoints_through_the_contract(chain: Chain, tmp_path: Path) -
                 assert needle not in blob and needle.hex().encode() not in blob.hex().encode()
 
 
+# On anvil only: what this test adds to the one above (a wallet of the day that pays,
+# ``--require-wallet``) is the same client code on either chain, and listen/send through
+# ``chain serve`` is the test above's [serve] case.
+@pytest.mark.parametrize("chain", ["anvil"], indirect=True)
 def test_paying_from_the_wallet_of_the_day_proves_the_sender(chain: Chain, tmp_path: Path) -> None:
     """``--gas-key rotating``: alice pays from her own wallet of the day (funded first, as
     a user would); bob listens with ``--require-wallet`` and takes the call. The same
