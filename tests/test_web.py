@@ -27,7 +27,7 @@ from hailing.services.contacts import ContactBook
 from hailing.signaling.store import SignalStore
 
 WEB_FILES = ("index.html", "app.js", "api.js", "ui.js", "state.js", "files.js", "calllog.js",
-             "style.css", "icon.svg", "signin.html")
+             "style.css", "couple.css", "couple.js", "icon.svg", "signin.html")
 
 
 class FakePeer:
@@ -137,6 +137,8 @@ def test_the_app_files_ship_in_the_package() -> None:
              "status-select", "file-input", "call-area")
     for hook in hooks:
         assert f'data-testid="{hook}"' in index, hook
+    sheets = re.findall(r'<link rel="stylesheet" href="/([\w.-]+)">', index)
+    assert sheets and all(files.joinpath(name).is_file() for name in sheets), sheets
 
 
 def test_the_app_talks_to_no_other_host_and_builds_no_html_from_strings() -> None:

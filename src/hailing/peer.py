@@ -20,16 +20,17 @@ This class only wires parts together (see ``docs/session.md``):
 - session: the couplers of the ladder (:mod:`hailing.session.coupler`), the
   :class:`~hailing.session.dialer.Dialer` that tries them in order, the
   :class:`~hailing.session.router.SignalRouter` every incoming envelope goes through,
-  the :class:`~hailing.session.connections.ConnectionManager` that owns the aiortc
+  the :class:`~hailing.session.callee.Callee` that decides on each offer it opened, the
+  :class:`~hailing.session.connections.ConnectionManager` that owns the aiortc
   connections and both state machines, the endpoint records, and the
   :class:`~hailing.session.supervisor.Supervisor` owning every background task.
 
 The caller's offer is sealed to the callee and posted through the first coupler of the
-ladder; **the callee decides first**: its policy (blocked, busy, do-not-disturb, unknown
-and not accept-any) runs before anything is answered, and a refused caller gets nothing
-at all, exactly what an offline callee looks like. An accepted offer is answered the way
-it came; only then does the caller learn the callee's candidates. When the channel opens
-both sides prove their identity over it.
+ladder; **the callee decides first** (:mod:`hailing.session.callee`): its policy
+(blocked, busy, do-not-disturb, unknown and not accept-any) runs before anything is
+answered, and a refused caller gets nothing at all, exactly what an offline callee looks
+like. An accepted offer is answered the way it came; only then does the caller learn the
+callee's candidates. When the channel opens both sides prove their identity over it.
 
 The contact book is watched (:data:`CONTACTS_POLL`): a contact added by another process
 on the same data directory (``hailing contact add`` while ``hailing listen`` runs) can
@@ -40,16 +41,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
 from .dht import DhtConfig
-from .errors import HailingError, LocalProtocolError, QueryTimeout, SdpError, StorageError
+from .errors import HailingError, LocalProtocolError, QueryTimeout, StorageError
 from .identity import Identity, load_or_create_identity, parse_contact_id
 from .node import Addr, DhtNode
 from .rtc.connection import Connection
@@ -58,41 +58,29 @@ from .rtc.ice import current_host_addresses
 from .services.contacts import ContactBook
 from .services.friends import FriendBook
 from .services.policy import CallPolicy
-from .session.connections import ConnectionManager, PeerConnectionFactory, TracksFor, bound
+from .session.callee import Callee
+from .session.connections import ConnectionManager, PeerConnectionFactory, TracksFor
 from .session.coupler import (
     ContractCoupler,
     Coupler,
     DhtCoupler,
     InboxHealth,
     MainlineCoupler,
-    SignalKind,
     WsCoupler,
 )
-from .session.descriptions import split_offer_body
 from .session.dialer import Dialer, Rung, parse_ladder, sender
 from .session.endpoints import EndpointRecords
 from .session.events import CallEvent
-from .session.external import (
-    ExternalCall,
-    IncomingCall,
-    dial_external,
-    media_of,
-    pack_external_sdp,
-)
+from .session.external import ExternalCall, IncomingCall, dial_external, pack_external_sdp
 from .session.iceservers import IceProvider, peer_provider
 from .session.link_coupler import LinkCoupler, open_link_among
 from .session.network_coupler import ForwarderLike, NetworkCoupler
 from .session.node_ids import KIND_NODE, NodeIds
-from .session.router import SignalRouter, Source
+from .session.router import SignalRouter
 from .session.supervisor import Supervisor
 from .signaling import envelope
 from .signaling.endpoint import KIND_ENDPOINT, EndpointRecord
-from .signaling.envelope import (
-    KIND_ANSWER,
-    KIND_CANCEL,
-    KIND_OFFER,
-    ReplayCache,
-)
+from .signaling.envelope import ReplayCache
 from .signaling.store import SignalStore
 
 __all__ = ["BACKENDS", "CONTACTS_POLL", "REFRESH_INTERVAL", "CallEvent", "Peer"]
@@ -221,6 +209,7 @@ class Peer:
         self.supervisor = Supervisor(self.stats)
         self.router: SignalRouter | None = None
         self.manager: ConnectionManager | None = None
+        self.callee: Callee | None = None
         self.endpoints: EndpointRecords | None = None
         self.dialer: Dialer | None = None
         self._couplers: list[Coupler] = []
@@ -281,9 +270,10 @@ class Peer:
         self.endpoints = EndpointRecords(identity, self.store, stats=self.stats,
                                          is_contact=self.policy.may_send_endpoint,
                                          clock=self._clock)
-        self.router.on(KIND_OFFER, self._on_offer, name="offer", strict_expiry=True)
-        self.router.on(KIND_ANSWER, self._on_answer, name="answer", once_ever=False)
-        self.router.on(KIND_CANCEL, self._on_cancel, name="cancel", once_ever=False)
+        self.callee = Callee(self.manager, admit=self.policy.admit,
+                             is_contact=self._is_contact, emit=self._emit,
+                             on_media=lambda: self.on_media_offer, stats=self.stats)
+        self.callee.attach(self.router)
         self.router.on(KIND_ENDPOINT, self.endpoints.received, name="endpoint")
         for rung in self.ladder:
             coupler = await self._build(rung.name)
@@ -477,66 +467,7 @@ class Peer:
             self._contacts_seen = self._contacts().version()
             return sum(await asyncio.gather(*(c.refresh() for c in self._couplers)))
 
-    # -- receiving -----------------------------------------------------------------------
-
-    def _on_offer(self, opened: envelope.Opened, source: Source) -> None:
-        try:  # the reply hint (if any) is the coupler's; the rest is the description
-            description, hint = split_offer_body(opened.body)
-        except SdpError:
-            description, hint = b"", None
-        opened = dataclasses.replace(opened, body=description)
-        if not bound(opened):  # garbage inside a good envelope: no call at all
-            self.stats["unbound_offers"] += 1
-            return
-        manager = self._manager()
-        if manager.was_cancelled(opened):  # its CANCEL overtook it
-            self.stats["cancelled_before_offer"] += 1
-            return
-        sdp, media = media_of(opened.body)
-        verdict: str = self._policy().admit(opened.sender)
-        stranger = not self._is_contact(opened.sender)
-        reply = self._reply(source, opened.sender, "answer", hint)
-        on_media = self.on_media_offer
-        if verdict == "accepted" and media and on_media is not None:
-            assert sdp is not None
-            verdict = manager.ring(opened, reply, source.name, sdp, media, on_media,
-                                   stranger=stranger) or verdict
-        elif verdict == "accepted":  # unless too many calls are being answered (counted)
-            verdict = manager.answer(opened, reply, source.name,
-                                     stranger=stranger) or verdict
-        else:
-            self.stats["refused_" + verdict] += 1
-        self._emit(CallEvent(opened.sender, verdict == "accepted", verdict,
-                             coupler=source.name, media=media))
-
-    def _on_cancel(self, opened: envelope.Opened, source: Source) -> None:
-        self._manager().cancel_received(opened)
-
-    def _on_answer(self, opened: envelope.Opened, source: Source) -> None:
-        self._manager().answer_received(opened)
-
-    def _reply(self, source: Source, peer: bytes, kind: SignalKind,
-               hint: bytes | None = None) -> Callable[[bytes], Awaitable[object]]:
-        """How to answer ``peer``: the way its offer came; with the offer's reply
-        ``hint``, also straight back through the coupler (the answer skips a hop)."""
-        coupler = source.coupler
-        if coupler is not None:
-            send = sender(coupler, peer, kind)
-            if hint is None:
-                return send
-
-            async def direct_and_post(blob: bytes) -> int:
-                coupler.reply_direct(peer, hint, blob)  # one datagram, counted there
-                return await send(blob)
-
-            return direct_and_post
-        channel = source.channel
-        assert channel is not None
-
-        async def over_channel(blob: bytes) -> None:
-            channel.send_signal(blob)
-
-        return over_channel
+    # -- events ------------------------------------------------------------------------
 
     def _emit(self, ev: CallEvent) -> None:
         if self.calls.full():
@@ -552,20 +483,9 @@ class Peer:
         to it), else through the first coupler of the ladder that takes it. Returns how
         many carriers took it."""
         peer = parse_contact_id(contact) if isinstance(contact, str) else contact
-        endpoints = self._endpoints()
-        blob = endpoints.seal(peer, record)
-        if via is not None:
-            via.send_signal(blob)
-            return 1
-        failure: HailingError | None = None
-        rungs = {r.name for r in self.ladder}
-        for c in (c for c in self._couplers if c.name in rungs):  # not the text coupler
-            try:
-                return int(await sender(c, peer, "endpoint")(blob))
-            except HailingError as exc:
-                failure = exc
-        assert failure is not None
-        raise failure
+        rungs = {r.name for r in self.ladder}  # not the text coupler
+        return await self._endpoints().publish(
+            peer, record, via=via, couplers=[c for c in self._couplers if c.name in rungs])
 
     def set_rotation(self, contact: str | bytes, prefix: str, user_id: str) -> None:
         """Record ``contact``'s rotation secret (what the contract coupler addresses by)."""

@@ -199,3 +199,93 @@ def test_connect_by_text_between_a_page_and_the_cli(
     assert json.loads(finished.stdout)["to"] == bob.contact_id
     pb.locator('[data-testid="couple-status"]', has_text="Connected to carol").wait_for(
         state="visible", timeout=60_000)
+
+
+#: JS: every shown button, field and tab of the Connect-by-text dialog, each with where it
+#: is and whether a click at its centre reaches it (not cut off by the window or by the
+#: dialog's scrolling body); and the body's scroll and visible heights.
+DIALOG_CONTROLS = """
+() => {
+  const dialog = document.querySelector('[data-testid="couple-dialog"]');
+  const body = dialog.querySelector('[data-testid="couple-body"]') || dialog;
+  const shown = [...dialog.querySelectorAll("button, textarea, select")]
+    .filter((e) => e.getClientRects().length > 0);
+  const controls = shown.map((e) => {
+    const r = e.getBoundingClientRect();
+    const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+    return { id: e.dataset.testid, inBody: body.contains(e), top: r.top, bottom: r.bottom,
+             left: r.left, right: r.right, reached: hit === e || e.contains(hit) };
+  });
+  return { controls, scrollHeight: body.scrollHeight, clientHeight: body.clientHeight,
+           width: innerWidth, height: innerHeight };
+}
+"""
+
+
+def focused(page: Any) -> str | None:
+    return page.evaluate("() => document.activeElement?.dataset?.testid ?? null")
+
+
+def test_connect_by_text_dialog_fits_the_window_and_works_from_the_keyboard(
+        trio: dict[str, Up], app: Callable[[Up], Any]) -> None:
+    """The dialog with an offer in it (text, QR code, the answer field): at 1100x700 all
+    of it shows at once, every button inside the window; at 800x600 too, or its body
+    scrolls to what does not fit while the tabs and Close stay in view. From the
+    keyboard: focus starts on the contact, goes to Copy offer once the offer is made, then
+    on through the offer text, the answer field and Connect to Close; the arrow keys
+    switch sides; Escape closes it."""
+    bob = trio["bob"]
+    page = app(bob)
+    page.set_viewport_size({"width": 1100, "height": 700})
+    page.locator('[data-testid="show-couple"]').click()
+    assert focused(page) == "couple-contact"
+    page.locator('[data-testid="couple-contact"]').select_option(label="dave")
+    page.locator('[data-testid="couple-make-offer"]').click()
+    page.locator('[data-testid="couple-offer-text"]').wait_for(state="visible", timeout=30_000)
+    wait_js(page, "() => { const i = document.querySelector('[data-testid=\"couple-offer-qr\"]');"
+                  " return i && i.complete && i.naturalWidth > 0; }")
+    assert focused(page) == "couple-copy-offer"
+
+    for width, height in ((1100, 700), (800, 600)):
+        page.set_viewport_size({"width": width, "height": height})
+        seen = page.evaluate(DIALOG_CONTROLS)
+        assert (seen["width"], seen["height"]) == (width, height), seen
+        ids = {c["id"] for c in seen["controls"]}
+        for c in seen["controls"]:  # the tabs and Close are outside the scrolling body
+            assert c["inBody"] == (c["id"] not in {"couple-tab-offer", "couple-tab-answer",
+                                                   "close-couple"}), c
+        assert {"couple-tab-offer", "couple-tab-answer", "couple-make-offer",
+                "couple-copy-offer", "couple-answer-in", "couple-finish",
+                "close-couple"} <= ids, seen
+        if (width, height) == (1100, 700):  # everything at once, nothing to scroll
+            assert seen["scrollHeight"] <= seen["clientHeight"], seen
+        for c in seen["controls"]:
+            if c["inBody"] and not c["reached"]:
+                continue  # scrolled out of the body's view: reached below
+            assert c["left"] >= 0 and c["right"] <= width, (width, height, c)
+            assert c["top"] >= 0 and c["bottom"] <= height, (width, height, c)
+            assert c["reached"], (width, height, c)
+        for c in seen["controls"]:
+            if not c["reached"]:  # only the scrolling body may hide something
+                assert c["inBody"] and seen["scrollHeight"] > seen["clientHeight"], seen
+                page.locator(f'[data-testid="{c["id"]}"]').scroll_into_view_if_needed()
+                again = {d["id"]: d for d in page.evaluate(DIALOG_CONTROLS)["controls"]}
+                assert again[c["id"]]["reached"], (width, height, again[c["id"]])
+                assert again["close-couple"]["reached"], again
+
+    page.set_viewport_size({"width": 1100, "height": 700})
+    for expected in ("couple-offer-text", "couple-answer-in", "couple-finish", "close-couple"):
+        page.keyboard.press("Tab")
+        assert focused(page) == expected
+    page.locator('[data-testid="couple-tab-offer"]').focus()
+    page.keyboard.press("ArrowRight")
+    assert focused(page) == "couple-tab-answer"
+    assert page.locator('[data-testid="couple-tab-answer"]').get_attribute(
+        "aria-selected") == "true"
+    assert page.locator('[data-testid="couple-answer"]').is_visible()
+    assert page.locator('[data-testid="couple-offer"]').is_hidden()
+    page.keyboard.press("ArrowRight")  # wraps around
+    assert focused(page) == "couple-tab-offer"
+    page.keyboard.press("Escape")
+    assert page.evaluate("() => document.querySelector('[data-testid=\"couple-dialog\"]').open"
+                         ) is False

@@ -7,7 +7,9 @@ A connection is a *link* whichever side opened it: an accepted incoming call
 (:meth:`Links.get`). Each link has a reader task that turns what it yields into events
 (``message``, ``file``, ...) and history entries, and emits ``closed`` when it ends. A send
 to a contact uses its open link; only when there is none does it call (one call per
-contact at a time: concurrent sends wait for the same call). When both sides called at
+contact at a time: concurrent sends wait for the same call). A send that fails on a
+reused link (the other side went away without a word), or on one closed under it as
+replaced, is tried once more (:meth:`Links.deliver`). When both sides called at
 once, both keep the link whose caller has the larger public key and close the other as
 *replaced* (``closed`` says ``links``: how many stay open). A link idle for
 ``idle_close`` seconds is hung up (0: never), unless its contact is *pinned* (a friend:
@@ -24,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import HailingError
+from ..errors import HailingError, LocalProtocolError
 from ..identity import format_contact_id
 from ..rtc.ice import selected_path
 from .events import EventBus, item_event
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL = 15.0
 #: The close reason of a link closed because both ends keep another one.
 REPLACED = "replaced by another connection"
+#: Close reasons of a link replaced by another one to the same contact (ours, theirs).
+REPLACED_REASONS = (REPLACED, "the peer kept another connection")
 
 
 @dataclass(eq=False)
@@ -140,6 +144,29 @@ class Links:
             ms: float = conn.connect_ms or 0.0
             # They may have called us meanwhile: the link both keep is the one to use.
             return self.open_link(peer) or link, ms
+
+    async def deliver(self, peer: bytes, timeout: float,
+                      op: Callable[[Link], Awaitable[dict[str, Any]]]
+                      ) -> tuple[Link, float | None, dict[str, Any]]:
+        """Run ``op(link)`` on an open link to ``peer`` (:meth:`get`): the link, the
+        call's connect time (None: reused) and what ``op`` returned. A reused link that
+        fails (the other side went away without a word), or one closed under the send
+        because both ends keep another, is dropped and ``op`` tried once more (on the
+        link kept, or a new call); a LocalProtocolError (our own mistake) is not."""
+        link, ms = await self.get(peer, timeout)
+        try:
+            extra = await op(link)
+        except LocalProtocolError:
+            raise
+        except HailingError:
+            reason = getattr(link.conn, "close_reason", None)
+            if ms is not None and reason not in REPLACED_REASONS:
+                raise
+            await self.drop(link)
+            link, ms = await self.get(peer, timeout)
+            extra = await op(link)
+        link.touch()
+        return link, ms, extra
 
     def adopt(self, conn: Any, *, outgoing: bool) -> Link:
         """Keep ``conn`` as a link and start reading it."""

@@ -12,12 +12,10 @@ open to contacts, the message :class:`~hailing.daemon.history.History`, the
 
 A daemon given :class:`~hailing.rtc.media.MediaOptions` (``hailing up --auto-answer``)
 answers media calls itself: the Peer's ``answer_tracks`` play the file. Each accepted
-connection with media is a *media call*, never a link (it would replace the contact's
-link, and be hung up as idle): its received tracks are recorded (one file per call,
-:func:`~hailing.rtc.media.recording_path`) or read and dropped (without
-``--auto-answer`` too, should one reach the aiortc path), ``connected`` and ``closed``
-(with ``media`` and ``duration_s``) are emitted, and the recording is finalized when the
-call ends, however it ends.
+connection with media is a *media call*, never a link:
+:class:`~hailing.daemon.media_calls.MediaCalls` runs it (recorded or read, in the call
+log, its events, the recording finalized however it ends). Every other accepted
+connection is adopted as the contact's link.
 
 Its own tasks (the Peer's call events, accepted incoming connections, chain status) are
 supervised: one that fails emits an ``error`` event and sets :attr:`Daemon.failed`, and
@@ -38,7 +36,7 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,10 +50,11 @@ from ._files import ApiInfo, DaemonLock, remove_api_info, write_api_info
 from .calls import DEFAULT_RING_TIMEOUT, Calls
 from .dhtnode import DhtSettings as DhtSettings  # re-exported: the settings Daemon takes
 from .dhtnode import open_dht_node, overlay_status
-from .events import Event, EventBus, item_event
+from .events import Event, EventBus
 from .friend_links import CALL_TIMEOUT, CONTRACT_CALL_TIMEOUT, FriendLinks
 from .history import History
-from .links import REPLACED, Link, Links, path_of
+from .links import Link, Links, path_of
+from .media_calls import MediaCalls
 from .webapp import clean_uploads
 
 if TYPE_CHECKING:
@@ -65,8 +64,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATUSES = ("available", "busy", "dnd")
-#: Close reasons of a link replaced by another one to the same contact (ours, theirs).
-REPLACED_REASONS = (REPLACED, "the peer kept another connection")
 #: Least time between two ``file-progress`` events of one file (seconds).
 PROGRESS_INTERVAL = 0.25
 
@@ -116,9 +113,9 @@ class Daemon:
         self._api: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.media = media
-        self._media_calls: set[asyncio.Task[None]] = set()
-        self._recordings: set[Path] = set()  # files of calls in progress (not written yet)
-        self._media_now: dict[int, dict[str, Any]] = {}  # media calls in progress, for status
+        #: The media calls answered here (:mod:`hailing.daemon.media_calls`).
+        self.media_calls = MediaCalls(self.events, media=media, calls=lambda: self.calls,
+                                      name_of=self._contact_name)
         self._relay_config = relay
         #: The TURN relay this node volunteers (``--serve-relay``), once started.
         self.relay: Any = None
@@ -199,10 +196,11 @@ class Daemon:
         if self._api is not None:
             await self._api.aclose()
             self._api = None
-        tasks = [*self._tasks, *self._media_calls]  # a media call finalizes its recording
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.media_calls.aclose()  # each finalizes its recording
         if self.friend_links is not None:
             await self.friend_links.aclose()
         await self.links.aclose()
@@ -278,55 +276,9 @@ class Daemon:
         async for conn in self.peer.incoming():
             tracks = getattr(conn, "tracks", None)
             if tracks is not None and tracks.kinds:  # never a link, even not auto-answered
-                task = asyncio.ensure_future(self._media_call(conn))
-                self._media_calls.add(task)
-                task.add_done_callback(self._media_calls.discard)
+                self.media_calls.take(conn)
             else:
                 self.links.adopt(conn, outgoing=False)
-
-    async def _media_call(self, conn: Any) -> None:
-        """One answered media call (see the module docstring); never raises."""
-        from ..rtc.media import CallMedia, recording_path
-
-        who = format_contact_id(conn.peer)
-        record: Path | None = None
-        if self.media is not None and self.media.record is not None:
-            record = recording_path(self.media.record, self._contact_name(who) or who[:12],
-                                    taken=self._recordings)
-            self._recordings.add(record)
-        media = CallMedia(conn.tracks.received, record=record)
-        kinds = {"media": conn.tracks.kinds, "sent": [t.kind for t in conn.tracks.sent],
-                 "received": [t.kind for t in conn.tracks.received]}
-        started = time.monotonic()
-        call_id = None
-        try:
-            if self.calls is not None:  # in the call log, as a page's calls are
-                call_id = self.calls.answered_here(conn.peer, conn.tracks.kinds)
-            await media.start()
-            now = {"from": who, "call": call_id, **kinds,
-                   "recording": str(record) if media.recorded_kinds else None,
-                   "path": path_of(conn)}
-            self._media_now[id(media)] = {**now, "frames": media.frames}
-            self.events.emit({"event": "connected", **now})
-            async for item in conn:
-                self.events.emit(item_event(item, who))
-        except Exception as exc:
-            log.warning("media call from %s failed: %r", who[:16], exc)
-            with contextlib.suppress(Exception):
-                await conn.close(f"failed: {exc}")
-        finally:
-            self._media_now.pop(id(media), None)
-            summary = await media.stop()  # finalized first, whatever else happens
-            if record is not None:
-                self._recordings.discard(record)
-            if conn.close_reason is None:
-                with contextlib.suppress(Exception):
-                    await conn.close("the daemon stopped")
-            self.events.emit({"event": "closed", "from": who, "call": call_id,
-                              "reason": conn.close_reason, "media": kinds["media"],
-                              "duration_s": round(time.monotonic() - started, 1), **summary})
-            if call_id is not None and self.calls is not None:
-                self.calls.ended_here(call_id, conn.peer, conn.close_reason)
 
     async def _pump_chain(self, queue: asyncio.Queue[Any]) -> None:
         while True:
@@ -476,8 +428,7 @@ class Daemon:
             "contacts": len(book.list()), "subscribers": self.events.subscribers,
             "events_dropped": self.events.dropped, "stats": dict(stats),
             "calls": dict(self.calls.stats) if self.calls is not None else {},
-            "media_calls": [{**c, "frames": dict(sorted(c["frames"].items()))}
-                            for c in self._media_now.values()],
+            "media_calls": self.media_calls.status(),
             "relay": self.relay.status() if self.relay is not None else None,
             "ladder": describe(getattr(self.peer, "ladder", ())),
             "friends": self.friend_links.status() if self.friend_links is not None else [],
@@ -557,24 +508,11 @@ class Daemon:
                           "size": size, "sha256": result["sha256"], "id": entry})
         return result
 
-    async def _deliver(self, peer: bytes, timeout: float, op: Any) -> dict[str, Any]:
-        """Run ``op(link)`` on an open link to ``peer``. A reused link that fails (the
-        other side went away without a word), or one closed under the send because both
-        ends keep another, is dropped and the send tried once more (on the link kept, or
-        a new call)."""
-        link, ms = await self.links.get(peer, timeout)
-        try:
-            extra: dict[str, Any] = await op(link)
-        except LocalProtocolError:
-            raise
-        except HailingError:
-            reason = getattr(link.conn, "close_reason", None)
-            if ms is not None and reason not in REPLACED_REASONS:
-                raise
-            await self.links.drop(link)
-            link, ms = await self.links.get(peer, timeout)
-            extra = await op(link)
-        link.touch()
+    async def _deliver(self, peer: bytes, timeout: float,
+                       op: Callable[[Link], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """Run ``op(link)`` on an open link to ``peer`` (:meth:`Links.deliver`, tried
+        once more on a link that went away); the result as ``connect`` gives it."""
+        link, ms, extra = await self.links.deliver(peer, timeout, op)
         return {**_result(peer, ms, link), **extra, "delivered": True}
 
     # -- endpoint records ----------------------------------------------------------------

@@ -6,7 +6,8 @@ Commands flow down, events flow up::
       |-- Dialer ............ tries couplers in ladder order, each with its own time
       |-- ConnectionManager . aiortc connections, the offer and answer state machines
       |-- SignalRouter ...... opens, de-duplicates (on disk), origin-checks, dispatches
-      |-- EndpointRecords ... contacts' SIP / WireGuard connection info
+      |-- Callee ............ decides on each offer (the call policy first), answers or rings
+      |-- EndpointRecords ... contacts' SIP / WireGuard connection info; sends ours
       |-- Supervisor ........ owns every background task; failures become events
       '-- couplers .......... DhtCoupler | ContractCoupler | WsCoupler | LinkCoupler
                               | NetworkCoupler | TextCoupler (one Protocol; the default
@@ -16,6 +17,7 @@ This package never imports the services layer (contacts, call policy): the facad
 it plain callables.
 """
 
+from .callee import Callee
 from .connections import ConnectionManager
 from .coupler import Capabilities, ContractCoupler, Coupler, DhtCoupler, Inlet, WsCoupler
 from .dialer import Attempt, Dialer, Rung
@@ -31,6 +33,7 @@ from .text_coupler import TextCoupler
 __all__ = [
     "Attempt",
     "CallEvent",
+    "Callee",
     "Capabilities",
     "ConnectionManager",
     "ContractCoupler",

@@ -2,7 +2,8 @@
 
 A record is sealed to one contact (:func:`EndpointRecords.seal`, kind
 :data:`~hailing.signaling.endpoint.KIND_ENDPOINT`, living as long as an envelope can)
-and sent through a coupler or an open channel like an offer. A received one (from the
+and sent like an offer (:meth:`EndpointRecords.publish`): over an open channel to the
+contact, else through the first coupler that takes it. A received one (from the
 router) is kept only when its sender is a contact (``is_contact``) and it decodes; the
 store keeps the newest per contact and kind (``endpoints``, ``refused_endpoints``,
 ``bad_endpoints`` in ``stats``).
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from ..errors import HailingError, LocalProtocolError
 from ..identity import Identity
+from ..rtc.connection import Connection
 from ..signaling import envelope
 from ..signaling.endpoint import (
     KIND_ENDPOINT,
@@ -24,6 +27,8 @@ from ..signaling.endpoint import (
     encode_record,
 )
 from ..signaling.store import SignalStore, StoredEndpoint
+from .coupler import Coupler
+from .dialer import sender
 from .router import Source
 
 __all__ = ["ENDPOINT_TTL", "EndpointRecords"]
@@ -48,6 +53,23 @@ class EndpointRecords:
         """The envelope carrying ``record`` to ``peer`` (LocalProtocolError if bad)."""
         return envelope.seal(self.identity, peer, KIND_ENDPOINT, encode_record(record),
                              now=self._clock(), ttl=ENDPOINT_TTL)
+
+    async def publish(self, peer: bytes, record: EndpointRecord, *,
+                      via: Connection | None = None, couplers: Sequence[Coupler] = ()) -> int:
+        """Seal ``record`` to ``peer`` and send it over ``via`` (an open connection to
+        it), else through the first of ``couplers`` that takes it (the last one's
+        HailingError when none does). Returns how many carriers took it."""
+        blob = self.seal(peer, record)
+        if via is not None:
+            via.send_signal(blob)
+            return 1
+        failure: HailingError = LocalProtocolError("no coupler to send the record through")
+        for c in couplers:
+            try:
+                return int(await sender(c, peer, "endpoint")(blob))
+            except HailingError as exc:
+                failure = exc
+        raise failure
 
     def received(self, opened: envelope.Opened, source: Source) -> None:
         """A router handler: keep a contact's record, drop anything else (counted)."""

@@ -3,6 +3,10 @@
 // /api/couple/...). The caller makes an offer for a contact and later pastes the answer
 // (Connect); the callee pastes the offer and gives back the answer text. The daemon holds
 // each side's connection in between; a finished link is the contact's link (chat, files).
+//
+// Keyboard: Escape closes (the <dialog>'s own cancel); the two sides are a tab list (the
+// arrow keys, Home and End move between them, Tab goes on into the side shown); focus
+// goes to the first thing to do on opening, and to the Copy button once a text is made.
 
 import { api, events } from "./api.js";
 import { $, el, clear, toast } from "./ui.js";
@@ -27,13 +31,27 @@ function showStatus(text) {
   box.hidden = !text;
 }
 
-function tab(which) {
-  for (const name of ["offer", "answer"]) {
-    $(`#couple-tab-${name}`).setAttribute("aria-selected", String(name === which));
+const SIDES = ["offer", "answer"];
+
+function tab(which, { focus = false } = {}) {
+  for (const name of SIDES) {
+    const button = $(`#couple-tab-${name}`);
+    button.setAttribute("aria-selected", String(name === which));
+    button.tabIndex = name === which ? 0 : -1;  // one tab stop for the list (roving)
     $(`#couple-${name}`).hidden = name !== which;
   }
+  if (focus) $(`#couple-tab-${which}`).focus();
   showError(null);
   showStatus("");
+}
+
+/** The tab list's keys: Left/Right (wrapping), Home and End select and focus a side. */
+function tabKeys(event) {
+  const now = SIDES.findIndex((n) => $(`#couple-tab-${n}`).getAttribute("aria-selected") === "true");
+  const moves = { ArrowLeft: now - 1, ArrowRight: now + 1, Home: 0, End: SIDES.length - 1 };
+  if (!(event.key in moves)) return;
+  event.preventDefault();
+  tab(SIDES[(moves[event.key] + SIDES.length) % SIDES.length], { focus: true });
 }
 
 function fillContacts(selected) {
@@ -53,6 +71,8 @@ export function openCouple(contact = null) {
   $("#couple-offer-out").hidden = true;
   $("#couple-answer-out").hidden = true;
   if (!dialog().open) dialog().showModal();
+  const first = $("#couple-contact");
+  (first.options.length ? first : $("#couple-tab-answer")).focus();
 }
 
 async function busy(button, work) {
@@ -65,6 +85,8 @@ async function busy(button, work) {
     showError(err);
   } finally {
     button.disabled = false;
+    // a disabled button loses the focus: give it back unless it went on somewhere
+    if (dialog().open && !dialog().contains(document.activeElement)) button.focus();
   }
 }
 
@@ -79,6 +101,7 @@ function makeOffer() {
     $("#couple-offer-text").textContent = offer.text;
     $("#couple-answer-in").value = "";
     $("#couple-offer-out").hidden = false;
+    $("#couple-copy-offer").focus();
   });
 }
 
@@ -91,6 +114,7 @@ function finish() {
     showStatus(`Connected to ${displayName(link.to)}.`);
     toast(`Connected to ${displayName(link.to)} by text`);
     $("#couple-offer-out").hidden = true;
+    $('[data-testid="close-couple"]').focus();
   });
 }
 
@@ -105,6 +129,7 @@ function makeAnswer() {
     $("#couple-answer-qr").src = svgSrc(answer.qr_svg);
     $("#couple-answer-text").textContent = answer.text;
     $("#couple-answer-out").hidden = false;
+    $("#couple-copy-answer").focus();
     answered = answer.from;
   });
 }
@@ -131,6 +156,7 @@ function wire() {
   });
   $("#couple-tab-offer").addEventListener("click", () => tab("offer"));
   $("#couple-tab-answer").addEventListener("click", () => tab("answer"));
+  $(".couple-tabs").addEventListener("keydown", tabKeys);
   $("#couple-make-offer").addEventListener("click", makeOffer);
   $("#couple-finish").addEventListener("click", finish);
   $("#couple-make-answer").addEventListener("click", makeAnswer);
