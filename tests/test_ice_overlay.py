@@ -105,7 +105,8 @@ async def test_a_daemons_overlay_links_carry_its_stun_and_turn_servers(
 
         served.append(IceServers(served[0].stun, TURN))  # a volunteer announced itself
         source.warm()  # a call's refresh; the overlay reads the same cache
-        await asyncio.wait_for(source._task, 5)  # type: ignore[arg-type]
+        assert source._task is not None
+        await asyncio.wait_for(source._task, 5)
         pc = await driver.new_peer_connection()
         await pc.close()
     assert urls_of(configs[-1]) == [*stun, TURN.urls[0]]
