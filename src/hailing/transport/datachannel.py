@@ -31,8 +31,9 @@ The link manager (cap, pins, LRU eviction, keepalives, reconnection) is
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .. import bencode
@@ -119,7 +120,7 @@ class LinkDriver(LinkManager):
         *,
         cap: int = 16,
         keepalive: float = 15.0,
-        configuration: Callable[[], Any] | None = None,
+        configuration: Callable[[], Any | Awaitable[Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         closest: int | None = None,
         levels: int | None = None,
@@ -167,11 +168,15 @@ class LinkDriver(LinkManager):
     # -- peer connections -----------------------------------------------------------
 
     async def new_peer_connection(self) -> Any:
-        """An RTCPeerConnection with the driver's configuration (default: no ICE
-        server at all, so no STUN request ever leaves for a public server)."""
+        """An RTCPeerConnection with the driver's configuration: what ``configuration()``
+        returns, or awaits to (an ``RTCConfiguration``; the daemon's gives the node's
+        STUN and TURN servers, docs/nat.md); default and None: no ICE server at all, so
+        no STUN request ever leaves for a public server."""
         from aiortc import RTCConfiguration, RTCPeerConnection
 
         config = self._configuration() if self._configuration is not None else None
+        if inspect.isawaitable(config):
+            config = await config
         if config is None:
             config = RTCConfiguration(iceServers=[])
         return RTCPeerConnection(configuration=config)
