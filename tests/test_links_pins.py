@@ -103,6 +103,9 @@ async def test_the_manager_pins_levels_and_never_evicts_them() -> None:
         assert pins[b"\x03"] == {"closest"}
         assert pins[b"\x80"] == {"level"} and pins[b"\x10"] == {"level"}
         assert sum(1 for p in pins.values() if p) == 3
+        # every peer's link list has come (each has no other link: none is spared as
+        # the last link of its peer, links.LONELY, since all are)
+        await until(lambda: all(x.lists_heard > float("-inf") for x in hub.links()), "lists")
         # one more link over the cap: an unpinned one goes, never a level pin
         extra = drivers(1, clock=clock)
         async with extra as (late,):
