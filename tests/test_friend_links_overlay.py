@@ -65,10 +65,10 @@ def test_links_comes_from_the_flag_then_config_toml_then_the_default(
 
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[DhtNode, DhtNode]]:
-    """Two nodes with UDP and a link driver (no ``closest`` pins: the tests pin), on a
-    3-node UDP testnet, each in the other's routing table at its UDP address."""
+    """Two nodes with UDP and a link driver (no ``closest`` or ``level`` pins: the tests
+    pin), on a 3-node UDP testnet, each in the other's routing table at its UDP address."""
     async with udp_testnet(3) as net:
-        nodes = [DhtNode(("127.0.0.1", 0), links=LinkDriver(cap=4, closest=0),
+        nodes = [DhtNode(("127.0.0.1", 0), links=LinkDriver(cap=4, closest=0, levels=0),
                          bootstrap=[net[0].address]) for _ in range(2)]
         try:
             for node in nodes:
