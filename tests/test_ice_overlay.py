@@ -157,3 +157,25 @@ async def test_no_peer_yet_no_server(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (await LinkIce(lambda: empty)()).iceServers == []
     await empty.aclose()
     await driver.aclose()
+
+
+async def test_the_answering_side_of_a_link_gathers_no_relay(
+        daemon: tuple[Daemon, list[IceServers]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any node may ask ours for a link (no call policy): answering one must not take one
+    of the relay's allocations that our calls need; only the offering side has TURN."""
+    d, served = daemon
+    driver = d.node.links
+    assert isinstance(driver, LinkDriver)
+    served.append(IceServers(served[0].stun, TURN))
+    source = d.peer.manager.ice
+    source.warm()
+    assert source._task is not None
+    configs = recording(monkeypatch)
+    async with asyncio.timeout(20):
+        await asyncio.wait_for(source._task, 5)
+        for answering in (True, False):
+            pc = await driver.new_peer_connection(answering=answering)
+            await pc.close()
+    stun = [f"stun:{ip}:{port}" for ip, port in served[0].stun]
+    assert urls_of(configs[0]) == stun and creds_of(configs[0]) == []
+    assert urls_of(configs[1]) == [*stun, TURN.urls[0]]

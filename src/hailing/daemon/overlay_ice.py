@@ -18,8 +18,10 @@ callable (:class:`LinkIce`, the driver's ``configuration``), which finds the sou
 when asked (the daemon's Peer, made after its DHT node, owns it): before the Peer has
 started, and with a Peer that has none, a link gets no ICE server, as before.
 
-A link's connection gathers a relay candidate whenever a relay is known (its SDP goes
-whole); once connected, the allocations its path does not use are given back
+A link's offering connection gathers a relay candidate whenever a relay is known (its
+SDP goes whole); the answering side gathers none (links have no call policy: any node
+asking for links must not be able to hold our relay allocations; the offerer's relay
+alone connects every pair of NATs). Once connected, the allocations its path does not use are given back
 (:func:`~hailing.rtc.ice.release_unused_relays`, counted ``link_relays_released`` in
 the driver's stats), as calls do, so that a volunteer's quota (4 allocations a
 credential) counts only the links and calls it carries.
@@ -59,12 +61,12 @@ class LinkIce:
     def __init__(self, source: Callable[[], IceServerSource | None]) -> None:
         self._source = source
 
-    async def __call__(self) -> Any:
+    async def __call__(self, *, relay: bool = True) -> Any:
         source = self._source()
         if source is None:
             return None
         servers = await source.get()  # at most WAIT seconds, as for a call
-        return rtc_configuration(servers.stun, servers.turn)
+        return rtc_configuration(servers.stun, servers.turn if relay else None)
 
 
 class IceLinkDriver(LinkDriver):
@@ -73,11 +75,19 @@ class IceLinkDriver(LinkDriver):
     connected."""
 
     def __init__(self, *, cap: int, source: Callable[[], IceServerSource | None]) -> None:
-        super().__init__(cap=cap, configuration=LinkIce(source))
+        self._ice = LinkIce(source)
+        super().__init__(cap=cap, configuration=self._ice)
         self._releasing: set[asyncio.Task[None]] = set()
 
-    async def new_peer_connection(self) -> Any:
-        pc = await super().new_peer_connection()
+    async def configuration_for(self, *, answering: bool) -> Any:
+        # The answering side of a link gathers no relay candidate: links have no call
+        # policy, so any node could otherwise make ours hold a volunteer's allocations
+        # (4 a credential) and leave our calls without a relay. The offerer's relay
+        # alone connects every pair of NATs (TURN permissions are per address).
+        return await self._ice(relay=not answering)
+
+    async def new_peer_connection(self, *, answering: bool = False) -> Any:
+        pc = await super().new_peer_connection(answering=answering)
         released = False
 
         def state() -> None:

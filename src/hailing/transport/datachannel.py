@@ -167,19 +167,26 @@ class LinkDriver(LinkManager):
 
     # -- peer connections -----------------------------------------------------------
 
-    async def new_peer_connection(self) -> Any:
-        """An RTCPeerConnection with the driver's configuration: what ``configuration()``
-        returns, or awaits to (an ``RTCConfiguration``; the daemon's gives the node's
-        STUN and TURN servers, docs/nat.md); default and None: no ICE server at all, so
-        no STUN request ever leaves for a public server."""
+    async def new_peer_connection(self, *, answering: bool = False) -> Any:
+        """An RTCPeerConnection with the driver's configuration: what
+        :meth:`configuration_for` gives (an ``RTCConfiguration``; the daemon's gives the
+        node's STUN and TURN servers, docs/nat.md); default and None: no ICE server at
+        all, so no STUN request ever leaves for a public server. ``answering``: the
+        connection answers an offer someone else made (a coupler's answering side)."""
         from aiortc import RTCConfiguration, RTCPeerConnection
 
-        config = self._configuration() if self._configuration is not None else None
-        if inspect.isawaitable(config):
-            config = await config
+        config = await self.configuration_for(answering=answering)
         if config is None:
             config = RTCConfiguration(iceServers=[])
         return RTCPeerConnection(configuration=config)
+
+    async def configuration_for(self, *, answering: bool) -> Any:
+        """What ``configuration()`` returns, or awaits to (the same either way here; a
+        driver may give an answering connection less, as the daemon's gives it no relay)."""
+        config = self._configuration() if self._configuration is not None else None
+        if inspect.isawaitable(config):
+            config = await config
+        return config
 
     def adopt(self, pc: Any, channel: Any, *, peer_id: bytes | None = None,
               pinned: bool = False, owns_pc: bool = True) -> Link:
