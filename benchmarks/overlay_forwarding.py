@@ -9,6 +9,11 @@ hop, ``transport/forward.py``). Then ``--gets`` gets of items put by random node
 
 Reported: the time to build, couplings made and failed, hops per forwarded message, the
 coupling time and its steps (quantiles), forwarding refusals by reason, gets found.
+``--lookahead both`` (the default) runs every seed twice, greedy forwarding on the
+neighbours alone (``off``) and with one step of lookahead through their link lists
+(``on``), and prints them side by side; ``--levels both`` does the same with the link
+manager's pins over levels, and its coupling of pins it has no link to (``off``: only
+the closest open links pinned, as before them).
 
     python benchmarks/overlay_forwarding.py --nodes 30 --p 8 --seeds 3 --out /tmp/fwd.json
 
@@ -45,7 +50,8 @@ def _q(values: list[float]) -> dict[str, float]:
             "max": round(max(values), 3)}
 
 
-async def run(seed: int, n: int, p: int, gets: int, soft: float) -> dict[str, Any]:
+async def run(seed: int, n: int, p: int, gets: int, soft: float, lookahead: bool,
+              levels: bool) -> dict[str, Any]:
     rng = random.Random(seed)
     nodes = []
     started = time.monotonic()
@@ -53,6 +59,10 @@ async def run(seed: int, n: int, p: int, gets: int, soft: float) -> dict[str, An
         for i in range(n):
             o = await start_node(p=p, seed=seed * 1000 + i,
                                  config=DhtConfig(min_soft_timeout=soft))
+            o.fwd.lookahead = lookahead
+            if not levels:
+                o.driver.levels = 0
+                o.driver.fill_pins = False
             if nodes:
                 await couple_direct(o.driver, rng.choice(nodes).driver, pinned=True)
                 await o.node.bootstrap()
@@ -70,12 +80,14 @@ async def run(seed: int, n: int, p: int, gets: int, soft: float) -> dict[str, An
         stats: dict[str, int] = {}
         for o in nodes:
             for k, v in o.node.stats.items():
-                if k.startswith(("fwd_", "link_couple")):
+                if k.startswith(("fwd_", "link_couple", "link_lists", "link_garbage", "link_pin",
+                                 "link_evicted")):
                     stats[k] = stats.get(k, 0) + v
         timings = [t for o in nodes for t in o.coupler.timings]
         sent = stats.get("fwd_sent", 0)
         return {
-            "seed": seed, "built_s": round(built, 2),
+            "seed": seed, "lookahead": lookahead, "level_pins": nodes[0].driver.levels,
+            "built_s": round(built, 2),
             "couplings": stats.get("fwd_link_coupled", 0),
             "couplings_failed": stats.get("link_couple_failed", 0),
             "hops_per_message": round(1 + stats.get("fwd_forwarded", 0) / sent, 2) if sent else None,
@@ -99,22 +111,39 @@ async def main() -> None:
     ap.add_argument("--gets", type=int, default=10)
     ap.add_argument("--soft", type=float, default=1.2,
                     help="DhtConfig.min_soft_timeout of the nodes (default 1.2 s)")
+    ap.add_argument("--lookahead", choices=["on", "off", "both"], default="both",
+                    help="forward with one step of lookahead, greedy on the neighbours "
+                         "alone, or both on each seed (default)")
+    ap.add_argument("--levels", choices=["on", "off", "both"], default="on",
+                    help="the link manager's pins over levels (default on)")
+    ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--out")
     args = ap.parse_args()
     hailing.rtc.set_host_addresses(["127.0.0.1"])
-    runs = [await run(s, args.nodes, args.p, args.gets, args.soft)
-            for s in range(1, args.seeds + 1)]
-    report = {"benchmark": "overlay_forwarding", "nodes": args.nodes, "p": args.p,
-              "min_soft_timeout": args.soft, "python": platform.python_version(),
-              "runs": runs}
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    for r in runs:
-        print(f"seed {r['seed']}: built {r['built_s']} s, {r['couplings']} couplings "
-              f"({r['couplings_failed']} failed), {r['hops_per_message']} hops/message, "
-              f"coupling {r['couple_s']}, gets {r['gets_found']}/{r['gets']}", file=sys.stderr)
+    choice = {"on": [True], "off": [False], "both": [False, True]}
+    report: dict[str, Any] = {
+        "benchmark": "overlay_forwarding", "nodes": args.nodes, "p": args.p,
+        "min_soft_timeout": args.soft, "python": platform.python_version(), "runs": []}
+    for s in range(args.first_seed, args.first_seed + args.seeds):
+        for lv in choice[args.levels]:
+            for la in choice[args.lookahead]:
+                r = await run(s, args.nodes, args.p, args.gets, args.soft, la, lv)
+                report["runs"].append(r)
+                _summary(r)
+                if args.out:  # after each run: a long one interrupted keeps what it did
+                    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+
+
+def _summary(r: dict[str, Any]) -> None:
+    mode = ("lookahead" if r["lookahead"] else "greedy") + (
+        f", {r['level_pins']} level pins" if r["level_pins"] else ", no level pins")
+    c = r["counters"]
+    print(f"seed {r['seed']} {mode}: built {r['built_s']} s, {r['couplings']} couplings "
+          f"({r['couplings_failed']} failed), {r['hops_per_message']} hops/message, "
+          f"coupling {r['couple_s']}, gets {r['gets_found']}/{r['gets']}, "
+          f"gave up {c.get('fwd_gave_up', 0)}, escapes {c.get('fwd_escapes', 0)}, "
+          f"via lookahead {c.get('fwd_via_lookahead', 0)}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -169,6 +169,11 @@ def befriended(chain: Chain, tmp_path: Path) -> Friends:
     return Friends(a, b, alice, bob, address, secrets)
 
 
+# Each flow runs on one chain, the two chains between them: this one on ``chain serve``
+# (the embedded EVM, a block per transaction), the next on anvil (1 s blocks). Both
+# listen and send through the contract; what else each does (endpoints and the log
+# scan here, a paying wallet of the day there) is the same client code on either chain.
+@pytest.mark.parametrize("chain", ["serve"], indirect=True)
 def test_call_and_endpoints_through_the_contract(chain: Chain, tmp_path: Path) -> None:
     f = befriended(chain, tmp_path)
     a, b, alice, bob, address, secrets = f.a, f.b, f.alice, f.bob, f.contract, f.secrets
@@ -212,6 +217,7 @@ def test_call_and_endpoints_through_the_contract(chain: Chain, tmp_path: Path) -
                 assert needle not in blob and needle.hex().encode() not in blob.hex().encode()
 
 
+@pytest.mark.parametrize("chain", ["anvil"], indirect=True)
 def test_paying_from_the_wallet_of_the_day_proves_the_sender(chain: Chain, tmp_path: Path) -> None:
     """``--gas-key rotating``: alice pays from her own wallet of the day (funded first, as
     a user would); bob listens with ``--require-wallet`` and takes the call. The same

@@ -153,6 +153,9 @@ class Host:
     def known_id(self, addr: LinkAddr) -> bytes | None:
         return None
 
+    def known_ids(self) -> list[bytes]:
+        return []
+
 
 frames = st.one_of(
     st.binary(max_size=64),
@@ -192,3 +195,43 @@ def test_frames_of_any_kind_never_raise_and_are_all_accounted(batch: list[bytes 
 def test_garbage_sdp_text_raises_sdp_error_only(text: str) -> None:
     with contextlib.suppress(SdpError):
         _description(text, "offer")
+
+
+@pytest.mark.parametrize("version", [None, b"LT\x01\x02"])
+def test_a_node_that_is_not_hailing_is_never_told_a_link_address(version: bytes | None) -> None:
+    """A dual node answers a Mainline node (no hailing ``v``) with its UDP entries only,
+    still k of them where it knows enough; a hailing querier gets both kinds."""
+    import random
+
+    from hailing import bencode
+    from hailing.dht import DhtProtocol
+    from hailing.dht.config import HAILING_VERSION
+
+    proto = DhtProtocol(rng=random.Random(3), now=0.0, node_id=bytes(20), codec=OverlayCodec())
+    rng = random.Random(4)
+    target = b"\x7f" + bytes(19)
+    for i in range(400):  # random ids: about 8 of each kind in every bucket that fills
+        nid = rng.randbytes(20)
+        addr = LinkAddr.of(nid) if i % 2 == 0 else (f"10.0.{i % 250}.{1 + i // 250}", 6881)
+        proto.table.add(nid, addr, 0.0)
+    querier = ("10.9.9.9", 6881)
+
+    def ask(v: bytes | None) -> list[tuple[bytes, object]]:
+        q = {b"t": b"aa", b"y": b"q", b"q": b"find_node",
+             b"a": {b"id": b"\xff" * 20, b"target": target}}
+        if v is not None:
+            q[b"v"] = v
+        proto.receive_datagram(bencode.encode(q), querier, 1.0)
+        out = [d for d, a in proto.datagrams_to_send(1.0) if a == querier]
+        r = bencode.decode(out[-1])[b"r"]
+        return decode_nodes(r[b"nodes"], OverlayCodec())
+
+    foreign = ask(version)
+    assert len(foreign) == 8
+    assert not any(isinstance(a, LinkAddr) for _, a in foreign)
+    both = ask(HAILING_VERSION)
+    assert [n for n, _ in both] == [e.id for e in proto.table.closest(target, 8)]
+    assert any(isinstance(a, LinkAddr) for _, a in both)
+    # the closest of each kind come first: the foreign answer is the table's closest UDP ones
+    udp = [e for e in proto.table.closest(target, 400) if not isinstance(e.addr, LinkAddr)]
+    assert [n for n, _ in foreign] == [e.id for e in udp[:8]]

@@ -48,6 +48,13 @@ async def three_nodes(clock: Clock | None = None) -> list[DhtNode]:
     await couple_direct(a.links, c.links)  # type: ignore[arg-type]
     for node in nodes:
         await node.bootstrap()
+    # each side's first link list (linklists.py) has arrived: no valid frame is left
+    # to come in the middle of a test's garbage
+    for _ in range(500):
+        if all(x.lists_heard > float("-inf") for n in nodes if n.links is not None
+               for x in n.links.links()):
+            break
+        await asyncio.sleep(0.01)
     return nodes
 
 

@@ -37,6 +37,8 @@ class _Link:
     peer_id: bytes | None
     addr: Hashable | None
     is_open: bool = True
+    #: The peer's other links, as its link list told them (lookahead).
+    peer_links: frozenset[bytes] = frozenset()
 
 
 @dataclass

@@ -297,16 +297,19 @@ def test_up_takes_its_ladder_from_the_flag_or_the_config_file(
         make_peer = _daemon_parts(args)[0]
         return describe(make_peer(None).ladder)
 
-    assert ladder() == "link:5,dht,mainline"
-    assert ladder("--no-bep44-fallback") == "link:5,dht"
+    # the overlay is on by default: the network rung is available
+    assert ladder() == "link:5,network:10,dht,mainline"
+    assert ladder("--no-bep44-fallback") == "link:5,network:10,dht"
+    assert ladder("--links", "0") == "link:5,dht,mainline"
     assert ladder("--ladder", "dht:4,link") == "dht:4,link"
     assert main(["config", "set", "ladder", "link:2,dht,mainline", "--data-dir", str(data)]) == 0
     assert ladder() == "link:2,dht,mainline"
     assert ladder("--ladder", "dht") == "dht"  # the flag wins
     assert ladder("--links", "8") == "link:2,dht,mainline"  # config.toml's, still
     assert ladder("--links", "8", "--ladder", "network,dht") == "network,dht"
-    with pytest.raises(UsageError, match="give --links P"):
-        ladder("--ladder", "link,network")
+    assert ladder("--ladder", "link,network") == "link,network"
+    with pytest.raises(UsageError, match="leave 'network' out of the ladder"):
+        ladder("--links", "0", "--ladder", "link,network")
     assert main(["config", "unset", "ladder", "--data-dir", str(data)]) == 0
     assert ladder("--links", "8") == "link:5,network:10,dht,mainline"
     assert main(["config", "set", "ladder", "link,carrier-pigeon", "--data-dir", str(data)]) == 1
@@ -528,8 +531,10 @@ async def test_a_pages_call_to_a_friend_is_signaled_over_the_friend_link(tmp_pat
 
 async def test_a_friend_link_we_called_reopens_a_dht_channel_its_driver_dropped() -> None:
     """The driver dropped a friend link's DHT channel (its keepalive) while the link
-    stayed: the caller's keeper opens another, at most every DHT_RETRY seconds; the
-    callee's side takes one only from a friend."""
+    stayed: the caller's keeper unpins it (so the driver does not open a connection of
+    its own to the friend's node) and opens another, at most every DHT_RETRY seconds;
+    an unmarked friend's channel is unpinned; the callee's side takes one only from a
+    friend."""
     from dataclasses import dataclass, field
 
     from hailing.daemon.events import EventBus
@@ -548,6 +553,7 @@ async def test_a_friend_link_we_called_reopens_a_dht_channel_its_driver_dropped(
     class DriverLink:
         pc: PC
         pins: set[str] = field(default_factory=set)
+        closed: bool = False
 
     class Driver:
         def __init__(self) -> None:
@@ -560,6 +566,9 @@ async def test_a_friend_link_we_called_reopens_a_dht_channel_its_driver_dropped(
 
         def pin(self, link: DriverLink, why: str) -> None:
             link.pins.add(why)
+
+        def unpin(self, link: DriverLink, why: str) -> None:
+            link.pins.discard(why)
 
         def links(self) -> list[DriverLink]:
             return list(self.items)
@@ -593,7 +602,8 @@ async def test_a_friend_link_we_called_reopens_a_dht_channel_its_driver_dropped(
 
     links = Links(dial, EventBus(), idle_close=0)
     driver = Driver()
-    keeper = FriendLinks(links, lambda: [friend], lambda: b"\x09" * 32, EventBus(),
+    marked = [friend]
+    keeper = FriendLinks(links, lambda: list(marked), lambda: b"\x09" * 32, EventBus(),
                          clock=lambda: now[0], driver=driver)
     keeper.step()  # calls the friend (our key is larger: at once)
     for _ in range(5):
@@ -603,16 +613,24 @@ async def test_a_friend_link_we_called_reopens_a_dht_channel_its_driver_dropped(
     assert driver.items[0].pins == {"friend"}
     keeper.step()
     assert link.conn.pc.channels == [DHT_LABEL]  # it has one: nothing more
-    driver.items.clear()  # the driver dropped it
+    dropped = driver.items.pop()  # the driver dropped it: closed, still pinned there
+    dropped.closed = True
+    dropped.pins.add("closest")  # the driver's own reason too: not reconnected either
     keeper.step()
     assert link.conn.pc.channels == [DHT_LABEL, DHT_LABEL]
-    driver.items.clear()
+    assert dropped.pins == set() and keeper.stats["dht_channels_released"] == 1
+    dropped = driver.items.pop()
+    dropped.closed = True
     now[0] += DHT_RETRY / 2
     keeper.step()
     assert len(link.conn.pc.channels) == 2  # not again so soon
     now[0] += DHT_RETRY
     keeper.step()
     assert len(link.conn.pc.channels) == 3 and keeper.stats["dht_channels_reopened"] == 2
+    assert dropped.pins == set() and driver.items[0].pins == {"friend"}
+    marked.clear()  # unmarked: its channel may be evicted like any link
+    keeper.step()
+    assert driver.items[0].pins == set() and keeper.stats["dht_channels_released"] == 3
 
     class Stranger:
         peer = b"\x07" * 32

@@ -30,10 +30,11 @@ class Clock:
 
 
 @contextlib.asynccontextmanager
-async def drivers(n: int, *, cap: int = 16, closest: int = 0,
+async def drivers(n: int, *, cap: int = 16, closest: int = 0, levels: int = 0,
                   clock: Clock | None = None) -> AsyncIterator[list[LinkDriver]]:
     clock = clock or Clock()
-    out = [LinkDriver(cap=cap, closest=closest, clock=clock, keepalive=10.0) for _ in range(n)]
+    out = [LinkDriver(cap=cap, closest=closest, levels=levels, clock=clock, keepalive=10.0)
+           for _ in range(n)]
     for i, d in enumerate(out):
         d.node_id = bytes([i + 1]) * 20
     try:
@@ -134,11 +135,12 @@ async def test_a_link_in_use_is_spared_one_over_the_cap() -> None:
 
 async def test_the_closest_peers_are_pinned() -> None:
     async with drivers(4, cap=8, closest=2) as (hub, *others):
-        # node ids 0x02.., 0x03.., 0x04.. against ours 0x01..: XOR 3, 2, 5
+        # node ids 0x02.., 0x03.., 0x04.. against ours 0x01..: XOR 3, 2, 5, levels 6, 6,
+        # 5: the closest link at each of the two deepest levels is pinned (pins.py)
         for other in others:
             await couple_direct(hub, other)
         pins = {x.peer_id[:1]: x.pinned for x in hub.links()}  # type: ignore[index]
-        assert pins == {b"\x02": True, b"\x03": True, b"\x04": False}
+        assert pins == {b"\x02": False, b"\x03": True, b"\x04": True}
 
 
 async def test_keepalives_and_a_silent_link_is_dead() -> None:

@@ -14,7 +14,9 @@ from overlay_helpers import OverlayNode, start_node, stop_all
 from pytest_helpers import loopback_ice
 
 from hailing import bencode
+from hailing.dht import DhtConfig
 from hailing.errors import KrpcError
+from hailing.node import LINKS_MIN_SOFT_TIMEOUT
 from hailing.transport import LinkAddr, couple_direct
 from hailing.transport.forward import (
     ERR_RATE_LIMITED,
@@ -34,7 +36,12 @@ async def chain() -> AsyncIterator[list[OverlayNode]]:
     """A - B - C - D: each linked only to its neighbours in the chain; their ids come
     closer to D's (and to A's going back) along it, so that greedy routing finds it."""
     ids = [bytes([first]) + bytes(range(1, 20)) for first in (0x00, 0x80, 0xC0, 0xE0)]
-    nodes = [await start_node(p=8, seed=100 + i, node_id=nid) for i, nid in enumerate(ids)]
+    # Four nodes on one event loop pass hundreds of messages over SCTP in the flood test:
+    # on a loaded machine an answer can take longer than the default 4 s query timeout,
+    # which is not what these tests are about (no assertion here is on time).
+    config = DhtConfig(min_soft_timeout=LINKS_MIN_SOFT_TIMEOUT, query_timeout=20.0)
+    nodes = [await start_node(p=8, seed=100 + i, node_id=nid, config=config)
+             for i, nid in enumerate(ids)]
     try:
         for x, y in itertools.pairwise(nodes):
             await couple_direct(x.driver, y.driver)

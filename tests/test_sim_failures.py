@@ -12,9 +12,11 @@ def test_copied_network_gives_the_same_run_as_a_separate_one() -> None:
     # callback that still pointed into the original network, such as a closure over a
     # core, would make the later fractions differ.)
     # 200 nodes and 40 lookups (400 and 100 belong in benchmarks/sim_sweep.py): requests
-    # are still in flight at every copy, which is what the check needs.
+    # are still in flight at every copy, which is what the check needs. Two fractions: the
+    # first runs on a copy, the last on the original afterwards, so state the copy still
+    # shared with the original (or with anything a later run reads) shows in either.
     params = SimParams(nodes=200, lookups=40, loss=0.01, seed=3)
-    fractions = [0.3, 0.5, 0.0]
+    fractions = [0.3, 0.0]
     forked = run_failure_fractions(params, fractions)
     for fraction, r in zip(fractions, forked, strict=True):
         alone = run_lookup_benchmark(SimParams(nodes=200, lookups=40, loss=0.01, seed=3, churn=fraction))

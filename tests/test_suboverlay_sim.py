@@ -25,8 +25,9 @@ def test_one_percent_of_a_thousand() -> None:
 
 
 def test_without_the_sub_overlay_most_calls_fail() -> None:
-    """The regression: the same networks (same seeds) with ``suboverlay=False``."""
-    results = [run_mixed(300, 0.03, seed=s, calls=5, suboverlay=False) for s in SEEDS]
+    """The regression: the same networks (the first three seeds: 15 calls, each network
+    delivers 0-2 of its 5) with ``suboverlay=False``."""
+    results = [run_mixed(300, 0.03, seed=s, calls=5, suboverlay=False) for s in SEEDS[:3]]
     delivered = sum(r.delivered for r in results)
     calls = sum(r.calls for r in results)
     assert delivered <= calls // 3, (delivered, calls)

@@ -17,6 +17,7 @@ on one machine, e.g. in the README's walkthrough, keep their own), read with
     relay = "ws://192.0.2.1:8765/ws"                       # --relay
     via = "contract"                                       # --via
     downloads = "/home/me/Downloads"                       # --downloads (relative: to DATA_DIR)
+    links = 32                                             # up --links (0: no overlay)
 
 ``hailing config set KEY VALUE...`` / ``unset KEY`` rewrite the file (comments are not
 kept); ``hailing config show`` prints the data directory, the file and the settings. A
@@ -124,6 +125,22 @@ def _ladder_value(text: str) -> str:
     return describe(ladder_from_text(text))
 
 
+#: ``hailing.daemon.dhtnode.MAX_LINKS`` (not imported: the DHT stays out of a command's
+#: start; tests/test_friend_links_overlay.py checks they agree).
+MAX_LINKS = 256
+
+
+def _links_value(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_LINKS:
+        raise LocalProtocolError(f"links is a number of links, 0 to {MAX_LINKS} (0: no "
+                                 f"data-channel overlay), not {text!r}")
+    return value
+
+
 def _path_value(text: str) -> str:
     if not text:
         raise LocalProtocolError("a path cannot be empty")
@@ -132,13 +149,15 @@ def _path_value(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Setting:
-    """One key of ``config.toml``: a string, or a list of strings (``many``)."""
+    """One key of ``config.toml``: a string, or a list of strings (``many``); an
+    ``integer`` one is also written and read as a TOML integer."""
 
     name: str
     many: bool
     parse: Callable[[str], Any]
     example: str
     help: str
+    integer: bool = False
 
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in (
@@ -156,6 +175,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             "where received files go; relative to the data directory (--downloads)"),
     Setting("ladder", False, _ladder_value, "link,dht,mainline",
             "the couplers 'up' tries a call through, in order (--ladder)"),
+    Setting("links", False, _links_value, "32",
+            "data-channel links 'up' keeps at most, the overlay (--links; 0: off)",
+            integer=True),
 )}
 
 
@@ -197,6 +219,11 @@ class Config:
         return ladder
 
     @property
+    def links(self) -> int | None:
+        links: int | None = self.values.get("links")
+        return links
+
+    @property
     def downloads(self) -> str | None:
         value: str | None = self.values.get("downloads")
         if value is None:
@@ -205,11 +232,14 @@ class Config:
 
     def to_toml(self) -> str:
         """The settings as the file holds them (without the header)."""
-        return "".join(f"{k} = {_toml_value(self.raw[k])}\n" for k in SETTINGS if k in self.raw)
+        return "".join(f"{k} = {_toml_value(self.raw[k], SETTINGS[k].integer)}\n"
+                       for k in SETTINGS if k in self.raw)
 
 
-def _toml_value(value: str | list[str]) -> str:
+def _toml_value(value: str | list[str], integer: bool = False) -> str:
     # A JSON string with ASCII escapes is a valid TOML basic string.
+    if integer and isinstance(value, str) and value.isdigit():
+        return str(int(value))
     if isinstance(value, list):
         return "[" + ", ".join(json.dumps(v) for v in value) + "]"
     return json.dumps(value)
@@ -256,6 +286,8 @@ def _parse(path: Path, text: str) -> Config:
             raise StorageError(f"{where}: unknown setting {key!r} (known: "
                                f"{', '.join(SETTINGS)}); {_RECOVER}")
         items: list[str]
+        if setting.integer and type(value) is int:
+            value = str(value)
         if setting.many and isinstance(value, str):
             items = [value]
         elif setting.many and isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -264,6 +296,7 @@ def _parse(path: Path, text: str) -> Config:
             items = [value]
         else:
             shape = (f'a list of strings, e.g. {key} = ["{setting.example}"]' if setting.many
+                     else f"a number, e.g. {key} = {setting.example}" if setting.integer
                      else f'a string, e.g. {key} = "{setting.example}"')
             raise StorageError(f"{where}: {key} must be {shape}; {_RECOVER}")
         try:
@@ -337,6 +370,8 @@ def set_setting(data_dir: str | os.PathLike[str], key: str, values: list[str]) -
         values = [format_hostport(parsed[0])]
     elif setting.name == "ice_hosts":
         values = list(parsed)
+    elif setting.integer:
+        values = [str(parsed[0])]
     config = load_config(data_dir)
     raw = dict(config.raw)
     raw[setting.name] = list(values) if setting.many else values[0]

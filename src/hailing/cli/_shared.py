@@ -215,6 +215,8 @@ def prepare(args: argparse.Namespace) -> None:
             args.via = config.via
         if "ladder" in wanted and args.ladder is None:
             args.ladder = config.ladder
+        if "links" in wanted and args.links is None:
+            args.links = config.links
     if hasattr(args, "_via_default") and args.via is None:
         args.via = args._via_default
     for name in getattr(args, "_contacts", ()):

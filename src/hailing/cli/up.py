@@ -72,12 +72,15 @@ def _ring_seconds(text: str) -> float:
 
 
 def _links(text: str) -> int:
+    from ._config import MAX_LINKS
+
     try:
-        value = int(text)
+        value = int(text, 10)
     except ValueError:
         value = -1
-    if not 0 <= value <= 256:
-        raise argparse.ArgumentTypeError(f"expected a number of links, 0 to 256, got {text!r}")
+    if not 0 <= value <= MAX_LINKS:
+        raise argparse.ArgumentTypeError(f"expected a number of links, 0 to {MAX_LINKS} "
+                                         f"(0: no data-channel overlay), got {text!r}")
     return value
 
 
@@ -95,7 +98,7 @@ def _command(text: str) -> list[str]:
 def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """What ``args`` describe: (make_peer(node) -> Peer, DhtSettings or None,
     MediaOptions or None, the relay's TurnConfig or None)."""
-    from ..daemon.dhtnode import DhtSettings
+    from ..daemon.dhtnode import DEFAULT_LINKS, DhtSettings
     from ..rtc import set_host_addresses
 
     media = _media_options(args)  # wrong media arguments first, before the network ones
@@ -120,9 +123,9 @@ def _daemon_parts(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
                                      "a restarted daemon joins through the nodes it knew)")
         loopback = args.bootstrap and all(h.startswith("127.") for h, _ in args.bootstrap)
         bind = args.bind or (("127.0.0.1", 0) if loopback else ("0.0.0.0", 0))
-        dht = DhtSettings(bind, tuple(args.bootstrap), args.read_only, args.links)
-        available.update(dht=True, mainline=not args.no_bep44_fallback,
-                         network=args.links > 0)
+        links = DEFAULT_LINKS if args.links is None else args.links
+        dht = DhtSettings(bind, tuple(args.bootstrap), args.read_only, links)
+        available.update(dht=True, mainline=not args.no_bep44_fallback, network=links > 0)
     common["ladder"] = _ladder(args, available)
     relay = relay_config(args, dht.bind if dht is not None else None)
 
@@ -146,7 +149,8 @@ def _ladder(args: argparse.Namespace, available: dict[str, bool]) -> Any:
         ladder = ladder_from_text(args.ladder)
         if any(r.name == "network" for r in ladder) and not available.get("network"):
             raise UsageError("the network coupler forwards through the data-channel "
-                             "overlay: give --links P too")
+                             "overlay, which is off here (--links 0, --relay or --via "
+                             "contract): leave 'network' out of the ladder")
         return ladder
     return default_ladder(**available)
 
@@ -283,11 +287,11 @@ def add_up_command(sub: Any) -> None:
                    "a call falls back to them, and the contacts' items are polled)")
     p.add_argument("--relay", default=None, metavar="URL",
                    help="signal through this WebSocket relay instead of the DHT")
-    p.add_argument("--links", type=_links, default=0, metavar="P",
-                   help="also run the DHT over WebRTC data-channel links, at most P open "
+    p.add_argument("--links", type=_links, default=None, metavar="P",
+                   help="run the DHT over WebRTC data-channel links too, at most P open "
                    "(the overlay, docs/overlay.md): friend links carry its channel and "
-                   "calls can be forwarded through it (the 'network' coupler); default 0: "
-                   "UDP only")
+                   "calls can be forwarded through it (the 'network' coupler); default "
+                   "32 (also config.toml's links); 0: UDP only, no overlay")
     p.add_argument("--ladder", default=None, metavar="NAMES",
                    help="the couplers a call tries, in order, comma-separated, each with "
                    "an optional wait in seconds (NAME:S): link (an open link to the "
@@ -328,7 +332,7 @@ def add_up_command(sub: Any) -> None:
     add_contract_options(p)
     # The data directory's config.toml fills the network options not given (cli._shared.prepare).
     p.set_defaults(func=cmd_up, _default_data_dir=True,
-                   _settings=(*NETWORK_SETTINGS, "ladder"))
+                   _settings=(*NETWORK_SETTINGS, "ladder", "links"))
 
 
 __all__ = ["add_up_command", "cmd_up", "default_data_dir"]

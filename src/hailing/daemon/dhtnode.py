@@ -1,23 +1,39 @@
 """The daemon's own DHT node: its settings, its start, and its overlay's status.
 
 :class:`DhtSettings` says where the node binds, whom it joins through, whether it is a
-BEP43 read-only node, and whether it also runs over WebRTC data-channel links
-(``hailing up --links P``: a :class:`~hailing.transport.datachannel.LinkDriver` with cap
-``P``, docs/overlay.md). :func:`open_dht_node` starts it and joins;
-:func:`overlay_status` is the ``overlay`` of ``GET /api/status``.
+BEP43 read-only node, and whether it also runs over WebRTC data-channel links (the
+overlay, on by default: a :class:`~hailing.transport.datachannel.LinkDriver` with cap
+``hailing up --links P``, :data:`DEFAULT_LINKS`; ``--links 0`` turns it off;
+docs/overlay.md). :func:`open_dht_node` starts it and joins; :func:`overlay_status` is
+the ``overlay`` of ``GET /api/status``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import QueryTimeout
 from ..node import Addr, format_hostport
 
-__all__ = ["DhtSettings", "open_dht_node", "overlay_status"]
+if TYPE_CHECKING:
+    from ..session.iceservers import IceServerSource
+
+__all__ = ["DEFAULT_LINKS", "MAX_LINKS", "DhtSettings", "open_dht_node", "overlay_status"]
+
+#: The daemon's data-channel links by default (``hailing up --links``, config.toml's
+#: ``links``): the simulator met >= 99 % of couplings at 10,000 nodes for p >= 32, not
+#: below (docs/benchmarks.md, "The overlay in the simulator"); a daemon is not a browser
+#: (no tab's limit of a few hundred connections shared with pages), and an idle link
+#: costs a keepalive every 15 s. Friend links' DHT channels are pinned and count toward
+#: it (they ride on the friend's connection: no connection of their own); when every
+#: link is pinned the cap yields. docs/overlay.md, "Links to friends and the ladder".
+DEFAULT_LINKS = 32
+#: The most ``--links`` takes.
+MAX_LINKS = 256
 
 
 @dataclass(frozen=True)
@@ -30,22 +46,24 @@ class DhtSettings:
     read_only: bool = False
     #: Also run the DHT over data-channel links, at most this many open (0: UDP only):
     #: friend links carry its channel, and calls can be forwarded through it.
-    links: int = 0
+    links: int = DEFAULT_LINKS
 
 
-
-async def open_dht_node(data_dir: Path, dht: DhtSettings) -> Any:
+async def open_dht_node(data_dir: Path, dht: DhtSettings,
+                        ice: Callable[[], IceServerSource | None] | None = None) -> Any:
     """Start the daemon's DHT node (state in ``data_dir/dht``) and join through
     ``dht.bootstrap`` (or the nodes it knew). Raises QueryTimeout in one line when
-    bootstrap addresses were given and none answered."""
+    bootstrap addresses were given and none answered. ``ice``: where its overlay links'
+    ICE servers come from when asked (the daemon's Peer's, docs/nat.md; None or
+    returning None: no ICE server), :mod:`hailing.daemon.overlay_ice`."""
     from ..dht import DhtConfig
     from ..node import DhtNode
 
     links = None
     if dht.links:
-        from ..transport.datachannel import LinkDriver
+        from .overlay_ice import IceLinkDriver
 
-        links = LinkDriver(cap=dht.links)
+        links = IceLinkDriver(cap=dht.links, source=ice or (lambda: None))
     node = DhtNode(dht.bind, data_dir=data_dir / "dht", bootstrap=dht.bootstrap,
                    config=DhtConfig(read_only=dht.read_only), links=links)
     await node.start()
@@ -65,10 +83,20 @@ async def open_dht_node(data_dir: Path, dht: DhtSettings) -> Any:
 
 
 def overlay_status(node: Any, friends: Counter[str] | None) -> dict[str, Any] | None:
-    """The node's data-channel links (``--links``), for ``status``; None without."""
+    """The node's data-channel links (``--links``), for ``status``; None without (``--links
+    0``, or no DHT node). A link is ``routed`` when the routing table reaches its peer's
+    node through it; ``stats`` are the driver's counters (``link_sent`` and
+    ``link_received``: DHT datagrams over links)."""
     driver = getattr(node, "links", None)
     if driver is None:
         return None
+    core = getattr(node, "core", None)
+
+    def routed(link: Any) -> bool:
+        entry = core.table.get(link.peer_id) if core is not None and link.peer_id else None
+        return entry is not None and entry.addr == link.addr
+
     return {"cap": driver.cap, "dht_channels": friends["dht_channels"] if friends else 0,
             "links": [{"peer": x.peer_id.hex() if x.peer_id else None, "open": x.is_open,
-                       "pins": sorted(x.pins)} for x in driver.links()]}
+                       "pins": sorted(x.pins), "routed": routed(x)} for x in driver.links()],
+            "stats": dict(sorted(driver.stats.items()))}

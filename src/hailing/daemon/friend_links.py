@@ -28,17 +28,26 @@ blocked or removed (then it is simply no longer re-opened; an idle one is hung u
 usual), or when the path dies (the connection's keepalive notices).
 
 **The node's DHT channel.** When the daemon's DHT node has a data-channel driver
-(``hailing up --links P``: the overlay, docs/overlay.md), a friend link also carries the
-node's DHT traffic: its caller opens a second data channel, labelled ``hailing-dht``
+(the overlay, docs/overlay.md: ``hailing up`` by default, not with ``--links 0``), a
+friend link also carries the node's DHT traffic: its caller opens a second data channel, labelled ``hailing-dht``
 (:data:`~hailing.transport.datachannel.LABEL`), on the same peer connection
 (:meth:`FriendLinks.link_adopted`), the other side takes it (:meth:`take_channel`: only
 from a friend), and both adopt it into their driver, pinned (``friend``), so the two
 nodes are overlay neighbours for as long as the friends are linked, and the friend's
-node is reachable for forwarding (the ``network`` coupler) with no coupling of its own.
+node is reachable for forwarding (the ``network`` coupler) with no coupling of its own;
+each routing table then reaches the other node through the channel (a pinned link's
+peer is re-addressed to it: :mod:`hailing.transport.nodelinks`), so the DHT queries
+each node sends the other from its routing table travel over the friend link.
 The driver learns the peer's node id from the channel's hello. The driver does not own
 the peer connection (``owns_pc=False``): when it drops the channel (its keepalive, say)
 the friend link itself stays, and its caller opens another one (at most every
-:data:`DHT_RETRY` seconds).
+:data:`DHT_RETRY` seconds). A DHT channel that closed (the friend link went, or the
+driver dropped it) is unpinned at the next look (:data:`POLL`), for every reason (the
+driver's own ``closest`` too: a friend's node is often among our closest links), before
+the driver's first try to reconnect a pinned peer (1 s): the friend link brings the
+channel back, and the driver opening a connection of its own to the friend's node
+meanwhile would leave two pinned links to it once the friend link is back. A friend unmarked is unpinned too (its
+channel may then be evicted like any link).
 
 :meth:`FriendLinks.status` is what ``hailing status`` / ``GET /api/status`` show under
 ``friends``; a failed call emits ``{"event": "friend-link", "contact": ID, "error":
@@ -125,6 +134,8 @@ class FriendLinks:
         self._current: set[bytes] = set()
         self._started = False
         self.driver = driver
+        #: Each friend's DHT channel in the driver (a driver link), by public key.
+        self._dht: dict[bytes, Any] = {}
         #: DHT channels adopted into the driver (``dht_channels``), refused, failed.
         self.stats: Counter[str] = Counter()
         links.pinned = self.is_friend
@@ -152,7 +163,7 @@ class FriendLinks:
         if not self.is_friend(link.peer):
             return
         try:
-            self._adopt(pc, pc.createDataChannel(DHT_LABEL))
+            self._adopt(link.peer, pc, pc.createDataChannel(DHT_LABEL))
         except Exception as exc:  # a connection closing under us: the next link tries again
             self.stats["dht_channel_errors"] += 1
             log.debug("friend link: no DHT channel: %r", exc)
@@ -177,13 +188,27 @@ class FriendLinks:
         if not self.is_friend(conn.peer):
             self.stats["dht_channels_refused"] += 1
             return False
-        self._adopt(conn.pc, channel)
+        self._adopt(conn.peer, conn.pc, channel)
         return True
 
-    def _adopt(self, pc: Any, channel: Any) -> None:
+    def _adopt(self, peer: bytes, pc: Any, channel: Any) -> None:
         link = self.driver.adopt(pc, channel, owns_pc=False)  # the session's connection
         self.driver.pin(link, PIN)
+        old = self._dht.get(peer)
+        self._dht[peer] = link
+        if old is not None and old is not link:
+            self.driver.unpin(old, PIN)
         self.stats["dht_channels"] += 1
+
+    def _release_dht(self) -> None:
+        """Unpin the DHT channels that closed (every reason: the driver's ``closest``
+        too, which a friend's node often is) and those of friends no longer marked."""
+        for peer, link in list(self._dht.items()):
+            if link.closed or peer not in self._current:
+                del self._dht[peer]
+                for why in sorted(link.pins) if link.closed else [PIN]:
+                    self.driver.unpin(link, why)
+                self.stats["dht_channels_released"] += 1
 
     async def aclose(self) -> None:
         tasks = [t for t in (self._task, *(f.calling for f in self._state.values()))
@@ -219,6 +244,8 @@ class FriendLinks:
         """One look at every friend: call those that need a link now."""
         self._current = set(self._friends())
         now = self._clock()
+        if self._dht:
+            self._release_dht()
         for peer in list(self._state):
             if peer not in self._current and self._state[peer].calling is None:
                 del self._state[peer]

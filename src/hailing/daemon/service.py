@@ -55,6 +55,7 @@ from .friend_links import CALL_TIMEOUT, CONTRACT_CALL_TIMEOUT, FriendLinks
 from .history import History
 from .links import Link, Links, path_of
 from .media_calls import MediaCalls
+from .overlay_ice import peer_ice_source
 from .webapp import clean_uploads
 
 if TYPE_CHECKING:
@@ -134,7 +135,8 @@ class Daemon:
             self.calls = Calls(self.data_dir, self.events, name_of=self._contact_name,
                                on_call=self._on_call)
             if self.dht is not None:
-                self.node = await open_dht_node(self.data_dir, self.dht)
+                self.node = await open_dht_node(self.data_dir, self.dht,  # calls' ICE
+                                                ice=peer_ice_source(lambda: self.peer))
             if self._relay_config is not None and self.node is not None:
                 from ..nat.relay import RelayService
 

@@ -29,14 +29,14 @@ from ..errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from ..krpc import AddressCodec, Query, encode_nodes
+from ..krpc import COMPACT_NODE_V4, COMPACT_NODE_V6, AddressCodec, Query, encode_nodes
 from . import bep44
 from .config import DhtConfig
 from .inbox import MAX_VALUE, InboxStore, fit_values
 from .quota import SourceBudget, exempt, source_of
 from .routing import RoutingTable
 from .storage import ItemStore, PeerStore
-from .suboverlay import SUB_MARKER
+from .suboverlay import SUB_MARKER, is_hailing
 from .tokens import TokenManager
 
 Handler = Callable[[Query, Hashable, float], dict[bytes, Any]]
@@ -187,11 +187,21 @@ class Responder:
             sub = self.sub_table
             if q.args.get(SUB_MARKER) == 1 and sub is not None and len(sub):
                 table = sub
-        if type(count) is not int or not self.k < count <= MAX_WIDE_NODES:
-            nodes = table.closest(target, self.k)
-        else:
-            nodes = table.closest(target, count, replacements=True)
-        v4, v6 = encode_nodes(((e.id, e.addr) for e in nodes), self.codec)
+        # A node that is not hailing gets no data-channel link addresses (0.0.0.0/8 on
+        # the wire): it could not use them, and they would spread over the public DHT.
+        # It gets the closest nodes it can reach instead (a few more are looked at).
+        hailing = is_hailing(q.version)
+        wide = type(count) is int and self.k < count <= MAX_WIDE_NODES
+        want_n: int = count if wide else self.k  # type: ignore[assignment]
+        asked = want_n
+        while True:
+            nodes = table.closest(target, asked, replacements=wide)
+            v4, v6 = encode_nodes(((e.id, e.addr) for e in nodes), self.codec,
+                                  this_network=hailing, limit=want_n)
+            if (hailing or len(nodes) < asked
+                    or len(v4) // COMPACT_NODE_V4 + len(v6) // COMPACT_NODE_V6 >= want_n):
+                break
+            asked *= 4
         want = q.args.get(b"want")
         if type(want) is list and (b"n4" in want or b"n6" in want):
             if b"n4" in want:

@@ -93,16 +93,25 @@ class IPAddressCodec:
 
 
 def encode_nodes(
-    nodes: Iterable[tuple[bytes, Addr]], codec: AddressCodec
+    nodes: Iterable[tuple[bytes, Addr]], codec: AddressCodec, *,
+    this_network: bool = True, limit: int | None = None,
 ) -> tuple[bytes, bytes]:
-    """Compact ``(id, addr)`` pairs into the ``nodes`` (IPv4) and ``nodes6`` (IPv6) strings."""
+    """Compact ``(id, addr)`` pairs into the ``nodes`` (IPv4) and ``nodes6`` (IPv6) strings.
+
+    With ``this_network=False``, entries in 0.0.0.0/8 ("this network", RFC 1122: never a
+    UDP destination; hailing packs its data-channel link addresses there) are left out:
+    for a node that could not use them (a Mainline node that is not hailing). ``limit``:
+    at most that many entries in all.
+    """
     v4: list[bytes] = []
     v6: list[bytes] = []
     for nid, addr in nodes:
         packed = codec.pack(addr)
-        if packed is None:
+        if packed is None or (not this_network and len(packed) == 6 and packed[0] == 0):
             continue
         (v4 if len(packed) == 6 else v6).append(nid + packed)
+        if limit is not None and len(v4) + len(v6) >= limit:
+            break
     return b"".join(v4), b"".join(v6)
 
 

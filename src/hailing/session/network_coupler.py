@@ -21,9 +21,14 @@ as the route of that caller's answer (a caller whose node id the callee never le
 can still be answered; the hint wins over an older recorded id).
 
 :meth:`~NetworkCoupler.send` raises one line, so the Dialer moves on at once, when this
-node has no overlay (``this node has no data-channel overlay``) or the contact's node id
-is unknown (``no node id known for this contact (learned over a first link)``); a
-forward that fails on the way raises the forwarder's error.
+node has no overlay (``this node has no data-channel overlay``), the contact's node id
+is unknown (``no node id known for this contact (learned over a first link)``), or, for
+an offer, this node has no open data-channel link (``no open data-channel link to
+forward through``: a daemon that just started, before its friend links; the forwarder
+would send over UDP only, and a first hop at the contact's node's address from before
+its restart waits out the query timeout, 4 s, before the DHT inbox is tried); a forward
+that fails on the way raises the forwarder's error. An answer, a CANCEL or an endpoint
+record goes back the way its offer came and is sent without that check.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from ..transport.forward import MAX_PAYLOAD as FORWARD_MAX_PAYLOAD
 from .coupler import Capabilities, Inlet, SignalKind
 from .node_ids import NODE_ID_SIZE
 
-__all__ = ["KIND", "NO_NODE_ID", "NO_OVERLAY", "SEND_TIMEOUT", "ForwarderLike",
+__all__ = ["KIND", "NO_LINK", "NO_NODE_ID", "NO_OVERLAY", "SEND_TIMEOUT", "ForwarderLike",
            "NetworkCoupler"]
 
 #: The forwarder message kind of a sealed session envelope.
@@ -49,6 +54,7 @@ SEND_TIMEOUT = 5.0
 ROUTE_MEMORY = 1024
 NO_OVERLAY = "this node has no data-channel overlay"
 NO_NODE_ID = "no node id known for this contact (learned over a first link)"
+NO_LINK = "no open data-channel link to forward through"
 
 
 class ForwarderLike(Protocol):
@@ -119,6 +125,9 @@ class NetworkCoupler:
         target = self._routes.get(peer) or self._node_of(peer)
         if target is None:
             raise NotFoundError(NO_NODE_ID)
+        if kind == "offer" and not _has_open_link(fwd):
+            self.stats["network_no_link"] += 1
+            raise NotFoundError(NO_LINK)
         try:
             await fwd.send_toward(target, KIND, blob, self.timeout)
         except HailingError:
@@ -154,3 +163,13 @@ class NetworkCoupler:
 
     async def aclose(self) -> None:
         self._inlet = None
+
+
+def _has_open_link(fwd: ForwarderLike) -> bool:
+    """Whether ``fwd``'s link driver has an open link (a forwarder without one, a
+    stand-in, is taken as having one)."""
+    driver = getattr(fwd, "driver", None)
+    links = getattr(driver, "links", None)
+    if links is None:
+        return True
+    return any(getattr(x, "is_open", False) for x in links())

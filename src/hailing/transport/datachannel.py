@@ -13,7 +13,8 @@ other: what arrives on it is fed to the core with the link's LinkAddr (the node'
 
 Frames the core never sees, each dropped and counted in :attr:`LinkDriver.stats`: a text
 message, a frame over :data:`MAX_FRAME` bytes, a frame that is neither bencode (``d...``)
-nor a control frame (``link_garbage``), a frame beyond the link's budget of
+nor a control frame (``link_garbage``; a link list that is not one, ``linklists.py``),
+a frame beyond the link's budget of
 :data:`FRAME_RATE` a second (``link_rate_limited``). None of them closes a link; the
 others never notice.
 
@@ -30,13 +31,15 @@ The link manager (cap, pins, LRU eviction, keepalives, reconnection) is
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .. import bencode
 from ..errors import LocalProtocolError
 from .linkaddr import HANDLE_LEN, LinkAddr
+from .linklists import LINKS, LinkLists
 from .links import Link, LinkManager
 
 __all__ = [
@@ -94,6 +97,10 @@ class LinkHost(Protocol):
     def known_id(self, addr: LinkAddr) -> bytes | None:
         """The full node id behind ``addr`` if the node knows it (coupling target)."""
 
+    def known_ids(self) -> list[bytes]:
+        """The node ids the node knows at link addresses (its routing table): peers the
+        link manager may couple a pin to."""
+
 
 class LinkCoupler(Protocol):
     """Something that opens a link to a node (forwarded signaling, a friend link...)."""
@@ -113,17 +120,21 @@ class LinkDriver(LinkManager):
         *,
         cap: int = 16,
         keepalive: float = 15.0,
-        configuration: Callable[[], Any] | None = None,
+        configuration: Callable[[], Any | Awaitable[Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         closest: int | None = None,
+        levels: int | None = None,
     ) -> None:
-        super().__init__(cap=cap, keepalive=keepalive, clock=clock, closest=closest)
+        super().__init__(cap=cap, keepalive=keepalive, clock=clock, closest=closest,
+                         levels=levels)
         self._configuration = configuration
         self._host: LinkHost | None = None
         self._own_id: bytes | None = None
         #: Datagrams waiting for a link, by handle.
         self._queues: dict[bytes, list[bytes]] = {}
         self._coupling: dict[bytes, asyncio.Task[None]] = {}
+        #: Our link list told to each peer, and theirs kept (lookahead, linklists.py).
+        self.lists = LinkLists(self)
 
     # -- the node -------------------------------------------------------------------
 
@@ -156,15 +167,26 @@ class LinkDriver(LinkManager):
 
     # -- peer connections -----------------------------------------------------------
 
-    async def new_peer_connection(self) -> Any:
-        """An RTCPeerConnection with the driver's configuration (default: no ICE
-        server at all, so no STUN request ever leaves for a public server)."""
+    async def new_peer_connection(self, *, answering: bool = False) -> Any:
+        """An RTCPeerConnection with the driver's configuration: what
+        :meth:`configuration_for` gives (an ``RTCConfiguration``; the daemon's gives the
+        node's STUN and TURN servers, docs/nat.md); default and None: no ICE server at
+        all, so no STUN request ever leaves for a public server. ``answering``: the
+        connection answers an offer someone else made (a coupler's answering side)."""
         from aiortc import RTCConfiguration, RTCPeerConnection
 
-        config = self._configuration() if self._configuration is not None else None
+        config = await self.configuration_for(answering=answering)
         if config is None:
             config = RTCConfiguration(iceServers=[])
         return RTCPeerConnection(configuration=config)
+
+    async def configuration_for(self, *, answering: bool) -> Any:
+        """What ``configuration()`` returns, or awaits to (the same either way here; a
+        driver may give an answering connection less, as the daemon's gives it no relay)."""
+        config = self._configuration() if self._configuration is not None else None
+        if inspect.isawaitable(config):
+            config = await config
+        return config
 
     def adopt(self, pc: Any, channel: Any, *, peer_id: bytes | None = None,
               pinned: bool = False, owns_pc: bool = True) -> Link:
@@ -283,6 +305,19 @@ class LinkDriver(LinkManager):
         for data in queue:
             self._unreachable(data, LinkAddr(handle))
 
+    async def _couple_pin(self, peer: bytes) -> Link | None:
+        """A pin's coupling is the one datagrams to that peer wait for (one coupling
+        per peer, never two side by side)."""
+        handle = bytes(peer[:HANDLE_LEN])
+        task = self._coupling.get(handle)
+        if task is None:
+            if len(self._coupling) >= MAX_COUPLINGS or self._host is None:
+                return None
+            self._queues.setdefault(handle, [])
+            task = self._coupling[handle] = self._spawn(self._couple_for_queue(handle, peer))
+        await asyncio.wait([task])
+        return self.link_for(peer)
+
     async def couple(self, target: bytes) -> Link | None:
         """Open a link to ``target`` (node id or handle) by the couplers, fastest first;
         the link, or None when every coupler failed (counted)."""
@@ -349,6 +384,8 @@ class LinkDriver(LinkManager):
             pass
         elif kind in (KEEP, FREE) and len(msg) == 2:
             link.peer_pinned = kind == KEEP
+        elif kind == LINKS:
+            self.lists.receive(link, msg, self.clock())
         elif kind == BYE and len(msg) == 2:
             self._retire(link)  # evicted by the peer: it drains, its closing is no death
         elif kind == HELLO and len(msg) == 22:
@@ -387,10 +424,17 @@ class LinkDriver(LinkManager):
         if own is not None and not link.hello_sent and link.is_open:
             link.hello_sent = self._transmit(link, HELLO + own, used=False)
             self._sync_pin(link)
+            if link.hello_sent:
+                self._links_changed()
 
     # -- the manager's hooks ----------------------------------------------------------
 
+    def _links_changed(self) -> None:
+        if not self._closing:
+            self.lists.changed()
+
     def _bound(self, link: Link) -> None:
+        self._links_changed()
         if self._host is not None:
             self._host.link_opened(link)
         if link.is_open and link.handle not in self._coupling:
@@ -398,8 +442,14 @@ class LinkDriver(LinkManager):
                 self._transmit(link, data, used=True)
 
     def _gone(self, link: Link) -> None:
+        self._links_changed()
         if self._host is not None and link.peer_id is not None:
             self._host.link_closed(link)
+
+    def _known_peers(self) -> list[bytes]:
+        if self._host is None:
+            return []
+        return [i for i in self._host.known_ids() if i[:HANDLE_LEN] not in self._coupling]
 
     def _ping(self, link: Link) -> None:
         self._transmit(link, PING, used=False)

@@ -15,7 +15,12 @@ at once (the core's extension handlers are synchronous) with an empty acknowledg
 or a KRPC error, and then, in a task of its own, sends the message on to its **next
 hop**: the neighbour (an open link, or with UDP a routing-table node) whose id is
 XOR-closest to the target *and closer than itself*, so every hop makes progress and no
-message can circle (greedy routing, never flooding). If that neighbour refuses (no
+message can circle (greedy routing, never flooding). With **lookahead** (the default),
+a neighbour counts as close as the closest of itself and the links it told us it has
+(its link list, :mod:`hailing.transport.linklists`): a neighbour with a direct link to
+the target comes first, and a hop sees ``p^2`` nodes instead of ``p``; a neighbour
+"closer than this node" is then one that is, or has a link that is, and the progress
+is made over two hops. If that neighbour refuses (no
 route, a loop, no answer), the next closest is tried, at most :data:`TRIES` of them.
 A hop with no neighbour closer than itself (a local minimum: links are few) sends the
 message on to its closest other neighbour, farther away, at most :data:`MAX_ESCAPES`
@@ -43,7 +48,7 @@ import asyncio
 import contextlib
 import os
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -102,6 +107,10 @@ Handler = Callable[[bytes, bytes], Awaitable[bytes | None]]
 
 
 class _LinkView(Protocol):
+    """An open link as the forwarder sees it. A link may also have ``peer_links`` (the
+    ids of its peer's other links, :class:`~hailing.transport.links.Link`); one without
+    it has told nothing (no lookahead through it)."""
+
     @property
     def peer_id(self) -> bytes | None: ...
     @property
@@ -151,10 +160,13 @@ class Forwarder:
     :meth:`aclose` (the method is removed, tasks are cancelled and awaited)."""
 
     def __init__(self, node: _Node, driver: LinkSource, *, max_hops: int = MAX_HOPS,
-                 udp: bool | None = None) -> None:
+                 udp: bool | None = None, lookahead: bool = True) -> None:
         self.node = node
         self.driver = driver
         self.max_hops = max_hops
+        #: Rank neighbours by their own links too (their link lists); False: greedy on
+        #: the neighbours alone (for comparison, benchmarks/overlay_forwarding.py).
+        self.lookahead = lookahead
         core = node.core
         self._core = core
         self._codec = core.codec
@@ -417,13 +429,18 @@ class Forwarder:
     def neighbours(self) -> list[tuple[bytes, Hashable]]:
         """(node id, address) of every node reachable without coupling: the open links,
         and with UDP the routing table's hailing nodes at UDP addresses."""
-        out: list[tuple[bytes, Hashable]] = []
+        return [(pid, addr) for pid, addr, _ in self._candidates()]
+
+    def _candidates(self) -> list[tuple[bytes, Hashable, Collection[bytes]]]:
+        """The neighbours, each with the ids of its own links it told us (lookahead)."""
+        out: list[tuple[bytes, Hashable, Collection[bytes]]] = []
         seen: set[bytes] = set()
         for link in self.driver.links():
             pid, addr = link.peer_id, link.addr
             if pid is not None and addr is not None and link.is_open and pid not in seen:
                 seen.add(pid)
-                out.append((pid, addr))
+                ahead: Collection[bytes] = getattr(link, "peer_links", ()) if self.lookahead else ()
+                out.append((pid, addr, ahead))
         if self.udp:
             # On a public DHT only hailing nodes (the sub-overlay's table) forward; in a
             # network of hailing nodes the whole table is (dht/suboverlay.py).
@@ -431,24 +448,33 @@ class Forwarder:
             for e in (core.sub.table if core.sub.wanted else core.table):
                 if isinstance(e.addr, tuple) and e.id not in seen:
                     seen.add(e.id)
-                    out.append((e.id, e.addr))
+                    out.append((e.id, e.addr, ()))
         return out
 
     def _next_hops(self, target: bytes, exclude: Hashable | None, *,
                    strict: bool) -> list[Hashable]:
-        """Neighbours closest to ``target`` first; with ``strict`` only those closer
-        than this node (a hop must make progress)."""
-        mine = distance(self._core.node_id, target)
-        ranked: list[tuple[int, int, Hashable]] = []
-        for i, (pid, addr) in enumerate(self.neighbours()):
+        """Neighbours closest to ``target`` first, each as close as the closest of itself
+        and its links (lookahead; at a tie the neighbour closer itself first); with
+        ``strict`` only those closer than this node (a hop must make progress)."""
+        own = self._core.node_id
+        mine = distance(own, target)
+        candidates = self._candidates()
+        # A neighbour's link back to us, or to the hop the message came from, leads nowhere.
+        useless = {own} | {pid for pid, addr, _ in candidates if addr == exclude}
+        ranked: list[tuple[int, int, int, Hashable]] = []
+        for i, (pid, addr, ahead) in enumerate(candidates):
             if addr == exclude:
                 continue
             d = distance(pid, target)
-            if strict and d >= mine:
+            best = min((distance(m, target) for m in ahead if m not in useless), default=d)
+            best = min(best, d)
+            if strict and best >= mine:
                 continue
-            ranked.append((d, i, addr))
-        ranked.sort(key=lambda r: (r[0], r[1]))
-        return [addr for _, _, addr in ranked]
+            ranked.append((best, d, i, addr))
+        ranked.sort(key=lambda r: (r[0], r[1], r[2]))
+        if ranked and ranked[0][0] < ranked[0][1]:
+            self._count("via_lookahead")  # the first choice is there for one of its links
+        return [addr for _, _, _, addr in ranked]
 
     def _remember(self, mid: bytes, route: _Route, now: float) -> None:
         self._routes[mid] = route

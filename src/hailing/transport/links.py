@@ -8,9 +8,12 @@ and an SCTP association: a node keeps at most :attr:`LinkManager.cap` links (see
 (``link_evicted``); "used" means DHT traffic sent or received on it, not keepalives. A
 pinned link is never evicted: a link is pinned for one or more reasons
 (:meth:`LinkManager.pin`, :meth:`LinkManager.unpin`): ``"friend"`` (the session's links to
-friends), ``"closest"`` (the manager pins its links to the :attr:`LinkManager.closest`
-peers XOR-closest to our id: the overlay's neighbourhood, which lookups for our own
-region need), or any other reason a caller names. When every link is pinned the cap is
+friends), ``"closest"`` (the manager pins a link at each of the
+:attr:`LinkManager.closest` deepest levels it has links at, the closest there: the
+overlay's neighbourhood, which lookups for our own region need), ``"level"`` (links at
+:attr:`LinkManager.levels` shallower levels, spread with a phase of our own id so that
+different nodes hold different levels: :mod:`hailing.transport.pins`), or any other
+reason a caller names. When every link is pinned the cap is
 exceeded rather than a pinned one dropped (``link_over_cap``).
 
 Keepalives: every ``keepalive`` seconds without anything sent a link gets a one-byte
@@ -22,8 +25,8 @@ call it with their own clock).
 Reconnection: the pins of a peer outlive its link. When a pinned link goes, the manager
 couples a new one to the same peer id with its couplers, fastest first (median coupling
 time), with a backoff from :data:`RECONNECT_MIN` doubling to :data:`RECONNECT_MAX`; the
-new link gets the old one's pins. A peer pinned only as ``"closest"`` is given up after
-:data:`RECONNECT_TRIES` failed rounds (it may have left the network).
+new link gets the old one's pins. A peer pinned only as ``"closest"`` or ``"level"`` is
+given up after :data:`RECONNECT_TRIES` failed rounds (it may have left the network).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .linkaddr import HANDLE_LEN, LinkAddr
+from .pins import choose_pins
 
 if TYPE_CHECKING:
     from .datachannel import LinkCoupler
@@ -48,10 +52,16 @@ DEAD_AFTER = 3.0
 FRAME_RATE = 200.0
 FRAME_BURST = 400.0
 #: Reconnection backoff of a pinned link (seconds), and the rounds before a ``closest``
-#: pin is given up.
+#: or ``level`` pin is given up.
 RECONNECT_MIN = 1.0
 RECONNECT_MAX = 60.0
 RECONNECT_TRIES = 6
+#: The pins the manager makes itself (given up when their peer cannot be reached).
+OWN_PINS = frozenset({"closest", "level"})
+#: A link whose peer lists at most this many other links is evicted last.
+LONELY = 1
+#: Seconds before a pin the manager could not couple is tried again.
+FILL_RETRY = 60.0
 #: Seconds after its last use during which a link is spared by eviction (soft cap).
 GRACE = 2.0
 #: Seconds a peer connection may take to close (aiortc's close waits on its transports).
@@ -76,10 +86,15 @@ class Link:
         "last_received",
         "last_sent",
         "last_used",
+        "lists_budget",
+        "lists_heard",
+        "lists_sent",
+        "lists_told",
         "opened",
         "owns_pc",
         "pc",
         "peer_id",
+        "peer_links",
         "peer_pinned",
         "pins",
         "told_pinned",
@@ -108,6 +123,14 @@ class Link:
         #: Closed by an eviction (ours, or the peer's: it said so): the peer is alive.
         self.farewell = False
         self.hello_sent = False
+        #: The ids of the peer's other links, as it last told them (linklists.py).
+        self.peer_links: frozenset[bytes] = frozenset()
+        #: When the peer's last list arrived, when ours last went out, and what it said.
+        self.lists_heard = float("-inf")
+        self.lists_sent = float("-inf")
+        self.lists_told: tuple[bytes, ...] | None = None
+        #: The peer's budget of lists (linklists.BURST, refilled with time).
+        self.lists_budget = 0.0
         self._tokens = FRAME_BURST
         self._refilled = now
 
@@ -152,14 +175,16 @@ class LinkManager:
     :class:`~hailing.transport.datachannel.LinkDriver` is one."""
 
     def __init__(self, *, cap: int, keepalive: float, clock: Callable[[], float],
-                 closest: int | None) -> None:
+                 closest: int | None, levels: int | None = None) -> None:
         if cap < 1:
             raise ValueError("the link cap must be at least 1")
         self.cap = cap
         self.keepalive = keepalive
         self.clock = clock
-        #: Links to this many XOR-closest peers are pinned ``"closest"``.
+        #: The closest link at each of this many deepest levels is pinned ``"closest"``.
         self.closest = max(1, cap // 4) if closest is None else closest
+        #: Links at this many shallower levels are pinned ``"level"`` (pins.py).
+        self.levels = cap // 4 if levels is None else levels
         self.stats: Counter[str] = Counter()
         #: Tried fastest first (median coupling time) to open a link.
         self.couplers: list[LinkCoupler] = []
@@ -174,6 +199,11 @@ class LinkManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._keepalive_task: asyncio.Task[None] | None = None
         self._closing = False
+        #: Coupling a pin that has no link yet (one at a time), and when each was tried.
+        self._filling: asyncio.Task[None] | None = None
+        #: Whether the manager couples such pins (False: it only pins open links).
+        self.fill_pins = True
+        self._fill_tried: dict[bytes, float] = {}
 
     # -- hooks of the driver ------------------------------------------------------------
 
@@ -186,6 +216,11 @@ class LinkManager:
 
     def _gone(self, link: Link) -> None:
         """``link`` was closed."""
+
+    def _known_peers(self) -> list[bytes]:
+        """Node ids known beyond the links that a pin may be coupled to (the routing
+        table's peers at link addresses), not being coupled right now."""
+        return []
 
     def _ping(self, link: Link) -> None:
         """Send a keepalive on ``link``."""
@@ -208,6 +243,10 @@ class LinkManager:
     def links(self) -> list[Link]:
         """The links not closed (open, or opening)."""
         return [link for link in self._links if not link.closed]
+
+    def routed(self) -> list[Link]:
+        """The open links that carry traffic (one per peer; not the draining ones)."""
+        return [x for x in self._by_handle.values() if x.is_open]
 
     def link_for(self, addr_or_id: LinkAddr | bytes) -> Link | None:
         """The open link to a LinkAddr, a 5-byte handle or a 20-byte node id."""
@@ -253,7 +292,7 @@ class LinkManager:
         if pins:
             link.pins |= pins
             self._sync_pin(link)
-        self._repin_closest()
+        self._repin()
         self._bound(link)
 
     def _unroute(self, link: Link) -> None:
@@ -282,7 +321,7 @@ class LinkManager:
             self._draining[link.handle] = link
         self._spawn(self._drain(link))
         if not self._closing:
-            self._repin_closest()
+            self._repin()
 
     async def _drain(self, link: Link) -> None:
         await asyncio.sleep(DRAIN)
@@ -292,13 +331,14 @@ class LinkManager:
         if link.closed:
             return
         link.closed = True
+        link.peer_links = frozenset()
         self.stats["link_closed"] += 1
         if link.handle is not None and self._draining.get(link.handle) is link:
             del self._draining[link.handle]
         self._unroute(link)
         self._spawn(_close_pc(link))
         if not self._closing:
-            self._repin_closest()
+            self._repin()
             peer = link.peer_id
             if (peer is not None and not link.farewell and self._wanted.get(peer)
                     and self.link_for(peer) is None):
@@ -326,26 +366,28 @@ class LinkManager:
                 if task is not None:
                     task.cancel()
 
-    def _repin_closest(self) -> None:
+    def _repin(self) -> None:
+        """Pin ``"closest"`` and ``"level"`` links by the rule of :mod:`.pins` among the
+        links not closed; unpin the ones it no longer picks."""
         own = self.node_id
         if own is None:
             return
-        mine = int.from_bytes(own, "big")
         known = {x.peer_id for x in self._links if x.peer_id is not None and not x.closed}
-        peers = sorted(known, key=lambda p: int.from_bytes(p, "big") ^ mine)[: self.closest]
-        keep = set(peers)
+        chosen = choose_pins(own, known, self.closest, self.levels)
         for x in self._links:
-            if x.peer_id in keep:
-                if "closest" not in x.pins:
-                    self.pin(x, "closest")
-            elif "closest" in x.pins:
-                self.unpin(x, "closest")
+            why = chosen.get(x.peer_id) if x.peer_id is not None else None
+            for reason in sorted(OWN_PINS):
+                if reason == why and reason not in x.pins:
+                    self.pin(x, reason)
+                elif reason != why and reason in x.pins:
+                    self.unpin(x, reason)
 
     def _enforce_cap(self, keep: Link | None = None) -> None:
         """Evict least recently used unpinned links until at most ``cap`` are left. A
         link used in the last :data:`GRACE` seconds (a query may be in flight on it) or
         pinned by the peer is spared while that leaves one link over ``cap`` (:meth:`tick`
-        evicts it later); beyond, links the peer pinned go last."""
+        evicts it later); beyond, links the peer pinned go last. Among the candidates, a
+        link whose peer listed at most :data:`LONELY` other links goes last."""
         now = self.clock()
         while len(live := self.links()) > self.cap:
             candidates = [x for x in live if not x.pins and x is not keep]
@@ -357,6 +399,13 @@ class LinkManager:
             if not candidates:
                 self.stats["link_over_cap"] += 1
                 return
+            # a peer whose link list shows it has no other link but one would be left
+            # with one or none: its link goes last (the simulator's islands, lesson 9)
+            lonely = [x for x in candidates if x.lists_heard > float("-inf")
+                      and len(x.peer_links) <= LONELY]
+            if lonely and len(lonely) < len(candidates):
+                self.stats["link_spared_lonely"] += 1
+                candidates = [x for x in candidates if x not in lonely]
             victim = min(candidates, key=lambda x: x.last_used)
             self.stats["link_evicted"] += 1
             self._say_farewell(victim)
@@ -377,6 +426,39 @@ class LinkManager:
                 self._ping(link)
         if len(self._links) > self.cap:
             self._enforce_cap()
+        self._fill_pins(now)
+
+    def _fill_pins(self, now: float) -> None:
+        """Couple one peer that the pin rule picks among the links *and* the known peers
+        but that has no link (closest first): pins reach levels no lookup linked to.
+        One at a time; a peer tried is tried again after :data:`FILL_RETRY` seconds."""
+        own = self.node_id
+        if (own is None or not self.fill_pins or not self.couplers or self._closing
+                or (self._filling is not None and not self._filling.done())):
+            return
+        tried = self._fill_tried
+        for peer in [p for p, t in tried.items() if now - t >= FILL_RETRY]:
+            del tried[peer]
+        linked = {x.peer_id for x in self.links() if x.peer_id is not None}
+        known = set(self._known_peers()) - linked - set(self._reconnecting) - set(tried)
+        if not known:
+            return
+        mine = int.from_bytes(own, "big")
+        chosen = choose_pins(own, linked | known, self.closest, self.levels, linked)
+        wanted = sorted((p for p in chosen if p in known),
+                        key=lambda p: int.from_bytes(p, "big") ^ mine)
+        if wanted:
+            tried[wanted[0]] = now
+            self._filling = self._spawn(self._fill(wanted[0]))
+
+    async def _fill(self, peer: bytes) -> None:
+        link = await self._couple_pin(peer)
+        self.stats["link_pin_coupled" if link is not None else "link_pin_failed"] += 1
+
+    async def _couple_pin(self, peer: bytes) -> Link | None:
+        """Open a link to ``peer`` for a pin (the driver shares it with the datagrams
+        that wait for that peer)."""
+        return await self.couple(peer)
 
     def _start_keepalive(self) -> None:
         if self._keepalive_task is None and self.keepalive > 0:
@@ -423,7 +505,7 @@ class LinkManager:
                     self.stats["link_reconnected"] += 1
                     break
                 tries += 1
-                if self._wanted.get(peer) == {"closest"} and tries >= RECONNECT_TRIES:
+                if self._wanted.get(peer, OWN_PINS) <= OWN_PINS and tries >= RECONNECT_TRIES:
                     self.stats["link_reconnect_given_up"] += 1
                     del self._wanted[peer]
                     break

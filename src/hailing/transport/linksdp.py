@@ -133,7 +133,7 @@ class LinkAnswer:
     async def create(cls, driver: LinkDriver, offer_sdp: str, *, peer_id: bytes | None = None,
                      pinned: bool = False, timeout: float = 30.0) -> LinkAnswer:
         description = _description(offer_sdp, "offer")
-        pc = await driver.new_peer_connection()
+        pc = await driver.new_peer_connection(answering=True)
         got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         pc.on("datachannel", lambda ch: _settle(got, ch) if ch.label == _LABEL else None)
         try:

@@ -2,7 +2,12 @@
 
 What arrives on a link is fed to the core with the link's
 :class:`~hailing.transport.linkaddr.LinkAddr`; a new link's peer is pinged (its answer
-puts it in the routing table, like any answer); a closed link's peer leaves the routing
+puts it in the routing table, like any answer). A peer that a *pinned* link reaches (a
+friend link's DHT channel, say) and that the tables hold at a UDP address is taken out
+of them first (``link_readdressed``), so that the ping's answer puts it back at the
+link: the table keeps the first address that works (anti-hijack), and without this a
+node on UDP too would keep querying a friend's node over UDP, never over the friend
+link. A closed link's peer leaves the routing
 table at once, and the queries in flight on it fail at once (the core's pending requests
 to that address, answered by an error 201 in the peer's place), unless the link was
 evicted (by us or by the peer, which says so) and a coupler can open a new one when a
@@ -51,7 +56,17 @@ class NodeLinks:
         node = self._node
         if not node.running or link.addr is None:
             return
-        self._core.ping(link.addr, node._loop.time())  # its answer enters the table
+        core = self._core
+        if link.pins and link.peer_id is not None:  # reached through this link from now on
+            moved = False
+            for table in (core.table, core.sub.table):
+                entry = table.get(link.peer_id)
+                if entry is not None and type(entry.addr) is not LinkAddr:
+                    table.remove(link.peer_id)
+                    moved = True
+            if moved:
+                core.stats["link_readdressed"] += 1
+        core.ping(link.addr, node._loop.time())  # its answer enters the table
         node._pump()
 
     def link_closed(self, link: Link) -> None:
@@ -102,6 +117,9 @@ class NodeLinks:
         core.stats["link_failed_fast"] += 1
         core.receive_datagram(encode_message(Error(tid, 201, why)), addr, node._loop.time())
         node._pump()
+
+    def known_ids(self) -> list[bytes]:
+        return [e.id for e in self._core.table if isinstance(e.addr, LinkAddr)]
 
     def known_id(self, addr: LinkAddr) -> bytes | None:
         for entry in self._core.table:
