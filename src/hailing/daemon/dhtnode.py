@@ -64,6 +64,15 @@ async def open_dht_node(data_dir: Path, dht: DhtSettings,
         from .overlay_ice import IceLinkDriver
 
         links = IceLinkDriver(cap=dht.links, source=ice or (lambda: None))
+        # The daemon's node has UDP: its lookups and forwarding need no overlay pins, and
+        # the peers its table knows at link addresses are its friends' nodes, whose one
+        # connection is the friend link (daemon/friend_links.py: pinned as "friend",
+        # re-opened by FriendLinks). So the link manager pins nothing of its own (no
+        # "closest"/"level" pin, hence no reconnection of its own) and couples no pin:
+        # either would open a second connection to a friend's node after the friend link
+        # went. Links-only nodes keep both (docs/overlay.md, "Pins over levels").
+        links.closest = links.levels = 0
+        links.fill_pins = False
     node = DhtNode(dht.bind, data_dir=data_dir / "dht", bootstrap=dht.bootstrap,
                    config=DhtConfig(read_only=dht.read_only), links=links)
     await node.start()
