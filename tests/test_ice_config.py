@@ -23,6 +23,7 @@ import pytest
 from aiortc import RTCPeerConnection
 from pytest_helpers import loopback_ice
 from session_doubles import eventually
+from turn_helpers import Creds
 
 from hailing.daemon.service import Daemon, DhtSettings
 from hailing.errors import LocalProtocolError
@@ -43,15 +44,6 @@ from hailing.services.contacts import ContactBook
 from hailing.session.external import filter_candidates, usable_reflexive
 from hailing.session.iceservers import IceServerSource, node_provider, peer_provider
 from hailing.testnet import testnet as local_testnet
-
-
-@dataclass(frozen=True)
-class Creds:
-    urls: tuple[str, ...]
-    username: str
-    password: str
-    expires: float = 0.0
-
 
 TURN = Creds(("turn:198.18.0.8:3478?transport=udp",), "1764400000:hl", "c2VjcmV0")
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiortc
 import pytest
 from pytest_helpers import loopback_ice
+from turn_helpers import Creds
 
 from hailing.daemon.overlay_ice import IceLinkDriver, LinkIce, peer_ice_source
 from hailing.daemon.service import Daemon, DhtSettings
@@ -27,15 +27,6 @@ from hailing.session.iceservers import IceServerSource
 from hailing.testnet import testnet as local_testnet
 from hailing.transport.datachannel import LinkDriver
 from hailing.transport.linksdp import LinkAnswer, LinkOffer
-
-
-@dataclass(frozen=True)
-class Creds:
-    urls: tuple[str, ...]
-    username: str
-    password: str
-    expires: float = 0.0
-
 
 TURN = Creds(("turn:127.0.0.1:3478?transport=udp",), "1764400000:hl", "c2VjcmV0")
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lab_scripts import DHT_NODE
 from natlab import Host, Lab
 from proc_lines import Lines, end_by_stdin
 from turn_helpers import turnserver_or_skip
@@ -39,18 +40,6 @@ TURN_PORT = 3478
 #: How long a link may take to open before it counts as failed (the QueryTimeout of
 #: LinkOffer.finish / LinkAnswer).
 OPEN_WAIT = 15.0
-
-SERVER = """
-import asyncio, sys
-from hailing.node import DhtNode
-
-async def main():
-    async with DhtNode((sys.argv[1], int(sys.argv[2]))) as node:
-        print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-
-asyncio.run(main())
-"""
 
 # One side of a link: bootstrap, probe the NAT, then offer (or answer) with the daemon's
 # link driver; the SDP texts go through stdin/stdout as JSON lines.
@@ -168,7 +157,7 @@ def world(natlab_module: Lab) -> Iterator[World]:
     procs: list[subprocess.Popen[str]] = []
     try:
         for host in servers:
-            proc = host.popen([sys.executable, "-c", SERVER, host.address, str(DHT_PORT)],
+            proc = host.popen([sys.executable, "-c", DHT_NODE, host.address, str(DHT_PORT)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                               env=_env())
             procs.append(proc)

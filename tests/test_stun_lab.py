@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lab_scripts import DHT_NODE
 from natlab import NAT_KINDS, Host, Lab, NatKind
 from proc_lines import end_by_stdin
 
@@ -34,18 +35,6 @@ EXPECTED: dict[NatKind, str] = {
     "port-restricted": "endpoint-independent",
     "symmetric": "endpoint-dependent",
 }
-
-SERVER = """
-import asyncio, sys
-from hailing.node import DhtNode
-
-async def main():
-    async with DhtNode((sys.argv[1], int(sys.argv[2]))) as node:
-        print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-
-asyncio.run(main())
-"""
 
 # The lab's public nodes share one /24 and have ids BEP42 does not bind to their
 # addresses: the client's routing table must take them anyway.
@@ -93,7 +82,7 @@ def world(natlab_module: Lab) -> Iterator[World]:
     procs: list[subprocess.Popen[str]] = []
     try:
         for host in servers:
-            proc = host.popen([sys.executable, "-c", SERVER, host.address, str(DHT_PORT)],
+            proc = host.popen([sys.executable, "-c", DHT_NODE, host.address, str(DHT_PORT)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                               env=_env())
             procs.append(proc)

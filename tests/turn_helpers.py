@@ -6,12 +6,24 @@ import asyncio
 import os
 import shutil
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aioice.stun as stun
 import pytest
 from aioice.turn import UDP_TRANSPORT, TurnClientUdpProtocol
+
+
+@dataclass(frozen=True)
+class Creds:
+    """TURN credentials as a relay finder gives them (``RelayCredentials``' shape)."""
+
+    urls: tuple[str, ...]
+    username: str
+    password: str
+    expires: float = 0.0
+
 
 #: Relay ports of the loopback tests: above the ephemeral range (free_udp_port).
 RELAY_PORTS = (61000, 61999)
