@@ -3,7 +3,21 @@
 
 from __future__ import annotations
 
-__all__ = ["DHT_NODE"]
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from proc_lines import end_by_stdin
+
+if TYPE_CHECKING:
+    from natlab import Host, Lab
+
+__all__ = ["DHT_NODE", "DHT_PORT", "public_dht_nodes"]
+
+#: The port the lab's public DHT nodes listen on (and answer STUN on).
+DHT_PORT = 6881
 
 #: A plain hailing DHT node at ``argv[1]:argv[2]`` (it answers STUN on its port): prints
 #: "ready" once bound, runs until its stdin closes.
@@ -18,3 +32,22 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+@contextlib.contextmanager
+def public_dht_nodes(lab: Lab, env: dict[str, str], count: int = 3) -> Iterator[list[Host]]:
+    """``count`` public hosts of ``lab`` (``dht0``...) each running :data:`DHT_NODE` on
+    :data:`DHT_PORT`, ready when entered; stopped (stdin closed) on exit."""
+    servers = [lab.public_host(f"dht{i}") for i in range(count)]
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for host in servers:
+            procs.append(host.popen([sys.executable, "-c", DHT_NODE, host.address, str(DHT_PORT)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                    env=env))
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+        yield servers
+    finally:
+        end_by_stdin(procs)

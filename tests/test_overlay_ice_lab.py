@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_scripts import DHT_NODE
+from lab_scripts import DHT_PORT, public_dht_nodes
 from natlab import Host, Lab
 from proc_lines import Lines, end_by_stdin
 from turn_helpers import turnserver_or_skip
 
 SRC = Path(__file__).resolve().parent.parent / "src"
-DHT_PORT = 6881
 TURN_PORT = 3478
 #: How long a link may take to open before it counts as failed (the QueryTimeout of
 #: LinkOffer.finish / LinkAnswer).
@@ -153,20 +152,8 @@ class World:
 @pytest.fixture(scope="module")
 def world(natlab_module: Lab) -> Iterator[World]:
     lab = natlab_module
-    servers = [lab.public_host(f"dht{i}") for i in range(3)]
-    procs: list[subprocess.Popen[str]] = []
-    try:
-        for host in servers:
-            proc = host.popen([sys.executable, "-c", DHT_NODE, host.address, str(DHT_PORT)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env=_env())
-            procs.append(proc)
-        for proc in procs:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "ready"
+    with public_dht_nodes(lab, _env()) as servers:
         yield World(lab, servers)
-    finally:
-        end_by_stdin(procs)
 
 
 def _json_line(lines: Lines, key: str) -> dict[str, Any]:

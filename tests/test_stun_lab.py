@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_scripts import DHT_NODE
+from lab_scripts import DHT_PORT, public_dht_nodes
 from natlab import NAT_KINDS, Host, Lab, NatKind
-from proc_lines import end_by_stdin
 
 SRC = Path(__file__).resolve().parent.parent / "src"
-DHT_PORT = 6881
 
 #: What each kind of router must look like from the DHT.
 EXPECTED: dict[NatKind, str] = {
@@ -78,20 +76,8 @@ class World:
 @pytest.fixture(scope="module")
 def world(natlab_module: Lab) -> Iterator[World]:
     lab = natlab_module
-    servers = [lab.public_host(f"dht{i}") for i in range(3)]
-    procs: list[subprocess.Popen[str]] = []
-    try:
-        for host in servers:
-            proc = host.popen([sys.executable, "-c", DHT_NODE, host.address, str(DHT_PORT)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env=_env())
-            procs.append(proc)
-        for proc in procs:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "ready"
+    with public_dht_nodes(lab, _env()) as servers:
         yield World(lab, servers, {k: lab.host_behind(f"s-{k}", k) for k in NAT_KINDS})
-    finally:
-        end_by_stdin(procs)
 
 
 def ask(world: World, host: Host) -> dict[str, Any]:
