@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from proc_lines import end_by_stdin
@@ -14,7 +16,10 @@ from proc_lines import end_by_stdin
 if TYPE_CHECKING:
     from natlab import Host, Lab
 
-__all__ = ["DHT_NODE", "DHT_PORT", "public_dht_nodes"]
+__all__ = ["DHT_NODE", "DHT_PORT", "SRC", "lab_env", "public_dht_nodes"]
+
+#: The package's source, put on PYTHONPATH of the lab's processes.
+SRC = Path(__file__).resolve().parent.parent / "src"
 
 #: The port the lab's public DHT nodes listen on (and answer STUN on).
 DHT_PORT = 6881
@@ -32,6 +37,11 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+def lab_env() -> dict[str, str]:
+    """The environment of a process started in the lab: ours, with :data:`SRC` importable."""
+    return {**os.environ, "PYTHONPATH": str(SRC)}
 
 
 @contextlib.contextmanager

@@ -20,21 +20,18 @@ lab cannot run, required under CI=true. Every wait has a timeout; nothing is tim
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_scripts import DHT_PORT, public_dht_nodes
+from lab_scripts import DHT_PORT, lab_env, public_dht_nodes
 from natlab import Host, Lab
 from proc_lines import Lines, end_by_stdin
 from turn_helpers import turnserver_or_skip
 
-SRC = Path(__file__).resolve().parent.parent / "src"
 TURN_PORT = 3478
 #: How long a link may take to open before it counts as failed (the QueryTimeout of
 #: LinkOffer.finish / LinkAnswer).
@@ -139,10 +136,6 @@ asyncio.run(main())
 """
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(SRC)}
-
-
 @dataclass
 class World:
     lab: Lab
@@ -152,7 +145,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(natlab_module: Lab) -> Iterator[World]:
     lab = natlab_module
-    with public_dht_nodes(lab, _env()) as servers:
+    with public_dht_nodes(lab, lab_env()) as servers:
         yield World(lab, servers)
 
 
@@ -173,7 +166,7 @@ def link(world: World, a: Host, b: Host, ice: str) -> dict[str, dict[str, Any]]:
     volunteer found on the DHT); what each side said."""
     seeds = [f"{s.address}:{DHT_PORT}" for s in world.servers]
     procs = [h.popen([sys.executable, "-c", LINKER, role, ice, str(OPEN_WAIT), *seeds],
-                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_env())
+                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=lab_env())
              for h, role in ((a, "offer"), (b, "answer"))]
     try:
         out = [Lines(p.stdout) for p in procs]  # type: ignore[arg-type]
@@ -228,7 +221,7 @@ def volunteer(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     seeds = [f"{s.address}:{DHT_PORT}" for s in world.servers]
     data = tmp_path_factory.mktemp("oi-volunteer")
     proc = host.popen([sys.executable, "-c", VOLUNTEER, host.address, str(data), *seeds],
-                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=lab_env())
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"

@@ -16,14 +16,11 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_scripts import DHT_PORT, public_dht_nodes
+from lab_scripts import DHT_PORT, lab_env, public_dht_nodes
 from natlab import NAT_KINDS, Host, Lab, NatKind
-
-SRC = Path(__file__).resolve().parent.parent / "src"
 
 #: What each kind of router must look like from the DHT.
 EXPECTED: dict[NatKind, str] = {
@@ -60,12 +57,6 @@ asyncio.run(main())
 """
 
 
-def _env() -> dict[str, str]:
-    import os
-
-    return {**os.environ, "PYTHONPATH": str(SRC)}
-
-
 @dataclass
 class World:
     lab: Lab
@@ -76,13 +67,13 @@ class World:
 @pytest.fixture(scope="module")
 def world(natlab_module: Lab) -> Iterator[World]:
     lab = natlab_module
-    with public_dht_nodes(lab, _env()) as servers:
+    with public_dht_nodes(lab, lab_env()) as servers:
         yield World(lab, servers, {k: lab.host_behind(f"s-{k}", k) for k in NAT_KINDS})
 
 
 def ask(world: World, host: Host) -> dict[str, Any]:
     seeds = [f"{s.address}:{DHT_PORT}" for s in world.servers]
-    done = host.run([sys.executable, "-c", CLIENT, *seeds], timeout=60, env=_env())
+    done = host.run([sys.executable, "-c", CLIENT, *seeds], timeout=60, env=lab_env())
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -175,7 +166,7 @@ def listen_then_post(world: World, name: str, interval: float) -> dict[str, Any]
     wait = 6 * CONNTRACK_TIMEOUT
     listener = host.popen([sys.executable, "-c", LISTENER, str(interval), key, str(wait),
                            *seeds], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=_env())
+                          text=True, env=lab_env())
     try:
         assert listener.stdout is not None
         first = json.loads(listener.stdout.readline())
@@ -185,7 +176,7 @@ def listen_then_post(world: World, name: str, interval: float) -> dict[str, Any]
         time.sleep(3 * CONNTRACK_TIMEOUT)
         poster = world.lab.public_host(f"{name}-p")
         posted = poster.run([sys.executable, "-c", POSTER, key, "hello", *seeds],
-                            timeout=60, env=_env())
+                            timeout=60, env=lab_env())
         assert posted.returncode == 0 and int(posted.stdout) >= 1, posted.stderr
         out, err = listener.communicate(timeout=60)
         assert listener.returncode == 0, err
